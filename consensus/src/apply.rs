@@ -1,0 +1,272 @@
+//! The effect of a shard command, decided from the shard's descriptor and current values
+//! alone. The state machine writes the effect; the proposer uses [`check_route`] to refuse
+//! a stale request before it reaches the log.
+
+use hanse_storage::{Epoch, ShardDescriptor};
+
+use crate::types::{Mutation, Rejection, ShardRequest, ShardResponse};
+
+/// What one command does when applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    /// User-key changes, applied together with the log position.
+    pub mutations: Vec<Mutation>,
+    /// A split replaces the shard's descriptor with `left` and creates `right`.
+    pub split: Option<(ShardDescriptor, ShardDescriptor)>,
+    pub response: ShardResponse,
+}
+
+impl Effect {
+    fn respond(response: ShardResponse) -> Self {
+        Effect {
+            mutations: Vec::new(),
+            split: None,
+            response,
+        }
+    }
+}
+
+/// Checks that a data request routed with `epoch` for `keys` still belongs to `shard`.
+/// Data commands compare only the version: a membership change (conf_ver) moves no keys.
+pub fn check_route<'k>(
+    shard: &ShardDescriptor,
+    epoch: Epoch,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) -> Result<(), Rejection> {
+    if epoch.version != shard.epoch.version {
+        return Err(Rejection::EpochMismatch {
+            current: shard.clone(),
+        });
+    }
+    match keys.into_iter().find(|key| !shard.contains(key)) {
+        Some(key) => Err(Rejection::KeyNotInShard {
+            key: key.to_vec(),
+            current: shard.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Decides the effect of `request` on `shard`. `read` returns a key's current value (as
+/// of every earlier command); it is consulted only by compare-and-swap.
+pub fn decide<E>(
+    shard: &ShardDescriptor,
+    request: ShardRequest,
+    read: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Effect, E> {
+    let effect = match request {
+        ShardRequest::Write { epoch, mutations } => {
+            match check_route(shard, epoch, mutations.iter().map(Mutation::key)) {
+                Ok(()) => Effect {
+                    mutations,
+                    split: None,
+                    response: ShardResponse::Applied,
+                },
+                Err(rejection) => Effect::respond(ShardResponse::Rejected(rejection)),
+            }
+        }
+        ShardRequest::CompareAndSwap {
+            epoch,
+            key,
+            expected,
+            new,
+        } => {
+            if let Err(rejection) = check_route(shard, epoch, [key.as_slice()]) {
+                return Ok(Effect::respond(ShardResponse::Rejected(rejection)));
+            }
+            let previous = read(&key)?;
+            let swapped = previous == expected;
+            let mutations = match (swapped, new) {
+                (false, _) => Vec::new(),
+                (true, Some(value)) => vec![Mutation::Put { key, value }],
+                (true, None) => vec![Mutation::Delete { key }],
+            };
+            Effect {
+                mutations,
+                split: None,
+                response: ShardResponse::CompareAndSwap { swapped, previous },
+            }
+        }
+        ShardRequest::Split {
+            at,
+            new_shard_id,
+            expected_epoch,
+        } => match shard.split(&at, new_shard_id, expected_epoch) {
+            Ok((left, right)) => Effect {
+                mutations: Vec::new(),
+                response: ShardResponse::Split {
+                    left: left.clone(),
+                    right: right.clone(),
+                },
+                split: Some((left, right)),
+            },
+            Err(e) => Effect::respond(ShardResponse::Rejected(Rejection::Split(e))),
+        },
+    };
+    Ok(effect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanse_storage::SplitError;
+    use std::convert::Infallible;
+
+    fn shard() -> ShardDescriptor {
+        ShardDescriptor {
+            start: b"b".to_vec(),
+            end: b"m".to_vec(),
+            ..ShardDescriptor::whole_keyspace(1, vec![])
+        }
+    }
+
+    fn put(key: &str) -> Mutation {
+        Mutation::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    fn no_read(_: &[u8]) -> Result<Option<Vec<u8>>, Infallible> {
+        panic!("this command must not read")
+    }
+
+    fn value(v: Option<&str>) -> impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Infallible> {
+        let v = v.map(|s| s.as_bytes().to_vec());
+        move |_| Ok(v)
+    }
+
+    #[test]
+    fn write_in_range_with_current_epoch_applies_every_mutation() {
+        let s = shard();
+        let request = ShardRequest::Write {
+            epoch: s.epoch,
+            mutations: vec![put("c"), Mutation::Delete { key: b"d".to_vec() }],
+        };
+        let effect = decide(&s, request, no_read).unwrap();
+        assert_eq!(effect.mutations.len(), 2);
+        assert_eq!(effect.response, ShardResponse::Applied);
+    }
+
+    #[test]
+    fn write_with_one_key_outside_applies_nothing() {
+        let s = shard();
+        let request = ShardRequest::Write {
+            epoch: s.epoch,
+            mutations: vec![put("c"), put("z")],
+        };
+        let effect = decide(&s, request, no_read).unwrap();
+        assert!(effect.mutations.is_empty());
+        assert!(matches!(
+            effect.response,
+            ShardResponse::Rejected(Rejection::KeyNotInShard { ref key, .. }) if key == b"z"
+        ));
+    }
+
+    #[test]
+    fn stale_version_is_rejected_with_the_current_descriptor() {
+        let s = shard();
+        let stale = Epoch {
+            version: s.epoch.version - 1,
+            ..s.epoch
+        };
+        let effect = decide(
+            &s,
+            ShardRequest::Write {
+                epoch: stale,
+                mutations: vec![put("c")],
+            },
+            no_read,
+        )
+        .unwrap();
+        assert_eq!(
+            effect.response,
+            ShardResponse::Rejected(Rejection::EpochMismatch { current: s.clone() })
+        );
+        // A membership change alone (conf_ver) does not invalidate data routing.
+        let newer_conf = Epoch {
+            conf_ver: s.epoch.conf_ver + 5,
+            ..s.epoch
+        };
+        assert!(check_route(&s, newer_conf, [&b"c"[..]]).is_ok());
+    }
+
+    #[test]
+    fn compare_and_swap_swaps_only_on_a_match() {
+        let s = shard();
+        let cas = |expected: Option<&str>, new: Option<&str>| ShardRequest::CompareAndSwap {
+            epoch: s.epoch,
+            key: b"c".to_vec(),
+            expected: expected.map(|e| e.as_bytes().to_vec()),
+            new: new.map(|n| n.as_bytes().to_vec()),
+        };
+        let hit = decide(&s, cas(Some("1"), Some("2")), value(Some("1"))).unwrap();
+        assert_eq!(
+            hit.mutations,
+            vec![Mutation::Put {
+                key: b"c".to_vec(),
+                value: b"2".to_vec()
+            }]
+        );
+        assert_eq!(
+            hit.response,
+            ShardResponse::CompareAndSwap {
+                swapped: true,
+                previous: Some(b"1".to_vec())
+            }
+        );
+
+        let miss = decide(&s, cas(Some("1"), Some("2")), value(Some("9"))).unwrap();
+        assert!(miss.mutations.is_empty());
+        assert_eq!(
+            miss.response,
+            ShardResponse::CompareAndSwap {
+                swapped: false,
+                previous: Some(b"9".to_vec())
+            }
+        );
+
+        let create = decide(&s, cas(None, Some("1")), value(None)).unwrap();
+        assert_eq!(create.mutations.len(), 1);
+        let delete = decide(&s, cas(Some("1"), None), value(Some("1"))).unwrap();
+        assert_eq!(
+            delete.mutations,
+            vec![Mutation::Delete { key: b"c".to_vec() }]
+        );
+    }
+
+    #[test]
+    fn split_yields_both_descriptors_or_a_reason() {
+        let s = shard();
+        let ok = decide(
+            &s,
+            ShardRequest::Split {
+                at: b"g".to_vec(),
+                new_shard_id: 2,
+                expected_epoch: s.epoch,
+            },
+            no_read,
+        )
+        .unwrap();
+        let (left, right) = ok.split.expect("split effect");
+        assert_eq!(
+            (left.end.as_slice(), right.start.as_slice()),
+            (&b"g"[..], &b"g"[..])
+        );
+        let bad = decide(
+            &s,
+            ShardRequest::Split {
+                at: b"z".to_vec(),
+                new_shard_id: 2,
+                expected_epoch: s.epoch,
+            },
+            no_read,
+        )
+        .unwrap();
+        assert_eq!(
+            bad.response,
+            ShardResponse::Rejected(Rejection::Split(SplitError::KeyOutsideRange))
+        );
+        assert!(bad.split.is_none());
+    }
+}

@@ -1,0 +1,26 @@
+//! hanse-consensus: one openraft group per shard, stored in the node's RocksDB.
+//!
+//! - [`types`]: the openraft type configuration and the commands a shard's log carries.
+//! - [`apply`]: what a command does to a shard, as a pure function of its descriptor and
+//!   current values (tested without a disk).
+//! - [`LogStore`] and [`StateMachine`]: openraft's storage traits on `hanse-storage`.
+//! - [`ShardGroup`]: starts (or restarts) the Raft group of one shard.
+
+pub mod apply;
+mod group;
+mod log_store;
+mod network;
+mod snapshot;
+mod state_machine;
+pub mod types;
+
+pub use group::{GroupError, GroupOptions, ShardGroup};
+pub use log_store::LogStore;
+pub use network::SingleVoterNetwork;
+pub use state_machine::StateMachine;
+pub use types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse, TypeConfig};
+
+/// The openraft handle of one shard's group.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// openraft's storage error for this configuration.
+pub type StorageError = openraft::StorageError<u64>;

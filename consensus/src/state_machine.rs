@@ -1,0 +1,390 @@
+//! openraft's `RaftStateMachine` for one shard: applies commands to the node's `data`
+//! column family and keeps snapshots as files.
+//!
+//! The effects of a whole `apply` call, its last applied log id, its membership and the
+//! shard descriptor go into ONE RocksDB write batch, so a crash leaves either all of them
+//! or none: a command is never applied twice. That batch is not synced on its own: the
+//! log entries it came from were synced first, and a restart re-applies from the log.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hanse_storage::codec::{self, StateKey};
+use hanse_storage::{Batch, Cf, Engine, ShardDescriptor, ShardId, SplitError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::apply;
+use crate::log_store::put_entries;
+use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
+use crate::{StorageError, TypeConfig, snapshot};
+
+type Membership = StoredMembership<u64, ReplicaNode>;
+type Meta = SnapshotMeta<u64, ReplicaNode>;
+
+/// The current snapshot's metadata and the file that holds it, kept in `raft_state`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: Meta,
+    file_name: String,
+}
+
+/// The state machine of one shard.
+pub struct StateMachine {
+    shard: ShardId,
+    engine: Arc<Engine>,
+    descriptor: ShardDescriptor,
+    applied: Option<LogId<u64>>,
+    membership: Membership,
+}
+
+fn sm_read_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+
+fn sm_write_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+fn snapshot_error(meta: Option<&Meta>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
+}
+
+impl StateMachine {
+    /// Loads the state machine of `shard`, whose descriptor must already be stored.
+    pub fn open(shard: ShardId, engine: Arc<Engine>) -> Result<Self, StorageError> {
+        let descriptor = engine
+            .descriptor(shard)
+            .map_err(sm_read_error)?
+            .ok_or_else(|| {
+                sm_read_error(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no descriptor stored for shard {shard}"),
+                ))
+            })?;
+        let applied = read_state(&engine, shard, StateKey::Applied)?.flatten();
+        let membership = read_state(&engine, shard, StateKey::Membership)?.unwrap_or_default();
+        Ok(StateMachine {
+            shard,
+            engine,
+            descriptor,
+            applied,
+            membership,
+        })
+    }
+
+    /// The shard's descriptor as of the last applied command.
+    pub fn descriptor(&self) -> &ShardDescriptor {
+        &self.descriptor
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.engine
+            .path()
+            .join("snapshots")
+            .join(format!("shard-{}", self.shard))
+    }
+
+    /// Adds the state-machine pointers (applied, membership, descriptor) to `batch`.
+    fn put_pointers(&self, batch: &mut Batch) {
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(self.shard, StateKey::Applied),
+            codec::encode(&self.applied),
+        );
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(self.shard, StateKey::Membership),
+            codec::encode(&self.membership),
+        );
+        Engine::put_descriptor(batch, &self.descriptor);
+    }
+
+    /// Creates the new shard of a split in `batch`: its descriptor, and a first log entry
+    /// holding this group's membership, as `Raft::initialize` would write it. Every replica
+    /// writes the same entry, so the new group starts with identical logs everywhere.
+    fn create_split_child(&self, batch: &mut Batch, right: &ShardDescriptor) {
+        Engine::put_descriptor(batch, right);
+        let first = Entry::<TypeConfig> {
+            log_id: LogId::default(),
+            payload: EntryPayload::Membership(self.membership.membership().clone()),
+        };
+        put_entries(batch, right.id, [first]);
+    }
+
+    fn apply_request(
+        &mut self,
+        request: ShardRequest,
+        batch: &mut Batch,
+        pending: &mut Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    ) -> Result<ShardResponse, StorageError> {
+        if let ShardRequest::Split { new_shard_id, .. } = &request {
+            if self
+                .engine
+                .descriptor(*new_shard_id)
+                .map_err(sm_read_error)?
+                .is_some()
+            {
+                return Ok(ShardResponse::Rejected(Rejection::Split(
+                    SplitError::IdTaken(*new_shard_id),
+                )));
+            }
+        }
+        let engine = &self.engine;
+        let effect = apply::decide(&self.descriptor, request, |key| {
+            match pending.as_ref().and_then(|p| p.get(key)) {
+                Some(value) => Ok(value.clone()),
+                None => engine.get(Cf::Data, codec::data_key(key)),
+            }
+        })
+        .map_err(sm_read_error)?;
+        for mutation in effect.mutations {
+            match mutation {
+                Mutation::Put { key, value } => {
+                    if let Some(pending) = pending.as_mut() {
+                        pending.insert(key.clone(), Some(value.clone()));
+                    }
+                    batch.put(Cf::Data, key, value);
+                }
+                Mutation::Delete { key } => {
+                    if let Some(pending) = pending.as_mut() {
+                        pending.insert(key.clone(), None);
+                    }
+                    batch.delete(Cf::Data, key);
+                }
+            }
+        }
+        if let Some((left, right)) = effect.split {
+            self.create_split_child(batch, &right);
+            self.descriptor = left;
+        }
+        Ok(effect.response)
+    }
+
+    /// The metadata a snapshot of the current state carries.
+    fn current_meta(&self) -> Meta {
+        let snapshot_id = match &self.applied {
+            Some(id) => format!("s{}-t{}-i{}", self.shard, id.leader_id.term, id.index),
+            None => format!("s{}-empty", self.shard),
+        };
+        SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        }
+    }
+
+    fn remove_snapshots_except(&self, keep: &str) {
+        let Ok(entries) = std::fs::read_dir(self.snapshot_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name() != keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn read_state<T: serde::de::DeserializeOwned>(
+    engine: &Engine,
+    shard: ShardId,
+    kind: StateKey,
+) -> Result<Option<T>, StorageError> {
+    match engine
+        .get(Cf::RaftState, &codec::state_key(shard, kind))
+        .map_err(sm_read_error)?
+    {
+        Some(bytes) => codec::decode("state machine pointer", &bytes)
+            .map(Some)
+            .map_err(sm_read_error),
+        None => Ok(None),
+    }
+}
+
+/// A snapshot taken when openraft asked for a builder; handed over by `build_snapshot`.
+pub struct SnapshotBuilder {
+    built: Result<(Meta, PathBuf), StorageError>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, path) = self.built.clone()?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snapshot_error(Some(&meta), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        // Compare-and-swap must see the writes of earlier entries in this same call, which
+        // are not in RocksDB yet; track them only when a CAS is present.
+        let has_cas = entries.iter().any(|e| {
+            matches!(
+                &e.payload,
+                EntryPayload::Normal(ShardRequest::CompareAndSwap { .. })
+            )
+        });
+        let mut pending = has_cas.then(BTreeMap::new);
+        let mut batch = Batch::default();
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => ShardResponse::Applied,
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    ShardResponse::Applied
+                }
+                EntryPayload::Normal(request) => {
+                    self.apply_request(request, &mut batch, &mut pending)?
+                }
+            };
+            responses.push(response);
+        }
+        self.put_pointers(&mut batch);
+        self.engine.write(batch, false).map_err(sm_write_error)?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Exported here, between two applies, so the files match `applied` exactly.
+        let meta = self.current_meta();
+        let file_name = format!("{}.snap", meta.snapshot_id);
+        let path = self.snapshot_dir().join(&file_name);
+        let built = snapshot::write(&self.engine, &self.descriptor, &path)
+            .map_err(|e| snapshot_error(Some(&meta), e))
+            .and_then(|()| {
+                let mut batch = Batch::default();
+                let stored = StoredSnapshot {
+                    meta: meta.clone(),
+                    file_name: file_name.clone(),
+                };
+                batch.put(
+                    Cf::RaftState,
+                    codec::state_key(self.shard, StateKey::SnapshotMeta),
+                    codec::encode(&stored),
+                );
+                self.engine
+                    .write(batch, true)
+                    .map_err(|e| snapshot_error(Some(&meta), e))
+            })
+            .map(|()| {
+                self.remove_snapshots_except(&file_name);
+                (meta, path)
+            });
+        SnapshotBuilder { built }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let dir = self.snapshot_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| snapshot_error(None, e))?;
+        // Unlinked at once: nothing is left behind if the transfer is abandoned.
+        let file = tempfile::tempfile_in(&dir).map_err(|e| snapshot_error(None, e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        mut data: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let err = |e: io::Error| snapshot_error(Some(meta), e);
+        let dir = self.snapshot_dir();
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let file_name = format!("{}.snap", meta.snapshot_id);
+        let path = dir.join(&file_name);
+        let tmp = path.with_extension("recv");
+        data.seek(io::SeekFrom::Start(0)).await.map_err(err)?;
+        let mut copy = tokio::fs::File::create(&tmp).await.map_err(err)?;
+        tokio::io::copy(&mut data, &mut copy).await.map_err(err)?;
+        copy.sync_all().await.map_err(err)?;
+        copy.shutdown().await.map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+
+        let staging = tempfile::tempdir_in(&dir).map_err(err)?;
+        let (descriptor, files) = snapshot::unpack(&path, staging.path()).map_err(err)?;
+        if descriptor.id != self.shard {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot of shard {} offered to shard {}",
+                    descriptor.id, self.shard
+                ),
+            )));
+        }
+        // Clear what this replica held of the old range, then load the snapshot's range.
+        if (descriptor.start.as_slice(), descriptor.end.as_slice())
+            != (
+                self.descriptor.start.as_slice(),
+                self.descriptor.end.as_slice(),
+            )
+        {
+            self.engine
+                .ingest_range(&self.descriptor.start, &self.descriptor.end, &[])
+                .map_err(|e| snapshot_error(Some(meta), e))?;
+        }
+        self.engine
+            .ingest_range(&descriptor.start, &descriptor.end, &files)
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+
+        self.descriptor = descriptor;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let mut batch = Batch::default();
+        self.put_pointers(&mut batch);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            file_name: file_name.clone(),
+        };
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(self.shard, StateKey::SnapshotMeta),
+            codec::encode(&stored),
+        );
+        self.engine
+            .write(batch, true)
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+        self.remove_snapshots_except(&file_name);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(stored) =
+            read_state::<StoredSnapshot>(&self.engine, self.shard, StateKey::SnapshotMeta)?
+        else {
+            return Ok(None);
+        };
+        let path = self.snapshot_dir().join(&stored.file_name);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            StorageIOError::read_snapshot(Some(stored.meta.signature()), AnyError::new(&e))
+        })?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}

@@ -1,0 +1,97 @@
+//! The openraft type configuration and the commands in a shard's log.
+
+use hanse_storage::{Epoch, ShardDescriptor, ShardId, SplitError};
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// Raft types of every shard group.
+    pub TypeConfig:
+        D = ShardRequest,
+        R = ShardResponse,
+        NodeId = u64,
+        Node = ReplicaNode,
+        SnapshotData = tokio::fs::File,
+);
+
+/// Where a Raft member lives; carried in the group's membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaNode {
+    /// The node's advertised gRPC address (empty in embedded mode).
+    pub addr: String,
+    pub region: String,
+}
+
+/// One change to one user key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+impl Mutation {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+        }
+    }
+}
+
+/// A command proposed to a shard's group. Data commands carry the epoch they were routed
+/// with; it is checked again when the command is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// Applies every mutation or none.
+    Write {
+        epoch: Epoch,
+        mutations: Vec<Mutation>,
+    },
+    /// Sets `key` to `new` (`None` deletes it) only if its value is `expected` (`None`:
+    /// absent).
+    CompareAndSwap {
+        epoch: Epoch,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    /// Splits the shard at `at`: it keeps `[start, at)`, and shard `new_shard_id` takes
+    /// `[at, end)` with the same members.
+    Split {
+        at: Vec<u8>,
+        new_shard_id: ShardId,
+        expected_epoch: Epoch,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardResponse {
+    /// The command took effect (also the answer to blank and membership entries).
+    Applied,
+    /// The outcome of a compare-and-swap and the value the key had before it.
+    CompareAndSwap {
+        swapped: bool,
+        previous: Option<Vec<u8>>,
+    },
+    /// The split took effect: the shrunk parent and the new shard.
+    Split {
+        left: ShardDescriptor,
+        right: ShardDescriptor,
+    },
+    /// The command was refused when applied and changed nothing.
+    Rejected(Rejection),
+}
+
+/// Why an applied command changed nothing. Each carries what the proposer needs to
+/// re-route at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("epoch mismatch: shard {} is now at {:?}", current.id, current.epoch)]
+    EpochMismatch { current: ShardDescriptor },
+    #[error("key is not in shard {} (range changed)", current.id)]
+    KeyNotInShard {
+        key: Vec<u8>,
+        current: ShardDescriptor,
+    },
+    #[error("split refused: {0}")]
+    Split(SplitError),
+}

@@ -1,0 +1,39 @@
+//! openraft's storage conformance suite against the RocksDB-backed log and state machine.
+
+use std::sync::Arc;
+
+use hanse_consensus::{LogStore, StateMachine, StorageError, TypeConfig};
+use hanse_storage::{
+    Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
+};
+use openraft::testing::{StoreBuilder, Suite};
+
+const SHARD: u64 = 1;
+
+struct RocksBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let engine =
+            Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("open engine"));
+        let replica = ReplicaDescriptor {
+            node: 1,
+            region: "test".into(),
+            role: ReplicaRole::Voter,
+        };
+        let mut batch = Batch::default();
+        Engine::put_descriptor(
+            &mut batch,
+            &ShardDescriptor::whole_keyspace(SHARD, vec![replica]),
+        );
+        engine.write(batch, true).expect("store descriptor");
+        let state_machine = StateMachine::open(SHARD, engine.clone())?;
+        Ok((dir, LogStore::new(SHARD, engine), state_machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(RocksBuilder).expect("openraft storage conformance suite");
+}

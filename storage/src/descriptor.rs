@@ -1,0 +1,187 @@
+use serde::{Deserialize, Serialize};
+
+/// Identifies a shard (one key range, one Raft group) across the cluster. Shard 0 is
+/// the meta shard; data shards start at 1.
+pub type ShardId = u64;
+/// Identifies a node (one `hanse` process with one RocksDB).
+pub type NodeId = u64;
+
+/// A shard's epoch. `version` grows on split and merge (the range changed), `conf_ver`
+/// on membership change (the replica set changed). A request routed with an older
+/// epoch is rejected with the current descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    pub version: u64,
+    pub conf_ver: u64,
+}
+
+/// Whether a replica votes in its shard's Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicaRole {
+    Voter,
+    Learner,
+}
+
+/// One member of a shard's replica set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaDescriptor {
+    pub node: NodeId,
+    pub region: String,
+    pub role: ReplicaRole,
+}
+
+/// A shard: the key range `[start, end)` (an empty `end` means "to the last key"), its
+/// epoch and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardDescriptor {
+    pub id: ShardId,
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub epoch: Epoch,
+    pub replicas: Vec<ReplicaDescriptor>,
+}
+
+/// Why a split at a given key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SplitError {
+    #[error("split key is outside the shard's range or equal to its start")]
+    KeyOutsideRange,
+    #[error("the shard's epoch is {current:?}, the split expected {expected:?}")]
+    StaleEpoch { expected: Epoch, current: Epoch },
+    #[error("shard id {0} is already taken")]
+    IdTaken(ShardId),
+}
+
+impl ShardDescriptor {
+    /// The single shard that covers every key, as a fresh store starts.
+    pub fn whole_keyspace(id: ShardId, replicas: Vec<ReplicaDescriptor>) -> Self {
+        ShardDescriptor {
+            id,
+            start: Vec::new(),
+            end: Vec::new(),
+            epoch: Epoch {
+                version: 1,
+                conf_ver: 1,
+            },
+            replicas,
+        }
+    }
+
+    /// Whether `key` lies in `[start, end)`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    /// Whether `[start, end)` (empty `end` = unbounded) overlaps this shard.
+    pub fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
+        let starts_before_our_end = self.end.is_empty() || start < self.end.as_slice();
+        let ends_after_our_start = end.is_empty() || end > self.start.as_slice();
+        starts_before_our_end && ends_after_our_start
+    }
+
+    /// The shards that result from splitting `self` at `at`: `self` shrunk to
+    /// `[start, at)` and a new shard `right_id` over `[at, end)`, both one version up,
+    /// with the same replicas. A pure function: every replica computes the same result.
+    pub fn split(
+        &self,
+        at: &[u8],
+        right_id: ShardId,
+        expected: Epoch,
+    ) -> Result<(ShardDescriptor, ShardDescriptor), SplitError> {
+        if expected != self.epoch {
+            return Err(SplitError::StaleEpoch {
+                expected,
+                current: self.epoch,
+            });
+        }
+        if !self.contains(at) || at == self.start.as_slice() {
+            return Err(SplitError::KeyOutsideRange);
+        }
+        if right_id == self.id {
+            return Err(SplitError::IdTaken(right_id));
+        }
+        let epoch = Epoch {
+            version: self.epoch.version + 1,
+            conf_ver: self.epoch.conf_ver,
+        };
+        let left = ShardDescriptor {
+            end: at.to_vec(),
+            epoch,
+            ..self.clone()
+        };
+        let right = ShardDescriptor {
+            id: right_id,
+            start: at.to_vec(),
+            end: self.end.clone(),
+            epoch,
+            replicas: self.replicas.clone(),
+        };
+        Ok((left, right))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(start: &[u8], end: &[u8]) -> ShardDescriptor {
+        ShardDescriptor {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            ..ShardDescriptor::whole_keyspace(1, vec![])
+        }
+    }
+
+    #[test]
+    fn empty_end_is_unbounded() {
+        let s = shard(b"m", b"");
+        assert!(s.contains(b"m"));
+        assert!(s.contains(&[0xff; 100]));
+        assert!(!s.contains(b"a"));
+        assert!(s.overlaps(b"a", b"n"));
+        assert!(!s.overlaps(b"a", b"m"));
+    }
+
+    #[test]
+    fn split_shrinks_left_creates_right_and_bumps_both_versions() {
+        let parent = shard(b"a", b"z");
+        let (left, right) = parent.split(b"k", 9, parent.epoch).unwrap();
+        assert_eq!(
+            (left.start.as_slice(), left.end.as_slice()),
+            (&b"a"[..], &b"k"[..])
+        );
+        assert_eq!(
+            (right.start.as_slice(), right.end.as_slice()),
+            (&b"k"[..], &b"z"[..])
+        );
+        assert_eq!((left.id, right.id), (1, 9));
+        assert_eq!(left.epoch.version, parent.epoch.version + 1);
+        assert_eq!(right.epoch, left.epoch);
+        assert_eq!(right.replicas, parent.replicas);
+    }
+
+    #[test]
+    fn split_refuses_stale_epoch_and_keys_outside() {
+        let parent = shard(b"a", b"z");
+        let stale = Epoch {
+            version: 0,
+            conf_ver: 1,
+        };
+        assert!(matches!(
+            parent.split(b"k", 9, stale),
+            Err(SplitError::StaleEpoch { .. })
+        ));
+        assert_eq!(
+            parent.split(b"a", 9, parent.epoch),
+            Err(SplitError::KeyOutsideRange)
+        );
+        assert_eq!(
+            parent.split(b"z", 9, parent.epoch),
+            Err(SplitError::KeyOutsideRange)
+        );
+        assert_eq!(
+            parent.split(b"k", 1, parent.epoch),
+            Err(SplitError::IdTaken(1))
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! The node's RocksDB instance: opening (with format check and lock), reads, scans,
+//! atomic write batches across column families, and range export/ingest as SST files.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, ErrorKind, IngestExternalFileOptions,
+    IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch, WriteOptions,
+};
+
+use crate::codec::{self, FORMAT_KEY};
+use crate::log_writer::{LogWriter, LogWriterStats, WriteOp, fill_batch};
+use crate::{Error, Result, ShardDescriptor, ShardId};
+
+/// The data format this build writes and the newest it can read. Bump it whenever the
+/// layout in [`codec`] changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MARKER_FILE: &str = "HANSE";
+const LOCK_FILE: &str = "hanse.lock";
+const ROCKSDB_DIR: &str = "db";
+
+/// The column families of a node's RocksDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// User keys and values of every shard on the node.
+    Data,
+    /// Raft log entries of every shard.
+    RaftLog,
+    /// Raft hard state and state-machine pointers of every shard.
+    RaftState,
+    /// Local metadata: format version and shard descriptors.
+    Meta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 4] = [Cf::Data, Cf::RaftLog, Cf::RaftState, Cf::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Data => "data",
+            Cf::RaftLog => "raft_log",
+            Cf::RaftState => "raft_state",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+pub(crate) fn cf_handle(db: &DB, cf: Cf) -> &ColumnFamily {
+    db.cf_handle(cf.name())
+        .expect("every column family is created when the engine opens")
+}
+
+/// How an engine opens and writes.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Sync the WAL on every Raft log write (the default). Off, an acknowledged write
+    /// survives a crash of the process but not of the machine.
+    pub sync_log_writes: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            sync_log_writes: true,
+        }
+    }
+}
+
+/// Scan direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScanOrder {
+    #[default]
+    Forward,
+    Reverse,
+}
+
+/// An ordered list of writes that [`Engine::write`] applies atomically.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<WriteOp>,
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put {
+            cf,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete {
+            cf,
+            key: key.into(),
+        });
+    }
+
+    pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::DeleteRange {
+            cf,
+            start: start.into(),
+            end: end.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+}
+
+/// The SST files holding one key range: a shard snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeExport {
+    pub files: Vec<PathBuf>,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// One node's RocksDB. Cheap to share: wrap it in an `Arc`.
+pub struct Engine {
+    // Field order is drop order: the writer thread stops before the DB closes.
+    log_writer: LogWriter,
+    db: Arc<DB>,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.path).finish()
+    }
+}
+
+impl Engine {
+    /// Opens the data directory `path`, creating it when it is missing or empty.
+    ///
+    /// Refuses a directory that holds something other than Hanse data, one written by a
+    /// newer format, one that another process has open, and one whose RocksDB is damaged,
+    /// each with its own [`Error`] variant; none of these change anything on disk.
+    pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        let path = path.as_ref().to_path_buf();
+        fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let marker = path.join(MARKER_FILE);
+        let has_marker = marker.exists();
+        if !has_marker && has_foreign_entries(&path)? {
+            return Err(Error::NotADataDir { path });
+        }
+        let lock = take_lock(&path)?;
+        if has_marker {
+            check_marker(&path, &marker)?;
+        } else {
+            // A `db/` without a marker is an initialisation that crashed before `open`
+            // returned: nothing in it was ever acknowledged, so start it afresh.
+            let stale = path.join(ROCKSDB_DIR);
+            if stale.exists() {
+                tracing::warn!(path = %stale.display(), "removing an unfinished initialisation");
+                fs::remove_dir_all(&stale).map_err(|e| Error::io(&stale, e))?;
+            }
+        }
+
+        let db = open_rocksdb(&path, !has_marker)?;
+        if !has_marker {
+            let mut write_options = WriteOptions::default();
+            write_options.set_sync(true);
+            db.put_cf_opt(
+                cf_handle(&db, Cf::Meta),
+                FORMAT_KEY,
+                FORMAT_VERSION.to_be_bytes(),
+                &write_options,
+            )?;
+            write_marker(&path, &marker)?;
+        }
+        let db = Arc::new(db);
+        Ok(Engine {
+            log_writer: LogWriter::start(db.clone(), options.sync_log_writes),
+            db,
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads one key of a column family.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf_handle(&self.db, cf), key)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Reads up to `limit` entries of `cf` with keys in `[start, end)` (an empty `end` is
+    /// unbounded), in `order`.
+    pub fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(start);
+        if !end.is_empty() {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mode = match order {
+            ScanOrder::Forward => IteratorMode::From(start, Direction::Forward),
+            ScanOrder::Reverse => IteratorMode::End,
+        };
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(cf_handle(&self.db, cf), read_options, mode)
+            .take(limit)
+        {
+            let (key, value) = item?;
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Applies `batch` atomically; with `sync` the WAL is synced before returning.
+    pub fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        let mut write_batch = WriteBatch::default();
+        fill_batch(&self.db, &mut write_batch, &batch.ops);
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(sync);
+        self.db.write_opt(write_batch, &write_options)?;
+        Ok(())
+    }
+
+    /// Writes `batch` through the node-wide group-commit log writer and resolves once it
+    /// is durable (synced, unless the engine was opened with `sync_log_writes` off).
+    /// Batches submitted by one caller are applied in submission order.
+    pub async fn write_log(&self, batch: Batch) -> Result<()> {
+        let durable = self.log_writer.submit(batch.ops);
+        durable.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// How well log writes are being grouped so far.
+    pub fn log_writer_stats(&self) -> LogWriterStats {
+        self.log_writer.stats()
+    }
+
+    /// All shard descriptors stored on this node, in id order.
+    pub fn load_descriptors(&self) -> Result<Vec<ShardDescriptor>> {
+        let (start, end) = codec::descriptor_key_range();
+        self.scan(Cf::Meta, &start, &end, usize::MAX, ScanOrder::Forward)?
+            .into_iter()
+            .map(|(_, value)| codec::decode("shard descriptor", &value))
+            .collect()
+    }
+
+    /// Adds the write of `descriptor` to `batch`.
+    pub fn put_descriptor(batch: &mut Batch, descriptor: &ShardDescriptor) {
+        batch.put(
+            Cf::Meta,
+            codec::descriptor_key(descriptor.id),
+            codec::encode(descriptor),
+        );
+    }
+
+    /// The descriptor of `shard`, if this node has one.
+    pub fn descriptor(&self, shard: ShardId) -> Result<Option<ShardDescriptor>> {
+        self.get(Cf::Meta, &codec::descriptor_key(shard))?
+            .map(|bytes| codec::decode("shard descriptor", &bytes))
+            .transpose()
+    }
+
+    /// Writes the user data in `[start, end)` as SST files of at most about
+    /// `file_bytes_max` bytes each into `dir`, from one consistent view of the data.
+    /// An empty range yields no files.
+    pub fn export_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        file_bytes_max: u64,
+    ) -> Result<RangeExport> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(start);
+        if !end.is_empty() {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let sst_options = Options::default();
+        let mut export = RangeExport::default();
+        let mut writer: Option<SstFileWriter> = None;
+        let iter = self.db.iterator_cf_opt(
+            cf_handle(&self.db, Cf::Data),
+            read_options,
+            IteratorMode::From(start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let current = match &mut writer {
+                Some(current) => current,
+                None => {
+                    let file = dir.join(format!("{:06}.sst", export.files.len()));
+                    let new_writer = SstFileWriter::create(&sst_options);
+                    new_writer.open(&file)?;
+                    export.files.push(file);
+                    writer.insert(new_writer)
+                }
+            };
+            current.put(&key, &value)?;
+            export.keys += 1;
+            if current.file_size() >= file_bytes_max {
+                export.bytes += finish_sst(writer.take())?;
+            }
+        }
+        export.bytes += finish_sst(writer.take())?;
+        Ok(export)
+    }
+
+    /// Replaces the user data in `[start, end)` with the contents of `files` (as written
+    /// by [`Engine::export_range`]). Keys outside the range in the files are refused.
+    pub fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
+        let data = cf_handle(&self.db, Cf::Data);
+        if let Some(upper) = self.exclusive_upper_bound(start, end)? {
+            self.db.delete_range_cf(data, start, &upper)?;
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut ingest_options = IngestExternalFileOptions::default();
+        ingest_options.set_move_files(false);
+        self.db
+            .ingest_external_file_cf_opts(data, &ingest_options, files.to_vec())?;
+        Ok(())
+    }
+
+    /// An end key for range deletes of `[start, end)`: `end` itself, or just past the last
+    /// stored key when `end` is unbounded. `None` when there is nothing to delete.
+    fn exclusive_upper_bound(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !end.is_empty() {
+            return Ok(Some(end.to_vec()));
+        }
+        let last = self.scan(Cf::Data, start, end, 1, ScanOrder::Reverse)?;
+        Ok(last.into_iter().next().map(|(mut key, _)| {
+            key.push(0);
+            key
+        }))
+    }
+}
+
+fn finish_sst(writer: Option<SstFileWriter>) -> Result<u64> {
+    match writer {
+        Some(mut writer) => {
+            writer.finish()?;
+            Ok(writer.file_size())
+        }
+        None => Ok(0),
+    }
+}
+
+/// Whether `path` holds anything a fresh Hanse directory may not: anything but our own
+/// lock file and an unfinished `db/`.
+fn has_foreign_entries(path: &Path) -> Result<bool> {
+    for entry in fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let entry = entry.map_err(|e| Error::io(path, e))?;
+        let name = entry.file_name();
+        if name != LOCK_FILE && name != ROCKSDB_DIR {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn take_lock(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
+    }
+}
+
+fn check_marker(path: &Path, marker: &Path) -> Result<()> {
+    let text = fs::read_to_string(marker).map_err(|e| Error::io(marker, e))?;
+    let found = text
+        .lines()
+        .find_map(|line| line.strip_prefix("format "))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| Error::Corrupted {
+            path: path.to_path_buf(),
+            detail: format!("the marker file {} is unreadable", marker.display()),
+        })?;
+    if found > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the marker atomically (temporary file, fsync, rename, fsync of the directory):
+/// its presence means the directory is fully initialised.
+fn write_marker(path: &Path, marker: &Path) -> Result<()> {
+    let tmp = path.join(format!("{MARKER_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    writeln!(file, "hanse data directory\nformat {FORMAT_VERSION}")
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, marker).map_err(|e| Error::io(marker, e))?;
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn open_rocksdb(path: &Path, create: bool) -> Result<DB> {
+    let mut options = Options::default();
+    options.create_if_missing(create);
+    options.create_missing_column_families(create);
+    options.set_max_background_jobs(2);
+    options.set_paranoid_checks(true);
+    let families = Cf::ALL
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+    let db_path = path.join(ROCKSDB_DIR);
+    DB::open_cf_descriptors(&options, &db_path, families).map_err(|e| {
+        let message = e.to_string();
+        if e.kind() == ErrorKind::Corruption {
+            Error::Corrupted {
+                path: path.to_path_buf(),
+                detail: message,
+            }
+        } else if !create
+            && (message.contains("does not exist") || message.contains("No such file"))
+        {
+            Error::Corrupted {
+                path: path.to_path_buf(),
+                detail: format!("RocksDB files are missing ({message})"),
+            }
+        } else {
+            Error::RocksDb(e)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,308 @@
+use super::*;
+use crate::{Epoch, ReplicaDescriptor, ReplicaRole};
+
+fn open(dir: &Path) -> Engine {
+    Engine::open(dir, EngineOptions::default()).expect("open engine")
+}
+
+fn put_data(engine: &Engine, pairs: &[(&str, &str)]) {
+    let mut batch = Batch::default();
+    for (k, v) in pairs {
+        batch.put(Cf::Data, k.as_bytes(), v.as_bytes());
+    }
+    engine.write(batch, true).unwrap();
+}
+
+fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    put_data(&open(dir.path()), &[("a", "1")]);
+    let engine = open(dir.path());
+    assert_eq!(engine.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn batch_is_atomic_across_column_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let mut batch = Batch::default();
+    batch.put(Cf::Data, "k", "v");
+    batch.put(Cf::RaftState, "s", "x");
+    batch.put(Cf::RaftLog, "l", "y");
+    batch.delete(Cf::Data, "absent");
+    engine.write(batch, false).unwrap();
+    assert_eq!(engine.get(Cf::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        engine.get(Cf::RaftState, b"s").unwrap(),
+        Some(b"x".to_vec())
+    );
+    assert_eq!(engine.get(Cf::RaftLog, b"l").unwrap(), Some(b"y".to_vec()));
+    assert_eq!(
+        engine.get(Cf::Meta, b"s").unwrap(),
+        None,
+        "column families are separate"
+    );
+}
+
+#[test]
+fn scan_honours_bounds_limit_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    put_data(&engine, &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+    let forward = engine
+        .scan(Cf::Data, b"b", b"d", 10, ScanOrder::Forward)
+        .unwrap();
+    assert_eq!(keys(&forward), ["b", "c"]);
+    let reverse = engine
+        .scan(Cf::Data, b"a", b"", 3, ScanOrder::Reverse)
+        .unwrap();
+    assert_eq!(keys(&reverse), ["d", "c", "b"]);
+    let reverse_bounded = engine
+        .scan(Cf::Data, b"a", b"c", 10, ScanOrder::Reverse)
+        .unwrap();
+    assert_eq!(keys(&reverse_bounded), ["b", "a"]);
+    assert!(
+        engine
+            .scan(Cf::Data, b"x", b"", 10, ScanOrder::Forward)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn descriptors_round_trip_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let replica = ReplicaDescriptor {
+        node: 1,
+        region: "eu-hamburg".into(),
+        role: ReplicaRole::Voter,
+    };
+    let whole = ShardDescriptor::whole_keyspace(7, vec![replica]);
+    let (left, right) = whole.split(b"m", 300, whole.epoch).unwrap();
+    let mut batch = Batch::default();
+    Engine::put_descriptor(&mut batch, &right);
+    Engine::put_descriptor(&mut batch, &left);
+    engine.write(batch, true).unwrap();
+    assert_eq!(
+        engine.load_descriptors().unwrap(),
+        vec![left.clone(), right]
+    );
+    assert_eq!(
+        engine.descriptor(7).unwrap().unwrap().epoch,
+        Epoch {
+            version: 2,
+            conf_ver: 1
+        }
+    );
+}
+
+#[test]
+fn export_and_ingest_replace_exactly_the_range() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = open(source_dir.path());
+    let values: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("k{i:04}"), format!("value-{i}-{}", "x".repeat(200))))
+        .collect();
+    let pairs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    put_data(&source, &pairs);
+
+    let sst_dir = tempfile::tempdir().unwrap();
+    // A tiny file limit (RocksDB counts a file's size per 4 KiB block) forces several files.
+    let export = source
+        .export_range(b"k0100", b"k0200", sst_dir.path(), 1024)
+        .unwrap();
+    assert_eq!(export.keys, 100);
+    assert!(
+        export.files.len() > 1,
+        "expected several files, got {:?}",
+        export.files
+    );
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = open(target_dir.path());
+    put_data(
+        &target,
+        &[
+            ("k0099", "outside"),
+            ("k0150", "stale"),
+            ("k0150x", "stale"),
+            ("k0200", "outside"),
+        ],
+    );
+    target
+        .ingest_range(b"k0100", b"k0200", &export.files)
+        .unwrap();
+    let got = target
+        .scan(Cf::Data, b"", b"", usize::MAX, ScanOrder::Forward)
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        102,
+        "100 ingested keys plus the two outside the range"
+    );
+    assert_eq!(
+        target.get(Cf::Data, b"k0150").unwrap(),
+        Some(values[150].1.as_bytes().to_vec())
+    );
+    assert_eq!(
+        target.get(Cf::Data, b"k0150x").unwrap(),
+        None,
+        "stale key inside the range is gone"
+    );
+    assert_eq!(
+        target.get(Cf::Data, b"k0099").unwrap(),
+        Some(b"outside".to_vec())
+    );
+}
+
+#[test]
+fn ingesting_an_empty_export_clears_an_unbounded_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    put_data(&engine, &[("a", "1"), ("m", "2"), ("z", "3")]);
+    let export = engine
+        .export_range(b"q", b"r", &dir.path().join("ssts"), 1 << 20)
+        .unwrap();
+    assert!(export.files.is_empty());
+    engine.ingest_range(b"m", b"", &export.files).unwrap();
+    let left = engine
+        .scan(Cf::Data, b"", b"", 10, ScanOrder::Forward)
+        .unwrap();
+    assert_eq!(keys(&left), ["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_writer_groups_concurrent_writes_and_acknowledges_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    let requests = 400u64;
+    let mut pending = Vec::new();
+    for i in 0..requests {
+        let engine = engine.clone();
+        pending.push(tokio::spawn(async move {
+            let mut batch = Batch::default();
+            batch.put(
+                Cf::RaftLog,
+                codec::log_key(i % 8, i).to_vec(),
+                vec![1u8; 64],
+            );
+            engine.write_log(batch).await
+        }));
+    }
+    for task in pending {
+        task.await.unwrap().unwrap();
+    }
+    for i in 0..requests {
+        assert!(
+            engine
+                .get(Cf::RaftLog, &codec::log_key(i % 8, i))
+                .unwrap()
+                .is_some()
+        );
+    }
+    let stats = engine.log_writer_stats();
+    assert_eq!(stats.requests, requests);
+    assert!(
+        stats.batches < stats.requests,
+        "concurrent appends should share syncs: {stats:?}"
+    );
+}
+
+#[test]
+fn refuses_a_directory_that_is_not_hanse_data() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::NotADataDir { .. }), "{err}");
+    assert!(
+        !dir.path().join(MARKER_FILE).exists(),
+        "nothing was written"
+    );
+    assert!(!dir.path().join(LOCK_FILE).exists(), "nothing was written");
+}
+
+#[test]
+fn refuses_a_newer_format() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    fs::write(
+        dir.path().join(MARKER_FILE),
+        "hanse data directory\nformat 99\n",
+    )
+    .unwrap();
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NewerFormat {
+                found: 99,
+                supported: FORMAT_VERSION,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade Hanse"));
+}
+
+#[test]
+fn refuses_a_directory_open_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    put_data(&first, &[("a", "1")]);
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(first.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
+    drop(first);
+    assert_eq!(
+        open(dir.path()).get(Cf::Data, b"a").unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
+fn refuses_a_corrupted_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    put_data(&open(dir.path()), &[("a", "1")]);
+    fs::write(
+        dir.path().join(ROCKSDB_DIR).join("CURRENT"),
+        "garbage-without-newline",
+    )
+    .unwrap();
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+}
+
+#[test]
+fn refuses_a_data_dir_whose_rocksdb_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    put_data(&open(dir.path()), &[("a", "1")]);
+    fs::remove_dir_all(dir.path().join(ROCKSDB_DIR)).unwrap();
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+    assert!(
+        !dir.path().join(ROCKSDB_DIR).join("CURRENT").exists(),
+        "no empty store was created in its place"
+    );
+}
+
+#[test]
+fn restarts_an_initialisation_that_never_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join(ROCKSDB_DIR)).unwrap();
+    fs::write(dir.path().join(ROCKSDB_DIR).join("half-written"), "x").unwrap();
+    let engine = open(dir.path());
+    assert!(dir.path().join(MARKER_FILE).exists());
+    put_data(&engine, &[("a", "1")]);
+}
