@@ -130,6 +130,21 @@ impl ShardGroup {
             })
     }
 
+    /// Starts an election now instead of after the election timeout: used when this node
+    /// is the group's only voter, or is the preferred leader of a new group.
+    pub async fn campaign_unless_leader(&self) -> Result<(), GroupError> {
+        let shard = self.shard;
+        let id = self.raft.metrics().borrow().id;
+        if self.raft.current_leader().await == Some(id) {
+            return Ok(());
+        }
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|source| GroupError::Fatal { shard, source })
+    }
+
     /// Waits until the group has a leader and returns it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, GroupError> {
         let shard = self.shard;

@@ -8,7 +8,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, Engine, ScanOrder, ShardId};
+use hanse_storage::{Batch, Cf, Engine, OnDurable, ScanOrder, ShardId};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageIOError, Vote};
 
@@ -172,15 +172,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = Batch::default();
         put_entries(&mut batch, self.shard, entries);
-        // The writer returns once the batch is written and synced, so the entries are both
-        // readable and durable here; openraft is told at once.
-        let result = self.engine.write_log(batch).await;
-        let io_result = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(io_result);
-        result.map_err(write_error)
+        // Returns once the entries are written (readable); openraft hears of durability
+        // from the syncer, so the next append does not wait for this one's fsync.
+        let on_durable: OnDurable = Box::new(move |result| {
+            callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
+        });
+        self.engine
+            .append_log(batch, Some(on_durable))
+            .await
+            .map_err(write_error)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
@@ -200,6 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => self.log_end(),
         };
         batch.delete_range(Cf::RaftLog, codec::shard_prefix(self.shard).to_vec(), end);
-        self.engine.write_log(batch).await.map_err(write_error)
+        // Written, not synced: purged entries are already in the applied state.
+        self.engine.append_log(batch, None).await.map_err(write_error)
     }
 }

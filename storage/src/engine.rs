@@ -12,7 +12,7 @@ use rocksdb::{
 };
 
 use crate::codec::{self, FORMAT_KEY};
-use crate::log_writer::{LogWriter, LogWriterStats, WriteOp, fill_batch};
+use crate::log_writer::{LogWriter, LogWriterStats, OnDurable, WriteOp, fill_batch};
 use crate::{Error, Result, ShardDescriptor, ShardId};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
@@ -245,8 +245,19 @@ impl Engine {
     /// is durable (synced, unless the engine was opened with `sync_log_writes` off).
     /// Batches submitted by one caller are applied in submission order.
     pub async fn write_log(&self, batch: Batch) -> Result<()> {
-        let durable = self.log_writer.submit(batch.ops);
+        let (durable_tx, durable) = tokio::sync::oneshot::channel();
+        let on_durable: OnDurable = Box::new(move |result| {
+            let _ = durable_tx.send(result);
+        });
+        self.append_log(batch, Some(on_durable)).await?;
         durable.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Writes `batch` through the group-commit log writer and resolves once it is written
+    /// (readable, not yet synced); `on_durable`, if given, runs once it is durable.
+    pub async fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> Result<()> {
+        let written = self.log_writer.submit(batch.ops, on_durable);
+        written.await.map_err(|_| Error::WriterStopped)?
     }
 
     /// How well log writes are being grouped so far.

@@ -19,7 +19,7 @@ pub use descriptor::{
 };
 pub use engine::{Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, ScanOrder};
 pub use error::{Error, Result};
-pub use log_writer::{LogWriterStats, WriteOp};
+pub use log_writer::{LogWriterStats, OnDurable, WriteOp};
 
 /// The largest key a user may store, in bytes. Keys also travel inside Raft entries and
 /// descriptors, where small keys keep the routing table and split commands cheap.

@@ -1,10 +1,10 @@
 //! The node-wide group-commit log writer.
 //!
 //! Every shard's Raft log store hands its appends (and vote/truncate/purge writes, which
-//! must stay ordered with them) to this one writer thread. The thread takes whatever has
-//! queued up while the previous sync ran, writes it as one RocksDB write batch with one
-//! WAL sync, and then tells each caller that its writes are durable. Under load, many
-//! shards' appends share one fsync; with one writer the cost is one ordinary sync write.
+//! must stay ordered with them) to this writer. Whatever has queued up is merged into one
+//! RocksDB write batch; whatever has been written while the previous sync ran is made
+//! durable by one WAL sync; then each caller is told that its writes are durable. Under
+//! load, many appends of many shards share one batch and one fsync.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,19 +65,26 @@ pub(crate) fn fill_batch(db: &DB, batch: &mut WriteBatch, ops: &[WriteOp]) {
 pub struct LogWriterStats {
     /// Write requests received from log stores.
     pub requests: u64,
-    /// RocksDB write batches (each one WAL write, synced when sync is on) that carried them.
+    /// RocksDB write batches that carried them.
     pub batches: u64,
+    /// WAL syncs that made them durable.
+    pub syncs: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
     batches: AtomicU64,
+    syncs: AtomicU64,
 }
+
+/// Called once the writes of a request are durable (or failed to become so).
+pub type OnDurable = Box<dyn FnOnce(Result<()>) + Send>;
 
 struct Request {
     ops: Vec<WriteOp>,
-    done: oneshot::Sender<Result<()>>,
+    written: oneshot::Sender<Result<()>>,
+    on_durable: Option<OnDurable>,
 }
 
 /// Queue depth before `submit` blocks its caller: back-pressure instead of unbounded memory.
@@ -86,60 +93,95 @@ const QUEUE_REQUESTS_MAX: usize = 4096;
 const GROUP_REQUESTS_MAX: usize = 1024;
 const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Two threads in a pipeline: the writer merges queued requests into one write batch and
+/// writes it (the entries are readable from then on); the syncer makes everything written
+/// so far durable with one WAL sync and then calls each request's `on_durable`. While the
+/// syncer waits on the disk, the writer already writes the next group.
 pub(crate) struct LogWriter {
     queue: Option<mpsc::SyncSender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
 impl LogWriter {
     pub(crate) fn start(db: Arc<DB>, sync: bool) -> Self {
         let (queue, requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
+        let (to_sync, sync_requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let counters = Arc::new(Counters::default());
-        let thread_counters = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("hanse-log-writer".into())
-            .spawn(move || run(&db, sync, &requests, &thread_counters))
-            .expect("spawning the log writer thread");
+        let mut threads = Vec::new();
+        let (writer_db, writer_counters) = (db.clone(), counters.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("hanse-log-writer".into())
+                .spawn(move || write_loop(&writer_db, &requests, &to_sync, &writer_counters))
+                .expect("spawning the log writer thread"),
+        );
+        let syncer_counters = counters.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("hanse-log-syncer".into())
+                .spawn(move || sync_loop(&db, sync, &sync_requests, &syncer_counters))
+                .expect("spawning the log syncer thread"),
+        );
         LogWriter {
             queue: Some(queue),
-            thread: Some(thread),
+            threads,
             counters,
         }
     }
 
-    /// Queues `ops` for the next group; the receiver resolves once they are durable.
-    pub(crate) fn submit(&self, ops: Vec<WriteOp>) -> oneshot::Receiver<Result<()>> {
-        let (done, durable) = oneshot::channel();
-        let request = Request { ops, done };
+    /// Queues `ops` for the next group. The returned receiver resolves once they are
+    /// written (readable); `on_durable` runs once they are synced.
+    pub(crate) fn submit(
+        &self,
+        ops: Vec<WriteOp>,
+        on_durable: Option<OnDurable>,
+    ) -> oneshot::Receiver<Result<()>> {
+        let (written, receiver) = oneshot::channel();
+        let request = Request {
+            ops,
+            written,
+            on_durable,
+        };
         let queue = self.queue.as_ref().expect("queue lives until drop");
         if let Err(mpsc::SendError(request)) = queue.send(request) {
-            let _ = request.done.send(Err(Error::WriterStopped));
+            let _ = request.written.send(Err(Error::WriterStopped));
+            if let Some(on_durable) = request.on_durable {
+                on_durable(Err(Error::WriterStopped));
+            }
         }
-        durable
+        receiver
     }
 
     pub(crate) fn stats(&self) -> LogWriterStats {
         LogWriterStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             batches: self.counters.batches.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        // Closing the queue lets the thread finish what is queued and exit.
+        // Closing the queue lets the writer finish what is queued and exit; the syncer
+        // follows when the writer's channel to it closes.
         self.queue.take();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn run(db: &DB, sync: bool, requests: &mpsc::Receiver<Request>, counters: &Counters) {
+fn write_loop(
+    db: &DB,
+    requests: &mpsc::Receiver<Request>,
+    to_sync: &mpsc::SyncSender<Vec<(OnDurable, Result<()>)>>,
+    counters: &Counters,
+) {
     let mut write_options = WriteOptions::default();
-    write_options.set_sync(sync);
+    // Durability comes from the syncer; the write itself only has to reach the WAL.
+    write_options.set_sync(false);
     let mut group: Vec<Request> = Vec::with_capacity(GROUP_REQUESTS_MAX);
     while let Ok(first) = requests.recv() {
         let mut bytes: usize = first.ops.iter().map(WriteOp::approximate_bytes).sum();
@@ -147,11 +189,7 @@ fn run(db: &DB, sync: bool, requests: &mpsc::Receiver<Request>, counters: &Count
         while group.len() < GROUP_REQUESTS_MAX && bytes < GROUP_BYTES_MAX {
             match requests.try_recv() {
                 Ok(next) => {
-                    bytes += next
-                        .ops
-                        .iter()
-                        .map(WriteOp::approximate_bytes)
-                        .sum::<usize>();
+                    bytes += next.ops.iter().map(WriteOp::approximate_bytes).sum::<usize>();
                     group.push(next);
                 }
                 Err(_) => break,
@@ -161,13 +199,55 @@ fn run(db: &DB, sync: bool, requests: &mpsc::Receiver<Request>, counters: &Count
         for request in &group {
             fill_batch(db, &mut batch, &request.ops);
         }
-        let result = db.write_opt(batch, &write_options);
+        let result = db.write_opt(batch, &write_options).map_err(Error::RocksDb);
         counters
             .requests
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = Vec::new();
         for request in group.drain(..) {
-            let _ = request.done.send(result.clone().map_err(Error::RocksDb));
+            let _ = request.written.send(clone_result(&result));
+            if let Some(on_durable) = request.on_durable {
+                waiting.push((on_durable, clone_result(&result)));
+            }
         }
+        if !waiting.is_empty() {
+            if let Err(mpsc::SendError(waiting)) = to_sync.send(waiting) {
+                for (on_durable, _) in waiting {
+                    on_durable(Err(Error::WriterStopped));
+                }
+            }
+        }
+    }
+}
+
+fn sync_loop(
+    db: &DB,
+    sync: bool,
+    groups: &mpsc::Receiver<Vec<(OnDurable, Result<()>)>>,
+    counters: &Counters,
+) {
+    while let Ok(mut waiting) = groups.recv() {
+        while let Ok(more) = groups.try_recv() {
+            waiting.extend(more);
+        }
+        // One sync covers every write that completed before it started.
+        let synced = if sync {
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
+            db.flush_wal(true).map_err(Error::RocksDb)
+        } else {
+            Ok(())
+        };
+        for (on_durable, written) in waiting {
+            on_durable(written.and_then(|()| clone_result(&synced)));
+        }
+    }
+}
+
+fn clone_result(result: &Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(Error::RocksDb(e)) => Err(Error::RocksDb(e.clone())),
+        Err(_) => Err(Error::WriterStopped),
     }
 }
