@@ -9,7 +9,7 @@ mod error;
 mod options;
 
 pub use db::{BatchOp, CasOutcome, Db};
-pub use hanse_storage::LogWriterStats;
+pub use hanse_storage::{Error as StorageError, LogWriterStats};
 pub use error::{Error, Result};
 pub use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
 pub use options::Options;

@@ -1,1 +1,6 @@
+//! hanse-tests: integration tests and the harnesses that drive real processes.
+//!
+//! [`crash`] is the protocol between the crash-test writer (a child process that is
+//! killed with SIGKILL at random points) and the test that checks what survived.
 
+pub mod crash;
