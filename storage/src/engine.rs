@@ -436,12 +436,19 @@ fn write_marker(path: &Path, marker: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
-fn open_rocksdb(path: &Path, create: bool) -> Result<DB> {
+/// The RocksDB options every node's database opens with; benchmarks open their raw
+/// RocksDB baseline with these too, so the comparison is like for like.
+pub fn rocksdb_options() -> Options {
     let mut options = Options::default();
-    options.create_if_missing(create);
-    options.create_missing_column_families(create);
     options.set_max_background_jobs(2);
     options.set_paranoid_checks(true);
+    options
+}
+
+fn open_rocksdb(path: &Path, create: bool) -> Result<DB> {
+    let mut options = rocksdb_options();
+    options.create_if_missing(create);
+    options.create_missing_column_families(create);
     let families = Cf::ALL
         .iter()
         .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));

@@ -17,7 +17,9 @@ mod log_writer;
 pub use descriptor::{
     Epoch, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId, SplitError,
 };
-pub use engine::{Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, ScanOrder};
+pub use engine::{
+    Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, ScanOrder, rocksdb_options,
+};
 pub use error::{Error, Result};
 pub use log_writer::{LogWriterStats, OnDurable, WriteOp};
 

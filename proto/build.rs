@@ -1,0 +1,11 @@
+//! Generates the tonic/prost code for hanse.v1. protoc comes from the protoc-bin-vendored
+//! crate unless PROTOC is set, so no system protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment now.
+        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    }
+    tonic_prost_build::configure().compile_protos(&["hanse/v1/kv.proto"], &["."])?;
+    Ok(())
+}
