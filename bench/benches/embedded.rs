@@ -33,7 +33,10 @@ fn stores() -> Stores {
     for chunk in (0..PRELOADED_KEYS).collect::<Vec<_>>().chunks(1000) {
         let ops = chunk
             .iter()
-            .map(|&i| BatchOp::Put { key: key(i), value: value(i) })
+            .map(|&i| BatchOp::Put {
+                key: key(i),
+                value: value(i),
+            })
             .collect();
         hanse.batch(ops).unwrap();
         let mut batch = rocksdb::WriteBatch::default();
@@ -96,7 +99,9 @@ fn bench_get(c: &mut Criterion, s: &Stores) {
 
 fn bench_put(c: &mut Criterion, s: &Stores, writers: u64) {
     let mut group = c.benchmark_group(format!("durable-put-{writers}-writers"));
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     let next = AtomicU64::new(PRELOADED_KEYS);
     group.bench_function("hanse", |b| {
         b.iter_custom(|iters| {

@@ -41,7 +41,10 @@ pub fn ratio_report(dir: &Path, groups: &[(&str, Option<f64>)]) -> String {
         "benchmark", "hanse", "raw-rocksdb", "ratio", "target"
     );
     for (group, target) in groups {
-        let line = match (mean_ns(dir, group, "hanse"), mean_ns(dir, group, "raw-rocksdb")) {
+        let line = match (
+            mean_ns(dir, group, "hanse"),
+            mean_ns(dir, group, "raw-rocksdb"),
+        ) {
             (Some(hanse), Some(raw)) => format!(
                 "{:<28} {:>11.1} µs {:>11.1} µs {:>7.2}x {:>8}\n",
                 group,
@@ -74,11 +77,18 @@ mod tests {
         for (function, ns) in [("hanse", 200.0), ("raw-rocksdb", 100.0)] {
             let path = dir.path().join("g").join(function).join("new");
             std::fs::create_dir_all(&path).unwrap();
-            std::fs::write(path.join("estimates.json"), format!(r#"{{"mean":{{"point_estimate":{ns}}}}}"#)).unwrap();
+            std::fs::write(
+                path.join("estimates.json"),
+                format!(r#"{{"mean":{{"point_estimate":{ns}}}}}"#),
+            )
+            .unwrap();
         }
         let report = ratio_report(dir.path(), &[("g", Some(0.9)), ("missing", None)]);
         assert!(report.contains("0.50x"), "{report}");
         assert!(report.contains("≥0.9x"), "{report}");
-        assert!(report.contains("missing") && report.contains("no measurement"), "{report}");
+        assert!(
+            report.contains("missing") && report.contains("no measurement"),
+            "{report}"
+        );
     }
 }

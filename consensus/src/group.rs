@@ -43,7 +43,7 @@ pub enum GroupError {
     #[error("shard {shard}: storage: {source}")]
     Storage {
         shard: ShardId,
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("shard {shard}: raft configuration rejected: {source}")]
     Config {
@@ -53,7 +53,7 @@ pub enum GroupError {
     #[error("shard {shard}: raft stopped: {source}")]
     Fatal {
         shard: ShardId,
-        source: openraft::error::Fatal<u64>,
+        source: Box<openraft::error::Fatal<u64>>,
     },
     #[error("shard {shard}: initialising the group failed: {detail}")]
     Initialize { shard: ShardId, detail: String },
@@ -92,8 +92,11 @@ impl ShardGroup {
         .validate()
         .map_err(|source| GroupError::Config { shard, source })?;
         let log_store = LogStore::new(shard, engine.clone());
-        let state_machine = StateMachine::open(shard, engine)
-            .map_err(|source| GroupError::Storage { shard, source })?;
+        let state_machine =
+            StateMachine::open(shard, engine).map_err(|source| GroupError::Storage {
+                shard,
+                source: Box::new(source),
+            })?;
         let raft = Raft::new(
             options.node_id,
             Arc::new(config),
@@ -102,7 +105,10 @@ impl ShardGroup {
             state_machine,
         )
         .await
-        .map_err(|source| GroupError::Fatal { shard, source })?;
+        .map_err(|source| GroupError::Fatal {
+            shard,
+            source: Box::new(source),
+        })?;
         Ok(ShardGroup { shard, raft })
     }
 
@@ -117,7 +123,10 @@ impl ShardGroup {
             .raft
             .is_initialized()
             .await
-            .map_err(|source| GroupError::Fatal { shard, source })?;
+            .map_err(|source| GroupError::Fatal {
+                shard,
+                source: Box::new(source),
+            })?;
         if initialized {
             return Ok(());
         }
@@ -142,7 +151,10 @@ impl ShardGroup {
             .trigger()
             .elect()
             .await
-            .map_err(|source| GroupError::Fatal { shard, source })
+            .map_err(|source| GroupError::Fatal {
+                shard,
+                source: Box::new(source),
+            })
     }
 
     /// Waits until the group has a leader and returns it.

@@ -201,6 +201,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         batch.delete_range(Cf::RaftLog, codec::shard_prefix(self.shard).to_vec(), end);
         // Written, not synced: purged entries are already in the applied state.
-        self.engine.append_log(batch, None).await.map_err(write_error)
+        self.engine
+            .append_log(batch, None)
+            .await
+            .map_err(write_error)
     }
 }

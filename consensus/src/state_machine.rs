@@ -125,17 +125,16 @@ impl StateMachine {
         batch: &mut Batch,
         pending: &mut Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     ) -> Result<ShardResponse, StorageError> {
-        if let ShardRequest::Split { new_shard_id, .. } = &request {
-            if self
+        if let ShardRequest::Split { new_shard_id, .. } = &request
+            && self
                 .engine
                 .descriptor(*new_shard_id)
                 .map_err(sm_read_error)?
                 .is_some()
-            {
-                return Ok(ShardResponse::Rejected(Rejection::Split(
-                    SplitError::IdTaken(*new_shard_id),
-                )));
-            }
+        {
+            return Ok(ShardResponse::Rejected(Rejection::Split(
+                SplitError::IdTaken(*new_shard_id),
+            )));
         }
         let engine = &self.engine;
         let effect = apply::decide(&self.descriptor, request, |key| {

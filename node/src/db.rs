@@ -179,7 +179,11 @@ impl Db {
     }
 
     /// Up to `limit` key-value pairs with keys in `range`, in key order.
-    pub fn scan<R: RangeBounds<Vec<u8>>>(&self, range: R, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan<R: RangeBounds<Vec<u8>>>(
+        &self,
+        range: R,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.scan_ordered(range, limit, ScanOrder::Forward)
     }
 
@@ -222,9 +226,9 @@ impl Db {
             if out.len() >= limit {
                 break;
             }
-            let rows = self
-                .engine
-                .scan(Cf::Data, &part_start, &part_end, limit - out.len(), order)?;
+            let rows =
+                self.engine
+                    .scan(Cf::Data, &part_start, &part_end, limit - out.len(), order)?;
             out.extend(rows);
         }
         Ok(out)
@@ -306,7 +310,10 @@ impl Db {
         if at == route.descriptor.start.as_slice() {
             return Err(Error::InvalidSplit {
                 key: printable(at),
-                reason: format!("it is already the first key of shard {}", route.descriptor.id),
+                reason: format!(
+                    "it is already the first key of shard {}",
+                    route.descriptor.id
+                ),
             });
         }
         let request = ShardRequest::Split {
@@ -362,7 +369,10 @@ async fn propose(route: &Route, request: ShardRequest) -> Result<ShardResponse> 
         })?
         .data;
     match response {
-        ShardResponse::Rejected(rejection) => Err(Error::Rejected { shard, rejection }),
+        ShardResponse::Rejected(rejection) => Err(Error::Rejected {
+            shard,
+            rejection: Box::new(rejection),
+        }),
         other => Ok(other),
     }
 }
@@ -376,13 +386,25 @@ fn unexpected(route: &Route, response: &ShardResponse) -> Error {
 
 /// Starts the group of `descriptor` on this node, as its only voter, and waits until it
 /// leads and has applied its whole log.
-async fn start_group(engine: &std::sync::Arc<Engine>, options: &Options, descriptor: &ShardDescriptor) -> Result<ShardGroup> {
-    let group = ShardGroup::start(descriptor.id, engine.clone(), &options.raft, SingleVoterNetwork).await?;
+async fn start_group(
+    engine: &std::sync::Arc<Engine>,
+    options: &Options,
+    descriptor: &ShardDescriptor,
+) -> Result<ShardGroup> {
+    let group = ShardGroup::start(
+        descriptor.id,
+        engine.clone(),
+        &options.raft,
+        SingleVoterNetwork,
+    )
+    .await?;
     let me = ReplicaNode {
         addr: String::new(),
         region: options.region.clone(),
     };
-    group.initialize(BTreeMap::from([(EMBEDDED_NODE, me)])).await?;
+    group
+        .initialize(BTreeMap::from([(EMBEDDED_NODE, me)]))
+        .await?;
     group.campaign_unless_leader().await?;
     group.wait_for_leader(options.leader_wait).await?;
     let last_log_index = group.raft.metrics().borrow().last_log_index;
@@ -408,24 +430,35 @@ async fn start_groups(engine: &std::sync::Arc<Engine>, options: &Options) -> Res
             role: ReplicaRole::Voter,
         };
         let mut batch = Batch::default();
-        Engine::put_descriptor(&mut batch, &ShardDescriptor::whole_keyspace(FIRST_SHARD, vec![replica]));
+        Engine::put_descriptor(
+            &mut batch,
+            &ShardDescriptor::whole_keyspace(FIRST_SHARD, vec![replica]),
+        );
         engine.write(batch, true)?;
     }
     let mut groups: BTreeMap<ShardId, ShardGroup> = BTreeMap::new();
     for _ in 0..OPEN_ROUNDS_MAX {
         let descriptors = engine.load_descriptors()?;
-        let missing: Vec<_> = descriptors.iter().filter(|d| !groups.contains_key(&d.id)).collect();
+        let missing: Vec<_> = descriptors
+            .iter()
+            .filter(|d| !groups.contains_key(&d.id))
+            .collect();
         if missing.is_empty() {
             return Ok(descriptors
                 .into_iter()
                 .map(|descriptor| {
-                    let group = groups.remove(&descriptor.id).expect("every shard was started");
+                    let group = groups
+                        .remove(&descriptor.id)
+                        .expect("every shard was started");
                     (descriptor.start.clone(), Route { descriptor, group })
                 })
                 .collect());
         }
         for descriptor in missing {
-            groups.insert(descriptor.id, start_group(engine, options, descriptor).await?);
+            groups.insert(
+                descriptor.id,
+                start_group(engine, options, descriptor).await?,
+            );
         }
     }
     Err(Error::Raft {

@@ -19,23 +19,34 @@ pub enum Error {
     #[error("cannot split at \"{key}\": {reason}")]
     InvalidSplit { key: String, reason: String },
 
-    #[error("no shard owns key \"{key}\" right now (an earlier split did not finish); reopen the store")]
+    #[error(
+        "no shard owns key \"{key}\" right now (an earlier split did not finish); reopen the store"
+    )]
     ShardUnavailable { key: String },
 
     #[error(transparent)]
     Storage(#[from] hanse_storage::Error),
 
     #[error(transparent)]
-    Group(#[from] GroupError),
+    Group(Box<GroupError>),
 
     #[error("shard {shard}: the write did not complete: {detail}")]
     Raft { shard: ShardId, detail: String },
 
     #[error("shard {shard} refused the request: {rejection}")]
-    Rejected { shard: ShardId, rejection: Rejection },
+    Rejected {
+        shard: ShardId,
+        rejection: Box<Rejection>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<GroupError> for Error {
+    fn from(e: GroupError) -> Self {
+        Error::Group(Box::new(e))
+    }
+}
 
 /// A key as people read it in messages: printable ASCII as is, other bytes escaped.
 pub(crate) fn printable(key: &[u8]) -> String {

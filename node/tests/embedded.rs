@@ -50,9 +50,18 @@ fn batch_applies_in_order_within_and_across_shards() {
     let db = open(dir.path());
     db.split_shard(b"m").unwrap();
     db.batch(vec![
-        BatchOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
-        BatchOp::Put { key: b"x".to_vec(), value: b"2".to_vec() },
-        BatchOp::Put { key: b"a".to_vec(), value: b"3".to_vec() },
+        BatchOp::Put {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        },
+        BatchOp::Put {
+            key: b"x".to_vec(),
+            value: b"2".to_vec(),
+        },
+        BatchOp::Put {
+            key: b"a".to_vec(),
+            value: b"3".to_vec(),
+        },
         BatchOp::Delete { key: b"x".to_vec() },
     ])
     .unwrap();
@@ -85,7 +94,11 @@ fn split_keeps_every_key_reachable_and_survives_restart() {
         vec![b"".to_vec(), b"k100".to_vec(), b"k150".to_vec()]
     );
     for key in &keys {
-        let expected = if key == b"k175" { b"new".to_vec() } else { key.clone() };
+        let expected = if key == b"k175" {
+            b"new".to_vec()
+        } else {
+            key.clone()
+        };
         assert_eq!(db.get(key).unwrap(), Some(expected));
     }
     db.put(b"k199", b"after-restart").unwrap();
@@ -116,16 +129,28 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
 
     assert!(matches!(db.put(b"", b"v"), Err(Error::EmptyKey { .. })));
     assert!(matches!(db.get(b""), Err(Error::EmptyKey { .. })));
-    assert!(matches!(db.put(b"123456789", b"v"), Err(Error::KeyTooLarge { len: 9, max: 8 })));
-    assert!(matches!(db.put(b"k", &[0u8; 17]), Err(Error::ValueTooLarge { len: 17, max: 16 })));
+    assert!(matches!(
+        db.put(b"123456789", b"v"),
+        Err(Error::KeyTooLarge { len: 9, max: 8 })
+    ));
+    assert!(matches!(
+        db.put(b"k", &[0u8; 17]),
+        Err(Error::ValueTooLarge { len: 17, max: 16 })
+    ));
     assert!(matches!(
         db.compare_and_swap(b"keep", Some(b"v"), Some(&[0u8; 17])),
         Err(Error::ValueTooLarge { .. })
     ));
     // One bad op refuses the whole batch before anything is written.
     let batch = vec![
-        BatchOp::Put { key: b"fine".to_vec(), value: b"v".to_vec() },
-        BatchOp::Put { key: b"too-long-key".to_vec(), value: b"v".to_vec() },
+        BatchOp::Put {
+            key: b"fine".to_vec(),
+            value: b"v".to_vec(),
+        },
+        BatchOp::Put {
+            key: b"too-long-key".to_vec(),
+            value: b"v".to_vec(),
+        },
     ];
     assert!(matches!(db.batch(batch), Err(Error::KeyTooLarge { .. })));
     let err = db.scan(b"z".to_vec()..b"a".to_vec(), 10).unwrap_err();
@@ -139,8 +164,16 @@ fn default_limits_are_4_kib_keys_and_16_mib_values() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     db.put(&[b'k'; 4096], b"v").unwrap();
-    assert!(matches!(db.put(&[b'k'; 4097], b"v"), Err(Error::KeyTooLarge { len: 4097, max: 4096 })));
-    let err = db.put(b"big", &vec![0u8; 16 * 1024 * 1024 + 1]).unwrap_err();
+    assert!(matches!(
+        db.put(&[b'k'; 4097], b"v"),
+        Err(Error::KeyTooLarge {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    let err = db
+        .put(b"big", &vec![0u8; 16 * 1024 * 1024 + 1])
+        .unwrap_err();
     assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
 }
 
@@ -149,8 +182,13 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     db.put(b"a", b"1").unwrap();
-    let err = Db::open(dir.path(), Options::default()).err().expect("second open must fail");
-    assert!(matches!(err, Error::Storage(StorageError::Locked { .. })), "{err}");
+    let err = Db::open(dir.path(), Options::default())
+        .err()
+        .expect("second open must fail");
+    assert!(
+        matches!(err, Error::Storage(StorageError::Locked { .. })),
+        "{err}"
+    );
     assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
 

@@ -65,7 +65,10 @@ mod tests {
         let f = load(1, 1000.0).features();
         assert_eq!(f[0], 0.0);
         assert!((f[1] - (1001f64).ln() as f32).abs() < 1e-5);
-        assert!(load(1, 2000.0).features()[1] > f[1], "more load, larger feature");
+        assert!(
+            load(1, 2000.0).features()[1] > f[1],
+            "more load, larger feature"
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ mod tests {
         let request = CompareAndSwapRequest {
             route: Some(RouteContext {
                 shard_id: 3,
-                epoch: Some(Epoch { version: 2, conf_ver: 1 }),
+                epoch: Some(Epoch {
+                    version: 2,
+                    conf_ver: 1,
+                }),
             }),
             key: b"k".to_vec(),
             expected_value: None,
@@ -24,7 +27,10 @@ mod tests {
         };
         let decoded = CompareAndSwapRequest::decode(request.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, request);
-        assert_eq!(decoded.expected_value, None, "absent and empty values stay distinct");
+        assert_eq!(
+            decoded.expected_value, None,
+            "absent and empty values stay distinct"
+        );
     }
 
     #[test]

@@ -189,7 +189,11 @@ fn write_loop(
         while group.len() < GROUP_REQUESTS_MAX && bytes < GROUP_BYTES_MAX {
             match requests.try_recv() {
                 Ok(next) => {
-                    bytes += next.ops.iter().map(WriteOp::approximate_bytes).sum::<usize>();
+                    bytes += next
+                        .ops
+                        .iter()
+                        .map(WriteOp::approximate_bytes)
+                        .sum::<usize>();
                     group.push(next);
                 }
                 Err(_) => break,
@@ -211,11 +215,12 @@ fn write_loop(
                 waiting.push((on_durable, clone_result(&result)));
             }
         }
-        if !waiting.is_empty() {
-            if let Err(mpsc::SendError(waiting)) = to_sync.send(waiting) {
-                for (on_durable, _) in waiting {
-                    on_durable(Err(Error::WriterStopped));
-                }
+        if waiting.is_empty() {
+            continue;
+        }
+        if let Err(mpsc::SendError(waiting)) = to_sync.send(waiting) {
+            for (on_durable, _) in waiting {
+                on_durable(Err(Error::WriterStopped));
             }
         }
     }

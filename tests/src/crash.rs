@@ -65,7 +65,9 @@ pub fn check(rows: &[(Vec<u8>, Vec<u8>)], acked: &[Ack]) -> Vec<String> {
     let mut counter = None;
     for (key, value) in rows {
         if key == COUNTER_KEY {
-            counter = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+            counter = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
             continue;
         }
         let parsed = std::str::from_utf8(key)
@@ -96,7 +98,9 @@ pub fn check(rows: &[(Vec<u8>, Vec<u8>)], acked: &[Ack]) -> Vec<String> {
     }
     for (index, (seen, declared)) in &batches {
         if seen != declared {
-            problems.push(format!("batch {index} is half applied: {seen} of {declared} keys"));
+            problems.push(format!(
+                "batch {index} is half applied: {seen} of {declared} keys"
+            ));
         }
     }
     let mut last_counter = None;
@@ -104,16 +108,20 @@ pub fn check(rows: &[(Vec<u8>, Vec<u8>)], acked: &[Ack]) -> Vec<String> {
         match *ack {
             Ack::Batch { index, keys } => {
                 if batches.get(&index).map(|b| b.0) != Some(keys) {
-                    problems.push(format!("acknowledged batch {index} ({keys} keys) is missing"));
+                    problems.push(format!(
+                        "acknowledged batch {index} ({keys} keys) is missing"
+                    ));
                 }
             }
             Ack::Counter { value } => last_counter = Some(value),
         }
     }
-    if let Some(acked) = last_counter {
-        if counter.is_none_or(|c| c < acked) {
-            problems.push(format!("counter is {counter:?}, but {acked} was acknowledged"));
-        }
+    if let Some(acked) = last_counter
+        && counter.is_none_or(|c| c < acked)
+    {
+        problems.push(format!(
+            "counter is {counter:?}, but {acked} was acknowledged"
+        ));
     }
     problems
 }
@@ -123,7 +131,9 @@ mod tests {
     use super::*;
 
     fn batch(i: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-        (0..n).map(|j| (batch_key(i, j), batch_value(i, n))).collect()
+        (0..n)
+            .map(|j| (batch_key(i, j), batch_value(i, n)))
+            .collect()
     }
 
     #[test]

@@ -39,7 +39,9 @@ fn acknowledged_writes_survive_sigkill() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .map(|line| Ack::parse(&line).unwrap_or_else(|| panic!("bad line from writer: {line}")))
+                .map(|line| {
+                    Ack::parse(&line).unwrap_or_else(|| panic!("bad line from writer: {line}"))
+                })
                 .collect::<Vec<_>>()
         });
         // Sometimes while the store is still opening, mostly in the middle of the load.
@@ -47,7 +49,10 @@ fn acknowledged_writes_survive_sigkill() {
         std::thread::sleep(delay);
         child.kill().expect("SIGKILL the writer");
         let status = child.wait().unwrap();
-        assert!(!status.success(), "the writer must have been killed, not exited: {status}");
+        assert!(
+            !status.success(),
+            "the writer must have been killed, not exited: {status}"
+        );
         let this_cycle = reader.join().unwrap();
         if !this_cycle.is_empty() {
             cycles_with_acks += 1;

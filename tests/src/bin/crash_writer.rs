@@ -15,7 +15,9 @@ fn main() -> Result<()> {
     let (Some(dir), Some(first)) = (args.next(), args.next()) else {
         bail!("usage: crash_writer DATA_DIR FIRST_BATCH_INDEX");
     };
-    let first: u64 = first.parse().context("FIRST_BATCH_INDEX must be a number")?;
+    let first: u64 = first
+        .parse()
+        .context("FIRST_BATCH_INDEX must be a number")?;
     let db = Db::open(&dir, Options::default())?;
     let mut out = std::io::stdout().lock();
     let mut counter: Option<u64> = db
@@ -40,9 +42,16 @@ fn main() -> Result<()> {
 
         let next = counter.map_or(0, |c| c + 1);
         let expected = counter.map(|c| c.to_string().into_bytes());
-        let outcome = db.compare_and_swap(COUNTER_KEY, expected.as_deref(), Some(next.to_string().as_bytes()))?;
+        let outcome = db.compare_and_swap(
+            COUNTER_KEY,
+            expected.as_deref(),
+            Some(next.to_string().as_bytes()),
+        )?;
         if !outcome.swapped {
-            bail!("counter moved under the only writer: {:?}", outcome.previous);
+            bail!(
+                "counter moved under the only writer: {:?}",
+                outcome.previous
+            );
         }
         counter = Some(next);
         writeln!(out, "{}", Ack::Counter { value: next }.line())?;

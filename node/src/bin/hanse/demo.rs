@@ -33,7 +33,10 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    ensure!(args.keys >= 4 && args.writers >= 1, "--keys must be at least 4 and --writers at least 1");
+    ensure!(
+        args.keys >= 4 && args.writers >= 1,
+        "--keys must be at least 4 and --writers at least 1"
+    );
     let temp;
     let dir = match args.data_dir.clone() {
         Some(dir) => dir,
@@ -46,7 +49,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("Each write goes through its shard's Raft log and is fsynced before it returns.\n");
 
     let db = Db::open(&dir, Options::default()).context("opening the store")?;
-    println!("1. Splitting the empty keyspace into four shards by hand (a Raft admin command in each shard's log)");
+    println!(
+        "1. Splitting the empty keyspace into four shards by hand (a Raft admin command in each shard's log)"
+    );
     for at in [args.keys / 4, args.keys / 2, 3 * args.keys / 4] {
         let (left, right) = db.split_shard(&key(at))?;
         println!(
@@ -64,29 +69,51 @@ pub fn run(args: DemoArgs) -> Result<()> {
     write_phase(&db, &args)?;
     let loaded = db.log_writer_stats();
 
-
     println!("\n3. Operations across shards");
     let edge = args.keys / 2;
     let batch = vec![
-        BatchOp::Put { key: key(edge - 1), value: b"batch-left".to_vec() },
-        BatchOp::Put { key: key(edge), value: b"batch-right".to_vec() },
+        BatchOp::Put {
+            key: key(edge - 1),
+            value: b"batch-left".to_vec(),
+        },
+        BatchOp::Put {
+            key: key(edge),
+            value: b"batch-right".to_vec(),
+        },
     ];
     db.batch(batch)?;
-    println!("   batch over the boundary at {}: both halves applied (atomic within each shard)", String::from_utf8_lossy(&key(edge)));
+    println!(
+        "   batch over the boundary at {}: both halves applied (atomic within each shard)",
+        String::from_utf8_lossy(&key(edge))
+    );
     let swapped = db.compare_and_swap(&key(1), Some(&value(1)), Some(b"swapped"))?;
     let refused = db.compare_and_swap(&key(1), Some(&value(1)), Some(b"again"))?;
     println!(
         "   compare-and-swap on {}: first {}, second {} (value had changed)",
         String::from_utf8_lossy(&key(1)),
-        if swapped.swapped { "swapped" } else { "refused" },
-        if refused.swapped { "swapped" } else { "refused" }
+        if swapped.swapped {
+            "swapped"
+        } else {
+            "refused"
+        },
+        if refused.swapped {
+            "swapped"
+        } else {
+            "refused"
+        }
     );
-    ensure!(swapped.swapped && !refused.swapped, "compare-and-swap misbehaved");
+    ensure!(
+        swapped.swapped && !refused.swapped,
+        "compare-and-swap misbehaved"
+    );
     let around = db.scan(key(edge - 2)..key(edge + 2), 10)?;
     let reversed = db.scan_reverse(key(edge - 2)..key(edge + 2), 10)?;
     println!("   scan across the boundary: {}", names(&around));
     println!("   reverse scan:             {}", names(&reversed));
-    ensure!(around.len() == 4 && reversed.len() == 4, "scan across shards lost keys");
+    ensure!(
+        around.len() == 4 && reversed.len() == 4,
+        "scan across shards lost keys"
+    );
 
     drop(db);
     println!("\n4. Reopening the store and reading every key back");
@@ -99,8 +126,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
             present += 1;
         }
     }
-    ensure!(present == args.keys, "only {present} of {} keys came back", args.keys);
-    println!("   reopened in {opened_in:.1?} with {} shards; all {present} keys are there", db.shards().len());
+    ensure!(
+        present == args.keys,
+        "only {present} of {} keys came back",
+        args.keys
+    );
+    println!(
+        "   reopened in {opened_in:.1?} with {} shards; all {present} keys are there",
+        db.shards().len()
+    );
 
     let requests = loaded.requests - before.requests;
     let batches = loaded.batches - before.batches;
@@ -113,7 +147,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
 }
 
 fn write_phase(db: &Db, args: &DemoArgs) -> Result<()> {
-    println!("\n2. Writing {} keys from {} threads, spread over the shards", args.keys, args.writers);
+    println!(
+        "\n2. Writing {} keys from {} threads, spread over the shards",
+        args.keys, args.writers
+    );
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let started = Instant::now();
@@ -169,13 +206,22 @@ fn range(shard: &ShardDescriptor) -> String {
             String::from_utf8_lossy(k).into_owned()
         }
     };
-    format!("[{}, {})", show(&shard.start, "-inf"), show(&shard.end, "+inf"))
+    format!(
+        "[{}, {})",
+        show(&shard.start, "-inf"),
+        show(&shard.end, "+inf")
+    )
 }
 
 fn print_shards(shards: &[ShardDescriptor]) {
     println!("   {:<6} {:<32} {:<8}", "shard", "range", "version");
     for shard in shards {
-        println!("   {:<6} {:<32} {:<8}", shard.id, range(shard), shard.epoch.version);
+        println!(
+            "   {:<6} {:<32} {:<8}",
+            shard.id,
+            range(shard),
+            shard.epoch.version
+        );
     }
 }
 

@@ -51,7 +51,11 @@ enum KvOp {
         expected: Option<String>,
         #[arg(long)]
         absent: bool,
-        #[arg(long = "new", conflicts_with = "delete", required_unless_present = "delete")]
+        #[arg(
+            long = "new",
+            conflicts_with = "delete",
+            required_unless_present = "delete"
+        )]
         new_value: Option<String>,
         #[arg(long)]
         delete: bool,

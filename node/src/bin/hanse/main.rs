@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hanse", version, about = "Hanse: a geo-distributed, strongly consistent key-value store")]
+#[command(
+    name = "hanse",
+    version,
+    about = "Hanse: a geo-distributed, strongly consistent key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
