@@ -8,7 +8,9 @@ use hanse_storage::{Engine, NodeId, ShardId};
 use openraft::network::RaftNetworkFactory;
 use openraft::{Config, SnapshotPolicy};
 
-use crate::{LogStore, Raft, ReplicaNode, StateMachine, StorageError, TypeConfig};
+use crate::{
+    LogStore, Proposer, ProposerOptions, Raft, ReplicaNode, StateMachine, StorageError, TypeConfig,
+};
 
 /// Tuning of every group on a node.
 #[derive(Debug, Clone)]
@@ -23,6 +25,7 @@ pub struct GroupOptions {
     pub log_entries_kept: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
+    pub proposer: ProposerOptions,
 }
 
 impl Default for GroupOptions {
@@ -33,6 +36,7 @@ impl Default for GroupOptions {
             log_entries_kept: 1_000,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
+            proposer: ProposerOptions::default(),
         }
     }
 }
@@ -66,6 +70,7 @@ pub enum GroupError {
 pub struct ShardGroup {
     pub shard: ShardId,
     pub raft: Raft,
+    pub proposer: Proposer,
 }
 
 impl ShardGroup {
@@ -109,7 +114,12 @@ impl ShardGroup {
             shard,
             source: Box::new(source),
         })?;
-        Ok(ShardGroup { shard, raft })
+        let proposer = Proposer::start(shard, raft.clone(), &options.proposer);
+        Ok(ShardGroup {
+            shard,
+            raft,
+            proposer,
+        })
     }
 
     /// Makes `members` the group's first membership, unless it already has one (so calling

@@ -4,7 +4,8 @@
 //! - [`apply`]: what a command does to a shard, as a pure function of its descriptor and
 //!   current values (tested without a disk).
 //! - [`LogStore`] and [`StateMachine`]: openraft's storage traits on `hanse-storage`.
-//! - [`ShardGroup`]: starts (or restarts) the Raft group of one shard.
+//! - [`ShardGroup`]: starts (or restarts) the Raft group of one shard, with the
+//!   [`Proposer`] that packs concurrent requests into shared entries.
 
 // openraft's storage traits return its `StorageError` (over 200 bytes) by value; the
 // helpers that build those results return the same type rather than boxing and unboxing.
@@ -14,6 +15,7 @@ pub mod apply;
 mod group;
 mod log_store;
 mod network;
+mod proposer;
 mod snapshot;
 mod state_machine;
 pub mod types;
@@ -21,8 +23,11 @@ pub mod types;
 pub use group::{GroupError, GroupOptions, ShardGroup};
 pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
+pub use proposer::{ProposeError, Proposer, ProposerOptions};
 pub use state_machine::StateMachine;
-pub use types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse, TypeConfig};
+pub use types::{
+    Mutation, Proposal, Rejection, ReplicaNode, ShardRequest, ShardResponse, TypeConfig,
+};
 
 /// The openraft handle of one shard's group.
 pub type Raft = openraft::Raft<TypeConfig>;

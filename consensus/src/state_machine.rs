@@ -233,7 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ShardResponse>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -241,11 +241,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         // Compare-and-swap must see the writes of earlier entries in this same call, which
         // are not in RocksDB yet; track them only when a CAS is present.
-        let has_cas = entries.iter().any(|e| {
-            matches!(
-                &e.payload,
-                EntryPayload::Normal(ShardRequest::CompareAndSwap { .. })
-            )
+        let has_cas = entries.iter().any(|e| match &e.payload {
+            EntryPayload::Normal(proposal) => proposal
+                .requests
+                .iter()
+                .any(|r| matches!(r, ShardRequest::CompareAndSwap { .. })),
+            _ => false,
         });
         let mut pending = has_cas.then(BTreeMap::new);
         let mut batch = Batch::default();
@@ -253,14 +254,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => ShardResponse::Applied,
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    ShardResponse::Applied
+                    Vec::new()
                 }
-                EntryPayload::Normal(request) => {
-                    self.apply_request(request, &mut batch, &mut pending)?
-                }
+                EntryPayload::Normal(proposal) => proposal
+                    .requests
+                    .into_iter()
+                    .map(|request| self.apply_request(request, &mut batch, &mut pending))
+                    .collect::<Result<_, _>>()?,
             };
             responses.push(response);
         }

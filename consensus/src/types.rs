@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 openraft::declare_raft_types!(
     /// Raft types of every shard group.
     pub TypeConfig:
-        D = ShardRequest,
-        R = ShardResponse,
+        D = Proposal,
+        R = Vec<ShardResponse>,
         NodeId = u64,
         Node = ReplicaNode,
         SnapshotData = tokio::fs::File,
@@ -34,6 +34,14 @@ impl Mutation {
             Mutation::Put { key, .. } | Mutation::Delete { key } => key,
         }
     }
+}
+
+/// One Raft entry: requests that arrived together, applied in order and each on its own
+/// (one refused request does not stop the others). Carrying many requests in one entry
+/// is what makes concurrent writers cheap: openraft's cost is per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub requests: Vec<ShardRequest>,
 }
 
 /// A command proposed to a shard's group. Data commands carry the epoch they were routed

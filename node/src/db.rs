@@ -360,14 +360,13 @@ async fn propose(route: &Route, request: ShardRequest) -> Result<ShardResponse> 
     let shard = route.descriptor.id;
     let response = route
         .group
-        .raft
-        .client_write(request)
+        .proposer
+        .propose(request)
         .await
         .map_err(|e| Error::Raft {
             shard,
             detail: e.to_string(),
-        })?
-        .data;
+        })?;
     match response {
         ShardResponse::Rejected(rejection) => Err(Error::Rejected {
             shard,

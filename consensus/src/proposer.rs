@@ -1,0 +1,168 @@
+//! Coalesces the requests for one shard into as few Raft entries as possible.
+//!
+//! Requests queue in a bounded mailbox. A task takes everything that has queued, proposes
+//! it as one [`Proposal`], and hands each caller its own response. At most
+//! `in_flight_max` proposals wait for commit at once; while they do, new requests pile up
+//! and become the next, larger proposal. One lone writer pays no extra delay; many
+//! concurrent writers share entries, log appends and fsyncs.
+
+use std::sync::Arc;
+
+use hanse_storage::{NodeId, ShardId};
+use openraft::error::ClientWriteError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::{Proposal, Raft, ShardRequest, ShardResponse};
+
+/// Bounds of one shard's proposer.
+#[derive(Debug, Clone)]
+pub struct ProposerOptions {
+    /// Requests waiting for a proposal; senders wait when it is full.
+    pub mailbox_requests_max: usize,
+    /// Requests in one proposal.
+    pub proposal_requests_max: usize,
+    /// Proposals waiting for commit at once: deep enough to keep the log writer busy,
+    /// shallow enough that waiting requests form large proposals.
+    pub in_flight_max: usize,
+}
+
+impl Default for ProposerOptions {
+    fn default() -> Self {
+        ProposerOptions {
+            mailbox_requests_max: 4096,
+            proposal_requests_max: 512,
+            in_flight_max: 2,
+        }
+    }
+}
+
+/// Why a proposal did not produce a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node does not lead shard {shard} (leader: {leader:?})")]
+    NotLeader {
+        shard: ShardId,
+        leader: Option<NodeId>,
+    },
+    #[error("shard {shard}: the raft group has stopped: {detail}")]
+    Stopped { shard: ShardId, detail: String },
+    #[error("shard {shard}: the write failed: {detail}")]
+    Failed { shard: ShardId, detail: String },
+}
+
+struct Pending {
+    request: ShardRequest,
+    respond: oneshot::Sender<Result<ShardResponse, ProposeError>>,
+}
+
+/// The handle callers propose through; cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    shard: ShardId,
+    mailbox: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the proposing task of `shard` on the current tokio runtime.
+    pub fn start(shard: ShardId, raft: Raft, options: &ProposerOptions) -> Self {
+        let (mailbox, requests) = mpsc::channel(options.mailbox_requests_max);
+        tokio::spawn(run(shard, raft, requests, options.clone()));
+        Proposer { shard, mailbox }
+    }
+
+    /// Proposes `request` and waits for its own response.
+    pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ProposeError> {
+        let (respond, response) = oneshot::channel();
+        let stopped = || ProposeError::Stopped {
+            shard: self.shard,
+            detail: "the proposer has shut down".into(),
+        };
+        self.mailbox
+            .send(Pending { request, respond })
+            .await
+            .map_err(|_| stopped())?;
+        response.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(
+    shard: ShardId,
+    raft: Raft,
+    mut requests: mpsc::Receiver<Pending>,
+    options: ProposerOptions,
+) {
+    let in_flight = Arc::new(Semaphore::new(options.in_flight_max));
+    let mut waiting = Vec::new();
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if requests
+            .recv_many(&mut waiting, options.proposal_requests_max)
+            .await
+            == 0
+        {
+            return;
+        }
+        let (batch, responders): (Vec<_>, Vec<_>) =
+            waiting.drain(..).map(|p| (p.request, p.respond)).unzip();
+        // Sent here, in order, so proposals enter the log in the order requests arrived.
+        let receiver = match raft.client_write_ff(Proposal { requests: batch }).await {
+            Ok(receiver) => receiver,
+            Err(fatal) => {
+                let error = ProposeError::Stopped {
+                    shard,
+                    detail: fatal.to_string(),
+                };
+                respond_all(responders, &error);
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            match receiver.await {
+                Ok(Ok(written)) if written.data.len() == responders.len() => {
+                    for (respond, response) in responders.into_iter().zip(written.data) {
+                        let _ = respond.send(Ok(response));
+                    }
+                }
+                Ok(Ok(written)) => respond_all(
+                    responders,
+                    &ProposeError::Failed {
+                        shard,
+                        detail: format!("{} responses for a proposal", written.data.len()),
+                    },
+                ),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => respond_all(
+                    responders,
+                    &ProposeError::NotLeader {
+                        shard,
+                        leader: forward.leader_id,
+                    },
+                ),
+                Ok(Err(other)) => respond_all(
+                    responders,
+                    &ProposeError::Failed {
+                        shard,
+                        detail: other.to_string(),
+                    },
+                ),
+                Err(_) => respond_all(
+                    responders,
+                    &ProposeError::Stopped {
+                        shard,
+                        detail: "the raft group dropped the request".into(),
+                    },
+                ),
+            }
+            drop(permit);
+        });
+    }
+}
+
+type Responder = oneshot::Sender<Result<ShardResponse, ProposeError>>;
+
+fn respond_all(responders: Vec<Responder>, error: &ProposeError) {
+    for respond in responders {
+        let _ = respond.send(Err(error.clone()));
+    }
+}
