@@ -5,10 +5,10 @@
 //! | `data` | the user key, unchanged | RocksDB's bytewise order is the order users expect for scans, and because every shard of the node shares one keyspace, a split or merge moves no data |
 //! | `raft_log` | shard id (u64, big-endian) ‖ log index (u64, big-endian) | big-endian integers sort numerically, so one shard's log is one contiguous, index-ordered range |
 //! | `raft_state` | shard id (u64, big-endian) ‖ one [`StateKey`] byte | all hard state of a shard sits together and can be deleted as one range |
-//! | `meta` | `format`, or `shard/` ‖ shard id (u64, big-endian) | descriptors of the node's replicas, listed in id order by one prefix scan |
+//! | `meta` | `shard/` ‖ shard id (u64, big-endian) | descriptors of the node's replicas, listed in id order by one prefix scan |
 //!
-//! Values are encoded with postcard (compact serde); the types carry their own versions
-//! through the data directory's format version.
+//! Values are encoded with postcard (compact serde). The data directory's `HANSE` marker
+//! file names the format version of all of this ([`crate::FORMAT_VERSION`]).
 
 use crate::ShardId;
 
@@ -67,8 +67,6 @@ pub fn shard_prefix(shard: ShardId) -> [u8; 8] {
     shard.to_be_bytes()
 }
 
-/// `meta` key of the data format version.
-pub const FORMAT_KEY: &[u8] = b"format";
 const SHARD_DESCRIPTOR_PREFIX: &[u8] = b"shard/";
 
 /// Encodes the `meta` key of the descriptor of `shard`.

@@ -11,7 +11,7 @@ use rocksdb::{
     IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch, WriteOptions,
 };
 
-use crate::codec::{self, FORMAT_KEY};
+use crate::codec;
 use crate::log_writer::{LogWriter, LogWriterStats, OnDurable, WriteOp, fill_batch};
 use crate::{Error, Result, ShardDescriptor, ShardId};
 
@@ -169,14 +169,6 @@ impl Engine {
 
         let db = open_rocksdb(&path, !has_marker)?;
         if !has_marker {
-            let mut write_options = WriteOptions::default();
-            write_options.set_sync(true);
-            db.put_cf_opt(
-                cf_handle(&db, Cf::Meta),
-                FORMAT_KEY,
-                FORMAT_VERSION.to_be_bytes(),
-                &write_options,
-            )?;
             write_marker(&path, &marker)?;
         }
         let db = Arc::new(db);
