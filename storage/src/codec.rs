@@ -20,14 +20,6 @@ pub fn log_key(shard: ShardId, index: u64) -> [u8; 16] {
     key
 }
 
-/// Decodes a `raft_log` key into (shard, index); `None` if it is not 16 bytes long.
-pub fn decode_log_key(key: &[u8]) -> Option<(ShardId, u64)> {
-    let key: &[u8; 16] = key.try_into().ok()?;
-    let shard = u64::from_be_bytes(key[..8].try_into().ok()?);
-    let index = u64::from_be_bytes(key[8..].try_into().ok()?);
-    Some((shard, index))
-}
-
 /// The kinds of per-shard hard state kept in `raft_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -116,7 +108,6 @@ mod tests {
         fn log_keys_sort_like_shard_then_index(a in any::<(u64, u64)>(), b in any::<(u64, u64)>()) {
             let (ka, kb) = (log_key(a.0, a.1), log_key(b.0, b.1));
             prop_assert_eq!(a.cmp(&b), ka.cmp(&kb));
-            prop_assert_eq!(decode_log_key(&ka), Some(a));
         }
 
         #[test]

@@ -107,14 +107,6 @@ impl Batch {
             end: end.into(),
         });
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    pub fn into_ops(self) -> Vec<WriteOp> {
-        self.ops
-    }
 }
 
 /// The SST files holding one key range: a shard snapshot.
