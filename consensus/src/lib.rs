@@ -16,15 +16,21 @@ mod group;
 mod log_store;
 mod network;
 mod proposer;
+mod raft_service;
 mod snapshot;
 mod state_machine;
+mod transport;
 pub mod types;
 
 pub use group::{GroupError, GroupOptions, ShardGroup};
 pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
 pub use proposer::{ProposeError, Proposer, ProposerOptions};
+pub use raft_service::{RaftService, ShardRegistry};
 pub use state_machine::StateMachine;
+pub use transport::{
+    ShardNetwork, ShardPeer, Transport, TransportError, TransportOptions, TransportStats,
+};
 pub use types::{
     Mutation, Proposal, Rejection, ReplicaNode, ShardRequest, ShardResponse, TypeConfig,
 };

@@ -1,0 +1,384 @@
+//! The multi-raft transport: one gRPC channel per peer node, shared by every shard group
+//! on this node, with the messages of all shards to one peer batched into one call.
+//!
+//! Each shard group gets a [`ShardNetwork`] (openraft's network factory) that hands its
+//! messages to the node's [`Transport`]. Per peer, a task takes everything queued for that
+//! peer, sends it as one `RaftBatch`, and gives each shard its own result. Up to
+//! `in_flight_max` batches per peer are on the wire at once, so one slow message (a
+//! snapshot chunk) does not hold every heartbeat behind it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hanse_proto::v1::raft_client::RaftClient;
+use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, raft_message, raft_result};
+use hanse_storage::{NodeId, ShardId};
+use openraft::AnyError;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{ReplicaNode, TypeConfig};
+
+/// Bounds of the transport.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Messages queued for one peer before shard groups wait.
+    pub queue_messages_max: usize,
+    /// Messages in one batch.
+    pub batch_messages_max: usize,
+    /// Batches on the wire to one peer at once.
+    pub in_flight_max: usize,
+    pub connect_timeout: Duration,
+    /// Deadline of one batch call; openraft retries what fails.
+    pub request_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            queue_messages_max: 4096,
+            batch_messages_max: 256,
+            in_flight_max: 4,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a message got no answer from its peer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("node {node} at {addr} is unreachable: {detail}")]
+    Unreachable {
+        node: NodeId,
+        addr: String,
+        detail: String,
+    },
+    #[error("node {node} does not host shard {shard}")]
+    ShardNotHosted { node: NodeId, shard: ShardId },
+    #[error("node {node} could not decode the message: {detail}")]
+    Malformed { node: NodeId, detail: String },
+}
+
+type Outgoing = (
+    RaftMessage,
+    oneshot::Sender<Result<RaftResult, TransportError>>,
+);
+
+struct Peer {
+    addr: String,
+    queue: mpsc::Sender<Outgoing>,
+}
+
+/// How well messages are being batched, over all peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub messages: u64,
+    pub batches: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// This node's connections to its peers, shared by all of its shard groups.
+pub struct Transport {
+    node_id: NodeId,
+    options: TransportOptions,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    counters: Arc<Counters>,
+}
+
+impl Transport {
+    pub fn new(node_id: NodeId, options: TransportOptions) -> Arc<Self> {
+        Arc::new(Transport {
+            node_id,
+            options,
+            peers: Mutex::new(HashMap::new()),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            messages: self.counters.messages.load(Ordering::Relaxed),
+            batches: self.counters.batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The network factory for one shard's group.
+    pub fn shard_network(self: &Arc<Self>, shard: ShardId) -> ShardNetwork {
+        ShardNetwork {
+            shard,
+            transport: self.clone(),
+        }
+    }
+
+    fn queue_for(
+        &self,
+        node: NodeId,
+        addr: &str,
+    ) -> Result<mpsc::Sender<Outgoing>, TransportError> {
+        let mut peers = self.peers.lock().expect("peer map lock");
+        if let Some(peer) = peers
+            .get(&node)
+            .filter(|p| p.addr == addr && !p.queue.is_closed())
+        {
+            return Ok(peer.queue.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError::Unreachable {
+                node,
+                addr: addr.to_string(),
+                detail: format!("bad address: {e}"),
+            })?
+            .connect_timeout(self.options.connect_timeout)
+            .timeout(self.options.request_timeout);
+        let (queue, outgoing) = mpsc::channel(self.options.queue_messages_max);
+        tokio::spawn(send_batches(
+            self.node_id,
+            node,
+            addr.to_string(),
+            RaftClient::new(endpoint.connect_lazy()),
+            outgoing,
+            self.options.clone(),
+            self.counters.clone(),
+        ));
+        peers.insert(
+            node,
+            Peer {
+                addr: addr.to_string(),
+                queue: queue.clone(),
+            },
+        );
+        Ok(queue)
+    }
+
+    /// Sends `message` to `node` at `addr` in the next batch and returns its result.
+    pub async fn send(
+        &self,
+        node: NodeId,
+        addr: &str,
+        message: RaftMessage,
+    ) -> Result<RaftResult, TransportError> {
+        let queue = self.queue_for(node, addr)?;
+        let (respond, result) = oneshot::channel();
+        let gone = || TransportError::Unreachable {
+            node,
+            addr: addr.to_string(),
+            detail: "the connection task stopped".into(),
+        };
+        queue.send((message, respond)).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+async fn send_batches(
+    from_node: NodeId,
+    node: NodeId,
+    addr: String,
+    client: RaftClient<Channel>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    options: TransportOptions,
+    counters: Arc<Counters>,
+) {
+    let in_flight = Arc::new(Semaphore::new(options.in_flight_max));
+    let mut waiting = Vec::new();
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if outgoing
+            .recv_many(&mut waiting, options.batch_messages_max)
+            .await
+            == 0
+        {
+            return;
+        }
+        let (messages, responders): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
+        counters
+            .messages
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut client = client.clone();
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let reply = client
+                .send(RaftBatch {
+                    from_node,
+                    messages,
+                })
+                .await;
+            match reply {
+                Ok(reply) if reply.get_ref().results.len() == responders.len() => {
+                    for (respond, result) in responders.into_iter().zip(reply.into_inner().results)
+                    {
+                        let _ = respond.send(Ok(result));
+                    }
+                }
+                Ok(reply) => {
+                    let detail = format!(
+                        "{} results for {} messages",
+                        reply.get_ref().results.len(),
+                        responders.len()
+                    );
+                    for respond in responders {
+                        let _ = respond.send(Err(TransportError::Malformed {
+                            node,
+                            detail: detail.clone(),
+                        }));
+                    }
+                }
+                Err(status) => {
+                    for respond in responders {
+                        let _ = respond.send(Err(TransportError::Unreachable {
+                            node,
+                            addr: addr.clone(),
+                            detail: status.message().to_string(),
+                        }));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// openraft's network factory for one shard: every connection goes through the node's
+/// shared [`Transport`].
+#[derive(Clone)]
+pub struct ShardNetwork {
+    shard: ShardId,
+    transport: Arc<Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
+    type Network = ShardPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &ReplicaNode) -> ShardPeer {
+        ShardPeer {
+            shard: self.shard,
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+/// One shard group's link to one peer.
+pub struct ShardPeer {
+    shard: ShardId,
+    target: NodeId,
+    addr: String,
+    transport: Arc<Transport>,
+}
+
+impl ShardPeer {
+    async fn call<Resp, E>(
+        &self,
+        body: raft_message::Body,
+    ) -> Result<Resp, RPCError<NodeId, ReplicaNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let message = RaftMessage {
+            shard_id: self.shard,
+            body: Some(body),
+        };
+        let result = self
+            .transport
+            .send(self.target, &self.addr, message)
+            .await
+            .map_err(|e| match e {
+                TransportError::Malformed { .. } => RPCError::Network(NetworkError::new(&e)),
+                _ => RPCError::Unreachable(Unreachable::new(&e)),
+            })?;
+        match result.outcome {
+            Some(raft_result::Outcome::Response(bytes)) => {
+                decode(&bytes).map_err(RPCError::Network)
+            }
+            Some(raft_result::Outcome::RaftError(bytes)) => {
+                let error: RaftError<NodeId, E> = decode(&bytes).map_err(RPCError::Network)?;
+                Err(RPCError::RemoteError(RemoteError::new(self.target, error)))
+            }
+            Some(raft_result::Outcome::ShardNotHosted(_)) => {
+                let e = TransportError::ShardNotHosted {
+                    node: self.target,
+                    shard: self.shard,
+                };
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Some(raft_result::Outcome::Malformed(detail)) => {
+                let e = TransportError::Malformed {
+                    node: self.target,
+                    detail,
+                };
+                Err(RPCError::Network(NetworkError::new(&e)))
+            }
+            None => {
+                let e = TransportError::Malformed {
+                    node: self.target,
+                    detail: "empty result".into(),
+                };
+                Err(RPCError::Network(NetworkError::new(&e)))
+            }
+        }
+    }
+}
+
+/// Encodes an openraft message for the wire.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    hanse_storage::codec::encode(value)
+}
+
+/// Decodes an openraft message from the wire.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
+    postcard::from_bytes(bytes).map_err(|e| NetworkError::new(&AnyError::new(&e)))
+}
+
+impl RaftNetwork<TypeConfig> for ShardPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>
+    {
+        self.call(raft_message::Body::AppendEntries(encode(&rpc)))
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, ReplicaNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(raft_message::Body::InstallSnapshot(encode(&rpc)))
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
+        self.call(raft_message::Body::Vote(encode(&rpc))).await
+    }
+}

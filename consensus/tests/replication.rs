@@ -1,0 +1,289 @@
+//! Shard groups of three nodes talking over the real gRPC transport on loopback: writes
+//! replicate, followers answer NotLeader, a lost leader is replaced, a returning replica
+//! catches up from the log, and one that missed purged log catches up by snapshot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hanse_consensus::{
+    GroupOptions, Mutation, ProposeError, RaftService, ReplicaNode, ShardGroup, ShardRegistry,
+    ShardRequest, ShardResponse, Transport, TransportOptions,
+};
+use hanse_storage::{
+    Batch, Cf, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
+};
+use tokio::net::TcpSocket;
+
+const SHARD: u64 = 1;
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Node {
+    id: u64,
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    transport: Arc<Transport>,
+    registry: ShardRegistry,
+    group: Option<ShardGroup>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn descriptor(addrs: &[(u64, SocketAddr)]) -> ShardDescriptor {
+    let replicas = addrs
+        .iter()
+        .map(|(id, _)| ReplicaDescriptor {
+            node: *id,
+            region: "test".into(),
+            role: ReplicaRole::Voter,
+        })
+        .collect();
+    ShardDescriptor::whole_keyspace(SHARD, replicas)
+}
+
+async fn listen(ip: [u8; 4]) -> tokio::net::TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(SocketAddr::from((ip, 0))).unwrap();
+    socket.listen(128).unwrap()
+}
+
+async fn start_nodes(options: &GroupOptions) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    for id in 1..=3u64 {
+        listeners.push((id, listen([127, 0, 0, 10 + id as u8]).await));
+    }
+    let addrs: Vec<(u64, SocketAddr)> = listeners
+        .iter()
+        .map(|(id, l)| (*id, l.local_addr().unwrap()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (id, listener) in listeners {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
+        let mut batch = Batch::default();
+        Engine::put_descriptor(&mut batch, &descriptor(&addrs));
+        engine.write(batch, true).unwrap();
+        let registry = ShardRegistry::default();
+        let service = RaftService::new(id, registry.clone()).into_server();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        });
+        let transport = Transport::new(id, TransportOptions::default());
+        let mut node = Node {
+            id,
+            addr: addrs[id as usize - 1].1,
+            engine,
+            transport,
+            registry,
+            group: None,
+            server,
+            _dir: dir,
+        };
+        start_group(&mut node, options).await;
+        nodes.push(node);
+    }
+    let members: BTreeMap<u64, ReplicaNode> = nodes
+        .iter()
+        .map(|n| {
+            let node = ReplicaNode {
+                addr: n.addr.to_string(),
+                region: "test".into(),
+            };
+            (n.id, node)
+        })
+        .collect();
+    nodes[0]
+        .group
+        .as_ref()
+        .unwrap()
+        .initialize(members)
+        .await
+        .unwrap();
+    nodes
+}
+
+async fn start_group(node: &mut Node, options: &GroupOptions) {
+    let options = GroupOptions {
+        node_id: node.id,
+        ..options.clone()
+    };
+    let network = node.transport.shard_network(SHARD);
+    let group = ShardGroup::start(SHARD, node.engine.clone(), &options, network)
+        .await
+        .unwrap();
+    node.registry.insert(SHARD, group.raft.clone());
+    node.group = Some(group);
+}
+
+/// Takes the node's replica down: its group stops and the node answers ShardNotHosted.
+async fn stop_group(node: &mut Node) {
+    node.registry.remove(SHARD);
+    let group = node.group.take().expect("group is running");
+    group.raft.shutdown().await.unwrap();
+}
+
+async fn leader(nodes: &[Node]) -> u64 {
+    let group = nodes.iter().find_map(|n| n.group.as_ref()).unwrap();
+    group.wait_for_leader(WAIT).await.unwrap()
+}
+
+fn put(key: &str) -> ShardRequest {
+    ShardRequest::Write {
+        epoch: descriptor(&[]).epoch,
+        mutations: vec![Mutation::Put {
+            key: key.as_bytes().to_vec(),
+            value: format!("value of {key}").into_bytes(),
+        }],
+    }
+}
+
+async fn wait_for_key(node: &Node, key: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.engine.get(Cf::Data, key.as_bytes()).unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} never got {key}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn fast() -> GroupOptions {
+    GroupOptions {
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout_min: Duration::from_millis(300),
+        ..GroupOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_replicate_refuse_on_followers_and_fail_over() {
+    let options = fast();
+    let mut nodes = start_nodes(&options).await;
+    let leader_id = leader(&nodes).await;
+    let leader_at = nodes.iter().position(|n| n.id == leader_id).unwrap();
+
+    let response = nodes[leader_at]
+        .group
+        .as_ref()
+        .unwrap()
+        .proposer
+        .propose(put("k1"))
+        .await
+        .unwrap();
+    assert_eq!(response, ShardResponse::Applied);
+    for node in &nodes {
+        wait_for_key(node, "k1").await;
+    }
+
+    let follower_at = (leader_at + 1) % 3;
+    let refused = nodes[follower_at]
+        .group
+        .as_ref()
+        .unwrap()
+        .proposer
+        .propose(put("k-follower"))
+        .await;
+    assert_eq!(
+        refused,
+        Err(ProposeError::NotLeader {
+            shard: SHARD,
+            leader: Some(leader_id)
+        })
+    );
+
+    stop_group(&mut nodes[leader_at]).await;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
+    let new_leader = nodes[survivors[0]]
+        .group
+        .as_ref()
+        .unwrap()
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != leader_id),
+            "a new leader is elected",
+        )
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    let new_leader_at = nodes.iter().position(|n| n.id == new_leader).unwrap();
+    let response = nodes[new_leader_at]
+        .group
+        .as_ref()
+        .unwrap()
+        .proposer
+        .propose(put("k2"))
+        .await
+        .unwrap();
+    assert_eq!(response, ShardResponse::Applied);
+
+    // The old leader comes back from its own storage and catches up from the log.
+    start_group(&mut nodes[leader_at], &options).await;
+    for node in &nodes {
+        wait_for_key(node, "k1").await;
+        wait_for_key(node, "k2").await;
+    }
+    for node in nodes {
+        node.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_behind_the_purged_log_catches_up_by_snapshot() {
+    let options = GroupOptions {
+        snapshot_after_entries: 10,
+        log_entries_kept: 0,
+        ..fast()
+    };
+    let mut nodes = start_nodes(&options).await;
+    let leader_id = leader(&nodes).await;
+    let leader_at = nodes.iter().position(|n| n.id == leader_id).unwrap();
+    let lagging_at = (leader_at + 1) % 3;
+    let lagging_last_index = nodes[lagging_at]
+        .group
+        .as_ref()
+        .unwrap()
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index;
+    stop_group(&mut nodes[lagging_at]).await;
+
+    let keys: Vec<String> = (0..60).map(|i| format!("key-{i:03}")).collect();
+    for key in &keys {
+        let group = nodes[leader_at].group.as_ref().unwrap();
+        assert_eq!(
+            group.proposer.propose(put(key)).await.unwrap(),
+            ShardResponse::Applied
+        );
+    }
+    let leader_raft = nodes[leader_at].group.as_ref().unwrap().raft.clone();
+    // Once the leader has purged past everything the lagging replica has, the log alone
+    // cannot bring it up to date: only a snapshot can.
+    leader_raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|p| Some(p.index) > lagging_last_index),
+            "the leader purged the log the lagging replica still needs",
+        )
+        .await
+        .unwrap();
+
+    start_group(&mut nodes[lagging_at], &options).await;
+    for key in &keys {
+        wait_for_key(&nodes[lagging_at], key).await;
+    }
+    for node in nodes {
+        node.server.abort();
+    }
+}
