@@ -21,6 +21,7 @@ use hanse_storage::{
 use tokio::sync::RwLock;
 
 use crate::error::printable;
+use crate::limits::{check_key, check_value};
 use crate::{Error, Options, Result};
 
 /// The first shard of a fresh store; shard 0 is reserved for the cluster's meta shard.
@@ -256,28 +257,11 @@ impl Db {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.options.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::EmptyKey { max });
-        }
-        if key.len() > max {
-            return Err(Error::KeyTooLarge {
-                len: key.len(),
-                max,
-            });
-        }
-        Ok(())
+        check_key(key, self.options.max_key_bytes)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.options.max_value_bytes;
-        if value.len() > max {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max,
-            });
-        }
-        Ok(())
+        check_value(value, self.options.max_value_bytes)
     }
 
     async fn write(&self, ops: Vec<Mutation>) -> Result<()> {
@@ -490,7 +474,7 @@ fn successor(key: &[u8]) -> Vec<u8> {
 }
 
 /// The part of `[start, end)` inside `shard` (empty ends are unbounded).
-fn intersect(shard: &ShardDescriptor, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn intersect(shard: &ShardDescriptor, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let lo = start.max(shard.start.as_slice()).to_vec();
     let hi = match (end.is_empty(), shard.end.is_empty()) {
         (true, _) => shard.end.clone(),

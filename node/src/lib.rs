@@ -17,9 +17,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod config;
 mod db;
 mod error;
+mod kv_service;
+mod limits;
 mod options;
+pub mod server;
 
 pub use db::{BatchOp, CasOutcome, Db};
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! `hanse kv`: single-key reads and writes, scans and compare-and-swap.
+//! `hanse kv`: single-key reads and writes, scans and compare-and-swap, on an embedded
+//! store (`--data-dir`) or a running cluster (`--endpoints`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,13 +7,24 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use std::ops::Bound;
+
 use hanse::{Db, Options};
+use hanse_client::{Client, ClientOptions};
 
 #[derive(Args)]
 pub struct KvArgs {
     /// The data directory of an embedded store (created when missing).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "endpoints")]
     data_dir: Option<PathBuf>,
+    /// Nodes of a running cluster, HOST:PORT, comma-separated (any of them will do).
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
     /// Acknowledge writes before they are synced to disk (they survive a crash of this
     /// process, not of the machine).
     #[arg(long, global = true)]
@@ -62,15 +74,102 @@ enum KvOp {
     },
 }
 
-pub fn run(args: KvArgs) -> Result<ExitCode> {
+/// What `hanse kv` talks to: an embedded store or a cluster.
+enum Store {
+    Embedded(Db),
+    Cluster(tokio::runtime::Runtime, Client),
+}
+
+impl Store {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(match self {
+            Store::Embedded(db) => db.get(key)?,
+            Store::Cluster(rt, client) => rt.block_on(client.get(key))?,
+        })
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        match self {
+            Store::Embedded(db) => db.put(key, value)?,
+            Store::Cluster(rt, client) => rt.block_on(client.put(key, value))?,
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        match self {
+            Store::Embedded(db) => db.delete(key)?,
+            Store::Cluster(rt, client) => rt.block_on(client.delete(key))?,
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(match self {
+            Store::Embedded(db) => {
+                let start = Bound::Included(from);
+                let end = to.map_or(Bound::Unbounded, Bound::Excluded);
+                if reverse {
+                    db.scan_reverse((start, end), limit)?
+                } else {
+                    db.scan((start, end), limit)?
+                }
+            }
+            Store::Cluster(rt, client) => {
+                let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+                rt.block_on(client.scan(&from, &to.unwrap_or_default(), limit, reverse))?
+            }
+        })
+    }
+
+    fn cas(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<(bool, Option<Vec<u8>>)> {
+        Ok(match self {
+            Store::Embedded(db) => {
+                let outcome = db.compare_and_swap(key, expected, new)?;
+                (outcome.swapped, outcome.previous)
+            }
+            Store::Cluster(rt, client) => {
+                let outcome = rt.block_on(client.compare_and_swap(key, expected, new))?;
+                (outcome.swapped, outcome.previous)
+            }
+        })
+    }
+}
+
+fn open_store(args: &KvArgs) -> Result<Store> {
+    if !args.endpoints.is_empty() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let client = Client::new(&args.endpoints, ClientOptions::default())?;
+        return Ok(Store::Cluster(runtime, client));
+    }
     let dir = args
         .data_dir
-        .context("--data-dir is required (the cluster client arrives with --endpoints later)")?;
+        .as_ref()
+        .context("give --data-dir DIR (embedded store) or --endpoints HOST:PORT,... (cluster)")?;
     let options = Options {
         sync: !args.no_sync,
         ..Options::default()
     };
-    let db = Db::open(&dir, options).with_context(|| format!("opening {}", dir.display()))?;
+    let db = Db::open(dir, options).with_context(|| format!("opening {}", dir.display()))?;
+    Ok(Store::Embedded(db))
+}
+
+pub fn run(args: KvArgs) -> Result<ExitCode> {
+    let db = open_store(&args)?;
     let mut out = std::io::stdout().lock();
     match args.op {
         KvOp::Get { key } => match db.get(key.as_bytes())? {
@@ -91,16 +190,12 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             limit,
             reverse,
         } => {
-            let start = std::ops::Bound::Included(from.into_bytes());
-            let end = match to {
-                Some(to) => std::ops::Bound::Excluded(to.into_bytes()),
-                None => std::ops::Bound::Unbounded,
-            };
-            let rows = if reverse {
-                db.scan_reverse((start, end), limit)?
-            } else {
-                db.scan((start, end), limit)?
-            };
+            let rows = db.scan(
+                from.into_bytes(),
+                to.map(String::into_bytes),
+                limit,
+                reverse,
+            )?;
             for (key, value) in rows {
                 out.write_all(&key)?;
                 out.write_all(b"\t")?;
@@ -114,13 +209,13 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
             new_value,
             ..
         } => {
-            let outcome = db.compare_and_swap(
+            let (swapped, previous) = db.cas(
                 key.as_bytes(),
                 expected.as_deref().map(str::as_bytes),
                 new_value.as_deref().map(str::as_bytes),
             )?;
-            if !outcome.swapped {
-                let current = match &outcome.previous {
+            if !swapped {
+                let current = match &previous {
                     Some(v) => format!("\"{}\"", v.escape_ascii()),
                     None => "absent".to_string(),
                 };

@@ -2,6 +2,7 @@
 
 mod demo;
 mod kv;
+mod server;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Reads and writes keys.
     Kv(kv::KvArgs),
+    /// Runs one cluster node.
+    Server(server::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,12 +41,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Kv(args) => kv::run(args),
+        Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, leaving out causes whose text an outer message
+/// already includes.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -1,0 +1,41 @@
+//! `hanse server --config node.toml`: runs one cluster node until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use hanse::config::NodeConfig;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The node's TOML configuration (see `hanse::config` for the fields).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hanse-node")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let node = hanse::server::start(config.clone())
+            .await
+            .with_context(|| format!("starting node {}", config.node_id))?;
+        println!(
+            "hanse node {} ({}) serving on {}",
+            config.node_id, config.region, node.local_addr
+        );
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        node.stop().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,205 @@
+//! The TOML configuration of one `hanse server` node.
+//!
+//! ```toml
+//! node_id = 1
+//! region = "eu-hamburg"
+//! listen_addr = "127.0.0.11:7401"
+//! advertise_addr = "127.0.0.11:7401"   # optional; defaults to listen_addr
+//! data_dir = "/var/lib/hanse/n1"
+//! bootstrap = true                      # on exactly one node of a new cluster
+//!
+//! [[initial_peers]]                     # every node of the first membership, itself included
+//! id = 1
+//! addr = "127.0.0.11:7401"
+//! region = "eu-hamburg"
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// One member of the cluster's first membership.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u64,
+    pub addr: String,
+    pub region: String,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub region: String,
+    pub listen_addr: SocketAddr,
+    /// The address peers and clients reach this node at (default: `listen_addr`).
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    pub data_dir: PathBuf,
+    /// Initialise the first shard's Raft group with `initial_peers` when this node's store
+    /// is new. Set it on one node of a new cluster; repeating it later changes nothing.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The cluster's first membership. A node with an empty store creates the first shard
+    /// with these replicas; afterwards membership changes go through the Admin service.
+    pub initial_peers: Vec<PeerConfig>,
+    /// Acknowledge writes only after the log is synced (default true).
+    #[serde(default = "default_true")]
+    pub sync: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A configuration that cannot be used; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: field `{field}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and checks the configuration in `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        config
+            .validate()
+            .map_err(|(field, problem)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field,
+                problem,
+            })?;
+        Ok(config)
+    }
+
+    /// The address peers and clients use for this node.
+    pub fn advertised(&self) -> String {
+        self.advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.listen_addr.to_string())
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.node_id == 0 {
+            return Err(("node_id", "must be 1 or more".into()));
+        }
+        if self.region.trim().is_empty() {
+            return Err(("region", "must not be empty".into()));
+        }
+        if self.initial_peers.is_empty() {
+            return Err(("initial_peers", "must list at least this node".into()));
+        }
+        let mut ids = BTreeSet::new();
+        for peer in &self.initial_peers {
+            if !ids.insert(peer.id) {
+                return Err((
+                    "initial_peers",
+                    format!("node id {} appears twice", peer.id),
+                ));
+            }
+            if peer.addr.parse::<SocketAddr>().is_err() {
+                return Err((
+                    "initial_peers",
+                    format!("node {}: `{}` is not HOST:PORT", peer.id, peer.addr),
+                ));
+            }
+        }
+        if self.bootstrap && !ids.contains(&self.node_id) {
+            return Err((
+                "bootstrap",
+                format!(
+                    "node {} bootstraps but is not in initial_peers",
+                    self.node_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    const GOOD: &str = r#"
+node_id = 1
+region = "eu-hamburg"
+listen_addr = "127.0.0.11:7401"
+data_dir = "/tmp/n1"
+bootstrap = true
+[[initial_peers]]
+id = 1
+addr = "127.0.0.11:7401"
+region = "eu-hamburg"
+"#;
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let config = load(GOOD).unwrap();
+        assert_eq!(config.advertised(), "127.0.0.11:7401");
+        assert!(config.sync);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let missing = load(&GOOD.replace("node_id = 1\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("node_id"), "{missing}");
+        let unknown = load(&format!("colour = \"red\"\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("colour"), "{unknown}");
+        let bad_addr = load(&GOOD.replace(
+            "listen_addr = \"127.0.0.11:7401\"",
+            "listen_addr = \"nowhere\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_addr.contains("listen_addr") || bad_addr.contains("socket address"),
+            "{bad_addr}"
+        );
+        let zero = load(&GOOD.replace("node_id = 1", "node_id = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("`node_id`"), "{zero}");
+        let stranger = load(&GOOD.replace("node_id = 1", "node_id = 9"))
+            .unwrap_err()
+            .to_string();
+        assert!(stranger.contains("`bootstrap`"), "{stranger}");
+    }
+}

@@ -1,0 +1,357 @@
+//! The `hanse.v1.Kv` gRPC service of a cluster node. Requests are served by the leader of
+//! the key's shard: writes through the shard's proposer, reads after
+//! `ensure_linearizable`. Anywhere else the answer is `NotLeader` with the leader's
+//! address, so the client retries there at once.
+
+use std::sync::Arc;
+
+use hanse_consensus::{Mutation, ProposeError, Rejection, ShardGroup, ShardRequest, ShardResponse};
+use hanse_proto::v1 as pb;
+use hanse_proto::v1::kv_server::{Kv, KvServer};
+use hanse_storage::{Cf, ScanOrder, ShardDescriptor};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tonic::{Request, Response, Status};
+
+use crate::db::intersect;
+use crate::limits::{check_key, check_value};
+use crate::server::NodeState;
+
+/// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
+const MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
+/// Scans return at most this many pairs per call, whatever the client asks.
+const SCAN_LIMIT_MAX: u32 = 10_000;
+/// How long a client should wait when the group has no quorum at the moment.
+const RETRY_AFTER_MS: u32 = 100;
+
+pub(crate) struct KvService {
+    state: Arc<NodeState>,
+}
+
+type Refusal = pb::RequestError;
+
+fn refusal(kind: pb::request_error::Kind) -> Refusal {
+    pb::RequestError { kind: Some(kind) }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Refusal {
+    refusal(pb::request_error::Kind::InvalidArgument(
+        pb::InvalidArgument {
+            message: e.to_string(),
+        },
+    ))
+}
+
+fn busy() -> Refusal {
+    refusal(pb::request_error::Kind::ServerBusy(pb::ServerBusy {
+        retry_after_ms: RETRY_AFTER_MS,
+    }))
+}
+
+fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
+    pb::ShardDescriptor {
+        id: d.id,
+        start: d.start.clone(),
+        end: d.end.clone(),
+        epoch: Some(pb::Epoch {
+            version: d.epoch.version,
+            conf_ver: d.epoch.conf_ver,
+        }),
+        replicas: d
+            .replicas
+            .iter()
+            .map(|r| pb::Replica {
+                node: r.node,
+                region: r.region.clone(),
+                role: match r.role {
+                    hanse_storage::ReplicaRole::Voter => pb::ReplicaRole::Voter,
+                    hanse_storage::ReplicaRole::Learner => pb::ReplicaRole::Learner,
+                } as i32,
+            })
+            .collect(),
+    }
+}
+
+fn not_leader(group: &ShardGroup, leader: Option<u64>) -> Refusal {
+    let leader_addr = leader
+        .and_then(|id| {
+            let metrics = group.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
+        .unwrap_or_default();
+    refusal(pb::request_error::Kind::NotLeader(pb::NotLeader {
+        shard_id: group.shard,
+        leader_node: leader.unwrap_or(0),
+        leader_addr,
+    }))
+}
+
+fn rejected(rejection: Rejection) -> Refusal {
+    match rejection {
+        Rejection::EpochMismatch { current } => {
+            refusal(pb::request_error::Kind::EpochMismatch(pb::EpochMismatch {
+                current: vec![to_proto(&current)],
+            }))
+        }
+        Rejection::KeyNotInShard { key, current } => {
+            refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
+                key,
+                shard_id: current.id,
+            }))
+        }
+        Rejection::Split(e) => invalid(e),
+    }
+}
+
+impl KvService {
+    pub(crate) fn new(state: Arc<NodeState>) -> Self {
+        KvService { state }
+    }
+
+    pub(crate) fn into_server(self) -> KvServer<Self> {
+        KvServer::new(self)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// The local shard that owns `key`, with its group.
+    async fn shard_of(&self, key: &[u8]) -> Result<(ShardDescriptor, ShardGroup), Refusal> {
+        let shards = self.state.shards.read().await;
+        shards
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| s.descriptor.contains(key))
+            .map(|s| (s.descriptor.clone(), s.group.clone()))
+            .ok_or_else(|| {
+                refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
+                    key: key.to_vec(),
+                    shard_id: 0,
+                }))
+            })
+    }
+
+    /// Waits until this node may serve a linearizable read of `group`.
+    async fn read_barrier(&self, group: &ShardGroup) -> Result<(), Refusal> {
+        match group.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader(group, forward.leader_id))
+            }
+            Err(_) => Err(busy()),
+        }
+    }
+
+    async fn propose(
+        &self,
+        group: &ShardGroup,
+        request: ShardRequest,
+    ) -> Result<ShardResponse, Refusal> {
+        match group.proposer.propose(request).await {
+            Ok(ShardResponse::Rejected(rejection)) => Err(rejected(rejection)),
+            Ok(response) => Ok(response),
+            Err(ProposeError::NotLeader { leader, .. }) => Err(not_leader(group, leader)),
+            Err(_) => Err(busy()),
+        }
+    }
+
+    async fn write(&self, mutations: Vec<Mutation>) -> Result<(), Refusal> {
+        let limits = &self.state.limits;
+        for m in &mutations {
+            check_key(m.key(), limits.max_key_bytes).map_err(invalid)?;
+            if let Mutation::Put { value, .. } = m {
+                check_value(value, limits.max_value_bytes).map_err(invalid)?;
+            }
+        }
+        let Some(first) = mutations.first() else {
+            return Ok(());
+        };
+        let (descriptor, group) = self.shard_of(first.key()).await?;
+        if let Some(outside) = mutations.iter().find(|m| !descriptor.contains(m.key())) {
+            return Err(invalid(format!(
+                "a batch must stay within one shard; key {:?} is outside shard {}",
+                String::from_utf8_lossy(outside.key()),
+                descriptor.id
+            )));
+        }
+        let request = ShardRequest::Write {
+            epoch: descriptor.epoch,
+            mutations,
+        };
+        self.propose(&group, request).await.map(|_| ())
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let key = request.into_inner().key;
+        let result = async {
+            check_key(&key, self.state.limits.max_key_bytes).map_err(invalid)?;
+            let (_, group) = self.shard_of(&key).await?;
+            self.read_barrier(&group).await?;
+            self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(value) => pb::GetResponse {
+                error: None,
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+            },
+            Err(error) => pb::GetResponse {
+                error: Some(error),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let pb::PutRequest { key, value, .. } = request.into_inner();
+        let error = self.write(vec![Mutation::Put { key, value }]).await.err();
+        Ok(Response::new(pb::PutResponse { error }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let key = request.into_inner().key;
+        let error = self.write(vec![Mutation::Delete { key }]).await.err();
+        Ok(Response::new(pb::DeleteResponse { error }))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        let mutations: Result<Vec<Mutation>, Refusal> = request
+            .into_inner()
+            .mutations
+            .into_iter()
+            .map(|m| match m.op {
+                Some(pb::mutation::Op::Put(kv)) => Ok(Mutation::Put {
+                    key: kv.key,
+                    value: kv.value,
+                }),
+                Some(pb::mutation::Op::Delete(key)) => Ok(Mutation::Delete { key }),
+                None => Err(invalid("a mutation without an operation")),
+            })
+            .collect();
+        let error = match mutations {
+            Ok(mutations) => self.write(mutations).await.err(),
+            Err(e) => Some(e),
+        };
+        Ok(Response::new(pb::BatchResponse { error }))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        let pb::CompareAndSwapRequest {
+            key,
+            expected_value,
+            new_value,
+            ..
+        } = request.into_inner();
+        let result = async {
+            check_key(&key, self.state.limits.max_key_bytes).map_err(invalid)?;
+            if let Some(value) = &new_value {
+                check_value(value, self.state.limits.max_value_bytes).map_err(invalid)?;
+            }
+            let (descriptor, group) = self.shard_of(&key).await?;
+            let request = ShardRequest::CompareAndSwap {
+                epoch: descriptor.epoch,
+                key,
+                expected: expected_value,
+                new: new_value,
+            };
+            match self.propose(&group, request).await? {
+                ShardResponse::CompareAndSwap { swapped, previous } => Ok((swapped, previous)),
+                other => Err(invalid(format!("unexpected response {other:?}"))),
+            }
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok((swapped, previous_value)) => pb::CompareAndSwapResponse {
+                error: None,
+                swapped,
+                previous_value,
+            },
+            Err(error) => pb::CompareAndSwapResponse {
+                error: Some(error),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let pb::ScanRequest {
+            start,
+            end,
+            limit,
+            reverse,
+            ..
+        } = request.into_inner();
+        let result = async {
+            if !end.is_empty() && start > end {
+                return Err(invalid("scan range starts after it ends"));
+            }
+            let limit = limit.min(SCAN_LIMIT_MAX) as usize;
+            let mut parts: Vec<(ShardDescriptor, ShardGroup)> = self
+                .state
+                .shards
+                .read()
+                .await
+                .values()
+                .filter(|s| s.descriptor.overlaps(&start, &end))
+                .map(|s| (s.descriptor.clone(), s.group.clone()))
+                .collect();
+            let order = if reverse {
+                parts.reverse();
+                ScanOrder::Reverse
+            } else {
+                ScanOrder::Forward
+            };
+            let mut pairs = Vec::new();
+            for (descriptor, group) in parts {
+                if pairs.len() >= limit {
+                    break;
+                }
+                self.read_barrier(&group).await?;
+                let (lo, hi) = intersect(&descriptor, &start, &end);
+                let rows = self
+                    .state
+                    .engine
+                    .scan(Cf::Data, &lo, &hi, limit - pairs.len(), order)
+                    .map_err(|_| busy())?;
+                pairs.extend(
+                    rows.into_iter()
+                        .map(|(key, value)| pb::KeyValue { key, value }),
+                );
+            }
+            Ok(pairs)
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(pairs) => pb::ScanResponse { error: None, pairs },
+            Err(error) => pb::ScanResponse {
+                error: Some(error),
+                pairs: Vec::new(),
+            },
+        }))
+    }
+}

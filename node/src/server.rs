@@ -1,0 +1,190 @@
+//! A cluster node: its RocksDB, its shard groups joined to their peers over the
+//! multi-raft transport, and the gRPC services (`hanse.v1.Kv` for clients, `hanse.v1.Raft`
+//! between nodes) on one listening address.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hanse_consensus::{
+    GroupOptions, RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
+};
+use hanse_storage::{
+    Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId,
+};
+use tokio::sync::{RwLock, oneshot};
+
+use crate::config::NodeConfig;
+use crate::kv_service::KvService;
+use crate::{Error, Options};
+
+/// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
+const FIRST_SHARD: ShardId = 1;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} (config field `listen_addr`): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] Error),
+}
+
+impl From<hanse_storage::Error> for ServerError {
+    fn from(e: hanse_storage::Error) -> Self {
+        ServerError::Start(Error::Storage(e))
+    }
+}
+
+impl From<hanse_consensus::GroupError> for ServerError {
+    fn from(e: hanse_consensus::GroupError) -> Self {
+        ServerError::Start(e.into())
+    }
+}
+
+/// A shard this node holds a replica of.
+pub(crate) struct LocalShard {
+    pub descriptor: ShardDescriptor,
+    pub group: ShardGroup,
+}
+
+/// What the services of a running node share.
+pub(crate) struct NodeState {
+    pub engine: Arc<Engine>,
+    pub limits: Options,
+    /// Local shards by start key.
+    pub shards: RwLock<BTreeMap<Vec<u8>, LocalShard>>,
+}
+
+/// A started node; dropping it stops the node.
+pub struct RunningNode {
+    pub local_addr: SocketAddr,
+    state: Arc<NodeState>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Serves until `stop` is called or the process ends.
+    pub async fn wait(mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Stops serving and shuts the shard groups down.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        for shard in self.state.shards.read().await.values() {
+            let _ = shard.group.raft.shutdown().await;
+        }
+    }
+}
+
+/// Starts the node `config` describes, on the current tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
+    // Bind first: a port in use is refused before anything on disk is touched.
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen_addr,
+        source,
+    })?;
+    let engine = Arc::new(Engine::open(
+        &config.data_dir,
+        EngineOptions {
+            sync_log_writes: config.sync,
+        },
+    )?);
+    if engine.load_descriptors()?.is_empty() {
+        let replicas = config
+            .initial_peers
+            .iter()
+            .map(|p| ReplicaDescriptor {
+                node: p.id,
+                region: p.region.clone(),
+                role: ReplicaRole::Voter,
+            })
+            .collect();
+        let mut batch = Batch::default();
+        Engine::put_descriptor(
+            &mut batch,
+            &ShardDescriptor::whole_keyspace(FIRST_SHARD, replicas),
+        );
+        engine.write(batch, true)?;
+    }
+
+    let transport = Transport::new(config.node_id, TransportOptions::default());
+    let registry = ShardRegistry::default();
+    let group_options = GroupOptions {
+        node_id: config.node_id,
+        ..GroupOptions::default()
+    };
+    let mut shards = BTreeMap::new();
+    for descriptor in engine.load_descriptors()? {
+        if !descriptor.replicas.iter().any(|r| r.node == config.node_id) {
+            continue;
+        }
+        let network = transport.shard_network(descriptor.id);
+        let group =
+            ShardGroup::start(descriptor.id, engine.clone(), &group_options, network).await?;
+        registry.insert(descriptor.id, group.raft.clone());
+        shards.insert(descriptor.start.clone(), LocalShard { descriptor, group });
+    }
+    if config.bootstrap {
+        let members: BTreeMap<u64, ReplicaNode> = config
+            .initial_peers
+            .iter()
+            .map(|p| {
+                let node = ReplicaNode {
+                    addr: p.addr.clone(),
+                    region: p.region.clone(),
+                };
+                (p.id, node)
+            })
+            .collect();
+        if let Some(first) = shards.values().find(|s| s.descriptor.id == FIRST_SHARD) {
+            first.group.initialize(members).await?;
+        }
+    }
+
+    let state = Arc::new(NodeState {
+        engine,
+        limits: Options::default(),
+        shards: RwLock::new(shards),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let router = tonic::transport::Server::builder()
+        .add_service(RaftService::new(config.node_id, registry).into_server())
+        .add_service(KvService::new(state.clone()).into_server());
+    let server = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!("gRPC server stopped: {e}");
+        }
+    });
+    Ok(RunningNode {
+        local_addr,
+        state,
+        stop: Some(stop),
+        server: Some(server),
+    })
+}
