@@ -1,5 +1,6 @@
 //! The `hanse` command line: `hanse demo`, `hanse kv ...`.
 
+mod cluster;
 mod demo;
 mod kv;
 mod server;
@@ -27,6 +28,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Runs one cluster node.
     Server(server::ServerArgs),
+    /// Starts, shows and stops a local cluster of real processes on 127.0.0.x.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Kv(args) => kv::run(args),
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

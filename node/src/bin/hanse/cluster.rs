@@ -1,0 +1,341 @@
+//! `hanse cluster up|status|down --dir D`: a local cluster of real `hanse server`
+//! processes on 127.0.0.x, one address per node, all state kept in D so every command
+//! works from the same directory. `up` on a directory whose nodes are down restarts them
+//! with their data.
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, Subcommand};
+use hanse::config::NodeConfig;
+use hanse_client::{Client, ClientOptions, proto};
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    op: ClusterOp,
+}
+
+#[derive(Subcommand)]
+enum ClusterOp {
+    /// Creates (or restarts) the cluster in DIR and waits until it serves.
+    Up {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Nodes of a new cluster (ignored when DIR already holds one).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Regions, assigned to nodes in turn.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "eu-hamburg,ap-china,au-sydney"
+        )]
+        regions: Vec<String>,
+        /// The port every node listens on, each on its own 127.0.0.(10+id).
+        #[arg(long, default_value_t = 7400)]
+        port: u16,
+        /// How long to wait for the cluster to serve.
+        #[arg(long, default_value = "30", value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Shows each node: id, region, address, pid, state.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// One JSON object per line, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops every node (SIGTERM, then SIGKILL after 5 s); data stays in DIR.
+    Down {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+const NODES_MAX: u64 = 200;
+
+pub fn run(args: ClusterArgs) -> Result<()> {
+    match args.op {
+        ClusterOp::Up {
+            dir,
+            nodes,
+            regions,
+            port,
+            wait,
+        } => up(&dir, nodes, &regions, port, Duration::from_secs(wait)),
+        ClusterOp::Status { dir, json } => status(&dir, json),
+        ClusterOp::Down { dir } => down(&dir),
+    }
+}
+
+fn config_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}.toml"))
+}
+
+fn pid_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}.pid"))
+}
+
+/// The node configurations in `dir`, in id order.
+fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
+    let mut configs = Vec::new();
+    for id in 1..=NODES_MAX {
+        let path = config_path(dir, id);
+        if !path.exists() {
+            break;
+        }
+        configs.push(NodeConfig::load(&path)?);
+    }
+    ensure!(
+        !configs.is_empty(),
+        "{} holds no cluster (no node1.toml); run `hanse cluster up --dir {}` first",
+        dir.display(),
+        dir.display()
+    );
+    Ok(configs)
+}
+
+fn create(dir: &Path, nodes: u64, regions: &[String], port: u16) -> Result<()> {
+    ensure!(
+        (1..=NODES_MAX).contains(&nodes),
+        "--nodes must be 1 to {NODES_MAX}"
+    );
+    ensure!(
+        !regions.is_empty() && regions.iter().all(|r| !r.trim().is_empty()),
+        "--regions needs at least one name"
+    );
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let addr = |id: u64| format!("127.0.0.{}:{port}", 10 + id);
+    let region = |id: u64| regions[(id as usize - 1) % regions.len()].clone();
+    let peers: String = (1..=nodes)
+        .map(|id| {
+            format!(
+                "[[initial_peers]]\nid = {id}\naddr = \"{}\"\nregion = \"{}\"\n\n",
+                addr(id),
+                region(id)
+            )
+        })
+        .collect();
+    for id in 1..=nodes {
+        let data_dir = dir.join(format!("node{id}"));
+        let config = format!(
+            "# Written by `hanse cluster up`.\nnode_id = {id}\nregion = \"{}\"\nlisten_addr = \"{}\"\ndata_dir = \"{}\"\nbootstrap = {}\n\n{peers}",
+            region(id),
+            addr(id),
+            data_dir
+                .canonicalize()
+                .unwrap_or(data_dir.clone())
+                .display(),
+            id == 1
+        );
+        fs::write(config_path(dir, id), config)?;
+    }
+    Ok(())
+}
+
+/// The pid of node `id` if its process is alive and is that node's server.
+fn running_pid(dir: &Path, id: u64) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_path(dir, id))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let config = config_path(dir, id);
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
+    ours.then_some(pid)
+}
+
+fn up(dir: &Path, nodes: u64, regions: &[String], port: u16, wait: Duration) -> Result<()> {
+    if !config_path(dir, 1).exists() {
+        create(dir, nodes, regions, port)?;
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let configs = configs(&dir)?;
+    let exe = std::env::current_exe().context("locating the hanse binary")?;
+    for config in &configs {
+        let id = config.node_id;
+        if running_pid(&dir, id).is_some() {
+            continue;
+        }
+        let log_path = dir.join(format!("node{id}.log"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .arg("--config")
+            .arg(config_path(&dir, id))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C in the launching shell does not reach it.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        fs::write(pid_path(&dir, id), child.id().to_string())?;
+    }
+    let endpoints: Vec<String> = configs.iter().map(NodeConfig::advertised).collect();
+    wait_until_serving(&dir, &configs, &endpoints, wait)?;
+    println!("cluster in {} is serving", dir.display());
+    for config in &configs {
+        println!(
+            "  node {} {:<12} {}",
+            config.node_id,
+            config.region,
+            config.advertised()
+        );
+    }
+    println!("endpoints: {}", endpoints.join(","));
+    Ok(())
+}
+
+fn wait_until_serving(
+    dir: &Path,
+    configs: &[NodeConfig],
+    endpoints: &[String],
+    wait: Duration,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(
+        endpoints,
+        ClientOptions {
+            request_timeout: wait,
+            ..ClientOptions::default()
+        },
+    )?;
+    let started = Instant::now();
+    // A linearizable read needs an elected leader that has applied its log.
+    let served = runtime.block_on(client.get(b"hanse-cluster-up-probe"));
+    if let Err(e) = served {
+        let dead: Vec<String> = configs
+            .iter()
+            .filter(|c| running_pid(dir, c.node_id).is_none())
+            .map(|c| {
+                format!(
+                    "node {} (see {}/node{}.log)",
+                    c.node_id,
+                    dir.display(),
+                    c.node_id
+                )
+            })
+            .collect();
+        if !dead.is_empty() {
+            bail!("nodes exited: {}", dead.join(", "));
+        }
+        bail!(
+            "the cluster did not serve within {:?}: {e}",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+fn status(dir: &Path, json: bool) -> Result<()> {
+    let configs = configs(dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if !json {
+        println!(
+            "{:<5} {:<14} {:<22} {:<8} state",
+            "node", "region", "address", "pid"
+        );
+    }
+    for config in &configs {
+        let pid = running_pid(dir, config.node_id);
+        let state = match pid {
+            None => "down",
+            Some(_) if !accepts(&config.advertised()) => "starting",
+            Some(_) if runtime.block_on(leads(&config.advertised())) => "leader",
+            Some(_) => "follower",
+        };
+        let pid_text = pid.map_or("-".to_string(), |p| p.to_string());
+        if json {
+            println!(
+                "{{\"id\":{},\"region\":\"{}\",\"addr\":\"{}\",\"pid\":{},\"state\":\"{state}\"}}",
+                config.node_id,
+                config.region,
+                config.advertised(),
+                pid.map_or("null".to_string(), |p| p.to_string())
+            );
+        } else {
+            println!(
+                "{:<5} {:<14} {:<22} {:<8} {state}",
+                config.node_id,
+                config.region,
+                config.advertised(),
+                pid_text
+            );
+        }
+    }
+    Ok(())
+}
+
+fn accepts(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+}
+
+/// Whether the node answers a linearizable read itself, i.e. leads the first shard.
+async fn leads(addr: &str) -> bool {
+    let Ok(mut kv) = proto::kv_client::KvClient::connect(format!("http://{addr}")).await else {
+        return false;
+    };
+    let request = proto::GetRequest {
+        route: None,
+        key: b"hanse-cluster-status-probe".to_vec(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(2), kv.get(request)).await;
+    matches!(answer, Ok(Ok(response)) if response.get_ref().error.is_none())
+}
+
+fn down(dir: &Path) -> Result<()> {
+    let configs = configs(dir)?;
+    let mut stopping = Vec::new();
+    for config in &configs {
+        if let Some(pid) = running_pid(dir, config.node_id) {
+            signal(pid, libc::SIGTERM);
+            stopping.push((config.node_id, pid));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && stopping
+            .iter()
+            .any(|(id, _)| running_pid(dir, *id).is_some())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (id, pid) in &stopping {
+        if running_pid(dir, *id).is_some() {
+            signal(*pid, libc::SIGKILL);
+        }
+        let _ = fs::remove_file(pid_path(dir, *id));
+    }
+    println!(
+        "stopped {} node(s); data kept in {}",
+        stopping.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory effects; the pid was checked to be our node's server.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}

@@ -1,0 +1,156 @@
+//! `hanse cluster up|status|down` and `hanse kv --endpoints` as a user runs them: real
+//! processes, one directory, a restart that keeps the data, and a SIGKILLed leader.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn hanse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args(args)
+        .output()
+        .expect("run hanse")
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = hanse(args);
+    assert!(
+        output.status.success(),
+        "hanse {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Each status line as (id, pid, state).
+fn status(dir: &str) -> Vec<(u64, Option<i32>, String)> {
+    ok(&["cluster", "status", "--dir", dir, "--json"])
+        .lines()
+        .map(|line| {
+            let field = |name: &str| {
+                let start = line.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+                line[start..]
+                    .split([',', '}'])
+                    .next()
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string()
+            };
+            (
+                field("id").parse().unwrap(),
+                field("pid").parse().ok(),
+                field("state"),
+            )
+        })
+        .collect()
+}
+
+struct Down<'a>(&'a str);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = hanse(&["cluster", "down", "--dir", self.0]);
+    }
+}
+
+#[test]
+fn cluster_up_status_down_and_up_again_keeps_the_data() {
+    let port = TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+
+    let up = ok(&[
+        "cluster",
+        "up",
+        "--dir",
+        dir,
+        "--nodes",
+        "3",
+        "--regions",
+        "eu-hamburg,ap-china,au-sydney",
+        "--port",
+        &port,
+    ]);
+    let endpoints = up
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .expect("endpoints line")
+        .to_string();
+    let first = endpoints.split(',').next().unwrap().to_string();
+    let last = endpoints.split(',').next_back().unwrap().to_string();
+    assert_eq!(endpoints.split(',').count(), 3);
+
+    let nodes = status(dir);
+    assert_eq!(nodes.len(), 3);
+    assert!(
+        nodes
+            .iter()
+            .all(|(_, pid, state)| pid.is_some() && state != "down"),
+        "{nodes:?}"
+    );
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|(_, _, state)| state == "leader")
+            .count(),
+        1,
+        "{nodes:?}"
+    );
+
+    ok(&["kv", "put", "k", "v", "--endpoints", &first]);
+    assert_eq!(ok(&["kv", "get", "k", "--endpoints", &last]), "v\n");
+    let missing = hanse(&["kv", "get", "absent", "--endpoints", &last]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "not found");
+
+    ok(&["cluster", "down", "--dir", dir]);
+    assert!(
+        status(dir)
+            .iter()
+            .all(|(_, pid, state)| pid.is_none() && state == "down")
+    );
+
+    ok(&["cluster", "up", "--dir", dir]);
+    assert_eq!(
+        ok(&["kv", "get", "k", "--endpoints", &first]),
+        "v\n",
+        "data survives a restart"
+    );
+
+    // SIGKILL the leader: the same read through the others still answers.
+    let (leader, pid, _) = status(dir)
+        .into_iter()
+        .find(|(_, _, state)| state == "leader")
+        .unwrap();
+    let others: Vec<&str> = endpoints
+        .split(',')
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != leader)
+        .map(|(_, e)| e)
+        .collect();
+    let killed = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.unwrap().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        ok(&["kv", "get", "k", "--endpoints", &others.join(",")]),
+        "v\n"
+    );
+    println!(
+        "read after SIGKILL of leader node {leader} answered in {:?}",
+        killed.elapsed()
+    );
+    assert!(Path::new(dir).join(format!("node{leader}.log")).exists());
+}
