@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+mod batching;
 mod group;
 mod log_store;
 mod network;

@@ -6,13 +6,13 @@
 //! and become the next, larger proposal. One lone writer pays no extra delay; many
 //! concurrent writers share entries, log appends and fsyncs.
 
-use std::sync::Arc;
-
 use hanse_storage::{NodeId, ShardId};
 use openraft::error::ClientWriteError;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use openraft::raft::ClientWriteResponse;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::{Proposal, Raft, ShardRequest, ShardResponse};
+use crate::batching::drain_in_batches;
+use crate::{Proposal, Raft, ReplicaNode, ShardRequest, ShardResponse, TypeConfig};
 
 /// Bounds of one shard's proposer.
 #[derive(Debug, Clone)]
@@ -88,76 +88,84 @@ impl Proposer {
 async fn run(
     shard: ShardId,
     raft: Raft,
-    mut requests: mpsc::Receiver<Pending>,
+    requests: mpsc::Receiver<Pending>,
     options: ProposerOptions,
 ) {
-    let in_flight = Arc::new(Semaphore::new(options.in_flight_max));
-    let mut waiting = Vec::new();
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        if requests
-            .recv_many(&mut waiting, options.proposal_requests_max)
-            .await
-            == 0
-        {
-            return;
-        }
-        let (batch, responders): (Vec<_>, Vec<_>) =
-            waiting.drain(..).map(|p| (p.request, p.respond)).unzip();
-        // Sent here, in order, so proposals enter the log in the order requests arrived.
-        let receiver = match raft.client_write_ff(Proposal { requests: batch }).await {
-            Ok(receiver) => receiver,
-            Err(fatal) => {
-                let error = ProposeError::Stopped {
-                    shard,
-                    detail: fatal.to_string(),
-                };
-                respond_all(responders, &error);
-                return;
-            }
-        };
-        tokio::spawn(async move {
-            match receiver.await {
-                Ok(Ok(written)) if written.data.len() == responders.len() => {
-                    for (respond, response) in responders.into_iter().zip(written.data) {
-                        let _ = respond.send(Ok(response));
+    drain_in_batches(
+        requests,
+        options.proposal_requests_max,
+        options.in_flight_max,
+        |pending: Vec<Pending>| {
+            let raft = raft.clone();
+            async move {
+                let (batch, responders): (Vec<_>, Vec<_>) =
+                    pending.into_iter().map(|p| (p.request, p.respond)).unzip();
+                // Sent here, in order, so proposals enter the log in the order requests
+                // arrived.
+                match raft.client_write_ff(Proposal { requests: batch }).await {
+                    Ok(receiver) => Some(respond_when_applied(shard, receiver, responders)),
+                    Err(fatal) => {
+                        let error = ProposeError::Stopped {
+                            shard,
+                            detail: fatal.to_string(),
+                        };
+                        respond_all(responders, &error);
+                        None
                     }
                 }
-                Ok(Ok(written)) => respond_all(
-                    responders,
-                    &ProposeError::Failed {
-                        shard,
-                        detail: format!("{} responses for a proposal", written.data.len()),
-                    },
-                ),
-                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => respond_all(
-                    responders,
-                    &ProposeError::NotLeader {
-                        shard,
-                        leader: forward.leader_id,
-                    },
-                ),
-                Ok(Err(other)) => respond_all(
-                    responders,
-                    &ProposeError::Failed {
-                        shard,
-                        detail: other.to_string(),
-                    },
-                ),
-                Err(_) => respond_all(
-                    responders,
-                    &ProposeError::Stopped {
-                        shard,
-                        detail: "the raft group dropped the request".into(),
-                    },
-                ),
             }
-            drop(permit);
-        });
+        },
+    )
+    .await;
+}
+
+/// Hands each caller of a proposal its own response once the proposal is applied.
+async fn respond_when_applied(
+    shard: ShardId,
+    receiver: AppliedReceiver,
+    responders: Vec<Responder>,
+) {
+    match receiver.await {
+        Ok(Ok(written)) if written.data.len() == responders.len() => {
+            for (respond, response) in responders.into_iter().zip(written.data) {
+                let _ = respond.send(Ok(response));
+            }
+        }
+        Ok(Ok(written)) => respond_all(
+            responders,
+            &ProposeError::Failed {
+                shard,
+                detail: format!("{} responses for a proposal", written.data.len()),
+            },
+        ),
+        Ok(Err(ClientWriteError::ForwardToLeader(forward))) => respond_all(
+            responders,
+            &ProposeError::NotLeader {
+                shard,
+                leader: forward.leader_id,
+            },
+        ),
+        Ok(Err(other)) => respond_all(
+            responders,
+            &ProposeError::Failed {
+                shard,
+                detail: other.to_string(),
+            },
+        ),
+        Err(_) => respond_all(
+            responders,
+            &ProposeError::Stopped {
+                shard,
+                detail: "the raft group dropped the request".into(),
+            },
+        ),
     }
 }
+
+/// What openraft answers a proposal on, once it is applied (or refused).
+type AppliedReceiver = oneshot::Receiver<
+    Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, ReplicaNode>>,
+>;
 
 type Responder = oneshot::Sender<Result<ShardResponse, ProposeError>>;
 

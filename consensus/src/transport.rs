@@ -26,9 +26,10 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::batching::drain_in_batches;
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -192,69 +193,72 @@ async fn send_batches(
     node: NodeId,
     addr: String,
     client: RaftClient<Channel>,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    outgoing: mpsc::Receiver<Outgoing>,
     options: TransportOptions,
     counters: Arc<Counters>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(options.in_flight_max));
-    let mut waiting = Vec::new();
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        if outgoing
-            .recv_many(&mut waiting, options.batch_messages_max)
-            .await
-            == 0
-        {
-            return;
-        }
-        let (messages, responders): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        counters
-            .messages
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        let mut client = client.clone();
-        let addr = addr.clone();
-        tokio::spawn(async move {
-            let reply = client
-                .send(RaftBatch {
+    drain_in_batches(
+        outgoing,
+        options.batch_messages_max,
+        options.in_flight_max,
+        |waiting: Vec<Outgoing>| {
+            let (messages, responders): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+            counters
+                .messages
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            let call = send_batch(
+                client.clone(),
+                RaftBatch {
                     from_node,
                     messages,
-                })
-                .await;
-            match reply {
-                Ok(reply) if reply.get_ref().results.len() == responders.len() => {
-                    for (respond, result) in responders.into_iter().zip(reply.into_inner().results)
-                    {
-                        let _ = respond.send(Ok(result));
-                    }
-                }
-                Ok(reply) => {
-                    let detail = format!(
-                        "{} results for {} messages",
-                        reply.get_ref().results.len(),
-                        responders.len()
-                    );
-                    for respond in responders {
-                        let _ = respond.send(Err(TransportError::Malformed {
-                            node,
-                            detail: detail.clone(),
-                        }));
-                    }
-                }
-                Err(status) => {
-                    for respond in responders {
-                        let _ = respond.send(Err(TransportError::Unreachable {
-                            node,
-                            addr: addr.clone(),
-                            detail: status.message().to_string(),
-                        }));
-                    }
-                }
+                },
+                node,
+                addr.clone(),
+                responders,
+            );
+            async move { Some(call) }
+        },
+    )
+    .await;
+}
+
+/// Sends one batch and gives each message's sender its own result.
+async fn send_batch(
+    mut client: RaftClient<Channel>,
+    batch: RaftBatch,
+    node: NodeId,
+    addr: String,
+    responders: Vec<oneshot::Sender<Result<RaftResult, TransportError>>>,
+) {
+    match client.send(batch).await {
+        Ok(reply) if reply.get_ref().results.len() == responders.len() => {
+            for (respond, result) in responders.into_iter().zip(reply.into_inner().results) {
+                let _ = respond.send(Ok(result));
             }
-            drop(permit);
-        });
+        }
+        Ok(reply) => {
+            let detail = format!(
+                "{} results for {} messages",
+                reply.get_ref().results.len(),
+                responders.len()
+            );
+            for respond in responders {
+                let _ = respond.send(Err(TransportError::Malformed {
+                    node,
+                    detail: detail.clone(),
+                }));
+            }
+        }
+        Err(status) => {
+            for respond in responders {
+                let _ = respond.send(Err(TransportError::Unreachable {
+                    node,
+                    addr: addr.clone(),
+                    detail: status.message().to_string(),
+                }));
+            }
+        }
     }
 }
 
