@@ -47,7 +47,7 @@ fn busy() -> Refusal {
     }))
 }
 
-fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
+pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
     pb::ShardDescriptor {
         id: d.id,
         start: d.start.clone(),

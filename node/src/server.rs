@@ -1,6 +1,6 @@
 //! A cluster node: its RocksDB, its shard groups joined to their peers over the
-//! multi-raft transport, and the gRPC services (`hanse.v1.Kv` for clients, `hanse.v1.Raft`
-//! between nodes) on one listening address.
+//! multi-raft transport, and the gRPC services (`hanse.v1.Kv` for clients, `hanse.v1.Admin`
+//! for operators, `hanse.v1.Raft` between nodes) on one listening address.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use hanse_storage::{
 };
 use tokio::sync::{RwLock, oneshot};
 
+use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
 use crate::{Error, Options};
@@ -53,6 +54,10 @@ pub(crate) struct LocalShard {
 
 /// What the services of a running node share.
 pub(crate) struct NodeState {
+    pub node_id: u64,
+    pub region: String,
+    /// The address peers and clients reach this node at.
+    pub addr: String,
     pub engine: Arc<Engine>,
     pub limits: Options,
     /// Local shards by start key.
@@ -161,6 +166,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     }
 
     let state = Arc::new(NodeState {
+        node_id: config.node_id,
+        region: config.region.clone(),
+        addr: config.advertised(),
         engine,
         limits: Options::default(),
         shards: RwLock::new(shards),
@@ -169,7 +177,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = tonic::transport::Server::builder()
         .add_service(RaftService::new(config.node_id, registry).into_server())
-        .add_service(KvService::new(state.clone()).into_server());
+        .add_service(KvService::new(state.clone()).into_server())
+        .add_service(AdminService::new(state.clone()).into_server());
     let server = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;

@@ -233,3 +233,59 @@ fn a_python_client_generated_from_the_proto_reads_and_writes() {
     let missing = py(&["get", "nobody-wrote-this"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+/// `hanse admin status|shards` report the node and the first shard with its leader.
+#[test]
+fn admin_reports_the_node_and_its_shards() {
+    let port = TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+    let up = ok(&[
+        "cluster",
+        "up",
+        "--dir",
+        dir,
+        "--nodes",
+        "3",
+        "--regions",
+        "eu-hamburg,ap-china",
+        "--port",
+        &port,
+    ]);
+    let endpoints = up
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .unwrap()
+        .to_string();
+    let second = endpoints.split(',').nth(1).unwrap();
+
+    let status = ok(&["admin", "status", "--endpoints", second, "--json"]);
+    assert!(
+        status.contains("\"node_id\":2") && status.contains("\"region\":\"ap-china\""),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("\"addr\":\"{second}\"")),
+        "{status}"
+    );
+    let shards = ok(&["admin", "shards", "--endpoints", second, "--json"]);
+    assert!(shards.contains("\"id\":1"), "{shards}");
+    assert!(
+        !shards.contains("\"leader_node\":0"),
+        "a leader is known: {shards}"
+    );
+    assert_eq!(
+        shards.matches("\"role\":\"voter\"").count(),
+        3,
+        "three voters: {shards}"
+    );
+    let table = ok(&["admin", "shards", "--endpoints", second]);
+    assert!(table.contains("[-inf, +inf)"), "{table}");
+}

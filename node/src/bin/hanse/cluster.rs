@@ -264,13 +264,14 @@ fn status(dir: &Path, json: bool) -> Result<()> {
         };
         let pid_text = pid.map_or("-".to_string(), |p| p.to_string());
         if json {
-            println!(
-                "{{\"id\":{},\"region\":\"{}\",\"addr\":\"{}\",\"pid\":{},\"state\":\"{state}\"}}",
-                config.node_id,
-                config.region,
-                config.advertised(),
-                pid.map_or("null".to_string(), |p| p.to_string())
-            );
+            let line = serde_json::json!({
+                "id": config.node_id,
+                "region": config.region,
+                "addr": config.advertised(),
+                "pid": pid,
+                "state": state,
+            });
+            println!("{line}");
         } else {
             println!(
                 "{:<5} {:<14} {:<22} {:<8} {state}",

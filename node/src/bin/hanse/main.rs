@@ -1,5 +1,6 @@
 //! The `hanse` command line: `hanse demo`, `hanse kv ...`.
 
+mod admin;
 mod cluster;
 mod demo;
 mod kv;
@@ -30,6 +31,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Starts, shows and stops a local cluster of real processes on 127.0.0.x.
     Cluster(cluster::ClusterArgs),
+    /// Asks a node about itself and its shards.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv::run(args),
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
