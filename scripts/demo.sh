@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-cargo build --quiet -p hanse --bin hanse
+cargo build --quiet -p hanse --bin hanse -p hanse-bench --bin hanse-bench
 exec target/debug/hanse demo "$@"

@@ -1,8 +1,11 @@
-//! hanse-bench: benchmarks that measure Hanse beside the baseline a user would pick instead.
+//! hanse-bench: benchmarks that measure Hanse beside the baseline a user would pick instead,
+//! and the load generator ([`load`], the `hanse-bench` binary) for running clusters.
 //!
 //! Each criterion group names its contender `hanse` and its baseline `raw-rocksdb`;
 //! [`ratio_report`] reads criterion's estimates back and states Hanse's throughput as a
 //! multiple of the baseline's, next to the target for it.
+
+pub mod load;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@
 //! says how long to wait, an unreachable node is skipped. Every retry loop is bounded by
 //! [`ClientOptions::request_timeout`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -57,6 +58,8 @@ pub struct CasOutcome {
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
     leader: Mutex<Option<String>>,
+    /// One HTTP/2 channel per node, reused by every call (tonic multiplexes on it).
+    channels: Mutex<HashMap<String, KvClient<Channel>>>,
     options: ClientOptions,
 }
 
@@ -103,11 +106,16 @@ impl Client {
         Ok(Client {
             endpoints: Mutex::new(endpoints.to_vec()),
             leader: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
             options,
         })
     }
 
     fn channel(&self, endpoint: &str) -> Result<KvClient<Channel>, ClientError> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some(client) = channels.get(endpoint) {
+            return Ok(client.clone());
+        }
         let channel = Endpoint::from_shared(format!("http://{endpoint}"))
             .map_err(|e| ClientError::BadEndpoint {
                 endpoint: endpoint.to_string(),
@@ -116,9 +124,11 @@ impl Client {
             .connect_timeout(self.options.connect_timeout)
             .timeout(self.options.request_timeout)
             .connect_lazy();
-        Ok(KvClient::new(channel)
+        let client = KvClient::new(channel)
             .max_decoding_message_size(32 * 1024 * 1024)
-            .max_encoding_message_size(32 * 1024 * 1024))
+            .max_encoding_message_size(32 * 1024 * 1024);
+        channels.insert(endpoint.to_string(), client.clone());
+        Ok(client)
     }
 
     /// Sends `request` until a node serves it, following leader hints.

@@ -174,7 +174,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         shards: RwLock::new(shards),
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = tonic::transport::Server::builder()
         .add_service(RaftService::new(config.node_id, registry).into_server())
         .add_service(KvService::new(state.clone()).into_server())

@@ -33,6 +33,12 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Asks a node about itself and its shards.
     Admin(admin::AdminArgs),
+    /// Runs the load generator: `hanse bench run --endpoints ...` (see `hanse bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { args } => bench(&args),
     };
     match result {
         Ok(code) => code,
@@ -58,6 +65,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the `hanse-bench` binary built next to this one. The load generator lives in the
+/// bench crate, which nothing may depend on, so the two meet as processes.
+fn bench(args: &[String]) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?.with_file_name("hanse-bench");
+    anyhow::ensure!(
+        exe.exists(),
+        "{} is not built: run `cargo build -p hanse-bench` (scripts/demo.sh builds it too)",
+        exe.display()
+    );
+    let status = std::process::Command::new(&exe).args(args).status()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+        None => ExitCode::from(2),
+    })
 }
 
 /// The error and its causes on one line, leaving out causes whose text an outer message

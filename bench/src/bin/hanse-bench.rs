@@ -1,0 +1,211 @@
+//! `hanse-bench run`: the load generator against a running Hanse cluster. Reports
+//! throughput and p50/p99/p999 latency, and with `--kill-leader-after` the failover gap
+//! (the longest time without an acknowledgement once the leader is SIGKILLed).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand, ValueEnum};
+use hanse::config::NodeConfig;
+use hanse_bench::load::{Fault, LoadSpec, Workload, preload, run};
+use hanse_client::proto::admin_client::AdminClient;
+use hanse_client::{Client, ClientOptions, proto};
+
+#[derive(Parser)]
+#[command(name = "hanse-bench", about = "Load generator for Hanse")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Target {
+    /// A running Hanse cluster (--endpoints).
+    Hanse,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one workload and prints what it measured.
+    Run {
+        #[arg(long, value_enum, default_value = "hanse")]
+        target: Target,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required = true,
+            value_name = "HOST:PORT,..."
+        )]
+        endpoints: Vec<String>,
+        #[arg(long, value_enum, default_value = "mixed")]
+        workload: Workload,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 20_000)]
+        ops: u64,
+        /// Upper bound on the run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long, default_value_t = 10_000)]
+        key_count: u64,
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// SIGKILL the leader this many seconds into the run (needs --cluster-dir).
+        #[arg(long, value_name = "SECONDS", requires = "cluster_dir")]
+        kill_leader_after: Option<f64>,
+        /// The `hanse cluster up --dir` directory, to find the leader's process.
+        #[arg(long, value_name = "DIR")]
+        cluster_dir: Option<PathBuf>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let Command::Run {
+        target: Target::Hanse,
+        endpoints,
+        workload,
+        clients,
+        ops,
+        duration,
+        key_count,
+        value_size,
+        seed,
+        kill_leader_after,
+        cluster_dir,
+        json,
+    } = Cli::parse().command;
+    ensure!(
+        clients >= 1 && key_count >= 1 && ops >= 1,
+        "--clients, --key-count and --ops must be at least 1"
+    );
+    let spec = LoadSpec {
+        workload,
+        clients,
+        ops,
+        duration: Duration::from_secs(duration),
+        key_count,
+        value_size,
+        seed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = Arc::new(Client::new(&endpoints, ClientOptions::default())?);
+        if workload != Workload::Write {
+            eprintln!("loading {key_count} keys");
+            preload(&client, &spec, |n| bar(n, key_count)).await?;
+            end_bar();
+        }
+        let fault = match (kill_leader_after, cluster_dir) {
+            (Some(after), Some(dir)) => {
+                let (leader, pid) = find_leader(&dir).await?;
+                eprintln!("will SIGKILL leader node {leader} (pid {pid}) after {after}s");
+                Some(Fault {
+                    after: Duration::from_secs_f64(after),
+                    inject: Box::new(move || {
+                        // SAFETY: kill(2) has no memory effects; the pid is the leader's server.
+                        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+                        if rc == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error().to_string())
+                        }
+                    }),
+                })
+            }
+            _ => None,
+        };
+        let report = run(client, &spec, fault, |n| bar(n, ops)).await;
+        end_bar();
+        let h = &report.latency_us;
+        let ms = |us: u64| us as f64 / 1000.0;
+        if json {
+            let out = serde_json::json!({
+                "workload": format!("{workload:?}").to_lowercase(),
+                "clients": clients,
+                "ops": report.ops,
+                "errors": report.errors,
+                "seconds": report.elapsed.as_secs_f64(),
+                "ops_per_sec": report.throughput(),
+                "p50_ms": ms(h.value_at_quantile(0.5)),
+                "p99_ms": ms(h.value_at_quantile(0.99)),
+                "p999_ms": ms(h.value_at_quantile(0.999)),
+                "failover_ms": report.failover.map(|d| d.as_secs_f64() * 1000.0),
+            });
+            println!("{out}");
+        } else {
+            println!(
+                "{workload:?} with {clients} clients: {} ops in {:.2?} ({:.0} ops/s), {} errors",
+                report.ops,
+                report.elapsed,
+                report.throughput(),
+                report.errors
+            );
+            println!(
+                "latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.value_at_quantile(0.999))
+            );
+            if let Some(gap) = report.failover {
+                println!("failover: no acknowledgement for {gap:.2?} after the leader was killed");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The leader of the first shard in the cluster in `dir`, and its process id.
+async fn find_leader(dir: &Path) -> Result<(u64, i32)> {
+    for id in 1.. {
+        let path = dir.join(format!("node{id}.toml"));
+        if !path.exists() {
+            break;
+        }
+        let config = NodeConfig::load(&path)?;
+        let Ok(mut admin) = AdminClient::connect(format!("http://{}", config.advertised())).await
+        else {
+            continue;
+        };
+        let status = admin.status(proto::StatusRequest {}).await?.into_inner();
+        if status.shards.iter().any(|s| s.role == "leader") {
+            let pid_path = dir.join(format!("node{id}.pid"));
+            let pid = std::fs::read_to_string(&pid_path)
+                .with_context(|| format!("reading {}", pid_path.display()))?
+                .trim()
+                .parse()
+                .context("pid file")?;
+            return Ok((id, pid));
+        }
+    }
+    bail!("no node in {} leads a shard", dir.display())
+}
+
+fn bar(done: u64, total: u64) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    const WIDTH: u64 = 40;
+    let filled = (done.min(total) * WIDTH / total.max(1)) as usize;
+    eprint!(
+        "\r[{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn end_bar() {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
