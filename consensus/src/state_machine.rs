@@ -71,13 +71,20 @@ impl StateMachine {
             })?;
         let applied = read_state(&engine, shard, StateKey::Applied)?.flatten();
         let membership = read_state(&engine, shard, StateKey::Membership)?.unwrap_or_default();
-        Ok(StateMachine {
+        let pending: Option<StoredSnapshot> =
+            read_state(&engine, shard, StateKey::InstallingSnapshot)?;
+        let mut state_machine = StateMachine {
             shard,
             engine,
             descriptor,
             applied,
             membership,
-        })
+        };
+        if let Some(pending) = pending {
+            tracing::warn!(shard, snapshot = %pending.meta.snapshot_id, "finishing a snapshot installation a crash interrupted");
+            state_machine.finish_install(&pending)?;
+        }
+        Ok(state_machine)
     }
 
     /// The shard's descriptor as of the last applied command.
@@ -178,6 +185,60 @@ impl StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         }
+    }
+
+    /// Replaces the shard's data and pointers with the snapshot `pending` names. Safe to
+    /// run again after a crash: it clears the range before it ingests.
+    fn finish_install(&mut self, pending: &StoredSnapshot) -> Result<(), StorageError> {
+        let meta = &pending.meta;
+        let err = |e: io::Error| snapshot_error(Some(meta), e);
+        let dir = self.snapshot_dir();
+        let path = dir.join(&pending.file_name);
+        let staging = tempfile::tempdir_in(&dir).map_err(err)?;
+        let (descriptor, files) = snapshot::unpack(&path, staging.path()).map_err(err)?;
+        if descriptor.id != self.shard {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot of shard {} offered to shard {}",
+                    descriptor.id, self.shard
+                ),
+            )));
+        }
+        // Clear what this replica held of the old range, then load the snapshot's range.
+        if (descriptor.start.as_slice(), descriptor.end.as_slice())
+            != (
+                self.descriptor.start.as_slice(),
+                self.descriptor.end.as_slice(),
+            )
+        {
+            self.engine
+                .ingest_range(&self.descriptor.start, &self.descriptor.end, &[])
+                .map_err(|e| snapshot_error(Some(meta), e))?;
+        }
+        self.engine
+            .ingest_range(&descriptor.start, &descriptor.end, &files)
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+
+        self.descriptor = descriptor;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let mut batch = Batch::default();
+        self.put_pointers(&mut batch);
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(self.shard, StateKey::SnapshotMeta),
+            codec::encode(pending),
+        );
+        batch.delete(
+            Cf::RaftState,
+            codec::state_key(self.shard, StateKey::InstallingSnapshot),
+        );
+        self.engine
+            .write(batch, true)
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+        self.remove_snapshots_except(&pending.file_name);
+        Ok(())
     }
 
     fn remove_snapshots_except(&self, keep: &str) {
@@ -326,52 +387,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         copy.sync_all().await.map_err(err)?;
         copy.shutdown().await.map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
 
-        let staging = tempfile::tempdir_in(&dir).map_err(err)?;
-        let (descriptor, files) = snapshot::unpack(&path, staging.path()).map_err(err)?;
-        if descriptor.id != self.shard {
-            return Err(err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "snapshot of shard {} offered to shard {}",
-                    descriptor.id, self.shard
-                ),
-            )));
-        }
-        // Clear what this replica held of the old range, then load the snapshot's range.
-        if (descriptor.start.as_slice(), descriptor.end.as_slice())
-            != (
-                self.descriptor.start.as_slice(),
-                self.descriptor.end.as_slice(),
-            )
-        {
-            self.engine
-                .ingest_range(&self.descriptor.start, &self.descriptor.end, &[])
-                .map_err(|e| snapshot_error(Some(meta), e))?;
-        }
-        self.engine
-            .ingest_range(&descriptor.start, &descriptor.end, &files)
-            .map_err(|e| snapshot_error(Some(meta), e))?;
-
-        self.descriptor = descriptor;
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        let mut batch = Batch::default();
-        self.put_pointers(&mut batch);
-        let stored = StoredSnapshot {
+        // Recorded (synced) before any data changes: a crash from here on is finished by
+        // the next open, never left as new data under the old applied pointer.
+        let pending = StoredSnapshot {
             meta: meta.clone(),
-            file_name: file_name.clone(),
+            file_name,
         };
+        let mut batch = Batch::default();
         batch.put(
             Cf::RaftState,
-            codec::state_key(self.shard, StateKey::SnapshotMeta),
-            codec::encode(&stored),
+            codec::state_key(self.shard, StateKey::InstallingSnapshot),
+            codec::encode(&pending),
         );
         self.engine
             .write(batch, true)
             .map_err(|e| snapshot_error(Some(meta), e))?;
-        self.remove_snapshots_except(&file_name);
-        Ok(())
+        self.finish_install(&pending)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -388,5 +423,99 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: stored.meta,
             snapshot: Box::new(file),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanse_storage::EngineOptions;
+    use openraft::CommittedLeaderId;
+
+    const SHARD: ShardId = 1;
+
+    fn engine_with_shard(dir: &std::path::Path) -> Arc<Engine> {
+        let engine = Arc::new(Engine::open(dir, EngineOptions::default()).unwrap());
+        let mut batch = Batch::default();
+        Engine::put_descriptor(&mut batch, &ShardDescriptor::whole_keyspace(SHARD, vec![]));
+        engine.write(batch, true).unwrap();
+        engine
+    }
+
+    fn put(engine: &Engine, key: &str, value: &str) {
+        let mut batch = Batch::default();
+        batch.put(Cf::Data, key, value);
+        engine.write(batch, true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_snapshot_install_is_finished_at_open() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = engine_with_shard(source_dir.path());
+        put(&source, "a", "1");
+        put(&source, "b", "2");
+        let mut leader = StateMachine::open(SHARD, source.clone()).unwrap();
+        let log_id = LogId::new(CommittedLeaderId::new(3, 1), 7);
+        let blank = Entry::<TypeConfig> {
+            log_id,
+            payload: EntryPayload::Blank,
+        };
+        leader.apply(vec![blank]).await.unwrap();
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let file_name = format!("{}.snap", snapshot.meta.snapshot_id);
+
+        // The follower crashed after recording the install, before touching its data.
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = engine_with_shard(target_dir.path());
+        put(&target, "z", "stale");
+        let target_snapshots = target
+            .path()
+            .join("snapshots")
+            .join(format!("shard-{SHARD}"));
+        std::fs::create_dir_all(&target_snapshots).unwrap();
+        let source_file = source
+            .path()
+            .join("snapshots")
+            .join(format!("shard-{SHARD}"))
+            .join(&file_name);
+        std::fs::copy(&source_file, target_snapshots.join(&file_name)).unwrap();
+        let pending = StoredSnapshot {
+            meta: snapshot.meta.clone(),
+            file_name,
+        };
+        let mut batch = Batch::default();
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(SHARD, StateKey::InstallingSnapshot),
+            codec::encode(&pending),
+        );
+        target.write(batch, true).unwrap();
+
+        let mut follower = StateMachine::open(SHARD, target.clone()).unwrap();
+        assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id));
+        assert_eq!(target.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(target.get(Cf::Data, b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            target.get(Cf::Data, b"z").unwrap(),
+            None,
+            "the snapshot replaced the range"
+        );
+        let record = codec::state_key(SHARD, StateKey::InstallingSnapshot);
+        assert_eq!(
+            target.get(Cf::RaftState, &record).unwrap(),
+            None,
+            "the install is done"
+        );
+        let current = follower
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("current snapshot");
+        assert_eq!(current.meta, snapshot.meta);
     }
 }

@@ -36,6 +36,8 @@ pub enum StateKey {
     Membership = 5,
     /// The metadata of the shard's current snapshot.
     SnapshotMeta = 6,
+    /// A received snapshot whose installation has begun but not finished; redone at open.
+    InstallingSnapshot = 7,
 }
 
 /// Encodes the `raft_state` key of `kind` for shard `shard`.
