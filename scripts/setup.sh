@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# CI may start us without HOME; cargo, rustup and the caches below all need it.
+: "${HOME:=$(getent passwd "$(id -un)" | cut -d: -f6)}"
+export HOME
 TORCH_VERSION=2.13.0 # must match the tch crate (0.26) pinned in Cargo.toml
 
 log() { printf 'setup: %s\n' "$*" >&2; }
