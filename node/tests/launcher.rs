@@ -46,16 +46,22 @@ fn status(dir: &str) -> Vec<(u64, Option<i32>, String)> {
         .collect()
 }
 
-struct Down<'a>(&'a str);
+/// A cluster started by `hanse cluster up` in a temporary directory; brought down (and
+/// the directory removed) when dropped.
+struct Launched {
+    dir: String,
+    endpoints: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
 
-impl Drop for Down<'_> {
+impl Drop for Launched {
     fn drop(&mut self) {
-        let _ = hanse(&["cluster", "down", "--dir", self.0]);
+        let _ = hanse(&["cluster", "down", "--dir", &self.dir]);
     }
 }
 
-#[test]
-fn cluster_up_status_down_and_up_again_keeps_the_data() {
+/// `hanse cluster up` with 3 nodes on a free port, plus `extra` arguments.
+fn launch(extra: &[&str]) -> Launched {
     let port = TcpListener::bind("127.0.0.11:0")
         .unwrap()
         .local_addr()
@@ -63,30 +69,34 @@ fn cluster_up_status_down_and_up_again_keeps_the_data() {
         .port()
         .to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let dir = dir.to_str().unwrap();
-    let _down = Down(dir);
-
-    let up = ok(&[
-        "cluster",
-        "up",
-        "--dir",
-        dir,
-        "--nodes",
-        "3",
-        "--regions",
-        "eu-hamburg,ap-china,au-sydney",
-        "--port",
-        &port,
-    ]);
+    let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
+    let mut args = vec![
+        "cluster", "up", "--dir", &dir, "--nodes", "3", "--port", &port,
+    ];
+    args.extend_from_slice(extra);
+    let up = ok(&args);
     let endpoints = up
         .lines()
         .find_map(|l| l.strip_prefix("endpoints: "))
         .expect("endpoints line")
-        .to_string();
-    let first = endpoints.split(',').next().unwrap().to_string();
-    let last = endpoints.split(',').next_back().unwrap().to_string();
-    assert_eq!(endpoints.split(',').count(), 3);
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    Launched {
+        dir,
+        endpoints,
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn cluster_up_status_down_and_up_again_keeps_the_data() {
+    let cluster = launch(&["--regions", "eu-hamburg,ap-china,au-sydney"]);
+    let dir = cluster.dir.as_str();
+    let endpoints = cluster.endpoints.join(",");
+    let first = cluster.endpoints[0].clone();
+    let last = cluster.endpoints[2].clone();
+    assert_eq!(cluster.endpoints.len(), 3);
 
     let nodes = status(dir);
     assert_eq!(nodes.len(), 3);
@@ -183,24 +193,15 @@ fn a_python_client_generated_from_the_proto_reads_and_writes() {
         String::from_utf8_lossy(&protoc.stderr)
     );
 
-    let port = TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let dir = tmp.path().join("cluster");
-    let dir = dir.to_str().unwrap();
-    let _down = Down(dir);
-    let up = ok(&[
-        "cluster", "up", "--dir", dir, "--nodes", "3", "--port", &port,
-    ]);
-    let endpoints = up
-        .lines()
-        .find_map(|l| l.strip_prefix("endpoints: "))
-        .unwrap()
-        .to_string();
-    let follower_first: String = endpoints.split(',').rev().collect::<Vec<_>>().join(",");
+    let cluster = launch(&[]);
+    let endpoints = cluster.endpoints.join(",");
+    let follower_first: String = cluster
+        .endpoints
+        .iter()
+        .rev()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
 
     let py = |args: &[&str]| {
         Command::new(&python)
@@ -237,34 +238,8 @@ fn a_python_client_generated_from_the_proto_reads_and_writes() {
 /// `hanse admin status|shards` report the node and the first shard with its leader.
 #[test]
 fn admin_reports_the_node_and_its_shards() {
-    let port = TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let dir = dir.to_str().unwrap();
-    let _down = Down(dir);
-    let up = ok(&[
-        "cluster",
-        "up",
-        "--dir",
-        dir,
-        "--nodes",
-        "3",
-        "--regions",
-        "eu-hamburg,ap-china",
-        "--port",
-        &port,
-    ]);
-    let endpoints = up
-        .lines()
-        .find_map(|l| l.strip_prefix("endpoints: "))
-        .unwrap()
-        .to_string();
-    let second = endpoints.split(',').nth(1).unwrap();
+    let cluster = launch(&["--regions", "eu-hamburg,ap-china"]);
+    let second = cluster.endpoints[1].as_str();
 
     let status = ok(&["admin", "status", "--endpoints", second, "--json"]);
     assert!(
