@@ -21,7 +21,6 @@ use hanse_storage::{
 use tokio::sync::RwLock;
 
 use crate::error::printable;
-use crate::limits::{check_key, check_value};
 use crate::{Error, Options, Result};
 
 /// The first shard of a fresh store; shard 0 is reserved for the cluster's meta shard.
@@ -120,7 +119,7 @@ impl Db {
 
     /// The value of `key`, or `None` when it is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_key(key)?;
+        self.options.check_key(key)?;
         Ok(self.engine.get(Cf::Data, key)?)
     }
 
@@ -141,10 +140,7 @@ impl Db {
     /// a batch whose keys span several shards commits shard by shard, in key order.
     pub fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
         for op in &ops {
-            self.check_key(op.key())?;
-            if let Mutation::Put { value, .. } = op {
-                self.check_value(value)?;
-            }
+            self.options.check_mutation(op)?;
         }
         self.block_on(self.write(ops))
     }
@@ -157,9 +153,9 @@ impl Db {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<CasOutcome> {
-        self.check_key(key)?;
+        self.options.check_key(key)?;
         if let Some(value) = new {
-            self.check_value(value)?;
+            self.options.check_value(value)?;
         }
         self.block_on(async {
             let routes = self.routes.read().await;
@@ -238,7 +234,7 @@ impl Db {
     /// Splits the shard that owns `key` at `key`, through the shard's Raft log (the same
     /// admin command a cluster uses). Returns the shrunk shard and the new one.
     pub fn split_shard(&self, key: &[u8]) -> Result<(ShardDescriptor, ShardDescriptor)> {
-        self.check_key(key)?;
+        self.options.check_key(key)?;
         self.block_on(self.split(key))
     }
 
@@ -254,14 +250,6 @@ impl Db {
     /// How the node's log writer has grouped writes so far.
     pub fn log_writer_stats(&self) -> LogWriterStats {
         self.engine.log_writer_stats()
-    }
-
-    fn check_key(&self, key: &[u8]) -> Result<()> {
-        check_key(key, self.options.max_key_bytes)
-    }
-
-    fn check_value(&self, value: &[u8]) -> Result<()> {
-        check_value(value, self.options.max_value_bytes)
     }
 
     async fn write(&self, ops: Vec<Mutation>) -> Result<()> {

@@ -13,7 +13,6 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use tonic::{Request, Response, Status};
 
 use crate::db::intersect;
-use crate::limits::{check_key, check_value};
 use crate::server::NodeState;
 
 /// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
@@ -159,12 +158,8 @@ impl KvService {
     }
 
     async fn write(&self, mutations: Vec<Mutation>) -> Result<(), Refusal> {
-        let limits = &self.state.limits;
         for m in &mutations {
-            check_key(m.key(), limits.max_key_bytes).map_err(invalid)?;
-            if let Mutation::Put { value, .. } = m {
-                check_value(value, limits.max_value_bytes).map_err(invalid)?;
-            }
+            self.state.limits.check_mutation(m).map_err(invalid)?;
         }
         let Some(first) = mutations.first() else {
             return Ok(());
@@ -193,7 +188,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let key = request.into_inner().key;
         let result = async {
-            check_key(&key, self.state.limits.max_key_bytes).map_err(invalid)?;
+            self.state.limits.check_key(&key).map_err(invalid)?;
             let (_, group) = self.shard_of(&key).await?;
             self.read_barrier(&group).await?;
             self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
@@ -265,9 +260,9 @@ impl Kv for KvService {
             ..
         } = request.into_inner();
         let result = async {
-            check_key(&key, self.state.limits.max_key_bytes).map_err(invalid)?;
+            self.state.limits.check_key(&key).map_err(invalid)?;
             if let Some(value) = &new_value {
-                check_value(value, self.state.limits.max_value_bytes).map_err(invalid)?;
+                self.state.limits.check_value(value).map_err(invalid)?;
             }
             let (descriptor, group) = self.shard_of(&key).await?;
             let request = ShardRequest::CompareAndSwap {

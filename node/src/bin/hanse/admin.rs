@@ -7,6 +7,8 @@ use hanse_client::proto;
 use hanse_client::proto::admin_client::AdminClient;
 use serde_json::json;
 
+use crate::display;
+
 #[derive(Args)]
 pub struct AdminArgs {
     /// The node to ask, HOST:PORT (the first of a comma-separated list that answers).
@@ -98,7 +100,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
         println!(
             "{:<6} {:<28} {:<8} {:<10} {:<22} {:<10} {}",
             d.id,
-            range(&d.start, &d.end),
+            display::range(&d.start, &d.end),
             format!("{}/{}", epoch.version, epoch.conf_ver),
             shard.role,
             format!("{} {}", shard.leader_node, shard.leader_addr),
@@ -107,17 +109,6 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn range(start: &[u8], end: &[u8]) -> String {
-    let show = |k: &[u8], open: &str| {
-        if k.is_empty() {
-            open.to_string()
-        } else {
-            k.escape_ascii().to_string()
-        }
-    };
-    format!("[{}, {})", show(start, "-inf"), show(end, "+inf"))
 }
 
 fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, ensure};
 use clap::Args;
 use hanse::{BatchOp, Db, Options, ShardDescriptor};
 
+use crate::display;
+
 #[derive(Args)]
 pub struct DemoArgs {
     /// Where to keep the store (default: a temporary directory removed at the end).
@@ -199,18 +201,7 @@ fn write_phase(db: &Db, args: &DemoArgs) -> Result<()> {
 }
 
 fn range(shard: &ShardDescriptor) -> String {
-    let show = |k: &[u8], open: &str| {
-        if k.is_empty() {
-            open.to_string()
-        } else {
-            String::from_utf8_lossy(k).into_owned()
-        }
-    };
-    format!(
-        "[{}, {})",
-        show(&shard.start, "-inf"),
-        show(&shard.end, "+inf")
-    )
+    display::range(&shard.start, &shard.end)
 }
 
 fn print_shards(shards: &[ShardDescriptor]) {

@@ -3,6 +3,7 @@
 mod admin;
 mod cluster;
 mod demo;
+mod display;
 mod kv;
 mod server;
 
