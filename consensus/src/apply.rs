@@ -2,9 +2,10 @@
 //! alone. The state machine writes the effect; the proposer uses [`check_route`] to refuse
 //! a stale request before it reaches the log.
 
-use hanse_storage::{Epoch, ShardDescriptor};
+use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+use openraft::Membership;
 
-use crate::types::{Mutation, Rejection, ShardRequest, ShardResponse};
+use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
 
 /// What one command does when applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,24 @@ pub fn check_route<'k>(
         }),
         None => Ok(()),
     }
+}
+
+/// The replica set a group membership describes: every voter (of either configuration
+/// while a change is in progress) and every learner, with the region its node reported.
+pub fn replicas_of(membership: &Membership<u64, ReplicaNode>) -> Vec<ReplicaDescriptor> {
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(&node, replica)| ReplicaDescriptor {
+            node,
+            region: replica.region.clone(),
+            role: if voters.contains(&node) {
+                ReplicaRole::Voter
+            } else {
+                ReplicaRole::Learner
+            },
+        })
+        .collect()
 }
 
 /// Decides the effect of `request` on `shard`. `read` returns a key's current value (as
@@ -232,6 +251,31 @@ mod tests {
         assert_eq!(
             delete.mutations,
             vec![Mutation::Delete { key: b"c".to_vec() }]
+        );
+    }
+
+    #[test]
+    fn replicas_follow_voters_and_learners_of_the_membership() {
+        let node = |region: &str| ReplicaNode {
+            addr: String::new(),
+            region: region.into(),
+        };
+        let nodes =
+            std::collections::BTreeMap::from([(1, node("eu")), (2, node("ap")), (3, node("au"))]);
+        let voters = std::collections::BTreeSet::from([1, 2]);
+        let membership = Membership::new(vec![voters], nodes);
+        let replicas = replicas_of(&membership);
+        let roles: Vec<_> = replicas
+            .iter()
+            .map(|r| (r.node, r.region.as_str(), r.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                (1, "eu", ReplicaRole::Voter),
+                (2, "ap", ReplicaRole::Voter),
+                (3, "au", ReplicaRole::Learner)
+            ]
         );
     }
 

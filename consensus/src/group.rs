@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse_storage::{Engine, NodeId, ShardId};
+use hanse_storage::{Engine, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
-use openraft::{Config, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use tokio::sync::watch;
 
 use crate::{
-    LogStore, Proposer, ProposerOptions, Raft, ReplicaNode, StateMachine, StorageError, TypeConfig,
+    LogStore, Proposer, ProposerOptions, Raft, ReplicaNode, ShardNetwork, StateMachine,
+    StorageError, TypeConfig,
 };
 
 /// Tuning of every group on a node.
@@ -68,6 +71,19 @@ pub enum GroupError {
     Initialize { shard: ShardId, detail: String },
     #[error("shard {shard}: no leader elected within {waited:?}")]
     NoLeader { shard: ShardId, waited: Duration },
+    #[error("this node does not lead shard {shard} (leader: {leader:?})")]
+    NotLeader {
+        shard: ShardId,
+        leader: Option<NodeId>,
+    },
+    #[error("shard {shard}: membership change refused: {detail}")]
+    Membership { shard: ShardId, detail: String },
+    #[error("shard {shard}: leadership transfer to node {to} failed: {detail}")]
+    Transfer {
+        shard: ShardId,
+        to: NodeId,
+        detail: String,
+    },
 }
 
 /// One shard's running Raft group.
@@ -76,6 +92,10 @@ pub struct ShardGroup {
     pub shard: ShardId,
     pub raft: Raft,
     pub proposer: Proposer,
+    /// The shard's descriptor as this replica has applied it.
+    pub descriptor: watch::Receiver<ShardDescriptor>,
+    /// How long a follower refuses to vote after it last heard from its leader.
+    leader_lease: Duration,
 }
 
 impl ShardGroup {
@@ -107,6 +127,9 @@ impl ShardGroup {
                 shard,
                 source: Box::new(source),
             })?;
+        let descriptor = state_machine.watch_descriptor();
+        // openraft 0.9 derives the lease from the longest election timeout.
+        let leader_lease = Duration::from_millis(config.election_timeout_max);
         let raft = Raft::new(
             options.node_id,
             Arc::new(config),
@@ -124,6 +147,8 @@ impl ShardGroup {
             shard,
             raft,
             proposer,
+            descriptor,
+            leader_lease,
         })
     }
 
@@ -188,5 +213,141 @@ impl ShardGroup {
             shard,
             waited: timeout,
         })
+    }
+
+    fn fatal(&self, source: openraft::error::Fatal<u64>) -> GroupError {
+        GroupError::Fatal {
+            shard: self.shard,
+            source: Box::new(source),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<u64, ClientWriteError<u64, ReplicaNode>>) -> GroupError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                GroupError::NotLeader {
+                    shard: self.shard,
+                    leader: forward.leader_id,
+                }
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                GroupError::Membership {
+                    shard: self.shard,
+                    detail: e.to_string(),
+                }
+            }
+            RaftError::Fatal(source) => self.fatal(source),
+        }
+    }
+
+    /// Adds `node` (reachable as `at`) to the group: first as a learner, returning once it
+    /// has caught up with the log (by snapshot and entries), then promoted to a voter when
+    /// `role` asks for one. Run on the leader; the node must already host an empty replica.
+    pub async fn add_replica(
+        &self,
+        node: NodeId,
+        at: ReplicaNode,
+        role: ReplicaRole,
+    ) -> Result<(), GroupError> {
+        self.raft
+            .add_learner(node, at, true)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        if role == ReplicaRole::Voter {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds([node].into()), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes `node` from the group, whether voter or learner. Run on the leader; a
+    /// leader that removes itself steps down once the change is committed.
+    pub async fn remove_replica(&self, node: NodeId) -> Result<(), GroupError> {
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters([node].into())
+        } else {
+            ChangeMembers::RemoveNodes([node].into())
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(())
+    }
+
+    /// Hands leadership to the voter `to`. openraft 0.9 has no transfer command, so the
+    /// leader does what one would: it waits until `to` holds its whole log, stops its
+    /// heartbeats until the followers' leases have run out, then tells `to` to campaign
+    /// (`TimeoutNow`). `to` has the longest log and campaigns before any other follower's
+    /// election timer fires, so it wins. The caller must hold new writes and reads of the
+    /// shard meanwhile (they would renew the leases); they pause for about one lease.
+    pub async fn transfer_leader(
+        &self,
+        to: NodeId,
+        network: &ShardNetwork,
+        timeout: Duration,
+    ) -> Result<(), GroupError> {
+        let shard = self.shard;
+        let failed = |detail: String| GroupError::Transfer { shard, to, detail };
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            return Err(GroupError::NotLeader {
+                shard,
+                leader: metrics.current_leader,
+            });
+        }
+        if to == metrics.id {
+            return Ok(());
+        }
+        let membership = metrics.membership_config.membership();
+        let Some(target) = membership
+            .get_node(&to)
+            .filter(|_| membership.voter_ids().any(|v| v == to))
+        else {
+            return Err(failed(format!("node {to} is not a voter of the shard")));
+        };
+        let last_index = metrics.last_log_index;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&to).copied().flatten());
+                    matched.map(|id| id.index) >= last_index
+                },
+                "the target holds the whole log",
+            )
+            .await
+            .map_err(|_| failed(format!("it did not catch up within {timeout:?}")))?;
+
+        self.raft.runtime_config().heartbeat(false);
+        let handed_over = async {
+            tokio::time::sleep(self.leader_lease + self.leader_lease / 4).await;
+            network
+                .timeout_now(to, &target.addr)
+                .await
+                .map_err(|e| failed(format!("it could not be told to campaign: {e}")))?;
+            self.raft
+                .wait(Some(timeout))
+                .metrics(|m| m.current_leader == Some(to), "the target leads")
+                .await
+                .map_err(|_| failed(format!("it did not win an election within {timeout:?}")))
+        }
+        .await;
+        // Always: this node leads again if the transfer did not happen.
+        self.raft.runtime_config().heartbeat(true);
+        handed_over.map(|_| ())
     }
 }

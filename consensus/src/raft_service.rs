@@ -10,6 +10,7 @@ use hanse_proto::v1::{
     RaftBatch, RaftBatchReply, RaftMessage, RaftResult, ShardNotHosted, raft_message, raft_result,
 };
 use hanse_storage::{NodeId, ShardId};
+use openraft::error::RaftError;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
@@ -79,6 +80,12 @@ impl RaftService {
                 Ok(rpc) => answer(raft.install_snapshot(rpc).await),
                 Err(e) => malformed(e),
             },
+            Some(raft_message::Body::TimeoutNow(_)) => answer(
+                raft.trigger()
+                    .elect()
+                    .await
+                    .map_err(RaftError::<NodeId>::Fatal),
+            ),
             None => outcome(raft_result::Outcome::Malformed(
                 "message without a body".into(),
             )),

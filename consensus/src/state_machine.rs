@@ -20,6 +20,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::apply;
 use crate::log_store::put_entries;
@@ -43,6 +44,8 @@ pub struct StateMachine {
     descriptor: ShardDescriptor,
     applied: Option<LogId<u64>>,
     membership: Membership,
+    /// Publishes the descriptor after every change, for routing on this node.
+    published: watch::Sender<ShardDescriptor>,
 }
 
 fn sm_read_error(e: impl std::error::Error + 'static) -> StorageError {
@@ -73,12 +76,14 @@ impl StateMachine {
         let membership = read_state(&engine, shard, StateKey::Membership)?.unwrap_or_default();
         let pending: Option<StoredSnapshot> =
             read_state(&engine, shard, StateKey::InstallingSnapshot)?;
+        let (published, _) = watch::channel(descriptor.clone());
         let mut state_machine = StateMachine {
             shard,
             engine,
             descriptor,
             applied,
             membership,
+            published,
         };
         if let Some(pending) = pending {
             tracing::warn!(shard, snapshot = %pending.meta.snapshot_id, "finishing a snapshot installation a crash interrupted");
@@ -90,6 +95,19 @@ impl StateMachine {
     /// The shard's descriptor as of the last applied command.
     pub fn descriptor(&self) -> &ShardDescriptor {
         &self.descriptor
+    }
+
+    /// Follows the descriptor as commands are applied.
+    pub fn watch_descriptor(&self) -> watch::Receiver<ShardDescriptor> {
+        self.published.subscribe()
+    }
+
+    /// Replaces the descriptor and tells the watchers.
+    fn set_descriptor(&mut self, descriptor: ShardDescriptor) {
+        if descriptor != self.descriptor {
+            self.descriptor = descriptor;
+            self.published.send_replace(self.descriptor.clone());
+        }
     }
 
     fn snapshot_dir(&self) -> PathBuf {
@@ -169,7 +187,7 @@ impl StateMachine {
         }
         if let Some((left, right)) = effect.split {
             self.create_split_child(batch, &right);
-            self.descriptor = left;
+            self.set_descriptor(left);
         }
         Ok(effect.response)
     }
@@ -220,7 +238,7 @@ impl StateMachine {
             .ingest_range(&descriptor.start, &descriptor.end, &files)
             .map_err(|e| snapshot_error(Some(meta), e))?;
 
-        self.descriptor = descriptor;
+        self.set_descriptor(descriptor);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let mut batch = Batch::default();
@@ -317,6 +335,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
+                    // The replica set in the descriptor follows the group's membership at
+                    // the same log index on every replica, and conf_ver with it.
+                    let replicas = apply::replicas_of(&membership);
+                    self.set_descriptor(self.descriptor.with_replicas(replicas));
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
                 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hanse_proto::v1::raft_client::RaftClient;
-use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, raft_message, raft_result};
+use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, TimeoutNow, raft_message, raft_result};
 use hanse_storage::{NodeId, ShardId};
 use openraft::AnyError;
 use openraft::error::{
@@ -280,6 +280,25 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
         }
+    }
+}
+
+impl ShardNetwork {
+    /// Tells `target` (at `addr`) to start an election for this shard now: the last step
+    /// of handing leadership over.
+    pub async fn timeout_now(
+        &self,
+        target: NodeId,
+        addr: &str,
+    ) -> Result<(), RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
+        let peer = ShardPeer {
+            shard: self.shard,
+            target,
+            addr: addr.to_string(),
+            transport: self.transport.clone(),
+        };
+        peer.call(raft_message::Body::TimeoutNow(TimeoutNow {}))
+            .await
     }
 }
 

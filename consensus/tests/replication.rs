@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_consensus::{
-    GroupOptions, Mutation, ProposeError, RaftService, ReplicaNode, ShardGroup, ShardRegistry,
-    ShardRequest, ShardResponse, Transport, TransportOptions,
+    GroupError, GroupOptions, Mutation, ProposeError, RaftService, ReplicaNode, ShardGroup,
+    ShardRegistry, ShardRequest, ShardResponse, Transport, TransportOptions,
 };
 use hanse_storage::{
     Batch, Cf, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
@@ -60,45 +60,10 @@ async fn start_nodes(options: &GroupOptions) -> Vec<Node> {
         .collect();
     let mut nodes = Vec::new();
     for (id, listener) in listeners {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
-        let mut batch = Batch::default();
-        Engine::put_descriptor(&mut batch, &descriptor(&addrs));
-        engine.write(batch, true).unwrap();
-        let registry = ShardRegistry::default();
-        let service = RaftService::new(id, registry.clone()).into_server();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        });
-        let transport = Transport::new(id, TransportOptions::default());
-        let mut node = Node {
-            id,
-            addr: addrs[id as usize - 1].1,
-            engine,
-            transport,
-            registry,
-            group: None,
-            server,
-            _dir: dir,
-        };
-        start_group(&mut node, options).await;
-        nodes.push(node);
+        nodes.push(start_node(id, listener, &descriptor(&addrs), options).await);
     }
-    let members: BTreeMap<u64, ReplicaNode> = nodes
-        .iter()
-        .map(|n| {
-            let node = ReplicaNode {
-                addr: n.addr.to_string(),
-                region: "test".into(),
-            };
-            (n.id, node)
-        })
-        .collect();
+    let members: BTreeMap<u64, ReplicaNode> =
+        nodes.iter().map(|n| (n.id, replica_node(n))).collect();
     nodes[0]
         .group
         .as_ref()
@@ -107,6 +72,52 @@ async fn start_nodes(options: &GroupOptions) -> Vec<Node> {
         .await
         .unwrap();
     nodes
+}
+
+fn replica_node(node: &Node) -> ReplicaNode {
+    ReplicaNode {
+        addr: node.addr.to_string(),
+        region: "test".into(),
+    }
+}
+
+/// Starts node `id` serving on `listener` with the shard `descriptor` names stored, and
+/// its group started (not initialised).
+async fn start_node(
+    id: u64,
+    listener: tokio::net::TcpListener,
+    descriptor: &ShardDescriptor,
+    options: &GroupOptions,
+) -> Node {
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
+    let mut batch = Batch::default();
+    Engine::put_descriptor(&mut batch, descriptor);
+    engine.write(batch, true).unwrap();
+    let registry = ShardRegistry::default();
+    let service = RaftService::new(id, registry.clone()).into_server();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    let transport = Transport::new(id, TransportOptions::default());
+    let mut node = Node {
+        id,
+        addr,
+        engine,
+        transport,
+        registry,
+        group: None,
+        server,
+        _dir: dir,
+    };
+    start_group(&mut node, options).await;
+    node
 }
 
 async fn start_group(node: &mut Node, options: &GroupOptions) {
@@ -282,6 +293,99 @@ async fn a_replica_behind_the_purged_log_catches_up_by_snapshot() {
     start_group(&mut nodes[lagging_at], &options).await;
     for key in &keys {
         wait_for_key(&nodes[lagging_at], key).await;
+    }
+    for node in nodes {
+        node.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
+    let options = fast();
+    let mut nodes = start_nodes(&options).await;
+    let first_leader = leader(&nodes).await;
+    let group_of = |nodes: &[Node], id: u64| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.group.clone())
+            .unwrap()
+    };
+    let leader_group = group_of(&nodes, first_leader);
+    let before = leader_group.descriptor.borrow().clone();
+
+    // Writers keep going while the fourth node joins; every write they had acknowledged
+    // must be on the new node at the end.
+    let writer_group = leader_group.clone();
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..200 {
+            let key = format!("during-{i:03}");
+            if writer_group.proposer.propose(put(&key)).await == Ok(ShardResponse::Applied) {
+                acknowledged.push(key);
+            }
+        }
+        acknowledged
+    });
+
+    let joining = start_node(4, listen([127, 0, 0, 14]).await, &before, &options).await;
+    let joining_node = replica_node(&joining);
+    nodes.push(joining);
+    leader_group
+        .add_replica(4, joining_node, ReplicaRole::Voter)
+        .await
+        .unwrap();
+    let acknowledged = writer.await.unwrap();
+    assert!(!acknowledged.is_empty());
+    for key in &acknowledged {
+        wait_for_key(&nodes[3], key).await;
+    }
+    let grown = leader_group.descriptor.borrow().clone();
+    assert_eq!(grown.replicas.len(), 4);
+    assert_eq!(
+        grown.replica_on(4).map(|r| r.role),
+        Some(ReplicaRole::Voter)
+    );
+    // Learner first, then voter: two changes to the replica set.
+    assert_eq!(grown.epoch.conf_ver, before.epoch.conf_ver + 2);
+    assert_eq!(grown.epoch.version, before.epoch.version);
+
+    // A transfer to a non-member is refused; to the new voter it moves the lead there.
+    let network = nodes[0].transport.shard_network(SHARD);
+    let refused = leader_group.transfer_leader(9, &network, WAIT).await;
+    assert!(matches!(refused, Err(GroupError::Transfer { to: 9, .. })));
+    let leader_node = nodes.iter().find(|n| n.id == first_leader).unwrap();
+    let network = leader_node.transport.shard_network(SHARD);
+    leader_group
+        .transfer_leader(4, &network, WAIT)
+        .await
+        .unwrap();
+    let new_leader_group = group_of(&nodes, 4);
+    assert_eq!(new_leader_group.raft.current_leader().await, Some(4));
+    assert_eq!(
+        new_leader_group
+            .proposer
+            .propose(put("after-transfer"))
+            .await,
+        Ok(ShardResponse::Applied)
+    );
+
+    // The old leader leaves the group; the other three keep serving.
+    new_leader_group.remove_replica(first_leader).await.unwrap();
+    assert_eq!(
+        new_leader_group
+            .proposer
+            .propose(put("after-removal"))
+            .await,
+        Ok(ShardResponse::Applied)
+    );
+    let shrunk = new_leader_group.descriptor.borrow().clone();
+    assert!(shrunk.replica_on(first_leader).is_none());
+    assert_eq!(shrunk.replicas.len(), 3);
+    for node in nodes.iter().filter(|n| n.id != first_leader) {
+        wait_for_key(node, "after-removal").await;
+        let mut seen = node.group.as_ref().unwrap().descriptor.clone();
+        seen.wait_for(|d| d.epoch == shrunk.epoch).await.unwrap();
     }
     for node in nodes {
         node.server.abort();

@@ -79,6 +79,30 @@ impl ShardDescriptor {
         starts_before_our_end && ends_after_our_start
     }
 
+    /// This shard with replica set `replicas`: conf_ver goes up by one when the set
+    /// differs from the current one (order does not matter), and stays otherwise.
+    pub fn with_replicas(&self, mut replicas: Vec<ReplicaDescriptor>) -> ShardDescriptor {
+        replicas.sort_by_key(|r| r.node);
+        let mut current = self.replicas.clone();
+        current.sort_by_key(|r| r.node);
+        if current == replicas {
+            return self.clone();
+        }
+        ShardDescriptor {
+            epoch: Epoch {
+                version: self.epoch.version,
+                conf_ver: self.epoch.conf_ver + 1,
+            },
+            replicas,
+            ..self.clone()
+        }
+    }
+
+    /// The replica this shard has on `node`, if any.
+    pub fn replica_on(&self, node: NodeId) -> Option<&ReplicaDescriptor> {
+        self.replicas.iter().find(|r| r.node == node)
+    }
+
     /// The shards that result from splitting `self` at `at`: `self` shrunk to
     /// `[start, at)` and a new shard `right_id` over `[at, end)`, both one version up,
     /// with the same replicas. A pure function: every replica computes the same result.
@@ -158,6 +182,44 @@ mod tests {
         assert_eq!(left.epoch.version, parent.epoch.version + 1);
         assert_eq!(right.epoch, left.epoch);
         assert_eq!(right.replicas, parent.replicas);
+    }
+
+    #[test]
+    fn a_new_replica_set_bumps_conf_ver_once_and_the_same_set_does_not() {
+        let replica = |node, role| ReplicaDescriptor {
+            node,
+            region: "r".into(),
+            role,
+        };
+        let shard = ShardDescriptor::whole_keyspace(
+            1,
+            vec![
+                replica(2, ReplicaRole::Voter),
+                replica(1, ReplicaRole::Voter),
+            ],
+        );
+        let same = shard.with_replicas(vec![
+            replica(1, ReplicaRole::Voter),
+            replica(2, ReplicaRole::Voter),
+        ]);
+        assert_eq!(same.epoch, shard.epoch);
+        let grown = shard.with_replicas(vec![
+            replica(1, ReplicaRole::Voter),
+            replica(2, ReplicaRole::Voter),
+            replica(3, ReplicaRole::Learner),
+        ]);
+        assert_eq!(grown.epoch.conf_ver, shard.epoch.conf_ver + 1);
+        assert_eq!(grown.epoch.version, shard.epoch.version);
+        assert_eq!(
+            grown.replica_on(3).map(|r| r.role),
+            Some(ReplicaRole::Learner)
+        );
+        let promoted = grown.with_replicas(vec![
+            replica(1, ReplicaRole::Voter),
+            replica(2, ReplicaRole::Voter),
+            replica(3, ReplicaRole::Voter),
+        ]);
+        assert_eq!(promoted.epoch.conf_ver, grown.epoch.conf_ver + 1);
     }
 
     #[test]

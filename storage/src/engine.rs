@@ -337,6 +337,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes everything this node holds of the shard `descriptor` names: its data range,
+    /// Raft log, Raft state and descriptor, in one synced batch. Used once the replica has
+    /// been removed from the shard's group.
+    pub fn destroy_replica(&self, descriptor: &ShardDescriptor) -> Result<()> {
+        let mut batch = Batch::default();
+        if let Some(upper) = self.exclusive_upper_bound(&descriptor.start, &descriptor.end)? {
+            batch.delete_range(Cf::Data, descriptor.start.clone(), upper);
+        }
+        let prefix = codec::shard_prefix(descriptor.id).to_vec();
+        let prefix_end = codec::shard_prefix_end(descriptor.id);
+        batch.delete_range(Cf::RaftLog, prefix.clone(), prefix_end.clone());
+        batch.delete_range(Cf::RaftState, prefix, prefix_end);
+        batch.delete(Cf::Meta, codec::descriptor_key(descriptor.id));
+        self.write(batch, true)
+    }
+
     /// An end key for range deletes of `[start, end)`: `end` itself, or just past the last
     /// stored key when `end` is unbounded. `None` when there is nothing to delete.
     fn exclusive_upper_bound(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {

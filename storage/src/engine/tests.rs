@@ -306,3 +306,54 @@ fn restarts_an_initialisation_that_never_finished() {
     assert!(dir.path().join(MARKER_FILE).exists());
     put_data(&engine, &[("a", "1")]);
 }
+
+#[test]
+fn destroying_a_replica_removes_its_range_log_and_state_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    put_data(&engine, &[("a", "1"), ("m", "2"), ("z", "3")]);
+    let left = ShardDescriptor {
+        end: b"m".to_vec(),
+        ..ShardDescriptor::whole_keyspace(1, vec![])
+    };
+    let right = ShardDescriptor {
+        id: 2,
+        start: b"m".to_vec(),
+        ..ShardDescriptor::whole_keyspace(2, vec![])
+    };
+    let mut batch = Batch::default();
+    Engine::put_descriptor(&mut batch, &left);
+    Engine::put_descriptor(&mut batch, &right);
+    for shard in [1, 2] {
+        batch.put(Cf::RaftLog, codec::log_key(shard, 1), "entry");
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(shard, codec::StateKey::Vote),
+            "vote",
+        );
+    }
+    engine.write(batch, true).unwrap();
+
+    engine.destroy_replica(&right).unwrap();
+
+    let remaining = engine
+        .scan(Cf::Data, b"", b"", 10, ScanOrder::Forward)
+        .unwrap();
+    assert_eq!(keys(&remaining), ["a"]);
+    assert_eq!(engine.load_descriptors().unwrap(), vec![left]);
+    assert!(
+        engine
+            .get(Cf::RaftLog, &codec::log_key(2, 1))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        engine
+            .get(Cf::RaftLog, &codec::log_key(1, 1))
+            .unwrap()
+            .is_some()
+    );
+    let vote = |shard| codec::state_key(shard, codec::StateKey::Vote);
+    assert!(engine.get(Cf::RaftState, &vote(2)).unwrap().is_none());
+    assert!(engine.get(Cf::RaftState, &vote(1)).unwrap().is_some());
+}
