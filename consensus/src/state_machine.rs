@@ -111,10 +111,7 @@ impl StateMachine {
     }
 
     fn snapshot_dir(&self) -> PathBuf {
-        self.engine
-            .path()
-            .join("snapshots")
-            .join(format!("shard-{}", self.shard))
+        snapshot_dir(&self.engine, self.shard)
     }
 
     /// Adds the state-machine pointers (applied, membership, descriptor) to `batch`.
@@ -271,6 +268,29 @@ impl StateMachine {
     }
 }
 
+fn snapshot_dir(engine: &Engine, shard: ShardId) -> PathBuf {
+    engine
+        .path()
+        .join("snapshots")
+        .join(format!("shard-{shard}"))
+}
+
+/// Deletes everything this node holds of a shard it no longer replicates: data range,
+/// log, Raft state, descriptor and snapshot files. The shard's group must be shut down.
+pub fn destroy_replica(
+    engine: &Engine,
+    descriptor: &ShardDescriptor,
+) -> Result<(), hanse_storage::Error> {
+    engine.destroy_replica(descriptor)?;
+    let dir = snapshot_dir(engine, descriptor.id);
+    match std::fs::remove_dir_all(&dir) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => {
+            Err(hanse_storage::Error::Io { path: dir, source })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn read_state<T: serde::de::DeserializeOwned>(
     engine: &Engine,
     shard: ShardId,
@@ -336,9 +356,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
                     // The replica set in the descriptor follows the group's membership at
-                    // the same log index on every replica, and conf_ver with it.
+                    // the same log index on every replica; conf_ver becomes that index.
                     let replicas = apply::replicas_of(&membership);
-                    self.set_descriptor(self.descriptor.with_replicas(replicas));
+                    let changed = self.descriptor.with_replicas(replicas, entry.log_id.index);
+                    self.set_descriptor(changed);
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
                 }

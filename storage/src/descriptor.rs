@@ -7,7 +7,7 @@ pub type ShardId = u64;
 pub type NodeId = u64;
 
 /// A shard's epoch. `version` grows on split and merge (the range changed), `conf_ver`
-/// on membership change (the replica set changed). A request routed with an older
+/// on membership change (the replica set changed; it is the log index of that change). A request routed with an older
 /// epoch is rejected with the current descriptor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Epoch {
@@ -79,9 +79,15 @@ impl ShardDescriptor {
         starts_before_our_end && ends_after_our_start
     }
 
-    /// This shard with replica set `replicas`: conf_ver goes up by one when the set
-    /// differs from the current one (order does not matter), and stays otherwise.
-    pub fn with_replicas(&self, mut replicas: Vec<ReplicaDescriptor>) -> ShardDescriptor {
+    /// This shard with replica set `replicas`. When the set differs from the current one
+    /// (order does not matter) conf_ver becomes `conf_ver`; otherwise nothing changes.
+    /// Replicas pass the log index of the membership change, so every replica arrives at
+    /// the same conf_ver however far back it started replaying.
+    pub fn with_replicas(
+        &self,
+        mut replicas: Vec<ReplicaDescriptor>,
+        conf_ver: u64,
+    ) -> ShardDescriptor {
         replicas.sort_by_key(|r| r.node);
         let mut current = self.replicas.clone();
         current.sort_by_key(|r| r.node);
@@ -91,7 +97,7 @@ impl ShardDescriptor {
         ShardDescriptor {
             epoch: Epoch {
                 version: self.epoch.version,
-                conf_ver: self.epoch.conf_ver + 1,
+                conf_ver,
             },
             replicas,
             ..self.clone()
@@ -185,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_replica_set_bumps_conf_ver_once_and_the_same_set_does_not() {
+    fn a_new_replica_set_takes_the_given_conf_ver_and_the_same_set_keeps_it() {
         let replica = |node, role| ReplicaDescriptor {
             node,
             region: "r".into(),
@@ -198,28 +204,37 @@ mod tests {
                 replica(1, ReplicaRole::Voter),
             ],
         );
-        let same = shard.with_replicas(vec![
-            replica(1, ReplicaRole::Voter),
-            replica(2, ReplicaRole::Voter),
-        ]);
+        let same = shard.with_replicas(
+            vec![
+                replica(1, ReplicaRole::Voter),
+                replica(2, ReplicaRole::Voter),
+            ],
+            7,
+        );
         assert_eq!(same.epoch, shard.epoch);
-        let grown = shard.with_replicas(vec![
-            replica(1, ReplicaRole::Voter),
-            replica(2, ReplicaRole::Voter),
-            replica(3, ReplicaRole::Learner),
-        ]);
-        assert_eq!(grown.epoch.conf_ver, shard.epoch.conf_ver + 1);
+        let grown = shard.with_replicas(
+            vec![
+                replica(1, ReplicaRole::Voter),
+                replica(2, ReplicaRole::Voter),
+                replica(3, ReplicaRole::Learner),
+            ],
+            7,
+        );
+        assert_eq!(grown.epoch.conf_ver, 7);
         assert_eq!(grown.epoch.version, shard.epoch.version);
         assert_eq!(
             grown.replica_on(3).map(|r| r.role),
             Some(ReplicaRole::Learner)
         );
-        let promoted = grown.with_replicas(vec![
-            replica(1, ReplicaRole::Voter),
-            replica(2, ReplicaRole::Voter),
-            replica(3, ReplicaRole::Voter),
-        ]);
-        assert_eq!(promoted.epoch.conf_ver, grown.epoch.conf_ver + 1);
+        let promoted = grown.with_replicas(
+            vec![
+                replica(1, ReplicaRole::Voter),
+                replica(2, ReplicaRole::Voter),
+                replica(3, ReplicaRole::Voter),
+            ],
+            9,
+        );
+        assert_eq!(promoted.epoch.conf_ver, 9);
     }
 
     #[test]
