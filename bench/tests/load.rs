@@ -9,8 +9,12 @@ use hanse::config::{NodeConfig, PeerConfig};
 use hanse_bench::load::{LoadSpec, Workload, preload, run};
 use hanse_client::{Client, ClientOptions};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_is_counted_and_timed() {
+#[test]
+fn every_operation_is_counted_and_timed() {
+    hanse::server::system().block_on(counted_and_timed());
+}
+
+async fn counted_and_timed() {
     let dir = tempfile::tempdir().unwrap();
     let addrs: Vec<SocketAddr> = (1..=3u8)
         .map(|i| {
@@ -40,6 +44,7 @@ async fn every_operation_is_counted_and_timed() {
             bootstrap: i == 0,
             initial_peers: peers.clone(),
             sync: true,
+            limits: Default::default(),
         };
         nodes.push(hanse::server::start(config).await.unwrap());
     }

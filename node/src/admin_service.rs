@@ -1,17 +1,85 @@
-//! The `hanse.v1.Admin` gRPC service: what this node knows about itself and its shards.
+//! The `hanse.v1.Admin` gRPC service: what this node knows about itself and its shards,
+//! and membership changes. A change for a shard this node does not lead is forwarded
+//! once to the leader it knows of.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use hanse_consensus::ReplicaNode;
 use hanse_proto::v1 as pb;
+use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
+use hanse_storage::{NodeId, ReplicaRole, ShardId};
 use openraft::ServerState;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use crate::kv_service::to_proto;
+use crate::actors::{
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, ReplicaChange, ReplicaError,
+    ReplicaHandle, TransferLeader,
+};
+use crate::kv_service::member_addr;
+use crate::proto_convert::{from_proto, to_proto};
 use crate::server::NodeState;
+
+/// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
+const FORWARDED: &str = "hanse-forwarded";
+/// How long a joining replica may take to catch up before AddNode gives up waiting.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connecting to another node for a forwarded or node-local step.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct AdminService {
     state: Arc<NodeState>,
+}
+
+/// Who leads a shard, as this node sees it.
+enum Leadership {
+    Here(ReplicaHandle),
+    Elsewhere { node: NodeId, addr: String },
+}
+
+fn replica_status(e: ReplicaError) -> Status {
+    let code = match &e {
+        ReplicaError::NotLeader { .. } => Code::FailedPrecondition,
+        ReplicaError::Busy { .. } | ReplicaError::Unavailable { .. } => Code::Unavailable,
+        ReplicaError::Group(hanse_consensus::GroupError::NotLeader { .. })
+        | ReplicaError::Group(hanse_consensus::GroupError::Membership { .. })
+        | ReplicaError::Group(hanse_consensus::GroupError::Transfer { .. }) => {
+            Code::FailedPrecondition
+        }
+        ReplicaError::Group(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn node_status(e: NodeActorError) -> Status {
+    match e {
+        NodeActorError::Refused { .. } => Status::failed_precondition(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn stopped() -> Status {
+    Status::unavailable("the node is shutting down")
+}
+
+async fn connect(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach node at {addr}: {e}")))?;
+    Ok(AdminClient::new(channel))
+}
+
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, "1".parse().expect("ascii header"));
+    request
 }
 
 impl AdminService {
@@ -23,17 +91,13 @@ impl AdminService {
         AdminServer::new(self)
     }
 
-    async fn shard_statuses(&self) -> Vec<pb::ShardStatus> {
-        let shards = self.state.shards.read().await;
-        shards
-            .values()
-            .map(|shard| {
-                let metrics = shard.group.raft.metrics().borrow().clone();
-                let leader_addr = metrics
-                    .current_leader
-                    .and_then(|id| metrics.membership_config.membership().get_node(&id))
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default();
+    fn shard_statuses(&self) -> Vec<pb::ShardStatus> {
+        self.state
+            .routes
+            .all()
+            .into_iter()
+            .map(|replica| {
+                let metrics = replica.group.raft.metrics().borrow().clone();
                 let role = match metrics.state {
                     ServerState::Leader => "leader",
                     ServerState::Follower => "follower",
@@ -42,15 +106,175 @@ impl AdminService {
                     ServerState::Shutdown => "shutdown",
                 };
                 pb::ShardStatus {
-                    descriptor: Some(to_proto(&shard.descriptor)),
+                    descriptor: Some(to_proto(&replica.descriptor())),
                     leader_node: metrics.current_leader.unwrap_or(0),
-                    leader_addr,
+                    leader_addr: member_addr(&replica, metrics.current_leader),
                     role: role.to_string(),
                     applied_index: metrics.last_applied.map_or(0, |id| id.index),
                     last_log_index: metrics.last_log_index.unwrap_or(0),
                 }
             })
             .collect()
+    }
+
+    /// The shards a change names, or every hosted shard when it names none.
+    fn target_shards(&self, shard_ids: &[ShardId]) -> Result<Vec<ShardId>, Status> {
+        if shard_ids.is_empty() {
+            return Ok(self.state.routes.all().iter().map(|r| r.shard).collect());
+        }
+        for &shard in shard_ids {
+            if self.state.routes.get(shard).is_none() {
+                return Err(Status::not_found(format!(
+                    "node {} holds no replica of shard {shard}; ask a node that does",
+                    self.state.node_id
+                )));
+            }
+        }
+        Ok(shard_ids.to_vec())
+    }
+
+    /// Where the change for `shard` must run. A request that was forwarded here already
+    /// is not forwarded again: leadership moved meanwhile, and the caller retries.
+    fn leadership<T>(&self, shard: ShardId, request: &Request<T>) -> Result<Leadership, Status> {
+        let replica = self
+            .state
+            .routes
+            .get(shard)
+            .ok_or_else(|| Status::not_found(format!("shard {shard} is not hosted here")))?;
+        let leader = replica.group.raft.metrics().borrow().current_leader;
+        match leader {
+            Some(node) if node == self.state.node_id => Ok(Leadership::Here(replica)),
+            _ if request.metadata().contains_key(FORWARDED) => Err(Status::unavailable(format!(
+                "shard {shard}: leadership moved while the request was forwarded; retry"
+            ))),
+            Some(node) => Ok(Leadership::Elsewhere {
+                node,
+                addr: member_addr(&replica, Some(node)),
+            }),
+            None => Err(Status::unavailable(format!(
+                "shard {shard} has no leader at the moment; retry shortly"
+            ))),
+        }
+    }
+
+    async fn add_to_shard(
+        &self,
+        shard: ShardId,
+        request: &Request<pb::AddNodeRequest>,
+    ) -> Result<Vec<pb::ShardDescriptor>, Status> {
+        let req = request.get_ref();
+        let replica = match self.leadership(shard, request)? {
+            Leadership::Here(replica) => replica,
+            Leadership::Elsewhere { addr, .. } => {
+                let one = pb::AddNodeRequest {
+                    shard_ids: vec![shard],
+                    ..req.clone()
+                };
+                let answer = connect(&addr).await?.add_node(forwarded(one)).await?;
+                return Ok(answer.into_inner().shards);
+            }
+        };
+        // The new node hosts an empty replica before the group sends it anything.
+        let open = pb::OpenReplicaRequest {
+            descriptor: Some(to_proto(&replica.descriptor())),
+        };
+        connect(&req.addr).await?.open_replica(open).await?;
+        let change = ReplicaChange::Add {
+            node: req.node_id,
+            at: ReplicaNode {
+                addr: req.addr.clone(),
+                region: req.region.clone(),
+            },
+            role: if req.learner {
+                ReplicaRole::Learner
+            } else {
+                ReplicaRole::Voter
+            },
+        };
+        let added = tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            replica.ask(|reply| ChangeReplicas { change, reply }),
+        )
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "shard {shard}: node {} did not catch up within {CATCH_UP_TIMEOUT:?}; it \
+                 stays a learner until AddNode is run again",
+                req.node_id
+            ))
+        })?
+        .map_err(replica_status)?;
+        Ok(vec![to_proto(&added)])
+    }
+
+    async fn remove_from_shard(
+        &self,
+        shard: ShardId,
+        request: &Request<pb::RemoveNodeRequest>,
+    ) -> Result<Vec<pb::ShardDescriptor>, Status> {
+        let node = request.get_ref().node_id;
+        let one = pb::RemoveNodeRequest {
+            node_id: node,
+            shard_ids: vec![shard],
+        };
+        let replica = match self.leadership(shard, request)? {
+            Leadership::Elsewhere { addr, .. } => {
+                let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
+                return Ok(answer.into_inner().shards);
+            }
+            Leadership::Here(replica) if node == self.state.node_id => {
+                // A leader does not remove itself: it hands over, and the new leader does.
+                let to = self.successor(&replica)?;
+                replica
+                    .ask(|reply| TransferLeader { to, reply })
+                    .await
+                    .map_err(replica_status)?;
+                let addr = member_addr(&replica, Some(to));
+                let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
+                return Ok(answer.into_inner().shards);
+            }
+            Leadership::Here(replica) => replica,
+        };
+        let removed_addr = member_addr(&replica, Some(node));
+        if replica.descriptor().replica_on(node).is_none() {
+            return Err(Status::not_found(format!(
+                "node {node} holds no replica of shard {shard}"
+            )));
+        }
+        let change = ReplicaChange::Remove { node };
+        let after = replica
+            .ask(|reply| ChangeReplicas { change, reply })
+            .await
+            .map_err(replica_status)?;
+        // The removed node deletes its copy; if it is down, the copy stays (it no longer
+        // takes part in the group) until it is destroyed by hand.
+        let destroy = async {
+            connect(&removed_addr)
+                .await?
+                .destroy_replica(pb::DestroyReplicaRequest { shard_id: shard })
+                .await
+        };
+        if let Err(e) = destroy.await {
+            tracing::warn!(shard, node, "the removed replica was not deleted: {e}");
+        }
+        Ok(vec![to_proto(&after)])
+    }
+
+    /// The voter best placed to take over from this leader: the one furthest along.
+    fn successor(&self, replica: &ReplicaHandle) -> Result<NodeId, Status> {
+        let metrics = replica.group.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let progress = metrics.replication.unwrap_or_default();
+        membership
+            .voter_ids()
+            .filter(|&v| v != self.state.node_id)
+            .max_by_key(|v| progress.get(v).copied().flatten().map(|id| id.index))
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "shard {}: node {} is its only voter and cannot be removed",
+                    replica.shard, self.state.node_id
+                ))
+            })
     }
 }
 
@@ -64,7 +288,7 @@ impl Admin for AdminService {
             node_id: self.state.node_id,
             region: self.state.region.clone(),
             addr: self.state.addr.clone(),
-            shards: self.shard_statuses().await,
+            shards: self.shard_statuses(),
         }))
     }
 
@@ -73,7 +297,98 @@ impl Admin for AdminService {
         _: Request<pb::ShardsRequest>,
     ) -> Result<Response<pb::ShardsResponse>, Status> {
         Ok(Response::new(pb::ShardsResponse {
-            shards: self.shard_statuses().await,
+            shards: self.shard_statuses(),
         }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = request.get_ref();
+        if req.node_id == 0 || req.addr.is_empty() || req.region.is_empty() {
+            return Err(Status::invalid_argument(
+                "AddNode needs node_id (not 0), addr (HOST:PORT) and region",
+            ));
+        }
+        let mut shards = Vec::new();
+        for shard in self.target_shards(&req.shard_ids)? {
+            shards.extend(self.add_to_shard(shard, &request).await?);
+        }
+        Ok(Response::new(pb::MembershipResponse { shards }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if request.get_ref().node_id == 0 {
+            return Err(Status::invalid_argument("RemoveNode needs node_id (not 0)"));
+        }
+        let mut shards = Vec::new();
+        for shard in self.target_shards(&request.get_ref().shard_ids)? {
+            shards.extend(self.remove_from_shard(shard, &request).await?);
+        }
+        Ok(Response::new(pb::MembershipResponse { shards }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let pb::TransferLeaderRequest { shard_id, to_node } = *request.get_ref();
+        match self.leadership(shard_id, &request)? {
+            Leadership::Here(replica) => {
+                replica
+                    .ask(|reply| TransferLeader { to: to_node, reply })
+                    .await
+                    .map_err(replica_status)?;
+                Ok(Response::new(pb::TransferLeaderResponse {}))
+            }
+            Leadership::Elsewhere { node, addr } => {
+                if node == to_node {
+                    return Ok(Response::new(pb::TransferLeaderResponse {}));
+                }
+                let again = pb::TransferLeaderRequest { shard_id, to_node };
+                connect(&addr)
+                    .await?
+                    .transfer_leader(forwarded(again))
+                    .await
+            }
+        }
+    }
+
+    async fn open_replica(
+        &self,
+        request: Request<pb::OpenReplicaRequest>,
+    ) -> Result<Response<pb::OpenReplicaResponse>, Status> {
+        let descriptor = request
+            .into_inner()
+            .descriptor
+            .and_then(from_proto)
+            .ok_or_else(|| Status::invalid_argument("OpenReplica needs a full descriptor"))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.state
+            .node
+            .send(OpenReplica { descriptor, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(node_status)?;
+        Ok(Response::new(pb::OpenReplicaResponse {}))
+    }
+
+    async fn destroy_replica(
+        &self,
+        request: Request<pb::DestroyReplicaRequest>,
+    ) -> Result<Response<pb::DestroyReplicaResponse>, Status> {
+        let shard = request.into_inner().shard_id;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.state
+            .node
+            .send(DestroyReplica { shard, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(node_status)?;
+        Ok(Response::new(pb::DestroyReplicaResponse {}))
     }
 }

@@ -12,7 +12,16 @@
 //! id = 1
 //! addr = "127.0.0.11:7401"
 //! region = "eu-hamburg"
+//!
+//! [limits]                              # optional; each field has a default
+//! max_key_bytes = 4096
+//! max_value_bytes = 16777216
+//! replica_mailbox_max = 1024
+//! replica_requests_in_flight_max = 4096
 //! ```
+//!
+//! A node that joins a running cluster has no `initial_peers` and no `bootstrap`: it
+//! starts empty and gets its replicas from `hanse admin add-node`.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -46,10 +55,42 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     /// The cluster's first membership. A node with an empty store creates the first shard
     /// with these replicas; afterwards membership changes go through the Admin service.
+    /// Empty on a node that joins a running cluster.
+    #[serde(default)]
     pub initial_peers: Vec<PeerConfig>,
     /// Acknowledge writes only after the log is synced (default true).
     #[serde(default = "default_true")]
     pub sync: bool,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what a node accepts and queues.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest accepted key (default 4 KiB).
+    pub max_key_bytes: usize,
+    /// Longest accepted value (default 16 MiB).
+    pub max_value_bytes: usize,
+    /// Requests waiting in one shard replica's mailbox (default 1024); more are answered
+    /// `ServerBusy` at once.
+    pub replica_mailbox_max: usize,
+    /// Requests one shard replica works on at once (default 4096, the proposer's queue);
+    /// more are answered `ServerBusy`.
+    pub replica_requests_in_flight_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let replica = crate::actors::ReplicaLimits::default();
+        LimitsConfig {
+            max_key_bytes: hanse_storage::MAX_KEY_BYTES,
+            max_value_bytes: hanse_storage::MAX_VALUE_BYTES,
+            replica_mailbox_max: replica.mailbox_max,
+            replica_requests_in_flight_max: replica.requests_in_flight_max,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -112,8 +153,25 @@ impl NodeConfig {
         if self.region.trim().is_empty() {
             return Err(("region", "must not be empty".into()));
         }
-        if self.initial_peers.is_empty() {
-            return Err(("initial_peers", "must list at least this node".into()));
+        if self.bootstrap && self.initial_peers.is_empty() {
+            return Err((
+                "initial_peers",
+                "must list at least this node when it bootstraps".into(),
+            ));
+        }
+        let limits = &self.limits;
+        for (field, value) in [
+            ("limits.max_key_bytes", limits.max_key_bytes),
+            ("limits.max_value_bytes", limits.max_value_bytes),
+            ("limits.replica_mailbox_max", limits.replica_mailbox_max),
+            (
+                "limits.replica_requests_in_flight_max",
+                limits.replica_requests_in_flight_max,
+            ),
+        ] {
+            if value == 0 {
+                return Err((field, "must be 1 or more".into()));
+            }
         }
         let mut ids = BTreeSet::new();
         for peer in &self.initial_peers {
@@ -201,5 +259,31 @@ region = "eu-hamburg"
             .unwrap_err()
             .to_string();
         assert!(stranger.contains("`bootstrap`"), "{stranger}");
+        let no_mailbox = load(&format!("{GOOD}\n[limits]\nreplica_mailbox_max = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            no_mailbox.contains("`limits.replica_mailbox_max`"),
+            "{no_mailbox}"
+        );
+        let typo = load(&format!("{GOOD}\n[limits]\nmax_keys = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("max_keys"), "{typo}");
+    }
+
+    #[test]
+    fn a_joining_node_needs_no_peers_and_limits_have_defaults() {
+        let joining = GOOD
+            .split("[[initial_peers]]")
+            .next()
+            .unwrap()
+            .replace("bootstrap = true", "");
+        let config = load(&joining).unwrap();
+        assert!(config.initial_peers.is_empty());
+        assert_eq!(config.limits, LimitsConfig::default());
+        let limited = load(&format!("{GOOD}\n[limits]\nmax_key_bytes = 64\n")).unwrap();
+        assert_eq!(limited.limits.max_key_bytes, 64);
+        assert_eq!(limited.limits.replica_mailbox_max, 1024);
     }
 }

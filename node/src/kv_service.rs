@@ -5,14 +5,15 @@
 
 use std::sync::Arc;
 
-use hanse_consensus::{Mutation, ProposeError, Rejection, ShardGroup, ShardRequest, ShardResponse};
+use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
-use hanse_storage::{Cf, ScanOrder, ShardDescriptor};
-use openraft::error::{CheckIsLeaderError, RaftError};
+use hanse_storage::{Cf, ScanOrder};
 use tonic::{Request, Response, Status};
 
+use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::db::intersect;
+use crate::proto_convert::to_proto;
 use crate::server::NodeState;
 
 /// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
@@ -46,46 +47,33 @@ fn busy() -> Refusal {
     }))
 }
 
-pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
-    pb::ShardDescriptor {
-        id: d.id,
-        start: d.start.clone(),
-        end: d.end.clone(),
-        epoch: Some(pb::Epoch {
-            version: d.epoch.version,
-            conf_ver: d.epoch.conf_ver,
-        }),
-        replicas: d
-            .replicas
-            .iter()
-            .map(|r| pb::Replica {
-                node: r.node,
-                region: r.region.clone(),
-                role: match r.role {
-                    hanse_storage::ReplicaRole::Voter => pb::ReplicaRole::Voter,
-                    hanse_storage::ReplicaRole::Learner => pb::ReplicaRole::Learner,
-                } as i32,
-            })
-            .collect(),
-    }
+/// The address of `node` as the group's membership records it.
+pub(crate) fn member_addr(replica: &ReplicaHandle, node: Option<u64>) -> String {
+    node.and_then(|id| {
+        let metrics = replica.group.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    })
+    .unwrap_or_default()
 }
 
-fn not_leader(group: &ShardGroup, leader: Option<u64>) -> Refusal {
-    let leader_addr = leader
-        .and_then(|id| {
-            let metrics = group.raft.metrics().borrow().clone();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-        })
-        .unwrap_or_default();
-    refusal(pb::request_error::Kind::NotLeader(pb::NotLeader {
-        shard_id: group.shard,
-        leader_node: leader.unwrap_or(0),
-        leader_addr,
-    }))
+fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
+    match e {
+        ReplicaError::NotLeader { leader, .. } => {
+            refusal(pb::request_error::Kind::NotLeader(pb::NotLeader {
+                shard_id: replica.shard,
+                leader_node: leader.unwrap_or(0),
+                leader_addr: member_addr(replica, leader),
+            }))
+        }
+        // Busy, restarting, or no quorum at the moment: all worth a retry shortly.
+        ReplicaError::Busy { .. } | ReplicaError::Unavailable { .. } | ReplicaError::Group(_) => {
+            busy()
+        }
+    }
 }
 
 fn rejected(rejection: Rejection) -> Refusal {
@@ -116,44 +104,33 @@ impl KvService {
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    /// The local shard that owns `key`, with its group.
-    async fn shard_of(&self, key: &[u8]) -> Result<(ShardDescriptor, ShardGroup), Refusal> {
-        let shards = self.state.shards.read().await;
-        shards
-            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
-            .next_back()
-            .map(|(_, s)| s)
-            .filter(|s| s.descriptor.contains(key))
-            .map(|s| (s.descriptor.clone(), s.group.clone()))
-            .ok_or_else(|| {
-                refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
-                    key: key.to_vec(),
-                    shard_id: 0,
-                }))
-            })
+    /// The hosted replica whose shard owns `key`.
+    fn shard_of(&self, key: &[u8]) -> Result<ReplicaHandle, Refusal> {
+        self.state.routes.lookup(key).ok_or_else(|| {
+            refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
+                key: key.to_vec(),
+                shard_id: 0,
+            }))
+        })
     }
 
-    /// Waits until this node may serve a linearizable read of `group`.
-    async fn read_barrier(&self, group: &ShardGroup) -> Result<(), Refusal> {
-        match group.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(not_leader(group, forward.leader_id))
-            }
-            Err(_) => Err(busy()),
-        }
+    /// Waits until this node may serve a linearizable read of `replica`'s shard.
+    async fn read_barrier(&self, replica: &ReplicaHandle) -> Result<(), Refusal> {
+        replica
+            .ask(|reply| ReadBarrier { reply })
+            .await
+            .map_err(|e| replica_refusal(replica, e))
     }
 
     async fn propose(
         &self,
-        group: &ShardGroup,
+        replica: &ReplicaHandle,
         request: ShardRequest,
     ) -> Result<ShardResponse, Refusal> {
-        match group.proposer.propose(request).await {
+        match replica.ask(|reply| Propose { request, reply }).await {
             Ok(ShardResponse::Rejected(rejection)) => Err(rejected(rejection)),
             Ok(response) => Ok(response),
-            Err(ProposeError::NotLeader { leader, .. }) => Err(not_leader(group, leader)),
-            Err(_) => Err(busy()),
+            Err(e) => Err(replica_refusal(replica, e)),
         }
     }
 
@@ -164,7 +141,8 @@ impl KvService {
         let Some(first) = mutations.first() else {
             return Ok(());
         };
-        let (descriptor, group) = self.shard_of(first.key()).await?;
+        let replica = self.shard_of(first.key())?;
+        let descriptor = replica.descriptor();
         if let Some(outside) = mutations.iter().find(|m| !descriptor.contains(m.key())) {
             return Err(invalid(format!(
                 "a batch must stay within one shard; key {:?} is outside shard {}",
@@ -176,7 +154,7 @@ impl KvService {
             epoch: descriptor.epoch,
             mutations,
         };
-        self.propose(&group, request).await.map(|_| ())
+        self.propose(&replica, request).await.map(|_| ())
     }
 }
 
@@ -189,8 +167,8 @@ impl Kv for KvService {
         let key = request.into_inner().key;
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
-            let (_, group) = self.shard_of(&key).await?;
-            self.read_barrier(&group).await?;
+            let replica = self.shard_of(&key)?;
+            self.read_barrier(&replica).await?;
             self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
         }
         .await;
@@ -264,14 +242,14 @@ impl Kv for KvService {
             if let Some(value) = &new_value {
                 self.state.limits.check_value(value).map_err(invalid)?;
             }
-            let (descriptor, group) = self.shard_of(&key).await?;
+            let replica = self.shard_of(&key)?;
             let request = ShardRequest::CompareAndSwap {
-                epoch: descriptor.epoch,
+                epoch: replica.descriptor().epoch,
                 key,
                 expected: expected_value,
                 new: new_value,
             };
-            match self.propose(&group, request).await? {
+            match self.propose(&replica, request).await? {
                 ShardResponse::CompareAndSwap { swapped, previous } => Ok((swapped, previous)),
                 other => Err(invalid(format!("unexpected response {other:?}"))),
             }
@@ -306,14 +284,12 @@ impl Kv for KvService {
                 return Err(invalid("scan range starts after it ends"));
             }
             let limit = limit.min(SCAN_LIMIT_MAX) as usize;
-            let mut parts: Vec<(ShardDescriptor, ShardGroup)> = self
+            let mut parts: Vec<ReplicaHandle> = self
                 .state
-                .shards
-                .read()
-                .await
-                .values()
-                .filter(|s| s.descriptor.overlaps(&start, &end))
-                .map(|s| (s.descriptor.clone(), s.group.clone()))
+                .routes
+                .all()
+                .into_iter()
+                .filter(|r| r.descriptor().overlaps(&start, &end))
                 .collect();
             let order = if reverse {
                 parts.reverse();
@@ -322,12 +298,12 @@ impl Kv for KvService {
                 ScanOrder::Forward
             };
             let mut pairs = Vec::new();
-            for (descriptor, group) in parts {
+            for replica in parts {
                 if pairs.len() >= limit {
                     break;
                 }
-                self.read_barrier(&group).await?;
-                let (lo, hi) = intersect(&descriptor, &start, &end);
+                self.read_barrier(&replica).await?;
+                let (lo, hi) = intersect(&replica.descriptor(), &start, &end);
                 let rows = self
                     .state
                     .engine

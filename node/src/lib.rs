@@ -17,6 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod actors;
 mod admin_service;
 pub mod config;
 mod db;
@@ -24,6 +25,7 @@ mod error;
 mod kv_service;
 mod limits;
 mod options;
+mod proto_convert;
 pub mod server;
 
 pub use db::{BatchOp, CasOutcome, Db};

@@ -5,15 +5,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use actix::Addr;
 use hanse_consensus::{
     GroupOptions, RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
 use hanse_storage::{
     Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId,
 };
-use tokio::sync::{RwLock, oneshot};
+use tokio::sync::oneshot;
 
+use crate::actors::{NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
@@ -46,10 +49,16 @@ impl From<hanse_consensus::GroupError> for ServerError {
     }
 }
 
-/// A shard this node holds a replica of.
-pub(crate) struct LocalShard {
-    pub descriptor: ShardDescriptor,
-    pub group: ShardGroup,
+/// Builds the runtime a node runs on: an actix system whose actors share a tokio
+/// multi-thread runtime with tonic and openraft. [`start`] must be called inside it.
+pub fn system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("hanse-node")
+            .build()
+            .expect("the tokio runtime starts")
+    })
 }
 
 /// What the services of a running node share.
@@ -60,8 +69,11 @@ pub(crate) struct NodeState {
     pub addr: String,
     pub engine: Arc<Engine>,
     pub limits: Options,
-    /// Local shards by start key.
-    pub shards: RwLock<BTreeMap<Vec<u8>, LocalShard>>,
+    /// The hosted replicas, kept by the node actor.
+    pub routes: Arc<Routes>,
+    pub node: Addr<NodeActor>,
+    /// Replicas restarted after their actor or Raft group died.
+    pub restarts: Arc<AtomicU64>,
 }
 
 /// A started node; dropping it stops the node.
@@ -88,13 +100,28 @@ impl RunningNode {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        for shard in self.state.shards.read().await.values() {
-            let _ = shard.group.raft.shutdown().await;
+        let (reply, stopped) = oneshot::channel();
+        self.state.node.do_send(StopReplicas { reply });
+        let _ = stopped.await;
+    }
+
+    /// How many replicas were restarted after their actor or Raft group died.
+    pub fn replica_restarts(&self) -> u64 {
+        self.state.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Shuts down the Raft group of `shard` behind its replica actor's back, as a fatal
+    /// storage error would: for tests of the node's supervision.
+    #[doc(hidden)]
+    pub async fn kill_raft_group(&self, shard: ShardId) -> bool {
+        match self.state.routes.get(shard) {
+            Some(handle) => handle.group.raft.shutdown().await.is_ok(),
+            None => false,
         }
     }
 }
 
-/// Starts the node `config` describes, on the current tokio runtime.
+/// Starts the node `config` describes. Runs inside [`system`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     // Bind first: a port in use is refused before anything on disk is touched.
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
@@ -113,7 +140,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             sync_log_writes: config.sync,
         },
     )?);
-    if engine.load_descriptors()?.is_empty() {
+    // A founding member writes the first shard; a node that joins later (no
+    // `initial_peers`) hosts nothing until the cluster adds it to shards.
+    if engine.load_descriptors()?.is_empty() && !config.initial_peers.is_empty() {
         let replicas = config
             .initial_peers
             .iter()
@@ -137,16 +166,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         node_id: config.node_id,
         ..GroupOptions::default()
     };
-    let mut shards = BTreeMap::new();
+    let mut groups = Vec::new();
     for descriptor in engine.load_descriptors()? {
-        if !descriptor.replicas.iter().any(|r| r.node == config.node_id) {
-            continue;
-        }
         let network = transport.shard_network(descriptor.id);
-        let group =
-            ShardGroup::start(descriptor.id, engine.clone(), &group_options, network).await?;
-        registry.insert(descriptor.id, group.raft.clone());
-        shards.insert(descriptor.start.clone(), LocalShard { descriptor, group });
+        groups
+            .push(ShardGroup::start(descriptor.id, engine.clone(), &group_options, network).await?);
     }
     if config.bootstrap {
         let members: BTreeMap<u64, ReplicaNode> = config
@@ -160,18 +184,40 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
                 (p.id, node)
             })
             .collect();
-        if let Some(first) = shards.values().find(|s| s.descriptor.id == FIRST_SHARD) {
-            first.group.initialize(members).await?;
+        if let Some(first) = groups.iter().find(|g| g.shard == FIRST_SHARD) {
+            first.initialize(members).await?;
         }
     }
 
+    let routes = Arc::new(Routes::default());
+    let restarts = Arc::new(AtomicU64::new(0));
+    let node = NodeActor::new(
+        engine.clone(),
+        transport,
+        registry.clone(),
+        group_options,
+        ReplicaLimits {
+            mailbox_max: config.limits.replica_mailbox_max,
+            requests_in_flight_max: config.limits.replica_requests_in_flight_max,
+            ..ReplicaLimits::default()
+        },
+        routes.clone(),
+        restarts.clone(),
+    )
+    .start_with(groups);
     let state = Arc::new(NodeState {
         node_id: config.node_id,
         region: config.region.clone(),
         addr: config.advertised(),
         engine,
-        limits: Options::default(),
-        shards: RwLock::new(shards),
+        limits: Options {
+            max_key_bytes: config.limits.max_key_bytes,
+            max_value_bytes: config.limits.max_value_bytes,
+            ..Options::default()
+        },
+        routes,
+        node,
+        restarts,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

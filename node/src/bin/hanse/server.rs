@@ -15,12 +15,7 @@ pub struct ServerArgs {
 
 pub fn run(args: ServerArgs) -> Result<()> {
     let config = NodeConfig::load(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hanse-node")
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
+    hanse::server::system().block_on(async {
         let node = hanse::server::start(config.clone())
             .await
             .with_context(|| format!("starting node {}", config.node_id))?;

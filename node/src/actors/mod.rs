@@ -1,0 +1,113 @@
+//! The actors of a cluster node (actix, on the tokio multi-thread runtime that also runs
+//! tonic and openraft; see [`crate::server::system`]):
+//!
+//! - [`NodeActor`]: one per node; owns the RocksDB handle and the replicas, opens,
+//!   destroys and restarts them.
+//! - [`ShardReplica`]: one per hosted shard; wraps the shard's Raft group and admits
+//!   requests with bounded mailboxes and in-flight counts.
+//!
+//! gRPC handlers find a shard's actor in the node's [`Routes`] and talk to it through its
+//! `Addr`; a full mailbox is answered `Busy` at once, never queued without bound. The
+//! consensus and storage crates know nothing of actix.
+
+mod node;
+mod replica;
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use actix::prelude::*;
+use hanse_consensus::ShardGroup;
+use hanse_storage::{ShardDescriptor, ShardId};
+use tokio::sync::oneshot;
+
+pub use node::{DestroyReplica, NodeActor, NodeActorError, OpenReplica, StopReplicas};
+pub use replica::{
+    ChangeReplicas, Propose, ReadBarrier, ReplicaChange, ReplicaError, ReplicaLimits, ShardReplica,
+    TransferLeader,
+};
+
+/// A hosted shard as request handlers see it: its actor, and its group for read-only
+/// looks (metrics, descriptor).
+#[derive(Clone)]
+pub struct ReplicaHandle {
+    pub shard: ShardId,
+    pub addr: Addr<ShardReplica>,
+    pub group: ShardGroup,
+}
+
+impl ReplicaHandle {
+    /// The shard's descriptor as this replica has applied it.
+    pub fn descriptor(&self) -> ShardDescriptor {
+        self.group.descriptor.borrow().clone()
+    }
+
+    /// Sends the message `make` builds around a reply channel and waits for the reply.
+    /// A full mailbox is `Busy`; a stopped actor (being restarted) is `Unavailable`.
+    pub async fn ask<M, T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ReplicaError>>) -> M,
+    ) -> Result<T, ReplicaError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        ShardReplica: Handler<M>,
+    {
+        let shard = self.shard;
+        let unavailable = || ReplicaError::Unavailable {
+            shard,
+            detail: "the replica is restarting".into(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.addr.try_send(make(reply)).map_err(|e| match e {
+            SendError::Full(_) => ReplicaError::Busy { shard },
+            SendError::Closed(_) => unavailable(),
+        })?;
+        answer.await.map_err(|_| unavailable())?
+    }
+}
+
+/// The replicas this node hosts, by the start key of their range. Written by the
+/// [`NodeActor`] only; read by every request handler.
+#[derive(Default)]
+pub struct Routes {
+    by_start: RwLock<BTreeMap<Vec<u8>, ReplicaHandle>>,
+}
+
+impl Routes {
+    fn insert(&self, handle: ReplicaHandle) {
+        let start = handle.descriptor().start;
+        let mut by_start = self.by_start.write().expect("routes lock");
+        by_start.retain(|_, h| h.shard != handle.shard);
+        by_start.insert(start, handle);
+    }
+
+    fn remove(&self, shard: ShardId) {
+        self.by_start
+            .write()
+            .expect("routes lock")
+            .retain(|_, h| h.shard != shard);
+    }
+
+    /// The hosted replica whose range holds `key`.
+    pub fn lookup(&self, key: &[u8]) -> Option<ReplicaHandle> {
+        let by_start = self.by_start.read().expect("routes lock");
+        by_start
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
+            .map(|(_, h)| h)
+            .filter(|h| h.group.descriptor.borrow().contains(key))
+            .cloned()
+    }
+
+    /// The hosted replica of `shard`.
+    pub fn get(&self, shard: ShardId) -> Option<ReplicaHandle> {
+        let by_start = self.by_start.read().expect("routes lock");
+        by_start.values().find(|h| h.shard == shard).cloned()
+    }
+
+    /// Every hosted replica, in key order.
+    pub fn all(&self) -> Vec<ReplicaHandle> {
+        let by_start = self.by_start.read().expect("routes lock");
+        by_start.values().cloned().collect()
+    }
+}

@@ -1,0 +1,272 @@
+//! `ShardReplica`: the actor that owns one shard's running Raft group on this node.
+//!
+//! Every request for the shard enters through its mailbox. The actor admits it (or
+//! answers `Busy` at once when the shard already has `requests_in_flight_max` requests
+//! under way) and hands the work to the shared runtime, so one slow commit never holds
+//! the mailbox. A leadership transfer takes every admission permit: requests arriving
+//! meanwhile are answered `Busy` instead of renewing the followers' leases. When the Raft
+//! group stops by itself (a fatal storage error), the actor stops, and its node restarts
+//! the replica from storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use hanse_consensus::{
+    GroupError, ProposeError, ReplicaNode, ShardGroup, ShardNetwork, ShardRequest, ShardResponse,
+};
+use hanse_storage::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::node::{NodeActor, ReplicaStopped};
+
+/// Bounds of one replica actor.
+#[derive(Debug, Clone)]
+pub struct ReplicaLimits {
+    /// Messages waiting in the mailbox; more are answered `Busy`.
+    pub mailbox_max: usize,
+    /// Requests admitted and not yet answered. Matches the proposer's queue, so a write
+    /// that is admitted never waits for room there.
+    pub requests_in_flight_max: usize,
+    /// How long a leadership transfer may take in each of its steps.
+    pub transfer_timeout: Duration,
+}
+
+impl Default for ReplicaLimits {
+    fn default() -> Self {
+        ReplicaLimits {
+            mailbox_max: 1024,
+            requests_in_flight_max: 4096,
+            transfer_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a replica did not carry out a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("this node does not lead shard {shard} (leader: {leader:?})")]
+    NotLeader {
+        shard: ShardId,
+        leader: Option<NodeId>,
+    },
+    #[error("shard {shard} is busy; retry shortly")]
+    Busy { shard: ShardId },
+    #[error("shard {shard} is unavailable on this node: {detail}")]
+    Unavailable { shard: ShardId, detail: String },
+    #[error(transparent)]
+    Group(#[from] GroupError),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ReplicaError>>;
+
+/// Propose a command to the shard's log (leader only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Propose {
+    pub request: ShardRequest,
+    pub reply: Reply<ShardResponse>,
+}
+
+/// Answer once this node may serve a linearizable read of the shard (leader only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadBarrier {
+    pub reply: Reply<()>,
+}
+
+/// A change of the shard's replica set (leader only).
+pub enum ReplicaChange {
+    Add {
+        node: NodeId,
+        at: ReplicaNode,
+        role: ReplicaRole,
+    },
+    Remove {
+        node: NodeId,
+    },
+}
+
+/// Carry out a replica-set change; answers with the descriptor after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChangeReplicas {
+    pub change: ReplicaChange,
+    pub reply: Reply<ShardDescriptor>,
+}
+
+/// Hand the shard's leadership to the voter on `to` (leader only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TransferLeader {
+    pub to: NodeId,
+    pub reply: Reply<()>,
+}
+
+pub struct ShardReplica {
+    group: ShardGroup,
+    network: ShardNetwork,
+    limits: ReplicaLimits,
+    permits: Arc<Semaphore>,
+    node: Addr<NodeActor>,
+    /// Which start of this shard's replica this actor is, so the node ignores the stop
+    /// of one it has already replaced.
+    generation: u64,
+}
+
+impl ShardReplica {
+    pub fn new(
+        group: ShardGroup,
+        network: ShardNetwork,
+        limits: ReplicaLimits,
+        node: Addr<NodeActor>,
+        generation: u64,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(limits.requests_in_flight_max));
+        ShardReplica {
+            group,
+            network,
+            limits,
+            permits,
+            node,
+            generation,
+        }
+    }
+
+    fn admit<T>(&self, reply: Reply<T>) -> Option<(OwnedSemaphorePermit, Reply<T>)> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some((permit, reply)),
+            Err(_) => {
+                let _ = reply.send(Err(ReplicaError::Busy {
+                    shard: self.group.shard,
+                }));
+                None
+            }
+        }
+    }
+}
+
+impl Actor for ShardReplica {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.limits.mailbox_max);
+        let mut metrics = self.group.raft.metrics();
+        let stopped = async move {
+            let _ = metrics
+                .wait_for(|m| m.running_state.is_err() || m.state == ServerState::Shutdown)
+                .await;
+        };
+        ctx.spawn(stopped.into_actor(self).map(|(), replica, ctx| {
+            tracing::warn!(shard = replica.group.shard, "raft group stopped");
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.node.do_send(ReplicaStopped {
+            shard: self.group.shard,
+            generation: self.generation,
+        });
+    }
+}
+
+fn from_propose(e: ProposeError) -> ReplicaError {
+    match e {
+        ProposeError::NotLeader { shard, leader } => ReplicaError::NotLeader { shard, leader },
+        ProposeError::Stopped { shard, detail } | ProposeError::Failed { shard, detail } => {
+            ReplicaError::Unavailable { shard, detail }
+        }
+    }
+}
+
+impl Handler<Propose> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: Propose, _: &mut Self::Context) {
+        let Some((permit, reply)) = self.admit(msg.reply) else {
+            return;
+        };
+        let proposer = self.group.proposer.clone();
+        tokio::spawn(async move {
+            let result = proposer.propose(msg.request).await.map_err(from_propose);
+            drop(permit);
+            let _ = reply.send(result);
+        });
+    }
+}
+
+impl Handler<ReadBarrier> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReadBarrier, _: &mut Self::Context) {
+        let Some((permit, reply)) = self.admit(msg.reply) else {
+            return;
+        };
+        let raft = self.group.raft.clone();
+        let shard = self.group.shard;
+        tokio::spawn(async move {
+            let result = match raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                    Err(ReplicaError::NotLeader {
+                        shard,
+                        leader: forward.leader_id,
+                    })
+                }
+                Err(e) => Err(ReplicaError::Unavailable {
+                    shard,
+                    detail: e.to_string(),
+                }),
+            };
+            drop(permit);
+            let _ = reply.send(result);
+        });
+    }
+}
+
+impl Handler<ChangeReplicas> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChangeReplicas, _: &mut Self::Context) {
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            let changed = match msg.change {
+                ReplicaChange::Add { node, at, role } => group.add_replica(node, at, role).await,
+                ReplicaChange::Remove { node } => group.remove_replica(node).await,
+            };
+            let result = changed
+                .map(|()| group.descriptor.borrow().clone())
+                .map_err(ReplicaError::from);
+            let _ = msg.reply.send(result);
+        });
+    }
+}
+
+impl Handler<TransferLeader> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: TransferLeader, _: &mut Self::Context) {
+        let group = self.group.clone();
+        let network = self.network.clone();
+        let permits = self.permits.clone();
+        let all = self.limits.requests_in_flight_max as u32;
+        let timeout = self.limits.transfer_timeout;
+        tokio::spawn(async move {
+            // Every permit: requests under way finish, new ones are answered Busy.
+            let result = match permits.acquire_many_owned(all).await {
+                Ok(_paused) => group
+                    .transfer_leader(msg.to, &network, timeout)
+                    .await
+                    .map_err(ReplicaError::from),
+                Err(_) => Err(ReplicaError::Unavailable {
+                    shard: group.shard,
+                    detail: "the replica is shutting down".into(),
+                }),
+            };
+            let _ = msg.reply.send(result);
+        });
+    }
+}

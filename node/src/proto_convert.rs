@@ -1,0 +1,86 @@
+//! Conversions between the storage types and their `hanse.v1` messages.
+
+use hanse_proto::v1 as pb;
+use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+
+pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
+    pb::ShardDescriptor {
+        id: d.id,
+        start: d.start.clone(),
+        end: d.end.clone(),
+        epoch: Some(pb::Epoch {
+            version: d.epoch.version,
+            conf_ver: d.epoch.conf_ver,
+        }),
+        replicas: d
+            .replicas
+            .iter()
+            .map(|r| pb::Replica {
+                node: r.node,
+                region: r.region.clone(),
+                role: match r.role {
+                    ReplicaRole::Voter => pb::ReplicaRole::Voter,
+                    ReplicaRole::Learner => pb::ReplicaRole::Learner,
+                } as i32,
+            })
+            .collect(),
+    }
+}
+
+/// The descriptor a message carries; `None` when it lacks its epoch.
+pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
+    let epoch = d.epoch?;
+    Some(ShardDescriptor {
+        id: d.id,
+        start: d.start,
+        end: d.end,
+        epoch: Epoch {
+            version: epoch.version,
+            conf_ver: epoch.conf_ver,
+        },
+        replicas: d
+            .replicas
+            .into_iter()
+            .map(|r| ReplicaDescriptor {
+                node: r.node,
+                region: r.region,
+                role: if r.role == pb::ReplicaRole::Learner as i32 {
+                    ReplicaRole::Learner
+                } else {
+                    ReplicaRole::Voter
+                },
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_survive_the_round_trip() {
+        let d = ShardDescriptor {
+            id: 7,
+            start: b"a".to_vec(),
+            end: b"m".to_vec(),
+            epoch: Epoch {
+                version: 3,
+                conf_ver: 41,
+            },
+            replicas: vec![
+                ReplicaDescriptor {
+                    node: 1,
+                    region: "eu-hamburg".into(),
+                    role: ReplicaRole::Voter,
+                },
+                ReplicaDescriptor {
+                    node: 4,
+                    region: "au-sydney".into(),
+                    role: ReplicaRole::Learner,
+                },
+            ],
+        };
+        assert_eq!(from_proto(to_proto(&d)), Some(d));
+    }
+}
