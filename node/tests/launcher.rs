@@ -264,3 +264,112 @@ fn admin_reports_the_node_and_its_shards() {
     let table = ok(&["admin", "shards", "--endpoints", second]);
     assert!(table.contains("[-inf, +inf)"), "{table}");
 }
+
+/// Writes keys one after another through a client until told to stop; returns the keys
+/// whose write was acknowledged.
+fn write_until(
+    endpoints: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = hanse_client::Client::new(&endpoints, Default::default()).unwrap();
+        let mut acknowledged = Vec::new();
+        // Bounded even if the caller never says stop.
+        for i in 0..20_000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let key = format!("under-load-{i:05}");
+            if runtime.block_on(client.put(key.as_bytes(), b"v")).is_ok() {
+                acknowledged.push(key);
+            }
+        }
+        acknowledged
+    })
+}
+
+#[test]
+fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
+    let cluster = launch(&[]);
+    let dir = cluster.dir.as_str();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_until(cluster.endpoints.clone(), stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let joined = ok(&["cluster", "add-node", "--dir", dir, "--json"]);
+    assert!(joined.contains(r#""node":4"#), "{joined}");
+    assert!(!joined.contains("learner"), "promoted to voter: {joined}");
+    let node4 = status(dir)
+        .into_iter()
+        .find(|(id, _, _)| *id == 4)
+        .expect("node 4 in the status");
+    assert!(node4.1.is_some(), "{node4:?}");
+
+    let first = cluster.endpoints[0].as_str();
+    ok(&[
+        "admin",
+        "transfer-leader",
+        "--shard",
+        "1",
+        "--to",
+        "4",
+        "--endpoints",
+        first,
+    ]);
+    let leaders: Vec<u64> = status(dir)
+        .into_iter()
+        .filter(|(_, _, state)| state == "leader")
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(leaders, [4]);
+
+    let left = ok(&[
+        "cluster",
+        "remove-node",
+        "--dir",
+        dir,
+        "--node",
+        "1",
+        "--json",
+    ]);
+    assert!(!left.contains(r#""node":1,"#), "{left}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() > 10, "{} writes", acknowledged.len());
+
+    // Every acknowledged write is there, read through the new member.
+    let node4_addr = cluster.endpoints[0].replace("127.0.0.11", "127.0.0.14");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = hanse_client::Client::new(&[node4_addr.clone()], Default::default()).unwrap();
+    for key in &acknowledged {
+        let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
+        assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
+    }
+    let shards = ok(&["admin", "shards", "--json", "--endpoints", &node4_addr]);
+    for node in [2, 3, 4] {
+        assert!(shards.contains(&format!(r#""node":{node},"#)), "{shards}");
+    }
+    assert!(!shards.contains(r#""node":1,"#), "{shards}");
+
+    // The removed node deleted its copy of the shard before it was stopped.
+    let data = Path::new(dir).join("node1");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let engine = loop {
+        match hanse_storage::Engine::open(&data, Default::default()) {
+            Ok(engine) => break engine,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "node 1 never stopped: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(engine.load_descriptors().unwrap(), vec![]);
+}

@@ -1,5 +1,6 @@
-//! `hanse admin status|shards --endpoints ...`: what a node knows about itself and its
-//! shards, for people or (with `--json`) for scripts.
+//! `hanse admin status|shards|add-node|remove-node|transfer-leader --endpoints ...`: what
+//! a node knows about itself and its shards, and membership changes, for people or (with
+//! `--json`) for scripts.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -32,6 +33,38 @@ enum AdminOp {
     Status,
     /// Every shard the node holds: id, range, epoch, leader, replicas, applied index.
     Shards,
+    /// Adds a running, empty node (started without `bootstrap` and `initial_peers`) to
+    /// shards: it joins as a learner, catches up, and becomes a voter.
+    AddNode {
+        #[arg(long)]
+        node_id: u64,
+        /// The address the new node advertises, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        region: String,
+        /// Keep it a learner (a non-voting copy, e.g. in the recovery region).
+        #[arg(long)]
+        learner: bool,
+        /// Only these shards (default: every shard of the node asked).
+        #[arg(long = "shard", value_name = "ID")]
+        shards: Vec<u64>,
+    },
+    /// Removes a node's replicas from shards; the node deletes its copies.
+    RemoveNode {
+        #[arg(long)]
+        node_id: u64,
+        /// Only these shards (default: every shard of the node asked).
+        #[arg(long = "shard", value_name = "ID")]
+        shards: Vec<u64>,
+    },
+    /// Moves a shard's leadership to its voter on another node.
+    TransferLeader {
+        #[arg(long, value_name = "ID")]
+        shard: u64,
+        #[arg(long, value_name = "NODE")]
+        to: u64,
+    },
 }
 
 pub fn run(args: AdminArgs) -> Result<()> {
@@ -40,21 +73,119 @@ pub fn run(args: AdminArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
-        let mut last_error = None;
-        for endpoint in &args.endpoints {
-            match ask(endpoint, &args.op, args.json).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last_error = Some(e.context(format!("asking {endpoint}"))),
-            }
+    runtime.block_on(first_answer(&args.endpoints, async |endpoint| {
+        ask(endpoint, &args.op, args.json).await
+    }))
+}
+
+/// Runs `call` against each endpoint in turn until one answers.
+pub async fn first_answer<T>(
+    endpoints: &[String],
+    call: impl AsyncFn(&str) -> Result<T>,
+) -> Result<T> {
+    let mut last_error = None;
+    for endpoint in endpoints {
+        match call(endpoint).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last_error = Some(e.context(format!("asking {endpoint}"))),
         }
-        Err(last_error.expect("at least one endpoint was tried"))
-    })
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+}
+
+/// Adds a node to shards through the node at `endpoint`; returns the changed shards.
+pub async fn add_node(
+    endpoint: &str,
+    request: proto::AddNodeRequest,
+) -> Result<Vec<proto::ShardDescriptor>> {
+    let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+    Ok(admin.add_node(request).await?.into_inner().shards)
+}
+
+/// Removes a node from shards through the node at `endpoint`; returns the changed shards.
+pub async fn remove_node(
+    endpoint: &str,
+    request: proto::RemoveNodeRequest,
+) -> Result<Vec<proto::ShardDescriptor>> {
+    let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+    Ok(admin.remove_node(request).await?.into_inner().shards)
+}
+
+/// Prints the shards a membership change produced.
+pub fn print_changed(shards: &[proto::ShardDescriptor], json: bool) {
+    for d in shards {
+        let epoch = d.epoch.unwrap_or_default();
+        if json {
+            println!("{}", descriptor_json(d));
+        } else {
+            println!(
+                "shard {} {} epoch {}/{}: {}",
+                d.id,
+                display::range(&d.start, &d.end),
+                epoch.version,
+                epoch.conf_ver,
+                replicas_text(d)
+            );
+        }
+    }
+}
+
+fn replicas_text(d: &proto::ShardDescriptor) -> String {
+    d.replicas
+        .iter()
+        .map(|r| {
+            let learner = if r.role == proto::ReplicaRole::Learner as i32 {
+                " (learner)"
+            } else {
+                ""
+            };
+            format!("{}@{}{learner}", r.node, r.region)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
     let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
     let (node, shards) = match op {
+        AdminOp::AddNode {
+            node_id,
+            addr,
+            region,
+            learner,
+            shards,
+        } => {
+            let request = proto::AddNodeRequest {
+                node_id: *node_id,
+                addr: addr.clone(),
+                region: region.clone(),
+                learner: *learner,
+                shard_ids: shards.clone(),
+            };
+            print_changed(&add_node(endpoint, request).await?, json);
+            return Ok(());
+        }
+        AdminOp::RemoveNode { node_id, shards } => {
+            let request = proto::RemoveNodeRequest {
+                node_id: *node_id,
+                shard_ids: shards.clone(),
+            };
+            print_changed(&remove_node(endpoint, request).await?, json);
+            return Ok(());
+        }
+        AdminOp::TransferLeader { shard, to } => {
+            let request = proto::TransferLeaderRequest {
+                shard_id: *shard,
+                to_node: *to,
+            };
+            admin.transfer_leader(request).await?;
+            if json {
+                println!("{}", json!({"shard": shard, "leader": to}));
+            } else {
+                println!("shard {shard} is now led by node {to}");
+            }
+            return Ok(());
+        }
         AdminOp::Status => {
             let status = admin.status(proto::StatusRequest {}).await?.into_inner();
             (
@@ -92,11 +223,6 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
     for shard in &shards {
         let d = shard.descriptor.clone().unwrap_or_default();
         let epoch = d.epoch.unwrap_or_default();
-        let replicas: Vec<String> = d
-            .replicas
-            .iter()
-            .map(|r| format!("{}@{}", r.node, r.region))
-            .collect();
         println!(
             "{:<6} {:<28} {:<8} {:<10} {:<22} {:<10} {}",
             d.id,
@@ -105,29 +231,33 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             shard.role,
             format!("{} {}", shard.leader_node, shard.leader_addr),
             shard.applied_index,
-            replicas.join(",")
+            replicas_text(&d)
         );
     }
     Ok(())
 }
 
-fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
-    let d = shard.descriptor.clone().unwrap_or_default();
+fn descriptor_json(d: &proto::ShardDescriptor) -> serde_json::Value {
     let epoch = d.epoch.unwrap_or_default();
     json!({
         "id": d.id,
         "start": d.start.escape_ascii().to_string(),
         "end": d.end.escape_ascii().to_string(),
         "epoch": {"version": epoch.version, "conf_ver": epoch.conf_ver},
-        "role": shard.role,
-        "leader_node": shard.leader_node,
-        "leader_addr": shard.leader_addr,
-        "applied_index": shard.applied_index,
-        "last_log_index": shard.last_log_index,
         "replicas": d.replicas.iter().map(|r| json!({
             "node": r.node,
             "region": r.region,
             "role": if r.role == proto::ReplicaRole::Learner as i32 { "learner" } else { "voter" },
         })).collect::<Vec<_>>(),
     })
+}
+
+fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
+    let mut out = descriptor_json(&shard.descriptor.clone().unwrap_or_default());
+    out["role"] = json!(shard.role);
+    out["leader_node"] = json!(shard.leader_node);
+    out["leader_addr"] = json!(shard.leader_addr);
+    out["applied_index"] = json!(shard.applied_index);
+    out["last_log_index"] = json!(shard.last_log_index);
+    out
 }

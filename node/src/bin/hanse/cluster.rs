@@ -1,7 +1,7 @@
-//! `hanse cluster up|status|down --dir D`: a local cluster of real `hanse server`
-//! processes on 127.0.0.x, one address per node, all state kept in D so every command
-//! works from the same directory. `up` on a directory whose nodes are down restarts them
-//! with their data.
+//! `hanse cluster up|status|down|add-node|remove-node --dir D`: a local cluster of real
+//! `hanse server` processes on 127.0.0.x, one address per node, all state kept in D so
+//! every command works from the same directory. `up` on a directory whose nodes are down
+//! restarts them with their data.
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
@@ -57,6 +57,30 @@ enum ClusterOp {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Starts one more node and adds it to every shard (learner, catch-up, voter).
+    AddNode {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Its region (default: the next one in the regions of the existing nodes).
+        #[arg(long)]
+        region: Option<String>,
+        /// Keep it a learner in every shard.
+        #[arg(long)]
+        learner: bool,
+        /// JSON lines for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a node from every shard and stops it; its directory is kept.
+    RemoveNode {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "ID")]
+        node: u64,
+        /// JSON lines for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const NODES_MAX: u64 = 200;
@@ -72,6 +96,13 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         } => up(&dir, nodes, &regions, port, Duration::from_secs(wait)),
         ClusterOp::Status { dir, json } => status(&dir, json),
         ClusterOp::Down { dir } => down(&dir),
+        ClusterOp::AddNode {
+            dir,
+            region,
+            learner,
+            json,
+        } => add_node(&dir, region, learner, json),
+        ClusterOp::RemoveNode { dir, node, json } => remove_node(&dir, node, json),
     }
 }
 
@@ -83,15 +114,19 @@ fn pid_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("node{id}.pid"))
 }
 
-/// The node configurations in `dir`, in id order.
+/// Where a removed node's configuration goes, so `up` no longer starts it.
+fn removed_config_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}.removed.toml"))
+}
+
+/// The configurations of the cluster's current nodes in `dir`, in id order.
 fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
     let mut configs = Vec::new();
     for id in 1..=NODES_MAX {
         let path = config_path(dir, id);
-        if !path.exists() {
-            break;
+        if path.exists() {
+            configs.push(NodeConfig::load(&path)?);
         }
-        configs.push(NodeConfig::load(&path)?);
     }
     ensure!(
         !configs.is_empty(),
@@ -124,19 +159,30 @@ fn create(dir: &Path, nodes: u64, regions: &[String], port: u16) -> Result<()> {
         })
         .collect();
     for id in 1..=nodes {
-        let data_dir = dir.join(format!("node{id}"));
-        let config = format!(
-            "# Written by `hanse cluster up`.\nnode_id = {id}\nregion = \"{}\"\nlisten_addr = \"{}\"\ndata_dir = \"{}\"\nbootstrap = {}\n\n{peers}",
-            region(id),
-            addr(id),
-            data_dir
-                .canonicalize()
-                .unwrap_or(data_dir.clone())
-                .display(),
-            id == 1
-        );
-        fs::write(config_path(dir, id), config)?;
+        write_config(dir, id, &region(id), &addr(id), id == 1, &peers)?;
     }
+    Ok(())
+}
+
+/// Writes node `id`'s configuration; `peers` is the `[[initial_peers]]` text (empty for
+/// a node that joins a running cluster).
+fn write_config(
+    dir: &Path,
+    id: u64,
+    region: &str,
+    addr: &str,
+    bootstrap: bool,
+    peers: &str,
+) -> Result<()> {
+    let data_dir = dir.join(format!("node{id}"));
+    let config = format!(
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{peers}",
+        data_dir
+            .canonicalize()
+            .unwrap_or(data_dir.clone())
+            .display(),
+    );
+    fs::write(config_path(dir, id), config)?;
     Ok(())
 }
 
@@ -161,29 +207,10 @@ fn up(dir: &Path, nodes: u64, regions: &[String], port: u16, wait: Duration) -> 
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
     let configs = configs(&dir)?;
-    let exe = std::env::current_exe().context("locating the hanse binary")?;
     for config in &configs {
-        let id = config.node_id;
-        if running_pid(&dir, id).is_some() {
-            continue;
+        if running_pid(&dir, config.node_id).is_none() {
+            spawn_node(&dir, config.node_id)?;
         }
-        let log_path = dir.join(format!("node{id}.log"));
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let child = Command::new(&exe)
-            .arg("server")
-            .arg("--config")
-            .arg(config_path(&dir, id))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in the launching shell does not reach it.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
-        fs::write(pid_path(&dir, id), child.id().to_string())?;
     }
     let endpoints: Vec<String> = configs.iter().map(NodeConfig::advertised).collect();
     wait_until_serving(&dir, &configs, &endpoints, wait)?;
@@ -197,6 +224,128 @@ fn up(dir: &Path, nodes: u64, regions: &[String], port: u16, wait: Duration) -> 
         );
     }
     println!("endpoints: {}", endpoints.join(","));
+    Ok(())
+}
+
+/// Starts node `id`'s server process, its output appended to `node<id>.log`.
+fn spawn_node(dir: &Path, id: u64) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("locating the hanse binary")?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("node{id}.log")))?;
+    let child = Command::new(&exe)
+        .arg("server")
+        .arg("--config")
+        .arg(config_path(dir, id))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in the launching shell does not reach it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting node {id}"))?;
+    fs::write(pid_path(dir, id), child.id().to_string())?;
+    Ok(child)
+}
+
+fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let configs = configs(&dir)?;
+    let members: Vec<String> = configs.iter().map(NodeConfig::advertised).collect();
+    // Ids are never reused: a removed node's data directory stays behind under its id.
+    let id = (1..=NODES_MAX)
+        .find(|&id| !config_path(&dir, id).exists() && !removed_config_path(&dir, id).exists())
+        .context("the cluster directory has no free node id")?;
+    let port = configs[0].listen_addr.port();
+    let addr = format!("127.0.0.{}:{port}", 10 + id);
+    let region = region.unwrap_or_else(|| {
+        let regions: Vec<&str> = configs.iter().map(|c| c.region.as_str()).collect();
+        let distinct: Vec<&str> = regions
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| !regions[..*i].contains(r))
+            .map(|(_, r)| *r)
+            .collect();
+        distinct[(id as usize - 1) % distinct.len()].to_string()
+    });
+    write_config(&dir, id, &region, &addr, false, "")?;
+    let mut child = spawn_node(&dir, id)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !accepts(&addr) {
+        ensure!(
+            child.try_wait()?.is_none(),
+            "node {id} exited (see {}/node{id}.log)",
+            dir.display()
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "node {id} did not start listening within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let request = proto::AddNodeRequest {
+        node_id: id,
+        addr: addr.clone(),
+        region: region.clone(),
+        learner,
+        shard_ids: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let changed = runtime
+        .block_on(crate::admin::first_answer(&members, async |endpoint| {
+            crate::admin::add_node(endpoint, request.clone()).await
+        }))
+        .with_context(|| format!("adding node {id} to the cluster"))?;
+    if !json {
+        println!("node {id} ({region}) at {addr} joined");
+    }
+    crate::admin::print_changed(&changed, json);
+    Ok(())
+}
+
+fn remove_node(dir: &Path, node: u64, json: bool) -> Result<()> {
+    let configs = configs(dir)?;
+    ensure!(
+        configs.iter().any(|c| c.node_id == node),
+        "{} holds no node {node}",
+        dir.display()
+    );
+    // Ask the other nodes: the removed one may be down.
+    let others: Vec<String> = configs
+        .iter()
+        .filter(|c| c.node_id != node)
+        .map(NodeConfig::advertised)
+        .collect();
+    ensure!(
+        !others.is_empty(),
+        "node {node} is the only node; use `cluster down`"
+    );
+    let request = proto::RemoveNodeRequest {
+        node_id: node,
+        shard_ids: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let changed = runtime
+        .block_on(crate::admin::first_answer(&others, async |endpoint| {
+            crate::admin::remove_node(endpoint, request.clone()).await
+        }))
+        .with_context(|| format!("removing node {node} from the cluster"))?;
+    if let Some(pid) = running_pid(dir, node) {
+        signal(pid, libc::SIGTERM);
+    }
+    let _ = fs::remove_file(pid_path(dir, node));
+    fs::rename(config_path(dir, node), removed_config_path(dir, node))?;
+    if !json {
+        println!("node {node} left the cluster and was stopped");
+    }
+    crate::admin::print_changed(&changed, json);
     Ok(())
 }
 

@@ -1,0 +1,111 @@
+//! The node's actors in one process over real gRPC: a replica whose Raft group dies is
+//! restarted from storage by its node, and a shard past its request bound answers
+//! `ServerBusy` at once and applies nothing for the requests it refused.
+
+use std::net::{SocketAddr, TcpListener};
+
+use hanse::config::{LimitsConfig, NodeConfig, PeerConfig};
+use hanse_client::proto::kv_client::KvClient;
+use hanse_client::proto::{self, request_error::Kind};
+use hanse_client::{Client, ClientOptions};
+
+fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> NodeConfig {
+    let addr: SocketAddr = TcpListener::bind(SocketAddr::from(([127, 0, 0, ip_last], 0)))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    NodeConfig {
+        node_id: 1,
+        region: "eu-hamburg".into(),
+        listen_addr: addr,
+        advertise_addr: None,
+        data_dir: dir.join("n1"),
+        bootstrap: true,
+        initial_peers: vec![PeerConfig {
+            id: 1,
+            addr: addr.to_string(),
+            region: "eu-hamburg".into(),
+        }],
+        sync: true,
+        limits,
+    }
+}
+
+#[test]
+fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
+    hanse::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = single_node(dir.path(), 61, LimitsConfig::default());
+        let endpoint = config.listen_addr.to_string();
+        let node = hanse::server::start(config).await.unwrap();
+        let client = Client::new(&[endpoint], ClientOptions::default()).unwrap();
+        client.put(b"before", b"1").await.unwrap();
+        assert_eq!(node.replica_restarts(), 0);
+
+        assert!(node.kill_raft_group(1).await);
+        // The client retries through the outage until the restarted replica leads again.
+        client.put(b"after", b"2").await.unwrap();
+        assert_eq!(client.get(b"before").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(client.get(b"after").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(node.replica_restarts(), 1);
+        node.stop().await;
+    });
+}
+
+#[test]
+fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
+    hanse::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LimitsConfig {
+            replica_mailbox_max: 1,
+            replica_requests_in_flight_max: 1,
+            ..LimitsConfig::default()
+        };
+        let config = single_node(dir.path(), 62, limits);
+        let endpoint = format!("http://{}", config.listen_addr);
+        let node = hanse::server::start(config).await.unwrap();
+        let kv = KvClient::connect(endpoint).await.unwrap();
+        // Wait until the shard serves.
+        let client = Client::new(&[node.local_addr.to_string()], ClientOptions::default()).unwrap();
+        client.put(b"ready", b"1").await.unwrap();
+
+        // 64 durable writes at once against room for one: most are refused at the door.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let mut kv = kv.clone();
+            writes.spawn(async move {
+                let key = format!("burst-{i:02}").into_bytes();
+                let request = proto::PutRequest {
+                    route: None,
+                    key: key.clone(),
+                    value: b"v".to_vec(),
+                };
+                let answer = kv.put(request).await.unwrap().into_inner();
+                (key, answer.error.and_then(|e| e.kind))
+            });
+        }
+        let (mut applied, mut refused) = (Vec::new(), Vec::new());
+        while let Some(outcome) = writes.join_next().await {
+            match outcome.unwrap() {
+                (key, None) => applied.push(key),
+                (key, Some(Kind::ServerBusy(busy))) => {
+                    assert!(busy.retry_after_ms > 0);
+                    refused.push(key);
+                }
+                (key, Some(other)) => panic!("{key:?}: unexpected {other:?}"),
+            }
+        }
+        assert!(
+            !applied.is_empty(),
+            "one write at a time still gets through"
+        );
+        assert!(!refused.is_empty(), "a full replica refuses");
+        for key in &applied {
+            assert_eq!(client.get(key).await.unwrap(), Some(b"v".to_vec()));
+        }
+        for key in &refused {
+            assert_eq!(client.get(key).await.unwrap(), None, "refused, not applied");
+        }
+        node.stop().await;
+    });
+}
