@@ -348,7 +348,8 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
         .enable_all()
         .build()
         .unwrap();
-    let client = hanse_client::Client::new(&[node4_addr.clone()], Default::default()).unwrap();
+    let client =
+        hanse_client::Client::new(std::slice::from_ref(&node4_addr), Default::default()).unwrap();
     for key in &acknowledged {
         let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
         assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
