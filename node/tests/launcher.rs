@@ -263,6 +263,61 @@ fn admin_reports_the_node_and_its_shards() {
     );
     let table = ok(&["admin", "shards", "--endpoints", second]);
     assert!(table.contains("[-inf, +inf)"), "{table}");
+
+    // Refused changes: one line naming the problem, a non-zero exit, nothing changed.
+    let refused = |args: &[&str], expected: &str| {
+        let output = hanse(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    };
+    let to_stranger = [
+        "admin",
+        "transfer-leader",
+        "--shard",
+        "1",
+        "--to",
+        "9",
+        "--endpoints",
+        second,
+    ];
+    refused(&to_stranger, "node 9 is not a voter");
+    let unknown_shard = [
+        "admin",
+        "transfer-leader",
+        "--shard",
+        "7",
+        "--to",
+        "1",
+        "--endpoints",
+        second,
+    ];
+    refused(&unknown_shard, "shard 7 is not hosted");
+    let unreachable = [
+        "admin",
+        "add-node",
+        "--node-id",
+        "5",
+        "--addr",
+        "127.0.0.1:1",
+        "--region",
+        "x",
+        "--endpoints",
+        second,
+    ];
+    refused(&unreachable, "cannot reach node at 127.0.0.1:1");
+    let stranger = [
+        "admin",
+        "remove-node",
+        "--node-id",
+        "9",
+        "--endpoints",
+        second,
+    ];
+    refused(&stranger, "node 9 holds no replica of shard 1");
+    let after = ok(&["admin", "shards", "--endpoints", second, "--json"]);
+    assert_eq!(after.matches("\"role\":\"voter\"").count(), 3, "{after}");
 }
 
 /// Writes keys one after another through a client until told to stop; returns the keys

@@ -93,13 +93,23 @@ pub async fn first_answer<T>(
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
 }
 
+/// The node's answer as one line: its message, then the gRPC code.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
 /// Adds a node to shards through the node at `endpoint`; returns the changed shards.
 pub async fn add_node(
     endpoint: &str,
     request: proto::AddNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
     let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
-    Ok(admin.add_node(request).await?.into_inner().shards)
+    Ok(admin
+        .add_node(request)
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .shards)
 }
 
 /// Removes a node from shards through the node at `endpoint`; returns the changed shards.
@@ -108,7 +118,12 @@ pub async fn remove_node(
     request: proto::RemoveNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
     let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
-    Ok(admin.remove_node(request).await?.into_inner().shards)
+    Ok(admin
+        .remove_node(request)
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .shards)
 }
 
 /// Prints the shards a membership change produced.
@@ -178,7 +193,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 shard_id: *shard,
                 to_node: *to,
             };
-            admin.transfer_leader(request).await?;
+            admin.transfer_leader(request).await.map_err(refused)?;
             if json {
                 println!("{}", json!({"shard": shard, "leader": to}));
             } else {
@@ -187,7 +202,11 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             return Ok(());
         }
         AdminOp::Status => {
-            let status = admin.status(proto::StatusRequest {}).await?.into_inner();
+            let status = admin
+                .status(proto::StatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             (
                 Some((status.node_id, status.region, status.addr)),
                 status.shards,
@@ -197,7 +216,8 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             None,
             admin
                 .shards(proto::ShardsRequest {})
-                .await?
+                .await
+                .map_err(refused)?
                 .into_inner()
                 .shards,
         ),
