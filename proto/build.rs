@@ -6,13 +6,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment now.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    tonic_prost_build::configure().compile_protos(
-        &[
-            "hanse/v1/kv.proto",
-            "hanse/v1/raft.proto",
-            "hanse/v1/admin.proto",
-        ],
-        &["."],
-    )?;
+    tonic_prost_build::configure()
+        // Keeps RequestError small: it travels as the error side of many results.
+        .boxed(".hanse.v1.NotLeader.descriptor")
+        .compile_protos(
+            &[
+                "hanse/v1/kv.proto",
+                "hanse/v1/raft.proto",
+                "hanse/v1/admin.proto",
+            ],
+            &["."],
+        )?;
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! hanse-client: the gRPC SDK for Hanse. It depends on the protobuf contract and tonic
 //! only: no RocksDB, no Torch.
 //!
-//! [`Client`] sends each request to the node it believes leads the key's shard and
-//! follows the typed answers: `NotLeader` names the leader to retry at once, `ServerBusy`
-//! says how long to wait, an unreachable node is skipped. Every retry loop is bounded by
-//! [`ClientOptions::request_timeout`].
+//! [`Client`] keeps a routing cache (shard ranges, epochs, leaders), sends each request to
+//! the node it believes leads the key's shard with the epoch it routed by, and follows the
+//! typed answers: `NotLeader` names the leader and the shard, `EpochMismatch` carries the
+//! current descriptors (one retry suffices after a split), `ServerBusy` says how long to
+//! wait, an unreachable node is skipped. Retries back off with jitter, and every retry
+//! loop is bounded by [`ClientOptions::request_timeout`]. Scans cross shard boundaries.
+
+mod routes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +20,28 @@ pub use hanse_proto::v1 as proto;
 use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::request_error::Kind;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::routes::RouteCache;
+
+/// Which shard a request is for.
+#[derive(Clone, Copy)]
+enum Locate<'a> {
+    /// The shard holding this key.
+    Key(&'a [u8]),
+    /// The shard holding the keys just before this end (a reverse scan).
+    Before(&'a [u8]),
+}
+
+/// A scan visits at most this many shards.
+const SCAN_SHARDS_MAX: usize = 100_000;
+/// The longest wait between two attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// `base` scaled by a random factor in [0.5, 1.5), so clients that failed together do
+/// not retry together.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::random_range(0.5..1.5))
+}
 
 /// How a client connects and retries.
 #[derive(Debug, Clone)]
@@ -57,7 +83,9 @@ pub struct CasOutcome {
 /// A connection to a Hanse cluster through any of its nodes.
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
-    leader: Mutex<Option<String>>,
+    routes: Mutex<RouteCache>,
+    /// The node that last served a request whose shard the cache did not know.
+    fallback: Mutex<Option<String>>,
     /// One HTTP/2 channel per node, reused by every call (tonic multiplexes on it).
     channels: Mutex<HashMap<String, KvClient<Channel>>>,
     options: ClientOptions,
@@ -105,7 +133,8 @@ impl Client {
         }
         Ok(Client {
             endpoints: Mutex::new(endpoints.to_vec()),
-            leader: Mutex::new(None),
+            routes: Mutex::new(RouteCache::default()),
+            fallback: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             options,
         })
@@ -131,47 +160,100 @@ impl Client {
         Ok(client)
     }
 
-    /// Sends `request` until a node serves it, following leader hints.
+    fn route_of(&self, locate: Locate<'_>) -> Option<routes::CachedShard> {
+        let routes = self.routes.lock().expect("routes lock");
+        match locate {
+            Locate::Key(key) => routes.lookup(key).cloned(),
+            Locate::Before(end) => routes.lookup_before(end).cloned(),
+        }
+    }
+
+    fn forget(&self, locate: Locate<'_>) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        let key = match locate {
+            Locate::Key(key) => Some(key.to_vec()),
+            Locate::Before(end) => routes
+                .lookup_before(end)
+                .map(|s| s.descriptor.start.clone()),
+        };
+        if let Some(key) = key {
+            routes.forget(&key);
+        }
+    }
+
+    /// The node to try next: the cached leader, else the last node that served, else the
+    /// next endpoint in turn.
+    fn pick(&self, cached: Option<&routes::CachedShard>, turn: &mut usize) -> String {
+        if let Some(leader) = cached.and_then(|c| c.leader.clone()) {
+            return leader;
+        }
+        if let Some(fallback) = self.fallback.lock().expect("fallback lock").clone() {
+            return fallback;
+        }
+        let endpoints = self.endpoints.lock().expect("endpoints lock");
+        *turn += 1;
+        endpoints[*turn % endpoints.len()].clone()
+    }
+
+    /// Sends the request `make` builds (with the route it was sent by) until a node serves
+    /// it, following the typed answers.
     async fn call<Req, Resp>(
         &self,
-        request: Req,
+        locate: Locate<'_>,
+        make: impl Fn(Option<proto::RouteContext>) -> Req,
         send: impl Fn(KvClient<Channel>, Req) -> Call<Resp>,
     ) -> Result<Resp, ClientError>
     where
-        Req: Clone,
         Resp: Refusable,
     {
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
-        let mut next = 0usize;
+        let mut turn = 0usize;
         let mut backoff = Duration::from_millis(20);
         let mut last = String::from("no attempt");
-        while tokio::time::Instant::now() < deadline {
-            let hinted = self.leader.lock().expect("leader lock").clone();
-            let endpoint = match hinted {
-                Some(leader) => leader,
-                None => {
-                    let endpoints = self.endpoints.lock().expect("endpoints lock");
-                    next += 1;
-                    endpoints[next % endpoints.len()].clone()
-                }
-            };
+        let mut wait = Duration::ZERO;
+        loop {
+            if !wait.is_zero() {
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
+                wait = Duration::ZERO;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let cached = self.route_of(locate);
+            let endpoint = self.pick(cached.as_ref(), &mut turn);
+            let route = cached.as_ref().map(|c| proto::RouteContext {
+                shard_id: c.descriptor.id,
+                epoch: c.descriptor.epoch,
+            });
             let outcome =
-                tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, request.clone()))
+                tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, make(route)))
                     .await;
             let response = match outcome {
                 Ok(Ok(response)) => response.into_inner(),
                 Ok(Err(status)) => {
                     last = format!("{endpoint}: {}", status.message());
-                    self.leader.lock().expect("leader lock").take();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    self.routes
+                        .lock()
+                        .expect("routes lock")
+                        .forget_leader_at(&endpoint);
+                    self.fallback.lock().expect("fallback lock").take();
+                    wait = jittered(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
                 Err(_) => break,
             };
             match response.refusal().and_then(|r| r.kind.clone()) {
                 None => {
-                    *self.leader.lock().expect("leader lock") = Some(endpoint);
+                    match cached {
+                        Some(c) if c.leader.is_none() => self
+                            .routes
+                            .lock()
+                            .expect("routes lock")
+                            .set_leader(c.descriptor.id, Some(endpoint)),
+                        Some(_) => {}
+                        None => *self.fallback.lock().expect("fallback lock") = Some(endpoint),
+                    }
                     return Ok(response);
                 }
                 Some(Kind::NotLeader(hint)) => {
@@ -184,22 +266,51 @@ impl Client {
                         }
                     } else {
                         // An election is under way: give it a moment.
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        wait = jittered(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
-                    *self.leader.lock().expect("leader lock") = leader;
+                    let mut routes = self.routes.lock().expect("routes lock");
+                    if let Some(descriptor) = hint.descriptor {
+                        routes.learn(*descriptor);
+                    }
+                    routes.set_leader(hint.shard_id, leader.clone());
+                    if routes.lookup_id(hint.shard_id).is_none() {
+                        // Not cacheable: at least go where the hint points next time.
+                        *self.fallback.lock().expect("fallback lock") = leader;
+                    }
+                }
+                Some(Kind::EpochMismatch(mismatch)) => {
+                    last = format!("{endpoint}: the route is stale");
+                    let mut routes = self.routes.lock().expect("routes lock");
+                    if mismatch.current.is_empty() {
+                        drop(routes);
+                        self.forget(locate);
+                    } else {
+                        for descriptor in mismatch.current {
+                            routes.learn(descriptor);
+                        }
+                    }
+                }
+                Some(Kind::KeyNotInShard(_)) | Some(Kind::ShardNotFound(_)) => {
+                    // This node does not (or no longer) hold the shard: ask another.
+                    last = format!("{endpoint} holds no shard for the request");
+                    self.forget(locate);
+                    self.fallback.lock().expect("fallback lock").take();
+                    if let Some(c) = &cached {
+                        self.routes
+                            .lock()
+                            .expect("routes lock")
+                            .set_leader(c.descriptor.id, None);
+                    }
+                    wait = jittered(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Some(Kind::ServerBusy(busy)) => {
                     last = format!("{endpoint} is busy");
-                    tokio::time::sleep(Duration::from_millis(busy.retry_after_ms.into())).await;
+                    wait = jittered(Duration::from_millis(busy.retry_after_ms.into()));
                 }
                 Some(Kind::InvalidArgument(e)) => {
                     return Err(ClientError::InvalidArgument(e.message));
-                }
-                Some(other) => {
-                    last = format!("{endpoint}: {other:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }
@@ -211,42 +322,48 @@ impl Client {
 
     /// The value of `key`, or `None` when it is absent (a linearizable read).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        let request = proto::GetRequest {
-            route: None,
+        let make = |route| proto::GetRequest {
+            route,
             key: key.to_vec(),
         };
         let response = self
-            .call(request, |mut c, r| Box::pin(async move { c.get(r).await }))
+            .call(Locate::Key(key), make, |mut c, r| {
+                Box::pin(async move { c.get(r).await })
+            })
             .await?;
         Ok(response.found.then_some(response.value))
     }
 
     /// Sets `key` to `value`; durable on a quorum when it returns.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        let request = proto::PutRequest {
-            route: None,
+        let make = |route| proto::PutRequest {
+            route,
             key: key.to_vec(),
             value: value.to_vec(),
         };
-        self.call(request, |mut c, r| Box::pin(async move { c.put(r).await }))
-            .await
-            .map(|_| ())
+        self.call(Locate::Key(key), make, |mut c, r| {
+            Box::pin(async move { c.put(r).await })
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Removes `key`.
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
-        let request = proto::DeleteRequest {
-            route: None,
+        let make = |route| proto::DeleteRequest {
+            route,
             key: key.to_vec(),
         };
-        self.call(request, |mut c, r| {
+        self.call(Locate::Key(key), make, |mut c, r| {
             Box::pin(async move { c.delete(r).await })
         })
         .await
         .map(|_| ())
     }
 
-    /// Up to `limit` pairs with keys in `[start, end)` (empty `end`: to the last key).
+    /// Up to `limit` pairs with keys in `[start, end)` (empty `end`: to the last key), in
+    /// key order or, with `reverse`, from the last key down. Crosses shard boundaries:
+    /// each shard's part comes from that shard's leader.
     pub async fn scan(
         &self,
         start: &[u8],
@@ -254,21 +371,53 @@ impl Client {
         limit: u32,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
-        let request = proto::ScanRequest {
-            route: None,
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-            reverse,
-        };
-        let response = self
-            .call(request, |mut c, r| Box::pin(async move { c.scan(r).await }))
-            .await?;
-        Ok(response
-            .pairs
-            .into_iter()
-            .map(|p| (p.key, p.value))
-            .collect())
+        let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+        let mut pairs = Vec::new();
+        // One call per shard; bounded even if answers were to stop making progress.
+        for _ in 0..SCAN_SHARDS_MAX {
+            let wanted = limit.saturating_sub(pairs.len() as u32);
+            if wanted == 0 || (!hi.is_empty() && lo >= hi) {
+                break;
+            }
+            let locate = if reverse {
+                Locate::Before(&hi)
+            } else {
+                Locate::Key(&lo)
+            };
+            let make = |route| proto::ScanRequest {
+                route,
+                start: lo.clone(),
+                end: hi.clone(),
+                limit: wanted,
+                reverse,
+            };
+            let response = self
+                .call(locate, make, |mut c, r| {
+                    Box::pin(async move { c.scan(r).await })
+                })
+                .await?;
+            pairs.extend(response.pairs.into_iter().map(|p| (p.key, p.value)));
+            let Some(scanned) = response.scanned else {
+                break;
+            };
+            self.routes
+                .lock()
+                .expect("routes lock")
+                .learn(scanned.clone());
+            if reverse {
+                if scanned.start.is_empty() || scanned.start <= lo {
+                    break;
+                }
+                hi = scanned.start;
+            } else {
+                if scanned.end.is_empty() || (!hi.is_empty() && scanned.end >= hi) {
+                    break;
+                }
+                lo = scanned.end;
+            }
+        }
+        pairs.truncate(limit as usize);
+        Ok(pairs)
     }
 
     /// Sets `key` to `new` (`None` deletes) only if it is `expected` (`None`: absent).
@@ -278,14 +427,14 @@ impl Client {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<CasOutcome, ClientError> {
-        let request = proto::CompareAndSwapRequest {
-            route: None,
+        let make = |route| proto::CompareAndSwapRequest {
+            route,
             key: key.to_vec(),
             expected_value: expected.map(<[u8]>::to_vec),
             new_value: new.map(<[u8]>::to_vec),
         };
         let response = self
-            .call(request, |mut c, r| {
+            .call(Locate::Key(key), make, |mut c, r| {
                 Box::pin(async move { c.compare_and_swap(r).await })
             })
             .await?;

@@ -102,12 +102,17 @@ impl StateMachine {
         self.published.subscribe()
     }
 
-    /// Replaces the descriptor and tells the watchers.
-    fn set_descriptor(&mut self, descriptor: ShardDescriptor) {
-        if descriptor != self.descriptor {
-            self.descriptor = descriptor;
-            self.published.send_replace(self.descriptor.clone());
-        }
+    /// Tells the watchers the descriptor, if it changed. Called only once the batch that
+    /// changed it is written: a watcher that reads storage then finds what the change
+    /// created (a split's new shard).
+    fn publish_descriptor(&self) {
+        self.published.send_if_modified(|published| {
+            let changed = *published != self.descriptor;
+            if changed {
+                *published = self.descriptor.clone();
+            }
+            changed
+        });
     }
 
     fn snapshot_dir(&self) -> PathBuf {
@@ -184,7 +189,7 @@ impl StateMachine {
         }
         if let Some((left, right)) = effect.split {
             self.create_split_child(batch, &right);
-            self.set_descriptor(left);
+            self.descriptor = left;
         }
         Ok(effect.response)
     }
@@ -235,7 +240,7 @@ impl StateMachine {
             .ingest_range(&descriptor.start, &descriptor.end, &files)
             .map_err(|e| snapshot_error(Some(meta), e))?;
 
-        self.set_descriptor(descriptor);
+        self.descriptor = descriptor;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let mut batch = Batch::default();
@@ -252,6 +257,7 @@ impl StateMachine {
         self.engine
             .write(batch, true)
             .map_err(|e| snapshot_error(Some(meta), e))?;
+        self.publish_descriptor();
         self.remove_snapshots_except(&pending.file_name);
         Ok(())
     }
@@ -359,7 +365,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // the same log index on every replica; conf_ver becomes that index.
                     let replicas = apply::replicas_of(&membership);
                     let changed = self.descriptor.with_replicas(replicas, entry.log_id.index);
-                    self.set_descriptor(changed);
+                    self.descriptor = changed;
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
                 }
@@ -373,6 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.put_pointers(&mut batch);
         self.engine.write(batch, false).map_err(sm_write_error)?;
+        self.publish_descriptor();
         Ok(responses)
     }
 

@@ -13,9 +13,11 @@ use hanse_storage::{NodeId, ReplicaRole, ShardId};
 use openraft::ServerState;
 use tonic::{Code, Request, Response, Status};
 
+use hanse_consensus::{ShardRequest, ShardResponse};
+
 use crate::actors::{
-    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, ReplicaChange, ReplicaError,
-    ReplicaHandle, TransferLeader,
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReplicaChange,
+    ReplicaError, ReplicaHandle, TransferLeader,
 };
 use crate::kv_service::member_addr;
 use crate::proto_convert::{from_proto, to_proto};
@@ -25,6 +27,8 @@ use crate::server::NodeState;
 const FORWARDED: &str = "hanse-forwarded";
 /// How long a joining replica may take to catch up before AddNode gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long Split waits for the new shard to elect its leader.
+const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Connecting to another node for a forwarded or node-local step.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -260,6 +264,68 @@ impl AdminService {
         Ok(vec![to_proto(&after)])
     }
 
+    /// Splits the shard of `key` at `key` on its leader (this node), then waits until this
+    /// node hosts the new shard and it has a leader.
+    async fn split_here(
+        &self,
+        replica: &ReplicaHandle,
+        key: Vec<u8>,
+    ) -> Result<pb::SplitResponse, Status> {
+        let shard = replica.shard;
+        let current = replica.descriptor();
+        if key == current.start {
+            return Err(Status::invalid_argument(format!(
+                "the key is already the first key of shard {shard}"
+            )));
+        }
+        let new_shard_id = self
+            .state
+            .engine
+            .allocate_shard_id(self.state.node_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let request = ShardRequest::Split {
+            at: key,
+            new_shard_id,
+            expected_epoch: current.epoch,
+        };
+        let (left, right) = match replica
+            .ask(|reply| Propose { request, reply })
+            .await
+            .map_err(replica_status)?
+        {
+            ShardResponse::Split { left, right } => (left, right),
+            ShardResponse::Rejected(rejection) => {
+                return Err(Status::failed_precondition(format!(
+                    "shard {shard}: {rejection}; retry"
+                )));
+            }
+            other => return Err(Status::internal(format!("unexpected answer {other:?}"))),
+        };
+        let deadline = tokio::time::Instant::now() + NEW_SHARD_LEADER_WAIT;
+        loop {
+            let led = self
+                .state
+                .routes
+                .get(right.id)
+                .is_some_and(|r| r.group.raft.metrics().borrow().current_leader.is_some());
+            if led {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "shard {shard} split into {} and {}, but shard {} elected no leader \
+                     within {NEW_SHARD_LEADER_WAIT:?}",
+                    left.id, right.id, right.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(pb::SplitResponse {
+            left: Some(to_proto(&left)),
+            right: Some(to_proto(&right)),
+        })
+    }
+
     /// The voter best placed to take over from this leader: the one furthest along.
     fn successor(&self, replica: &ReplicaHandle) -> Result<NodeId, Status> {
         let metrics = replica.group.raft.metrics().borrow().clone();
@@ -354,6 +420,30 @@ impl Admin for AdminService {
                     .await?
                     .transfer_leader(forwarded(again))
                     .await
+            }
+        }
+    }
+
+    async fn split(
+        &self,
+        request: Request<pb::SplitRequest>,
+    ) -> Result<Response<pb::SplitResponse>, Status> {
+        let key = request.get_ref().key.clone();
+        self.state
+            .limits
+            .check_key(&key)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let shard = self
+            .state
+            .routes
+            .lookup(&key)
+            .map(|r| r.shard)
+            .ok_or_else(|| Status::not_found("no shard on this node holds the key"))?;
+        match self.leadership(shard, &request)? {
+            Leadership::Here(replica) => Ok(Response::new(self.split_here(&replica, key).await?)),
+            Leadership::Elsewhere { addr, .. } => {
+                let again = pb::SplitRequest { key };
+                connect(&addr).await?.split(forwarded(again)).await
             }
         }
     }

@@ -147,8 +147,9 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.node_id == 0 {
-            return Err(("node_id", "must be 1 or more".into()));
+        if self.node_id == 0 || self.node_id >= 1 << 31 {
+            // Shard ids a node allocates carry its id in their high 32 bits.
+            return Err(("node_id", "must be 1 to 2147483647".into()));
         }
         if self.region.trim().is_empty() {
             return Err(("region", "must not be empty".into()));
@@ -255,6 +256,10 @@ region = "eu-hamburg"
             .unwrap_err()
             .to_string();
         assert!(zero.contains("`node_id`"), "{zero}");
+        let huge = load(&GOOD.replace("node_id = 1", "node_id = 4294967296"))
+            .unwrap_err()
+            .to_string();
+        assert!(huge.contains("`node_id`"), "{huge}");
         let stranger = load(&GOOD.replace("node_id = 1", "node_id = 9"))
             .unwrap_err()
             .to_string();

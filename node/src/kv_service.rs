@@ -1,14 +1,16 @@
 //! The `hanse.v1.Kv` gRPC service of a cluster node. Requests are served by the leader of
 //! the key's shard: writes through the shard's proposer, reads after
 //! `ensure_linearizable`. Anywhere else the answer is `NotLeader` with the leader's
-//! address, so the client retries there at once.
+//! address, so the client retries there at once. A request routed with an epoch older than
+//! the shard's is answered `EpochMismatch` with every descriptor this node has covering
+//! the request, checked here before proposing and again when the command is applied.
 
 use std::sync::Arc;
 
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
-use hanse_storage::{Cf, ScanOrder};
+use hanse_storage::{Cf, Epoch, ScanOrder};
 use tonic::{Request, Response, Status};
 
 use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle};
@@ -67,6 +69,7 @@ fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
                 shard_id: replica.shard,
                 leader_node: leader.unwrap_or(0),
                 leader_addr: member_addr(replica, leader),
+                descriptor: Some(Box::new(to_proto(&replica.descriptor()))),
             }))
         }
         // Busy, restarting, or no quorum at the moment: all worth a retry shortly.
@@ -76,20 +79,18 @@ fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
     }
 }
 
-fn rejected(rejection: Rejection) -> Refusal {
-    match rejection {
-        Rejection::EpochMismatch { current } => {
-            refusal(pb::request_error::Kind::EpochMismatch(pb::EpochMismatch {
-                current: vec![to_proto(&current)],
-            }))
-        }
-        Rejection::KeyNotInShard { key, current } => {
-            refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
-                key,
-                shard_id: current.id,
-            }))
-        }
-        Rejection::Split(e) => invalid(e),
+/// The range `[start, end)` holding exactly `key`.
+fn key_range(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut end = key.to_vec();
+    end.push(0);
+    (key.to_vec(), end)
+}
+
+fn epoch_of(route: &pb::RouteContext) -> Epoch {
+    let epoch = route.epoch.unwrap_or_default();
+    Epoch {
+        version: epoch.version,
+        conf_ver: epoch.conf_ver,
     }
 }
 
@@ -104,14 +105,58 @@ impl KvService {
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    /// The hosted replica whose shard owns `key`.
-    fn shard_of(&self, key: &[u8]) -> Result<ReplicaHandle, Refusal> {
-        self.state.routes.lookup(key).ok_or_else(|| {
-            refusal(pb::request_error::Kind::KeyNotInShard(pb::KeyNotInShard {
-                key: key.to_vec(),
-                shard_id: 0,
-            }))
-        })
+    /// `EpochMismatch` with every hosted shard overlapping `[start, end)`.
+    fn epoch_mismatch(&self, (start, end): (Vec<u8>, Vec<u8>)) -> Refusal {
+        let current = self
+            .state
+            .routes
+            .all()
+            .iter()
+            .map(ReplicaHandle::descriptor)
+            .filter(|d| d.overlaps(&start, &end))
+            .map(|d| to_proto(&d))
+            .collect();
+        refusal(pb::request_error::Kind::EpochMismatch(pb::EpochMismatch {
+            current,
+        }))
+    }
+
+    /// The refusal for a command the state machine rejected.
+    fn rejected(&self, rejection: Rejection, key: &[u8]) -> Refusal {
+        match rejection {
+            Rejection::EpochMismatch { .. } | Rejection::KeyNotInShard { .. } => {
+                self.epoch_mismatch(key_range(key))
+            }
+            Rejection::Split(e) => invalid(e),
+        }
+    }
+
+    /// The hosted replica that serves `key`, and the epoch to propose with: the client's
+    /// when it routed the request itself (refused at once when stale), else the current.
+    fn route(
+        &self,
+        key: &[u8],
+        route: Option<&pb::RouteContext>,
+    ) -> Result<(ReplicaHandle, Epoch), Refusal> {
+        let Some(replica) = self.state.routes.lookup(key) else {
+            return Err(refusal(pb::request_error::Kind::KeyNotInShard(
+                pb::KeyNotInShard {
+                    key: key.to_vec(),
+                    shard_id: route.map_or(0, |r| r.shard_id),
+                },
+            )));
+        };
+        let current = replica.descriptor();
+        match route {
+            Some(route) if route.shard_id != 0 => {
+                let epoch = epoch_of(route);
+                if route.shard_id != current.id || epoch.version != current.epoch.version {
+                    return Err(self.epoch_mismatch(key_range(key)));
+                }
+                Ok((replica, epoch))
+            }
+            _ => Ok((replica, current.epoch)),
+        }
     }
 
     /// Waits until this node may serve a linearizable read of `replica`'s shard.
@@ -126,22 +171,28 @@ impl KvService {
         &self,
         replica: &ReplicaHandle,
         request: ShardRequest,
+        key: &[u8],
     ) -> Result<ShardResponse, Refusal> {
         match replica.ask(|reply| Propose { request, reply }).await {
-            Ok(ShardResponse::Rejected(rejection)) => Err(rejected(rejection)),
+            Ok(ShardResponse::Rejected(rejection)) => Err(self.rejected(rejection, key)),
             Ok(response) => Ok(response),
             Err(e) => Err(replica_refusal(replica, e)),
         }
     }
 
-    async fn write(&self, mutations: Vec<Mutation>) -> Result<(), Refusal> {
+    async fn write(
+        &self,
+        mutations: Vec<Mutation>,
+        route: Option<pb::RouteContext>,
+    ) -> Result<(), Refusal> {
         for m in &mutations {
             self.state.limits.check_mutation(m).map_err(invalid)?;
         }
         let Some(first) = mutations.first() else {
             return Ok(());
         };
-        let replica = self.shard_of(first.key())?;
+        let first_key = first.key().to_vec();
+        let (replica, epoch) = self.route(&first_key, route.as_ref())?;
         let descriptor = replica.descriptor();
         if let Some(outside) = mutations.iter().find(|m| !descriptor.contains(m.key())) {
             return Err(invalid(format!(
@@ -150,11 +201,27 @@ impl KvService {
                 descriptor.id
             )));
         }
-        let request = ShardRequest::Write {
-            epoch: descriptor.epoch,
-            mutations,
-        };
-        self.propose(&replica, request).await.map(|_| ())
+        let request = ShardRequest::Write { epoch, mutations };
+        self.propose(&replica, request, &first_key)
+            .await
+            .map(|_| ())
+    }
+
+    /// The shard a scan of `[start, end)` is served by: the one holding `start`, or for a
+    /// reverse scan the one holding the keys just before `end`.
+    fn scan_shard(&self, start: &[u8], end: &[u8], reverse: bool) -> Option<ReplicaHandle> {
+        if !reverse {
+            return self.state.routes.lookup(start);
+        }
+        self.state
+            .routes
+            .all()
+            .into_iter()
+            .filter(|r| {
+                let d = r.descriptor();
+                d.overlaps(start, end) && (end.is_empty() || d.start.as_slice() < end)
+            })
+            .max_by(|a, b| a.descriptor().start.cmp(&b.descriptor().start))
     }
 }
 
@@ -164,10 +231,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let key = request.into_inner().key;
+        let pb::GetRequest { route, key } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
-            let replica = self.shard_of(&key)?;
+            let (replica, _) = self.route(&key, route.as_ref())?;
             self.read_barrier(&replica).await?;
             self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
         }
@@ -189,8 +256,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let pb::PutRequest { key, value, .. } = request.into_inner();
-        let error = self.write(vec![Mutation::Put { key, value }]).await.err();
+        let pb::PutRequest { route, key, value } = request.into_inner();
+        let error = self
+            .write(vec![Mutation::Put { key, value }], route)
+            .await
+            .err();
         Ok(Response::new(pb::PutResponse { error }))
     }
 
@@ -198,8 +268,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let key = request.into_inner().key;
-        let error = self.write(vec![Mutation::Delete { key }]).await.err();
+        let pb::DeleteRequest { route, key } = request.into_inner();
+        let error = self
+            .write(vec![Mutation::Delete { key }], route)
+            .await
+            .err();
         Ok(Response::new(pb::DeleteResponse { error }))
     }
 
@@ -207,9 +280,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        let mutations: Result<Vec<Mutation>, Refusal> = request
-            .into_inner()
-            .mutations
+        let pb::BatchRequest { route, mutations } = request.into_inner();
+        let mutations: Result<Vec<Mutation>, Refusal> = mutations
             .into_iter()
             .map(|m| match m.op {
                 Some(pb::mutation::Op::Put(kv)) => Ok(Mutation::Put {
@@ -221,7 +293,7 @@ impl Kv for KvService {
             })
             .collect();
         let error = match mutations {
-            Ok(mutations) => self.write(mutations).await.err(),
+            Ok(mutations) => self.write(mutations, route).await.err(),
             Err(e) => Some(e),
         };
         Ok(Response::new(pb::BatchResponse { error }))
@@ -232,24 +304,24 @@ impl Kv for KvService {
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
         let pb::CompareAndSwapRequest {
+            route,
             key,
             expected_value,
             new_value,
-            ..
         } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
             if let Some(value) = &new_value {
                 self.state.limits.check_value(value).map_err(invalid)?;
             }
-            let replica = self.shard_of(&key)?;
+            let (replica, epoch) = self.route(&key, route.as_ref())?;
             let request = ShardRequest::CompareAndSwap {
-                epoch: replica.descriptor().epoch,
-                key,
+                epoch,
+                key: key.clone(),
                 expected: expected_value,
                 new: new_value,
             };
-            match self.propose(&replica, request).await? {
+            match self.propose(&replica, request, &key).await? {
                 ShardResponse::CompareAndSwap { swapped, previous } => Ok((swapped, previous)),
                 other => Err(invalid(format!("unexpected response {other:?}"))),
             }
@@ -273,55 +345,60 @@ impl Kv for KvService {
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
         let pb::ScanRequest {
+            route,
             start,
             end,
             limit,
             reverse,
-            ..
         } = request.into_inner();
         let result = async {
             if !end.is_empty() && start > end {
                 return Err(invalid("scan range starts after it ends"));
             }
             let limit = limit.min(SCAN_LIMIT_MAX) as usize;
-            let mut parts: Vec<ReplicaHandle> = self
-                .state
-                .routes
-                .all()
-                .into_iter()
-                .filter(|r| r.descriptor().overlaps(&start, &end))
-                .collect();
+            let Some(replica) = self.scan_shard(&start, &end, reverse) else {
+                return Err(refusal(pb::request_error::Kind::KeyNotInShard(
+                    pb::KeyNotInShard {
+                        key: if reverse { end.clone() } else { start.clone() },
+                        shard_id: 0,
+                    },
+                )));
+            };
+            let descriptor = replica.descriptor();
+            if let Some(route) = route.as_ref().filter(|r| r.shard_id != 0)
+                && (route.shard_id != descriptor.id
+                    || epoch_of(route).version != descriptor.epoch.version)
+            {
+                return Err(self.epoch_mismatch((start.clone(), end.clone())));
+            }
+            self.read_barrier(&replica).await?;
+            let (lo, hi) = intersect(&descriptor, &start, &end);
             let order = if reverse {
-                parts.reverse();
                 ScanOrder::Reverse
             } else {
                 ScanOrder::Forward
             };
-            let mut pairs = Vec::new();
-            for replica in parts {
-                if pairs.len() >= limit {
-                    break;
-                }
-                self.read_barrier(&replica).await?;
-                let (lo, hi) = intersect(&replica.descriptor(), &start, &end);
-                let rows = self
-                    .state
-                    .engine
-                    .scan(Cf::Data, &lo, &hi, limit - pairs.len(), order)
-                    .map_err(|_| busy())?;
-                pairs.extend(
-                    rows.into_iter()
-                        .map(|(key, value)| pb::KeyValue { key, value }),
-                );
-            }
-            Ok(pairs)
+            let rows = self
+                .state
+                .engine
+                .scan(Cf::Data, &lo, &hi, limit, order)
+                .map_err(|_| busy())?;
+            let pairs = rows
+                .into_iter()
+                .map(|(key, value)| pb::KeyValue { key, value })
+                .collect();
+            Ok((pairs, descriptor))
         }
         .await;
         Ok(Response::new(match result {
-            Ok(pairs) => pb::ScanResponse { error: None, pairs },
+            Ok((pairs, scanned)) => pb::ScanResponse {
+                error: None,
+                pairs,
+                scanned: Some(to_proto(&scanned)),
+            },
             Err(error) => pb::ScanResponse {
                 error: Some(error),
-                pairs: Vec::new(),
+                ..Default::default()
             },
         }))
     }

@@ -63,6 +63,9 @@ pub fn shard_prefix(shard: ShardId) -> [u8; 8] {
 
 const SHARD_DESCRIPTOR_PREFIX: &[u8] = b"shard/";
 
+/// The `meta` key of this node's shard-id sequence (see `Engine::allocate_shard_id`).
+pub const SHARD_SEQUENCE_KEY: &[u8] = b"sequence/shard-id";
+
 /// Encodes the `meta` key of the descriptor of `shard`.
 pub fn descriptor_key(shard: ShardId) -> Vec<u8> {
     let mut key = Vec::with_capacity(SHARD_DESCRIPTOR_PREFIX.len() + 8);

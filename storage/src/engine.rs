@@ -13,7 +13,7 @@ use rocksdb::{
 
 use crate::codec;
 use crate::log_writer::{LogWriter, LogWriterStats, OnDurable, WriteOp, fill_batch};
-use crate::{Error, Result, ShardDescriptor, ShardId};
+use crate::{Error, NodeId, Result, ShardDescriptor, ShardId};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
 /// layout in [`codec`] changes incompatibly.
@@ -123,6 +123,8 @@ pub struct Engine {
     log_writer: LogWriter,
     db: Arc<DB>,
     path: PathBuf,
+    /// Serialises shard-id allocation (a read, an increment and a synced write).
+    allocating: std::sync::Mutex<()>,
     _lock: File,
 }
 
@@ -168,6 +170,7 @@ impl Engine {
             log_writer: LogWriter::start(db.clone(), options.sync_log_writes),
             db,
             path,
+            allocating: std::sync::Mutex::new(()),
             _lock: lock,
         })
     }
@@ -335,6 +338,29 @@ impl Engine {
         self.db
             .ingest_external_file_cf_opts(data, &ingest_options, files.to_vec())?;
         Ok(())
+    }
+
+    /// A shard id no other node and no earlier call on this node ever returns: `node` in
+    /// the high 32 bits, this node's next sequence number in the low 32. The sequence is
+    /// synced to disk before the id is handed out, so a crash never lets an id be reused
+    /// (a reused id in a split could name two different shards on different replicas).
+    pub fn allocate_shard_id(&self, node: NodeId) -> Result<ShardId> {
+        assert!(
+            node < 1 << 31,
+            "node ids are checked to be below 2^31 at startup"
+        );
+        let _guard = self.allocating.lock().expect("allocation lock");
+        let last: u32 = match self.get(Cf::Meta, codec::SHARD_SEQUENCE_KEY)? {
+            Some(bytes) => codec::decode("shard id sequence", &bytes)?,
+            None => 0,
+        };
+        let next = last.checked_add(1).ok_or(Error::Exhausted {
+            what: "shard ids of this node",
+        })?;
+        let mut batch = Batch::default();
+        batch.put(Cf::Meta, codec::SHARD_SEQUENCE_KEY, codec::encode(&next));
+        self.write(batch, true)?;
+        Ok((node << 32) | u64::from(next))
     }
 
     /// Deletes everything this node holds of the shard `descriptor` names: its data range,

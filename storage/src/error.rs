@@ -40,6 +40,9 @@ pub enum Error {
 
     #[error("the log writer has stopped; the engine is shutting down")]
     WriterStopped,
+
+    #[error("no {what} are left")]
+    Exhausted { what: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -41,6 +41,13 @@ pub struct ReplicaStopped {
     pub generation: u64,
 }
 
+/// Sent by a replica actor when its shard's descriptor changed (split, membership).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DescriptorChanged {
+    pub shard: ShardId,
+}
+
 /// Host an (empty) replica of the shard `descriptor` names, so its leader can add this
 /// node to the group. Nothing happens when the shard is hosted already.
 #[derive(Message)]
@@ -226,6 +233,67 @@ impl Handler<ReplicaStopped> for NodeActor {
         if current {
             self.restart(msg.shard, ctx);
         }
+    }
+}
+
+impl Handler<DescriptorChanged> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DescriptorChanged, ctx: &mut Self::Context) {
+        let Some(hosted) = self.hosted.get(&msg.shard) else {
+            return;
+        };
+        let parent = hosted.handle.clone();
+        self.routes.insert(parent.clone());
+        // A split applied here created its new shard in storage: host it. The replica on
+        // the node that leads the parent campaigns at once, so the new shard's leader
+        // starts where the parent's is.
+        let stored = match self.engine.load_descriptors() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(shard = msg.shard, "reading descriptors failed: {e}");
+                return;
+            }
+        };
+        let created: Vec<ShardId> = stored
+            .into_iter()
+            .filter(|d| !self.hosted.contains_key(&d.id))
+            .map(|d| d.id)
+            .collect();
+        if created.is_empty() {
+            return;
+        }
+        tracing::info!(
+            parent = msg.shard,
+            ?created,
+            "hosting shards a split created"
+        );
+        let metrics = parent.group.raft.metrics().borrow().clone();
+        let leads_parent = metrics.current_leader == Some(metrics.id);
+        let engine = self.engine.clone();
+        let options = self.group_options.clone();
+        let transport = self.transport.clone();
+        let started = async move {
+            let mut groups = Vec::new();
+            for shard in created {
+                let network = transport.shard_network(shard);
+                match ShardGroup::start(shard, engine.clone(), &options, network).await {
+                    Ok(group) => {
+                        if leads_parent && let Err(e) = group.campaign_unless_leader().await {
+                            tracing::warn!(shard, "campaign for the new shard failed: {e}");
+                        }
+                        groups.push(group);
+                    }
+                    Err(e) => tracing::error!(shard, "starting the new shard failed: {e}"),
+                }
+            }
+            groups
+        };
+        ctx.wait(started.into_actor(self).map(|groups, node, ctx| {
+            for group in groups {
+                node.host(group, ctx);
+            }
+        }));
     }
 }
 

@@ -20,7 +20,7 @@ use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::node::{NodeActor, ReplicaStopped};
+use super::node::{DescriptorChanged, NodeActor, ReplicaStopped};
 
 /// Bounds of one replica actor.
 #[derive(Debug, Clone)]
@@ -163,6 +163,18 @@ impl Actor for ShardReplica {
             tracing::warn!(shard = replica.group.shard, "raft group stopped");
             ctx.stop();
         }));
+        // A split or membership change: the node re-reads what storage now holds.
+        let mut descriptor = self.group.descriptor.clone();
+        let node = self.node.clone();
+        let shard = self.group.shard;
+        ctx.spawn(
+            async move {
+                while descriptor.changed().await.is_ok() {
+                    node.do_send(DescriptorChanged { shard });
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -357,3 +357,23 @@ fn destroying_a_replica_removes_its_range_log_and_state_and_nothing_else() {
     assert!(engine.get(Cf::RaftState, &vote(2)).unwrap().is_none());
     assert!(engine.get(Cf::RaftState, &vote(1)).unwrap().is_some());
 }
+
+#[test]
+fn allocated_shard_ids_are_unique_per_node_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let engine = open(dir.path());
+        let a = engine.allocate_shard_id(3).unwrap();
+        let b = engine.allocate_shard_id(3).unwrap();
+        assert_eq!((a >> 32, b >> 32), (3, 3));
+        assert!(b > a);
+        b
+    };
+    let engine = open(dir.path());
+    let after_reopen = engine.allocate_shard_id(3).unwrap();
+    assert!(after_reopen > first, "a reopened node never repeats an id");
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = open(other.path()).allocate_shard_id(4).unwrap();
+    assert_ne!(elsewhere, first);
+    assert_eq!(elsewhere >> 32, 4);
+}

@@ -1,4 +1,4 @@
-//! `hanse admin status|shards|add-node|remove-node|transfer-leader --endpoints ...`: what
+//! `hanse admin status|shards|split|add-node|remove-node|transfer-leader --endpoints ...`: what
 //! a node knows about itself and its shards, and membership changes, for people or (with
 //! `--json`) for scripts.
 
@@ -57,6 +57,12 @@ enum AdminOp {
         /// Only these shards (default: every shard of the node asked).
         #[arg(long = "shard", value_name = "ID")]
         shards: Vec<u64>,
+    },
+    /// Splits the shard holding KEY at KEY: it keeps the keys before, a new shard with the
+    /// same replicas takes KEY and after. Returns once the new shard has a leader.
+    Split {
+        /// The first key of the new shard.
+        key: String,
     },
     /// Moves a shard's leadership to its voter on another node.
     TransferLeader {
@@ -186,6 +192,16 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 shard_ids: shards.clone(),
             };
             print_changed(&remove_node(endpoint, request).await?, json);
+            return Ok(());
+        }
+        AdminOp::Split { key } => {
+            let request = proto::SplitRequest {
+                key: key.as_bytes().to_vec(),
+            };
+            let split = admin.split(request).await.map_err(refused)?.into_inner();
+            let halves: Vec<proto::ShardDescriptor> =
+                [split.left, split.right].into_iter().flatten().collect();
+            print_changed(&halves, json);
             return Ok(());
         }
         AdminOp::TransferLeader { shard, to } => {
