@@ -1,5 +1,6 @@
-//! `hanse cluster up|status|down` and `hanse kv --endpoints` as a user runs them: real
-//! processes, one directory, a restart that keeps the data, and a SIGKILLed leader.
+//! `hanse cluster ...`, `hanse admin ...` and `hanse kv --endpoints` as a user runs them:
+//! real processes, one directory, a restart that keeps the data, a SIGKILLed leader,
+//! membership changes and splits under a write load.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -428,4 +429,106 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
         }
     };
     assert_eq!(engine.load_descriptors().unwrap(), vec![]);
+}
+
+/// The shard map a node reports: (id, start, end) in key order.
+fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
+    let shards: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "shards", "--json", "--endpoints", endpoint])).unwrap();
+    let mut map: Vec<(u64, String, String)> = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().unwrap(),
+                s["start"].as_str().unwrap().to_string(),
+                s["end"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    map.sort_by(|a, b| a.1.cmp(&b.1));
+    map
+}
+
+#[test]
+fn splits_under_writes_keep_every_acknowledged_key_and_cover_the_keyspace_once() {
+    let cluster = launch(&[]);
+    let endpoints = cluster.endpoints.join(",");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_until(cluster.endpoints.clone(), stop.clone());
+
+    // 20 splits through different nodes while the writer runs; every third new shard's
+    // leadership moves away, so reads and scans cross leaders.
+    for i in 1..=20u64 {
+        let at = format!("under-load-{:05}", i * 40);
+        let via = &cluster.endpoints[i as usize % 3];
+        let split: serde_json::Value = ok(&["admin", "split", &at, "--json", "--endpoints", via])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .last()
+            .unwrap();
+        assert_eq!(split["start"], at.as_str(), "{split}");
+        if i % 3 == 0 {
+            let shard = split["id"].to_string();
+            let to = (i % 2 + 2).to_string();
+            ok(&[
+                "admin",
+                "transfer-leader",
+                "--shard",
+                &shard,
+                "--to",
+                &to,
+                "--endpoints",
+                &endpoints,
+            ]);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
+
+    // Every node holds the same 21 shards, covering the key space exactly once.
+    let map = shard_map(&cluster.endpoints[0]);
+    assert_eq!(map.len(), 21, "{map:?}");
+    assert_eq!(map[0].1, "");
+    assert_eq!(map[20].2, "");
+    for pair in map.windows(2) {
+        assert_eq!(pair[0].2, pair[1].1, "adjacent shards meet: {map:?}");
+    }
+    for endpoint in &cluster.endpoints[1..] {
+        assert_eq!(shard_map(endpoint), map);
+    }
+
+    // Every acknowledged write reads back, and scans across all shards, both ways, see
+    // each key once in order.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap();
+    for key in &acknowledged {
+        let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
+        assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
+    }
+    let forward = runtime
+        .block_on(client.scan(b"under-load-", b"under-load.", 100_000, false))
+        .unwrap();
+    let keys: Vec<String> = forward
+        .iter()
+        .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    for key in &acknowledged {
+        assert!(
+            keys.binary_search(key).is_ok(),
+            "{key} missing from the scan"
+        );
+    }
+    let mut backward = runtime
+        .block_on(client.scan(b"under-load-", b"under-load.", 100_000, true))
+        .unwrap();
+    backward.reverse();
+    assert_eq!(backward, forward);
 }

@@ -1,0 +1,89 @@
+//! Routing by epoch on a real node (in process, real gRPC): a request routed with the
+//! epoch from before a split is refused with the current descriptors covering it, applies
+//! nothing, and one retry with those descriptors succeeds.
+
+use std::net::{SocketAddr, TcpListener};
+
+use hanse::config::{NodeConfig, PeerConfig};
+use hanse_client::proto::admin_client::AdminClient;
+use hanse_client::proto::kv_client::KvClient;
+use hanse_client::proto::{self, request_error::Kind};
+
+#[test]
+fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
+    hanse::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = TcpListener::bind("127.0.0.63:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = NodeConfig {
+            node_id: 1,
+            region: "eu-hamburg".into(),
+            listen_addr: addr,
+            advertise_addr: None,
+            data_dir: dir.path().join("n1"),
+            bootstrap: true,
+            initial_peers: vec![PeerConfig {
+                id: 1,
+                addr: addr.to_string(),
+                region: "eu-hamburg".into(),
+            }],
+            sync: true,
+            limits: Default::default(),
+        };
+        let node = hanse::server::start(config).await.unwrap();
+        let endpoint = format!("http://{addr}");
+        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
+        let mut admin = AdminClient::connect(endpoint).await.unwrap();
+        let before = loop {
+            let shards = admin.shards(proto::ShardsRequest {}).await.unwrap();
+            let shard = shards.into_inner().shards.pop().unwrap();
+            if shard.leader_node == 1 {
+                break shard.descriptor.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+
+        let split = admin
+            .split(proto::SplitRequest { key: b"m".to_vec() })
+            .await
+            .unwrap()
+            .into_inner();
+        let right = split.right.unwrap();
+        assert_eq!(right.start, b"m");
+
+        let put = |route: &proto::ShardDescriptor| proto::PutRequest {
+            route: Some(proto::RouteContext {
+                shard_id: route.id,
+                epoch: route.epoch,
+            }),
+            key: b"zebra".to_vec(),
+            value: b"1".to_vec(),
+        };
+        let stale = kv.put(put(&before)).await.unwrap().into_inner();
+        let Some(Kind::EpochMismatch(mismatch)) = stale.error.and_then(|e| e.kind) else {
+            panic!("a stale route must be refused with EpochMismatch");
+        };
+        assert_eq!(mismatch.current, vec![right.clone()]);
+        let get = proto::GetRequest {
+            route: None,
+            key: b"zebra".to_vec(),
+        };
+        let absent = kv.get(get.clone()).await.unwrap().into_inner();
+        assert!(
+            absent.error.is_none() && !absent.found,
+            "the refused put applied nothing"
+        );
+
+        let retried = kv
+            .put(put(&mismatch.current[0]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(retried.error.is_none(), "{:?}", retried.error);
+        let found = kv.get(get).await.unwrap().into_inner();
+        assert_eq!(found.value, b"1");
+        node.stop().await;
+    });
+}
