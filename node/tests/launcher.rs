@@ -466,7 +466,7 @@ fn splits_under_writes_keep_every_acknowledged_key_and_cover_the_keyspace_once()
         let split: serde_json::Value = ok(&["admin", "split", &at, "--json", "--endpoints", via])
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
-            .last()
+            .next_back()
             .unwrap();
         assert_eq!(split["start"], at.as_str(), "{split}");
         if i % 3 == 0 {
