@@ -139,6 +139,7 @@ mod tests {
                 conf_ver: 1,
             }),
             replicas: Vec::new(),
+            merging: None,
         }
     }
 

@@ -12,8 +12,13 @@ use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse
 pub struct Effect {
     /// User-key changes, applied together with the log position.
     pub mutations: Vec<Mutation>,
-    /// A split replaces the shard's descriptor with `left` and creates `right`.
-    pub split: Option<(ShardDescriptor, ShardDescriptor)>,
+    /// The shard's descriptor after the command (split, merge steps).
+    pub descriptor: Option<ShardDescriptor>,
+    /// A shard the command creates (the right half of a split).
+    pub created: Option<ShardDescriptor>,
+    /// A shard the command absorbs (the source of a committed merge); its range is now
+    /// this shard's.
+    pub absorbed: Option<ShardDescriptor>,
     pub response: ShardResponse,
 }
 
@@ -21,8 +26,22 @@ impl Effect {
     fn respond(response: ShardResponse) -> Self {
         Effect {
             mutations: Vec::new(),
-            split: None,
+            descriptor: None,
+            created: None,
+            absorbed: None,
             response,
+        }
+    }
+
+    fn rejected(rejection: Rejection) -> Self {
+        Effect::respond(ShardResponse::Rejected(rejection))
+    }
+
+    /// The shard's descriptor becomes `descriptor`, which is also the answer.
+    fn merge_step(descriptor: ShardDescriptor) -> Self {
+        Effect {
+            descriptor: Some(descriptor.clone()),
+            ..Effect::respond(ShardResponse::Merge(descriptor))
         }
     }
 }
@@ -34,6 +53,11 @@ pub fn check_route<'k>(
     epoch: Epoch,
     keys: impl IntoIterator<Item = &'k [u8]>,
 ) -> Result<(), Rejection> {
+    if shard.merging.is_some() {
+        return Err(Rejection::Frozen {
+            current: shard.clone(),
+        });
+    }
     if epoch.version != shard.epoch.version {
         return Err(Rejection::EpochMismatch {
             current: shard.clone(),
@@ -66,11 +90,13 @@ pub fn replicas_of(membership: &Membership<u64, ReplicaNode>) -> Vec<ReplicaDesc
         .collect()
 }
 
-/// Decides the effect of `request` on `shard`. `read` returns a key's current value (as
-/// of every earlier command); it is consulted only by compare-and-swap.
+/// Decides the effect of `request`, the command at log index `index`, on `shard`. `read`
+/// returns a key's current value (as of every earlier command); it is consulted only by
+/// compare-and-swap.
 pub fn decide<E>(
     shard: &ShardDescriptor,
     request: ShardRequest,
+    index: u64,
     read: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, E>,
 ) -> Result<Effect, E> {
     let effect = match request {
@@ -78,10 +104,9 @@ pub fn decide<E>(
             match check_route(shard, epoch, mutations.iter().map(Mutation::key)) {
                 Ok(()) => Effect {
                     mutations,
-                    split: None,
-                    response: ShardResponse::Applied,
+                    ..Effect::respond(ShardResponse::Applied)
                 },
-                Err(rejection) => Effect::respond(ShardResponse::Rejected(rejection)),
+                Err(rejection) => Effect::rejected(rejection),
             }
         }
         ShardRequest::CompareAndSwap {
@@ -91,7 +116,7 @@ pub fn decide<E>(
             new,
         } => {
             if let Err(rejection) = check_route(shard, epoch, [key.as_slice()]) {
-                return Ok(Effect::respond(ShardResponse::Rejected(rejection)));
+                return Ok(Effect::rejected(rejection));
             }
             let previous = read(&key)?;
             let swapped = previous == expected;
@@ -102,9 +127,15 @@ pub fn decide<E>(
             };
             Effect {
                 mutations,
-                split: None,
-                response: ShardResponse::CompareAndSwap { swapped, previous },
+                ..Effect::respond(ShardResponse::CompareAndSwap { swapped, previous })
             }
+        }
+        ShardRequest::Split { .. } | ShardRequest::PrepareMerge { .. }
+            if shard.merging.is_some() =>
+        {
+            Effect::rejected(Rejection::Frozen {
+                current: shard.clone(),
+            })
         }
         ShardRequest::Split {
             at,
@@ -112,14 +143,32 @@ pub fn decide<E>(
             expected_epoch,
         } => match shard.split(&at, new_shard_id, expected_epoch) {
             Ok((left, right)) => Effect {
-                mutations: Vec::new(),
-                response: ShardResponse::Split {
-                    left: left.clone(),
-                    right: right.clone(),
-                },
-                split: Some((left, right)),
+                descriptor: Some(left.clone()),
+                created: Some(right.clone()),
+                ..Effect::respond(ShardResponse::Split { left, right })
             },
-            Err(e) => Effect::respond(ShardResponse::Rejected(Rejection::Split(e))),
+            Err(e) => Effect::rejected(Rejection::Split(e)),
+        },
+        ShardRequest::PrepareMerge {
+            into,
+            expected_epoch,
+        } => match shard.prepare_merge(&into, expected_epoch, index) {
+            Ok(frozen) => Effect::merge_step(frozen),
+            Err(e) => Effect::rejected(Rejection::Merge(e)),
+        },
+        ShardRequest::CommitMerge {
+            source,
+            expected_epoch,
+        } => match shard.commit_merge(&source, expected_epoch) {
+            Ok(merged) => Effect {
+                absorbed: Some(source),
+                ..Effect::merge_step(merged)
+            },
+            Err(e) => Effect::rejected(Rejection::Merge(e)),
+        },
+        ShardRequest::RollbackMerge { into } => match shard.rollback_merge(into) {
+            Ok(thawed) => Effect::merge_step(thawed),
+            Err(e) => Effect::rejected(Rejection::Merge(e)),
         },
     };
     Ok(effect)
@@ -162,7 +211,7 @@ mod tests {
             epoch: s.epoch,
             mutations: vec![put("c"), Mutation::Delete { key: b"d".to_vec() }],
         };
-        let effect = decide(&s, request, no_read).unwrap();
+        let effect = decide(&s, request, 1, no_read).unwrap();
         assert_eq!(effect.mutations.len(), 2);
         assert_eq!(effect.response, ShardResponse::Applied);
     }
@@ -174,7 +223,7 @@ mod tests {
             epoch: s.epoch,
             mutations: vec![put("c"), put("z")],
         };
-        let effect = decide(&s, request, no_read).unwrap();
+        let effect = decide(&s, request, 1, no_read).unwrap();
         assert!(effect.mutations.is_empty());
         assert!(matches!(
             effect.response,
@@ -195,6 +244,7 @@ mod tests {
                 epoch: stale,
                 mutations: vec![put("c")],
             },
+            1,
             no_read,
         )
         .unwrap();
@@ -219,7 +269,7 @@ mod tests {
             expected: expected.map(|e| e.as_bytes().to_vec()),
             new: new.map(|n| n.as_bytes().to_vec()),
         };
-        let hit = decide(&s, cas(Some("1"), Some("2")), value(Some("1"))).unwrap();
+        let hit = decide(&s, cas(Some("1"), Some("2")), 1, value(Some("1"))).unwrap();
         assert_eq!(
             hit.mutations,
             vec![Mutation::Put {
@@ -235,7 +285,7 @@ mod tests {
             }
         );
 
-        let miss = decide(&s, cas(Some("1"), Some("2")), value(Some("9"))).unwrap();
+        let miss = decide(&s, cas(Some("1"), Some("2")), 1, value(Some("9"))).unwrap();
         assert!(miss.mutations.is_empty());
         assert_eq!(
             miss.response,
@@ -245,13 +295,66 @@ mod tests {
             }
         );
 
-        let create = decide(&s, cas(None, Some("1")), value(None)).unwrap();
+        let create = decide(&s, cas(None, Some("1")), 1, value(None)).unwrap();
         assert_eq!(create.mutations.len(), 1);
-        let delete = decide(&s, cas(Some("1"), None), value(Some("1"))).unwrap();
+        let delete = decide(&s, cas(Some("1"), None), 1, value(Some("1"))).unwrap();
         assert_eq!(
             delete.mutations,
             vec![Mutation::Delete { key: b"c".to_vec() }]
         );
+    }
+
+    #[test]
+    fn a_frozen_shard_refuses_data_and_splits_until_the_merge_ends() {
+        let voter = |node| hanse_storage::ReplicaDescriptor {
+            node,
+            region: "r".into(),
+            role: ReplicaRole::Voter,
+        };
+        let whole = ShardDescriptor::whole_keyspace(1, vec![voter(1)]);
+        let (left, right) = whole.split(b"m", 2, whole.epoch).unwrap();
+        let prepare = ShardRequest::PrepareMerge {
+            into: left.clone(),
+            expected_epoch: right.epoch,
+        };
+        let prepared = decide(&right, prepare, 40, no_read).unwrap();
+        let frozen = prepared.descriptor.expect("frozen descriptor");
+        assert_eq!(frozen.merging.map(|m| (m.into, m.index)), Some((1, 40)));
+
+        let write = ShardRequest::Write {
+            epoch: frozen.epoch,
+            mutations: vec![put("x")],
+        };
+        let refused = decide(&frozen, write, 41, no_read).unwrap();
+        assert!(refused.mutations.is_empty());
+        assert!(matches!(
+            refused.response,
+            ShardResponse::Rejected(Rejection::Frozen { .. })
+        ));
+        let split = ShardRequest::Split {
+            at: b"p".to_vec(),
+            new_shard_id: 3,
+            expected_epoch: frozen.epoch,
+        };
+        assert!(
+            decide(&frozen, split, 42, no_read)
+                .unwrap()
+                .created
+                .is_none()
+        );
+
+        let commit = ShardRequest::CommitMerge {
+            source: frozen.clone(),
+            expected_epoch: left.epoch,
+        };
+        let committed = decide(&left, commit, 9, no_read).unwrap();
+        assert_eq!(committed.absorbed.as_ref(), Some(&frozen));
+        let merged = committed.descriptor.unwrap();
+        assert!(merged.contains(b"x") && merged.contains(b"a"));
+
+        let rollback = ShardRequest::RollbackMerge { into: 1 };
+        let thawed = decide(&frozen, rollback, 43, no_read).unwrap();
+        assert_eq!(thawed.descriptor.unwrap().merging, None);
     }
 
     #[test]
@@ -289,10 +392,14 @@ mod tests {
                 new_shard_id: 2,
                 expected_epoch: s.epoch,
             },
+            1,
             no_read,
         )
         .unwrap();
-        let (left, right) = ok.split.expect("split effect");
+        let (left, right) = (
+            ok.descriptor.expect("new left"),
+            ok.created.expect("new right"),
+        );
         assert_eq!(
             (left.end.as_slice(), right.start.as_slice()),
             (&b"g"[..], &b"g"[..])
@@ -304,6 +411,7 @@ mod tests {
                 new_shard_id: 2,
                 expected_epoch: s.epoch,
             },
+            1,
             no_read,
         )
         .unwrap();
@@ -311,6 +419,6 @@ mod tests {
             bad.response,
             ShardResponse::Rejected(Rejection::Split(SplitError::KeyOutsideRange))
         );
-        assert!(bad.split.is_none());
+        assert!(bad.descriptor.is_none() && bad.created.is_none());
     }
 }

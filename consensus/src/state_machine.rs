@@ -28,6 +28,9 @@ use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse
 use crate::{StorageError, TypeConfig, snapshot};
 
 type Membership = StoredMembership<u64, ReplicaNode>;
+
+/// How often a merge that waits for its source's replica on this node says so.
+const MERGE_WAIT_WARNING: std::time::Duration = std::time::Duration::from_secs(5);
 type Meta = SnapshotMeta<u64, ReplicaNode>;
 
 /// The current snapshot's metadata and the file that holds it, kept in `raft_state`.
@@ -119,8 +122,11 @@ impl StateMachine {
         snapshot_dir(&self.engine, self.shard)
     }
 
-    /// Adds the state-machine pointers (applied, membership, descriptor) to `batch`.
-    fn put_pointers(&self, batch: &mut Batch) {
+    /// Adds the state-machine pointers (applied, membership, and the descriptor when
+    /// `with_descriptor`) to `batch`. The descriptor is written only when it changed: a
+    /// shard absorbed by a merge must not write its descriptor back after the merge
+    /// deleted it.
+    fn put_pointers(&self, batch: &mut Batch, with_descriptor: bool) {
         batch.put(
             Cf::RaftState,
             codec::state_key(self.shard, StateKey::Applied),
@@ -131,7 +137,9 @@ impl StateMachine {
             codec::state_key(self.shard, StateKey::Membership),
             codec::encode(&self.membership),
         );
-        Engine::put_descriptor(batch, &self.descriptor);
+        if with_descriptor {
+            Engine::put_descriptor(batch, &self.descriptor);
+        }
     }
 
     /// Creates the new shard of a split in `batch`: its descriptor, and a first log entry
@@ -146,9 +154,46 @@ impl StateMachine {
         put_entries(batch, right.id, [first]);
     }
 
+    /// Waits until this node's replica of `source`, a shard frozen for a merge into this
+    /// one, has applied up to its PrepareMerge, so its data here is complete. Returns at
+    /// once when this node holds no replica of it.
+    async fn wait_for_merge_source(&self, source: &ShardDescriptor) -> Result<(), StorageError> {
+        let Some(merge) = source.merging else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut warned = started;
+        loop {
+            if self
+                .engine
+                .descriptor(source.id)
+                .map_err(sm_read_error)?
+                .is_none()
+            {
+                return Ok(());
+            }
+            let applied: Option<LogId<u64>> =
+                read_state(&self.engine, source.id, StateKey::Applied)?.flatten();
+            if applied.is_some_and(|id| id.index >= merge.index) {
+                return Ok(());
+            }
+            if warned.elapsed() > MERGE_WAIT_WARNING {
+                warned = std::time::Instant::now();
+                tracing::warn!(
+                    shard = self.shard,
+                    source = source.id,
+                    waited = ?started.elapsed(),
+                    "the merge waits for this node's replica of the source to catch up"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     fn apply_request(
         &mut self,
         request: ShardRequest,
+        index: u64,
         batch: &mut Batch,
         pending: &mut Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     ) -> Result<ShardResponse, StorageError> {
@@ -164,7 +209,7 @@ impl StateMachine {
             )));
         }
         let engine = &self.engine;
-        let effect = apply::decide(&self.descriptor, request, |key| {
+        let effect = apply::decide(&self.descriptor, request, index, |key| {
             match pending.as_ref().and_then(|p| p.get(key)) {
                 Some(value) => Ok(value.clone()),
                 None => engine.get(Cf::Data, codec::data_key(key)),
@@ -187,9 +232,15 @@ impl StateMachine {
                 }
             }
         }
-        if let Some((left, right)) = effect.split {
-            self.create_split_child(batch, &right);
-            self.descriptor = left;
+        if let Some(right) = &effect.created {
+            self.create_split_child(batch, right);
+        }
+        if let Some(source) = &effect.absorbed {
+            // Its range is ours now; this node's replica of it retires (see the node).
+            batch.delete(Cf::Meta, codec::descriptor_key(source.id));
+        }
+        if let Some(descriptor) = effect.descriptor {
+            self.descriptor = descriptor;
         }
         Ok(effect.response)
     }
@@ -244,7 +295,7 @@ impl StateMachine {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let mut batch = Batch::default();
-        self.put_pointers(&mut batch);
+        self.put_pointers(&mut batch, true);
         batch.put(
             Cf::RaftState,
             codec::state_key(self.shard, StateKey::SnapshotMeta),
@@ -281,6 +332,24 @@ fn snapshot_dir(engine: &Engine, shard: ShardId) -> PathBuf {
         .join(format!("shard-{shard}"))
 }
 
+/// Deletes the log, Raft state, descriptor and snapshot files of a shard a merge absorbed
+/// on this node; its data stays, under the shard that absorbed it. The shard's group must
+/// be shut down.
+pub fn retire_merged(engine: &Engine, shard: ShardId) -> Result<(), hanse_storage::Error> {
+    engine.retire_merged(shard)?;
+    remove_snapshot_dir(engine, shard)
+}
+
+fn remove_snapshot_dir(engine: &Engine, shard: ShardId) -> Result<(), hanse_storage::Error> {
+    let dir = snapshot_dir(engine, shard);
+    match std::fs::remove_dir_all(&dir) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => {
+            Err(hanse_storage::Error::Io { path: dir, source })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Deletes everything this node holds of a shard it no longer replicates: data range,
 /// log, Raft state, descriptor and snapshot files. The shard's group must be shut down.
 pub fn destroy_replica(
@@ -288,13 +357,7 @@ pub fn destroy_replica(
     descriptor: &ShardDescriptor,
 ) -> Result<(), hanse_storage::Error> {
     engine.destroy_replica(descriptor)?;
-    let dir = snapshot_dir(engine, descriptor.id);
-    match std::fs::remove_dir_all(&dir) {
-        Err(source) if source.kind() != io::ErrorKind::NotFound => {
-            Err(hanse_storage::Error::Io { path: dir, source })
-        }
-        _ => Ok(()),
-    }
+    remove_snapshot_dir(engine, descriptor.id)
 }
 
 fn read_state<T: serde::de::DeserializeOwned>(
@@ -356,8 +419,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut pending = has_cas.then(BTreeMap::new);
         let mut batch = Batch::default();
         let mut responses = Vec::with_capacity(entries.len());
+        let descriptor_before = self.descriptor.clone();
         for entry in entries {
             self.applied = Some(entry.log_id);
+            if let EntryPayload::Normal(proposal) = &entry.payload {
+                for request in &proposal.requests {
+                    if let ShardRequest::CommitMerge { source, .. } = request {
+                        self.wait_for_merge_source(source).await?;
+                    }
+                }
+            }
             let response = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
@@ -372,12 +443,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => proposal
                     .requests
                     .into_iter()
-                    .map(|request| self.apply_request(request, &mut batch, &mut pending))
+                    .map(|request| {
+                        self.apply_request(request, entry.log_id.index, &mut batch, &mut pending)
+                    })
                     .collect::<Result<_, _>>()?,
             };
             responses.push(response);
         }
-        self.put_pointers(&mut batch);
+        self.put_pointers(&mut batch, self.descriptor != descriptor_before);
         self.engine.write(batch, false).map_err(sm_write_error)?;
         self.publish_descriptor();
         Ok(responses)

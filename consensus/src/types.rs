@@ -1,6 +1,6 @@
 //! The openraft type configuration and the commands in a shard's log.
 
-use hanse_storage::{Epoch, ShardDescriptor, ShardId, SplitError};
+use hanse_storage::{Epoch, MergeError, ShardDescriptor, ShardId, SplitError};
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
@@ -68,6 +68,22 @@ pub enum ShardRequest {
         new_shard_id: ShardId,
         expected_epoch: Epoch,
     },
+    /// Freezes this shard (the right neighbour of `into`) for a merge into `into`: no
+    /// writes or splits until the merge commits or rolls back.
+    PrepareMerge {
+        into: ShardDescriptor,
+        expected_epoch: Epoch,
+    },
+    /// Extends this shard over `source`, its right neighbour frozen for the merge. Applied
+    /// on a replica only once the same node's replica of `source` has applied up to the
+    /// PrepareMerge: the data it takes over is then complete on that node.
+    CommitMerge {
+        source: ShardDescriptor,
+        expected_epoch: Epoch,
+    },
+    /// Unfreezes this shard after a merge into `into` that did not commit. Proposed only
+    /// when the CommitMerge was refused or never proposed.
+    RollbackMerge { into: ShardId },
 }
 
 /// What applying a command produced.
@@ -85,6 +101,8 @@ pub enum ShardResponse {
         left: ShardDescriptor,
         right: ShardDescriptor,
     },
+    /// A merge step took effect; the shard's descriptor after it.
+    Merge(ShardDescriptor),
     /// The command was refused when applied and changed nothing.
     Rejected(Rejection),
 }
@@ -102,4 +120,8 @@ pub enum Rejection {
     },
     #[error("split refused: {0}")]
     Split(SplitError),
+    #[error("merge step refused: {0}")]
+    Merge(MergeError),
+    #[error("shard {} is frozen for a merge into shard {}", current.id, current.merging.map_or(0, |m| m.into))]
+    Frozen { current: ShardDescriptor },
 }

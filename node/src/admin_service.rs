@@ -9,7 +9,7 @@ use hanse_consensus::ReplicaNode;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
-use hanse_storage::{NodeId, ReplicaRole, ShardId};
+use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use openraft::ServerState;
 use tonic::{Code, Request, Response, Status};
 
@@ -27,6 +27,9 @@ use crate::server::NodeState;
 const FORWARDED: &str = "hanse-forwarded";
 /// How long a joining replica may take to catch up before AddNode gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long Merge waits for every replica of the right shard to apply its PrepareMerge,
+/// and for a leadership move it asks for.
+const MERGE_STEP_WAIT: Duration = Duration::from_secs(10);
 /// How long Split waits for the new shard to elect its leader.
 const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Connecting to another node for a forwarded or node-local step.
@@ -60,6 +63,18 @@ fn node_status(e: NodeActorError) -> Status {
     match e {
         NodeActorError::Refused { .. } => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
+    }
+}
+
+/// Membership changes wait until a merge involving the shard is over: a merge needs the
+/// replica sets it checked to stay as they are.
+fn refuse_while_merging(replica: &ReplicaHandle) -> Result<(), Status> {
+    match replica.descriptor().merging {
+        Some(m) => Err(Status::failed_precondition(format!(
+            "shard {} is frozen for a merge into shard {}; retry after it",
+            replica.shard, m.into
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -178,6 +193,7 @@ impl AdminService {
                 return Ok(answer.into_inner().shards);
             }
         };
+        refuse_while_merging(&replica)?;
         // The new node hosts an empty replica before the group sends it anything.
         let open = pb::OpenReplicaRequest {
             descriptor: Some(to_proto(&replica.descriptor())),
@@ -239,6 +255,7 @@ impl AdminService {
             }
             Leadership::Here(replica) => replica,
         };
+        refuse_while_merging(&replica)?;
         let removed_addr = member_addr(&replica, Some(node));
         if replica.descriptor().replica_on(node).is_none() {
             return Err(Status::not_found(format!(
@@ -324,6 +341,213 @@ impl AdminService {
             left: Some(to_proto(&left)),
             right: Some(to_proto(&right)),
         })
+    }
+
+    /// Makes this node the leader of `replica`'s shard, asking its current leader to hand
+    /// over when it is elsewhere.
+    async fn lead_here(&self, replica: &ReplicaHandle) -> Result<(), Status> {
+        let me = self.state.node_id;
+        let leader = replica.group.raft.metrics().borrow().current_leader;
+        match leader {
+            Some(leader) if leader == me => return Ok(()),
+            Some(leader) => {
+                let request = pb::TransferLeaderRequest {
+                    shard_id: replica.shard,
+                    to_node: me,
+                };
+                connect(&member_addr(replica, Some(leader)))
+                    .await?
+                    .transfer_leader(request)
+                    .await?;
+            }
+            None => {
+                return Err(Status::unavailable(format!(
+                    "shard {} has no leader at the moment; retry shortly",
+                    replica.shard
+                )));
+            }
+        }
+        replica
+            .group
+            .raft
+            .wait(Some(MERGE_STEP_WAIT))
+            .metrics(|m| m.current_leader == Some(me), "this node leads")
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "shard {}: leadership did not move here; retry",
+                    replica.shard
+                ))
+            })
+    }
+
+    /// Waits until every replica of `source` has applied its PrepareMerge.
+    async fn wait_merge_prepared(
+        &self,
+        source: &ReplicaHandle,
+        frozen: &ShardDescriptor,
+    ) -> Result<(), Status> {
+        let index = frozen.merging.map_or(0, |m| m.index);
+        let deadline = tokio::time::Instant::now() + MERGE_STEP_WAIT;
+        for replica in &frozen.replicas {
+            loop {
+                let applied = if replica.node == self.state.node_id {
+                    source
+                        .group
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .last_applied
+                        .map_or(0, |id| id.index)
+                } else {
+                    let addr = member_addr(source, Some(replica.node));
+                    let status = async {
+                        connect(&addr)
+                            .await?
+                            .status(pb::StatusRequest {})
+                            .await
+                            .map(|r| r.into_inner())
+                    };
+                    match status.await {
+                        Ok(status) => status
+                            .shards
+                            .iter()
+                            .filter_map(|s| s.descriptor.as_ref().map(|d| (d.id, s.applied_index)))
+                            .find(|(id, _)| *id == source.shard)
+                            .map_or(0, |(_, applied)| applied),
+                        Err(_) => 0,
+                    }
+                };
+                if applied >= index {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Status::unavailable(format!(
+                        "shard {}: node {} did not apply the merge preparation within \
+                         {MERGE_STEP_WAIT:?}; the merge was rolled back",
+                        source.shard, replica.node
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn propose_here(
+        &self,
+        replica: &ReplicaHandle,
+        request: ShardRequest,
+    ) -> Result<ShardResponse, Status> {
+        replica
+            .ask(|reply| Propose { request, reply })
+            .await
+            .map_err(replica_status)
+    }
+
+    /// Unfreezes `source` after a merge into `into` that will not commit.
+    async fn roll_back(&self, source: &ReplicaHandle, into: ShardId) {
+        let request = ShardRequest::RollbackMerge { into };
+        match self.propose_here(source, request).await {
+            Ok(ShardResponse::Merge(_)) => {
+                tracing::info!(shard = source.shard, into, "merge rolled back")
+            }
+            outcome => tracing::warn!(shard = source.shard, into, "rollback failed: {outcome:?}"),
+        }
+    }
+
+    /// Merges `left` (led here) with its right neighbour: PrepareMerge in the right shard
+    /// (after moving its leadership here), wait until each of its replicas applied it,
+    /// CommitMerge in the left. Rolls back only when the commit was refused or never
+    /// proposed; when its outcome is unknown the right shard stays frozen and running the
+    /// merge again finishes it.
+    async fn merge_here(&self, left: &ReplicaHandle) -> Result<pb::MergeResponse, Status> {
+        let l = left.descriptor();
+        if l.end.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "shard {} is the last shard; merge its left neighbour into it instead",
+                l.id
+            )));
+        }
+        if let Some(m) = l.merging {
+            return Err(Status::failed_precondition(format!(
+                "shard {} is itself frozen for a merge into shard {}; finish that first",
+                l.id, m.into
+            )));
+        }
+        let right = self
+            .state
+            .routes
+            .lookup(&l.end)
+            .filter(|r| r.descriptor().start == l.end)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "this node holds no replica of the shard right of shard {}",
+                    l.id
+                ))
+            })?;
+        let r = right.descriptor();
+        if !l.same_replicas(&r) {
+            return Err(Status::failed_precondition(
+                MergeError::ReplicasDiffer {
+                    left: l.id,
+                    right: r.id,
+                }
+                .to_string(),
+            ));
+        }
+        self.lead_here(&right).await?;
+        let frozen = match r.merging {
+            Some(m) if m.into == l.id => r,
+            Some(m) => {
+                return Err(Status::failed_precondition(format!(
+                    "shard {} is being merged into shard {}",
+                    r.id, m.into
+                )));
+            }
+            None => {
+                let prepare = ShardRequest::PrepareMerge {
+                    into: l.clone(),
+                    expected_epoch: r.epoch,
+                };
+                match self.propose_here(&right, prepare).await? {
+                    ShardResponse::Merge(frozen) => frozen,
+                    ShardResponse::Rejected(rejection) => {
+                        return Err(Status::failed_precondition(format!(
+                            "shard {}: {rejection}",
+                            r.id
+                        )));
+                    }
+                    other => return Err(Status::internal(format!("unexpected {other:?}"))),
+                }
+            }
+        };
+        if let Err(e) = self.wait_merge_prepared(&right, &frozen).await {
+            self.roll_back(&right, l.id).await;
+            return Err(e);
+        }
+        let commit = ShardRequest::CommitMerge {
+            source: frozen,
+            expected_epoch: l.epoch,
+        };
+        match self.propose_here(left, commit).await {
+            Ok(ShardResponse::Merge(merged)) => Ok(pb::MergeResponse {
+                merged: Some(to_proto(&merged)),
+            }),
+            Ok(ShardResponse::Rejected(rejection)) => {
+                self.roll_back(&right, l.id).await;
+                Err(Status::failed_precondition(format!(
+                    "shard {}: {rejection}; the merge was rolled back",
+                    l.id
+                )))
+            }
+            Ok(other) => Err(Status::internal(format!("unexpected {other:?}"))),
+            Err(e) => Err(Status::unavailable(format!(
+                "the merge's outcome is unknown ({}); run it again to finish it",
+                e.message()
+            ))),
+        }
     }
 
     /// The voter best placed to take over from this leader: the one furthest along.
@@ -444,6 +668,20 @@ impl Admin for AdminService {
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::SplitRequest { key };
                 connect(&addr).await?.split(forwarded(again)).await
+            }
+        }
+    }
+
+    async fn merge(
+        &self,
+        request: Request<pb::MergeRequest>,
+    ) -> Result<Response<pb::MergeResponse>, Status> {
+        let shard = request.get_ref().shard_id;
+        match self.leadership(shard, &request)? {
+            Leadership::Here(left) => Ok(Response::new(self.merge_here(&left).await?)),
+            Leadership::Elsewhere { addr, .. } => {
+                let again = pb::MergeRequest { shard_id: shard };
+                connect(&addr).await?.merge(forwarded(again)).await
             }
         }
     }

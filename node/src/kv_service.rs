@@ -127,7 +127,10 @@ impl KvService {
             Rejection::EpochMismatch { .. } | Rejection::KeyNotInShard { .. } => {
                 self.epoch_mismatch(key_range(key))
             }
+            // Frozen for a merge: the range moves to the left neighbour in a moment.
+            Rejection::Frozen { .. } => busy(),
             Rejection::Split(e) => invalid(e),
+            Rejection::Merge(e) => invalid(e),
         }
     }
 

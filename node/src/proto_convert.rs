@@ -1,7 +1,7 @@
 //! Conversions between the storage types and their `hanse.v1` messages.
 
 use hanse_proto::v1 as pb;
-use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+use hanse_storage::{Epoch, MergeState, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
 
 pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
     pb::ShardDescriptor {
@@ -24,6 +24,10 @@ pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
                 } as i32,
             })
             .collect(),
+        merging: d.merging.map(|m| pb::MergeState {
+            into: m.into,
+            index: m.index,
+        }),
     }
 }
 
@@ -51,6 +55,10 @@ pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
                 },
             })
             .collect(),
+        merging: d.merging.map(|m| MergeState {
+            into: m.into,
+            index: m.index,
+        }),
     })
 }
 
@@ -80,6 +88,7 @@ mod tests {
                     role: ReplicaRole::Learner,
                 },
             ],
+            merging: Some(MergeState { into: 3, index: 99 }),
         };
         assert_eq!(from_proto(to_proto(&d)), Some(d));
     }

@@ -452,7 +452,7 @@ fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
 }
 
 #[test]
-fn splits_under_writes_keep_every_acknowledged_key_and_cover_the_keyspace_once() {
+fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keyspace_once() {
     let cluster = launch(&[]);
     let endpoints = cluster.endpoints.join(",");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -484,16 +484,38 @@ fn splits_under_writes_keep_every_acknowledged_key_and_cover_the_keyspace_once()
             ]);
         }
     }
+    assert_eq!(shard_map(&cluster.endpoints[0]).len(), 21);
+
+    // 10 merges, each of a shard with its right neighbour, still under the writes.
+    for i in 0..10usize {
+        let before = shard_map(&cluster.endpoints[i % 3]);
+        let (left, right) = (before[i].clone(), before[i + 1].clone());
+        let via = &cluster.endpoints[(i + 1) % 3];
+        let merged = ok(&[
+            "admin",
+            "merge",
+            &left.0.to_string(),
+            "--json",
+            "--endpoints",
+            via,
+        ]);
+        let merged: serde_json::Value = serde_json::from_str(merged.trim()).unwrap();
+        assert_eq!(merged["id"], left.0);
+        assert_eq!(
+            (merged["start"].as_str(), merged["end"].as_str()),
+            (Some(left.1.as_str()), Some(right.2.as_str()))
+        );
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acknowledged = writer.join().unwrap();
     assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
 
-    // Every node holds the same 21 shards, covering the key space exactly once.
+    // Every node holds the same 11 shards, covering the key space exactly once.
     let map = shard_map(&cluster.endpoints[0]);
-    assert_eq!(map.len(), 21, "{map:?}");
+    assert_eq!(map.len(), 11, "{map:?}");
     assert_eq!(map[0].1, "");
-    assert_eq!(map[20].2, "");
+    assert_eq!(map[10].2, "");
     for pair in map.windows(2) {
         assert_eq!(pair[0].2, pair[1].1, "adjacent shards meet: {map:?}");
     }

@@ -39,6 +39,35 @@ pub struct ShardDescriptor {
     pub end: Vec<u8>,
     pub epoch: Epoch,
     pub replicas: Vec<ReplicaDescriptor>,
+    /// Set while the shard is frozen for a merge into its left neighbour.
+    pub merging: Option<MergeState>,
+}
+
+/// A shard frozen for a merge: it takes no writes and no splits until its left
+/// neighbour `into` commits the merge (and this shard is gone) or it rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MergeState {
+    pub into: ShardId,
+    /// The log index of the PrepareMerge command in this shard: every replica must have
+    /// applied up to here before the left neighbour may take the range over.
+    pub index: u64,
+}
+
+/// Why a merge step is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MergeError {
+    #[error("the shard's epoch is {current:?}, the merge expected {expected:?}")]
+    StaleEpoch { expected: Epoch, current: Epoch },
+    #[error("shards {left} and {right} are not neighbours")]
+    NotAdjacent { left: ShardId, right: ShardId },
+    #[error(
+        "shards {left} and {right} have different replica sets; move replicas so they match first"
+    )]
+    ReplicasDiffer { left: ShardId, right: ShardId },
+    #[error("shard {shard} is already being merged into shard {into}")]
+    AlreadyMerging { shard: ShardId, into: ShardId },
+    #[error("shard {shard} is not being merged into shard {into}")]
+    NotMergingInto { shard: ShardId, into: ShardId },
 }
 
 /// Why a split at a given key is refused.
@@ -64,6 +93,7 @@ impl ShardDescriptor {
                 conf_ver: 1,
             },
             replicas,
+            merging: None,
         }
     }
 
@@ -145,8 +175,127 @@ impl ShardDescriptor {
             end: self.end.clone(),
             epoch,
             replicas: self.replicas.clone(),
+            merging: None,
         };
         Ok((left, right))
+    }
+
+    /// Whether `other` has the same replicas (node and role) as this shard.
+    pub fn same_replicas(&self, other: &ShardDescriptor) -> bool {
+        let set = |d: &ShardDescriptor| {
+            let mut set: Vec<(NodeId, ReplicaRole)> =
+                d.replicas.iter().map(|r| (r.node, r.role)).collect();
+            set.sort_by_key(|(node, _)| *node);
+            set
+        };
+        set(self) == set(other)
+    }
+
+    /// This shard (the right one) frozen for a merge into `into`, its left neighbour, by
+    /// the PrepareMerge command at log index `index`; one version up, so requests routed
+    /// before are refused.
+    pub fn prepare_merge(
+        &self,
+        into: &ShardDescriptor,
+        expected: Epoch,
+        index: u64,
+    ) -> Result<ShardDescriptor, MergeError> {
+        if let Some(state) = self.merging {
+            return Err(MergeError::AlreadyMerging {
+                shard: self.id,
+                into: state.into,
+            });
+        }
+        if expected != self.epoch {
+            return Err(MergeError::StaleEpoch {
+                expected,
+                current: self.epoch,
+            });
+        }
+        if into.end != self.start || self.start.is_empty() {
+            return Err(MergeError::NotAdjacent {
+                left: into.id,
+                right: self.id,
+            });
+        }
+        if !self.same_replicas(into) {
+            return Err(MergeError::ReplicasDiffer {
+                left: into.id,
+                right: self.id,
+            });
+        }
+        Ok(ShardDescriptor {
+            epoch: Epoch {
+                version: self.epoch.version + 1,
+                conf_ver: self.epoch.conf_ver,
+            },
+            merging: Some(MergeState {
+                into: into.id,
+                index,
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// This shard (the left one) extended over `source`, a right neighbour frozen for a
+    /// merge into it. The version passes both shards' versions, so a request routed to
+    /// either before the merge is refused.
+    pub fn commit_merge(
+        &self,
+        source: &ShardDescriptor,
+        expected: Epoch,
+    ) -> Result<ShardDescriptor, MergeError> {
+        if expected != self.epoch {
+            return Err(MergeError::StaleEpoch {
+                expected,
+                current: self.epoch,
+            });
+        }
+        if source.merging.map(|m| m.into) != Some(self.id) {
+            return Err(MergeError::NotMergingInto {
+                shard: source.id,
+                into: self.id,
+            });
+        }
+        if self.end != source.start {
+            return Err(MergeError::NotAdjacent {
+                left: self.id,
+                right: source.id,
+            });
+        }
+        if !self.same_replicas(source) {
+            return Err(MergeError::ReplicasDiffer {
+                left: self.id,
+                right: source.id,
+            });
+        }
+        Ok(ShardDescriptor {
+            end: source.end.clone(),
+            epoch: Epoch {
+                version: self.epoch.version.max(source.epoch.version) + 1,
+                conf_ver: self.epoch.conf_ver,
+            },
+            ..self.clone()
+        })
+    }
+
+    /// This shard unfrozen after a merge into `into` that could not finish; one version
+    /// up.
+    pub fn rollback_merge(&self, into: ShardId) -> Result<ShardDescriptor, MergeError> {
+        if self.merging.map(|m| m.into) != Some(into) {
+            return Err(MergeError::NotMergingInto {
+                shard: self.id,
+                into,
+            });
+        }
+        Ok(ShardDescriptor {
+            epoch: Epoch {
+                version: self.epoch.version + 1,
+                conf_ver: self.epoch.conf_ver,
+            },
+            merging: None,
+            ..self.clone()
+        })
     }
 }
 
@@ -188,6 +337,91 @@ mod tests {
         assert_eq!(left.epoch.version, parent.epoch.version + 1);
         assert_eq!(right.epoch, left.epoch);
         assert_eq!(right.replicas, parent.replicas);
+    }
+
+    fn voter(node: NodeId) -> ReplicaDescriptor {
+        ReplicaDescriptor {
+            node,
+            region: "r".into(),
+            role: ReplicaRole::Voter,
+        }
+    }
+
+    #[test]
+    fn a_merge_freezes_the_right_extends_the_left_and_outranks_both_versions() {
+        let (left, right) = ShardDescriptor::whole_keyspace(1, vec![voter(1), voter(2)])
+            .split(
+                b"m",
+                2,
+                Epoch {
+                    version: 1,
+                    conf_ver: 1,
+                },
+            )
+            .unwrap();
+        let frozen = right.prepare_merge(&left, right.epoch, 17).unwrap();
+        assert_eq!(frozen.merging, Some(MergeState { into: 1, index: 17 }));
+        assert_eq!(frozen.epoch.version, right.epoch.version + 1);
+        assert_eq!(
+            frozen.prepare_merge(&left, frozen.epoch, 18),
+            Err(MergeError::AlreadyMerging { shard: 2, into: 1 })
+        );
+        let merged = left.commit_merge(&frozen, left.epoch).unwrap();
+        assert_eq!(
+            (merged.start.as_slice(), merged.end.as_slice()),
+            (&b""[..], &b""[..])
+        );
+        assert_eq!(merged.id, 1);
+        assert!(merged.epoch.version > left.epoch.version);
+        assert!(merged.epoch.version > frozen.epoch.version);
+        assert_eq!(merged.merging, None);
+        // Committing twice, or with a stale epoch, is refused.
+        assert!(matches!(
+            merged.commit_merge(&frozen, merged.epoch),
+            Err(MergeError::NotAdjacent { .. })
+        ));
+        assert!(matches!(
+            left.commit_merge(&frozen, Epoch::default()),
+            Err(MergeError::StaleEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_merge_needs_neighbours_with_the_same_replicas_and_can_roll_back() {
+        let (left, right) = ShardDescriptor::whole_keyspace(1, vec![voter(1), voter(2)])
+            .split(
+                b"m",
+                2,
+                Epoch {
+                    version: 1,
+                    conf_ver: 1,
+                },
+            )
+            .unwrap();
+        let moved = ShardDescriptor {
+            replicas: vec![voter(1), voter(3)],
+            ..right.clone()
+        };
+        assert_eq!(
+            moved.prepare_merge(&left, moved.epoch, 5),
+            Err(MergeError::ReplicasDiffer { left: 1, right: 2 })
+        );
+        assert_eq!(
+            left.prepare_merge(&right, left.epoch, 5),
+            Err(MergeError::NotAdjacent { left: 2, right: 1 })
+        );
+        let frozen = right.prepare_merge(&left, right.epoch, 5).unwrap();
+        let thawed = frozen.rollback_merge(1).unwrap();
+        assert_eq!(thawed.merging, None);
+        assert_eq!(thawed.epoch.version, frozen.epoch.version + 1);
+        assert_eq!(
+            thawed.rollback_merge(1),
+            Err(MergeError::NotMergingInto { shard: 2, into: 1 })
+        );
+        assert!(matches!(
+            left.commit_merge(&right, left.epoch),
+            Err(MergeError::NotMergingInto { .. })
+        ));
     }
 
     #[test]

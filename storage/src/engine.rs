@@ -17,7 +17,7 @@ use crate::{Error, NodeId, Result, ShardDescriptor, ShardId};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
 /// layout in [`codec`] changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MARKER_FILE: &str = "HANSE";
 const LOCK_FILE: &str = "hanse.lock";
@@ -371,11 +371,15 @@ impl Engine {
         if let Some(upper) = self.exclusive_upper_bound(&descriptor.start, &descriptor.end)? {
             batch.delete_range(Cf::Data, descriptor.start.clone(), upper);
         }
-        let prefix = codec::shard_prefix(descriptor.id).to_vec();
-        let prefix_end = codec::shard_prefix_end(descriptor.id);
-        batch.delete_range(Cf::RaftLog, prefix.clone(), prefix_end.clone());
-        batch.delete_range(Cf::RaftState, prefix, prefix_end);
-        batch.delete(Cf::Meta, codec::descriptor_key(descriptor.id));
+        delete_raft_state(&mut batch, descriptor.id);
+        self.write(batch, true)
+    }
+
+    /// Deletes the Raft log, Raft state and descriptor of `shard` but keeps its data: a
+    /// merged shard's keys now belong to the shard that absorbed it.
+    pub fn retire_merged(&self, shard: ShardId) -> Result<()> {
+        let mut batch = Batch::default();
+        delete_raft_state(&mut batch, shard);
         self.write(batch, true)
     }
 
@@ -445,7 +449,23 @@ fn check_marker(path: &Path, marker: &Path) -> Result<()> {
             supported: FORMAT_VERSION,
         });
     }
+    if found < FORMAT_VERSION {
+        return Err(Error::OlderFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
     Ok(())
+}
+
+/// Adds to `batch` the deletion of `shard`'s Raft log, Raft state and descriptor.
+fn delete_raft_state(batch: &mut Batch, shard: ShardId) {
+    let prefix = codec::shard_prefix(shard).to_vec();
+    let prefix_end = codec::shard_prefix_end(shard);
+    batch.delete_range(Cf::RaftLog, prefix.clone(), prefix_end.clone());
+    batch.delete_range(Cf::RaftState, prefix, prefix_end);
+    batch.delete(Cf::Meta, codec::descriptor_key(shard));
 }
 
 /// Writes the marker atomically (temporary file, fsync, rename, fsync of the directory):

@@ -19,6 +19,15 @@ pub enum Error {
     },
 
     #[error(
+        "{path} was written by an older Hanse (data format {found}; this build reads format {supported}); Hanse has no in-place upgrade yet: open it with the build that wrote it"
+    )]
+    OlderFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error(
         "{path} is already open in another process (lock held on {path}/hanse.lock); stop that process first"
     )]
     Locked { path: PathBuf },

@@ -15,7 +15,8 @@ mod error;
 mod log_writer;
 
 pub use descriptor::{
-    Epoch, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId, SplitError,
+    Epoch, MergeError, MergeState, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
+    ShardId, SplitError,
 };
 pub use engine::{
     Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, ScanOrder, rocksdb_options,

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use hanse_consensus::{GroupOptions, ShardGroup, ShardRegistry, Transport, destroy_replica};
+use hanse_consensus::{
+    GroupOptions, ShardGroup, ShardRegistry, Transport, destroy_replica, retire_merged,
+};
 use hanse_storage::{Batch, Engine, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
@@ -245,9 +247,6 @@ impl Handler<DescriptorChanged> for NodeActor {
         };
         let parent = hosted.handle.clone();
         self.routes.insert(parent.clone());
-        // A split applied here created its new shard in storage: host it. The replica on
-        // the node that leads the parent campaigns at once, so the new shard's leader
-        // starts where the parent's is.
         let stored = match self.engine.load_descriptors() {
             Ok(stored) => stored,
             Err(e) => {
@@ -255,6 +254,29 @@ impl Handler<DescriptorChanged> for NodeActor {
                 return;
             }
         };
+        // A merge applied here deleted the absorbed shard's descriptor: retire its
+        // replica (its data stays, under the shard that absorbed it).
+        let absorbed: Vec<ShardId> = self
+            .hosted
+            .keys()
+            .filter(|id| !stored.iter().any(|d| d.id == **id))
+            .copied()
+            .collect();
+        for shard in absorbed {
+            let group = self.unhost(shard).expect("hosted");
+            let engine = self.engine.clone();
+            let retired = async move {
+                let _ = group.raft.shutdown().await;
+                if let Err(e) = retire_merged(&engine, shard) {
+                    tracing::error!(shard, "retiring the merged shard failed: {e}");
+                }
+                tracing::info!(shard, into = msg.shard, "merged shard retired");
+            };
+            ctx.wait(retired.into_actor(self));
+        }
+        // A split applied here created its new shard in storage: host it. The replica on
+        // the node that leads the parent campaigns at once, so the new shard's leader
+        // starts where the parent's is.
         let created: Vec<ShardId> = stored
             .into_iter()
             .filter(|d| !self.hosted.contains_key(&d.id))

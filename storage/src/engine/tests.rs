@@ -257,6 +257,21 @@ fn refuses_a_newer_format() {
 }
 
 #[test]
+fn refuses_an_older_format_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    put_data(&open(dir.path()), &[("a", "1")]);
+    let old = "hanse data directory\nformat 1\n";
+    fs::write(dir.path().join(MARKER_FILE), old).unwrap();
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::OlderFormat { found: 1, .. }), "{err}");
+    assert!(err.to_string().contains("build that wrote it"));
+    assert_eq!(
+        fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap(),
+        old
+    );
+}
+
+#[test]
 fn refuses_a_directory_open_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
@@ -308,7 +323,7 @@ fn restarts_an_initialisation_that_never_finished() {
 }
 
 #[test]
-fn destroying_a_replica_removes_its_range_log_and_state_and_nothing_else() {
+fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     put_data(&engine, &[("a", "1"), ("m", "2"), ("z", "3")]);
@@ -356,6 +371,21 @@ fn destroying_a_replica_removes_its_range_log_and_state_and_nothing_else() {
     let vote = |shard| codec::state_key(shard, codec::StateKey::Vote);
     assert!(engine.get(Cf::RaftState, &vote(2)).unwrap().is_none());
     assert!(engine.get(Cf::RaftState, &vote(1)).unwrap().is_some());
+
+    // A merged shard leaves its data to the shard that absorbed it.
+    engine.retire_merged(1).unwrap();
+    let remaining = engine
+        .scan(Cf::Data, b"", b"", 10, ScanOrder::Forward)
+        .unwrap();
+    assert_eq!(keys(&remaining), ["a"]);
+    assert_eq!(engine.load_descriptors().unwrap(), vec![]);
+    assert!(
+        engine
+            .get(Cf::RaftLog, &codec::log_key(1, 1))
+            .unwrap()
+            .is_none()
+    );
+    assert!(engine.get(Cf::RaftState, &vote(1)).unwrap().is_none());
 }
 
 #[test]

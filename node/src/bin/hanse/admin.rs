@@ -1,4 +1,4 @@
-//! `hanse admin status|shards|split|add-node|remove-node|transfer-leader --endpoints ...`: what
+//! `hanse admin status|shards|split|merge|add-node|remove-node|transfer-leader --endpoints ...`: what
 //! a node knows about itself and its shards, and membership changes, for people or (with
 //! `--json`) for scripts.
 
@@ -63,6 +63,12 @@ enum AdminOp {
     Split {
         /// The first key of the new shard.
         key: String,
+    },
+    /// Merges SHARD with its right neighbour (both need the same replicas) into one shard
+    /// that keeps SHARD's id. Running it again finishes an interrupted merge.
+    Merge {
+        /// The left shard of the pair.
+        shard: u64,
     },
     /// Moves a shard's leadership to its voter on another node.
     TransferLeader {
@@ -202,6 +208,12 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             let halves: Vec<proto::ShardDescriptor> =
                 [split.left, split.right].into_iter().flatten().collect();
             print_changed(&halves, json);
+            return Ok(());
+        }
+        AdminOp::Merge { shard } => {
+            let request = proto::MergeRequest { shard_id: *shard };
+            let merged = admin.merge(request).await.map_err(refused)?.into_inner();
+            print_changed(&merged.merged.into_iter().collect::<Vec<_>>(), json);
             return Ok(());
         }
         AdminOp::TransferLeader { shard, to } => {
