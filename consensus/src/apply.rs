@@ -170,6 +170,10 @@ pub fn decide<E>(
             Ok(thawed) => Effect::merge_step(thawed),
             Err(e) => Effect::rejected(Rejection::Merge(e)),
         },
+        // The state machine applies reports on the meta shard before it gets here.
+        ShardRequest::Report { .. } => {
+            Effect::rejected(Rejection::NotMetaShard { shard: shard.id })
+        }
     };
     Ok(effect)
 }

@@ -15,6 +15,7 @@ pub mod apply;
 mod batching;
 mod group;
 mod log_store;
+pub mod meta;
 mod network;
 mod proposer;
 mod raft_service;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, Engine, ShardDescriptor, ShardId, SplitError};
+use hanse_storage::{Batch, Cf, Engine, ScanOrder, ShardDescriptor, ShardId, SplitError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::apply;
 use crate::log_store::put_entries;
+use crate::meta::{self, NodeRecord, ShardRecord};
 use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
 use crate::{StorageError, TypeConfig, snapshot};
 
@@ -190,13 +191,71 @@ impl StateMachine {
         }
     }
 
+    /// Records a report in the meta shard's routing table and node directory. `table` is
+    /// the routing table as of the earlier commands of this apply call (loaded on first
+    /// use), since their writes are not in RocksDB yet.
+    fn apply_report(
+        &self,
+        shards: Vec<ShardRecord>,
+        nodes: Vec<NodeRecord>,
+        batch: &mut Batch,
+        table: &mut Option<BTreeMap<ShardId, ShardRecord>>,
+    ) -> Result<ShardResponse, StorageError> {
+        let table = match table {
+            Some(table) => table,
+            None => table.insert(self.load_routing_table()?),
+        };
+        for incoming in shards {
+            let Some(replaced) = meta::record(table, &incoming) else {
+                continue;
+            };
+            for id in replaced {
+                table.remove(&id);
+                batch.delete(Cf::Data, meta::route_key(id));
+            }
+            batch.put(
+                Cf::Data,
+                meta::route_key(incoming.descriptor.id),
+                codec::encode(&incoming),
+            );
+            table.insert(incoming.descriptor.id, incoming);
+        }
+        for node in nodes {
+            batch.put(Cf::Data, meta::node_key(node.node), codec::encode(&node));
+        }
+        Ok(ShardResponse::Applied)
+    }
+
+    fn load_routing_table(&self) -> Result<BTreeMap<ShardId, ShardRecord>, StorageError> {
+        let (start, end) = meta::route_range();
+        self.engine
+            .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
+            .map_err(sm_read_error)?
+            .into_iter()
+            .map(|(_, bytes)| {
+                codec::decode::<ShardRecord>("routing record", &bytes)
+                    .map(|r| (r.descriptor.id, r))
+                    .map_err(sm_read_error)
+            })
+            .collect()
+    }
+
     fn apply_request(
         &mut self,
         request: ShardRequest,
         index: u64,
         batch: &mut Batch,
         pending: &mut Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+        table: &mut Option<BTreeMap<ShardId, ShardRecord>>,
     ) -> Result<ShardResponse, StorageError> {
+        if let ShardRequest::Report { shards, nodes } = request {
+            if self.shard != meta::META_SHARD {
+                return Ok(ShardResponse::Rejected(Rejection::NotMetaShard {
+                    shard: self.shard,
+                }));
+            }
+            return self.apply_report(shards, nodes, batch, table);
+        }
         if let ShardRequest::Split { new_shard_id, .. } = &request
             && self
                 .engine
@@ -420,6 +479,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = Batch::default();
         let mut responses = Vec::with_capacity(entries.len());
         let descriptor_before = self.descriptor.clone();
+        let mut table = None;
         for entry in entries {
             self.applied = Some(entry.log_id);
             if let EntryPayload::Normal(proposal) = &entry.payload {
@@ -444,7 +504,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .requests
                     .into_iter()
                     .map(|request| {
-                        self.apply_request(request, entry.log_id.index, &mut batch, &mut pending)
+                        let index = entry.log_id.index;
+                        self.apply_request(request, index, &mut batch, &mut pending, &mut table)
                     })
                     .collect::<Result<_, _>>()?,
             };

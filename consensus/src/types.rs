@@ -3,6 +3,8 @@
 use hanse_storage::{Epoch, MergeError, ShardDescriptor, ShardId, SplitError};
 use serde::{Deserialize, Serialize};
 
+use crate::meta::{NodeRecord, ShardRecord};
+
 openraft::declare_raft_types!(
     /// Raft types of every shard group.
     pub TypeConfig:
@@ -84,6 +86,12 @@ pub enum ShardRequest {
     /// Unfreezes this shard after a merge into `into` that did not commit. Proposed only
     /// when the CommitMerge was refused or never proposed.
     RollbackMerge { into: ShardId },
+    /// Records shards and nodes in the meta shard's routing table and node directory;
+    /// a shard record older than what the table holds for its range is dropped.
+    Report {
+        shards: Vec<ShardRecord>,
+        nodes: Vec<NodeRecord>,
+    },
 }
 
 /// What applying a command produced.
@@ -124,4 +132,6 @@ pub enum Rejection {
     Merge(MergeError),
     #[error("shard {} is frozen for a merge into shard {}", current.id, current.merging.map_or(0, |m| m.into))]
     Frozen { current: ShardDescriptor },
+    #[error("only the meta shard keeps reports; shard {shard} is not it")]
+    NotMetaShard { shard: ShardId },
 }

@@ -13,20 +13,28 @@ use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use openraft::ServerState;
 use tonic::{Code, Request, Response, Status};
 
+use std::collections::HashMap;
+
+use hanse_consensus::meta::{self, META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_consensus::{ShardRequest, ShardResponse};
+use hanse_storage::{Cf, ScanOrder, codec};
 
 use crate::actors::{
-    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReplicaChange,
-    ReplicaError, ReplicaHandle, TransferLeader,
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
+    ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
 };
-use crate::kv_service::member_addr;
-use crate::proto_convert::{from_proto, to_proto};
+use crate::proto_convert::{
+    from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
+};
+use crate::reporter::{now_ms, send_report};
 use crate::server::NodeState;
 
 /// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
 const FORWARDED: &str = "hanse-forwarded";
 /// How long a joining replica may take to catch up before AddNode gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a request waits for a shard's leader to become known before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long Merge waits for every replica of the right shard to apply its PrepareMerge,
 /// and for a leadership move it asks for.
 const MERGE_STEP_WAIT: Duration = Duration::from_secs(10);
@@ -82,7 +90,7 @@ fn stopped() -> Status {
     Status::unavailable("the node is shutting down")
 }
 
-async fn connect(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+pub(crate) async fn connect(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT);
@@ -110,6 +118,46 @@ impl AdminService {
         AdminServer::new(self)
     }
 
+    /// The cluster's shards from the meta shard's routing table, read on its leader (this
+    /// node) after a read barrier, with each leader's address and region from the node
+    /// directory.
+    async fn routing_table(&self, meta: &ReplicaHandle) -> Result<Vec<pb::ShardStatus>, Status> {
+        meta.ask(|reply| ReadBarrier { reply })
+            .await
+            .map_err(replica_status)?;
+        let read = |(start, end): (Vec<u8>, Vec<u8>)| {
+            self.state
+                .engine
+                .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
+                .map_err(|e| Status::internal(e.to_string()))
+        };
+        let mut nodes = HashMap::new();
+        for (_, bytes) in read(meta::node_range())? {
+            let node: NodeRecord = codec::decode("node record", &bytes)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            nodes.insert(node.node, node);
+        }
+        let mut shards = Vec::new();
+        for (_, bytes) in read(meta::route_range())? {
+            let record: ShardRecord = codec::decode("routing record", &bytes)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let leader = record.leader.and_then(|id| nodes.get(&id));
+            shards.push(pb::ShardStatus {
+                descriptor: Some(to_proto(&record.descriptor)),
+                leader_node: record.leader.unwrap_or(0),
+                leader_addr: leader.map(|n| n.addr.clone()).unwrap_or_default(),
+                leader_region: leader.map(|n| n.region.clone()).unwrap_or_default(),
+                load: Some(load_to_proto(&record.stats)),
+                ..Default::default()
+            });
+        }
+        shards.sort_by(|a, b| {
+            let start = |s: &pb::ShardStatus| s.descriptor.as_ref().map(|d| d.start.clone());
+            start(a).cmp(&start(b))
+        });
+        Ok(shards)
+    }
+
     fn shard_statuses(&self) -> Vec<pb::ShardStatus> {
         self.state
             .routes
@@ -127,10 +175,11 @@ impl AdminService {
                 pb::ShardStatus {
                     descriptor: Some(to_proto(&replica.descriptor())),
                     leader_node: metrics.current_leader.unwrap_or(0),
-                    leader_addr: member_addr(&replica, metrics.current_leader),
+                    leader_addr: replica.member_addr(metrics.current_leader),
                     role: role.to_string(),
                     applied_index: metrics.last_applied.map_or(0, |id| id.index),
                     last_log_index: metrics.last_log_index.unwrap_or(0),
+                    ..Default::default()
                 }
             })
             .collect()
@@ -152,15 +201,28 @@ impl AdminService {
         Ok(shard_ids.to_vec())
     }
 
-    /// Where the change for `shard` must run. A request that was forwarded here already
-    /// is not forwarded again: leadership moved meanwhile, and the caller retries.
-    fn leadership<T>(&self, shard: ShardId, request: &Request<T>) -> Result<Leadership, Status> {
+    /// Where the change for `shard` must run. A shard without a known leader (an election
+    /// under way, or a new shard this node has not heard from yet) gets a moment to find
+    /// one. A request that was forwarded here already is not forwarded again: leadership
+    /// moved meanwhile, and the caller retries.
+    async fn leadership<T>(
+        &self,
+        shard: ShardId,
+        request: &Request<T>,
+    ) -> Result<Leadership, Status> {
         let replica = self
             .state
             .routes
             .get(shard)
             .ok_or_else(|| Status::not_found(format!("shard {shard} is not hosted here")))?;
-        let leader = replica.group.raft.metrics().borrow().current_leader;
+        let leader = replica
+            .group
+            .raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader);
         match leader {
             Some(node) if node == self.state.node_id => Ok(Leadership::Here(replica)),
             _ if request.metadata().contains_key(FORWARDED) => Err(Status::unavailable(format!(
@@ -168,10 +230,10 @@ impl AdminService {
             ))),
             Some(node) => Ok(Leadership::Elsewhere {
                 node,
-                addr: member_addr(&replica, Some(node)),
+                addr: replica.member_addr(Some(node)),
             }),
             None => Err(Status::unavailable(format!(
-                "shard {shard} has no leader at the moment; retry shortly"
+                "shard {shard} has had no leader for {LEADER_WAIT:?}; retry shortly"
             ))),
         }
     }
@@ -182,7 +244,7 @@ impl AdminService {
         request: &Request<pb::AddNodeRequest>,
     ) -> Result<Vec<pb::ShardDescriptor>, Status> {
         let req = request.get_ref();
-        let replica = match self.leadership(shard, request)? {
+        let replica = match self.leadership(shard, request).await? {
             Leadership::Here(replica) => replica,
             Leadership::Elsewhere { addr, .. } => {
                 let one = pb::AddNodeRequest {
@@ -237,7 +299,7 @@ impl AdminService {
             node_id: node,
             shard_ids: vec![shard],
         };
-        let replica = match self.leadership(shard, request)? {
+        let replica = match self.leadership(shard, request).await? {
             Leadership::Elsewhere { addr, .. } => {
                 let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
                 return Ok(answer.into_inner().shards);
@@ -249,14 +311,14 @@ impl AdminService {
                     .ask(|reply| TransferLeader { to, reply })
                     .await
                     .map_err(replica_status)?;
-                let addr = member_addr(&replica, Some(to));
+                let addr = replica.member_addr(Some(to));
                 let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
                 return Ok(answer.into_inner().shards);
             }
             Leadership::Here(replica) => replica,
         };
         refuse_while_merging(&replica)?;
-        let removed_addr = member_addr(&replica, Some(node));
+        let removed_addr = replica.member_addr(Some(node));
         if replica.descriptor().replica_on(node).is_none() {
             return Err(Status::not_found(format!(
                 "node {node} holds no replica of shard {shard}"
@@ -337,6 +399,7 @@ impl AdminService {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.report_changed(&[&left, &right]).await;
         Ok(pb::SplitResponse {
             left: Some(to_proto(&left)),
             right: Some(to_proto(&right)),
@@ -355,7 +418,7 @@ impl AdminService {
                     shard_id: replica.shard,
                     to_node: me,
                 };
-                connect(&member_addr(replica, Some(leader)))
+                connect(&replica.member_addr(Some(leader)))
                     .await?
                     .transfer_leader(request)
                     .await?;
@@ -401,7 +464,7 @@ impl AdminService {
                         .last_applied
                         .map_or(0, |id| id.index)
                 } else {
-                    let addr = member_addr(source, Some(replica.node));
+                    let addr = source.member_addr(Some(replica.node));
                     let status = async {
                         connect(&addr)
                             .await?
@@ -488,6 +551,11 @@ impl AdminService {
                 ))
             })?;
         let r = right.descriptor();
+        if l.id == META_SHARD || r.id == META_SHARD {
+            return Err(Status::failed_precondition(
+                "the meta shard holds the routing table and does not merge",
+            ));
+        }
         if !l.same_replicas(&r) {
             return Err(Status::failed_precondition(
                 MergeError::ReplicasDiffer {
@@ -532,9 +600,12 @@ impl AdminService {
             expected_epoch: l.epoch,
         };
         match self.propose_here(left, commit).await {
-            Ok(ShardResponse::Merge(merged)) => Ok(pb::MergeResponse {
-                merged: Some(to_proto(&merged)),
-            }),
+            Ok(ShardResponse::Merge(merged)) => {
+                self.report_changed(&[&merged]).await;
+                Ok(pb::MergeResponse {
+                    merged: Some(to_proto(&merged)),
+                })
+            }
             Ok(ShardResponse::Rejected(rejection)) => {
                 self.roll_back(&right, l.id).await;
                 Err(Status::failed_precondition(format!(
@@ -547,6 +618,24 @@ impl AdminService {
                 "the merge's outcome is unknown ({}); run it again to finish it",
                 e.message()
             ))),
+        }
+    }
+
+    /// Tells the meta shard about shards a split or merge led here just changed, so the
+    /// routing table has them before the next periodic report. Best effort: that report
+    /// repeats them.
+    async fn report_changed(&self, shards: &[&ShardDescriptor]) {
+        let records = shards
+            .iter()
+            .map(|&descriptor| ShardRecord {
+                descriptor: descriptor.clone(),
+                leader: Some(self.state.node_id),
+                stats: ShardStats::default(),
+                reported_at_ms: now_ms(),
+            })
+            .collect();
+        if let Err(e) = send_report(&self.state.routes, records, Vec::new()).await {
+            tracing::debug!("reporting a split or merge failed: {}", e.message());
         }
     }
 
@@ -584,11 +673,48 @@ impl Admin for AdminService {
 
     async fn shards(
         &self,
-        _: Request<pb::ShardsRequest>,
+        request: Request<pb::ShardsRequest>,
     ) -> Result<Response<pb::ShardsResponse>, Status> {
-        Ok(Response::new(pb::ShardsResponse {
-            shards: self.shard_statuses(),
-        }))
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(meta) => Ok(Response::new(pb::ShardsResponse {
+                shards: self.routing_table(&meta).await?,
+            })),
+            Leadership::Elsewhere { addr, .. } => {
+                connect(&addr)
+                    .await?
+                    .shards(forwarded(pb::ShardsRequest {}))
+                    .await
+            }
+        }
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(meta) => {
+                let pb::ReportRequest { shards, nodes } = request.into_inner();
+                let shards = shards
+                    .into_iter()
+                    .map(|s| {
+                        report_from_proto(s).ok_or_else(|| {
+                            Status::invalid_argument("a report without a descriptor")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let nodes = nodes.into_iter().map(node_from_proto).collect();
+                let request = ShardRequest::Report { shards, nodes };
+                match self.propose_here(&meta, request).await? {
+                    ShardResponse::Applied => Ok(Response::new(pb::ReportResponse {})),
+                    other => Err(Status::internal(format!("unexpected {other:?}"))),
+                }
+            }
+            Leadership::Elsewhere { addr, .. } => {
+                let again = request.into_inner();
+                connect(&addr).await?.report(forwarded(again)).await
+            }
+        }
     }
 
     async fn add_node(
@@ -627,7 +753,7 @@ impl Admin for AdminService {
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let pb::TransferLeaderRequest { shard_id, to_node } = *request.get_ref();
-        match self.leadership(shard_id, &request)? {
+        match self.leadership(shard_id, &request).await? {
             Leadership::Here(replica) => {
                 replica
                     .ask(|reply| TransferLeader { to: to_node, reply })
@@ -663,7 +789,7 @@ impl Admin for AdminService {
             .lookup(&key)
             .map(|r| r.shard)
             .ok_or_else(|| Status::not_found("no shard on this node holds the key"))?;
-        match self.leadership(shard, &request)? {
+        match self.leadership(shard, &request).await? {
             Leadership::Here(replica) => Ok(Response::new(self.split_here(&replica, key).await?)),
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::SplitRequest { key };
@@ -677,7 +803,7 @@ impl Admin for AdminService {
         request: Request<pb::MergeRequest>,
     ) -> Result<Response<pb::MergeResponse>, Status> {
         let shard = request.get_ref().shard_id;
-        match self.leadership(shard, &request)? {
+        match self.leadership(shard, &request).await? {
             Leadership::Here(left) => Ok(Response::new(self.merge_here(&left).await?)),
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::MergeRequest { shard_id: shard };

@@ -7,6 +7,11 @@ pub enum Error {
     #[error("key is empty: keys must be 1 to {max} bytes")]
     EmptyKey { max: usize },
 
+    #[error(
+        "keys starting with byte 0xff are reserved for Hanse's system keyspace (the routing table); use keys that start with a lower byte"
+    )]
+    ReservedKey,
+
     #[error("key is {len} bytes, over the limit of {max} bytes (Options::max_key_bytes)")]
     KeyTooLarge { len: usize, max: usize },
 

@@ -6,10 +6,12 @@
 //! the request, checked here before proposing and again when the command is applied.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
+use hanse_storage::codec::{SYSTEM_KEYSPACE_START, is_system_key};
 use hanse_storage::{Cf, Epoch, ScanOrder};
 use tonic::{Request, Response, Status};
 
@@ -49,26 +51,13 @@ fn busy() -> Refusal {
     }))
 }
 
-/// The address of `node` as the group's membership records it.
-pub(crate) fn member_addr(replica: &ReplicaHandle, node: Option<u64>) -> String {
-    node.and_then(|id| {
-        let metrics = replica.group.raft.metrics().borrow().clone();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
-    })
-    .unwrap_or_default()
-}
-
 fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
     match e {
         ReplicaError::NotLeader { leader, .. } => {
             refusal(pb::request_error::Kind::NotLeader(pb::NotLeader {
                 shard_id: replica.shard,
                 leader_node: leader.unwrap_or(0),
-                leader_addr: member_addr(replica, leader),
+                leader_addr: replica.member_addr(leader),
                 descriptor: Some(Box::new(to_proto(&replica.descriptor()))),
             }))
         }
@@ -131,6 +120,7 @@ impl KvService {
             Rejection::Frozen { .. } => busy(),
             Rejection::Split(e) => invalid(e),
             Rejection::Merge(e) => invalid(e),
+            Rejection::NotMetaShard { .. } => invalid(rejection),
         }
     }
 
@@ -204,10 +194,22 @@ impl KvService {
                 descriptor.id
             )));
         }
+        let bytes: usize = mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put { key, value } => key.len() + value.len(),
+                Mutation::Delete { key } => key.len(),
+            })
+            .sum();
+        let count = mutations.len() as u64;
         let request = ShardRequest::Write { epoch, mutations };
-        self.propose(&replica, request, &first_key)
-            .await
-            .map(|_| ())
+        self.propose(&replica, request, &first_key).await?;
+        replica.load.writes.fetch_add(count, Ordering::Relaxed);
+        replica
+            .load
+            .bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The shard a scan of `[start, end)` is served by: the one holding `start`, or for a
@@ -239,6 +241,7 @@ impl Kv for KvService {
             self.state.limits.check_key(&key).map_err(invalid)?;
             let (replica, _) = self.route(&key, route.as_ref())?;
             self.read_barrier(&replica).await?;
+            replica.load.reads.fetch_add(1, Ordering::Relaxed);
             self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
         }
         .await;
@@ -358,6 +361,15 @@ impl Kv for KvService {
             if !end.is_empty() && start > end {
                 return Err(invalid("scan range starts after it ends"));
             }
+            // Scans see user keys only: the system keyspace is the meta shard's.
+            let end = if end.is_empty() || is_system_key(&end) {
+                SYSTEM_KEYSPACE_START.to_vec()
+            } else {
+                end
+            };
+            if start >= end {
+                return Ok((Vec::new(), None));
+            }
             let limit = limit.min(SCAN_LIMIT_MAX) as usize;
             let Some(replica) = self.scan_shard(&start, &end, reverse) else {
                 return Err(refusal(pb::request_error::Kind::KeyNotInShard(
@@ -375,6 +387,7 @@ impl Kv for KvService {
                 return Err(self.epoch_mismatch((start.clone(), end.clone())));
             }
             self.read_barrier(&replica).await?;
+            replica.load.reads.fetch_add(1, Ordering::Relaxed);
             let (lo, hi) = intersect(&descriptor, &start, &end);
             let order = if reverse {
                 ScanOrder::Reverse
@@ -390,14 +403,14 @@ impl Kv for KvService {
                 .into_iter()
                 .map(|(key, value)| pb::KeyValue { key, value })
                 .collect();
-            Ok((pairs, descriptor))
+            Ok((pairs, Some(to_proto(&descriptor))))
         }
         .await;
         Ok(Response::new(match result {
             Ok((pairs, scanned)) => pb::ScanResponse {
                 error: None,
                 pairs,
-                scanned: Some(to_proto(&scanned)),
+                scanned,
             },
             Err(error) => pb::ScanResponse {
                 error: Some(error),

@@ -26,6 +26,7 @@ mod kv_service;
 mod limits;
 mod options;
 mod proto_convert;
+mod reporter;
 pub mod server;
 
 pub use db::{BatchOp, CasOutcome, Db};

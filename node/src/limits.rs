@@ -17,6 +17,9 @@ impl Options {
                 max,
             });
         }
+        if hanse_storage::codec::is_system_key(key) {
+            return Err(Error::ReservedKey);
+        }
         Ok(())
     }
 

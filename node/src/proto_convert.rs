@@ -1,5 +1,6 @@
 //! Conversions between the storage types and their `hanse.v1` messages.
 
+use hanse_consensus::meta::{NodeRecord, ShardRecord, ShardStats};
 use hanse_proto::v1 as pb;
 use hanse_storage::{Epoch, MergeState, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
 
@@ -60,6 +61,58 @@ pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
             index: m.index,
         }),
     })
+}
+
+pub(crate) fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
+    pb::ShardLoad {
+        size_bytes: stats.size_bytes,
+        keys: stats.keys,
+        reads_per_sec: stats.reads_per_sec,
+        writes_per_sec: stats.writes_per_sec,
+    }
+}
+
+pub(crate) fn report_to_proto(record: &ShardRecord) -> pb::ShardReport {
+    pb::ShardReport {
+        descriptor: Some(to_proto(&record.descriptor)),
+        leader_node: record.leader.unwrap_or(0),
+        load: Some(load_to_proto(&record.stats)),
+        reported_at_ms: record.reported_at_ms,
+    }
+}
+
+/// The record a report carries; `None` when it lacks its descriptor.
+pub(crate) fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> {
+    let load = report.load.unwrap_or_default();
+    Some(ShardRecord {
+        descriptor: from_proto(report.descriptor?)?,
+        leader: (report.leader_node != 0).then_some(report.leader_node),
+        stats: ShardStats {
+            size_bytes: load.size_bytes,
+            keys: load.keys,
+            reads_per_sec: load.reads_per_sec,
+            writes_per_sec: load.writes_per_sec,
+        },
+        reported_at_ms: report.reported_at_ms,
+    })
+}
+
+pub(crate) fn node_to_proto(node: &NodeRecord) -> pb::NodeInfo {
+    pb::NodeInfo {
+        node_id: node.node,
+        region: node.region.clone(),
+        addr: node.addr.clone(),
+        reported_at_ms: node.reported_at_ms,
+    }
+}
+
+pub(crate) fn node_from_proto(node: pb::NodeInfo) -> NodeRecord {
+    NodeRecord {
+        node: node.node_id,
+        region: node.region,
+        addr: node.addr,
+        reported_at_ms: node.reported_at_ms,
+    }
 }
 
 #[cfg(test)]

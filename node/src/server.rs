@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::Addr;
+use hanse_consensus::meta::{self, META_SHARD, NodeRecord};
 use hanse_consensus::{
     GroupOptions, RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
-use hanse_storage::{
-    Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId,
-};
+use hanse_storage::{Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardId};
 use tokio::sync::oneshot;
 
 use crate::actors::{NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
+use crate::reporter::Reporter;
 use crate::{Error, Options};
 
 /// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
@@ -82,6 +82,7 @@ pub struct RunningNode {
     state: Arc<NodeState>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    reporting: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -94,6 +95,7 @@ impl RunningNode {
 
     /// Stops serving and shuts the shard groups down.
     pub async fn stop(mut self) {
+        self.reporting.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -143,7 +145,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     // A founding member writes the first shard; a node that joins later (no
     // `initial_peers`) hosts nothing until the cluster adds it to shards.
     if engine.load_descriptors()?.is_empty() && !config.initial_peers.is_empty() {
-        let replicas = config
+        let replicas: Vec<ReplicaDescriptor> = config
             .initial_peers
             .iter()
             .map(|p| ReplicaDescriptor {
@@ -153,9 +155,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             })
             .collect();
         let mut batch = Batch::default();
+        Engine::put_descriptor(&mut batch, &meta::meta_descriptor(replicas.clone()));
         Engine::put_descriptor(
             &mut batch,
-            &ShardDescriptor::whole_keyspace(FIRST_SHARD, replicas),
+            &meta::first_user_descriptor(FIRST_SHARD, replicas),
         );
         engine.write(batch, true)?;
     }
@@ -184,8 +187,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
                 (p.id, node)
             })
             .collect();
-        if let Some(first) = groups.iter().find(|g| g.shard == FIRST_SHARD) {
-            first.initialize(members).await?;
+        for group in &groups {
+            if group.shard == META_SHARD || group.shard == FIRST_SHARD {
+                group.initialize(members.clone()).await?;
+            }
         }
     }
 
@@ -205,6 +210,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         restarts.clone(),
     )
     .start_with(groups);
+    let reporter = Arc::new(Reporter::new(
+        NodeRecord {
+            node: config.node_id,
+            region: config.region.clone(),
+            addr: config.advertised(),
+            reported_at_ms: 0,
+        },
+        engine.clone(),
+        routes.clone(),
+    ));
+    let reporting = tokio::spawn(reporter.run());
     let state = Arc::new(NodeState {
         node_id: config.node_id,
         region: config.region.clone(),
@@ -242,5 +258,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         state,
         stop: Some(stop),
         server: Some(server),
+        reporting,
     })
 }

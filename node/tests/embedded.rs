@@ -130,6 +130,10 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
     assert!(matches!(db.put(b"", b"v"), Err(Error::EmptyKey { .. })));
     assert!(matches!(db.get(b""), Err(Error::EmptyKey { .. })));
     assert!(matches!(
+        db.put(b"\xffroute", b"v"),
+        Err(Error::ReservedKey)
+    ));
+    assert!(matches!(
         db.put(b"123456789", b"v"),
         Err(Error::KeyTooLarge { len: 9, max: 8 })
     ));

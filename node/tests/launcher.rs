@@ -251,19 +251,25 @@ fn admin_reports_the_node_and_its_shards() {
         status.contains(&format!("\"addr\":\"{second}\"")),
         "{status}"
     );
+    // The routing table: the first data shard and the meta shard, each with a leader
+    // (node and region) and three voters.
     let shards = ok(&["admin", "shards", "--endpoints", second, "--json"]);
-    assert!(shards.contains("\"id\":1"), "{shards}");
-    assert!(
-        !shards.contains("\"leader_node\":0"),
-        "a leader is known: {shards}"
-    );
-    assert_eq!(
-        shards.matches("\"role\":\"voter\"").count(),
-        3,
-        "three voters: {shards}"
-    );
+    let table: serde_json::Value = serde_json::from_str(&shards).unwrap();
+    let rows = table["shards"].as_array().unwrap();
+    let ids: Vec<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 0], "{shards}");
+    for row in rows {
+        assert_ne!(row["leader_node"], 0, "a leader is known: {row}");
+        assert!(
+            ["eu-hamburg", "ap-china"].contains(&row["leader_region"].as_str().unwrap()),
+            "{row}"
+        );
+        assert_eq!(row["replicas"].as_array().unwrap().len(), 3, "{row}");
+        assert!(row["load"]["size_bytes"].is_u64(), "{row}");
+    }
     let table = ok(&["admin", "shards", "--endpoints", second]);
-    assert!(table.contains("[-inf, +inf)"), "{table}");
+    assert!(table.contains("[-inf, \\xff)"), "{table}");
+    assert!(table.contains("[\\xff, +inf)"), "{table}");
 
     // Refused changes: one line naming the problem, a non-zero exit, nothing changed.
     let refused = |args: &[&str], expected: &str| {
@@ -318,7 +324,7 @@ fn admin_reports_the_node_and_its_shards() {
     ];
     refused(&stranger, "node 9 holds no replica of shard 1");
     let after = ok(&["admin", "shards", "--endpoints", second, "--json"]);
-    assert_eq!(after.matches("\"role\":\"voter\"").count(), 3, "{after}");
+    assert_eq!(after.matches("\"role\":\"voter\"").count(), 6, "{after}");
 }
 
 /// Writes keys one after another through a client until told to stop; returns the keys
@@ -431,11 +437,12 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
     assert_eq!(engine.load_descriptors().unwrap(), vec![]);
 }
 
-/// The shard map a node reports: (id, start, end) in key order.
+/// The routing table as `hanse admin shards` prints it (in key order): (id, start, end),
+/// keys escaped.
 fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
     let shards: serde_json::Value =
         serde_json::from_str(&ok(&["admin", "shards", "--json", "--endpoints", endpoint])).unwrap();
-    let mut map: Vec<(u64, String, String)> = shards["shards"]
+    shards["shards"]
         .as_array()
         .unwrap()
         .iter()
@@ -446,9 +453,7 @@ fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
                 s["end"].as_str().unwrap().to_string(),
             )
         })
-        .collect();
-    map.sort_by(|a, b| a.1.cmp(&b.1));
-    map
+        .collect()
 }
 
 #[test]
@@ -484,7 +489,8 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
             ]);
         }
     }
-    assert_eq!(shard_map(&cluster.endpoints[0]).len(), 21);
+    // The 21 data shards and the meta shard.
+    assert_eq!(shard_map(&cluster.endpoints[0]).len(), 22);
 
     // 10 merges, each of a shard with its right neighbour, still under the writes.
     for i in 0..10usize {
@@ -511,11 +517,13 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
     let acknowledged = writer.join().unwrap();
     assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
 
-    // Every node holds the same 11 shards, covering the key space exactly once.
+    // The routing table, asked through any node, has 11 data shards and the meta shard,
+    // covering the key space exactly once.
     let map = shard_map(&cluster.endpoints[0]);
-    assert_eq!(map.len(), 11, "{map:?}");
+    assert_eq!(map.len(), 12, "{map:?}");
     assert_eq!(map[0].1, "");
-    assert_eq!(map[10].2, "");
+    assert_eq!(map[11].1, "\\xff");
+    assert_eq!(map[11].2, "");
     for pair in map.windows(2) {
         assert_eq!(pair[0].2, pair[1].1, "adjacent shards meet: {map:?}");
     }

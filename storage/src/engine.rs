@@ -109,6 +109,15 @@ impl Batch {
     }
 }
 
+/// What a key range holds (see [`Engine::range_size`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeSize {
+    pub keys: u64,
+    pub bytes: u64,
+    /// The key that splits the range into halves by bytes; `None` with fewer than two keys.
+    pub middle_key: Option<Vec<u8>>,
+}
+
 /// The SST files holding one key range: a shard snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeExport {
@@ -216,6 +225,50 @@ impl Engine {
             out.push((key.into_vec(), value.into_vec()));
         }
         Ok(out)
+    }
+
+    /// How many user keys `[start, end)` of the data column family holds and their bytes
+    /// (keys plus values), from one pass over the range, and where a split would halve it
+    /// by bytes: the first key (after at least one other) whose own bytes take the running
+    /// total past half.
+    pub fn range_size(&self, start: &[u8], end: &[u8]) -> Result<RangeSize> {
+        let data = cf_handle(&self.db, Cf::Data);
+        let iterate = |visit: &mut dyn FnMut(&[u8], usize) -> bool| -> Result<()> {
+            let mut read_options = ReadOptions::default();
+            read_options.set_iterate_lower_bound(start);
+            if !end.is_empty() {
+                read_options.set_iterate_upper_bound(end);
+            }
+            // A full pass over the range would evict the hot data from the block cache.
+            read_options.fill_cache(false);
+            let mode = IteratorMode::From(start, Direction::Forward);
+            for item in self.db.iterator_cf_opt(data, read_options, mode) {
+                let (key, value) = item?;
+                if !visit(&key, key.len() + value.len()) {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let mut size = RangeSize::default();
+        iterate(&mut |_, bytes| {
+            size.keys += 1;
+            size.bytes += bytes as u64;
+            true
+        })?;
+        if size.keys >= 2 {
+            let mut before = 0u64;
+            iterate(&mut |key, bytes| {
+                let through = before + bytes as u64;
+                if before > 0 && through * 2 > size.bytes {
+                    size.middle_key = Some(key.to_vec());
+                    return false;
+                }
+                before = through;
+                true
+            })?;
+        }
+        Ok(size)
     }
 
     /// Applies `batch` atomically; with `sync` the WAL is synced before returning.

@@ -19,7 +19,8 @@ pub use descriptor::{
     ShardId, SplitError,
 };
 pub use engine::{
-    Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, ScanOrder, rocksdb_options,
+    Batch, Cf, Engine, EngineOptions, FORMAT_VERSION, RangeExport, RangeSize, ScanOrder,
+    rocksdb_options,
 };
 pub use error::{Error, Result};
 pub use log_writer::{LogWriterStats, OnDurable, WriteOp};

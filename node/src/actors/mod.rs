@@ -14,11 +14,12 @@ mod node;
 mod replica;
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use hanse_consensus::ShardGroup;
-use hanse_storage::{ShardDescriptor, ShardId};
+use hanse_storage::{NodeId, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
 pub use node::{DestroyReplica, NodeActor, NodeActorError, OpenReplica, StopReplicas};
@@ -27,19 +28,52 @@ pub use replica::{
     TransferLeader,
 };
 
-/// A hosted shard as request handlers see it: its actor, and its group for read-only
-/// looks (metrics, descriptor).
+/// What this replica served since its node last reported (see the reporter).
+#[derive(Debug, Default)]
+pub struct ReplicaLoad {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+/// A hosted shard as request handlers see it: its actor, its group for read-only looks
+/// (metrics, descriptor), and its load counters.
 #[derive(Clone)]
 pub struct ReplicaHandle {
     pub shard: ShardId,
     pub addr: Addr<ShardReplica>,
     pub group: ShardGroup,
+    pub load: Arc<ReplicaLoad>,
 }
 
 impl ReplicaHandle {
     /// The shard's descriptor as this replica has applied it.
     pub fn descriptor(&self) -> ShardDescriptor {
         self.group.descriptor.borrow().clone()
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.group.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this node leads the shard.
+    pub fn leads(&self) -> bool {
+        let metrics = self.group.raft.metrics().borrow().clone();
+        metrics.current_leader == Some(metrics.id)
+    }
+
+    /// The address of `node` as the group's membership records it (empty if unknown).
+    pub fn member_addr(&self, node: Option<NodeId>) -> String {
+        node.and_then(|id| {
+            let metrics = self.group.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
+        .unwrap_or_default()
     }
 
     /// Sends the message `make` builds around a reply channel and waits for the reply.

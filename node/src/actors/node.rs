@@ -143,6 +143,7 @@ impl NodeActor {
             shard,
             addr: replica,
             group,
+            load: Default::default(),
         };
         self.registry.insert(shard, handle.group.raft.clone());
         self.routes.insert(handle.clone());

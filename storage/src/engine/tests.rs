@@ -407,3 +407,33 @@ fn allocated_shard_ids_are_unique_per_node_and_survive_reopen() {
     assert_ne!(elsewhere, first);
     assert_eq!(elsewhere >> 32, 4);
 }
+
+#[test]
+fn range_size_counts_keys_and_bytes_and_finds_the_middle_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    assert_eq!(engine.range_size(b"", b"").unwrap(), RangeSize::default());
+    // Four 10-byte entries (2-byte key, 8-byte value) and one large one at the end.
+    put_data(
+        &engine,
+        &[
+            ("a1", "........"),
+            ("a2", "........"),
+            ("a3", "........"),
+            ("a4", "........"),
+            (
+                "zz",
+                "................................................................",
+            ),
+        ],
+    );
+    let all = engine.range_size(b"", b"").unwrap();
+    assert_eq!((all.keys, all.bytes), (5, 40 + 66));
+    // Half of 106 bytes is 53: the large last key takes the total past it.
+    assert_eq!(all.middle_key.as_deref(), Some(&b"zz"[..]));
+    let small = engine.range_size(b"a", b"b").unwrap();
+    assert_eq!((small.keys, small.bytes), (4, 40));
+    assert_eq!(small.middle_key.as_deref(), Some(&b"a3"[..]));
+    let one = engine.range_size(b"a1", b"a2").unwrap();
+    assert_eq!((one.keys, one.middle_key), (1, None));
+}

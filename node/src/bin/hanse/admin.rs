@@ -261,18 +261,27 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    if let Some((id, region, addr)) = node {
-        println!("node {id} in {region} at {addr}");
+    match node {
+        Some((id, region, addr)) => {
+            println!("node {id} in {region} at {addr}");
+            print_local(&shards);
+        }
+        None => print_cluster(&shards),
     }
+    Ok(())
+}
+
+/// The shards as one node holds them: its role and how far it has applied.
+fn print_local(shards: &[proto::ShardStatus]) {
     println!(
-        "{:<6} {:<28} {:<8} {:<10} {:<22} {:<10} replicas",
+        "{:<20} {:<24} {:<8} {:<10} {:<22} {:<9} replicas",
         "shard", "range", "epoch", "role", "leader", "applied"
     );
-    for shard in &shards {
+    for shard in shards {
         let d = shard.descriptor.clone().unwrap_or_default();
         let epoch = d.epoch.unwrap_or_default();
         println!(
-            "{:<6} {:<28} {:<8} {:<10} {:<22} {:<10} {}",
+            "{:<20} {:<24} {:<8} {:<10} {:<22} {:<9} {}",
             d.id,
             display::range(&d.start, &d.end),
             format!("{}/{}", epoch.version, epoch.conf_ver),
@@ -282,7 +291,31 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             replicas_text(&d)
         );
     }
-    Ok(())
+}
+
+/// Every shard of the cluster as the routing table has it: leader, size and load.
+fn print_cluster(shards: &[proto::ShardStatus]) {
+    println!(
+        "{:<20} {:<24} {:<8} {:<16} {:>10} {:>9} {:>7} {:>7}  replicas",
+        "shard", "range", "epoch", "leader", "size", "keys", "reads/s", "writes/s"
+    );
+    for shard in shards {
+        let d = shard.descriptor.clone().unwrap_or_default();
+        let epoch = d.epoch.unwrap_or_default();
+        let load = shard.load.unwrap_or_default();
+        println!(
+            "{:<20} {:<24} {:<8} {:<16} {:>10} {:>9} {:>7} {:>7}  {}",
+            d.id,
+            display::range(&d.start, &d.end),
+            format!("{}/{}", epoch.version, epoch.conf_ver),
+            format!("{}@{}", shard.leader_node, shard.leader_region),
+            display::bytes(load.size_bytes),
+            load.keys,
+            load.reads_per_sec,
+            load.writes_per_sec,
+            replicas_text(&d)
+        );
+    }
 }
 
 fn descriptor_json(d: &proto::ShardDescriptor) -> serde_json::Value {
@@ -307,5 +340,13 @@ fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
     out["leader_addr"] = json!(shard.leader_addr);
     out["applied_index"] = json!(shard.applied_index);
     out["last_log_index"] = json!(shard.last_log_index);
+    out["leader_region"] = json!(shard.leader_region);
+    let load = shard.load.unwrap_or_default();
+    out["load"] = json!({
+        "size_bytes": load.size_bytes,
+        "keys": load.keys,
+        "reads_per_sec": load.reads_per_sec,
+        "writes_per_sec": load.writes_per_sec,
+    });
     out
 }

@@ -389,7 +389,33 @@ fn wait_until_serving(
             started.elapsed()
         );
     }
-    Ok(())
+    // The routing table fills from the leaders' first reports, a second or so after
+    // they are elected; `hanse admin shards` should show the shards right after `up`.
+    let deadline = started + wait;
+    loop {
+        let listed = runtime.block_on(async {
+            for endpoint in endpoints {
+                let Ok(mut admin) =
+                    proto::admin_client::AdminClient::connect(format!("http://{endpoint}")).await
+                else {
+                    continue;
+                };
+                if let Ok(shards) = admin.shards(proto::ShardsRequest {}).await {
+                    return shards.into_inner().shards.len();
+                }
+            }
+            0
+        });
+        if listed >= 2 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the cluster serves, but its routing table stayed empty for {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn status(dir: &Path, json: bool) -> Result<()> {

@@ -1,0 +1,242 @@
+//! The meta shard (shard 0): the cluster's routing table and node directory. Its records
+//! live in the system keyspace (from [`hanse_storage::codec::SYSTEM_KEYSPACE_START`] on), so the meta
+//! shard is replicated, snapshotted and moved like any other shard. Shard leaders report
+//! their shards to it ([`ShardRequest::Report`](crate::ShardRequest::Report)); a report
+//! never replaces a newer one, so reports may arrive late and in any order.
+
+use std::collections::BTreeMap;
+
+use hanse_storage::codec::SYSTEM_KEYSPACE_START;
+use hanse_storage::{Epoch, NodeId, ReplicaDescriptor, ShardDescriptor, ShardId};
+use serde::{Deserialize, Serialize};
+
+/// The meta shard's id.
+pub const META_SHARD: ShardId = 0;
+
+const ROUTE_PREFIX: &[u8] = b"\xffroute/";
+const NODE_PREFIX: &[u8] = b"\xffnode/";
+
+/// The meta shard of a new cluster: the whole system keyspace.
+pub fn meta_descriptor(replicas: Vec<ReplicaDescriptor>) -> ShardDescriptor {
+    ShardDescriptor {
+        start: SYSTEM_KEYSPACE_START.to_vec(),
+        ..ShardDescriptor::whole_keyspace(META_SHARD, replicas)
+    }
+}
+
+/// The first data shard of a new cluster: every user key.
+pub fn first_user_descriptor(id: ShardId, replicas: Vec<ReplicaDescriptor>) -> ShardDescriptor {
+    ShardDescriptor {
+        end: SYSTEM_KEYSPACE_START.to_vec(),
+        ..ShardDescriptor::whole_keyspace(id, replicas)
+    }
+}
+
+/// How much a shard holds and how busy it is, as its leader last measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub size_bytes: u64,
+    pub keys: u64,
+    pub reads_per_sec: u64,
+    pub writes_per_sec: u64,
+}
+
+/// One routing-table entry: a shard as its leader reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub descriptor: ShardDescriptor,
+    pub leader: Option<NodeId>,
+    pub stats: ShardStats,
+    /// Unix milliseconds of the report, by the reporting node's clock.
+    pub reported_at_ms: u64,
+}
+
+/// One node-directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node: NodeId,
+    pub region: String,
+    pub addr: String,
+    pub reported_at_ms: u64,
+}
+
+fn keyed(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The system key of shard `shard`'s routing record.
+pub fn route_key(shard: ShardId) -> Vec<u8> {
+    keyed(ROUTE_PREFIX, shard)
+}
+
+/// The system key of node `node`'s directory record.
+pub fn node_key(node: NodeId) -> Vec<u8> {
+    keyed(NODE_PREFIX, node)
+}
+
+fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("prefix is not empty") += 1;
+    (prefix.to_vec(), end)
+}
+
+/// The range of every routing record.
+pub fn route_range() -> (Vec<u8>, Vec<u8>) {
+    prefix_range(ROUTE_PREFIX)
+}
+
+/// The range of every node record.
+pub fn node_range() -> (Vec<u8>, Vec<u8>) {
+    prefix_range(NODE_PREFIX)
+}
+
+fn newer(a: Epoch, b: Epoch) -> bool {
+    (a.version, a.conf_ver) > (b.version, b.conf_ver)
+}
+
+/// What recording `incoming` in the routing `table` (records by shard id) changes: `None`
+/// when the table already knows something newer about its range (the report is stale),
+/// else the ids of the records it replaces (older shards overlapping its range: a split's
+/// parent, a merge's absorbed neighbour).
+pub fn record(
+    table: &BTreeMap<ShardId, ShardRecord>,
+    incoming: &ShardRecord,
+) -> Option<Vec<ShardId>> {
+    let new = &incoming.descriptor;
+    if let Some(stored) = table.get(&new.id)
+        && newer(stored.descriptor.epoch, new.epoch)
+    {
+        return None;
+    }
+    let mut replaced = Vec::new();
+    for (&id, other) in table {
+        let old = &other.descriptor;
+        if id == new.id || !old.overlaps(&new.start, &new.end) {
+            continue;
+        }
+        if old.epoch.version >= new.epoch.version {
+            return None;
+        }
+        replaced.push(id);
+    }
+    Some(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: ShardId, start: &str, end: &str, version: u64, conf_ver: u64) -> ShardRecord {
+        ShardRecord {
+            descriptor: ShardDescriptor {
+                id,
+                start: start.as_bytes().to_vec(),
+                end: end.as_bytes().to_vec(),
+                ..ShardDescriptor::whole_keyspace(id, Vec::new())
+            }
+            .with_epoch(version, conf_ver),
+            leader: Some(1),
+            stats: ShardStats::default(),
+            reported_at_ms: 0,
+        }
+    }
+
+    trait WithEpoch {
+        fn with_epoch(self, version: u64, conf_ver: u64) -> Self;
+    }
+
+    impl WithEpoch for ShardDescriptor {
+        fn with_epoch(self, version: u64, conf_ver: u64) -> Self {
+            ShardDescriptor {
+                epoch: Epoch { version, conf_ver },
+                ..self
+            }
+        }
+    }
+
+    /// Applies reports in order the way the meta shard does.
+    fn table_after(reports: &[ShardRecord]) -> Vec<(ShardId, String, String)> {
+        let mut table = BTreeMap::new();
+        for report in reports {
+            if let Some(replaced) = record(&table, report) {
+                for id in replaced {
+                    table.remove(&id);
+                }
+                table.insert(report.descriptor.id, report.clone());
+            }
+        }
+        let mut rows: Vec<_> = table
+            .values()
+            .map(|r| {
+                let d = &r.descriptor;
+                (
+                    d.id,
+                    String::from_utf8(d.start.clone()).unwrap(),
+                    String::from_utf8(d.end.clone()).unwrap(),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.1.cmp(&b.1));
+        rows
+    }
+
+    #[test]
+    fn a_split_and_a_merge_converge_whatever_order_the_reports_arrive_in() {
+        let parent = rec(1, "", "", 1, 1);
+        let left = rec(1, "", "m", 2, 1);
+        let right = rec(7, "m", "", 2, 1);
+        let merged = rec(1, "", "", 3, 1);
+        let split_map = vec![
+            (1, String::new(), "m".to_string()),
+            (7, "m".to_string(), String::new()),
+        ];
+        for order in [
+            vec![&parent, &left, &right],
+            vec![&parent, &right, &left],
+            vec![&right, &parent, &left],
+            vec![&left, &right, &parent],
+        ] {
+            let reports: Vec<ShardRecord> = order.into_iter().cloned().collect();
+            assert_eq!(table_after(&reports), split_map, "{reports:?}");
+        }
+        let whole = vec![(1, String::new(), String::new())];
+        assert_eq!(
+            table_after(&[left.clone(), right.clone(), merged.clone()]),
+            whole
+        );
+        // A late report of the absorbed shard changes nothing.
+        assert_eq!(table_after(&[left, merged, right]), whole);
+    }
+
+    #[test]
+    fn a_membership_change_replaces_the_record_and_an_old_one_does_not() {
+        let before = rec(1, "", "", 1, 1);
+        let after = ShardRecord {
+            leader: Some(3),
+            ..rec(1, "", "", 1, 9)
+        };
+        let table: BTreeMap<_, _> = [(1, after.clone())].into();
+        assert_eq!(record(&table, &before), None);
+        let table: BTreeMap<_, _> = [(1, before)].into();
+        assert_eq!(record(&table, &after), Some(vec![]));
+        // The same epoch again: fresher stats and leader are taken.
+        let table: BTreeMap<_, _> = [(1, after.clone())].into();
+        assert_eq!(record(&table, &after), Some(vec![]));
+    }
+
+    #[test]
+    fn system_keys_sort_after_every_user_key_and_stay_in_the_meta_shard() {
+        let meta = meta_descriptor(Vec::new());
+        let first = first_user_descriptor(1, Vec::new());
+        for key in [route_key(0), route_key(u64::MAX), node_key(3)] {
+            assert!(hanse_storage::codec::is_system_key(&key));
+            assert!(meta.contains(&key) && !first.contains(&key));
+        }
+        assert!(first.contains(&[0xfe; 40]) && !meta.contains(&[0xfe; 40]));
+        let (start, end) = route_range();
+        assert!(route_key(5) >= start && route_key(5) < end);
+        assert!(node_key(5) < start || node_key(5) >= end);
+    }
+}

@@ -1,0 +1,172 @@
+//! The node's report to the meta shard, once a second: every shard it leads (descriptor,
+//! leader, size, load) and the node itself (region, address). The meta shard keeps the
+//! newest report of each shard, so a lost report costs nothing but a second.
+//!
+//! A shard's size comes from a pass over its range ([`Engine::range_size`]), repeated only
+//! when the shard changed (its epoch) or took enough new writes since the last pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hanse_consensus::ShardRequest;
+use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
+use hanse_proto::v1 as pb;
+use hanse_storage::{Engine, Epoch, RangeSize, ShardId};
+use tokio::sync::Mutex;
+use tonic::Status;
+
+use crate::actors::{Propose, ReplicaHandle, Routes};
+use crate::proto_convert::{node_to_proto, report_to_proto};
+
+/// How often a node reports.
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A shard is measured again after this many bytes were written to it...
+const REMEASURE_BYTES_MIN: u64 = 1 << 20;
+/// ...or an eighth of its size, whichever is more.
+const REMEASURE_FRACTION: u64 = 8;
+
+/// A shard's last measurement.
+#[derive(Debug, Clone)]
+pub(crate) struct Measured {
+    pub epoch: Epoch,
+    pub size: RangeSize,
+    /// Bytes written to the shard since this measurement.
+    pub written_since: u64,
+}
+
+pub(crate) struct Reporter {
+    node: NodeRecord,
+    engine: Arc<Engine>,
+    routes: Arc<Routes>,
+    measured: Mutex<HashMap<ShardId, Measured>>,
+    last_report: Mutex<Instant>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Reporter {
+    pub(crate) fn new(node: NodeRecord, engine: Arc<Engine>, routes: Arc<Routes>) -> Self {
+        Reporter {
+            node,
+            engine,
+            routes,
+            measured: Mutex::new(HashMap::new()),
+            last_report: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reports every `REPORT_INTERVAL` until the task is aborted.
+    pub(crate) async fn run(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(REPORT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = self.report_once().await {
+                tracing::debug!("reporting to the meta shard failed: {}", e.message());
+            }
+        }
+    }
+
+    /// The shard's size, measured again when it changed or grew enough.
+    async fn size_of(&self, replica: &ReplicaHandle) -> RangeSize {
+        let descriptor = replica.descriptor();
+        let written = replica.load.bytes_written.swap(0, Ordering::Relaxed);
+        let mut measured = self.measured.lock().await;
+        if let Some(m) = measured.get_mut(&replica.shard) {
+            m.written_since += written;
+            let threshold = (m.size.bytes / REMEASURE_FRACTION).max(REMEASURE_BYTES_MIN);
+            if m.epoch == descriptor.epoch && m.written_since < threshold {
+                return m.size.clone();
+            }
+        }
+        let engine = self.engine.clone();
+        let (start, end) = (descriptor.start.clone(), descriptor.end.clone());
+        let size = tokio::task::spawn_blocking(move || engine.range_size(&start, &end))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        measured.insert(
+            replica.shard,
+            Measured {
+                epoch: descriptor.epoch,
+                size: size.clone(),
+                written_since: 0,
+            },
+        );
+        size
+    }
+
+    async fn report_once(&self) -> Result<(), Status> {
+        let elapsed = {
+            let mut last = self.last_report.lock().await;
+            let elapsed = last.elapsed().as_secs_f64().max(0.001);
+            *last = Instant::now();
+            elapsed
+        };
+        let reported_at_ms = now_ms();
+        let mut shards = Vec::new();
+        for replica in self.routes.all() {
+            let reads = replica.load.reads.swap(0, Ordering::Relaxed);
+            let writes = replica.load.writes.swap(0, Ordering::Relaxed);
+            if !replica.leads() {
+                continue;
+            }
+            let size = self.size_of(&replica).await;
+            shards.push(ShardRecord {
+                descriptor: replica.descriptor(),
+                leader: replica.leader(),
+                stats: ShardStats {
+                    size_bytes: size.bytes,
+                    keys: size.keys,
+                    reads_per_sec: (reads as f64 / elapsed).round() as u64,
+                    writes_per_sec: (writes as f64 / elapsed).round() as u64,
+                },
+                reported_at_ms,
+            });
+        }
+        let node = NodeRecord {
+            reported_at_ms,
+            ..self.node.clone()
+        };
+        send_report(&self.routes, shards, vec![node]).await
+    }
+}
+
+/// Records `shards` and `nodes` in the meta shard: proposed here when this node leads it,
+/// else sent to its leader.
+pub(crate) async fn send_report(
+    routes: &Routes,
+    shards: Vec<ShardRecord>,
+    nodes: Vec<NodeRecord>,
+) -> Result<(), Status> {
+    let meta = routes
+        .get(META_SHARD)
+        .ok_or_else(|| Status::unavailable("this node holds no replica of the meta shard"))?;
+    if meta.leads() {
+        let request = ShardRequest::Report { shards, nodes };
+        meta.ask(|reply| Propose { request, reply })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        return Ok(());
+    }
+    let leader = meta
+        .leader()
+        .ok_or_else(|| Status::unavailable("the meta shard has no leader at the moment"))?;
+    let request = pb::ReportRequest {
+        shards: shards.iter().map(report_to_proto).collect(),
+        nodes: nodes.iter().map(node_to_proto).collect(),
+    };
+    let addr = meta.member_addr(Some(leader));
+    crate::admin_service::connect(&addr)
+        .await?
+        .report(request)
+        .await?;
+    Ok(())
+}
