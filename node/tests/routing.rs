@@ -37,10 +37,15 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
         let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
         let mut admin = AdminClient::connect(endpoint).await.unwrap();
         let before = loop {
-            let shards = admin.shards(proto::ShardsRequest {}).await.unwrap();
-            let shard = shards.into_inner().shards.pop().unwrap();
-            if shard.leader_node == 1 {
-                break shard.descriptor.unwrap();
+            let status = admin.status(proto::StatusRequest {}).await.unwrap();
+            let first = status
+                .into_inner()
+                .shards
+                .into_iter()
+                .find(|s| s.descriptor.as_ref().is_some_and(|d| d.id == 1))
+                .unwrap();
+            if first.leader_node == 1 {
+                break first.descriptor.unwrap();
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
