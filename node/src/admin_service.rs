@@ -13,20 +13,17 @@ use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use openraft::ServerState;
 use tonic::{Code, Request, Response, Status};
 
-use std::collections::HashMap;
-
-use hanse_consensus::meta::{self, META_SHARD, NodeRecord, ShardRecord, ShardStats};
+use hanse_consensus::meta::{META_SHARD, ShardRecord, ShardStats};
 use hanse_consensus::{ShardRequest, ShardResponse};
-use hanse_storage::{Cf, ScanOrder, codec};
 
 use crate::actors::{
-    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
-    ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReplicaChange,
+    ReplicaError, ReplicaHandle, TransferLeader,
 };
 use crate::proto_convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
 };
-use crate::reporter::{now_ms, send_report};
+use crate::reporter::{now_ms, read_routing_table, send_report};
 use crate::server::NodeState;
 
 /// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
@@ -118,44 +115,24 @@ impl AdminService {
         AdminServer::new(self)
     }
 
-    /// The cluster's shards from the meta shard's routing table, read on its leader (this
-    /// node) after a read barrier, with each leader's address and region from the node
-    /// directory.
+    /// The cluster's shards from the meta shard's routing table (read on its leader, this
+    /// node), with each leader's address and region from the node directory.
     async fn routing_table(&self, meta: &ReplicaHandle) -> Result<Vec<pb::ShardStatus>, Status> {
-        meta.ask(|reply| ReadBarrier { reply })
-            .await
-            .map_err(replica_status)?;
-        let read = |(start, end): (Vec<u8>, Vec<u8>)| {
-            self.state
-                .engine
-                .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
-                .map_err(|e| Status::internal(e.to_string()))
-        };
-        let mut nodes = HashMap::new();
-        for (_, bytes) in read(meta::node_range())? {
-            let node: NodeRecord = codec::decode("node record", &bytes)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            nodes.insert(node.node, node);
-        }
-        let mut shards = Vec::new();
-        for (_, bytes) in read(meta::route_range())? {
-            let record: ShardRecord = codec::decode("routing record", &bytes)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let leader = record.leader.and_then(|id| nodes.get(&id));
-            shards.push(pb::ShardStatus {
-                descriptor: Some(to_proto(&record.descriptor)),
-                leader_node: record.leader.unwrap_or(0),
-                leader_addr: leader.map(|n| n.addr.clone()).unwrap_or_default(),
-                leader_region: leader.map(|n| n.region.clone()).unwrap_or_default(),
-                load: Some(load_to_proto(&record.stats)),
-                ..Default::default()
-            });
-        }
-        shards.sort_by(|a, b| {
-            let start = |s: &pb::ShardStatus| s.descriptor.as_ref().map(|d| d.start.clone());
-            start(a).cmp(&start(b))
-        });
-        Ok(shards)
+        let (shards, nodes) = read_routing_table(&self.state.engine, meta).await?;
+        Ok(shards
+            .into_iter()
+            .map(|record| {
+                let leader = record.leader.and_then(|id| nodes.get(&id));
+                pb::ShardStatus {
+                    descriptor: Some(to_proto(&record.descriptor)),
+                    leader_node: record.leader.unwrap_or(0),
+                    leader_addr: leader.map(|n| n.addr.clone()).unwrap_or_default(),
+                    leader_region: leader.map(|n| n.region.clone()).unwrap_or_default(),
+                    load: Some(load_to_proto(&record.stats)),
+                    ..Default::default()
+                }
+            })
+            .collect())
     }
 
     fn shard_statuses(&self) -> Vec<pb::ShardStatus> {

@@ -13,6 +13,10 @@
 //! addr = "127.0.0.11:7401"
 //! region = "eu-hamburg"
 //!
+//! [balance]                             # optional; the size heuristic
+//! split_size_bytes = 67108864
+//! merge_size_bytes = 8388608
+//!
 //! [limits]                              # optional; each field has a default
 //! max_key_bytes = 4096
 //! max_value_bytes = 16777216
@@ -63,6 +67,49 @@ pub struct NodeConfig {
     pub sync: bool,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub balance: BalanceConfig,
+}
+
+/// The size heuristic the meta shard's leader runs (see `hanse_planner::balance`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceConfig {
+    /// Split and merge shards by size (default true).
+    pub enabled: bool,
+    /// A shard larger than this splits at its middle key (default 64 MiB).
+    pub split_size_bytes: u64,
+    /// Small cold neighbours below this merge (default 8 MiB).
+    pub merge_size_bytes: u64,
+    /// ...when each serves fewer operations per second than this (default 50).
+    pub cold_ops_per_sec: u64,
+    /// A shard that changed less than this long ago is left alone (default 60).
+    pub cool_down_secs: u64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        let options = hanse_planner::balance::BalanceOptions::default();
+        BalanceConfig {
+            enabled: true,
+            split_size_bytes: options.split_size_bytes,
+            merge_size_bytes: options.merge_size_bytes,
+            cold_ops_per_sec: options.cold_ops_per_sec,
+            cool_down_secs: options.cool_down.as_secs(),
+        }
+    }
+}
+
+impl BalanceConfig {
+    /// The heuristic's options.
+    pub fn options(&self) -> hanse_planner::balance::BalanceOptions {
+        hanse_planner::balance::BalanceOptions {
+            split_size_bytes: self.split_size_bytes,
+            merge_size_bytes: self.merge_size_bytes,
+            cold_ops_per_sec: self.cold_ops_per_sec,
+            cool_down: std::time::Duration::from_secs(self.cool_down_secs),
+        }
+    }
 }
 
 /// Bounds on what a node accepts and queues.
@@ -158,6 +205,18 @@ impl NodeConfig {
             return Err((
                 "initial_peers",
                 "must list at least this node when it bootstraps".into(),
+            ));
+        }
+        if self.balance.split_size_bytes < 4096 {
+            return Err((
+                "balance.split_size_bytes",
+                "must be at least 4096 bytes".into(),
+            ));
+        }
+        if self.balance.merge_size_bytes >= self.balance.split_size_bytes {
+            return Err((
+                "balance.merge_size_bytes",
+                "must be below balance.split_size_bytes".into(),
             ));
         }
         let limits = &self.limits;
@@ -290,5 +349,15 @@ region = "eu-hamburg"
         let limited = load(&format!("{GOOD}\n[limits]\nmax_key_bytes = 64\n")).unwrap();
         assert_eq!(limited.limits.max_key_bytes, 64);
         assert_eq!(limited.limits.replica_mailbox_max, 1024);
+        assert!(config.balance.enabled);
+        let inverted = load(&format!(
+            "{GOOD}\n[balance]\nsplit_size_bytes = 65536\nmerge_size_bytes = 65536\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            inverted.contains("`balance.merge_size_bytes`"),
+            "{inverted}"
+        );
     }
 }

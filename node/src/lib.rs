@@ -19,6 +19,7 @@
 
 mod actors;
 mod admin_service;
+mod balancer;
 pub mod config;
 mod db;
 mod error;

@@ -69,6 +69,7 @@ pub(crate) fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
         keys: stats.keys,
         reads_per_sec: stats.reads_per_sec,
         writes_per_sec: stats.writes_per_sec,
+        split_key: stats.split_key.clone().unwrap_or_default(),
     }
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> 
             keys: load.keys,
             reads_per_sec: load.reads_per_sec,
             writes_per_sec: load.writes_per_sec,
+            split_key: (!load.split_key.is_empty()).then_some(load.split_key),
         },
         reported_at_ms: report.reported_at_ms,
     })

@@ -11,13 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hanse_consensus::ShardRequest;
-use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
+use hanse_consensus::meta::{self, META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_proto::v1 as pb;
-use hanse_storage::{Engine, Epoch, RangeSize, ShardId};
+use hanse_storage::{Cf, Engine, Epoch, NodeId, RangeSize, ScanOrder, ShardId, codec};
 use tokio::sync::Mutex;
 use tonic::Status;
 
-use crate::actors::{Propose, ReplicaHandle, Routes};
+use crate::actors::{Propose, ReadBarrier, ReplicaHandle, Routes};
 use crate::proto_convert::{node_to_proto, report_to_proto};
 
 /// How often a node reports.
@@ -127,6 +127,7 @@ impl Reporter {
                     keys: size.keys,
                     reads_per_sec: (reads as f64 / elapsed).round() as u64,
                     writes_per_sec: (writes as f64 / elapsed).round() as u64,
+                    split_key: size.middle_key,
                 },
                 reported_at_ms,
             });
@@ -137,6 +138,34 @@ impl Reporter {
         };
         send_report(&self.routes, shards, vec![node]).await
     }
+}
+
+/// The meta shard's routing table in key order and its node directory by id, read here
+/// after a read barrier (this node must lead the meta shard).
+pub(crate) async fn read_routing_table(
+    engine: &Engine,
+    meta: &ReplicaHandle,
+) -> Result<(Vec<ShardRecord>, HashMap<NodeId, NodeRecord>), Status> {
+    meta.ask(|reply| ReadBarrier { reply })
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let read = |(start, end): (Vec<u8>, Vec<u8>)| {
+        engine
+            .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
+            .map_err(|e| Status::internal(e.to_string()))
+    };
+    let decode_error = |e: hanse_storage::Error| Status::internal(e.to_string());
+    let mut nodes = HashMap::new();
+    for (_, bytes) in read(meta::node_range())? {
+        let node: NodeRecord = codec::decode("node record", &bytes).map_err(decode_error)?;
+        nodes.insert(node.node, node);
+    }
+    let mut shards = Vec::new();
+    for (_, bytes) in read(meta::route_range())? {
+        shards.push(codec::decode::<ShardRecord>("routing record", &bytes).map_err(decode_error)?);
+    }
+    shards.sort_by(|a, b| a.descriptor.start.cmp(&b.descriptor.start));
+    Ok((shards, nodes))
 }
 
 /// Records `shards` and `nodes` in the meta shard: proposed here when this node leads it,

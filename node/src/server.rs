@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::{NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
+use crate::balancer::Balancer;
 use crate::config::NodeConfig;
 use crate::kv_service::KvService;
 use crate::reporter::Reporter;
@@ -83,6 +84,7 @@ pub struct RunningNode {
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     reporting: tokio::task::JoinHandle<()>,
+    balancing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -96,6 +98,9 @@ impl RunningNode {
     /// Stops serving and shuts the shard groups down.
     pub async fn stop(mut self) {
         self.reporting.abort();
+        if let Some(balancing) = &self.balancing {
+            balancing.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -221,6 +226,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         routes.clone(),
     ));
     let reporting = tokio::spawn(reporter.run());
+    let balancing = config.balance.enabled.then(|| {
+        let balancer = Balancer::new(
+            config.advertised(),
+            engine.clone(),
+            routes.clone(),
+            config.balance.options(),
+        );
+        tokio::spawn(Arc::new(balancer).run())
+    });
     let state = Arc::new(NodeState {
         node_id: config.node_id,
         region: config.region.clone(),
@@ -259,5 +273,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         stop: Some(stop),
         server: Some(server),
         reporting,
+        balancing,
     })
 }

@@ -28,6 +28,7 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         }],
         sync: true,
         limits,
+        balance: Default::default(),
     }
 }
 

@@ -1,8 +1,11 @@
 //! hanse-planner: turns the load that shard leaders report into the inputs of the Torch
 //! model that decides splits, merges and placement.
 //!
-//! Today: the per-shard load report and its feature encoding as a tch tensor. The
-//! simulator, the heuristic baselines, training and the planner actor build on these.
+//! Today: the per-shard load report and its feature encoding as a tch tensor, and the
+//! size heuristic ([`balance`]) the cluster runs until the model exists. The simulator,
+//! the other heuristic baselines, training and the planner actor build on these.
+
+pub mod balance;
 
 use hanse_storage::ShardId;
 use serde::{Deserialize, Serialize};

@@ -302,7 +302,7 @@ fn print_cluster(shards: &[proto::ShardStatus]) {
     for shard in shards {
         let d = shard.descriptor.clone().unwrap_or_default();
         let epoch = d.epoch.unwrap_or_default();
-        let load = shard.load.unwrap_or_default();
+        let load = shard.load.clone().unwrap_or_default();
         println!(
             "{:<20} {:<24} {:<8} {:<16} {:>10} {:>9} {:>7} {:>7}  {}",
             d.id,
@@ -341,7 +341,7 @@ fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
     out["applied_index"] = json!(shard.applied_index);
     out["last_log_index"] = json!(shard.last_log_index);
     out["leader_region"] = json!(shard.leader_region);
-    let load = shard.load.unwrap_or_default();
+    let load = shard.load.clone().unwrap_or_default();
     out["load"] = json!({
         "size_bytes": load.size_bytes,
         "keys": load.keys,

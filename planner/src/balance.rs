@@ -1,0 +1,189 @@
+//! The size heuristic that keeps shards between sizes before the learned planner exists:
+//! split a shard that grew past `split_size` at its middle key by size, merge neighbours
+//! that are both small and cold, and leave a shard alone for a cool-down after it changed
+//! (so a split is not undone by a merge at once, and the other way round). A pure function
+//! of the routing table, tested without a cluster; the node carries its actions out.
+
+use std::time::Duration;
+
+use hanse_storage::{NodeId, ReplicaRole, ShardId};
+
+/// The thresholds, each with why its default is what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceOptions {
+    /// A shard larger than this splits (default 64 MiB: a snapshot of it still moves in
+    /// seconds, and a few thousand shards cover a large node).
+    pub split_size_bytes: u64,
+    /// Neighbours merge only when both are below this (default split size / 8) and their
+    /// sum is below half the split size, so a merged shard does not split again soon.
+    pub merge_size_bytes: u64,
+    /// ...and when both serve fewer operations per second than this (default 50): a busy
+    /// shard is worth its own leader even when small.
+    pub cold_ops_per_sec: u64,
+    /// A shard whose range or replicas changed less than this long ago is left alone
+    /// (default 60 s).
+    pub cool_down: Duration,
+}
+
+impl Default for BalanceOptions {
+    fn default() -> Self {
+        BalanceOptions {
+            split_size_bytes: 64 << 20,
+            merge_size_bytes: 8 << 20,
+            cold_ops_per_sec: 50,
+            cool_down: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One shard as the heuristic sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardView {
+    pub id: ShardId,
+    /// Its replicas, (node, role), sorted by node: only neighbours with equal sets merge.
+    pub replicas: Vec<(NodeId, ReplicaRole)>,
+    pub size_bytes: u64,
+    pub ops_per_sec: u64,
+    /// Where a split would halve it by size, when its leader measured one.
+    pub split_key: Option<Vec<u8>>,
+    /// How long since its range or replicas last changed.
+    pub stable_for: Duration,
+    /// Frozen for a merge, or otherwise not to be touched (the meta shard).
+    pub pinned: bool,
+}
+
+/// What the heuristic asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Split {
+        shard: ShardId,
+        at: Vec<u8>,
+    },
+    /// Merge `left` with its right neighbour `right`.
+    Merge {
+        left: ShardId,
+        right: ShardId,
+    },
+}
+
+/// The actions for `shards`, the routing table in key order. Each shard takes part in at
+/// most one action.
+pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action> {
+    let settled = |s: &ShardView| !s.pinned && s.stable_for >= options.cool_down;
+    let mut actions = Vec::new();
+    let mut used = vec![false; shards.len()];
+    for (i, shard) in shards.iter().enumerate() {
+        if settled(shard)
+            && shard.size_bytes > options.split_size_bytes
+            && let Some(at) = &shard.split_key
+        {
+            actions.push(Action::Split {
+                shard: shard.id,
+                at: at.clone(),
+            });
+            used[i] = true;
+        }
+    }
+    let small_and_cold = |s: &ShardView| {
+        settled(s)
+            && s.size_bytes < options.merge_size_bytes
+            && s.ops_per_sec < options.cold_ops_per_sec
+    };
+    for i in 0..shards.len().saturating_sub(1) {
+        let (left, right) = (&shards[i], &shards[i + 1]);
+        if used[i] || used[i + 1] {
+            continue;
+        }
+        if small_and_cold(left)
+            && small_and_cold(right)
+            && left.replicas == right.replicas
+            && (left.size_bytes + right.size_bytes) * 2 < options.split_size_bytes
+        {
+            actions.push(Action::Merge {
+                left: left.id,
+                right: right.id,
+            });
+            used[i] = true;
+            used[i + 1] = true;
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn shard(id: ShardId, size_mib: u64, ops: u64) -> ShardView {
+        ShardView {
+            id,
+            replicas: vec![(1, ReplicaRole::Voter), (2, ReplicaRole::Voter)],
+            size_bytes: size_mib * MIB,
+            ops_per_sec: ops,
+            split_key: Some(format!("key-{id}").into_bytes()),
+            stable_for: Duration::from_secs(600),
+            pinned: false,
+        }
+    }
+
+    #[test]
+    fn a_large_shard_splits_at_its_middle_key() {
+        let actions = size_policy(&[shard(1, 100, 0), shard(2, 30, 0)], &Default::default());
+        assert_eq!(
+            actions,
+            [Action::Split {
+                shard: 1,
+                at: b"key-1".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn small_cold_neighbours_with_equal_replicas_merge_pairwise() {
+        let table = [
+            shard(1, 1, 0),
+            shard(2, 1, 0),
+            shard(3, 1, 0),
+            shard(4, 1, 0),
+        ];
+        let actions = size_policy(&table, &Default::default());
+        assert_eq!(
+            actions,
+            [
+                Action::Merge { left: 1, right: 2 },
+                Action::Merge { left: 3, right: 4 }
+            ]
+        );
+    }
+
+    #[test]
+    fn busy_recent_pinned_or_differently_placed_shards_stay() {
+        let options = BalanceOptions::default();
+        let busy = [shard(1, 1, 500), shard(2, 1, 0)];
+        assert!(size_policy(&busy, &options).is_empty());
+        let mut recent = [shard(1, 1, 0), shard(2, 1, 0)];
+        recent[1].stable_for = Duration::from_secs(5);
+        assert!(size_policy(&recent, &options).is_empty());
+        let mut moved = [shard(1, 1, 0), shard(2, 1, 0)];
+        moved[1].replicas = vec![(1, ReplicaRole::Voter), (3, ReplicaRole::Voter)];
+        assert!(size_policy(&moved, &options).is_empty());
+        let mut meta = [shard(1, 1, 0), shard(0, 1, 0)];
+        meta[1].pinned = true;
+        assert!(size_policy(&meta, &options).is_empty());
+        // Two neighbours whose sum would be near the split size stay apart.
+        let options = BalanceOptions {
+            merge_size_bytes: 40 * MIB,
+            ..BalanceOptions::default()
+        };
+        assert!(size_policy(&[shard(1, 30, 0), shard(2, 30, 0)], &options).is_empty());
+    }
+
+    #[test]
+    fn a_large_shard_without_a_measured_middle_waits() {
+        let mut big = shard(1, 100, 0);
+        big.split_key = None;
+        assert!(size_policy(&[big], &Default::default()).is_empty());
+    }
+}
