@@ -198,9 +198,13 @@ impl KvService {
             .iter()
             .map(|m| match m {
                 Mutation::Put { key, value } => key.len() + value.len(),
-                Mutation::Delete { key } => key.len(),
+                Mutation::Delete { .. } => 0,
             })
             .sum();
+        let deletes = mutations
+            .iter()
+            .filter(|m| matches!(m, Mutation::Delete { .. }))
+            .count() as u64;
         let count = mutations.len() as u64;
         let request = ShardRequest::Write { epoch, mutations };
         self.propose(&replica, request, &first_key).await?;
@@ -209,6 +213,7 @@ impl KvService {
             .load
             .bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
+        replica.load.deletes.fetch_add(deletes, Ordering::Relaxed);
         Ok(())
     }
 

@@ -22,17 +22,18 @@ use crate::proto_convert::{node_to_proto, report_to_proto};
 
 /// How often a node reports.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// A shard is measured again after this many bytes were written to it...
-const REMEASURE_BYTES_MIN: u64 = 1 << 20;
-/// ...or an eighth of its size, whichever is more.
+/// A shard is measured again once the bytes written to or deleted from it reach an
+/// eighth of its size...
 const REMEASURE_FRACTION: u64 = 8;
+/// ...or this much, whichever is more (measuring a small shard is cheap).
+const REMEASURE_BYTES_MIN: u64 = 16 << 10;
 
 /// A shard's last measurement.
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
     pub epoch: Epoch,
     pub size: RangeSize,
-    /// Bytes written to the shard since this measurement.
+    /// Bytes written to (or, estimated, deleted from) the shard since this measurement.
     pub written_since: u64,
 }
 
@@ -77,11 +78,16 @@ impl Reporter {
     async fn size_of(&self, replica: &ReplicaHandle) -> RangeSize {
         let descriptor = replica.descriptor();
         let written = replica.load.bytes_written.swap(0, Ordering::Relaxed);
+        let deletes = replica.load.deletes.swap(0, Ordering::Relaxed);
         let mut measured = self.measured.lock().await;
         if let Some(m) = measured.get_mut(&replica.shard) {
-            m.written_since += written;
+            // A delete frees about one average entry.
+            let entry_bytes = m.size.bytes / m.size.keys.max(1);
+            m.written_since += written + deletes * entry_bytes;
             let threshold = (m.size.bytes / REMEASURE_FRACTION).max(REMEASURE_BYTES_MIN);
-            if m.epoch == descriptor.epoch && m.written_since < threshold {
+            // The meta shard is written by reports, not by counted requests, and is small.
+            let unchanged = m.epoch == descriptor.epoch && replica.shard != META_SHARD;
+            if unchanged && m.written_since < threshold {
                 return m.size.clone();
             }
         }

@@ -562,3 +562,71 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
     backward.reverse();
     assert_eq!(backward, forward);
 }
+
+#[test]
+fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
+    let cluster = launch(&["--split-size", "64KiB", "--balance-cool-down", "1"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = std::sync::Arc::new(
+        hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap(),
+    );
+    let keys: Vec<String> = (0..1200).map(|i| format!("grow-{i:05}")).collect();
+    let value = vec![b'v'; 512];
+    // About 640 KiB in eight concurrent streams: ten times the split size.
+    runtime.block_on(async {
+        let mut writers = tokio::task::JoinSet::new();
+        for part in keys.chunks(150) {
+            let (client, part, value) = (client.clone(), part.to_vec(), value.clone());
+            writers.spawn(async move {
+                for key in part {
+                    client.put(key.as_bytes(), &value).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+    });
+    let data_shards = |endpoint: &str| shard_map(endpoint).len() - 1;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while data_shards(&cluster.endpoints[0]) < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            shard_map(&cluster.endpoints[0])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let grown = data_shards(&cluster.endpoints[0]);
+    for key in &keys {
+        let read = runtime.block_on(client.get(key.as_bytes())).unwrap();
+        assert_eq!(read.as_deref(), Some(value.as_slice()), "{key}");
+    }
+
+    // Emptied and idle, the shards merge back.
+    runtime.block_on(async {
+        for key in &keys {
+            client.delete(key.as_bytes()).await.unwrap();
+        }
+    });
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while data_shards(&cluster.endpoints[1]) * 2 > grown {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            shard_map(&cluster.endpoints[1])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    runtime.block_on(client.put(b"grow-after", b"1")).unwrap();
+    assert_eq!(
+        runtime
+            .block_on(client.scan(b"grow-", b"grow.", 10, false))
+            .unwrap(),
+        vec![(b"grow-after".to_vec(), b"1".to_vec())]
+    );
+}

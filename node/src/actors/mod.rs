@@ -33,7 +33,10 @@ pub use replica::{
 pub struct ReplicaLoad {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
+    /// Keys plus values of the puts.
     pub bytes_written: AtomicU64,
+    /// Deleted keys (their values' sizes are not known where they are counted).
+    pub deletes: AtomicU64,
 }
 
 /// A hosted shard as request handlers see it: its actor, its group for read-only looks

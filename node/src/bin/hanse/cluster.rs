@@ -15,6 +15,30 @@ use clap::{Args, Subcommand};
 use hanse::config::NodeConfig;
 use hanse_client::{Client, ClientOptions, proto};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").unwrap_err().contains("parsecs"));
+    }
+
+    #[test]
+    fn the_balance_section_appears_only_when_asked_for() {
+        assert_eq!(balance_section(None, None), "");
+        let section = balance_section(Some(64 << 10), Some(1));
+        assert!(section.starts_with("[balance]\n"));
+        assert!(section.contains("split_size_bytes = 65536\nmerge_size_bytes = 8192\n"));
+        assert!(section.contains("cool_down_secs = 1\n"));
+    }
+}
+
 #[derive(Args)]
 pub struct ClusterArgs {
     #[command(subcommand)]
@@ -43,6 +67,13 @@ enum ClusterOp {
         /// How long to wait for the cluster to serve.
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         wait: u64,
+        /// Split shards larger than this (e.g. 16MiB); small cold neighbours below an
+        /// eighth of it merge. Default: the node's (64 MiB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        split_size: Option<u64>,
+        /// Leave a shard alone this long after it split or merged (node default 60).
+        #[arg(long, value_name = "SECONDS")]
+        balance_cool_down: Option<u64>,
     },
     /// Shows each node: id, region, address, pid, state.
     Status {
@@ -93,7 +124,19 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             regions,
             port,
             wait,
-        } => up(&dir, nodes, &regions, port, Duration::from_secs(wait)),
+            split_size,
+            balance_cool_down,
+        } => {
+            let balance = balance_section(split_size, balance_cool_down);
+            up(
+                &dir,
+                nodes,
+                &regions,
+                port,
+                &balance,
+                Duration::from_secs(wait),
+            )
+        }
         ClusterOp::Status { dir, json } => status(&dir, json),
         ClusterOp::Down { dir } => down(&dir),
         ClusterOp::AddNode {
@@ -137,7 +180,7 @@ fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
     Ok(configs)
 }
 
-fn create(dir: &Path, nodes: u64, regions: &[String], port: u16) -> Result<()> {
+fn create(dir: &Path, nodes: u64, regions: &[String], port: u16, balance: &str) -> Result<()> {
     ensure!(
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
@@ -159,24 +202,25 @@ fn create(dir: &Path, nodes: u64, regions: &[String], port: u16) -> Result<()> {
         })
         .collect();
     for id in 1..=nodes {
-        write_config(dir, id, &region(id), &addr(id), id == 1, &peers)?;
+        let extra = format!("{balance}{peers}");
+        write_config(dir, id, &region(id), &addr(id), id == 1, &extra)?;
     }
     Ok(())
 }
 
-/// Writes node `id`'s configuration; `peers` is the `[[initial_peers]]` text (empty for
-/// a node that joins a running cluster).
+/// Writes node `id`'s configuration; `tables` are its TOML tables (`[balance]`,
+/// `[[initial_peers]]`; no peers for a node that joins a running cluster).
 fn write_config(
     dir: &Path,
     id: u64,
     region: &str,
     addr: &str,
     bootstrap: bool,
-    peers: &str,
+    tables: &str,
 ) -> Result<()> {
     let data_dir = dir.join(format!("node{id}"));
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{peers}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
@@ -199,9 +243,57 @@ fn running_pid(dir: &Path, id: u64) -> Option<i32> {
     ours.then_some(pid)
 }
 
-fn up(dir: &Path, nodes: u64, regions: &[String], port: u16, wait: Duration) -> Result<()> {
+/// A size like `16MiB`, `64KiB`, `1GiB`, `16M` or a plain number of bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 16MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// The `[balance]` section the options ask for (empty: the node's defaults).
+fn balance_section(split_size: Option<u64>, cool_down: Option<u64>) -> String {
+    let mut section = String::new();
+    if let Some(split) = split_size {
+        section += &format!(
+            "split_size_bytes = {split}\nmerge_size_bytes = {}\n",
+            split / 8
+        );
+    }
+    if let Some(secs) = cool_down {
+        section += &format!("cool_down_secs = {secs}\n");
+    }
+    if section.is_empty() {
+        section
+    } else {
+        format!("[balance]\n{section}\n")
+    }
+}
+
+fn up(
+    dir: &Path,
+    nodes: u64,
+    regions: &[String],
+    port: u16,
+    balance: &str,
+    wait: Duration,
+) -> Result<()> {
     if !config_path(dir, 1).exists() {
-        create(dir, nodes, regions, port)?;
+        create(dir, nodes, regions, port, balance)?;
     }
     let dir = dir
         .canonicalize()
@@ -271,7 +363,13 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
             .collect();
         distinct[(id as usize - 1) % distinct.len()].to_string()
     });
-    write_config(&dir, id, &region, &addr, false, "")?;
+    // The same size heuristic as the others: any node may come to lead the meta shard.
+    let b = &configs[0].balance;
+    let balance = format!(
+        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n\n",
+        b.enabled, b.split_size_bytes, b.merge_size_bytes, b.cold_ops_per_sec, b.cool_down_secs
+    );
+    write_config(&dir, id, &region, &addr, false, &balance)?;
     let mut child = spawn_node(&dir, id)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !accepts(&addr) {
