@@ -1,6 +1,7 @@
-//! Runs the size heuristic ([`hanse_planner::balance`]) on the meta shard's leader: every
-//! few seconds it reads the routing table, asks the heuristic for splits and merges, and
-//! carries them out through this node's Admin service (which forwards each to the
+//! Runs the size and leader heuristics ([`hanse_planner::balance`]) on the meta shard's
+//! leader: every few seconds it reads the routing table, asks for splits and merges (or,
+//! when there are none, leadership moves toward the preferred region or an even spread),
+//! and carries them out through this node's Admin service (which forwards each to the
 //! shard's leader). Every node runs the loop; only the meta leader acts, so a new meta
 //! leader takes over by itself. How long each shard has been unchanged is remembered
 //! here, so a new meta leader waits one cool-down before it acts.
@@ -10,8 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hanse_consensus::meta::META_SHARD;
-use hanse_planner::balance::{Action, BalanceOptions, ShardView, size_policy};
+use hanse_planner::balance::{
+    Action, BalanceOptions, LeaderMove, LeaderView, ShardView, leader_policy, size_policy,
+};
 use hanse_proto::v1 as pb;
+use hanse_storage::ReplicaRole;
 use hanse_storage::{Engine, Epoch, ShardId};
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -25,6 +29,8 @@ const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
 /// At most this many splits and merges per look: each takes a moment, and the table is
 /// read afresh for the next.
 const ACTIONS_PER_ROUND_MAX: usize = 4;
+/// At most this many leadership moves per look: each pauses its shard's writes briefly.
+const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
 
 pub(crate) struct Balancer {
     /// This node's Admin address.
@@ -32,6 +38,7 @@ pub(crate) struct Balancer {
     engine: Arc<Engine>,
     routes: Arc<Routes>,
     options: BalanceOptions,
+    preferred_leader_region: Option<String>,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
 }
@@ -42,12 +49,14 @@ impl Balancer {
         engine: Arc<Engine>,
         routes: Arc<Routes>,
         options: BalanceOptions,
+        preferred_leader_region: Option<String>,
     ) -> Self {
         Balancer {
             addr,
             engine,
             routes,
             options,
+            preferred_leader_region,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -95,10 +104,40 @@ impl Balancer {
             })
             .collect();
         drop(seen);
-        for action in size_policy(&views, &self.options)
-            .into_iter()
-            .take(ACTIONS_PER_ROUND_MAX)
-        {
+        let actions = size_policy(&views, &self.options);
+        if actions.is_empty() {
+            let leaders: Vec<LeaderView> = table
+                .iter()
+                .zip(&views)
+                .map(|(record, view)| LeaderView {
+                    id: view.id,
+                    leader: record.leader,
+                    voters: record
+                        .descriptor
+                        .replicas
+                        .iter()
+                        .filter(|r| r.role == ReplicaRole::Voter)
+                        .map(|r| (r.node, r.region.clone()))
+                        .collect(),
+                    pinned: view.pinned || view.stable_for < self.options.cool_down,
+                })
+                .collect();
+            let preferred = self.preferred_leader_region.as_deref();
+            for LeaderMove { shard, to } in
+                leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX)
+            {
+                let request = pb::TransferLeaderRequest {
+                    shard_id: shard,
+                    to_node: to,
+                };
+                match connect(&self.addr).await?.transfer_leader(request).await {
+                    Ok(_) => tracing::info!(shard, to, "leadership moved"),
+                    Err(e) => tracing::info!(shard, to, "leadership not moved: {}", e.message()),
+                }
+            }
+            return Ok(());
+        }
+        for action in actions.into_iter().take(ACTIONS_PER_ROUND_MAX) {
             let mut admin = connect(&self.addr).await?;
             let outcome = match &action {
                 Action::Split { at, .. } => admin

@@ -85,6 +85,9 @@ pub struct BalanceConfig {
     pub cold_ops_per_sec: u64,
     /// A shard that changed less than this long ago is left alone (default 60).
     pub cool_down_secs: u64,
+    /// Move shard leaders to a voter in this region where they have one (default: none,
+    /// spread leaders evenly over the nodes).
+    pub preferred_leader_region: Option<String>,
 }
 
 impl Default for BalanceConfig {
@@ -96,6 +99,7 @@ impl Default for BalanceConfig {
             merge_size_bytes: options.merge_size_bytes,
             cold_ops_per_sec: options.cold_ops_per_sec,
             cool_down_secs: options.cool_down.as_secs(),
+            preferred_leader_region: None,
         }
     }
 }

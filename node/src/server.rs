@@ -232,6 +232,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             engine.clone(),
             routes.clone(),
             config.balance.options(),
+            config.balance.preferred_leader_region.clone(),
         );
         tokio::spawn(Arc::new(balancer).run())
     });

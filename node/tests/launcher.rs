@@ -602,6 +602,31 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     let grown = data_shards(&cluster.endpoints[0]);
+    // With no preferred region, the leaders spread over the nodes (all regions here).
+    let leader_regions = || {
+        let table: serde_json::Value = serde_json::from_str(&ok(&[
+            "admin",
+            "shards",
+            "--json",
+            "--endpoints",
+            &cluster.endpoints[2],
+        ]))
+        .unwrap();
+        let mut regions: Vec<String> = table["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["leader_region"].as_str().unwrap().to_string())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while leader_regions().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", leader_regions());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     for key in &keys {
         let read = runtime.block_on(client.get(key.as_bytes())).unwrap();
         assert_eq!(read.as_deref(), Some(value.as_slice()), "{key}");

@@ -110,11 +110,145 @@ pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action
     actions
 }
 
+/// One shard's leadership as the leader heuristic sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderView {
+    pub id: ShardId,
+    pub leader: Option<NodeId>,
+    /// Its voters and their regions.
+    pub voters: Vec<(NodeId, String)>,
+    /// Not to be moved now (frozen for a merge, or changed within the cool-down).
+    pub pinned: bool,
+}
+
+/// A leadership move the heuristic asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderMove {
+    pub shard: ShardId,
+    pub to: NodeId,
+}
+
+/// At most `moves_max` leadership moves. With a `preferred` region, leaders go to a voter
+/// there (the one leading least); otherwise leaders spread evenly over the nodes that
+/// hold voters, one move from the busiest node to the idlest at a time, and only while
+/// they differ by more than one.
+pub fn leader_policy(
+    shards: &[LeaderView],
+    preferred: Option<&str>,
+    moves_max: usize,
+) -> Vec<LeaderMove> {
+    let mut led: std::collections::BTreeMap<NodeId, usize> = shards
+        .iter()
+        .flat_map(|s| s.voters.iter().map(|(node, _)| (*node, 0)))
+        .collect();
+    for leader in shards.iter().filter_map(|s| s.leader) {
+        *led.entry(leader).or_default() += 1;
+    }
+    let mut moves = Vec::new();
+    let movable = shards.iter().filter(|s| !s.pinned && s.leader.is_some());
+    if let Some(region) = preferred {
+        for shard in movable {
+            let leader = shard.leader.expect("filtered");
+            let in_region =
+                |node: NodeId| shard.voters.iter().any(|(n, r)| *n == node && r == region);
+            if in_region(leader) {
+                continue;
+            }
+            let Some(&(to, _)) = shard
+                .voters
+                .iter()
+                .filter(|(n, r)| r == region && *n != leader)
+                .min_by_key(|(n, _)| led[n])
+            else {
+                continue;
+            };
+            *led.get_mut(&leader).expect("counted") -= 1;
+            *led.get_mut(&to).expect("counted") += 1;
+            moves.push(LeaderMove {
+                shard: shard.id,
+                to,
+            });
+            if moves.len() == moves_max {
+                break;
+            }
+        }
+        return moves;
+    }
+    let mut candidates: Vec<&LeaderView> = movable.collect();
+    while moves.len() < moves_max {
+        let Some((&busiest, &most)) = led
+            .iter()
+            .max_by_key(|(node, n)| (**n, std::cmp::Reverse(**node)))
+        else {
+            break;
+        };
+        // A shard led by the busiest node, movable to a voter that leads fewer by two.
+        let found = candidates.iter().enumerate().find_map(|(i, s)| {
+            (s.leader == Some(busiest))
+                .then(|| {
+                    s.voters
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .filter(|n| led[n] + 1 < most)
+                        .min_by_key(|n| led[n])
+                        .map(|to| (i, s.id, to))
+                })
+                .flatten()
+        });
+        let Some((i, shard, to)) = found else {
+            break;
+        };
+        candidates.remove(i);
+        *led.get_mut(&busiest).expect("counted") -= 1;
+        *led.get_mut(&to).expect("counted") += 1;
+        moves.push(LeaderMove { shard, to });
+    }
+    moves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    fn led_by(id: ShardId, leader: NodeId) -> LeaderView {
+        LeaderView {
+            id,
+            leader: Some(leader),
+            voters: vec![
+                (1, "eu-hamburg".into()),
+                (2, "ap-china".into()),
+                (3, "au-sydney".into()),
+            ],
+            pinned: false,
+        }
+    }
+
+    #[test]
+    fn leaders_spread_evenly_one_move_at_a_time() {
+        let all_on_one: Vec<_> = (1..=6).map(|id| led_by(id, 1)).collect();
+        let moves = leader_policy(&all_on_one, None, 10);
+        let to: Vec<NodeId> = moves.iter().map(|m| m.to).collect();
+        assert_eq!(moves.len(), 4, "{moves:?}");
+        assert_eq!(to.iter().filter(|&&n| n == 2).count(), 2);
+        assert_eq!(to.iter().filter(|&&n| n == 3).count(), 2);
+        assert_eq!(leader_policy(&all_on_one, None, 1).len(), 1);
+        let balanced = [led_by(1, 1), led_by(2, 2), led_by(3, 3), led_by(4, 1)];
+        assert!(leader_policy(&balanced, None, 10).is_empty());
+    }
+
+    #[test]
+    fn a_preferred_region_draws_leaders_that_have_a_voter_there() {
+        let mut elsewhere = led_by(2, 3);
+        elsewhere.voters.retain(|(n, _)| *n != 2);
+        let shards = [led_by(1, 1), elsewhere, led_by(3, 2)];
+        let moves = leader_policy(&shards, Some("ap-china"), 10);
+        assert_eq!(moves, [LeaderMove { shard: 1, to: 2 }]);
+        let mut pinned = led_by(4, 1);
+        pinned.pinned = true;
+        assert!(leader_policy(&[pinned], Some("ap-china"), 10).is_empty());
+    }
 
     fn shard(id: ShardId, size_mib: u64, ops: u64) -> ShardView {
         ShardView {

@@ -31,11 +31,12 @@ mod tests {
 
     #[test]
     fn the_balance_section_appears_only_when_asked_for() {
-        assert_eq!(balance_section(None, None), "");
-        let section = balance_section(Some(64 << 10), Some(1));
+        assert_eq!(balance_section(None, None, None), "");
+        let section = balance_section(Some(64 << 10), Some(1), Some("ap-china".into()));
         assert!(section.starts_with("[balance]\n"));
         assert!(section.contains("split_size_bytes = 65536\nmerge_size_bytes = 8192\n"));
         assert!(section.contains("cool_down_secs = 1\n"));
+        assert!(section.contains("preferred_leader_region = \"ap-china\"\n"));
     }
 }
 
@@ -74,6 +75,9 @@ enum ClusterOp {
         /// Leave a shard alone this long after it split or merged (node default 60).
         #[arg(long, value_name = "SECONDS")]
         balance_cool_down: Option<u64>,
+        /// Move shard leaders to this region (node default: spread them evenly).
+        #[arg(long, value_name = "REGION")]
+        preferred_leader_region: Option<String>,
     },
     /// Shows each node: id, region, address, pid, state.
     Status {
@@ -126,8 +130,9 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             wait,
             split_size,
             balance_cool_down,
+            preferred_leader_region,
         } => {
-            let balance = balance_section(split_size, balance_cool_down);
+            let balance = balance_section(split_size, balance_cool_down, preferred_leader_region);
             up(
                 &dir,
                 nodes,
@@ -266,7 +271,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// The `[balance]` section the options ask for (empty: the node's defaults).
-fn balance_section(split_size: Option<u64>, cool_down: Option<u64>) -> String {
+fn balance_section(
+    split_size: Option<u64>,
+    cool_down: Option<u64>,
+    preferred_leader_region: Option<String>,
+) -> String {
     let mut section = String::new();
     if let Some(split) = split_size {
         section += &format!(
@@ -276,6 +285,9 @@ fn balance_section(split_size: Option<u64>, cool_down: Option<u64>) -> String {
     }
     if let Some(secs) = cool_down {
         section += &format!("cool_down_secs = {secs}\n");
+    }
+    if let Some(region) = preferred_leader_region {
+        section += &format!("preferred_leader_region = \"{region}\"\n");
     }
     if section.is_empty() {
         section
@@ -365,8 +377,13 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
     });
     // The same size heuristic as the others: any node may come to lead the meta shard.
     let b = &configs[0].balance;
+    let preferred = b
+        .preferred_leader_region
+        .as_ref()
+        .map(|r| format!("preferred_leader_region = \"{r}\"\n"))
+        .unwrap_or_default();
     let balance = format!(
-        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n\n",
+        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n{preferred}\n",
         b.enabled, b.split_size_bytes, b.merge_size_bytes, b.cold_ops_per_sec, b.cool_down_secs
     );
     write_config(&dir, id, &region, &addr, false, &balance)?;
