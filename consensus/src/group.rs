@@ -262,6 +262,20 @@ impl ShardGroup {
         Ok(())
     }
 
+    /// Makes the replica on `node` a voter or a learner; a voter turned learner keeps its
+    /// copy and keeps receiving the log. Run on the leader.
+    pub async fn set_role(&self, node: NodeId, role: ReplicaRole) -> Result<(), GroupError> {
+        let change = match role {
+            ReplicaRole::Voter => ChangeMembers::AddVoterIds([node].into()),
+            ReplicaRole::Learner => ChangeMembers::RemoveVoters([node].into()),
+        };
+        self.raft
+            .change_membership(change, true)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(())
+    }
+
     /// Removes `node` from the group, whether voter or learner. Run on the leader; a
     /// leader that removes itself steps down once the change is committed.
     pub async fn remove_replica(&self, node: NodeId) -> Result<(), GroupError> {

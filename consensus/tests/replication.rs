@@ -369,6 +369,46 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
         Ok(ShardResponse::Applied)
     );
 
+    // A voter turned learner keeps its copy; turned back, it votes again.
+    let demoted = nodes
+        .iter()
+        .find(|n| n.id != first_leader && n.id != 4)
+        .unwrap()
+        .id;
+    new_leader_group
+        .set_role(demoted, ReplicaRole::Learner)
+        .await
+        .unwrap();
+    let as_learner = new_leader_group.descriptor.borrow().clone();
+    assert_eq!(
+        as_learner.replica_on(demoted).map(|r| r.role),
+        Some(ReplicaRole::Learner)
+    );
+    assert_eq!(
+        new_leader_group
+            .proposer
+            .propose(put("with-a-learner"))
+            .await,
+        Ok(ShardResponse::Applied)
+    );
+    wait_for_key(
+        nodes.iter().find(|n| n.id == demoted).unwrap(),
+        "with-a-learner",
+    )
+    .await;
+    new_leader_group
+        .set_role(demoted, ReplicaRole::Voter)
+        .await
+        .unwrap();
+    assert_eq!(
+        new_leader_group
+            .descriptor
+            .borrow()
+            .replica_on(demoted)
+            .map(|r| r.role),
+        Some(ReplicaRole::Voter)
+    );
+
     // The old leader leaves the group; the other three keep serving.
     new_leader_group.remove_replica(first_leader).await.unwrap();
     assert_eq!(

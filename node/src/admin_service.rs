@@ -789,6 +789,48 @@ impl Admin for AdminService {
         }
     }
 
+    async fn change_role(
+        &self,
+        request: Request<pb::ChangeRoleRequest>,
+    ) -> Result<Response<pb::ChangeRoleResponse>, Status> {
+        let req = *request.get_ref();
+        let role = match pb::ReplicaRole::try_from(req.role) {
+            Ok(pb::ReplicaRole::Voter) => ReplicaRole::Voter,
+            Ok(pb::ReplicaRole::Learner) => ReplicaRole::Learner,
+            _ => return Err(Status::invalid_argument("role must be voter or learner")),
+        };
+        let replica = match self.leadership(req.shard_id, &request).await? {
+            Leadership::Here(replica) => replica,
+            Leadership::Elsewhere { addr, .. } => {
+                return connect(&addr).await?.change_role(forwarded(req)).await;
+            }
+        };
+        refuse_while_merging(&replica)?;
+        if replica.descriptor().replica_on(req.node_id).is_none() {
+            return Err(Status::not_found(format!(
+                "node {} holds no replica of shard {}",
+                req.node_id, req.shard_id
+            )));
+        }
+        if req.node_id == self.state.node_id && role == ReplicaRole::Learner {
+            return Err(Status::failed_precondition(format!(
+                "node {} leads shard {}; transfer its leadership before making it a learner",
+                req.node_id, req.shard_id
+            )));
+        }
+        let change = ReplicaChange::SetRole {
+            node: req.node_id,
+            role,
+        };
+        let after = replica
+            .ask(|reply| ChangeReplicas { change, reply })
+            .await
+            .map_err(replica_status)?;
+        Ok(Response::new(pb::ChangeRoleResponse {
+            shard: Some(to_proto(&after)),
+        }))
+    }
+
     async fn open_replica(
         &self,
         request: Request<pb::OpenReplicaRequest>,

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hanse_consensus::meta::META_SHARD;
+use hanse_consensus::meta::{META_SHARD, ShardRecord};
 use hanse_planner::balance::{
-    Action, BalanceOptions, LeaderMove, LeaderView, ShardView, leader_policy, size_policy,
+    Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RoleChange, ShardView,
+    VOTERS_MIN, leader_policy, placement_policy, size_policy,
 };
 use hanse_proto::v1 as pb;
 use hanse_storage::ReplicaRole;
@@ -29,7 +30,8 @@ const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
 /// At most this many splits and merges per look: each takes a moment, and the table is
 /// read afresh for the next.
 const ACTIONS_PER_ROUND_MAX: usize = 4;
-/// At most this many leadership moves per look: each pauses its shard's writes briefly.
+/// At most this many leadership moves or role changes per look: each pauses its shard's
+/// writes briefly or changes its quorum.
 const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
 
 pub(crate) struct Balancer {
@@ -39,6 +41,7 @@ pub(crate) struct Balancer {
     routes: Arc<Routes>,
     options: BalanceOptions,
     preferred_leader_region: Option<String>,
+    learner_regions: Vec<String>,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
 }
@@ -50,6 +53,7 @@ impl Balancer {
         routes: Arc<Routes>,
         options: BalanceOptions,
         preferred_leader_region: Option<String>,
+        learner_regions: Vec<String>,
     ) -> Self {
         Balancer {
             addr,
@@ -57,6 +61,7 @@ impl Balancer {
             routes,
             options,
             preferred_leader_region,
+            learner_regions,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -105,21 +110,76 @@ impl Balancer {
             .collect();
         drop(seen);
         let actions = size_policy(&views, &self.options);
+        // Roles and leaders of the meta shard move like any other's; only a merge or a
+        // recent change holds a shard still.
+        let unsettled = |record: &ShardRecord, view: &ShardView| {
+            record.descriptor.merging.is_some() || view.stable_for < self.options.cool_down
+        };
         if actions.is_empty() {
+            let placements: Vec<PlacementView> = table
+                .iter()
+                .zip(&views)
+                .map(|(record, view)| PlacementView {
+                    id: view.id,
+                    replicas: record
+                        .descriptor
+                        .replicas
+                        .iter()
+                        .map(|r| (r.node, r.region.clone(), r.role))
+                        .collect(),
+                    leader: record.leader,
+                    pinned: unsettled(record, view),
+                })
+                .collect();
+            let changes = placement_policy(
+                &placements,
+                &self.learner_regions,
+                LEADER_MOVES_PER_ROUND_MAX,
+            );
+            if !changes.is_empty() {
+                for RoleChange { shard, node, role } in changes {
+                    let role = match role {
+                        ReplicaRole::Voter => pb::ReplicaRole::Voter,
+                        ReplicaRole::Learner => pb::ReplicaRole::Learner,
+                    };
+                    let request = pb::ChangeRoleRequest {
+                        shard_id: shard,
+                        node_id: node,
+                        role: role as i32,
+                    };
+                    match connect(&self.addr).await?.change_role(request).await {
+                        Ok(_) => tracing::info!(shard, node, ?role, "replica role changed"),
+                        Err(e) => tracing::info!(shard, node, "role not changed: {}", e.message()),
+                    }
+                }
+                return Ok(());
+            }
             let leaders: Vec<LeaderView> = table
                 .iter()
                 .zip(&views)
-                .map(|(record, view)| LeaderView {
-                    id: view.id,
-                    leader: record.leader,
-                    voters: record
+                .map(|(record, view)| {
+                    let voters: Vec<(u64, String)> = record
                         .descriptor
                         .replicas
                         .iter()
                         .filter(|r| r.role == ReplicaRole::Voter)
                         .map(|r| (r.node, r.region.clone()))
-                        .collect(),
-                    pinned: view.pinned || view.stable_for < self.options.cool_down,
+                        .collect();
+                    // Voters in a learner region lead only while they must stay voters.
+                    let (elsewhere, recovery): (Vec<_>, Vec<_>) = voters
+                        .into_iter()
+                        .partition(|(_, region)| !self.learner_regions.contains(region));
+                    let eligible = if elsewhere.len() >= VOTERS_MIN {
+                        elsewhere
+                    } else {
+                        elsewhere.into_iter().chain(recovery).collect()
+                    };
+                    LeaderView {
+                        id: view.id,
+                        leader: record.leader,
+                        voters: eligible,
+                        pinned: unsettled(record, view),
+                    }
                 })
                 .collect();
             let preferred = self.preferred_leader_region.as_deref();

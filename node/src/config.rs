@@ -88,6 +88,9 @@ pub struct BalanceConfig {
     /// Move shard leaders to a voter in this region where they have one (default: none,
     /// spread leaders evenly over the nodes).
     pub preferred_leader_region: Option<String>,
+    /// Regions whose replicas are learners, as long as each shard keeps three voters
+    /// elsewhere (default: the recovery region, `au-sydney`).
+    pub learner_regions: Vec<String>,
 }
 
 impl Default for BalanceConfig {
@@ -100,6 +103,7 @@ impl Default for BalanceConfig {
             cold_ops_per_sec: options.cold_ops_per_sec,
             cool_down_secs: options.cool_down.as_secs(),
             preferred_leader_region: None,
+            learner_regions: vec!["au-sydney".to_string()],
         }
     }
 }

@@ -63,6 +63,11 @@ impl Drop for Launched {
 
 /// `hanse cluster up` with 3 nodes on a free port, plus `extra` arguments.
 fn launch(extra: &[&str]) -> Launched {
+    launch_nodes(3, extra)
+}
+
+/// `hanse cluster up` with `nodes` nodes on a free port, plus `extra` arguments.
+fn launch_nodes(nodes: u64, extra: &[&str]) -> Launched {
     let port = TcpListener::bind("127.0.0.11:0")
         .unwrap()
         .local_addr()
@@ -71,8 +76,9 @@ fn launch(extra: &[&str]) -> Launched {
         .to_string();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
+    let nodes = nodes.to_string();
     let mut args = vec![
-        "cluster", "up", "--dir", &dir, "--nodes", "3", "--port", &port,
+        "cluster", "up", "--dir", &dir, "--nodes", &nodes, "--port", &port,
     ];
     args.extend_from_slice(extra);
     let up = ok(&args);
@@ -654,4 +660,58 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
             .unwrap(),
         vec![(b"grow-after".to_vec(), b"1".to_vec())]
     );
+}
+
+#[test]
+fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
+    // Regions in turn: Hamburg, China, Sydney, Hamburg.
+    let cluster = launch_nodes(4, &["--balance-cool-down", "1"]);
+    let sydney_roles = || -> Vec<String> {
+        let table: serde_json::Value = serde_json::from_str(&ok(&[
+            "admin",
+            "shards",
+            "--json",
+            "--endpoints",
+            &cluster.endpoints[0],
+        ]))
+        .unwrap();
+        table["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["replicas"].as_array().unwrap().clone())
+            .filter(|r| r["region"] == "au-sydney")
+            .map(|r| r["role"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while sydney_roles() != ["learner", "learner"] {
+        assert!(Instant::now() < deadline, "{:?}", sydney_roles());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // The data shard and the meta shard still take writes, and Sydney's copy gets them.
+    let endpoints = cluster.endpoints.join(",");
+    ok(&["kv", "put", "city", "Hamburg", "--endpoints", &endpoints]);
+    assert_eq!(
+        ok(&["kv", "get", "city", "--endpoints", &endpoints]),
+        "Hamburg\n"
+    );
+    let sydney = cluster.endpoints[2].as_str();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", sydney]))
+                .unwrap();
+        let roles: Vec<&str> = status["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["role"].as_str().unwrap())
+            .collect();
+        if roles == ["learner", "learner"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

@@ -115,7 +115,8 @@ pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action
 pub struct LeaderView {
     pub id: ShardId,
     pub leader: Option<NodeId>,
-    /// Its voters and their regions.
+    /// The voters that may lead it and their regions; a leader elsewhere (e.g. in the
+    /// recovery region) moves to one of them.
     pub voters: Vec<(NodeId, String)>,
     /// Not to be moved now (frozen for a merge, or changed within the cool-down).
     pub pinned: bool,
@@ -146,6 +147,26 @@ pub fn leader_policy(
     }
     let mut moves = Vec::new();
     let movable = shards.iter().filter(|s| !s.pinned && s.leader.is_some());
+    for shard in movable.clone() {
+        let leader = shard.leader.expect("filtered");
+        if shard.voters.iter().any(|(n, _)| *n == leader) {
+            continue;
+        }
+        let Some(&(to, _)) = shard.voters.iter().min_by_key(|(n, _)| led[n]) else {
+            continue;
+        };
+        *led.get_mut(&leader).expect("counted") -= 1;
+        *led.get_mut(&to).expect("counted") += 1;
+        moves.push(LeaderMove {
+            shard: shard.id,
+            to,
+        });
+        if moves.len() == moves_max {
+            return moves;
+        }
+    }
+    let moved: Vec<ShardId> = moves.iter().map(|m| m.shard).collect();
+    let movable = movable.filter(|s| !moved.contains(&s.id));
     if let Some(region) = preferred {
         for shard in movable {
             let leader = shard.leader.expect("filtered");
@@ -206,11 +227,135 @@ pub fn leader_policy(
     moves
 }
 
+/// One shard's replicas as the placement rules see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementView {
+    pub id: ShardId,
+    /// (node, region, role) of each replica.
+    pub replicas: Vec<(NodeId, String, ReplicaRole)>,
+    pub leader: Option<NodeId>,
+    /// Not to be changed now (frozen for a merge, or changed within the cool-down).
+    pub pinned: bool,
+}
+
+/// A role change the placement rules ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    pub shard: ShardId,
+    pub node: NodeId,
+    pub role: ReplicaRole,
+}
+
+/// Voters a shard keeps outside the learner regions before one there becomes a learner:
+/// three survive the loss of any one.
+pub const VOTERS_MIN: usize = 3;
+
+/// At most `changes_max` role changes that bring shards to the placement rules: a
+/// replica in one of `learner_regions` (the recovery region) is a learner, as long as
+/// [`VOTERS_MIN`] voters remain elsewhere; a learner elsewhere becomes a voter.
+pub fn placement_policy(
+    shards: &[PlacementView],
+    learner_regions: &[String],
+    changes_max: usize,
+) -> Vec<RoleChange> {
+    let mut changes = Vec::new();
+    for shard in shards.iter().filter(|s| !s.pinned) {
+        let in_learner_region = |region: &String| learner_regions.contains(region);
+        let voters_elsewhere = shard
+            .replicas
+            .iter()
+            .filter(|(_, region, role)| *role == ReplicaRole::Voter && !in_learner_region(region))
+            .count();
+        for (node, region, role) in &shard.replicas {
+            let wanted = if !in_learner_region(region) {
+                ReplicaRole::Voter
+            } else if voters_elsewhere >= VOTERS_MIN && shard.leader != Some(*node) {
+                ReplicaRole::Learner
+            } else {
+                *role
+            };
+            if wanted != *role {
+                changes.push(RoleChange {
+                    shard: shard.id,
+                    node: *node,
+                    role: wanted,
+                });
+                // One change per shard per round: the next round sees its effect.
+                break;
+            }
+        }
+        if changes.len() == changes_max {
+            break;
+        }
+    }
+    changes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    fn placed(replicas: &[(NodeId, &str, ReplicaRole)]) -> PlacementView {
+        PlacementView {
+            id: 1,
+            replicas: replicas
+                .iter()
+                .map(|(n, r, role)| (*n, r.to_string(), *role))
+                .collect(),
+            leader: Some(1),
+            pinned: false,
+        }
+    }
+
+    #[test]
+    fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
+        use ReplicaRole::{Learner, Voter};
+        let recovery = ["au-sydney".to_string()];
+        let four = placed(&[
+            (1, "eu-hamburg", Voter),
+            (2, "ap-china", Voter),
+            (3, "au-sydney", Voter),
+            (4, "eu-hamburg", Voter),
+        ]);
+        assert_eq!(
+            placement_policy(&[four], &recovery, 10),
+            [RoleChange {
+                shard: 1,
+                node: 3,
+                role: Learner
+            }]
+        );
+        // Three nodes, one per region: demoting Sydney would leave two voters.
+        let three = placed(&[
+            (1, "eu-hamburg", Voter),
+            (2, "ap-china", Voter),
+            (3, "au-sydney", Voter),
+        ]);
+        assert!(placement_policy(&[three], &recovery, 10).is_empty());
+        // A learner outside the recovery region votes again.
+        let stray = placed(&[
+            (1, "eu-hamburg", Voter),
+            (2, "ap-china", Learner),
+            (3, "au-sydney", Voter),
+        ]);
+        assert_eq!(
+            placement_policy(&[stray], &recovery, 10),
+            [RoleChange {
+                shard: 1,
+                node: 2,
+                role: Voter
+            }]
+        );
+        let settled = placed(&[
+            (1, "eu-hamburg", Voter),
+            (2, "ap-china", Voter),
+            (3, "au-sydney", Learner),
+            (4, "eu-hamburg", Voter),
+        ]);
+        assert!(placement_policy(&[settled], &recovery, 10).is_empty());
+    }
 
     fn led_by(id: ShardId, leader: NodeId) -> LeaderView {
         LeaderView {
@@ -236,6 +381,14 @@ mod tests {
         assert_eq!(leader_policy(&all_on_one, None, 1).len(), 1);
         let balanced = [led_by(1, 1), led_by(2, 2), led_by(3, 3), led_by(4, 1)];
         assert!(leader_policy(&balanced, None, 10).is_empty());
+    }
+
+    #[test]
+    fn a_leader_outside_the_eligible_voters_moves_first() {
+        let mut in_recovery = led_by(1, 3);
+        in_recovery.voters.retain(|(n, _)| *n != 3);
+        let moves = leader_policy(&[in_recovery, led_by(2, 1)], None, 1);
+        assert_eq!(moves, [LeaderMove { shard: 1, to: 2 }]);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum ReplicaChange {
     Remove {
         node: NodeId,
     },
+    SetRole {
+        node: NodeId,
+        role: ReplicaRole,
+    },
 }
 
 /// Carry out a replica-set change; answers with the descriptor after it.
@@ -248,6 +252,7 @@ impl Handler<ChangeReplicas> for ShardReplica {
             let changed = match msg.change {
                 ReplicaChange::Add { node, at, role } => group.add_replica(node, at, role).await,
                 ReplicaChange::Remove { node } => group.remove_replica(node).await,
+                ReplicaChange::SetRole { node, role } => group.set_role(node, role).await,
             };
             let result = changed
                 .map(|()| group.descriptor.borrow().clone())
