@@ -1,4 +1,4 @@
-//! `hanse admin status|shards|split|merge|add-node|remove-node|transfer-leader --endpoints ...`: what
+//! `hanse admin status|shards|split|merge|add-node|remove-node|change-role|transfer-leader --endpoints ...`: what
 //! a node knows about itself and its shards, and membership changes, for people or (with
 //! `--json`) for scripts.
 
@@ -69,6 +69,15 @@ enum AdminOp {
     Merge {
         /// The left shard of the pair.
         shard: u64,
+    },
+    /// Makes a shard's replica on a node a voter or a learner.
+    ChangeRole {
+        #[arg(long, value_name = "ID")]
+        shard: u64,
+        #[arg(long, value_name = "NODE")]
+        node: u64,
+        #[arg(long, value_parser = ["voter", "learner"])]
+        role: String,
     },
     /// Moves a shard's leadership to its voter on another node.
     TransferLeader {
@@ -214,6 +223,25 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             let request = proto::MergeRequest { shard_id: *shard };
             let merged = admin.merge(request).await.map_err(refused)?.into_inner();
             print_changed(&merged.merged.into_iter().collect::<Vec<_>>(), json);
+            return Ok(());
+        }
+        AdminOp::ChangeRole { shard, node, role } => {
+            let role = if role == "learner" {
+                proto::ReplicaRole::Learner
+            } else {
+                proto::ReplicaRole::Voter
+            };
+            let request = proto::ChangeRoleRequest {
+                shard_id: *shard,
+                node_id: *node,
+                role: role as i32,
+            };
+            let changed = admin
+                .change_role(request)
+                .await
+                .map_err(refused)?
+                .into_inner();
+            print_changed(&changed.shard.into_iter().collect::<Vec<_>>(), json);
             return Ok(());
         }
         AdminOp::TransferLeader { shard, to } => {
