@@ -17,16 +17,20 @@ use hanse_storage::{Cf, Engine, Epoch, NodeId, RangeSize, ScanOrder, ShardId, co
 use tokio::sync::Mutex;
 use tonic::Status;
 
-use crate::actors::{Propose, ReadBarrier, ReplicaHandle, Routes};
+use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle, Routes};
 use crate::proto_convert::{node_to_proto, report_to_proto};
 
+/// How long a read of the routing table waits out a busy meta shard.
+const BUSY_WAIT: Duration = Duration::from_secs(3);
 /// How often a node reports.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A shard is measured again once the bytes written to or deleted from it reach an
 /// eighth of its size...
 const REMEASURE_FRACTION: u64 = 8;
-/// ...or this much, whichever is more (measuring a small shard is cheap).
+/// ...or this much, whichever is more (measuring a small shard is cheap)...
 const REMEASURE_BYTES_MIN: u64 = 16 << 10;
+/// ...or, after any write at all, once the measurement is this old.
+const REMEASURE_AFTER: Duration = Duration::from_secs(10);
 
 /// A shard's last measurement.
 #[derive(Debug, Clone)]
@@ -35,6 +39,7 @@ pub(crate) struct Measured {
     pub size: RangeSize,
     /// Bytes written to (or, estimated, deleted from) the shard since this measurement.
     pub written_since: u64,
+    pub at: Instant,
 }
 
 pub(crate) struct Reporter {
@@ -87,7 +92,8 @@ impl Reporter {
             let threshold = (m.size.bytes / REMEASURE_FRACTION).max(REMEASURE_BYTES_MIN);
             // The meta shard is written by reports, not by counted requests, and is small.
             let unchanged = m.epoch == descriptor.epoch && replica.shard != META_SHARD;
-            if unchanged && m.written_since < threshold {
+            let stale = m.written_since > 0 && m.at.elapsed() > REMEASURE_AFTER;
+            if unchanged && m.written_since < threshold && !stale {
                 return m.size.clone();
             }
         }
@@ -104,6 +110,7 @@ impl Reporter {
                 epoch: descriptor.epoch,
                 size: size.clone(),
                 written_since: 0,
+                at: Instant::now(),
             },
         );
         size
@@ -152,9 +159,17 @@ pub(crate) async fn read_routing_table(
     engine: &Engine,
     meta: &ReplicaHandle,
 ) -> Result<(Vec<ShardRecord>, HashMap<NodeId, NodeRecord>), Status> {
-    meta.ask(|reply| ReadBarrier { reply })
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    // A moment of Busy (the meta shard's leadership or roles moving) is waited out.
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        match meta.ask(|reply| ReadBarrier { reply }).await {
+            Ok(()) => break,
+            Err(ReplicaError::Busy { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        }
+    }
     let read = |(start, end): (Vec<u8>, Vec<u8>)| {
         engine
             .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)

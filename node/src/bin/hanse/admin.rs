@@ -268,15 +268,22 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 status.shards,
             )
         }
-        AdminOp::Shards => (
-            None,
-            admin
-                .shards(proto::ShardsRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner()
-                .shards,
-        ),
+        AdminOp::Shards => {
+            // The meta shard's leadership may move while it answers: ask again a few
+            // times rather than fail a read.
+            let mut attempts = 0;
+            let shards = loop {
+                match admin.shards(proto::ShardsRequest {}).await {
+                    Ok(answer) => break answer.into_inner().shards,
+                    Err(status) if status.code() == tonic::Code::Unavailable && attempts < 10 => {
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Err(status) => return Err(refused(status)),
+                }
+            };
+            (None, shards)
+        }
     };
     if json {
         let shards: Vec<_> = shards.iter().map(shard_json).collect();
