@@ -212,18 +212,7 @@ impl ShardDescriptor {
                 current: self.epoch,
             });
         }
-        if into.end != self.start || self.start.is_empty() {
-            return Err(MergeError::NotAdjacent {
-                left: into.id,
-                right: self.id,
-            });
-        }
-        if !self.same_replicas(into) {
-            return Err(MergeError::ReplicasDiffer {
-                left: into.id,
-                right: self.id,
-            });
-        }
+        check_neighbours(into, self)?;
         Ok(ShardDescriptor {
             epoch: Epoch {
                 version: self.epoch.version + 1,
@@ -257,18 +246,7 @@ impl ShardDescriptor {
                 into: self.id,
             });
         }
-        if self.end != source.start {
-            return Err(MergeError::NotAdjacent {
-                left: self.id,
-                right: source.id,
-            });
-        }
-        if !self.same_replicas(source) {
-            return Err(MergeError::ReplicasDiffer {
-                left: self.id,
-                right: source.id,
-            });
-        }
+        check_neighbours(self, source)?;
         Ok(ShardDescriptor {
             end: source.end.clone(),
             epoch: Epoch {
@@ -297,6 +275,25 @@ impl ShardDescriptor {
             ..self.clone()
         })
     }
+}
+
+/// Whether `right` directly follows `left` and both have the same replicas: what any
+/// merge of the two needs.
+fn check_neighbours(left: &ShardDescriptor, right: &ShardDescriptor) -> Result<(), MergeError> {
+    let ids = (left.id, right.id);
+    if left.end != right.start || right.start.is_empty() {
+        return Err(MergeError::NotAdjacent {
+            left: ids.0,
+            right: ids.1,
+        });
+    }
+    if !left.same_replicas(right) {
+        return Err(MergeError::ReplicasDiffer {
+            left: ids.0,
+            right: ids.1,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
