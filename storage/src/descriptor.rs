@@ -344,18 +344,15 @@ mod tests {
         }
     }
 
+    /// Shards 1 `[-inf, m)` and 2 `[m, +inf)` on nodes 1 and 2, split from one.
+    fn neighbours() -> (ShardDescriptor, ShardDescriptor) {
+        let whole = ShardDescriptor::whole_keyspace(1, vec![voter(1), voter(2)]);
+        whole.split(b"m", 2, whole.epoch).unwrap()
+    }
+
     #[test]
     fn a_merge_freezes_the_right_extends_the_left_and_outranks_both_versions() {
-        let (left, right) = ShardDescriptor::whole_keyspace(1, vec![voter(1), voter(2)])
-            .split(
-                b"m",
-                2,
-                Epoch {
-                    version: 1,
-                    conf_ver: 1,
-                },
-            )
-            .unwrap();
+        let (left, right) = neighbours();
         let frozen = right.prepare_merge(&left, right.epoch, 17).unwrap();
         assert_eq!(frozen.merging, Some(MergeState { into: 1, index: 17 }));
         assert_eq!(frozen.epoch.version, right.epoch.version + 1);
@@ -385,16 +382,7 @@ mod tests {
 
     #[test]
     fn a_merge_needs_neighbours_with_the_same_replicas_and_can_roll_back() {
-        let (left, right) = ShardDescriptor::whole_keyspace(1, vec![voter(1), voter(2)])
-            .split(
-                b"m",
-                2,
-                Epoch {
-                    version: 1,
-                    conf_ver: 1,
-                },
-            )
-            .unwrap();
+        let (left, right) = neighbours();
         let moved = ShardDescriptor {
             replicas: vec![voter(1), voter(3)],
             ..right.clone()
