@@ -8,7 +8,7 @@
 //! wait, an unreachable node is skipped. Retries back off with jitter, and every retry
 //! loop is bounded by [`ClientOptions::request_timeout`]. Scans cross shard boundaries.
 
-mod routes;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::future::Future;

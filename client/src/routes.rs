@@ -10,7 +10,7 @@ use hanse_proto::v1 as proto;
 
 /// A shard as the client last heard of it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CachedShard {
+pub struct CachedShard {
     pub descriptor: proto::ShardDescriptor,
     /// The address of its leader, when known.
     pub leader: Option<String>,
@@ -32,7 +32,7 @@ fn overlaps(a: &proto::ShardDescriptor, b: &proto::ShardDescriptor) -> bool {
 
 /// Shards by start key; entries never overlap.
 #[derive(Debug, Default)]
-pub(crate) struct RouteCache {
+pub struct RouteCache {
     by_start: BTreeMap<Vec<u8>, CachedShard>,
 }
 

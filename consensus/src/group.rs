@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse_storage::{Engine, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_storage::{NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
@@ -28,11 +28,14 @@ pub struct GroupOptions {
     pub log_entries_kept: u64,
     /// How often a leader tells followers it is alive.
     pub heartbeat_interval: Duration,
-    /// A follower that hears nothing for a random time between this and twice this starts
-    /// an election. Failover takes a few of these: 300 ms (three heartbeats) brings a read
-    /// after SIGKILL of the leader back in about 1.5 s on loopback; shorter risks needless
-    /// elections on a busy two-core machine.
+    /// A follower that hears nothing for a random time between this and
+    /// `election_timeout_max` starts an election. Failover takes a few of these: 300 ms
+    /// (three heartbeats) brings a read after SIGKILL of the leader back in about 1.5 s
+    /// on loopback; shorter risks needless elections on a busy two-core machine.
     pub election_timeout_min: Duration,
+    /// The upper end of the election timeout (exclusive; twice the minimum by default).
+    /// Simulations give each node a fixed timeout of its own instead of a random one.
+    pub election_timeout_max: Duration,
     pub proposer: ProposerOptions,
 }
 
@@ -44,6 +47,7 @@ impl Default for GroupOptions {
             log_entries_kept: 1_000,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
             proposer: ProposerOptions::default(),
         }
     }
@@ -99,11 +103,11 @@ pub struct ShardGroup {
 }
 
 impl ShardGroup {
-    /// Starts the group of `shard` from what `engine` holds for it (its descriptor must be
+    /// Starts the group of `shard` from what `store` holds for it (its descriptor must be
     /// stored). A group that has never been initialised waits for [`ShardGroup::initialize`].
     pub async fn start<N>(
         shard: ShardId,
-        engine: Arc<Engine>,
+        store: Arc<dyn Store>,
         options: &GroupOptions,
         network: N,
     ) -> Result<ShardGroup, GroupError>
@@ -114,16 +118,16 @@ impl ShardGroup {
             cluster_name: format!("hanse-shard-{shard}"),
             heartbeat_interval: options.heartbeat_interval.as_millis() as u64,
             election_timeout_min: options.election_timeout_min.as_millis() as u64,
-            election_timeout_max: 2 * options.election_timeout_min.as_millis() as u64,
+            election_timeout_max: options.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_after_entries),
             max_in_snapshot_log_to_keep: options.log_entries_kept,
             ..Config::default()
         }
         .validate()
         .map_err(|source| GroupError::Config { shard, source })?;
-        let log_store = LogStore::new(shard, engine.clone());
+        let log_store = LogStore::new(shard, store.clone());
         let state_machine =
-            StateMachine::open(shard, engine).map_err(|source| GroupError::Storage {
+            StateMachine::open(shard, store).map_err(|source| GroupError::Storage {
                 shard,
                 source: Box::new(source),
             })?;

@@ -14,6 +14,7 @@
 pub mod apply;
 mod batching;
 mod group;
+mod hosting;
 mod log_store;
 pub mod meta;
 mod network;
@@ -25,6 +26,7 @@ mod transport;
 pub mod types;
 
 pub use group::{GroupError, GroupOptions, ShardGroup};
+pub use hosting::{HostingChanges, hosting_changes};
 pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
 pub use proposer::{ProposeError, Proposer, ProposerOptions};

@@ -8,7 +8,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, Engine, OnDurable, ScanOrder, ShardId};
+use hanse_storage::{Batch, Cf, OnDurable, ScanOrder, ShardId, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageIOError, Vote};
 
@@ -18,7 +18,7 @@ use crate::{StorageError, TypeConfig};
 #[derive(Clone)]
 pub struct LogStore {
     shard: ShardId,
-    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
 }
 
 pub(crate) fn read_error(e: hanse_storage::Error) -> StorageError {
@@ -30,8 +30,8 @@ fn write_error(e: hanse_storage::Error) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(shard: ShardId, engine: Arc<Engine>) -> Self {
-        LogStore { shard, engine }
+    pub fn new(shard: ShardId, store: Arc<dyn Store>) -> Self {
+        LogStore { shard, store }
     }
 
     fn read_state<T: serde::de::DeserializeOwned>(
@@ -39,7 +39,7 @@ impl LogStore {
         kind: StateKey,
     ) -> Result<Option<T>, StorageError> {
         let key = codec::state_key(self.shard, kind);
-        match self.engine.get(Cf::RaftState, &key).map_err(read_error)? {
+        match self.store.get(Cf::RaftState, &key).map_err(read_error)? {
             Some(bytes) => codec::decode("raft state", &bytes)
                 .map(Some)
                 .map_err(read_error),
@@ -100,7 +100,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start.as_slice() >= end.as_slice() {
             return Ok(Vec::new());
         }
-        self.engine
+        self.store
             .scan(Cf::RaftLog, &start, &end, usize::MAX, ScanOrder::Forward)
             .map_err(read_error)?
             .into_iter()
@@ -116,7 +116,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId<u64>> = self.read_state(StateKey::LastPurged)?;
         let prefix = codec::shard_prefix(self.shard);
         let last = self
-            .engine
+            .store
             .scan(Cf::RaftLog, &prefix, &self.log_end(), 1, ScanOrder::Reverse)
             .map_err(read_error)?;
         let last_log_id = match last.first() {
@@ -139,7 +139,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let batch = self.state_batch(StateKey::Vote, vote);
-        self.engine
+        self.store
             .write_log(batch)
             .await
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
@@ -152,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
         // Not synced: it only saves re-applying after a restart; losing it is harmless.
         let batch = self.state_batch(StateKey::Committed, &committed);
-        self.engine.write(batch, false).map_err(write_error)
+        self.store.write(batch, false).map_err(write_error)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
@@ -177,7 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let on_durable: OnDurable = Box::new(move |result| {
             callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
         });
-        self.engine
+        self.store
             .append_log(batch, Some(on_durable))
             .await
             .map_err(write_error)
@@ -190,7 +190,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             codec::log_key(self.shard, log_id.index).to_vec(),
             self.log_end(),
         );
-        self.engine.write_log(batch).await.map_err(write_error)
+        self.store.write_log(batch).await.map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
@@ -201,7 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         batch.delete_range(Cf::RaftLog, codec::shard_prefix(self.shard).to_vec(), end);
         // Written, not synced: purged entries are already in the applied state.
-        self.engine
+        self.store
             .append_log(batch, None)
             .await
             .map_err(write_error)

@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use hanse_storage::{Engine, ShardDescriptor, codec};
+use hanse_storage::{ShardDescriptor, Store, codec};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"HNSNAP01";
@@ -23,11 +23,15 @@ struct SnapshotHeader {
 }
 
 /// Exports `descriptor`'s key range into the snapshot file `path` (written atomically).
-pub(crate) fn write(engine: &Engine, descriptor: &ShardDescriptor, path: &Path) -> io::Result<()> {
+pub(crate) fn write(
+    store: &dyn Store,
+    descriptor: &ShardDescriptor,
+    path: &Path,
+) -> io::Result<()> {
     let dir = path.parent().expect("snapshot files live in a directory");
     fs::create_dir_all(dir)?;
     let staging = tempfile::tempdir_in(dir)?;
-    let export = engine
+    let export = store
         .export_range(
             &descriptor.start,
             &descriptor.end,

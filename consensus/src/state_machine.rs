@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, Engine, ScanOrder, ShardDescriptor, ShardId, SplitError};
+use hanse_storage::{Batch, Cf, ScanOrder, ShardDescriptor, ShardId, SplitError, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -44,7 +44,7 @@ struct StoredSnapshot {
 /// The state machine of one shard.
 pub struct StateMachine {
     shard: ShardId,
-    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
     descriptor: ShardDescriptor,
     applied: Option<LogId<u64>>,
     membership: Membership,
@@ -66,8 +66,8 @@ fn snapshot_error(meta: Option<&Meta>, e: impl std::error::Error + 'static) -> S
 
 impl StateMachine {
     /// Loads the state machine of `shard`, whose descriptor must already be stored.
-    pub fn open(shard: ShardId, engine: Arc<Engine>) -> Result<Self, StorageError> {
-        let descriptor = engine
+    pub fn open(shard: ShardId, store: Arc<dyn Store>) -> Result<Self, StorageError> {
+        let descriptor = store
             .descriptor(shard)
             .map_err(sm_read_error)?
             .ok_or_else(|| {
@@ -76,14 +76,15 @@ impl StateMachine {
                     format!("no descriptor stored for shard {shard}"),
                 ))
             })?;
-        let applied = read_state(&engine, shard, StateKey::Applied)?.flatten();
-        let membership = read_state(&engine, shard, StateKey::Membership)?.unwrap_or_default();
+        let applied = read_state(store.as_ref(), shard, StateKey::Applied)?.flatten();
+        let membership =
+            read_state(store.as_ref(), shard, StateKey::Membership)?.unwrap_or_default();
         let pending: Option<StoredSnapshot> =
-            read_state(&engine, shard, StateKey::InstallingSnapshot)?;
+            read_state(store.as_ref(), shard, StateKey::InstallingSnapshot)?;
         let (published, _) = watch::channel(descriptor.clone());
         let mut state_machine = StateMachine {
             shard,
-            engine,
+            store,
             descriptor,
             applied,
             membership,
@@ -120,7 +121,7 @@ impl StateMachine {
     }
 
     fn snapshot_dir(&self) -> PathBuf {
-        snapshot_dir(&self.engine, self.shard)
+        snapshot_dir(self.store.as_ref(), self.shard)
     }
 
     /// Adds the state-machine pointers (applied, membership, and the descriptor when
@@ -139,7 +140,7 @@ impl StateMachine {
             codec::encode(&self.membership),
         );
         if with_descriptor {
-            Engine::put_descriptor(batch, &self.descriptor);
+            batch.put_descriptor(&self.descriptor);
         }
     }
 
@@ -147,7 +148,7 @@ impl StateMachine {
     /// holding this group's membership, as `Raft::initialize` would write it. Every replica
     /// writes the same entry, so the new group starts with identical logs everywhere.
     fn create_split_child(&self, batch: &mut Batch, right: &ShardDescriptor) {
-        Engine::put_descriptor(batch, right);
+        batch.put_descriptor(right);
         let first = Entry::<TypeConfig> {
             log_id: LogId::default(),
             payload: EntryPayload::Membership(self.membership.membership().clone()),
@@ -166,7 +167,7 @@ impl StateMachine {
         let mut warned = started;
         loop {
             if self
-                .engine
+                .store
                 .descriptor(source.id)
                 .map_err(sm_read_error)?
                 .is_none()
@@ -174,7 +175,7 @@ impl StateMachine {
                 return Ok(());
             }
             let applied: Option<LogId<u64>> =
-                read_state(&self.engine, source.id, StateKey::Applied)?.flatten();
+                read_state(self.store.as_ref(), source.id, StateKey::Applied)?.flatten();
             if applied.is_some_and(|id| id.index >= merge.index) {
                 return Ok(());
             }
@@ -228,7 +229,7 @@ impl StateMachine {
 
     fn load_routing_table(&self) -> Result<BTreeMap<ShardId, ShardRecord>, StorageError> {
         let (start, end) = meta::route_range();
-        self.engine
+        self.store
             .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
             .map_err(sm_read_error)?
             .into_iter()
@@ -258,7 +259,7 @@ impl StateMachine {
         }
         if let ShardRequest::Split { new_shard_id, .. } = &request
             && self
-                .engine
+                .store
                 .descriptor(*new_shard_id)
                 .map_err(sm_read_error)?
                 .is_some()
@@ -267,11 +268,11 @@ impl StateMachine {
                 SplitError::IdTaken(*new_shard_id),
             )));
         }
-        let engine = &self.engine;
+        let store = &self.store;
         let effect = apply::decide(&self.descriptor, request, index, |key| {
             match pending.as_ref().and_then(|p| p.get(key)) {
                 Some(value) => Ok(value.clone()),
-                None => engine.get(Cf::Data, codec::data_key(key)),
+                None => store.get(Cf::Data, codec::data_key(key)),
             }
         })
         .map_err(sm_read_error)?;
@@ -342,11 +343,11 @@ impl StateMachine {
                 self.descriptor.end.as_slice(),
             )
         {
-            self.engine
+            self.store
                 .ingest_range(&self.descriptor.start, &self.descriptor.end, &[])
                 .map_err(|e| snapshot_error(Some(meta), e))?;
         }
-        self.engine
+        self.store
             .ingest_range(&descriptor.start, &descriptor.end, &files)
             .map_err(|e| snapshot_error(Some(meta), e))?;
 
@@ -364,7 +365,7 @@ impl StateMachine {
             Cf::RaftState,
             codec::state_key(self.shard, StateKey::InstallingSnapshot),
         );
-        self.engine
+        self.store
             .write(batch, true)
             .map_err(|e| snapshot_error(Some(meta), e))?;
         self.publish_descriptor();
@@ -384,8 +385,8 @@ impl StateMachine {
     }
 }
 
-fn snapshot_dir(engine: &Engine, shard: ShardId) -> PathBuf {
-    engine
+fn snapshot_dir(store: &dyn Store, shard: ShardId) -> PathBuf {
+    store
         .path()
         .join("snapshots")
         .join(format!("shard-{shard}"))
@@ -394,13 +395,13 @@ fn snapshot_dir(engine: &Engine, shard: ShardId) -> PathBuf {
 /// Deletes the log, Raft state, descriptor and snapshot files of a shard a merge absorbed
 /// on this node; its data stays, under the shard that absorbed it. The shard's group must
 /// be shut down.
-pub fn retire_merged(engine: &Engine, shard: ShardId) -> Result<(), hanse_storage::Error> {
-    engine.retire_merged(shard)?;
-    remove_snapshot_dir(engine, shard)
+pub fn retire_merged(store: &dyn Store, shard: ShardId) -> Result<(), hanse_storage::Error> {
+    store.retire_merged(shard)?;
+    remove_snapshot_dir(store, shard)
 }
 
-fn remove_snapshot_dir(engine: &Engine, shard: ShardId) -> Result<(), hanse_storage::Error> {
-    let dir = snapshot_dir(engine, shard);
+fn remove_snapshot_dir(store: &dyn Store, shard: ShardId) -> Result<(), hanse_storage::Error> {
+    let dir = snapshot_dir(store, shard);
     match std::fs::remove_dir_all(&dir) {
         Err(source) if source.kind() != io::ErrorKind::NotFound => {
             Err(hanse_storage::Error::Io { path: dir, source })
@@ -412,19 +413,19 @@ fn remove_snapshot_dir(engine: &Engine, shard: ShardId) -> Result<(), hanse_stor
 /// Deletes everything this node holds of a shard it no longer replicates: data range,
 /// log, Raft state, descriptor and snapshot files. The shard's group must be shut down.
 pub fn destroy_replica(
-    engine: &Engine,
+    store: &dyn Store,
     descriptor: &ShardDescriptor,
 ) -> Result<(), hanse_storage::Error> {
-    engine.destroy_replica(descriptor)?;
-    remove_snapshot_dir(engine, descriptor.id)
+    store.destroy_replica(descriptor)?;
+    remove_snapshot_dir(store, descriptor.id)
 }
 
 fn read_state<T: serde::de::DeserializeOwned>(
-    engine: &Engine,
+    store: &dyn Store,
     shard: ShardId,
     kind: StateKey,
 ) -> Result<Option<T>, StorageError> {
-    match engine
+    match store
         .get(Cf::RaftState, &codec::state_key(shard, kind))
         .map_err(sm_read_error)?
     {
@@ -512,7 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responses.push(response);
         }
         self.put_pointers(&mut batch, self.descriptor != descriptor_before);
-        self.engine.write(batch, false).map_err(sm_write_error)?;
+        self.store.write(batch, false).map_err(sm_write_error)?;
         self.publish_descriptor();
         Ok(responses)
     }
@@ -522,7 +523,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = self.current_meta();
         let file_name = format!("{}.snap", meta.snapshot_id);
         let path = self.snapshot_dir().join(&file_name);
-        let built = snapshot::write(&self.engine, &self.descriptor, &path)
+        let built = snapshot::write(self.store.as_ref(), &self.descriptor, &path)
             .map_err(|e| snapshot_error(Some(&meta), e))
             .and_then(|()| {
                 let mut batch = Batch::default();
@@ -535,7 +536,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     codec::state_key(self.shard, StateKey::SnapshotMeta),
                     codec::encode(&stored),
                 );
-                self.engine
+                self.store
                     .write(batch, true)
                     .map_err(|e| snapshot_error(Some(&meta), e))
             })
@@ -587,7 +588,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             codec::state_key(self.shard, StateKey::InstallingSnapshot),
             codec::encode(&pending),
         );
-        self.engine
+        self.store
             .write(batch, true)
             .map_err(|e| snapshot_error(Some(meta), e))?;
         self.finish_install(&pending)
@@ -595,7 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let Some(stored) =
-            read_state::<StoredSnapshot>(&self.engine, self.shard, StateKey::SnapshotMeta)?
+            read_state::<StoredSnapshot>(self.store.as_ref(), self.shard, StateKey::SnapshotMeta)?
         else {
             return Ok(None);
         };
@@ -613,31 +614,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hanse_storage::EngineOptions;
+    use hanse_storage::{Engine, EngineOptions};
     use openraft::CommittedLeaderId;
 
     const SHARD: ShardId = 1;
 
-    fn engine_with_shard(dir: &std::path::Path) -> Arc<Engine> {
-        let engine = Arc::new(Engine::open(dir, EngineOptions::default()).unwrap());
+    fn engine_with_shard(dir: &std::path::Path) -> Arc<dyn Store> {
+        let store = Arc::new(Engine::open(dir, EngineOptions::default()).unwrap());
         let mut batch = Batch::default();
-        Engine::put_descriptor(&mut batch, &ShardDescriptor::whole_keyspace(SHARD, vec![]));
-        engine.write(batch, true).unwrap();
-        engine
+        batch.put_descriptor(&ShardDescriptor::whole_keyspace(SHARD, vec![]));
+        store.write(batch, true).unwrap();
+        store
     }
 
-    fn put(engine: &Engine, key: &str, value: &str) {
+    fn put(store: &dyn Store, key: &str, value: &str) {
         let mut batch = Batch::default();
         batch.put(Cf::Data, key, value);
-        engine.write(batch, true).unwrap();
+        store.write(batch, true).unwrap();
     }
 
     #[tokio::test]
     async fn an_interrupted_snapshot_install_is_finished_at_open() {
         let source_dir = tempfile::tempdir().unwrap();
         let source = engine_with_shard(source_dir.path());
-        put(&source, "a", "1");
-        put(&source, "b", "2");
+        put(source.as_ref(), "a", "1");
+        put(source.as_ref(), "b", "2");
         let mut leader = StateMachine::open(SHARD, source.clone()).unwrap();
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), 7);
         let blank = Entry::<TypeConfig> {
@@ -656,7 +657,7 @@ mod tests {
         // The follower crashed after recording the install, before touching its data.
         let target_dir = tempfile::tempdir().unwrap();
         let target = engine_with_shard(target_dir.path());
-        put(&target, "z", "stale");
+        put(target.as_ref(), "z", "stale");
         let target_snapshots = target
             .path()
             .join("snapshots")

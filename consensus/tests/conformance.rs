@@ -1,5 +1,6 @@
 //! openraft's storage conformance suite against the RocksDB-backed log and state machine.
 
+use hanse_storage::Store;
 use std::sync::Arc;
 
 use hanse_consensus::{LogStore, StateMachine, StorageError, TypeConfig};
@@ -23,10 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
             role: ReplicaRole::Voter,
         };
         let mut batch = Batch::default();
-        Engine::put_descriptor(
-            &mut batch,
-            &ShardDescriptor::whole_keyspace(SHARD, vec![replica]),
-        );
+        batch.put_descriptor(&ShardDescriptor::whole_keyspace(SHARD, vec![replica]));
         engine.write(batch, true).expect("store descriptor");
         let state_machine = StateMachine::open(SHARD, engine.clone())?;
         Ok((dir, LogStore::new(SHARD, engine), state_machine))

@@ -12,7 +12,7 @@ use hanse_consensus::{
     ShardRegistry, ShardRequest, ShardResponse, Transport, TransportOptions,
 };
 use hanse_storage::{
-    Batch, Cf, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
+    Batch, Cf, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor, Store,
 };
 use tokio::net::TcpSocket;
 
@@ -93,7 +93,7 @@ async fn start_node(
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
     let mut batch = Batch::default();
-    Engine::put_descriptor(&mut batch, descriptor);
+    batch.put_descriptor(descriptor);
     engine.write(batch, true).unwrap();
     let registry = ShardRegistry::default();
     let service = RaftService::new(id, registry.clone()).into_server();

@@ -6,6 +6,7 @@
 //! already been applied before it was acknowledged, so such a read is linearizable
 //! without a read-index round.
 
+use hanse_storage::Store;
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -401,10 +402,7 @@ async fn start_groups(engine: &std::sync::Arc<Engine>, options: &Options) -> Res
             role: ReplicaRole::Voter,
         };
         let mut batch = Batch::default();
-        Engine::put_descriptor(
-            &mut batch,
-            &ShardDescriptor::whole_keyspace(FIRST_SHARD, vec![replica]),
-        );
+        batch.put_descriptor(&ShardDescriptor::whole_keyspace(FIRST_SHARD, vec![replica]));
         engine.write(batch, true)?;
     }
     let mut groups: BTreeMap<ShardId, ShardGroup> = BTreeMap::new();

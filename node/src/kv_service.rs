@@ -5,6 +5,7 @@
 //! the shard's is answered `EpochMismatch` with every descriptor this node has covering
 //! the request, checked here before proposing and again when the command is applied.
 
+use hanse_storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -5,6 +5,7 @@
 //! A shard's size comes from a pass over its range ([`Engine::range_size`]), repeated only
 //! when the shard changed (its epoch) or took enough new writes since the last pass.
 
+use hanse_storage::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -2,6 +2,7 @@
 //! multi-raft transport, and the gRPC services (`hanse.v1.Kv` for clients, `hanse.v1.Admin`
 //! for operators, `hanse.v1.Raft` between nodes) on one listening address.
 
+use hanse_storage::Store;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,11 +161,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             })
             .collect();
         let mut batch = Batch::default();
-        Engine::put_descriptor(&mut batch, &meta::meta_descriptor(replicas.clone()));
-        Engine::put_descriptor(
-            &mut batch,
-            &meta::first_user_descriptor(FIRST_SHARD, replicas),
-        );
+        batch.put_descriptor(&meta::meta_descriptor(replicas.clone()));
+        batch.put_descriptor(&meta::first_user_descriptor(FIRST_SHARD, replicas));
         engine.write(batch, true)?;
     }
 

@@ -2,6 +2,7 @@
 //! real processes, one directory, a restart that keeps the data, a SIGKILLed leader,
 //! membership changes and splits under a write load.
 
+use hanse_storage::Store;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};

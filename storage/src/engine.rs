@@ -13,6 +13,7 @@ use rocksdb::{
 
 use crate::codec;
 use crate::log_writer::{LogWriter, LogWriterStats, OnDurable, WriteOp, fill_batch};
+use crate::store::{Store, StoreFuture, exclusive_upper_bound};
 use crate::{Error, NodeId, Result, ShardDescriptor, ShardId};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
@@ -78,7 +79,7 @@ pub enum ScanOrder {
     Reverse,
 }
 
-/// An ordered list of writes that [`Engine::write`] applies atomically.
+/// An ordered list of writes that [`Store::write`] applies atomically.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<WriteOp>,
@@ -98,6 +99,19 @@ impl Batch {
             cf,
             key: key.into(),
         });
+    }
+
+    /// Adds the write of `descriptor`.
+    pub fn put_descriptor(&mut self, descriptor: &ShardDescriptor) {
+        self.put(
+            Cf::Meta,
+            codec::descriptor_key(descriptor.id),
+            codec::encode(descriptor),
+        );
+    }
+
+    pub(crate) fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
     }
 
     pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
@@ -184,49 +198,6 @@ impl Engine {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads one key of a column family.
-    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get_pinned_cf(cf_handle(&self.db, cf), key)?
-            .map(|v| v.to_vec()))
-    }
-
-    /// Reads up to `limit` entries of `cf` with keys in `[start, end)` (an empty `end` is
-    /// unbounded), in `order`.
-    pub fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        order: ScanOrder,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_lower_bound(start);
-        if !end.is_empty() {
-            read_options.set_iterate_upper_bound(end);
-        }
-        let mode = match order {
-            ScanOrder::Forward => IteratorMode::From(start, Direction::Forward),
-            ScanOrder::Reverse => IteratorMode::End,
-        };
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf_opt(cf_handle(&self.db, cf), read_options, mode)
-            .take(limit)
-        {
-            let (key, value) = item?;
-            out.push((key.into_vec(), value.into_vec()));
-        }
-        Ok(out)
-    }
-
     /// How many user keys `[start, end)` of the data column family holds and their bytes
     /// (keys plus values), from one pass over the range, and where a split would halve it
     /// by bytes: the first key (after at least one other) whose own bytes take the running
@@ -271,8 +242,81 @@ impl Engine {
         Ok(size)
     }
 
+    /// How well log writes are being grouped so far.
+    pub fn log_writer_stats(&self) -> LogWriterStats {
+        self.log_writer.stats()
+    }
+
+    /// A shard id no other node and no earlier call on this node ever returns: `node` in
+    /// the high 32 bits, this node's next sequence number in the low 32. The sequence is
+    /// synced to disk before the id is handed out, so a crash never lets an id be reused
+    /// (a reused id in a split could name two different shards on different replicas).
+    pub fn allocate_shard_id(&self, node: NodeId) -> Result<ShardId> {
+        assert!(
+            node < 1 << 31,
+            "node ids are checked to be below 2^31 at startup"
+        );
+        let _guard = self.allocating.lock().expect("allocation lock");
+        let last: u32 = match self.get(Cf::Meta, codec::SHARD_SEQUENCE_KEY)? {
+            Some(bytes) => codec::decode("shard id sequence", &bytes)?,
+            None => 0,
+        };
+        let next = last.checked_add(1).ok_or(Error::Exhausted {
+            what: "shard ids of this node",
+        })?;
+        let mut batch = Batch::default();
+        batch.put(Cf::Meta, codec::SHARD_SEQUENCE_KEY, codec::encode(&next));
+        self.write(batch, true)?;
+        Ok((node << 32) | u64::from(next))
+    }
+}
+
+impl Store for Engine {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads one key of a column family.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf_handle(&self.db, cf), key)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Reads up to `limit` entries of `cf` with keys in `[start, end)` (an empty `end` is
+    /// unbounded), in `order`.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(start);
+        if !end.is_empty() {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mode = match order {
+            ScanOrder::Forward => IteratorMode::From(start, Direction::Forward),
+            ScanOrder::Reverse => IteratorMode::End,
+        };
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(cf_handle(&self.db, cf), read_options, mode)
+            .take(limit)
+        {
+            let (key, value) = item?;
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
     /// Applies `batch` atomically; with `sync` the WAL is synced before returning.
-    pub fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
         let mut write_batch = WriteBatch::default();
         fill_batch(&self.db, &mut write_batch, &batch.ops);
         let mut write_options = WriteOptions::default();
@@ -281,59 +325,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes `batch` through the node-wide group-commit log writer and resolves once it
-    /// is durable (synced, unless the engine was opened with `sync_log_writes` off).
-    /// Batches submitted by one caller are applied in submission order.
-    pub async fn write_log(&self, batch: Batch) -> Result<()> {
-        let (durable_tx, durable) = tokio::sync::oneshot::channel();
-        let on_durable: OnDurable = Box::new(move |result| {
-            let _ = durable_tx.send(result);
-        });
-        self.append_log(batch, Some(on_durable)).await?;
-        durable.await.map_err(|_| Error::WriterStopped)?
-    }
-
     /// Writes `batch` through the group-commit log writer and resolves once it is written
     /// (readable, not yet synced); `on_durable`, if given, runs once it is durable.
-    pub async fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> Result<()> {
+    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
         let written = self.log_writer.submit(batch.ops, on_durable);
-        written.await.map_err(|_| Error::WriterStopped)?
-    }
-
-    /// How well log writes are being grouped so far.
-    pub fn log_writer_stats(&self) -> LogWriterStats {
-        self.log_writer.stats()
-    }
-
-    /// All shard descriptors stored on this node, in id order.
-    pub fn load_descriptors(&self) -> Result<Vec<ShardDescriptor>> {
-        let (start, end) = codec::descriptor_key_range();
-        self.scan(Cf::Meta, &start, &end, usize::MAX, ScanOrder::Forward)?
-            .into_iter()
-            .map(|(_, value)| codec::decode("shard descriptor", &value))
-            .collect()
-    }
-
-    /// Adds the write of `descriptor` to `batch`.
-    pub fn put_descriptor(batch: &mut Batch, descriptor: &ShardDescriptor) {
-        batch.put(
-            Cf::Meta,
-            codec::descriptor_key(descriptor.id),
-            codec::encode(descriptor),
-        );
-    }
-
-    /// The descriptor of `shard`, if this node has one.
-    pub fn descriptor(&self, shard: ShardId) -> Result<Option<ShardDescriptor>> {
-        self.get(Cf::Meta, &codec::descriptor_key(shard))?
-            .map(|bytes| codec::decode("shard descriptor", &bytes))
-            .transpose()
+        Box::pin(async move { written.await.map_err(|_| Error::WriterStopped)? })
     }
 
     /// Writes the user data in `[start, end)` as SST files of at most about
     /// `file_bytes_max` bytes each into `dir`, from one consistent view of the data.
     /// An empty range yields no files.
-    pub fn export_range(
+    fn export_range(
         &self,
         start: &[u8],
         end: &[u8],
@@ -377,10 +379,10 @@ impl Engine {
     }
 
     /// Replaces the user data in `[start, end)` with the contents of `files` (as written
-    /// by [`Engine::export_range`]). Keys outside the range in the files are refused.
-    pub fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
+    /// by [`Store::export_range`]). Keys outside the range in the files are refused.
+    fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
         let data = cf_handle(&self.db, Cf::Data);
-        if let Some(upper) = self.exclusive_upper_bound(start, end)? {
+        if let Some(upper) = exclusive_upper_bound(self, start, end)? {
             self.db.delete_range_cf(data, start, &upper)?;
         }
         if files.is_empty() {
@@ -391,62 +393,6 @@ impl Engine {
         self.db
             .ingest_external_file_cf_opts(data, &ingest_options, files.to_vec())?;
         Ok(())
-    }
-
-    /// A shard id no other node and no earlier call on this node ever returns: `node` in
-    /// the high 32 bits, this node's next sequence number in the low 32. The sequence is
-    /// synced to disk before the id is handed out, so a crash never lets an id be reused
-    /// (a reused id in a split could name two different shards on different replicas).
-    pub fn allocate_shard_id(&self, node: NodeId) -> Result<ShardId> {
-        assert!(
-            node < 1 << 31,
-            "node ids are checked to be below 2^31 at startup"
-        );
-        let _guard = self.allocating.lock().expect("allocation lock");
-        let last: u32 = match self.get(Cf::Meta, codec::SHARD_SEQUENCE_KEY)? {
-            Some(bytes) => codec::decode("shard id sequence", &bytes)?,
-            None => 0,
-        };
-        let next = last.checked_add(1).ok_or(Error::Exhausted {
-            what: "shard ids of this node",
-        })?;
-        let mut batch = Batch::default();
-        batch.put(Cf::Meta, codec::SHARD_SEQUENCE_KEY, codec::encode(&next));
-        self.write(batch, true)?;
-        Ok((node << 32) | u64::from(next))
-    }
-
-    /// Deletes everything this node holds of the shard `descriptor` names: its data range,
-    /// Raft log, Raft state and descriptor, in one synced batch. Used once the replica has
-    /// been removed from the shard's group.
-    pub fn destroy_replica(&self, descriptor: &ShardDescriptor) -> Result<()> {
-        let mut batch = Batch::default();
-        if let Some(upper) = self.exclusive_upper_bound(&descriptor.start, &descriptor.end)? {
-            batch.delete_range(Cf::Data, descriptor.start.clone(), upper);
-        }
-        delete_raft_state(&mut batch, descriptor.id);
-        self.write(batch, true)
-    }
-
-    /// Deletes the Raft log, Raft state and descriptor of `shard` but keeps its data: a
-    /// merged shard's keys now belong to the shard that absorbed it.
-    pub fn retire_merged(&self, shard: ShardId) -> Result<()> {
-        let mut batch = Batch::default();
-        delete_raft_state(&mut batch, shard);
-        self.write(batch, true)
-    }
-
-    /// An end key for range deletes of `[start, end)`: `end` itself, or just past the last
-    /// stored key when `end` is unbounded. `None` when there is nothing to delete.
-    fn exclusive_upper_bound(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
-        if !end.is_empty() {
-            return Ok(Some(end.to_vec()));
-        }
-        let last = self.scan(Cf::Data, start, end, 1, ScanOrder::Reverse)?;
-        Ok(last.into_iter().next().map(|(mut key, _)| {
-            key.push(0);
-            key
-        }))
     }
 }
 
@@ -510,15 +456,6 @@ fn check_marker(path: &Path, marker: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Adds to `batch` the deletion of `shard`'s Raft log, Raft state and descriptor.
-fn delete_raft_state(batch: &mut Batch, shard: ShardId) {
-    let prefix = codec::shard_prefix(shard).to_vec();
-    let prefix_end = codec::shard_prefix_end(shard);
-    batch.delete_range(Cf::RaftLog, prefix.clone(), prefix_end.clone());
-    batch.delete_range(Cf::RaftState, prefix, prefix_end);
-    batch.delete(Cf::Meta, codec::descriptor_key(shard));
 }
 
 /// Writes the marker atomically (temporary file, fsync, rename, fsync of the directory):

@@ -3,6 +3,7 @@
 //! opens and destroys replicas when membership changes, and restarts a replica whose
 //! actor or Raft group died, from what storage holds.
 
+use hanse_storage::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use hanse_consensus::{
-    GroupOptions, ShardGroup, ShardRegistry, Transport, destroy_replica, retire_merged,
+    GroupOptions, ShardGroup, ShardRegistry, Transport, destroy_replica, hosting_changes,
+    retire_merged,
 };
 use hanse_storage::{Batch, Engine, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
@@ -255,34 +257,22 @@ impl Handler<DescriptorChanged> for NodeActor {
                 return;
             }
         };
-        // A merge applied here deleted the absorbed shard's descriptor: retire its
-        // replica (its data stays, under the shard that absorbed it).
-        let absorbed: Vec<ShardId> = self
-            .hosted
-            .keys()
-            .filter(|id| !stored.iter().any(|d| d.id == **id))
-            .copied()
-            .collect();
-        for shard in absorbed {
+        let changes = hosting_changes(self.hosted.keys().copied(), &stored);
+        for shard in changes.retire {
             let group = self.unhost(shard).expect("hosted");
             let engine = self.engine.clone();
             let retired = async move {
                 let _ = group.raft.shutdown().await;
-                if let Err(e) = retire_merged(&engine, shard) {
+                if let Err(e) = retire_merged(engine.as_ref(), shard) {
                     tracing::error!(shard, "retiring the merged shard failed: {e}");
                 }
                 tracing::info!(shard, into = msg.shard, "merged shard retired");
             };
             ctx.wait(retired.into_actor(self));
         }
-        // A split applied here created its new shard in storage: host it. The replica on
-        // the node that leads the parent campaigns at once, so the new shard's leader
-        // starts where the parent's is.
-        let created: Vec<ShardId> = stored
-            .into_iter()
-            .filter(|d| !self.hosted.contains_key(&d.id))
-            .map(|d| d.id)
-            .collect();
+        // The replica on the node that leads the parent campaigns at once, so the new
+        // shard's leader starts where the parent's is.
+        let created = changes.start;
         if created.is_empty() {
             return;
         }
@@ -337,7 +327,7 @@ impl Handler<OpenReplica> for NodeActor {
             // The descriptor is a placeholder until the leader's snapshot or log replaces it.
             if engine.descriptor(shard)?.is_none() {
                 let mut batch = Batch::default();
-                Engine::put_descriptor(&mut batch, &descriptor);
+                batch.put_descriptor(&descriptor);
                 engine.write(batch, true)?;
             }
             Ok::<_, NodeActorError>(ShardGroup::start(shard, engine, &options, network).await?)
@@ -380,7 +370,7 @@ impl Handler<DestroyReplica> for NodeActor {
         let destroyed = async move {
             let _ = group.raft.shutdown().await;
             let descriptor = group.descriptor.borrow().clone();
-            destroy_replica(&engine, &descriptor)?;
+            destroy_replica(engine.as_ref(), &descriptor)?;
             tracing::info!(shard, "replica removed from this node");
             Ok(())
         };

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Store;
 use crate::{Epoch, ReplicaDescriptor, ReplicaRole};
 
 fn open(dir: &Path) -> Engine {
@@ -88,8 +89,8 @@ fn descriptors_round_trip_in_id_order() {
     let whole = ShardDescriptor::whole_keyspace(7, vec![replica]);
     let (left, right) = whole.split(b"m", 300, whole.epoch).unwrap();
     let mut batch = Batch::default();
-    Engine::put_descriptor(&mut batch, &right);
-    Engine::put_descriptor(&mut batch, &left);
+    batch.put_descriptor(&right);
+    batch.put_descriptor(&left);
     engine.write(batch, true).unwrap();
     assert_eq!(
         engine.load_descriptors().unwrap(),
@@ -337,8 +338,8 @@ fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
         ..ShardDescriptor::whole_keyspace(2, vec![])
     };
     let mut batch = Batch::default();
-    Engine::put_descriptor(&mut batch, &left);
-    Engine::put_descriptor(&mut batch, &right);
+    batch.put_descriptor(&left);
+    batch.put_descriptor(&right);
     for shard in [1, 2] {
         batch.put(Cf::RaftLog, codec::log_key(shard, 1), "entry");
         batch.put(

@@ -1,0 +1,1137 @@
+//! Deterministic simulation of the shard protocol: the real Raft groups (openraft with
+//! Hanse's log store, state machine, split and merge commands) on three simulated nodes,
+//! over the in-memory [`MemStore`] and a seeded in-process network that delays, loses and
+//! cuts messages. Clients route with the client crate's routing cache and the same epoch
+//! checks the Kv service makes; a seeded schedule splits, merges, partitions, crashes
+//! (with and without losing unsynced writes) and restarts nodes.
+//!
+//! After every step the invariants are checked: on each node the stored shards never
+//! overlap, the newest descriptors cover the key space exactly once, epochs only grow;
+//! at the end every key reads back a value its history allows (no acknowledged write
+//! disappears).
+//!
+//! Time is tokio's paused clock on one thread, and every random choice (including each
+//! node's election timeout) comes from the seed, so a seed replays:
+//! `SIM_SEED=17 cargo test -p hanse-consensus --test simulation`. `SIM_SEEDS=N` runs
+//! seeds 0..N (200 by default).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hanse_client::proto;
+use hanse_client::routes::RouteCache;
+use hanse_consensus::{
+    GroupOptions, Mutation, ProposeError, ProposerOptions, ReplicaNode, ShardGroup, ShardRequest,
+    ShardResponse, TypeConfig, hosting_changes, retire_merged,
+};
+use hanse_storage::{
+    Batch, Cf, Epoch, MemStore, NodeId, OnDurable, RangeExport, ReplicaDescriptor, ReplicaRole,
+    ScanOrder, ShardDescriptor, ShardId, Store, StoreFuture,
+};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const NODES: u64 = 3;
+const KEYS: usize = 40;
+const CLIENTS: u64 = 4;
+/// Fault and admin steps per seed; each advances the simulated clock 10-300 ms.
+const STEPS: usize = 60;
+const TICK: Duration = Duration::from_millis(10);
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, ReplicaNode, RaftError<NodeId, E>>>;
+
+// ---------------------------------------------------------------------------------------
+// Storage: one MemStore per node, seen through the incarnation (process) that runs on it.
+
+/// A node's process over its store. Once the process dies every read and write fails, as
+/// nothing of it runs any more; its leftover tasks cannot touch the next incarnation.
+struct Process {
+    store: Arc<MemStore>,
+    alive: AtomicBool,
+}
+
+impl Process {
+    fn check(&self) -> hanse_storage::Result<()> {
+        if self.alive.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(hanse_storage::Error::WriterStopped)
+        }
+    }
+}
+
+impl Store for Process {
+    fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> hanse_storage::Result<Option<Vec<u8>>> {
+        self.check()?;
+        self.store.get(cf, key)
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> hanse_storage::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check()?;
+        self.store.scan(cf, start, end, limit, order)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> hanse_storage::Result<()> {
+        self.check()?;
+        self.store.write(batch, sync)
+    }
+
+    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
+        match self.check() {
+            Ok(()) => self.store.append_log(batch, on_durable),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn export_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        file_bytes_max: u64,
+    ) -> hanse_storage::Result<RangeExport> {
+        self.check()?;
+        self.store.export_range(start, end, dir, file_bytes_max)
+    }
+
+    fn ingest_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        files: &[PathBuf],
+    ) -> hanse_storage::Result<()> {
+        self.check()?;
+        self.store.ingest_range(start, end, files)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Network: seeded delay and loss, directed cuts, and the groups each live node hosts.
+
+struct NetState {
+    rng: StdRng,
+    /// The running groups of live nodes.
+    groups: BTreeMap<(NodeId, ShardId), ShardGroup>,
+    /// The incarnation of each live node.
+    live: BTreeMap<NodeId, u64>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Probability that one message (request or reply) is lost.
+    loss: f64,
+}
+
+struct Net(Mutex<NetState>);
+
+impl Net {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetState> {
+        self.0.lock().expect("network lock")
+    }
+
+    /// The delay of one message from `from` to `to`, and whether it arrives.
+    fn hop(&self, from: NodeId, to: NodeId) -> (Duration, bool) {
+        let mut net = self.lock();
+        let delay = Duration::from_millis(net.rng.random_range(1..=12));
+        let loss = net.loss;
+        let lost = net.cut.contains(&(from, to)) || net.rng.random_bool(loss);
+        (delay, !lost)
+    }
+
+    fn is_live(&self, node: NodeId, incarnation: u64) -> bool {
+        self.lock().live.get(&node) == Some(&incarnation)
+    }
+
+    fn group(&self, node: NodeId, shard: ShardId) -> Option<ShardGroup> {
+        self.lock().groups.get(&(node, shard)).cloned()
+    }
+
+    fn groups_on(&self, node: NodeId) -> Vec<ShardGroup> {
+        self.lock()
+            .groups
+            .range((node, 0)..=(node, ShardId::MAX))
+            .map(|(_, g)| g.clone())
+            .collect()
+    }
+
+    /// The group that leads `shard`, if any live node has one that believes it leads.
+    fn leader_of(&self, shard: ShardId) -> Option<(NodeId, ShardGroup)> {
+        let net = self.lock();
+        net.groups
+            .iter()
+            .filter(|((_, s), _)| *s == shard)
+            .find(|((node, _), g)| g.raft.metrics().borrow().current_leader == Some(*node))
+            .map(|((node, _), g)| (*node, g.clone()))
+    }
+}
+
+fn lost<E: std::error::Error>() -> RPCError<NodeId, ReplicaNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other("message lost")))
+}
+
+/// The network of one shard's group on one incarnation of a node.
+#[derive(Clone)]
+struct SimNetwork {
+    net: Arc<Net>,
+    from: NodeId,
+    incarnation: u64,
+    shard: ShardId,
+}
+
+struct SimPeer {
+    link: SimNetwork,
+    to: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for SimNetwork {
+    type Network = SimPeer;
+
+    async fn new_client(&mut self, target: NodeId, _node: &ReplicaNode) -> SimPeer {
+        SimPeer {
+            link: self.clone(),
+            to: target,
+        }
+    }
+}
+
+impl SimPeer {
+    /// Carries one request to the target's group and its reply back, each leg delayed
+    /// and possibly lost. A group the target does not host answers nothing.
+    async fn call<R, E, F, Fut>(&self, deliver: F) -> RpcResult<R, E>
+    where
+        E: std::error::Error,
+        F: FnOnce(openraft::Raft<TypeConfig>) -> Fut,
+        Fut: Future<Output = Result<R, RaftError<NodeId, E>>>,
+    {
+        let SimNetwork {
+            net,
+            from,
+            incarnation,
+            shard,
+        } = &self.link;
+        let (delay, arrives) = net.hop(*from, self.to);
+        tokio::time::sleep(delay).await;
+        let target = match arrives && net.is_live(*from, *incarnation) {
+            true => net.group(self.to, *shard),
+            false => None,
+        };
+        let Some(target) = target else {
+            return Err(lost());
+        };
+        let reply = deliver(target.raft).await;
+        let (delay, arrives) = net.hop(self.to, *from);
+        tokio::time::sleep(delay).await;
+        if !arrives || !net.is_live(*from, *incarnation) {
+            return Err(lost());
+        }
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for SimPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(|raft| async move { raft.append_entries(rpc).await })
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(|raft| async move { raft.install_snapshot(rpc).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(|raft| async move { raft.vote(rpc).await }).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Nodes: which groups run follows the stored descriptors, as on a real node.
+
+struct SimNode {
+    id: NodeId,
+    store: Arc<MemStore>,
+    process: Option<Arc<Process>>,
+    incarnation: u64,
+    groups: BTreeMap<ShardId, ShardGroup>,
+    options: GroupOptions,
+}
+
+impl SimNode {
+    /// Starts the groups of shards a split stored here and retires those a merge
+    /// absorbed. The node leading a new shard's left neighbour (its parent) campaigns.
+    async fn reconcile(&mut self, net: &Arc<Net>) {
+        let Some(process) = self.process.clone() else {
+            return;
+        };
+        let Ok(stored) = process.load_descriptors() else {
+            return;
+        };
+        let changes = hosting_changes(self.groups.keys().copied(), &stored);
+        for shard in changes.retire {
+            let group = self.groups.remove(&shard).expect("hosted");
+            net.lock().groups.remove(&(self.id, shard));
+            let _ = group.raft.shutdown().await;
+            retire_merged(process.as_ref(), shard).expect("retire a merged shard");
+        }
+        for shard in changes.start {
+            let network = SimNetwork {
+                net: net.clone(),
+                from: self.id,
+                incarnation: self.incarnation,
+                shard,
+            };
+            let group = ShardGroup::start(shard, process.clone(), &self.options, network)
+                .await
+                .expect("start a stored shard's group");
+            let start = &stored.iter().find(|d| d.id == shard).expect("stored").start;
+            let leads_parent = self.groups.values().any(|g| {
+                let m = g.raft.metrics().borrow().clone();
+                g.descriptor.borrow().end == *start && m.current_leader == Some(m.id)
+            });
+            if leads_parent {
+                let _ = group.campaign_unless_leader().await;
+            }
+            net.lock().groups.insert((self.id, shard), group.clone());
+            self.groups.insert(shard, group);
+        }
+    }
+
+    /// Kills the process: its groups stop and it writes nothing more. With `power_loss`
+    /// the store also forgets every write that was not yet synced.
+    async fn crash(&mut self, net: &Net, power_loss: bool) {
+        if let Some(process) = self.process.take() {
+            process.alive.store(false, Ordering::SeqCst);
+        }
+        {
+            let mut net = net.lock();
+            net.live.remove(&self.id);
+            net.groups.retain(|(node, _), _| *node != self.id);
+        }
+        for (_, group) in std::mem::take(&mut self.groups) {
+            let _ = group.raft.shutdown().await;
+        }
+        if power_loss {
+            self.store.lose_unsynced();
+        }
+    }
+
+    async fn restart(&mut self, net: &Arc<Net>) {
+        self.incarnation += 1;
+        self.process = Some(Arc::new(Process {
+            store: self.store.clone(),
+            alive: AtomicBool::new(true),
+        }));
+        net.lock().live.insert(self.id, self.incarnation);
+        self.reconcile(net).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients: each owns some keys and writes unique values to them, routing like the SDK.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Ok,
+    /// Certainly not applied: refused before or when it was applied.
+    Failed,
+    /// May or may not have been applied.
+    Unknown,
+}
+
+/// Every write of every key, in the order each key's (single) writer issued them.
+#[derive(Default)]
+struct History {
+    writes: BTreeMap<Vec<u8>, Vec<(String, Outcome)>>,
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:03}").into_bytes()
+}
+
+fn addr(node: NodeId) -> String {
+    format!("n{node}")
+}
+
+fn to_proto(d: &ShardDescriptor) -> proto::ShardDescriptor {
+    proto::ShardDescriptor {
+        id: d.id,
+        start: d.start.clone(),
+        end: d.end.clone(),
+        epoch: Some(proto::Epoch {
+            version: d.epoch.version,
+            conf_ver: d.epoch.conf_ver,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Kv service's routing on `node`: the hosted shard holding `key`, refused with
+/// every hosted descriptor overlapping it when the client routed with another epoch.
+fn route(
+    net: &Net,
+    node: NodeId,
+    key: &[u8],
+    routed: Option<&proto::ShardDescriptor>,
+) -> Result<(ShardGroup, Epoch), Vec<ShardDescriptor>> {
+    let hosted: Vec<ShardGroup> = net.groups_on(node);
+    let covering: Vec<ShardDescriptor> = hosted
+        .iter()
+        .map(|g| g.descriptor.borrow().clone())
+        .filter(|d| d.contains(key))
+        .collect();
+    let Some(current) = covering.first() else {
+        return Err(Vec::new());
+    };
+    let group = hosted
+        .into_iter()
+        .find(|g| g.shard == current.id)
+        .expect("listed above");
+    match routed {
+        Some(r)
+            if r.id != current.id || r.epoch.map(|e| e.version) != Some(current.epoch.version) =>
+        {
+            Err(covering)
+        }
+        Some(_) => Ok((group, current.epoch)),
+        None => Ok((group, current.epoch)),
+    }
+}
+
+async fn write_once(
+    net: &Net,
+    cache: &mut RouteCache,
+    rng: &mut StdRng,
+    key: &[u8],
+    value: &str,
+) -> Outcome {
+    let routed = cache.lookup(key).cloned();
+    let node = routed
+        .as_ref()
+        .and_then(|r| r.leader.as_ref())
+        .and_then(|a| a[1..].parse().ok())
+        .unwrap_or_else(|| rng.random_range(1..=NODES));
+    let (group, epoch) = match route(net, node, key, routed.as_ref().map(|r| &r.descriptor)) {
+        Ok(found) => found,
+        Err(current) => {
+            if current.is_empty() {
+                cache.forget(key);
+            }
+            for d in &current {
+                cache.learn(to_proto(d));
+            }
+            return Outcome::Failed;
+        }
+    };
+    if routed.is_none() {
+        cache.learn(to_proto(&group.descriptor.borrow()));
+    }
+    let request = ShardRequest::Write {
+        epoch,
+        mutations: vec![Mutation::Put {
+            key: key.to_vec(),
+            value: value.as_bytes().to_vec(),
+        }],
+    };
+    match group.proposer.propose(request).await {
+        Ok(ShardResponse::Applied) => {
+            cache.set_leader(group.shard, Some(addr(node)));
+            Outcome::Ok
+        }
+        Ok(ShardResponse::Rejected(_)) => {
+            if let Ok((_, _)) = route(net, node, key, None) {
+                cache.forget(key);
+            }
+            Outcome::Failed
+        }
+        Ok(other) => panic!("a write answered {other:?}"),
+        Err(ProposeError::NotLeader { leader, .. }) => {
+            cache.set_leader(group.shard, leader.map(addr));
+            Outcome::Failed
+        }
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+async fn client(
+    id: u64,
+    seed: u64,
+    net: Arc<Net>,
+    history: Arc<Mutex<History>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id));
+    let mut cache = RouteCache::default();
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .filter(|i| *i as u64 % CLIENTS == id)
+        .map(key)
+        .collect();
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let key = keys[rng.random_range(0..keys.len())].clone();
+        sequence += 1;
+        let value = format!("c{id}-{sequence}");
+        let slot = {
+            let mut history = history.lock().unwrap();
+            let writes = history.writes.entry(key.clone()).or_default();
+            writes.push((value.clone(), Outcome::Pending));
+            writes.len() - 1
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(2),
+            write_once(&net, &mut cache, &mut rng, &key, &value),
+        )
+        .await
+        .unwrap_or(Outcome::Unknown);
+        history.lock().unwrap().writes.get_mut(&key).unwrap()[slot].1 = outcome;
+        let pause = rng.random_range(0..30);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster under simulation.
+
+struct Sim {
+    net: Arc<Net>,
+    nodes: Vec<SimNode>,
+    rng: StdRng,
+    next_shard: ShardId,
+    /// The epoch each node last stored for each shard.
+    epochs: BTreeMap<(NodeId, ShardId), Epoch>,
+    trace: Arc<Mutex<Vec<String>>>,
+    started: tokio::time::Instant,
+    _dir: tempfile::TempDir,
+}
+
+fn member(node: NodeId) -> ReplicaNode {
+    ReplicaNode {
+        addr: addr(node),
+        region: "sim".into(),
+    }
+}
+
+impl Sim {
+    async fn new(seed: u64) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let net = Arc::new(Net(Mutex::new(NetState {
+            rng: StdRng::seed_from_u64(rng.random()),
+            groups: BTreeMap::new(),
+            live: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            loss: 0.0,
+        })));
+        let replicas: Vec<ReplicaDescriptor> = (1..=NODES)
+            .map(|node| ReplicaDescriptor {
+                node,
+                region: "sim".into(),
+                role: ReplicaRole::Voter,
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for id in 1..=NODES {
+            let store = Arc::new(MemStore::new(dir.path().join(format!("n{id}"))));
+            let mut batch = Batch::default();
+            batch.put_descriptor(&ShardDescriptor::whole_keyspace(1, replicas.clone()));
+            store.write(batch, true).expect("bootstrap");
+            // A fixed election timeout per node, drawn from the seed: openraft draws its
+            // own from a thread-local generator, which would not replay.
+            let timeout = rng.random_range(150..450);
+            let options = GroupOptions {
+                node_id: id,
+                snapshot_after_entries: 40,
+                log_entries_kept: 5,
+                heartbeat_interval: Duration::from_millis(50),
+                election_timeout_min: Duration::from_millis(timeout),
+                election_timeout_max: Duration::from_millis(timeout + 1),
+                proposer: ProposerOptions::default(),
+            };
+            let mut node = SimNode {
+                id,
+                store,
+                process: None,
+                incarnation: 0,
+                groups: BTreeMap::new(),
+                options,
+            };
+            node.restart(&net).await;
+            nodes.push(node);
+        }
+        let members = (1..=NODES).map(|n| (n, member(n))).collect();
+        nodes[0].groups[&1]
+            .initialize(members)
+            .await
+            .expect("initialise the first shard");
+        Sim {
+            net,
+            nodes,
+            rng,
+            next_shard: 2,
+            epochs: BTreeMap::new(),
+            trace: Arc::new(Mutex::new(Vec::new())),
+            started: tokio::time::Instant::now(),
+            _dir: dir,
+        }
+    }
+
+    fn log(&self, event: String) {
+        let at = self.started.elapsed().as_millis();
+        self.trace
+            .lock()
+            .unwrap()
+            .push(format!("{at:>6} ms {event}"));
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    fn down(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.process.is_none())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Advances the clock by `ticks`, letting every node host what it stores as it goes.
+    async fn advance(&mut self, ticks: u32) -> Result<(), String> {
+        for _ in 0..ticks {
+            tokio::time::sleep(TICK).await;
+            for node in &mut self.nodes {
+                node.reconcile(&self.net).await;
+            }
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    /// One random fault or admin action.
+    async fn act(&mut self) {
+        match self.rng.random_range(0..100) {
+            0..30 => self.split(),
+            30..50 => self.merge(),
+            50..62 => {
+                let down = self.down();
+                if let Some(&node) = down.first() {
+                    self.log(format!("restart n{node}"));
+                    let net = self.net.clone();
+                    self.node(node).restart(&net).await;
+                } else {
+                    let node = self.rng.random_range(1..=NODES);
+                    let power_loss = self.rng.random_bool(0.5);
+                    self.log(format!("crash n{node} power_loss={power_loss}"));
+                    let net = self.net.clone();
+                    self.node(node).crash(&net, power_loss).await;
+                    if power_loss {
+                        self.epochs.retain(|(n, _), _| *n != node);
+                    }
+                }
+            }
+            62..77 => {
+                let node = self.rng.random_range(1..=NODES);
+                let one_way = self.rng.random_bool(0.3);
+                self.log(format!("isolate n{node} one_way={one_way}"));
+                let mut net = self.net.lock();
+                for other in (1..=NODES).filter(|o| *o != node) {
+                    net.cut.insert((node, other));
+                    if !one_way {
+                        net.cut.insert((other, node));
+                    }
+                }
+            }
+            77..90 => {
+                self.log("heal partitions".into());
+                self.net.lock().cut.clear();
+            }
+            _ => {
+                let loss = [0.0, 0.02, 0.1, 0.3][self.rng.random_range(0..4)];
+                self.log(format!("loss {loss}"));
+                self.net.lock().loss = loss;
+            }
+        }
+    }
+
+    /// Splits a random shard its leader knows at a random workload key inside it.
+    fn split(&mut self) {
+        let shard = self.pick_led_shard();
+        let Some((node, group)) = shard else { return };
+        let current = group.descriptor.borrow().clone();
+        let inside: Vec<Vec<u8>> = (0..KEYS)
+            .map(key)
+            .filter(|k| current.contains(k) && *k != current.start)
+            .collect();
+        if inside.is_empty() || current.merging.is_some() {
+            return;
+        }
+        let at = inside[self.rng.random_range(0..inside.len())].clone();
+        let new_shard_id = self.next_shard;
+        self.next_shard += 1;
+        self.log(format!(
+            "split s{} at {} into s{new_shard_id} on n{node}",
+            current.id,
+            String::from_utf8_lossy(&at)
+        ));
+        let request = ShardRequest::Split {
+            at,
+            new_shard_id,
+            expected_epoch: current.epoch,
+        };
+        let trace = self.trace.clone();
+        tokio::spawn(async move {
+            let outcome = group.proposer.propose(request).await;
+            trace.lock().unwrap().push(format!(
+                "       split into s{new_shard_id}: {}",
+                brief(&outcome)
+            ));
+        });
+    }
+
+    /// Merges a random shard with its right neighbour, as the admin service does:
+    /// PrepareMerge in the right one, wait until all its replicas applied it, CommitMerge
+    /// in the left one, RollbackMerge when the commit was refused or never proposed.
+    fn merge(&mut self) {
+        let Some((_, left)) = self.pick_led_shard() else {
+            return;
+        };
+        let l = left.descriptor.borrow().clone();
+        if l.end.is_empty() || l.merging.is_some() {
+            return;
+        }
+        let right = self
+            .net
+            .lock()
+            .groups
+            .values()
+            .map(|g| g.descriptor.borrow().clone())
+            .filter(|d| d.start == l.end)
+            .max_by_key(|d| d.epoch.version);
+        let Some(r) = right else { return };
+        if r.merging.is_some() {
+            return;
+        }
+        self.log(format!("merge s{} into s{}", r.id, l.id));
+        let net = self.net.clone();
+        let trace = self.trace.clone();
+        tokio::spawn(async move {
+            let outcome = merge(&net, &l, &r).await;
+            trace.lock().unwrap().push(format!(
+                "       merge of s{} into s{}: {outcome}",
+                r.id, l.id
+            ));
+        });
+    }
+
+    fn pick_led_shard(&mut self) -> Option<(NodeId, ShardGroup)> {
+        let led: Vec<(NodeId, ShardGroup)> = self
+            .net
+            .lock()
+            .groups
+            .iter()
+            .filter(|((node, _), g)| g.raft.metrics().borrow().current_leader == Some(*node))
+            .map(|((node, _), g)| (*node, g.clone()))
+            .collect();
+        if led.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..led.len());
+        Some(led[i].clone())
+    }
+
+    /// The invariants that hold at every moment.
+    fn check(&mut self) -> Result<(), String> {
+        let mut newest: BTreeMap<ShardId, ShardDescriptor> = BTreeMap::new();
+        for node in &self.nodes {
+            let stored = node.store.load_descriptors().map_err(|e| e.to_string())?;
+            // No key is served by two shards on one node.
+            let mut by_start = stored.clone();
+            by_start.sort_by(|a, b| a.start.cmp(&b.start));
+            for pair in by_start.windows(2) {
+                if pair[0].end.is_empty() || pair[0].end > pair[1].start {
+                    return Err(format!(
+                        "n{}: shards overlap: {} and {}",
+                        node.id,
+                        show(&pair[0]),
+                        show(&pair[1])
+                    ));
+                }
+            }
+            for d in stored {
+                // Epochs only grow (a power failure may take back what was not synced).
+                let seen = self.epochs.entry((node.id, d.id)).or_insert(d.epoch);
+                if d.epoch.version < seen.version || d.epoch.conf_ver < seen.conf_ver {
+                    return Err(format!(
+                        "n{}: the epoch of s{} went back from {:?} to {:?}",
+                        node.id, d.id, seen, d.epoch
+                    ));
+                }
+                *seen = d.epoch;
+                let known = newest.entry(d.id).or_insert_with(|| d.clone());
+                if d.epoch.version > known.epoch.version {
+                    *known = d;
+                }
+            }
+        }
+        // The newest descriptors, less those a newer one overlaps (a lagging replica's
+        // view of a split parent or a merged-away shard), cover the key space once.
+        let all: Vec<ShardDescriptor> = newest.into_values().collect();
+        let mut current: Vec<&ShardDescriptor> = all
+            .iter()
+            .filter(|d| {
+                !all.iter()
+                    .any(|o| o.epoch.version > d.epoch.version && o.overlaps(&d.start, &d.end))
+            })
+            .collect();
+        current.sort_by(|a, b| a.start.cmp(&b.start));
+        let mut expected_start: &[u8] = b"";
+        for (i, d) in current.iter().enumerate() {
+            if d.start != expected_start {
+                return Err(format!(
+                    "the key space is not covered once: {} follows a shard ending at {:?}",
+                    show(d),
+                    String::from_utf8_lossy(expected_start)
+                ));
+            }
+            if d.end.is_empty() && i + 1 != current.len() {
+                return Err(format!("{} is unbounded but not last", show(d)));
+            }
+            expected_start = &d.end;
+        }
+        if !expected_start.is_empty() {
+            return Err("the last shard does not reach the end of the key space".into());
+        }
+        Ok(())
+    }
+
+    /// Reads `key` through its shard's leader after a read barrier.
+    async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        for _ in 0..200 {
+            for node in &self.nodes {
+                let Some(process) = node.process.clone() else {
+                    continue;
+                };
+                for group in self.net.groups_on(node.id) {
+                    let m = group.raft.metrics().borrow().clone();
+                    if !group.descriptor.borrow().contains(key) || m.current_leader != Some(m.id) {
+                        continue;
+                    }
+                    if group.raft.ensure_linearizable().await.is_ok()
+                        && group.descriptor.borrow().contains(key)
+                    {
+                        return process.get(Cf::Data, key).map_err(|e| e.to_string());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "no leader served {} after the faults healed",
+            String::from_utf8_lossy(key)
+        ))
+    }
+}
+
+fn show(d: &ShardDescriptor) -> String {
+    format!(
+        "s{}[{:?}, {:?}) v{}{}",
+        d.id,
+        String::from_utf8_lossy(&d.start),
+        String::from_utf8_lossy(&d.end),
+        d.epoch.version,
+        if d.merging.is_some() { " frozen" } else { "" }
+    )
+}
+
+fn brief(outcome: &Result<ShardResponse, ProposeError>) -> String {
+    match outcome {
+        Ok(ShardResponse::Rejected(r)) => format!("refused: {r}"),
+        Ok(ShardResponse::Split { .. } | ShardResponse::Merge(_)) => "done".into(),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Proposes `request` to the current leader of `shard`; `None` when no leader is known.
+async fn propose_to_leader(
+    net: &Net,
+    shard: ShardId,
+    request: ShardRequest,
+) -> Option<Result<ShardResponse, ProposeError>> {
+    let (_, group) = net.leader_of(shard)?;
+    Some(group.proposer.propose(request).await)
+}
+
+async fn merge(net: &Net, l: &ShardDescriptor, r: &ShardDescriptor) -> String {
+    let prepare = ShardRequest::PrepareMerge {
+        into: l.clone(),
+        expected_epoch: r.epoch,
+    };
+    let frozen = match propose_to_leader(net, r.id, prepare).await {
+        Some(Ok(ShardResponse::Merge(frozen))) => frozen,
+        Some(other) => return format!("prepare: {}", brief(&other)),
+        None => return "prepare: no leader".into(),
+    };
+    let index = frozen.merging.map_or(0, |m| m.index);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let prepared = loop {
+        let all_applied = (1..=NODES).all(|node| {
+            net.group(node, r.id).is_some_and(|g| {
+                g.raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .is_some_and(|id| id.index >= index)
+            })
+        });
+        if all_applied {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let commit = ShardRequest::CommitMerge {
+        source: frozen,
+        expected_epoch: l.epoch,
+    };
+    let committed = match prepared {
+        true => propose_to_leader(net, l.id, commit).await,
+        false => None,
+    };
+    match committed {
+        Some(Ok(ShardResponse::Merge(_))) => "done".into(),
+        Some(Err(e)) if !matches!(e, ProposeError::NotLeader { .. }) => {
+            format!("commit outcome unknown ({e}); s{} stays frozen", r.id)
+        }
+        refused => {
+            let rollback = ShardRequest::RollbackMerge { into: l.id };
+            let rolled = propose_to_leader(net, r.id, rollback).await;
+            format!(
+                "commit {}; rollback: {}",
+                refused.map_or("never proposed".into(), |o| brief(&o)),
+                rolled.map_or("no leader".into(), |o| brief(&o))
+            )
+        }
+    }
+}
+
+/// Checks the value `key` ended with against its history: the last acknowledged write,
+/// or one whose outcome is unknown (it may have taken effect at any time); never a
+/// refused write, and nothing at all only when no write was acknowledged.
+fn check_final(
+    key: &[u8],
+    value: Option<Vec<u8>>,
+    writes: &[(String, Outcome)],
+) -> Result<(), String> {
+    let last_ok = writes.iter().rposition(|(_, o)| *o == Outcome::Ok);
+    let shown = String::from_utf8_lossy(key);
+    let Some(value) = value else {
+        return match last_ok {
+            Some(i) => Err(format!(
+                "{shown}: acknowledged write {} is lost (key is empty)",
+                writes[i].0
+            )),
+            None => Ok(()),
+        };
+    };
+    let value = String::from_utf8_lossy(&value).to_string();
+    match writes.iter().position(|(v, _)| *v == value) {
+        None => Err(format!("{shown}: holds {value}, which was never written")),
+        Some(i) => match writes[i].1 {
+            Outcome::Unknown => Ok(()),
+            Outcome::Ok if Some(i) == last_ok => Ok(()),
+            Outcome::Ok => Err(format!(
+                "{shown}: holds {value}, but the later acknowledged write {} is lost",
+                writes[last_ok.expect("an acknowledged write")].0
+            )),
+            Outcome::Failed => Err(format!("{shown}: holds {value}, a write that was refused")),
+            Outcome::Pending => Err(format!("{shown}: holds {value}, a write still pending")),
+        },
+    }
+}
+
+/// What one seed did, for the determinism check and the summary.
+struct Report {
+    trace: Vec<String>,
+    acknowledged: usize,
+    shards: usize,
+}
+
+async fn simulate(seed: u64) -> Result<Report, (String, Vec<String>)> {
+    let mut sim = Sim::new(seed).await;
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                seed,
+                sim.net.clone(),
+                history.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let fail = |sim: &Sim, e: String| (e, sim.trace.lock().unwrap().clone());
+    for _ in 0..STEPS {
+        sim.act().await;
+        let ticks = sim.rng.random_range(1..30);
+        if let Err(e) = sim.advance(ticks).await {
+            return Err(fail(&sim, e));
+        }
+    }
+    // Heal: every node up, no cuts, no loss; clients stop; the cluster settles.
+    sim.log("heal everything".into());
+    {
+        let mut net = sim.net.lock();
+        net.cut.clear();
+        net.loss = 0.0;
+    }
+    for node in sim.down() {
+        let net = sim.net.clone();
+        sim.node(node).restart(&net).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client task");
+    }
+    if let Err(e) = sim.advance(300).await {
+        return Err(fail(&sim, e));
+    }
+    let writes = std::mem::take(&mut history.lock().unwrap().writes);
+    let mut acknowledged = 0;
+    for (key, writes) in &writes {
+        acknowledged += writes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
+        let value = match sim.read(key).await {
+            Ok(value) => value,
+            Err(e) => return Err(fail(&sim, e)),
+        };
+        if let Err(e) = check_final(key, value, writes) {
+            return Err(fail(&sim, e));
+        }
+    }
+    let shards = sim.nodes[0].store.load_descriptors().map_or(0, |d| d.len());
+    for node in 1..=NODES {
+        let net = sim.net.clone();
+        sim.node(node).crash(&net, false).await;
+    }
+    let trace = sim.trace.lock().unwrap().clone();
+    Ok(Report {
+        trace,
+        acknowledged,
+        shards,
+    })
+}
+
+fn run_seed(seed: u64) -> Result<Report, (String, Vec<String>)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+        .block_on(simulate(seed))
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("SIM_SEED") {
+        return vec![seed.parse().expect("SIM_SEED is a number")];
+    }
+    let count =
+        std::env::var("SIM_SEEDS").map_or(200, |n| n.parse().expect("SIM_SEEDS is a number"));
+    (0..count).collect()
+}
+
+#[test]
+fn the_protocol_keeps_its_invariants_under_faults() {
+    let mut failures = Vec::new();
+    let (mut acknowledged, mut shards, mut splits, mut merges) = (0, 0, 0, 0);
+    let done = |trace: &[String], what: &str| {
+        trace
+            .iter()
+            .filter(|l| l.trim_start().starts_with(what) && l.ends_with(": done"))
+            .count()
+    };
+    for seed in seeds() {
+        match run_seed(seed) {
+            Ok(report) => {
+                acknowledged += report.acknowledged;
+                shards += report.shards;
+                splits += done(&report.trace, "split into");
+                merges += done(&report.trace, "merge of");
+            }
+            Err((error, trace)) => {
+                eprintln!(
+                    "seed {seed} failed: {error}\nits events:\n{}",
+                    trace.join("\n")
+                );
+                failures.push(format!(
+                    "seed {seed}: {error} (replay: SIM_SEED={seed} cargo test -p hanse-consensus --test simulation)"
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{acknowledged} acknowledged writes checked; {splits} splits and {merges} merges \
+         committed; {shards} shards at the ends of the runs"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(acknowledged > 0, "the clients got no write through");
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let outline = |seed| match run_seed(seed) {
+        Ok(report) => (report.trace, report.acknowledged),
+        Err((_, trace)) => (trace, 0),
+    };
+    assert_eq!(outline(7), outline(7));
+}
+
+#[test]
+#[ignore]
+fn print_trace() {
+    let seed = std::env::var("SIM_SEED").map_or(7, |s| s.parse().unwrap());
+    match run_seed(seed) {
+        Ok(r) => println!(
+            "{}\nacknowledged {} shards {}",
+            r.trace.join("\n"),
+            r.acknowledged,
+            r.shards
+        ),
+        Err((e, t)) => println!("{}\nFAILED {e}", t.join("\n")),
+    }
+}

@@ -1,0 +1,373 @@
+//! The storage interface the consensus layer is written against, and its in-memory
+//! implementation.
+//!
+//! [`Engine`](crate::Engine) is the real one (RocksDB). [`MemStore`] keeps the same four
+//! column families in ordered maps and models what a crash keeps: a synced write makes it
+//! and everything written before it durable (as a RocksDB WAL sync does), and
+//! [`MemStore::lose_unsynced`] drops the rest, as a power failure would. Deterministic
+//! simulations run the real Raft groups over it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::future::Future;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use crate::engine::{Batch, Cf, RangeExport, ScanOrder};
+use crate::log_writer::{OnDurable, WriteOp};
+use crate::{Error, Result, ShardDescriptor, ShardId, codec};
+
+/// What [`Store::append_log`] and [`Store::write_log`] return.
+pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// A node's storage as the consensus layer uses it: four column families with atomic
+/// batches, an ordered log-write path, and range export/ingest for snapshots.
+pub trait Store: Send + Sync + 'static {
+    /// The directory where snapshot files of this store live.
+    fn path(&self) -> &Path;
+
+    /// Reads one key of a column family.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Reads up to `limit` entries of `cf` with keys in `[start, end)` (an empty `end` is
+    /// unbounded), in `order`.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Applies `batch` atomically; with `sync` it is durable before this returns.
+    fn write(&self, batch: Batch, sync: bool) -> Result<()>;
+
+    /// Writes `batch` in order with the other log writes and resolves once it is written
+    /// (readable); `on_durable`, if given, runs once it is durable.
+    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_>;
+
+    /// Writes the user data in `[start, end)` into files of at most about
+    /// `file_bytes_max` bytes each in `dir`, from one consistent view. An empty range
+    /// yields no files.
+    fn export_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        file_bytes_max: u64,
+    ) -> Result<RangeExport>;
+
+    /// Replaces the user data in `[start, end)` with the contents of `files` (as written
+    /// by [`Store::export_range`] of the same kind of store).
+    fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()>;
+
+    /// Like [`Store::append_log`], but resolves once the batch is durable.
+    fn write_log(&self, batch: Batch) -> StoreFuture<'_> {
+        Box::pin(async move {
+            let (durable_tx, durable) = tokio::sync::oneshot::channel();
+            let on_durable: OnDurable = Box::new(move |result| {
+                let _ = durable_tx.send(result);
+            });
+            self.append_log(batch, Some(on_durable)).await?;
+            durable.await.map_err(|_| Error::WriterStopped)?
+        })
+    }
+
+    /// All shard descriptors stored here, in id order.
+    fn load_descriptors(&self) -> Result<Vec<ShardDescriptor>> {
+        let (start, end) = codec::descriptor_key_range();
+        self.scan(Cf::Meta, &start, &end, usize::MAX, ScanOrder::Forward)?
+            .into_iter()
+            .map(|(_, value)| codec::decode("shard descriptor", &value))
+            .collect()
+    }
+
+    /// The descriptor of `shard`, if one is stored.
+    fn descriptor(&self, shard: ShardId) -> Result<Option<ShardDescriptor>> {
+        self.get(Cf::Meta, &codec::descriptor_key(shard))?
+            .map(|bytes| codec::decode("shard descriptor", &bytes))
+            .transpose()
+    }
+
+    /// Deletes everything stored of the shard `descriptor` names: its data range, Raft
+    /// log, Raft state and descriptor, in one synced batch. Used once the replica has
+    /// been removed from the shard's group.
+    fn destroy_replica(&self, descriptor: &ShardDescriptor) -> Result<()> {
+        let mut batch = Batch::default();
+        if let Some(upper) = exclusive_upper_bound(self, &descriptor.start, &descriptor.end)? {
+            batch.delete_range(Cf::Data, descriptor.start.clone(), upper);
+        }
+        delete_raft_state(&mut batch, descriptor.id);
+        self.write(batch, true)
+    }
+
+    /// Deletes the Raft log, Raft state and descriptor of `shard` but keeps its data: a
+    /// merged shard's keys now belong to the shard that absorbed it.
+    fn retire_merged(&self, shard: ShardId) -> Result<()> {
+        let mut batch = Batch::default();
+        delete_raft_state(&mut batch, shard);
+        self.write(batch, true)
+    }
+}
+
+/// An end key for range deletes of `[start, end)`: `end` itself, or just past the last
+/// stored key when `end` is unbounded. `None` when there is nothing to delete.
+pub(crate) fn exclusive_upper_bound<S: Store + ?Sized>(
+    store: &S,
+    start: &[u8],
+    end: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    if !end.is_empty() {
+        return Ok(Some(end.to_vec()));
+    }
+    let last = store.scan(Cf::Data, start, end, 1, ScanOrder::Reverse)?;
+    Ok(last.into_iter().next().map(|(mut key, _)| {
+        key.push(0);
+        key
+    }))
+}
+
+/// Adds to `batch` the deletion of `shard`'s Raft log, Raft state and descriptor.
+fn delete_raft_state(batch: &mut Batch, shard: ShardId) {
+    let prefix = codec::shard_prefix(shard).to_vec();
+    let prefix_end = codec::shard_prefix_end(shard);
+    batch.delete_range(Cf::RaftLog, prefix.clone(), prefix_end.clone());
+    batch.delete_range(Cf::RaftState, prefix, prefix_end);
+    batch.delete(Cf::Meta, codec::descriptor_key(shard));
+}
+
+type Families = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
+
+#[derive(Default)]
+struct MemState {
+    /// What reads see.
+    live: Families,
+    /// What survives [`MemStore::lose_unsynced`].
+    durable: Families,
+    /// Batches written since the last sync, oldest first: the difference between the two.
+    unsynced: Vec<Vec<WriteOp>>,
+}
+
+/// A [`Store`] in memory, for deterministic tests. Snapshot files go to `path`.
+pub struct MemStore {
+    path: PathBuf,
+    state: Mutex<MemState>,
+}
+
+impl MemStore {
+    /// An empty store whose snapshot files go under `path`.
+    pub fn new(path: impl Into<PathBuf>) -> MemStore {
+        MemStore {
+            path: path.into(),
+            state: Mutex::new(MemState::default()),
+        }
+    }
+
+    /// Forgets every write not yet made durable, as a power failure would.
+    pub fn lose_unsynced(&self) {
+        let mut state = self.lock();
+        state.unsynced.clear();
+        state.live = state.durable.clone();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.state.lock().expect("memory store lock")
+    }
+
+    fn apply(&self, ops: Vec<WriteOp>, sync: bool) {
+        let mut state = self.lock();
+        apply_ops(&mut state.live, &ops);
+        state.unsynced.push(ops);
+        if sync {
+            let unsynced = std::mem::take(&mut state.unsynced);
+            for ops in &unsynced {
+                apply_ops(&mut state.durable, ops);
+            }
+        }
+    }
+}
+
+fn cf_index(cf: Cf) -> usize {
+    match cf {
+        Cf::Data => 0,
+        Cf::RaftLog => 1,
+        Cf::RaftState => 2,
+        Cf::Meta => 3,
+    }
+}
+
+fn key_range<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end)
+    };
+    (Bound::Included(start), upper)
+}
+
+fn apply_ops(families: &mut Families, ops: &[WriteOp]) {
+    for op in ops {
+        match op {
+            WriteOp::Put { cf, key, value } => {
+                families[cf_index(*cf)].insert(key.clone(), value.clone());
+            }
+            WriteOp::Delete { cf, key } => {
+                families[cf_index(*cf)].remove(key);
+            }
+            WriteOp::DeleteRange { cf, start, end } => {
+                let family = &mut families[cf_index(*cf)];
+                let doomed: Vec<Vec<u8>> = family
+                    .range::<[u8], _>(key_range(start, end))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in doomed {
+                    family.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl Store for MemStore {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().live[cf_index(cf)].get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let state = self.lock();
+        let range = state.live[cf_index(cf)].range::<[u8], _>(key_range(start, end));
+        let pairs = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(match order {
+            ScanOrder::Forward => range.take(limit).map(pairs).collect(),
+            ScanOrder::Reverse => range.rev().take(limit).map(pairs).collect(),
+        })
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        self.apply(batch.into_ops(), sync);
+        Ok(())
+    }
+
+    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
+        // Log writes are synced at once: there is no group commit to wait for.
+        self.apply(batch.into_ops(), true);
+        if let Some(on_durable) = on_durable {
+            on_durable(Ok(()));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn export_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        dir: &Path,
+        _file_bytes_max: u64,
+    ) -> Result<RangeExport> {
+        let pairs = self.scan(Cf::Data, start, end, usize::MAX, ScanOrder::Forward)?;
+        let mut export = RangeExport {
+            keys: pairs.len() as u64,
+            bytes: pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+            ..RangeExport::default()
+        };
+        if pairs.is_empty() {
+            return Ok(export);
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let file = dir.join("000000.mem");
+        fs::write(&file, codec::encode(&pairs)).map_err(|e| Error::io(&file, e))?;
+        export.files.push(file);
+        Ok(export)
+    }
+
+    fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
+        let mut batch = Batch::default();
+        if let Some(upper) = exclusive_upper_bound(self, start, end)? {
+            batch.delete_range(Cf::Data, start.to_vec(), upper);
+        }
+        for file in files {
+            let bytes = fs::read(file).map_err(|e| Error::io(file, e))?;
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = codec::decode("range export", &bytes)?;
+            for (key, value) in pairs {
+                let inside = key.as_slice() >= start && (end.is_empty() || key.as_slice() < end);
+                if !inside {
+                    return Err(Error::Corrupted {
+                        path: file.clone(),
+                        detail: "a range export holds a key outside its range".into(),
+                    });
+                }
+                batch.put(Cf::Data, key, value);
+            }
+        }
+        // Ingested files are durable in RocksDB once ingested.
+        self.apply(batch.into_ops(), true);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &MemStore, key: &str, sync: bool) {
+        let mut batch = Batch::default();
+        batch.put(Cf::Data, key, "v");
+        store.write(batch, sync).unwrap();
+    }
+
+    #[test]
+    fn a_sync_makes_earlier_writes_durable_and_a_power_failure_loses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(dir.path());
+        put(&store, "a", false);
+        put(&store, "b", true);
+        put(&store, "c", false);
+        store.lose_unsynced();
+        assert!(store.get(Cf::Data, b"a").unwrap().is_some());
+        assert!(store.get(Cf::Data, b"b").unwrap().is_some());
+        assert_eq!(store.get(Cf::Data, b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn export_then_ingest_replaces_exactly_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = MemStore::new(dir.path().join("a"));
+        let target = MemStore::new(dir.path().join("b"));
+        for key in ["a", "b", "c", "d"] {
+            put(&source, key, false);
+        }
+        for key in ["b2", "d"] {
+            put(&target, key, false);
+        }
+        let export = source
+            .export_range(b"b", b"d", &dir.path().join("export"), u64::MAX)
+            .unwrap();
+        assert_eq!(export.keys, 2);
+        target.ingest_range(b"b", b"d", &export.files).unwrap();
+        let keys: Vec<Vec<u8>> = target
+            .scan(Cf::Data, b"", b"", usize::MAX, ScanOrder::Forward)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        let reversed = target
+            .scan(Cf::Data, b"", b"", 1, ScanOrder::Reverse)
+            .unwrap();
+        assert_eq!(reversed[0].0, b"d");
+    }
+}
