@@ -130,12 +130,27 @@ pub fn decide<E>(
                 ..Effect::respond(ShardResponse::CompareAndSwap { swapped, previous })
             }
         }
-        ShardRequest::Split { .. } | ShardRequest::PrepareMerge { .. }
+        // Committed already (a coordinator that did not hear the answer runs it again):
+        // answered as done, so that it does not roll the source back.
+        ShardRequest::CommitMerge { source, .. }
+            if source.merging.is_some_and(|m| m.into == shard.id) && shard.covers(&source) =>
+        {
+            Effect::respond(ShardResponse::Merge(shard.clone()))
+        }
+        // A frozen shard changes only by the end of its own merge: it takes no split, no
+        // merge of its own and no neighbour (which its merge would then lose). A fence
+        // need not move it on, since it takes no commit anyway.
+        ShardRequest::Split { .. }
+        | ShardRequest::PrepareMerge { .. }
+        | ShardRequest::CommitMerge { .. }
             if shard.merging.is_some() =>
         {
             Effect::rejected(Rejection::Frozen {
                 current: shard.clone(),
             })
+        }
+        ShardRequest::FenceMerge { .. } if shard.merging.is_some() => {
+            Effect::respond(ShardResponse::Merge(shard.clone()))
         }
         ShardRequest::Split {
             at,
@@ -165,6 +180,10 @@ pub fn decide<E>(
                 ..Effect::merge_step(merged)
             },
             Err(e) => Effect::rejected(Rejection::Merge(e)),
+        },
+        ShardRequest::FenceMerge { source } => match shard.fence_merge(&source) {
+            Some(fenced) => Effect::merge_step(fenced),
+            None => Effect::respond(ShardResponse::Merge(shard.clone())),
         },
         ShardRequest::RollbackMerge { into } => match shard.rollback_merge(into) {
             Ok(thawed) => Effect::merge_step(thawed),
@@ -355,6 +374,14 @@ mod tests {
         assert_eq!(committed.absorbed.as_ref(), Some(&frozen));
         let merged = committed.descriptor.unwrap();
         assert!(merged.contains(b"x") && merged.contains(b"a"));
+        // Run again (its first answer was lost): done, and nothing changes.
+        let again = ShardRequest::CommitMerge {
+            source: frozen.clone(),
+            expected_epoch: left.epoch,
+        };
+        let repeated = decide(&merged, again, 10, no_read).unwrap();
+        assert_eq!(repeated.response, ShardResponse::Merge(merged.clone()));
+        assert!(repeated.descriptor.is_none() && repeated.absorbed.is_none());
 
         let rollback = ShardRequest::RollbackMerge { into: 1 };
         let thawed = decide(&frozen, rollback, 43, no_read).unwrap();

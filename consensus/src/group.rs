@@ -15,6 +15,9 @@ use crate::{
     StorageError, TypeConfig,
 };
 
+/// How long adding a replica waits for the snapshot (and log purge) it starts from.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
 /// Tuning of every group on a node.
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
@@ -253,6 +256,7 @@ impl ShardGroup {
         at: ReplicaNode,
         role: ReplicaRole,
     ) -> Result<(), GroupError> {
+        self.purge_log_to_snapshot().await?;
         self.raft
             .add_learner(node, at, true)
             .await
@@ -263,6 +267,57 @@ impl ShardGroup {
                 .await
                 .map_err(|e| self.write_error(e))?;
         }
+        Ok(())
+    }
+
+    /// Snapshots the shard's state and purges the log up to it, so that a replica added
+    /// next starts from the snapshot. Replaying the log from its start would miss keys: a
+    /// shard created by a split inherits its parent's keys and a merge its neighbour's,
+    /// without a log entry that writes them (and replaying a split would create the new
+    /// shard on a node that is not its member).
+    async fn purge_log_to_snapshot(&self) -> Result<(), GroupError> {
+        let shard = self.shard;
+        let applied = self.raft.metrics().borrow().last_applied.map(|id| id.index);
+        let Some(applied) = applied else {
+            return Ok(());
+        };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| self.fatal(e))?;
+        let membership_wait = |what: &str, waited| GroupError::Membership {
+            shard,
+            detail: format!("{what} not done within {waited:?}"),
+        };
+        let snapshot = self
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "a snapshot of the applied state",
+            )
+            .await
+            .map_err(|_| {
+                membership_wait("the snapshot before adding a replica was", SNAPSHOT_WAIT)
+            })?
+            .snapshot
+            .expect("waited for it");
+        self.raft
+            .trigger()
+            .purge_log(snapshot.index)
+            .await
+            .map_err(|e| self.fatal(e))?;
+        self.raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= snapshot.index),
+                "the log purged up to the snapshot",
+            )
+            .await
+            .map_err(|_| {
+                membership_wait("purging the log before adding a replica was", SNAPSHOT_WAIT)
+            })?;
         Ok(())
     }
 

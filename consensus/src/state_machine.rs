@@ -336,6 +336,27 @@ impl StateMachine {
                 ),
             )));
         }
+        // Other shards on this node that the snapshot's range overlaps were merged into
+        // this one in the part of the log the snapshot replaces: their replicas here never
+        // applied the commit, so they are retired now, with this batch, not left to serve
+        // a range that is no longer theirs.
+        let mut absorbed = Vec::new();
+        for local in self.store.load_descriptors().map_err(sm_read_error)? {
+            if local.id == self.shard || !local.overlaps(&descriptor.start, &descriptor.end) {
+                continue;
+            }
+            if local.epoch.version >= descriptor.epoch.version {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the snapshot of shard {} at version {} overlaps shard {} at version {} \
+                         on this node",
+                        self.shard, descriptor.epoch.version, local.id, local.epoch.version
+                    ),
+                )));
+            }
+            absorbed.push(local.id);
+        }
         // Clear what this replica held of the old range, then load the snapshot's range.
         if (descriptor.start.as_slice(), descriptor.end.as_slice())
             != (
@@ -356,6 +377,14 @@ impl StateMachine {
         self.membership = meta.last_membership.clone();
         let mut batch = Batch::default();
         self.put_pointers(&mut batch, true);
+        for shard in absorbed {
+            tracing::info!(
+                shard = self.shard,
+                absorbed = shard,
+                "a snapshot retires a shard merged into it"
+            );
+            batch.delete(Cf::Meta, codec::descriptor_key(shard));
+        }
         batch.put(
             Cf::RaftState,
             codec::state_key(self.shard, StateKey::SnapshotMeta),

@@ -83,8 +83,12 @@ pub enum ShardRequest {
         source: ShardDescriptor,
         expected_epoch: Epoch,
     },
+    /// Moves this shard (the left one) one version on, so the CommitMerge of `source`,
+    /// frozen for a merge into it, can never apply; answers this shard's descriptor, which
+    /// covers `source` when the merge committed first. Proposed before a RollbackMerge.
+    FenceMerge { source: ShardDescriptor },
     /// Unfreezes this shard after a merge into `into` that did not commit. Proposed only
-    /// when the CommitMerge was refused or never proposed.
+    /// once a FenceMerge in `into` answered without the range of this shard.
     RollbackMerge { into: ShardId },
     /// Records shards and nodes in the meta shard's routing table and node directory;
     /// a shard record older than what the table holds for its range is dropped.

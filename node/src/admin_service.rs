@@ -486,15 +486,44 @@ impl AdminService {
             .map_err(replica_status)
     }
 
-    /// Unfreezes `source` after a merge into `into` that will not commit.
-    async fn roll_back(&self, source: &ReplicaHandle, into: ShardId) {
-        let request = ShardRequest::RollbackMerge { into };
+    /// Gives up the merge of `frozen` (led by `source`) into `into`: first fences `into`
+    /// so that no commit of it can apply any more (another coordinator's included), then
+    /// unfreezes the source. Returns the merged shard instead when the fence finds that
+    /// the merge committed after all.
+    async fn roll_back(
+        &self,
+        into: &ReplicaHandle,
+        source: &ReplicaHandle,
+        frozen: &ShardDescriptor,
+    ) -> Option<ShardDescriptor> {
+        let fence = ShardRequest::FenceMerge {
+            source: frozen.clone(),
+        };
+        match self.propose_here(into, fence).await {
+            Ok(ShardResponse::Merge(current)) if current.covers(frozen) => return Some(current),
+            Ok(ShardResponse::Merge(_)) => {}
+            outcome => {
+                tracing::warn!(
+                    shard = source.shard,
+                    into = into.shard,
+                    "the merge could not be fenced ({outcome:?}); the shard stays frozen \
+                     until the merge runs again"
+                );
+                return None;
+            }
+        }
+        let request = ShardRequest::RollbackMerge { into: into.shard };
         match self.propose_here(source, request).await {
             Ok(ShardResponse::Merge(_)) => {
-                tracing::info!(shard = source.shard, into, "merge rolled back")
+                tracing::info!(shard = source.shard, into = into.shard, "merge rolled back")
             }
-            outcome => tracing::warn!(shard = source.shard, into, "rollback failed: {outcome:?}"),
+            outcome => tracing::warn!(
+                shard = source.shard,
+                into = into.shard,
+                "rollback failed: {outcome:?}"
+            ),
         }
+        None
     }
 
     /// Merges `left` (led here) with its right neighbour: PrepareMerge in the right shard
@@ -568,27 +597,32 @@ impl AdminService {
                 }
             }
         };
+        let merged = |merged: ShardDescriptor| pb::MergeResponse {
+            merged: Some(to_proto(&merged)),
+        };
         if let Err(e) = self.wait_merge_prepared(&right, &frozen).await {
-            self.roll_back(&right, l.id).await;
-            return Err(e);
+            return match self.roll_back(left, &right, &frozen).await {
+                Some(done) => Ok(merged(done)),
+                None => Err(e),
+            };
         }
         let commit = ShardRequest::CommitMerge {
-            source: frozen,
+            source: frozen.clone(),
             expected_epoch: l.epoch,
         };
         match self.propose_here(left, commit).await {
-            Ok(ShardResponse::Merge(merged)) => {
-                self.report_changed(&[&merged]).await;
-                Ok(pb::MergeResponse {
-                    merged: Some(to_proto(&merged)),
-                })
+            Ok(ShardResponse::Merge(done)) => {
+                self.report_changed(&[&done]).await;
+                Ok(merged(done))
             }
             Ok(ShardResponse::Rejected(rejection)) => {
-                self.roll_back(&right, l.id).await;
-                Err(Status::failed_precondition(format!(
-                    "shard {}: {rejection}; the merge was rolled back",
-                    l.id
-                )))
+                match self.roll_back(left, &right, &frozen).await {
+                    Some(done) => Ok(merged(done)),
+                    None => Err(Status::failed_precondition(format!(
+                        "shard {}: {rejection}; the merge was rolled back",
+                        l.id
+                    ))),
+                }
             }
             Ok(other) => Err(Status::internal(format!("unexpected {other:?}"))),
             Err(e) => Err(Status::unavailable(format!(

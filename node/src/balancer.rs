@@ -1,6 +1,8 @@
 //! Runs the size and leader heuristics ([`hanse_planner::balance`]) on the meta shard's
-//! leader: every few seconds it reads the routing table, asks for splits and merges (or,
-//! when there are none, leadership moves toward the preferred region or an even spread),
+//! leader: every few seconds it reads the routing table, asks for splits and merges
+//! (with the replica moves that give merge partners the same replicas first) or, when
+//! there are none, role changes and leadership moves toward the preferred region or an
+//! even spread,
 //! and carries them out through this node's Admin service (which forwards each to the
 //! shard's leader). Every node runs the loop; only the meta leader acts, so a new meta
 //! leader takes over by itself. How long each shard has been unchanged is remembered
@@ -83,7 +85,7 @@ impl Balancer {
             self.seen.lock().await.clear();
             return Ok(());
         };
-        let (table, _) = read_routing_table(&self.engine, &meta).await?;
+        let (table, nodes) = read_routing_table(&self.engine, &meta).await?;
         let now = Instant::now();
         let mut seen = self.seen.lock().await;
         seen.retain(|id, _| table.iter().any(|r| r.descriptor.id == *id));
@@ -206,6 +208,28 @@ impl Balancer {
                     .map(|_| ()),
                 Action::Merge { left, .. } => admin
                     .merge(pb::MergeRequest { shard_id: *left })
+                    .await
+                    .map(|_| ()),
+                Action::AddReplica { shard, node, role } => match nodes.get(node) {
+                    Some(record) => admin
+                        .add_node(pb::AddNodeRequest {
+                            node_id: *node,
+                            addr: record.addr.clone(),
+                            region: record.region.clone(),
+                            learner: *role == ReplicaRole::Learner,
+                            shard_ids: vec![*shard],
+                        })
+                        .await
+                        .map(|_| ()),
+                    None => Err(Status::not_found(format!(
+                        "node {node} is not in the node directory"
+                    ))),
+                },
+                Action::RemoveReplica { shard, node } => admin
+                    .remove_node(pb::RemoveNodeRequest {
+                        node_id: *node,
+                        shard_ids: vec![*shard],
+                    })
                     .await
                     .map(|_| ()),
             };

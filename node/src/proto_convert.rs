@@ -28,6 +28,10 @@ pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
         merging: d.merging.map(|m| pb::MergeState {
             into: m.into,
             index: m.index,
+            into_epoch: Some(pb::Epoch {
+                version: m.into_epoch.version,
+                conf_ver: m.into_epoch.conf_ver,
+            }),
         }),
     }
 }
@@ -56,9 +60,16 @@ pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
                 },
             })
             .collect(),
-        merging: d.merging.map(|m| MergeState {
-            into: m.into,
-            index: m.index,
+        merging: d.merging.map(|m| {
+            let into_epoch = m.into_epoch.unwrap_or_default();
+            MergeState {
+                into: m.into,
+                index: m.index,
+                into_epoch: Epoch {
+                    version: into_epoch.version,
+                    conf_ver: into_epoch.conf_ver,
+                },
+            }
         }),
     })
 }
@@ -143,7 +154,14 @@ mod tests {
                     role: ReplicaRole::Learner,
                 },
             ],
-            merging: Some(MergeState { into: 3, index: 99 }),
+            merging: Some(MergeState {
+                into: 3,
+                index: 99,
+                into_epoch: Epoch {
+                    version: 4,
+                    conf_ver: 2,
+                },
+            }),
         };
         assert_eq!(from_proto(to_proto(&d)), Some(d));
     }

@@ -664,6 +664,79 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
 }
 
 #[test]
+fn cold_neighbours_on_different_nodes_first_get_the_same_replicas_then_merge() {
+    // Regions in turn: Hamburg, China, Sydney, Hamburg; every shard on all four.
+    let cluster = launch_nodes(4, &["--balance-cool-down", "5"]);
+    let endpoints = cluster.endpoints.join(",");
+    for key in ["apple", "zebra"] {
+        ok(&["kv", "put", key, key, "--endpoints", &endpoints]);
+    }
+    let split: serde_json::Value =
+        ok(&["admin", "split", "m", "--json", "--endpoints", &endpoints])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .next_back()
+            .unwrap();
+    // The new shard loses its replica on node 4 (within the cool-down, before the
+    // balancer would merge the two back): the neighbours now differ.
+    let right = split["id"].to_string();
+    ok(&[
+        "admin",
+        "remove-node",
+        "--node-id",
+        "4",
+        "--shard",
+        &right,
+        "--endpoints",
+        &endpoints,
+    ]);
+    let replica_nodes = || -> Vec<Vec<u64>> {
+        let table: serde_json::Value = serde_json::from_str(&ok(&[
+            "admin",
+            "shards",
+            "--json",
+            "--endpoints",
+            &cluster.endpoints[1],
+        ]))
+        .unwrap();
+        table["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["id"] != 0)
+            .map(|s| {
+                let mut nodes: Vec<u64> = s["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["node"].as_u64().unwrap())
+                    .collect();
+                nodes.sort();
+                nodes
+            })
+            .collect()
+    };
+    // The routing table hears of it with the next report.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while replica_nodes() != [vec![1, 2, 3, 4], vec![1, 2, 3]] {
+        assert!(Instant::now() < deadline, "{:?}", replica_nodes());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The balancer gives the new shard its replica on node 4 back, then merges.
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    while replica_nodes() != [vec![1, 2, 3, 4]] {
+        assert!(Instant::now() < deadline, "{:?}", replica_nodes());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for key in ["apple", "zebra"] {
+        assert_eq!(
+            ok(&["kv", "get", key, "--endpoints", &endpoints]),
+            format!("{key}\n")
+        );
+    }
+}
+
+#[test]
 fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
     // Regions in turn: Hamburg, China, Sydney, Hamburg.
     let cluster = launch_nodes(4, &["--balance-cool-down", "1"]);

@@ -1,6 +1,6 @@
 //! The size heuristic that keeps shards between sizes before the learned planner exists:
 //! split a shard that grew past `split_size` at its middle key by size, merge neighbours
-//! that are both small and cold, and leave a shard alone for a cool-down after it changed
+//! that are both small and cold (first moving replicas until both have the same set), and leave a shard alone for a cool-down after it changed
 //! (so a split is not undone by a merge at once, and the other way round). A pure function
 //! of the routing table, tested without a cluster; the node carries its actions out.
 
@@ -64,6 +64,18 @@ pub enum Action {
         left: ShardId,
         right: ShardId,
     },
+    /// Add a replica on `node` to `shard`: a step toward the replica set of the
+    /// neighbour it is to merge with.
+    AddReplica {
+        shard: ShardId,
+        node: NodeId,
+        role: ReplicaRole,
+    },
+    /// Remove the replica on `node` from `shard`, once it has the neighbour's replicas.
+    RemoveReplica {
+        shard: ShardId,
+        node: NodeId,
+    },
 }
 
 /// The actions for `shards`, the routing table in key order. Each shard takes part in at
@@ -96,18 +108,44 @@ pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action
         }
         if small_and_cold(left)
             && small_and_cold(right)
-            && left.replicas == right.replicas
             && (left.size_bytes + right.size_bytes) * 2 < options.split_size_bytes
         {
-            actions.push(Action::Merge {
-                left: left.id,
-                right: right.id,
-            });
-            used[i] = true;
-            used[i + 1] = true;
+            let step = match left.replicas == right.replicas {
+                true => Some(Action::Merge {
+                    left: left.id,
+                    right: right.id,
+                }),
+                false => align_replicas(left, right),
+            };
+            if let Some(step) = step {
+                actions.push(step);
+                used[i] = true;
+                used[i + 1] = true;
+            }
         }
     }
     actions
+}
+
+/// The next step that gives `right` the replicas of `left`, its merge partner (only
+/// neighbours with equal replica sets merge): first add a replica where the left one has
+/// one, then remove one the left one lacks, so the shard never runs with fewer replicas.
+/// `None` once both have replicas on the same nodes: a role that differs on one node is
+/// left to the placement rules, which give both shards the same role there.
+fn align_replicas(left: &ShardView, right: &ShardView) -> Option<Action> {
+    let holds = |shard: &ShardView, node: NodeId| shard.replicas.iter().any(|(n, _)| *n == node);
+    if let Some(&(node, role)) = left.replicas.iter().find(|(n, _)| !holds(right, *n)) {
+        return Some(Action::AddReplica {
+            shard: right.id,
+            node,
+            role,
+        });
+    }
+    let (node, _) = right.replicas.iter().find(|(n, _)| !holds(left, *n))?;
+    Some(Action::RemoveReplica {
+        shard: right.id,
+        node: *node,
+    })
 }
 
 /// One shard's leadership as the leader heuristic sees it.
@@ -446,16 +484,13 @@ mod tests {
     }
 
     #[test]
-    fn busy_recent_pinned_or_differently_placed_shards_stay() {
+    fn busy_recent_or_pinned_shards_stay() {
         let options = BalanceOptions::default();
         let busy = [shard(1, 1, 500), shard(2, 1, 0)];
         assert!(size_policy(&busy, &options).is_empty());
         let mut recent = [shard(1, 1, 0), shard(2, 1, 0)];
         recent[1].stable_for = Duration::from_secs(5);
         assert!(size_policy(&recent, &options).is_empty());
-        let mut moved = [shard(1, 1, 0), shard(2, 1, 0)];
-        moved[1].replicas = vec![(1, ReplicaRole::Voter), (3, ReplicaRole::Voter)];
-        assert!(size_policy(&moved, &options).is_empty());
         let mut meta = [shard(1, 1, 0), shard(0, 1, 0)];
         meta[1].pinned = true;
         assert!(size_policy(&meta, &options).is_empty());
@@ -465,6 +500,48 @@ mod tests {
             ..BalanceOptions::default()
         };
         assert!(size_policy(&[shard(1, 30, 0), shard(2, 30, 0)], &options).is_empty());
+    }
+
+    #[test]
+    fn neighbours_on_different_nodes_first_get_the_same_replicas() {
+        use ReplicaRole::{Learner, Voter};
+        let options = BalanceOptions::default();
+        let mut table = [shard(1, 1, 0), shard(2, 1, 0)];
+        table[0].replicas = vec![(1, Voter), (2, Voter), (4, Learner)];
+        table[1].replicas = vec![(1, Voter), (3, Voter)];
+        let mut steps = Vec::new();
+        loop {
+            let action = size_policy(&table, &options).remove(0);
+            match &action {
+                Action::AddReplica { node, role, .. } => {
+                    table[1].replicas.push((*node, *role));
+                    table[1].replicas.sort_by_key(|(n, _)| *n);
+                }
+                Action::RemoveReplica { node, .. } => table[1].replicas.retain(|(n, _)| n != node),
+                Action::Merge { .. } | Action::Split { .. } => break,
+            }
+            steps.push(action);
+        }
+        assert_eq!(
+            steps,
+            [
+                Action::AddReplica {
+                    shard: 2,
+                    node: 2,
+                    role: Voter
+                },
+                Action::AddReplica {
+                    shard: 2,
+                    node: 4,
+                    role: Learner
+                },
+                Action::RemoveReplica { shard: 2, node: 3 },
+            ]
+        );
+        assert_eq!(table[0].replicas, table[1].replicas);
+        // Same nodes, one role apart: nothing here, so the placement rules get their turn.
+        table[1].replicas[2].1 = Voter;
+        assert!(size_policy(&table, &options).is_empty());
     }
 
     #[test]

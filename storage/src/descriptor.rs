@@ -51,6 +51,10 @@ pub struct MergeState {
     /// The log index of the PrepareMerge command in this shard: every replica must have
     /// applied up to here before the left neighbour may take the range over.
     pub index: u64,
+    /// The epoch of `into` when this shard froze. The merge commits only while `into`
+    /// still has it, so once `into` moved on (see [`ShardDescriptor::fence_merge`]) this
+    /// shard may roll back without racing a late commit.
+    pub into_epoch: Epoch,
 }
 
 /// Why a merge step is refused.
@@ -100,6 +104,12 @@ impl ShardDescriptor {
     /// Whether `key` lies in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    /// Whether every key of `other` is in this shard.
+    pub fn covers(&self, other: &ShardDescriptor) -> bool {
+        let ends_after = self.end.is_empty() || (!other.end.is_empty() && other.end <= self.end);
+        self.start <= other.start && ends_after
     }
 
     /// Whether `[start, end)` (empty `end` = unbounded) overlaps this shard.
@@ -221,6 +231,7 @@ impl ShardDescriptor {
             merging: Some(MergeState {
                 into: into.id,
                 index,
+                into_epoch: into.epoch,
             }),
             ..self.clone()
         })
@@ -234,23 +245,44 @@ impl ShardDescriptor {
         source: &ShardDescriptor,
         expected: Epoch,
     ) -> Result<ShardDescriptor, MergeError> {
-        if expected != self.epoch {
-            return Err(MergeError::StaleEpoch {
-                expected,
-                current: self.epoch,
-            });
-        }
-        if source.merging.map(|m| m.into) != Some(self.id) {
+        let Some(merge) = source.merging.filter(|m| m.into == self.id) else {
             return Err(MergeError::NotMergingInto {
                 shard: source.id,
                 into: self.id,
             });
+        };
+        // This shard must be as it was when the source froze: a fenced or otherwise
+        // changed shard no longer takes the source over (it may be rolling back).
+        for expected in [expected, merge.into_epoch] {
+            if expected != self.epoch {
+                return Err(MergeError::StaleEpoch {
+                    expected,
+                    current: self.epoch,
+                });
+            }
         }
         check_neighbours(self, source)?;
         Ok(ShardDescriptor {
             end: source.end.clone(),
             epoch: Epoch {
                 version: self.epoch.version.max(source.epoch.version) + 1,
+                conf_ver: self.epoch.conf_ver,
+            },
+            ..self.clone()
+        })
+    }
+
+    /// This shard (the left one) one version up, so that a commit of `source`, frozen
+    /// for a merge into it, can no longer apply: the step before the source rolls back.
+    /// `None` when this shard already took `source` over (the merge committed and the
+    /// source must not roll back).
+    pub fn fence_merge(&self, source: &ShardDescriptor) -> Option<ShardDescriptor> {
+        if self.covers(source) {
+            return None;
+        }
+        Some(ShardDescriptor {
+            epoch: Epoch {
+                version: self.epoch.version + 1,
                 conf_ver: self.epoch.conf_ver,
             },
             ..self.clone()
@@ -354,7 +386,14 @@ mod tests {
     fn a_merge_freezes_the_right_extends_the_left_and_outranks_both_versions() {
         let (left, right) = neighbours();
         let frozen = right.prepare_merge(&left, right.epoch, 17).unwrap();
-        assert_eq!(frozen.merging, Some(MergeState { into: 1, index: 17 }));
+        assert_eq!(
+            frozen.merging,
+            Some(MergeState {
+                into: 1,
+                index: 17,
+                into_epoch: left.epoch
+            })
+        );
         assert_eq!(frozen.epoch.version, right.epoch.version + 1);
         assert_eq!(
             frozen.prepare_merge(&left, frozen.epoch, 18),
@@ -372,12 +411,31 @@ mod tests {
         // Committing twice, or with a stale epoch, is refused.
         assert!(matches!(
             merged.commit_merge(&frozen, merged.epoch),
-            Err(MergeError::NotAdjacent { .. })
+            Err(MergeError::StaleEpoch { .. })
         ));
         assert!(matches!(
             left.commit_merge(&frozen, Epoch::default()),
             Err(MergeError::StaleEpoch { .. })
         ));
+        // Once committed there is nothing to fence: the source must not roll back.
+        assert_eq!(merged.fence_merge(&frozen), None);
+    }
+
+    #[test]
+    fn a_fenced_left_shard_refuses_the_commit_so_the_source_may_roll_back() {
+        let (left, right) = neighbours();
+        let frozen = right.prepare_merge(&left, right.epoch, 17).unwrap();
+        let fenced = left.fence_merge(&frozen).expect("not merged yet");
+        assert_eq!(fenced.epoch.version, left.epoch.version + 1);
+        assert_eq!((&fenced.start, &fenced.end), (&left.start, &left.end));
+        // Not even a coordinator that read the fenced epoch commits this preparation.
+        for expected in [left.epoch, fenced.epoch] {
+            assert!(matches!(
+                fenced.commit_merge(&frozen, expected),
+                Err(MergeError::StaleEpoch { .. })
+            ));
+        }
+        assert_eq!(frozen.rollback_merge(1).unwrap().merging, None);
     }
 
     #[test]
