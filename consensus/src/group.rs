@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_storage::{NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::{
-    LogStore, Proposer, ProposerOptions, Raft, ReplicaNode, ShardNetwork, StateMachine,
-    StorageError, TypeConfig,
+    LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode, ShardNetwork,
+    ShardRequest, ShardResponse, StateMachine, StorageError, TypeConfig,
 };
 
 /// How long adding a replica waits for the snapshot (and log purge) it starts from.
@@ -103,6 +103,9 @@ pub struct ShardGroup {
     pub descriptor: watch::Receiver<ShardDescriptor>,
     /// How long a follower refuses to vote after it last heard from its leader.
     leader_lease: Duration,
+    /// Held by membership changes and by PrepareMerge proposals, which must not
+    /// interleave: a merge relies on the replica set its source froze with.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ShardGroup {
@@ -156,7 +159,51 @@ impl ShardGroup {
             proposer,
             descriptor,
             leader_lease,
+            changes: Arc::default(),
         })
+    }
+
+    /// Proposes `request` and waits for its response. A PrepareMerge waits for a
+    /// membership change in progress here to finish, and holds the next one back until
+    /// it is applied.
+    pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ProposeError> {
+        if matches!(request, ShardRequest::PrepareMerge { .. }) {
+            let _changes = self.changes.lock().await;
+            return self.proposer.propose(request).await;
+        }
+        self.proposer.propose(request).await
+    }
+
+    /// Taken before a membership change: waits for other changes on this leader, applies
+    /// whatever earlier leaders committed (a PrepareMerge among it), and refuses while
+    /// the shard is frozen for a merge, which would otherwise take over a range whose
+    /// replicas it no longer knows.
+    async fn membership_change(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, GroupError> {
+        let shard = self.shard;
+        let guard = self.changes.lock().await;
+        self.raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+                GroupError::NotLeader {
+                    shard,
+                    leader: forward.leader_id,
+                }
+            }
+            other => GroupError::Membership {
+                shard,
+                detail: other.to_string(),
+            },
+        })?;
+        if let Some(merge) = self.descriptor.borrow().merging {
+            return Err(GroupError::Membership {
+                shard,
+                detail: format!(
+                    "the shard is frozen for a merge into shard {}; replicas change once the \
+                     merge commits or rolls back",
+                    merge.into
+                ),
+            });
+        }
+        Ok(guard)
     }
 
     /// Makes `members` the group's first membership, unless it already has one (so calling
@@ -256,6 +303,7 @@ impl ShardGroup {
         at: ReplicaNode,
         role: ReplicaRole,
     ) -> Result<(), GroupError> {
+        let _change = self.membership_change().await?;
         self.purge_log_to_snapshot().await?;
         self.raft
             .add_learner(node, at, true)
@@ -324,6 +372,7 @@ impl ShardGroup {
     /// Makes the replica on `node` a voter or a learner; a voter turned learner keeps its
     /// copy and keeps receiving the log. Run on the leader.
     pub async fn set_role(&self, node: NodeId, role: ReplicaRole) -> Result<(), GroupError> {
+        let _change = self.membership_change().await?;
         let change = match role {
             ReplicaRole::Voter => ChangeMembers::AddVoterIds([node].into()),
             ReplicaRole::Learner => ChangeMembers::RemoveVoters([node].into()),
@@ -338,6 +387,7 @@ impl ShardGroup {
     /// Removes `node` from the group, whether voter or learner. Run on the leader; a
     /// leader that removes itself steps down once the change is committed.
     pub async fn remove_replica(&self, node: NodeId) -> Result<(), GroupError> {
+        let _change = self.membership_change().await?;
         let is_voter = self
             .raft
             .metrics()

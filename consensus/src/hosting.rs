@@ -3,7 +3,46 @@
 
 use std::collections::BTreeSet;
 
-use hanse_storage::{ShardDescriptor, ShardId};
+use hanse_storage::{Batch, ShardDescriptor, ShardId, Store};
+
+/// Why a node does not host an empty replica for a leader to fill.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceholderError {
+    #[error(
+        "this node still holds shard {local} over part of shard {shard}'s range (a split or \
+         merge it has not applied yet); try again once it has caught up"
+    )]
+    Overlaps { shard: ShardId, local: ShardId },
+    #[error(transparent)]
+    Storage(#[from] hanse_storage::Error),
+}
+
+/// Stores `descriptor` as the placeholder of a replica about to be added to its shard
+/// (its leader's snapshot replaces it), unless one is stored already. Refused while
+/// another shard here overlaps its range: that one is a lagging replica whose own log
+/// will still split or merge it, and two shards must never serve the same keys here.
+pub fn store_placeholder(
+    store: &dyn Store,
+    descriptor: &ShardDescriptor,
+) -> Result<(), PlaceholderError> {
+    let stored = store.load_descriptors()?;
+    if stored.iter().any(|d| d.id == descriptor.id) {
+        return Ok(());
+    }
+    if let Some(local) = stored
+        .iter()
+        .find(|d| d.overlaps(&descriptor.start, &descriptor.end))
+    {
+        return Err(PlaceholderError::Overlaps {
+            shard: descriptor.id,
+            local: local.id,
+        });
+    }
+    let mut batch = Batch::default();
+    batch.put_descriptor(descriptor);
+    store.write(batch, true)?;
+    Ok(())
+}
 
 /// What a node changes so that it hosts exactly the shards its store holds.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,6 +70,26 @@ pub fn hosting_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placeholder_never_overlaps_a_shard_already_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hanse_storage::MemStore::new(dir.path());
+        let whole = ShardDescriptor::whole_keyspace(1, vec![]);
+        let (left, right) = whole.split(b"m", 2, whole.epoch).unwrap();
+        store_placeholder(&store, &whole).unwrap();
+        assert!(matches!(
+            store_placeholder(&store, &right),
+            Err(PlaceholderError::Overlaps { shard: 2, local: 1 })
+        ));
+        // Once the split applied here, the new shard is here already: nothing to do.
+        let mut batch = Batch::default();
+        batch.put_descriptor(&left);
+        batch.put_descriptor(&right);
+        store.write(batch, true).unwrap();
+        store_placeholder(&store, &right).unwrap();
+        assert_eq!(store.load_descriptors().unwrap(), [left, right]);
+    }
 
     #[test]
     fn starts_what_a_split_stored_and_retires_what_a_merge_deleted() {

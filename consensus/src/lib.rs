@@ -26,11 +26,12 @@ mod transport;
 pub mod types;
 
 pub use group::{GroupError, GroupOptions, ShardGroup};
-pub use hosting::{HostingChanges, hosting_changes};
+pub use hosting::{HostingChanges, PlaceholderError, hosting_changes, store_placeholder};
 pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
 pub use proposer::{ProposeError, Proposer, ProposerOptions};
 pub use raft_service::{RaftService, ShardRegistry};
+pub use snapshot::SnapshotFile;
 pub use state_machine::{StateMachine, destroy_replica, retire_merged};
 pub use transport::{
     ShardNetwork, ShardPeer, Transport, TransportError, TransportOptions, TransportStats,

@@ -19,14 +19,15 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
 use crate::apply;
 use crate::log_store::put_entries;
 use crate::meta::{self, NodeRecord, ShardRecord};
+use crate::snapshot::{self, SnapshotFile};
 use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
-use crate::{StorageError, TypeConfig, snapshot};
+use crate::{StorageError, TypeConfig};
 
 type Membership = StoredMembership<u64, ReplicaNode>;
 
@@ -473,9 +474,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (meta, path) = self.built.clone()?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snapshot_error(Some(&meta), e))?;
+        let file = SnapshotFile::open(&path).map_err(|e| snapshot_error(Some(&meta), e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
@@ -523,7 +522,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
                     // The replica set in the descriptor follows the group's membership at
-                    // the same log index on every replica; conf_ver becomes that index.
+                    // the same log index on every replica (see `with_replicas` for conf_ver).
                     let replicas = apply::replicas_of(&membership);
                     let changed = self.descriptor.with_replicas(replicas, entry.log_id.index);
                     self.descriptor = changed;
@@ -576,18 +575,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { built }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
         let dir = self.snapshot_dir();
         std::fs::create_dir_all(&dir).map_err(|e| snapshot_error(None, e))?;
         // Unlinked at once: nothing is left behind if the transfer is abandoned.
         let file = tempfile::tempfile_in(&dir).map_err(|e| snapshot_error(None, e))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        Ok(Box::new(SnapshotFile::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        mut data: Box<tokio::fs::File>,
+        mut data: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         let err = |e: io::Error| snapshot_error(Some(meta), e);
         let dir = self.snapshot_dir();
@@ -596,10 +595,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = dir.join(&file_name);
         let tmp = path.with_extension("recv");
         data.seek(io::SeekFrom::Start(0)).await.map_err(err)?;
-        let mut copy = tokio::fs::File::create(&tmp).await.map_err(err)?;
+        let mut copy = SnapshotFile::create(&tmp).map_err(err)?;
         tokio::io::copy(&mut data, &mut copy).await.map_err(err)?;
-        copy.sync_all().await.map_err(err)?;
-        copy.shutdown().await.map_err(err)?;
+        copy.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -630,7 +628,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let path = self.snapshot_dir().join(&stored.file_name);
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        let file = SnapshotFile::open(&path).map_err(|e| {
             StorageIOError::read_snapshot(Some(stored.meta.signature()), AnyError::new(&e))
         })?;
         Ok(Some(Snapshot {

@@ -12,7 +12,7 @@ openraft::declare_raft_types!(
         R = Vec<ShardResponse>,
         NodeId = u64,
         Node = ReplicaNode,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = crate::SnapshotFile,
 );
 
 /// Where a Raft member lives; carried in the group's membership.

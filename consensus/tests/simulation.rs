@@ -26,7 +26,7 @@ use hanse_client::proto;
 use hanse_client::routes::RouteCache;
 use hanse_consensus::{
     GroupOptions, Mutation, ProposeError, ProposerOptions, ReplicaNode, ShardGroup, ShardRequest,
-    ShardResponse, TypeConfig, hosting_changes, retire_merged,
+    ShardResponse, TypeConfig, destroy_replica, hosting_changes, retire_merged, store_placeholder,
 };
 use hanse_storage::{
     Batch, Cf, Epoch, MemStore, NodeId, OnDurable, RangeExport, ReplicaDescriptor, ReplicaRole,
@@ -41,7 +41,9 @@ use openraft::raft::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const NODES: u64 = 3;
+const NODES: u64 = 4;
+/// Nodes 1 to 3 hold the first shard; replica moves bring node 4 in.
+const FOUNDERS: u64 = 3;
 const KEYS: usize = 40;
 const CLIENTS: u64 = 4;
 /// Fault and admin steps per seed; each advances the simulated clock 10-300 ms.
@@ -140,6 +142,10 @@ struct NetState {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Probability that one message (request or reply) is lost.
     loss: f64,
+    /// The process of each live node, for the admin steps of replica moves.
+    processes: BTreeMap<NodeId, Arc<Process>>,
+    /// Replicas removed from their group, for their node to delete.
+    removed: Vec<(NodeId, ShardId)>,
 }
 
 struct Net(Mutex<NetState>);
@@ -295,6 +301,23 @@ impl SimNode {
         let Some(process) = self.process.clone() else {
             return;
         };
+        // A replica removed from its group is deleted, as the admin service has the
+        // removed node do.
+        let removed: Vec<ShardId> = {
+            let mut net = net.lock();
+            let (mine, others) = net.removed.drain(..).partition(|(n, _)| *n == self.id);
+            net.removed = others;
+            mine.into_iter().map(|(_, shard)| shard).collect()
+        };
+        for shard in removed {
+            let Some(group) = self.groups.remove(&shard) else {
+                continue;
+            };
+            net.lock().groups.remove(&(self.id, shard));
+            let _ = group.raft.shutdown().await;
+            let descriptor = group.descriptor.borrow().clone();
+            destroy_replica(process.as_ref(), &descriptor).expect("delete a removed replica");
+        }
         let Ok(stored) = process.load_descriptors() else {
             return;
         };
@@ -337,6 +360,7 @@ impl SimNode {
         {
             let mut net = net.lock();
             net.live.remove(&self.id);
+            net.processes.remove(&self.id);
             net.groups.retain(|(node, _), _| *node != self.id);
         }
         for (_, group) in std::mem::take(&mut self.groups) {
@@ -349,11 +373,15 @@ impl SimNode {
 
     async fn restart(&mut self, net: &Arc<Net>) {
         self.incarnation += 1;
-        self.process = Some(Arc::new(Process {
+        let process = Arc::new(Process {
             store: self.store.clone(),
             alive: AtomicBool::new(true),
-        }));
-        net.lock().live.insert(self.id, self.incarnation);
+        });
+        self.process = Some(process.clone());
+        let mut locked = net.lock();
+        locked.live.insert(self.id, self.incarnation);
+        locked.processes.insert(self.id, process);
+        drop(locked);
         self.reconcile(net).await;
     }
 }
@@ -553,8 +581,10 @@ impl Sim {
             live: BTreeMap::new(),
             cut: BTreeSet::new(),
             loss: 0.0,
+            processes: BTreeMap::new(),
+            removed: Vec::new(),
         })));
-        let replicas: Vec<ReplicaDescriptor> = (1..=NODES)
+        let replicas: Vec<ReplicaDescriptor> = (1..=FOUNDERS)
             .map(|node| ReplicaDescriptor {
                 node,
                 region: "sim".into(),
@@ -590,7 +620,7 @@ impl Sim {
             node.restart(&net).await;
             nodes.push(node);
         }
-        let members = (1..=NODES).map(|n| (n, member(n))).collect();
+        let members = (1..=FOUNDERS).map(|n| (n, member(n))).collect();
         nodes[0].groups[&1]
             .initialize(members)
             .await
@@ -641,9 +671,10 @@ impl Sim {
 
     /// One random fault or admin action.
     async fn act(&mut self) {
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..110) {
             0..30 => self.split(),
             30..50 => self.merge(),
+            100..110 => self.move_replica(),
             50..62 => {
                 let down = self.down();
                 if let Some(&node) = down.first() {
@@ -754,6 +785,34 @@ impl Sim {
                 "       merge of s{} into s{}: {outcome}",
                 r.id, l.id
             ));
+        });
+    }
+
+    /// Moves a random shard's replica from one node to one without it, as `hanse admin
+    /// add-node` and `remove-node` do: an empty replica on the new node, added (it
+    /// catches up from a snapshot) as a voter, then the old one removed and deleted.
+    fn move_replica(&mut self) {
+        let Some((leader, group)) = self.pick_led_shard() else {
+            return;
+        };
+        let current = group.descriptor.borrow().clone();
+        let holders: Vec<NodeId> = current.replicas.iter().map(|r| r.node).collect();
+        let to: Vec<NodeId> = (1..=NODES).filter(|n| !holders.contains(n)).collect();
+        let from: Vec<NodeId> = holders.iter().copied().filter(|n| *n != leader).collect();
+        if to.is_empty() || from.is_empty() {
+            return;
+        }
+        let to = to[self.rng.random_range(0..to.len())];
+        let from = from[self.rng.random_range(0..from.len())];
+        self.log(format!("move s{} from n{from} to n{to}", current.id));
+        let net = self.net.clone();
+        let trace = self.trace.clone();
+        tokio::spawn(async move {
+            let outcome = move_replica(&net, &group, &current, from, to).await;
+            trace
+                .lock()
+                .unwrap()
+                .push(format!("       move of s{}: {outcome}", current.id));
         });
     }
 
@@ -893,7 +952,49 @@ async fn propose_to_leader(
     request: ShardRequest,
 ) -> Option<Result<ShardResponse, ProposeError>> {
     let (_, group) = net.leader_of(shard)?;
-    Some(group.proposer.propose(request).await)
+    Some(group.propose(request).await)
+}
+
+async fn move_replica(
+    net: &Net,
+    group: &ShardGroup,
+    current: &ShardDescriptor,
+    from: NodeId,
+    to: NodeId,
+) -> String {
+    let process = net.lock().processes.get(&to).cloned();
+    let Some(process) = process else {
+        return "the new node is down".into();
+    };
+    if let Err(e) = store_placeholder(process.as_ref(), current) {
+        return format!("placeholder refused: {e}");
+    }
+    // The new node's next reconcile starts the (empty) group.
+    for _ in 0..50 {
+        if net.group(to, current.id).is_some() {
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    let added = tokio::time::timeout(
+        Duration::from_secs(5),
+        group.add_replica(to, member(to), ReplicaRole::Voter),
+    )
+    .await;
+    match added {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return format!("add: {e}"),
+        Err(_) => return "add: timed out".into(),
+    }
+    let removed = tokio::time::timeout(Duration::from_secs(5), group.remove_replica(from)).await;
+    match removed {
+        Ok(Ok(())) => {
+            net.lock().removed.push((from, current.id));
+            "done".into()
+        }
+        Ok(Err(e)) => format!("remove: {e}"),
+        Err(_) => "remove: timed out".into(),
+    }
 }
 
 async fn merge(net: &Net, l: &ShardDescriptor, r: &ShardDescriptor) -> String {
@@ -912,7 +1013,7 @@ async fn merge(net: &Net, l: &ShardDescriptor, r: &ShardDescriptor) -> String {
     let index = frozen.merging.map_or(0, |m| m.index);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let prepared = loop {
-        let all_applied = (1..=NODES).all(|node| {
+        let all_applied = frozen.replicas.iter().map(|r| r.node).all(|node| {
             net.group(node, r.id).is_some_and(|g| {
                 g.raft
                     .metrics()
@@ -1104,7 +1205,7 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn the_protocol_keeps_its_invariants_under_faults() {
     let mut failures = Vec::new();
-    let (mut acknowledged, mut shards, mut splits, mut merges) = (0, 0, 0, 0);
+    let (mut acknowledged, mut shards, mut splits, mut merges, mut moves) = (0, 0, 0, 0, 0);
     let done = |trace: &[String], what: &str| {
         trace
             .iter()
@@ -1118,6 +1219,7 @@ fn the_protocol_keeps_its_invariants_under_faults() {
                 shards += report.shards;
                 splits += done(&report.trace, "split into");
                 merges += done(&report.trace, "merge of");
+                moves += done(&report.trace, "move of");
             }
             Err((error, trace)) => {
                 eprintln!(
@@ -1131,8 +1233,8 @@ fn the_protocol_keeps_its_invariants_under_faults() {
         }
     }
     eprintln!(
-        "{acknowledged} acknowledged writes checked; {splits} splits and {merges} merges \
-         committed; {shards} shards at the ends of the runs"
+        "{acknowledged} acknowledged writes checked; {splits} splits, {merges} merges and \
+         {moves} replica moves done; {shards} shards at the ends of the runs"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(acknowledged > 0, "the clients got no write through");

@@ -14,7 +14,7 @@ use openraft::ServerState;
 use tonic::{Code, Request, Response, Status};
 
 use hanse_consensus::meta::{META_SHARD, ShardRecord, ShardStats};
-use hanse_consensus::{ShardRequest, ShardResponse};
+use hanse_consensus::{PlaceholderError, ShardRequest, ShardResponse};
 
 use crate::actors::{
     ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReplicaChange,
@@ -67,6 +67,9 @@ fn replica_status(e: ReplicaError) -> Status {
 fn node_status(e: NodeActorError) -> Status {
     match e {
         NodeActorError::Refused { .. } => Status::failed_precondition(e.to_string()),
+        NodeActorError::Placeholder(PlaceholderError::Overlaps { .. }) => {
+            Status::unavailable(e.to_string())
+        }
         _ => Status::internal(e.to_string()),
     }
 }

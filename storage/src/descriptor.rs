@@ -119,14 +119,16 @@ impl ShardDescriptor {
         starts_before_our_end && ends_after_our_start
     }
 
-    /// This shard with replica set `replicas`. When the set differs from the current one
-    /// (order does not matter) conf_ver becomes `conf_ver`; otherwise nothing changes.
-    /// Replicas pass the log index of the membership change, so every replica arrives at
-    /// the same conf_ver however far back it started replaying.
+    /// This shard with replica set `replicas`, changed by the membership entry at log
+    /// index `index`. When the set differs from the current one (order does not matter)
+    /// conf_ver moves to `index`, or one past its current value when that is not above
+    /// it (a shard made by a split starts a new log but keeps its parent's conf_ver);
+    /// otherwise nothing changes. Every replica applies the same entries to the same
+    /// descriptor, so all arrive at the same conf_ver, and it only grows.
     pub fn with_replicas(
         &self,
         mut replicas: Vec<ReplicaDescriptor>,
-        conf_ver: u64,
+        index: u64,
     ) -> ShardDescriptor {
         replicas.sort_by_key(|r| r.node);
         let mut current = self.replicas.clone();
@@ -137,7 +139,7 @@ impl ShardDescriptor {
         ShardDescriptor {
             epoch: Epoch {
                 version: self.epoch.version,
-                conf_ver,
+                conf_ver: index.max(self.epoch.conf_ver + 1),
             },
             replicas,
             ..self.clone()
@@ -512,6 +514,16 @@ mod tests {
             9,
         );
         assert_eq!(promoted.epoch.conf_ver, 9);
+        // A split's new shard counts its log from the start but keeps growing conf_ver.
+        let (_, child) = promoted.split(b"m", 2, promoted.epoch).unwrap();
+        let shrunk = child.with_replicas(
+            vec![
+                replica(1, ReplicaRole::Voter),
+                replica(2, ReplicaRole::Voter),
+            ],
+            3,
+        );
+        assert_eq!(shrunk.epoch.conf_ver, 10);
     }
 
     #[test]

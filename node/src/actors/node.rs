@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use hanse_consensus::{
-    GroupOptions, ShardGroup, ShardRegistry, Transport, destroy_replica, hosting_changes,
-    retire_merged,
+    GroupOptions, PlaceholderError, ShardGroup, ShardRegistry, Transport, destroy_replica,
+    hosting_changes, retire_merged, store_placeholder,
 };
-use hanse_storage::{Batch, Engine, ShardDescriptor, ShardId};
+use hanse_storage::{Engine, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
 use super::replica::{ReplicaLimits, ShardReplica};
@@ -33,6 +33,8 @@ pub enum NodeActorError {
     Group(#[from] hanse_consensus::GroupError),
     #[error(transparent)]
     Storage(#[from] hanse_storage::Error),
+    #[error(transparent)]
+    Placeholder(#[from] PlaceholderError),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeActorError>>;
@@ -324,12 +326,8 @@ impl Handler<OpenReplica> for NodeActor {
         let network = self.transport.shard_network(shard);
         let descriptor = msg.descriptor;
         let opened = async move {
-            // The descriptor is a placeholder until the leader's snapshot or log replaces it.
-            if engine.descriptor(shard)?.is_none() {
-                let mut batch = Batch::default();
-                batch.put_descriptor(&descriptor);
-                engine.write(batch, true)?;
-            }
+            // The descriptor is a placeholder until the leader's snapshot replaces it.
+            store_placeholder(engine.as_ref(), &descriptor)?;
             Ok::<_, NodeActorError>(ShardGroup::start(shard, engine, &options, network).await?)
         };
         ctx.wait(

@@ -205,9 +205,9 @@ impl Handler<Propose> for ShardReplica {
         let Some((permit, reply)) = self.admit(msg.reply) else {
             return;
         };
-        let proposer = self.group.proposer.clone();
+        let group = self.group.clone();
         tokio::spawn(async move {
-            let result = proposer.propose(msg.request).await.map_err(from_propose);
+            let result = group.propose(msg.request).await.map_err(from_propose);
             drop(permit);
             let _ = reply.send(result);
         });
