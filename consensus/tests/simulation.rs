@@ -378,10 +378,11 @@ impl SimNode {
             alive: AtomicBool::new(true),
         });
         self.process = Some(process.clone());
-        let mut locked = net.lock();
-        locked.live.insert(self.id, self.incarnation);
-        locked.processes.insert(self.id, process);
-        drop(locked);
+        {
+            let mut locked = net.lock();
+            locked.live.insert(self.id, self.incarnation);
+            locked.processes.insert(self.id, process);
+        }
         self.reconcile(net).await;
     }
 }
