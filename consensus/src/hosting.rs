@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use hanse_storage::{Batch, ShardDescriptor, ShardId, Store};
+use hanse_storage::codec::{self, StateKey};
+use hanse_storage::{Batch, Cf, NodeId, ShardDescriptor, ShardId, Store};
+use openraft::Vote;
 
 /// Why a node does not host an empty replica for a leader to fill.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +23,14 @@ pub enum PlaceholderError {
 /// (its leader's snapshot replaces it), unless one is stored already. Refused while
 /// another shard here overlaps its range: that one is a lagging replica whose own log
 /// will still split or merge it, and two shards must never serve the same keys here.
+///
+/// `leader` is the (term, node) of the leader adding it. The empty replica starts out
+/// knowing that leader, so it refuses what a deposed leader of an older term still
+/// sends (an old snapshot, from before splits whose new shards may be on this node).
 pub fn store_placeholder(
     store: &dyn Store,
     descriptor: &ShardDescriptor,
+    leader: Option<(u64, NodeId)>,
 ) -> Result<(), PlaceholderError> {
     let stored = store.load_descriptors()?;
     if stored.iter().any(|d| d.id == descriptor.id) {
@@ -40,6 +47,13 @@ pub fn store_placeholder(
     }
     let mut batch = Batch::default();
     batch.put_descriptor(descriptor);
+    if let Some((term, node)) = leader {
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(descriptor.id, StateKey::Vote),
+            codec::encode(&Vote::new_committed(term, node)),
+        );
+    }
     store.write(batch, true)?;
     Ok(())
 }
@@ -77,9 +91,17 @@ mod tests {
         let store = hanse_storage::MemStore::new(dir.path());
         let whole = ShardDescriptor::whole_keyspace(1, vec![]);
         let (left, right) = whole.split(b"m", 2, whole.epoch).unwrap();
-        store_placeholder(&store, &whole).unwrap();
+        store_placeholder(&store, &whole, Some((3, 1))).unwrap();
+        let vote = store
+            .get(Cf::RaftState, &codec::state_key(1, StateKey::Vote))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            codec::decode::<Vote<u64>>("vote", &vote).unwrap(),
+            Vote::new_committed(3, 1)
+        );
         assert!(matches!(
-            store_placeholder(&store, &right),
+            store_placeholder(&store, &right, None),
             Err(PlaceholderError::Overlaps { shard: 2, local: 1 })
         ));
         // Once the split applied here, the new shard is here already: nothing to do.
@@ -87,7 +109,7 @@ mod tests {
         batch.put_descriptor(&left);
         batch.put_descriptor(&right);
         store.write(batch, true).unwrap();
-        store_placeholder(&store, &right).unwrap();
+        store_placeholder(&store, &right, None).unwrap();
         assert_eq!(store.load_descriptors().unwrap(), [left, right]);
     }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, ScanOrder, ShardDescriptor, ShardId, SplitError, Store};
+use hanse_storage::{Batch, Cf, ScanOrder, ShardDescriptor, ShardId, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -148,13 +148,35 @@ impl StateMachine {
     /// Creates the new shard of a split in `batch`: its descriptor, and a first log entry
     /// holding this group's membership, as `Raft::initialize` would write it. Every replica
     /// writes the same entry, so the new group starts with identical logs everywhere.
-    fn create_split_child(&self, batch: &mut Batch, right: &ShardDescriptor) {
+    ///
+    /// A replica of the new shard already here is kept: this replica is replaying the
+    /// split long after it happened (it caught up from an older snapshot, or lost its
+    /// unsynced applies), and the new shard's own replica is newer than the split.
+    fn create_split_child(
+        &self,
+        batch: &mut Batch,
+        right: &ShardDescriptor,
+    ) -> Result<(), StorageError> {
+        if self
+            .store
+            .descriptor(right.id)
+            .map_err(sm_read_error)?
+            .is_some()
+        {
+            tracing::info!(
+                shard = self.shard,
+                child = right.id,
+                "the split's new shard is here already"
+            );
+            return Ok(());
+        }
         batch.put_descriptor(right);
         let first = Entry::<TypeConfig> {
             log_id: LogId::default(),
             payload: EntryPayload::Membership(self.membership.membership().clone()),
         };
         put_entries(batch, right.id, [first]);
+        Ok(())
     }
 
     /// Waits until this node's replica of `source`, a shard frozen for a merge into this
@@ -258,17 +280,6 @@ impl StateMachine {
             }
             return self.apply_report(shards, nodes, batch, table);
         }
-        if let ShardRequest::Split { new_shard_id, .. } = &request
-            && self
-                .store
-                .descriptor(*new_shard_id)
-                .map_err(sm_read_error)?
-                .is_some()
-        {
-            return Ok(ShardResponse::Rejected(Rejection::Split(
-                SplitError::IdTaken(*new_shard_id),
-            )));
-        }
         let store = &self.store;
         let effect = apply::decide(&self.descriptor, request, index, |key| {
             match pending.as_ref().and_then(|p| p.get(key)) {
@@ -294,7 +305,7 @@ impl StateMachine {
             }
         }
         if let Some(right) = &effect.created {
-            self.create_split_child(batch, right);
+            self.create_split_child(batch, right)?;
         }
         if let Some(source) = &effect.absorbed {
             // Its range is ours now; this node's replica of it retires (see the node).
@@ -424,9 +435,9 @@ fn snapshot_dir(store: &dyn Store, shard: ShardId) -> PathBuf {
 
 /// Deletes the log, Raft state, descriptor and snapshot files of a shard a merge absorbed
 /// on this node; its data stays, under the shard that absorbed it. The shard's group must
-/// be shut down.
-pub fn retire_merged(store: &dyn Store, shard: ShardId) -> Result<(), hanse_storage::Error> {
-    store.retire_merged(shard)?;
+/// be stopped ([`crate::ShardGroup::shutdown`]).
+pub async fn retire_merged(store: &dyn Store, shard: ShardId) -> Result<(), hanse_storage::Error> {
+    store.retire_merged(shard).await?;
     remove_snapshot_dir(store, shard)
 }
 
@@ -441,12 +452,13 @@ fn remove_snapshot_dir(store: &dyn Store, shard: ShardId) -> Result<(), hanse_st
 }
 
 /// Deletes everything this node holds of a shard it no longer replicates: data range,
-/// log, Raft state, descriptor and snapshot files. The shard's group must be shut down.
-pub fn destroy_replica(
+/// log, Raft state, descriptor and snapshot files. The shard's group must be stopped
+/// ([`crate::ShardGroup::shutdown`]).
+pub async fn destroy_replica(
     store: &dyn Store,
     descriptor: &ShardDescriptor,
 ) -> Result<(), hanse_storage::Error> {
-    store.destroy_replica(descriptor)?;
+    store.destroy_replica(descriptor).await?;
     remove_snapshot_dir(store, descriptor.id)
 }
 

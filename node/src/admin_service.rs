@@ -237,8 +237,11 @@ impl AdminService {
         };
         refuse_while_merging(&replica)?;
         // The new node hosts an empty replica before the group sends it anything.
+        let vote = replica.group.raft.metrics().borrow().vote;
         let open = pb::OpenReplicaRequest {
             descriptor: Some(to_proto(&replica.descriptor())),
+            leader_term: vote.leader_id().term,
+            leader_node: vote.leader_id().voted_for().unwrap_or_default(),
         };
         connect(&req.addr).await?.open_replica(open).await?;
         let change = ReplicaChange::Add {
@@ -872,15 +875,21 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::OpenReplicaRequest>,
     ) -> Result<Response<pb::OpenReplicaResponse>, Status> {
+        let request = request.into_inner();
+        let leader = (request.leader_term > 0 && request.leader_node > 0)
+            .then_some((request.leader_term, request.leader_node));
         let descriptor = request
-            .into_inner()
             .descriptor
             .and_then(from_proto)
             .ok_or_else(|| Status::invalid_argument("OpenReplica needs a full descriptor"))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.state
             .node
-            .send(OpenReplica { descriptor, reply })
+            .send(OpenReplica {
+                descriptor,
+                leader,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(node_status)?;

@@ -321,9 +321,7 @@ impl Drop for Db {
         };
         runtime.block_on(async {
             for route in self.routes.read().await.values() {
-                if let Err(e) = route.group.raft.shutdown().await {
-                    tracing::warn!(shard = route.descriptor.id, "raft shutdown: {e}");
-                }
+                route.group.shutdown().await;
             }
         });
     }

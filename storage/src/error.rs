@@ -50,6 +50,9 @@ pub enum Error {
     #[error("the log writer has stopped; the engine is shutting down")]
     WriterStopped,
 
+    #[error("shard {shard}'s group has stopped; it writes nothing more")]
+    GroupStopped { shard: crate::ShardId },
+
     #[error("no {what} are left")]
     Exhausted { what: &'static str },
 }

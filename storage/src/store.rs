@@ -93,23 +93,27 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Deletes everything stored of the shard `descriptor` names: its data range, Raft
-    /// log, Raft state and descriptor, in one synced batch. Used once the replica has
-    /// been removed from the shard's group.
-    fn destroy_replica(&self, descriptor: &ShardDescriptor) -> Result<()> {
+    /// log, Raft state and descriptor, in one durable batch. Used once the replica has
+    /// been removed from the shard's group. It goes through the log-write path, so the
+    /// group's last log writes cannot land after it.
+    fn destroy_replica<'a>(&'a self, descriptor: &ShardDescriptor) -> StoreFuture<'a> {
         let mut batch = Batch::default();
-        if let Some(upper) = exclusive_upper_bound(self, &descriptor.start, &descriptor.end)? {
-            batch.delete_range(Cf::Data, descriptor.start.clone(), upper);
+        match exclusive_upper_bound(self, &descriptor.start, &descriptor.end) {
+            Ok(Some(upper)) => batch.delete_range(Cf::Data, descriptor.start.clone(), upper),
+            Ok(None) => {}
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         }
         delete_raft_state(&mut batch, descriptor.id);
-        self.write(batch, true)
+        self.write_log(batch)
     }
 
     /// Deletes the Raft log, Raft state and descriptor of `shard` but keeps its data: a
-    /// merged shard's keys now belong to the shard that absorbed it.
-    fn retire_merged(&self, shard: ShardId) -> Result<()> {
+    /// merged shard's keys now belong to the shard that absorbed it. Ordered after the
+    /// group's log writes, as [`Store::destroy_replica`] is.
+    fn retire_merged(&self, shard: ShardId) -> StoreFuture<'_> {
         let mut batch = Batch::default();
         delete_raft_state(&mut batch, shard);
-        self.write(batch, true)
+        self.write_log(batch)
     }
 }
 

@@ -14,7 +14,7 @@ use hanse_consensus::{
     GroupOptions, PlaceholderError, ShardGroup, ShardRegistry, Transport, destroy_replica,
     hosting_changes, retire_merged, store_placeholder,
 };
-use hanse_storage::{Engine, ShardDescriptor, ShardId};
+use hanse_storage::{Engine, NodeId, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
 use super::replica::{ReplicaLimits, ShardReplica};
@@ -60,6 +60,8 @@ pub struct DescriptorChanged {
 #[rtype(result = "()")]
 pub struct OpenReplica {
     pub descriptor: ShardDescriptor,
+    /// The (term, node) of the leader adding it (see `store_placeholder`).
+    pub leader: Option<(u64, NodeId)>,
     pub reply: Reply<()>,
 }
 
@@ -168,12 +170,12 @@ impl NodeActor {
         };
         self.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(shard, "restarting the replica from storage");
-        let old = hosted.handle.group.raft.clone();
+        let old = hosted.handle.group.clone();
         let engine = self.engine.clone();
         let options = self.group_options.clone();
         let network = self.transport.shard_network(shard);
         let started = async move {
-            let _ = old.shutdown().await;
+            old.shutdown().await;
             ShardGroup::start(shard, engine, &options, network).await
         };
         ctx.wait(
@@ -264,8 +266,8 @@ impl Handler<DescriptorChanged> for NodeActor {
             let group = self.unhost(shard).expect("hosted");
             let engine = self.engine.clone();
             let retired = async move {
-                let _ = group.raft.shutdown().await;
-                if let Err(e) = retire_merged(engine.as_ref(), shard) {
+                group.shutdown().await;
+                if let Err(e) = retire_merged(engine.as_ref(), shard).await {
                     tracing::error!(shard, "retiring the merged shard failed: {e}");
                 }
                 tracing::info!(shard, into = msg.shard, "merged shard retired");
@@ -324,10 +326,10 @@ impl Handler<OpenReplica> for NodeActor {
         let engine = self.engine.clone();
         let options = self.group_options.clone();
         let network = self.transport.shard_network(shard);
-        let descriptor = msg.descriptor;
+        let (descriptor, leader) = (msg.descriptor, msg.leader);
         let opened = async move {
             // The descriptor is a placeholder until the leader's snapshot replaces it.
-            store_placeholder(engine.as_ref(), &descriptor)?;
+            store_placeholder(engine.as_ref(), &descriptor, leader)?;
             Ok::<_, NodeActorError>(ShardGroup::start(shard, engine, &options, network).await?)
         };
         ctx.wait(
@@ -366,9 +368,9 @@ impl Handler<DestroyReplica> for NodeActor {
         let group = self.unhost(shard).expect("hosted above");
         let engine = self.engine.clone();
         let destroyed = async move {
-            let _ = group.raft.shutdown().await;
+            group.shutdown().await;
             let descriptor = group.descriptor.borrow().clone();
-            destroy_replica(engine.as_ref(), &descriptor)?;
+            destroy_replica(engine.as_ref(), &descriptor).await?;
             tracing::info!(shard, "replica removed from this node");
             Ok(())
         };
@@ -386,7 +388,7 @@ impl Handler<StopReplicas> for NodeActor {
         let groups: Vec<ShardGroup> = shards.into_iter().filter_map(|s| self.unhost(s)).collect();
         let stopped = async move {
             for group in groups {
-                let _ = group.raft.shutdown().await;
+                group.shutdown().await;
             }
         };
         ctx.wait(stopped.into_actor(self).map(move |(), _, ctx| {

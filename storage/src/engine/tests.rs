@@ -323,8 +323,8 @@ fn restarts_an_initialisation_that_never_finished() {
     put_data(&engine, &[("a", "1")]);
 }
 
-#[test]
-fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
+#[tokio::test]
+async fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     put_data(&engine, &[("a", "1"), ("m", "2"), ("z", "3")]);
@@ -350,7 +350,7 @@ fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
     }
     engine.write(batch, true).unwrap();
 
-    engine.destroy_replica(&right).unwrap();
+    engine.destroy_replica(&right).await.unwrap();
 
     let remaining = engine
         .scan(Cf::Data, b"", b"", 10, ScanOrder::Forward)
@@ -374,7 +374,7 @@ fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
     assert!(engine.get(Cf::RaftState, &vote(1)).unwrap().is_some());
 
     // A merged shard leaves its data to the shard that absorbed it.
-    engine.retire_merged(1).unwrap();
+    engine.retire_merged(1).await.unwrap();
     let remaining = engine
         .scan(Cf::Data, b"", b"", 10, ScanOrder::Forward)
         .unwrap();
