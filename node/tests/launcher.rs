@@ -56,6 +56,26 @@ struct Launched {
     _tmp: tempfile::TempDir,
 }
 
+impl Launched {
+    /// The last `lines` lines of each node's log, for a failing assertion's message.
+    fn log_tails(&self, lines: usize) -> String {
+        let mut tails = String::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                let all: Vec<&str> = log.lines().collect();
+                tails.push_str(&format!("--- {}\n", path.display()));
+                for line in &all[all.len().saturating_sub(lines)..] {
+                    tails.push_str(line);
+                    tails.push('\n');
+                }
+            }
+        }
+        tails
+    }
+}
+
 impl Drop for Launched {
     fn drop(&mut self) {
         let _ = hanse(&["cluster", "down", "--dir", &self.dir]);
@@ -723,9 +743,14 @@ fn cold_neighbours_on_different_nodes_first_get_the_same_replicas_then_merge() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // The balancer gives the new shard its replica on node 4 back, then merges.
-    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
     while replica_nodes() != [vec![1, 2, 3, 4]] {
-        assert!(Instant::now() < deadline, "{:?}", replica_nodes());
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            replica_nodes(),
+            cluster.log_tails(40)
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     for key in ["apple", "zebra"] {
