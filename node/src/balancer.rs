@@ -12,21 +12,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hanse_consensus::meta::{META_SHARD, ShardRecord};
+use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord};
 use hanse_planner::balance::{
-    Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RoleChange, ShardView,
-    VOTERS_MIN, leader_policy, placement_policy, size_policy,
+    Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RegionRule, RoleChange,
+    ShardView, VOTERS_MIN, leader_policy, learner_regions, placement_policy, region_policy,
+    size_policy,
 };
 use hanse_proto::v1 as pb;
 use hanse_storage::ReplicaRole;
-use hanse_storage::{Engine, Epoch, ShardId};
+use hanse_storage::{Engine, Epoch, NodeId, ShardId};
 use tokio::sync::Mutex;
 use tonic::Status;
 
 use crate::actors::Routes;
 use crate::admin_service::connect;
-use crate::reporter::read_routing_table;
+use crate::reporter::{now_ms, read_routing_table};
 
+/// A node that reported within this long counts as live for new replicas.
+const NODE_LIVE_MS: u64 = 10_000;
 /// How often the meta leader looks at the routing table.
 const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
 /// At most this many splits and merges per look: each takes a moment, and the table is
@@ -43,6 +46,9 @@ pub(crate) struct Balancer {
     routes: Arc<Routes>,
     options: BalanceOptions,
     preferred_leader_region: Option<String>,
+    /// How many replicas of every shard each region holds.
+    rules: Vec<RegionRule>,
+    /// Regions whose replicas are learners (from the rules).
     learner_regions: Vec<String>,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
@@ -55,7 +61,7 @@ impl Balancer {
         routes: Arc<Routes>,
         options: BalanceOptions,
         preferred_leader_region: Option<String>,
-        learner_regions: Vec<String>,
+        rules: Vec<RegionRule>,
     ) -> Self {
         Balancer {
             addr,
@@ -63,7 +69,8 @@ impl Balancer {
             routes,
             options,
             preferred_leader_region,
-            learner_regions,
+            learner_regions: learner_regions(&rules),
+            rules,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -133,6 +140,18 @@ impl Balancer {
                     pinned: unsettled(record, view),
                 })
                 .collect();
+            let live: Vec<(NodeId, String)> = nodes
+                .values()
+                .filter(|n| now_ms().saturating_sub(n.reported_at_ms) < NODE_LIVE_MS)
+                .map(|n| (n.node, n.region.clone()))
+                .collect();
+            let adds = region_policy(&placements, &live, &self.rules, LEADER_MOVES_PER_ROUND_MAX);
+            if !adds.is_empty() {
+                for action in adds {
+                    self.carry_out(action, &nodes).await?;
+                }
+                return Ok(());
+            }
             let changes = placement_policy(
                 &placements,
                 &self.learner_regions,
@@ -200,43 +219,54 @@ impl Balancer {
             return Ok(());
         }
         for action in actions.into_iter().take(ACTIONS_PER_ROUND_MAX) {
-            let mut admin = connect(&self.addr).await?;
-            let outcome = match &action {
-                Action::Split { at, .. } => admin
-                    .split(pb::SplitRequest { key: at.clone() })
-                    .await
-                    .map(|_| ()),
-                Action::Merge { left, .. } => admin
-                    .merge(pb::MergeRequest { shard_id: *left })
-                    .await
-                    .map(|_| ()),
-                Action::AddReplica { shard, node, role } => match nodes.get(node) {
-                    Some(record) => admin
-                        .add_node(pb::AddNodeRequest {
-                            node_id: *node,
-                            addr: record.addr.clone(),
-                            region: record.region.clone(),
-                            learner: *role == ReplicaRole::Learner,
-                            shard_ids: vec![*shard],
-                        })
-                        .await
-                        .map(|_| ()),
-                    None => Err(Status::not_found(format!(
-                        "node {node} is not in the node directory"
-                    ))),
-                },
-                Action::RemoveReplica { shard, node } => admin
-                    .remove_node(pb::RemoveNodeRequest {
+            self.carry_out(action, &nodes).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out one action through this node's Admin service; a refusal is logged and
+    /// left for the next round.
+    async fn carry_out(
+        &self,
+        action: Action,
+        nodes: &HashMap<NodeId, NodeRecord>,
+    ) -> Result<(), Status> {
+        let mut admin = connect(&self.addr).await?;
+        let outcome = match &action {
+            Action::Split { at, .. } => admin
+                .split(pb::SplitRequest { key: at.clone() })
+                .await
+                .map(|_| ()),
+            Action::Merge { left, .. } => admin
+                .merge(pb::MergeRequest { shard_id: *left })
+                .await
+                .map(|_| ()),
+            Action::AddReplica { shard, node, role } => match nodes.get(node) {
+                Some(record) => admin
+                    .add_node(pb::AddNodeRequest {
                         node_id: *node,
+                        addr: record.addr.clone(),
+                        region: record.region.clone(),
+                        learner: *role == ReplicaRole::Learner,
                         shard_ids: vec![*shard],
                     })
                     .await
                     .map(|_| ()),
-            };
-            match outcome {
-                Ok(()) => tracing::info!(?action, "balanced"),
-                Err(e) => tracing::info!(?action, "not done: {}", e.message()),
-            }
+                None => Err(Status::not_found(format!(
+                    "node {node} is not in the node directory"
+                ))),
+            },
+            Action::RemoveReplica { shard, node } => admin
+                .remove_node(pb::RemoveNodeRequest {
+                    node_id: *node,
+                    shard_ids: vec![*shard],
+                })
+                .await
+                .map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => tracing::info!(?action, "balanced"),
+            Err(e) => tracing::info!(?action, "not done: {}", e.message()),
         }
         Ok(())
     }

@@ -27,6 +27,7 @@
 //! A node that joins a running cluster has no `initial_peers` and no `bootstrap`: it
 //! starts empty and gets its replicas from `hanse admin add-node`.
 
+use hanse_planner::balance::{RegionRule, default_region_rules};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,9 +89,12 @@ pub struct BalanceConfig {
     /// Move shard leaders to a voter in this region where they have one (default: none,
     /// spread leaders evenly over the nodes).
     pub preferred_leader_region: Option<String>,
-    /// Regions whose replicas are learners, as long as each shard keeps three voters
-    /// elsewhere (default: the recovery region, `au-sydney`).
-    pub learner_regions: Vec<String>,
+    /// How many voters and learners of every shard each region holds
+    /// (`[[balance.placement]]` tables of `region`, `voters`, `learners`). A region with
+    /// learners and no voters is a learner region: its replicas become learners as long
+    /// as each shard keeps three voters elsewhere. Default: a voter in eu-hamburg and in
+    /// ap-china, a learner in au-sydney (the recovery region).
+    pub placement: Vec<RegionRule>,
 }
 
 impl Default for BalanceConfig {
@@ -103,7 +107,7 @@ impl Default for BalanceConfig {
             cold_ops_per_sec: options.cold_ops_per_sec,
             cool_down_secs: options.cool_down.as_secs(),
             preferred_leader_region: None,
-            learner_regions: vec!["au-sydney".to_string()],
+            placement: default_region_rules(),
         }
     }
 }
@@ -367,5 +371,18 @@ region = "eu-hamburg"
             inverted.contains("`balance.merge_size_bytes`"),
             "{inverted}"
         );
+        assert_eq!(config.balance.placement, default_region_rules());
+        let placed = load(&format!(
+            "{GOOD}\n[[balance.placement]]\nregion = \"eu-hamburg\"\nvoters = 2\n\n\
+             [[balance.placement]]\nregion = \"au-sydney\"\nlearners = 1\n"
+        ))
+        .unwrap();
+        let rules: Vec<_> = placed
+            .balance
+            .placement
+            .iter()
+            .map(|r| (r.region.as_str(), r.voters, r.learners))
+            .collect();
+        assert_eq!(rules, [("eu-hamburg", 2, 0), ("au-sydney", 0, 1)]);
     }
 }

@@ -231,7 +231,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             routes.clone(),
             config.balance.options(),
             config.balance.preferred_leader_region.clone(),
-            config.balance.learner_regions.clone(),
+            config.balance.placement.clone(),
         );
         tokio::spawn(Arc::new(balancer).run())
     });

@@ -762,6 +762,79 @@ fn cold_neighbours_on_different_nodes_first_get_the_same_replicas_then_merge() {
 }
 
 #[test]
+fn a_region_that_lost_its_replica_of_a_shard_gets_one_back() {
+    // Regions in turn: Hamburg, China, Sydney, Hamburg; node 2 is China's only node.
+    let cluster = launch_nodes(4, &["--balance-cool-down", "2"]);
+    let endpoints = cluster.endpoints.join(",");
+    ok(&["kv", "put", "tea", "green", "--endpoints", &endpoints]);
+    ok(&[
+        "admin",
+        "remove-node",
+        "--node-id",
+        "2",
+        "--shard",
+        "1",
+        "--endpoints",
+        &endpoints,
+    ]);
+    let china_role = || -> Option<String> {
+        let table: serde_json::Value = serde_json::from_str(&ok(&[
+            "admin",
+            "shards",
+            "--json",
+            "--endpoints",
+            &cluster.endpoints[0],
+        ]))
+        .unwrap();
+        table["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == 1)
+            .and_then(|s| {
+                s["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["region"] == "ap-china")
+                    .map(|r| r["role"].as_str().unwrap().to_string())
+            })
+    };
+    // The placement rules (a voter in ap-china) bring a replica back to node 2.
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    while china_role().as_deref() != Some("voter") {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            china_role(),
+            cluster.log_tails(40)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let china = cluster.endpoints[1].as_str();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", china]))
+                .unwrap();
+        let hosts_shard_1 = status["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["descriptor"]["id"] == 1 || s["id"] == 1);
+        if hosts_shard_1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        ok(&["kv", "get", "tea", "--endpoints", &endpoints]),
+        "green\n"
+    );
+}
+
+#[test]
 fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
     // Regions in turn: Hamburg, China, Sydney, Hamburg.
     let cluster = launch_nodes(4, &["--balance-cool-down", "1"]);

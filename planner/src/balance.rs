@@ -288,6 +288,91 @@ pub struct RoleChange {
 /// three survive the loss of any one.
 pub const VOTERS_MIN: usize = 3;
 
+/// How many replicas of every shard one region holds: `voters` voters and `learners`
+/// learners (a region with learners and no voters is a learner region, see
+/// [`placement_policy`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionRule {
+    pub region: String,
+    #[serde(default)]
+    pub voters: usize,
+    #[serde(default)]
+    pub learners: usize,
+}
+
+/// The default layout: a voter in eu-hamburg and one in ap-china (the third voter goes
+/// wherever the nodes are), and a learner in au-sydney, the recovery region.
+pub fn default_region_rules() -> Vec<RegionRule> {
+    let rule = |region: &str, voters, learners| RegionRule {
+        region: region.into(),
+        voters,
+        learners,
+    };
+    vec![
+        rule("eu-hamburg", 1, 0),
+        rule("ap-china", 1, 0),
+        rule("au-sydney", 0, 1),
+    ]
+}
+
+/// The regions whose replicas are learners: those the rules give learners and no voters.
+pub fn learner_regions(rules: &[RegionRule]) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| r.voters == 0 && r.learners > 0)
+        .map(|r| r.region.clone())
+        .collect()
+}
+
+/// At most `adds_max` replica additions that bring shards to the region rules: a shard
+/// with fewer replicas in a region than its rule asks for gets one more, on a node of
+/// that region (from `nodes`, (node, region) of the live ones) that holds none of it; a
+/// voter while the region lacks voters, else a learner. One addition per shard per
+/// round; nothing when the region has no such node. Extra replicas stay: removing is
+/// for people (or the merge alignment) to decide.
+pub fn region_policy(
+    shards: &[PlacementView],
+    nodes: &[(NodeId, String)],
+    rules: &[RegionRule],
+    adds_max: usize,
+) -> Vec<Action> {
+    let mut adds = Vec::new();
+    for shard in shards.iter().filter(|s| !s.pinned) {
+        let step = rules.iter().find_map(|rule| {
+            let here: Vec<&(NodeId, String, ReplicaRole)> = shard
+                .replicas
+                .iter()
+                .filter(|(_, region, _)| *region == rule.region)
+                .collect();
+            if here.len() >= rule.voters + rule.learners {
+                return None;
+            }
+            let voters = here
+                .iter()
+                .filter(|(_, _, role)| *role == ReplicaRole::Voter);
+            let role = match voters.count() < rule.voters {
+                true => ReplicaRole::Voter,
+                false => ReplicaRole::Learner,
+            };
+            let holds = |node: NodeId| shard.replicas.iter().any(|(n, _, _)| *n == node);
+            nodes
+                .iter()
+                .find(|(node, region)| *region == rule.region && !holds(*node))
+                .map(|(node, _)| Action::AddReplica {
+                    shard: shard.id,
+                    node: *node,
+                    role,
+                })
+        });
+        adds.extend(step);
+        if adds.len() == adds_max {
+            break;
+        }
+    }
+    adds
+}
+
 /// At most `changes_max` role changes that bring shards to the placement rules: a
 /// replica in one of `learner_regions` (the recovery region) is a learner, as long as
 /// [`VOTERS_MIN`] voters remain elsewhere; a learner elsewhere becomes a voter.
@@ -345,6 +430,58 @@ mod tests {
             leader: Some(1),
             pinned: false,
         }
+    }
+
+    #[test]
+    fn a_region_below_its_rule_gets_a_replica_on_a_node_of_its_own() {
+        use ReplicaRole::{Learner, Voter};
+        let rules = default_region_rules();
+        assert_eq!(learner_regions(&rules), ["au-sydney"]);
+        let nodes: Vec<(NodeId, String)> = [
+            (1, "eu-hamburg"),
+            (2, "ap-china"),
+            (3, "au-sydney"),
+            (4, "eu-hamburg"),
+            (5, "au-sydney"),
+        ]
+        .iter()
+        .map(|(n, r)| (*n, r.to_string()))
+        .collect();
+        // China lost its replica: node 2 gets a voter back.
+        let no_china = placed(&[(1, "eu-hamburg", Voter), (3, "au-sydney", Learner)]);
+        assert_eq!(
+            region_policy(&[no_china], &nodes, &rules, 10),
+            [Action::AddReplica {
+                shard: 1,
+                node: 2,
+                role: Voter
+            }]
+        );
+        // Sydney holds none: a learner there.
+        let no_sydney = placed(&[(1, "eu-hamburg", Voter), (2, "ap-china", Voter)]);
+        assert_eq!(
+            region_policy(&[no_sydney], &nodes, &rules, 10),
+            [Action::AddReplica {
+                shard: 1,
+                node: 3,
+                role: Learner
+            }]
+        );
+        // Every rule met (Hamburg's extra voter stays), or no node left to add: nothing.
+        let full = placed(&[
+            (1, "eu-hamburg", Voter),
+            (4, "eu-hamburg", Voter),
+            (2, "ap-china", Voter),
+            (5, "au-sydney", Learner),
+        ]);
+        assert!(region_policy(&[full], &nodes, &rules, 10).is_empty());
+        let only_china_node_taken = placed(&[(2, "ap-china", Voter), (3, "au-sydney", Voter)]);
+        let hamburg_down: Vec<_> = nodes
+            .iter()
+            .filter(|(n, _)| *n != 1 && *n != 4)
+            .cloned()
+            .collect();
+        assert!(region_policy(&[only_china_node_taken], &hamburg_down, &rules, 10).is_empty());
     }
 
     #[test]

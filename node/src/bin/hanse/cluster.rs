@@ -382,19 +382,19 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         .as_ref()
         .map(|r| format!("preferred_leader_region = \"{r}\"\n"))
         .unwrap_or_default();
-    let learner_regions: Vec<String> = b
-        .learner_regions
+    let placement: String = b
+        .placement
         .iter()
-        .map(|r| format!("\"{r}\""))
+        .map(|r| {
+            format!(
+                "[[balance.placement]]\nregion = \"{}\"\nvoters = {}\nlearners = {}\n",
+                r.region, r.voters, r.learners
+            )
+        })
         .collect();
     let balance = format!(
-        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\nlearner_regions = [{}]\n{preferred}\n",
-        b.enabled,
-        b.split_size_bytes,
-        b.merge_size_bytes,
-        b.cold_ops_per_sec,
-        b.cool_down_secs,
-        learner_regions.join(", ")
+        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n{preferred}{placement}\n",
+        b.enabled, b.split_size_bytes, b.merge_size_bytes, b.cold_ops_per_sec, b.cool_down_secs,
     );
     write_config(&dir, id, &region, &addr, false, &balance)?;
     let mut child = spawn_node(&dir, id)?;
