@@ -18,6 +18,10 @@ use crate::{
     ShardRequest, ShardResponse, StateMachine, StorageError, TypeConfig,
 };
 
+/// The size of one snapshot chunk on the wire, and how long it may take to arrive.
+const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long adding a replica waits for the snapshot (and log purge) it starts from.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -207,6 +211,10 @@ impl ShardGroup {
             election_timeout_max: options.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_after_entries),
             max_in_snapshot_log_to_keep: options.log_entries_kept,
+            // Like AppendEntries (see the transport), each snapshot chunk must arrive
+            // within its timeout on a loaded machine: smaller chunks, more time.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT.as_millis() as u64,
             ..Config::default()
         }
         .validate()

@@ -15,7 +15,6 @@ use std::time::Duration;
 use hanse_proto::v1::raft_client::RaftClient;
 use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, TimeoutNow, raft_message, raft_result};
 use hanse_storage::{NodeId, ShardId};
-use openraft::AnyError;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -24,6 +23,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{AnyError, Entry, EntryPayload, LogId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -374,15 +374,56 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkErro
     postcard::from_bytes(bytes).map_err(|e| NetworkError::new(&AnyError::new(&e)))
 }
 
+/// The most entry bytes one AppendEntries carries (at least one entry is always sent).
+/// openraft bounds a message by entry count only, and a message must arrive within one
+/// heartbeat interval: with large values and batched proposals, 300 entries could be
+/// tens of megabytes that never arrive in time, so replication would stall for good.
+const APPEND_BYTES_MAX: usize = 512 * 1024;
+
+/// Cuts `rpc`'s entries to about [`APPEND_BYTES_MAX`] bytes; returns the last entry
+/// kept when some were cut.
+fn trim_to_budget(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<LogId<NodeId>> {
+    let mut bytes = 0;
+    let keep = rpc
+        .entries
+        .iter()
+        .position(|entry| {
+            bytes += entry_bytes(entry);
+            bytes > APPEND_BYTES_MAX
+        })
+        .map(|first_over| first_over.max(1))?;
+    if keep >= rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
+/// About how many bytes an entry takes on the wire: its keys and values.
+fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(proposal) => proposal.approximate_bytes(),
+        _ => 64,
+    }
+}
+
 impl RaftNetwork<TypeConfig> for ShardPeer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>
     {
-        self.call(raft_message::Body::AppendEntries(encode(&rpc)))
-            .await
+        let trimmed = trim_to_budget(&mut rpc);
+        let response = self
+            .call(raft_message::Body::AppendEntries(encode(&rpc)))
+            .await?;
+        Ok(match (response, trimmed) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (response, _) => response,
+        })
     }
 
     async fn install_snapshot(
@@ -403,5 +444,53 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
         self.call(raft_message::Body::Vote(encode(&rpc))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mutation, Proposal, ShardRequest};
+    use hanse_storage::Epoch;
+    use openraft::{CommittedLeaderId, Vote};
+
+    fn entry(index: u64, value_bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                requests: vec![ShardRequest::Write {
+                    epoch: Epoch::default(),
+                    mutations: vec![Mutation::Put {
+                        key: b"k".to_vec(),
+                        value: vec![0; value_bytes],
+                    }],
+                }],
+            }),
+        }
+    }
+
+    fn request(entries: Vec<Entry<TypeConfig>>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[test]
+    fn append_entries_carry_about_half_a_megabyte_but_always_one_entry() {
+        let mut small = request((1..=10).map(|i| entry(i, 1000)).collect());
+        assert_eq!(trim_to_budget(&mut small), None);
+        assert_eq!(small.entries.len(), 10);
+
+        let mut large = request((1..=10).map(|i| entry(i, 200 * 1024)).collect());
+        let last = trim_to_budget(&mut large).expect("trimmed");
+        assert_eq!(large.entries.len(), 2);
+        assert_eq!(last.index, 2);
+
+        let mut huge = request((1..=3).map(|i| entry(i, 4 << 20)).collect());
+        assert_eq!(trim_to_budget(&mut huge).map(|l| l.index), Some(1));
+        assert_eq!(huge.entries.len(), 1);
     }
 }

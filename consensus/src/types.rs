@@ -46,6 +46,30 @@ pub struct Proposal {
     pub requests: Vec<ShardRequest>,
 }
 
+impl Proposal {
+    /// About how many bytes the proposal takes: the keys and values it carries, plus a
+    /// little per request.
+    pub fn approximate_bytes(&self) -> usize {
+        let mutation = |m: &Mutation| match m {
+            Mutation::Put { key, value } => key.len() + value.len(),
+            Mutation::Delete { key } => key.len(),
+        };
+        let value = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        self.requests
+            .iter()
+            .map(|request| {
+                16 + match request {
+                    ShardRequest::Write { mutations, .. } => mutations.iter().map(mutation).sum(),
+                    ShardRequest::CompareAndSwap {
+                        key, expected, new, ..
+                    } => key.len() + value(expected) + value(new),
+                    _ => 256,
+                }
+            })
+            .sum()
+    }
+}
+
 /// A command proposed to a shard's group. Data commands carry the epoch they were routed
 /// with; it is checked again when the command is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
