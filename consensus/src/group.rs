@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse_storage::{
-    Batch, Cf, NodeId, OnDurable, RangeExport, ReplicaRole, ScanOrder, ShardDescriptor, ShardId,
-    Store, StoreFuture,
-};
+use hanse_storage::{FencedStore, NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
@@ -100,81 +97,6 @@ pub enum GroupError {
     },
 }
 
-/// The store as one group writes to it. Once the group is stopped it writes nothing
-/// more: openraft's state-machine worker may still be finishing a command (a snapshot
-/// install, say) after `Raft::shutdown` returns, and such a late write must not land
-/// after the replica was deleted, retired or started again.
-struct GroupStore {
-    shard: ShardId,
-    inner: Arc<dyn Store>,
-    open: Arc<std::sync::RwLock<bool>>,
-}
-
-impl GroupStore {
-    /// Holds the group open for one write.
-    fn admit(&self) -> hanse_storage::Result<std::sync::RwLockReadGuard<'_, bool>> {
-        let open = self.open.read().unwrap_or_else(|e| e.into_inner());
-        match *open {
-            true => Ok(open),
-            false => Err(hanse_storage::Error::GroupStopped { shard: self.shard }),
-        }
-    }
-}
-
-impl Store for GroupStore {
-    fn path(&self) -> &std::path::Path {
-        self.inner.path()
-    }
-
-    fn get(&self, cf: Cf, key: &[u8]) -> hanse_storage::Result<Option<Vec<u8>>> {
-        self.inner.get(cf, key)
-    }
-
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        order: ScanOrder,
-    ) -> hanse_storage::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(cf, start, end, limit, order)
-    }
-
-    fn write(&self, batch: Batch, sync: bool) -> hanse_storage::Result<()> {
-        let _open = self.admit()?;
-        self.inner.write(batch, sync)
-    }
-
-    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
-        // The write is handed over before this returns; only waiting for it is async.
-        match self.admit() {
-            Ok(_open) => self.inner.append_log(batch, on_durable),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-
-    fn export_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        dir: &std::path::Path,
-        file_bytes_max: u64,
-    ) -> hanse_storage::Result<RangeExport> {
-        self.inner.export_range(start, end, dir, file_bytes_max)
-    }
-
-    fn ingest_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        files: &[std::path::PathBuf],
-    ) -> hanse_storage::Result<()> {
-        let _open = self.admit()?;
-        self.inner.ingest_range(start, end, files)
-    }
-}
-
 /// One shard's running Raft group.
 #[derive(Clone)]
 pub struct ShardGroup {
@@ -188,8 +110,11 @@ pub struct ShardGroup {
     /// Held by membership changes and by PrepareMerge proposals, which must not
     /// interleave: a merge relies on the replica set its source froze with.
     changes: Arc<tokio::sync::Mutex<()>>,
-    /// Whether the group may still write (see `GroupStore`).
-    open: Arc<std::sync::RwLock<bool>>,
+    /// The store as this group writes to it; closed when the group stops, since
+    /// openraft's state-machine worker may still be finishing a command (a snapshot
+    /// install, say) after `Raft::shutdown` returns, and such a late write must not land
+    /// after the replica was deleted, retired or started again.
+    store: Arc<FencedStore>,
 }
 
 impl ShardGroup {
@@ -219,12 +144,8 @@ impl ShardGroup {
         }
         .validate()
         .map_err(|source| GroupError::Config { shard, source })?;
-        let open = Arc::new(std::sync::RwLock::new(true));
-        let store: Arc<dyn Store> = Arc::new(GroupStore {
-            shard,
-            inner: store,
-            open: open.clone(),
-        });
+        let fenced = Arc::new(FencedStore::new(store));
+        let store: Arc<dyn Store> = fenced.clone();
         let log_store = LogStore::new(shard, store.clone());
         let state_machine =
             StateMachine::open(shard, store).map_err(|source| GroupError::Storage {
@@ -254,7 +175,7 @@ impl ShardGroup {
             descriptor,
             leader_lease,
             changes: Arc::default(),
-            open,
+            store: fenced,
         })
     }
 
@@ -263,7 +184,7 @@ impl ShardGroup {
     /// restarting the replica comes after this.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        *self.open.write().unwrap_or_else(|e| e.into_inner()) = false;
+        self.store.close();
     }
 
     /// Proposes `request` and waits for its response. A PrepareMerge waits for a

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +28,8 @@ use hanse_consensus::{
     ShardResponse, TypeConfig, destroy_replica, hosting_changes, retire_merged, store_placeholder,
 };
 use hanse_storage::{
-    Batch, Cf, Epoch, MemStore, NodeId, OnDurable, RangeExport, ReplicaDescriptor, ReplicaRole,
-    ScanOrder, ShardDescriptor, ShardId, Store, StoreFuture,
+    Batch, Cf, Epoch, FencedStore, MemStore, NodeId, ReplicaDescriptor, ReplicaRole,
+    ShardDescriptor, ShardId, Store,
 };
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -54,80 +53,12 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, ReplicaNode, RaftError<NodeId, E>>>;
 
 // ---------------------------------------------------------------------------------------
-// Storage: one MemStore per node, seen through the incarnation (process) that runs on it.
+// Storage: one MemStore per node, written through the incarnation (process) running on
+// it: a `FencedStore` closed when the process crashes, so its leftover tasks write
+// nothing into the next incarnation.
 
-/// A node's process over its store. Once the process dies every read and write fails, as
-/// nothing of it runs any more; its leftover tasks cannot touch the next incarnation.
-struct Process {
-    store: Arc<MemStore>,
-    alive: AtomicBool,
-}
-
-impl Process {
-    fn check(&self) -> hanse_storage::Result<()> {
-        if self.alive.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(hanse_storage::Error::WriterStopped)
-        }
-    }
-}
-
-impl Store for Process {
-    fn path(&self) -> &Path {
-        self.store.path()
-    }
-
-    fn get(&self, cf: Cf, key: &[u8]) -> hanse_storage::Result<Option<Vec<u8>>> {
-        self.check()?;
-        self.store.get(cf, key)
-    }
-
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        order: ScanOrder,
-    ) -> hanse_storage::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.check()?;
-        self.store.scan(cf, start, end, limit, order)
-    }
-
-    fn write(&self, batch: Batch, sync: bool) -> hanse_storage::Result<()> {
-        self.check()?;
-        self.store.write(batch, sync)
-    }
-
-    fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
-        match self.check() {
-            Ok(()) => self.store.append_log(batch, on_durable),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-
-    fn export_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        dir: &Path,
-        file_bytes_max: u64,
-    ) -> hanse_storage::Result<RangeExport> {
-        self.check()?;
-        self.store.export_range(start, end, dir, file_bytes_max)
-    }
-
-    fn ingest_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        files: &[PathBuf],
-    ) -> hanse_storage::Result<()> {
-        self.check()?;
-        self.store.ingest_range(start, end, files)
-    }
-}
+/// A node's process over its store.
+type Process = FencedStore;
 
 // ---------------------------------------------------------------------------------------
 // Network: seeded delay and loss, directed cuts, and the groups each live node hosts.
@@ -358,7 +289,7 @@ impl SimNode {
     /// the store also forgets every write that was not yet synced.
     async fn crash(&mut self, net: &Net, power_loss: bool) {
         if let Some(process) = self.process.take() {
-            process.alive.store(false, Ordering::SeqCst);
+            process.close();
         }
         {
             let mut net = net.lock();
@@ -376,10 +307,7 @@ impl SimNode {
 
     async fn restart(&mut self, net: &Arc<Net>) -> Result<(), String> {
         self.incarnation += 1;
-        let process = Arc::new(Process {
-            store: self.store.clone(),
-            alive: AtomicBool::new(true),
-        });
+        let process = Arc::new(Process::new(self.store.clone()));
         self.process = Some(process.clone());
         {
             let mut locked = net.lock();

@@ -466,12 +466,15 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
 
 /// The routing table as `hanse admin shards` prints it (in key order): (id, start, end),
 /// keys escaped.
+/// `hanse admin <what> --json` through `endpoint`: its list of shards.
+fn admin_json_shards(what: &str, endpoint: &str) -> Vec<serde_json::Value> {
+    let answer: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", what, "--json", "--endpoints", endpoint])).unwrap();
+    answer["shards"].as_array().unwrap().clone()
+}
+
 fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
-    let shards: serde_json::Value =
-        serde_json::from_str(&ok(&["admin", "shards", "--json", "--endpoints", endpoint])).unwrap();
-    shards["shards"]
-        .as_array()
-        .unwrap()
+    admin_json_shards("shards", endpoint)
         .iter()
         .map(|s| {
             (
@@ -631,17 +634,8 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
     let grown = data_shards(&cluster.endpoints[0]);
     // With no preferred region, the leaders spread over the nodes (all regions here).
     let leader_regions = || {
-        let table: serde_json::Value = serde_json::from_str(&ok(&[
-            "admin",
-            "shards",
-            "--json",
-            "--endpoints",
-            &cluster.endpoints[2],
-        ]))
-        .unwrap();
-        let mut regions: Vec<String> = table["shards"]
-            .as_array()
-            .unwrap()
+        let table = admin_json_shards("shards", &cluster.endpoints[2]);
+        let mut regions: Vec<String> = table
             .iter()
             .map(|s| s["leader_region"].as_str().unwrap().to_string())
             .collect();
@@ -711,17 +705,8 @@ fn cold_neighbours_on_different_nodes_first_get_the_same_replicas_then_merge() {
         &endpoints,
     ]);
     let replica_nodes = || -> Vec<Vec<u64>> {
-        let table: serde_json::Value = serde_json::from_str(&ok(&[
-            "admin",
-            "shards",
-            "--json",
-            "--endpoints",
-            &cluster.endpoints[1],
-        ]))
-        .unwrap();
-        table["shards"]
-            .as_array()
-            .unwrap()
+        let table = admin_json_shards("shards", &cluster.endpoints[1]);
+        table
             .iter()
             .filter(|s| s["id"] != 0)
             .map(|s| {
@@ -778,27 +763,15 @@ fn a_region_that_lost_its_replica_of_a_shard_gets_one_back() {
         &endpoints,
     ]);
     let china_role = || -> Option<String> {
-        let table: serde_json::Value = serde_json::from_str(&ok(&[
-            "admin",
-            "shards",
-            "--json",
-            "--endpoints",
-            &cluster.endpoints[0],
-        ]))
-        .unwrap();
-        table["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == 1)
-            .and_then(|s| {
-                s["replicas"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|r| r["region"] == "ap-china")
-                    .map(|r| r["role"].as_str().unwrap().to_string())
-            })
+        let table = admin_json_shards("shards", &cluster.endpoints[0]);
+        table.iter().find(|s| s["id"] == 1).and_then(|s| {
+            s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["region"] == "ap-china")
+                .map(|r| r["role"].as_str().unwrap().to_string())
+        })
     };
     // The placement rules (a voter in ap-china) bring a replica back to node 2.
     let deadline = Instant::now() + std::time::Duration::from_secs(90);
@@ -839,17 +812,8 @@ fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
     // Regions in turn: Hamburg, China, Sydney, Hamburg.
     let cluster = launch_nodes(4, &["--balance-cool-down", "1"]);
     let sydney_roles = || -> Vec<String> {
-        let table: serde_json::Value = serde_json::from_str(&ok(&[
-            "admin",
-            "shards",
-            "--json",
-            "--endpoints",
-            &cluster.endpoints[0],
-        ]))
-        .unwrap();
-        table["shards"]
-            .as_array()
-            .unwrap()
+        let table = admin_json_shards("shards", &cluster.endpoints[0]);
+        table
             .iter()
             .flat_map(|s| s["replicas"].as_array().unwrap().clone())
             .filter(|r| r["region"] == "au-sydney")

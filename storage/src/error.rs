@@ -50,8 +50,10 @@ pub enum Error {
     #[error("the log writer has stopped; the engine is shutting down")]
     WriterStopped,
 
-    #[error("shard {shard}'s group has stopped; it writes nothing more")]
-    GroupStopped { shard: crate::ShardId },
+    #[error(
+        "this store handle is closed: the shard group or process that wrote through it has stopped"
+    )]
+    Closed,
 
     #[error("no {what} are left")]
     Exhausted { what: &'static str },

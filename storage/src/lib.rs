@@ -25,7 +25,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use log_writer::{LogWriterStats, OnDurable, WriteOp};
-pub use store::{MemStore, Store, StoreFuture};
+pub use store::{FencedStore, MemStore, Store, StoreFuture};
 
 /// The largest key a user may store, in bytes. Keys also travel inside Raft entries and
 /// descriptors, where small keys keep the routing table and split commands cheap.
