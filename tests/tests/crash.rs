@@ -35,16 +35,27 @@ fn acknowledged_writes_survive_sigkill() {
             .spawn()
             .expect("start crash_writer");
         let stdout = child.stdout.take().unwrap();
+        let (first_ack, writing) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .map(|line| {
-                    Ack::parse(&line).unwrap_or_else(|| panic!("bad line from writer: {line}"))
-                })
-                .collect::<Vec<_>>()
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                acks.push(
+                    Ack::parse(&line).unwrap_or_else(|| panic!("bad line from writer: {line}")),
+                );
+                if acks.len() == 1 {
+                    let _ = first_ack.send(());
+                }
+            }
+            acks
         });
-        // Sometimes while the store is still opening, mostly in the middle of the load.
+        // One cycle in four while the store may still be opening (the clock starts with
+        // the process, whose start alone takes a few hundred milliseconds here); the
+        // others in the middle of the load (the clock starts at the first acknowledged
+        // write, so every such cycle checks some).
+        let while_opening = rng.random_range(0..4) == 0;
+        if !while_opening {
+            let _ = writing.recv_timeout(Duration::from_secs(30));
+        }
         let delay = Duration::from_millis(rng.random_range(20..800));
         std::thread::sleep(delay);
         child.kill().expect("SIGKILL the writer");
