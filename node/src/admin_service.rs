@@ -471,7 +471,7 @@ impl AdminService {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(Status::unavailable(format!(
                         "shard {}: node {} did not apply the merge preparation within \
-                         {MERGE_STEP_WAIT:?}; the merge was rolled back",
+                         {MERGE_STEP_WAIT:?}",
                         source.shard, replica.node
                     )));
                 }
@@ -494,42 +494,44 @@ impl AdminService {
 
     /// Gives up the merge of `frozen` (led by `source`) into `into`: first fences `into`
     /// so that no commit of it can apply any more (another coordinator's included), then
-    /// unfreezes the source. Returns the merged shard instead when the fence finds that
-    /// the merge committed after all.
+    /// unfreezes the source. Answers the merged shard when the fence finds that the merge
+    /// committed after all, and `reason` extended with what happened otherwise.
     async fn roll_back(
         &self,
         into: &ReplicaHandle,
         source: &ReplicaHandle,
         frozen: &ShardDescriptor,
-    ) -> Option<ShardDescriptor> {
+        reason: Status,
+    ) -> Result<ShardDescriptor, Status> {
+        let still_frozen = |step: &str, outcome: String| {
+            Status::new(
+                reason.code(),
+                format!(
+                    "{}; {step} failed ({outcome}), so shard {} stays frozen until the merge \
+                     runs again",
+                    reason.message(),
+                    source.shard
+                ),
+            )
+        };
         let fence = ShardRequest::FenceMerge {
             source: frozen.clone(),
         };
         match self.propose_here(into, fence).await {
-            Ok(ShardResponse::Merge(current)) if current.covers(frozen) => return Some(current),
+            Ok(ShardResponse::Merge(current)) if current.covers(frozen) => return Ok(current),
             Ok(ShardResponse::Merge(_)) => {}
-            outcome => {
-                tracing::warn!(
-                    shard = source.shard,
-                    into = into.shard,
-                    "the merge could not be fenced ({outcome:?}); the shard stays frozen \
-                     until the merge runs again"
-                );
-                return None;
-            }
+            Ok(other) => return Err(still_frozen("fencing the merge", format!("{other:?}"))),
+            Err(e) => return Err(still_frozen("fencing the merge", e.message().to_string())),
         }
         let request = ShardRequest::RollbackMerge { into: into.shard };
         match self.propose_here(source, request).await {
-            Ok(ShardResponse::Merge(_)) => {
-                tracing::info!(shard = source.shard, into = into.shard, "merge rolled back")
-            }
-            outcome => tracing::warn!(
-                shard = source.shard,
-                into = into.shard,
-                "rollback failed: {outcome:?}"
-            ),
+            Ok(ShardResponse::Merge(_)) => Err(Status::new(
+                reason.code(),
+                format!("{}; the merge was rolled back", reason.message()),
+            )),
+            Ok(other) => Err(still_frozen("the rollback", format!("{other:?}"))),
+            Err(e) => Err(still_frozen("the rollback", e.message().to_string())),
         }
-        None
     }
 
     /// Merges `left` (led here) with its right neighbour: PrepareMerge in the right shard
@@ -607,10 +609,7 @@ impl AdminService {
             merged: Some(to_proto(&merged)),
         };
         if let Err(e) = self.wait_merge_prepared(&right, &frozen).await {
-            return match self.roll_back(left, &right, &frozen).await {
-                Some(done) => Ok(merged(done)),
-                None => Err(e),
-            };
+            return self.roll_back(left, &right, &frozen, e).await.map(merged);
         }
         let commit = ShardRequest::CommitMerge {
             source: frozen.clone(),
@@ -622,13 +621,10 @@ impl AdminService {
                 Ok(merged(done))
             }
             Ok(ShardResponse::Rejected(rejection)) => {
-                match self.roll_back(left, &right, &frozen).await {
-                    Some(done) => Ok(merged(done)),
-                    None => Err(Status::failed_precondition(format!(
-                        "shard {}: {rejection}; the merge was rolled back",
-                        l.id
-                    ))),
-                }
+                let reason = Status::failed_precondition(format!("shard {}: {rejection}", l.id));
+                self.roll_back(left, &right, &frozen, reason)
+                    .await
+                    .map(merged)
             }
             Ok(other) => Err(Status::internal(format!("unexpected {other:?}"))),
             Err(e) => Err(Status::unavailable(format!(
