@@ -2,5 +2,8 @@
 //!
 //! [`crash`] is the protocol between the crash-test writer (a child process that is
 //! killed with SIGKILL at random points) and the test that checks what survived.
+//! [`linearizability`] judges a history of operations on a cluster (the chaos harness's
+//! checker).
 
 pub mod crash;
+pub mod linearizability;

@@ -1,0 +1,411 @@
+//! A per-key linearizability checker for histories of gets, puts and compare-and-swaps,
+//! the chaos harness's judge.
+//!
+//! Each key is a register and is checked on its own (P-compositionality: a history is
+//! linearizable when every key's sub-history is). Per key, a depth-first search in the
+//! manner of Wing and Gong picks, at each step, an operation that may take effect next
+//! (one invoked before every operation still pending has completed), with Lowe's
+//! memoisation of the (operations taken, register value) pairs already explored.
+//!
+//! Outcomes: an operation that failed certainly did not happen and is dropped; one whose
+//! outcome is unknown (a timeout) may take effect at any time after its invocation, or
+//! never; a read whose outcome is unknown tells nothing and is dropped. A key whose search
+//! outlasts its time budget is reported unknown rather than guessed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+pub type Value = Vec<u8>;
+
+/// What a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Get,
+    Put(Value),
+    /// Set the key to `new` (`None`: delete it) if it holds `expected` (`None`: absent).
+    Cas {
+        expected: Option<Value>,
+        new: Option<Value>,
+    },
+}
+
+/// What it got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Return {
+    /// A get's answer.
+    Read(Option<Value>),
+    /// A put was acknowledged.
+    Written,
+    /// A compare-and-swap's answer.
+    Swapped(bool),
+    /// Refused: it certainly did not take effect.
+    Failed,
+    /// No answer (a timeout): it may or may not have taken effect.
+    Unknown,
+}
+
+/// One operation of a history: a call on a key, its answer, and when it was invoked and
+/// answered (any monotonic unit; `completed` is ignored for unknown outcomes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub key: Vec<u8>,
+    pub call: Call,
+    pub ret: Return,
+    pub invoked: u64,
+    pub completed: u64,
+}
+
+/// The judgement of a whole history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    /// No order explains this key's history (the smallest such key's is given).
+    Invalid {
+        key: Vec<u8>,
+        history: Vec<Operation>,
+    },
+    /// Some key's search ran out of time (and none was found invalid).
+    Unknown {
+        key: Vec<u8>,
+    },
+}
+
+/// Checks `history` (every key starts absent), spending at most `budget` on each key.
+pub fn check(history: &[Operation], budget: Duration) -> Verdict {
+    let mut by_key: BTreeMap<&[u8], Vec<Operation>> = BTreeMap::new();
+    for op in history {
+        by_key.entry(&op.key).or_default().push(op.clone());
+    }
+    let mut invalid: Option<(Vec<u8>, Vec<Operation>)> = None;
+    let mut unknown = None;
+    for (key, ops) in by_key {
+        match check_key(&ops, budget) {
+            Some(true) => {}
+            Some(false) => {
+                if invalid.as_ref().is_none_or(|(_, h)| ops.len() < h.len()) {
+                    invalid = Some((key.to_vec(), ops));
+                }
+            }
+            None => unknown = unknown.or(Some(key.to_vec())),
+        }
+    }
+    match (invalid, unknown) {
+        (Some((key, history)), _) => Verdict::Invalid { key, history },
+        (None, Some(key)) => Verdict::Unknown { key },
+        (None, None) => Verdict::Valid,
+    }
+}
+
+/// One key's operations as the search sees them.
+struct Candidate {
+    call: Call,
+    ret: Return,
+    invoked: u64,
+    /// `u64::MAX` for an unknown outcome: it constrains nothing after it.
+    completed: u64,
+}
+
+/// Whether one key's history is linearizable; `None` when the budget ran out.
+fn check_key(history: &[Operation], budget: Duration) -> Option<bool> {
+    let ops: Vec<Candidate> = history
+        .iter()
+        .filter(|op| {
+            !matches!(
+                (&op.call, &op.ret),
+                (_, Return::Failed) | (Call::Get, Return::Unknown)
+            )
+        })
+        .map(|op| Candidate {
+            call: op.call.clone(),
+            ret: op.ret.clone(),
+            invoked: op.invoked,
+            completed: match op.ret {
+                Return::Unknown => u64::MAX,
+                _ => op.completed,
+            },
+        })
+        .collect();
+    let mut search = Search {
+        ops: &ops,
+        seen: HashSet::new(),
+        started: Instant::now(),
+        budget,
+        steps: 0,
+    };
+    let done = vec![0u64; ops.len().div_ceil(64)];
+    search.explore(done, None)
+}
+
+struct Search<'a> {
+    ops: &'a [Candidate],
+    seen: HashSet<(Vec<u64>, Option<Value>)>,
+    started: Instant,
+    budget: Duration,
+    steps: u64,
+}
+
+fn taken(done: &[u64], i: usize) -> bool {
+    done[i / 64] & (1 << (i % 64)) != 0
+}
+
+impl Search<'_> {
+    /// Whether the operations not in `done` can all be ordered from register `value`
+    /// (those of unknown outcome may also be left out).
+    fn explore(&mut self, done: Vec<u64>, value: Option<Value>) -> Option<bool> {
+        self.steps += 1;
+        if self.steps.is_multiple_of(1024) && self.started.elapsed() > self.budget {
+            return None;
+        }
+        let pending = |i: &usize| !taken(&done, *i);
+        if !(0..self.ops.len())
+            .filter(pending)
+            .any(|i| self.ops[i].ret != Return::Unknown)
+        {
+            return Some(true);
+        }
+        // The next operation must be invoked before every pending one has completed.
+        let deadline = (0..self.ops.len())
+            .filter(pending)
+            .map(|i| self.ops[i].completed)
+            .min()
+            .expect("some operation is pending");
+        for i in (0..self.ops.len()).filter(pending) {
+            let op = &self.ops[i];
+            if op.invoked > deadline {
+                continue;
+            }
+            let Some(next) = step(op, &value) else {
+                continue;
+            };
+            let mut after = done.clone();
+            after[i / 64] |= 1 << (i % 64);
+            if !self.seen.insert((after.clone(), next.clone())) {
+                continue;
+            }
+            match self.explore(after, next) {
+                Some(false) => {}
+                found => return found,
+            }
+        }
+        Some(false)
+    }
+}
+
+/// The register after `op` takes effect on `value`; `None` when its answer contradicts
+/// `value`.
+fn step(op: &Candidate, value: &Option<Value>) -> Option<Option<Value>> {
+    match (&op.call, &op.ret) {
+        (Call::Get, Return::Read(read)) => (read == value).then(|| value.clone()),
+        (Call::Put(new), Return::Written | Return::Unknown) => Some(Some(new.clone())),
+        (Call::Cas { expected, new }, Return::Swapped(true)) => {
+            (expected == value).then(|| new.clone())
+        }
+        (Call::Cas { expected, .. }, Return::Swapped(false)) => {
+            (expected != value).then(|| value.clone())
+        }
+        (Call::Cas { expected, new }, Return::Unknown) => Some(match expected == value {
+            true => new.clone(),
+            false => value.clone(),
+        }),
+        // A call with an answer of another kind explains nothing.
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    fn op(call: Call, ret: Return, invoked: u64, completed: u64) -> Operation {
+        Operation {
+            key: b"k".to_vec(),
+            call,
+            ret,
+            invoked,
+            completed,
+        }
+    }
+
+    fn put(v: &str) -> Call {
+        Call::Put(v.as_bytes().to_vec())
+    }
+
+    fn read(v: Option<&str>) -> Return {
+        Return::Read(v.map(|v| v.as_bytes().to_vec()))
+    }
+
+    fn cas(expected: Option<&str>, new: &str) -> Call {
+        Call::Cas {
+            expected: expected.map(|v| v.as_bytes().to_vec()),
+            new: Some(new.as_bytes().to_vec()),
+        }
+    }
+
+    fn is_invalid(history: &[Operation]) -> bool {
+        matches!(check(history, BUDGET), Verdict::Invalid { .. })
+    }
+
+    #[test]
+    fn sequential_and_overlapping_histories_are_valid() {
+        let history = [
+            op(put("1"), Return::Written, 0, 10),
+            op(Call::Get, read(Some("1")), 20, 30),
+            // A read overlapping a write may see either value.
+            op(put("2"), Return::Written, 40, 60),
+            op(Call::Get, read(Some("1")), 45, 50),
+            op(Call::Get, read(Some("2")), 55, 70),
+        ];
+        assert_eq!(check(&history, BUDGET), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_stale_read_after_a_completed_write_is_invalid() {
+        let history = [
+            op(put("1"), Return::Written, 0, 10),
+            op(Call::Get, read(None), 20, 30),
+        ];
+        assert_eq!(
+            check(&history, BUDGET),
+            Verdict::Invalid {
+                key: b"k".to_vec(),
+                history: history.to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_update_is_invalid() {
+        // Two concurrent increments from the same value both claim to have swapped.
+        let history = [
+            op(put("0"), Return::Written, 0, 5),
+            op(cas(Some("0"), "1"), Return::Swapped(true), 10, 30),
+            op(cas(Some("0"), "1"), Return::Swapped(true), 15, 35),
+        ];
+        assert!(is_invalid(&history));
+        let one_lost = [
+            op(put("0"), Return::Written, 0, 5),
+            op(cas(Some("0"), "1"), Return::Swapped(true), 10, 30),
+            op(cas(Some("0"), "1"), Return::Swapped(false), 15, 35),
+        ];
+        assert_eq!(check(&one_lost, BUDGET), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_read_of_a_value_never_written_is_invalid() {
+        let history = [
+            op(put("1"), Return::Written, 0, 10),
+            op(Call::Get, read(Some("7")), 20, 30),
+        ];
+        assert!(is_invalid(&history));
+    }
+
+    #[test]
+    fn an_unknown_write_may_take_effect_late_or_never_but_only_once() {
+        let late = [
+            op(put("1"), Return::Unknown, 0, 1),
+            op(Call::Get, read(None), 10, 20),
+            op(Call::Get, read(Some("1")), 100, 110),
+        ];
+        assert_eq!(check(&late, BUDGET), Verdict::Valid);
+        let never = [
+            op(put("1"), Return::Unknown, 0, 1),
+            op(Call::Get, read(None), 100, 110),
+        ];
+        assert_eq!(check(&never, BUDGET), Verdict::Valid);
+        let back_again = [
+            op(put("1"), Return::Unknown, 0, 1),
+            op(Call::Get, read(Some("1")), 10, 20),
+            op(Call::Get, read(None), 30, 40),
+        ];
+        assert!(is_invalid(&back_again));
+        // A refused write never happened.
+        let refused = [
+            op(put("1"), Return::Failed, 0, 1),
+            op(Call::Get, read(Some("1")), 10, 20),
+        ];
+        assert!(is_invalid(&refused));
+    }
+
+    #[test]
+    fn keys_are_judged_apart_and_the_smallest_failing_history_is_shown() {
+        let on = |key: &str, mut o: Operation| {
+            o.key = key.as_bytes().to_vec();
+            o
+        };
+        let history = [
+            on("a", op(put("1"), Return::Written, 0, 10)),
+            on("b", op(put("1"), Return::Written, 0, 10)),
+            on("b", op(Call::Get, read(Some("1")), 20, 30)),
+            on("b", op(Call::Get, read(None), 40, 50)),
+            on("c", op(Call::Get, read(Some("9")), 0, 10)),
+        ];
+        match check(&history, BUDGET) {
+            Verdict::Invalid { key, history } => {
+                assert_eq!(key, b"c");
+                assert_eq!(history.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn histories_made_by_a_real_register_are_valid_however_their_times_overlap() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            // Run 12 random operations one after another on a register, each taking
+            // effect at time 100 * i; then widen every interval at random, which only
+            // removes ordering constraints.
+            let mut value: Option<Value> = None;
+            let mut history = Vec::new();
+            for i in 0..12u64 {
+                let v = format!("{}", rng.random_range(0..3)).into_bytes();
+                let (call, ret) = match rng.random_range(0..4) {
+                    0 => (Call::Get, Return::Read(value.clone())),
+                    1 => {
+                        value = Some(v.clone());
+                        (Call::Put(v), Return::Written)
+                    }
+                    2 => {
+                        let expected = Some(v);
+                        let swapped = expected == value;
+                        let new = Some(format!("{i}").into_bytes());
+                        if swapped {
+                            value = new.clone();
+                        }
+                        (Call::Cas { expected, new }, Return::Swapped(swapped))
+                    }
+                    _ => {
+                        // Timed out, but it did happen.
+                        value = Some(v.clone());
+                        (Call::Put(v), Return::Unknown)
+                    }
+                };
+                let at = 100 * i + 50;
+                let invoked = at - rng.random_range(0..150).min(at);
+                let completed = at + rng.random_range(1..150);
+                history.push(op(call, ret, invoked, completed));
+            }
+            assert_eq!(check(&history, BUDGET), Verdict::Valid, "{history:#?}");
+            // The same history with one read of a value nobody wrote is not.
+            history.push(op(Call::Get, read(Some("never")), 2000, 2010));
+            assert!(is_invalid(&history));
+        }
+    }
+
+    #[test]
+    fn a_search_past_its_budget_is_unknown_not_guessed() {
+        // Many concurrent writes of distinct values and reads that no order explains
+        // quickly: the search has far more orders to try than a zero budget allows.
+        let mut history: Vec<Operation> = (0..40)
+            .map(|i| op(put(&i.to_string()), Return::Unknown, 0, 1))
+            .collect();
+        history.extend((0..20).map(|i| op(Call::Get, read(Some("x")), 10 + i, 1000)));
+        assert_eq!(
+            check(&history, Duration::ZERO),
+            Verdict::Unknown { key: b"k".to_vec() }
+        );
+    }
+}
