@@ -19,6 +19,8 @@ use crate::{
 const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
 const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long adding a replica waits for it to catch up with the log.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 /// How long adding a replica waits for the snapshot (and log purge) it starts from.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -329,9 +331,14 @@ impl ShardGroup {
     ) -> Result<(), GroupError> {
         let _change = self.membership_change().await?;
         self.purge_log_to_snapshot().await?;
-        self.raft
-            .add_learner(node, at, true)
+        // Bounded, so that a replica that cannot catch up does not hold the shard's
+        // membership changes (and merges) back for good; the caller may try again.
+        tokio::time::timeout(CATCH_UP_WAIT, self.raft.add_learner(node, at, true))
             .await
+            .map_err(|_| GroupError::Membership {
+                shard: self.shard,
+                detail: format!("node {node} did not catch up within {CATCH_UP_WAIT:?}"),
+            })?
             .map_err(|e| self.write_error(e))?;
         if role == ReplicaRole::Voter {
             self.raft

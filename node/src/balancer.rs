@@ -28,6 +28,8 @@ use crate::actors::Routes;
 use crate::admin_service::connect;
 use crate::reporter::{now_ms, read_routing_table};
 
+/// How long one split, merge or replica move may take before the round gives it up.
+const ACTION_WAIT: Duration = Duration::from_secs(90);
 /// A node that reported within this long counts as live for new replicas.
 const NODE_LIVE_MS: u64 = 10_000;
 /// How often the meta leader looks at the routing table.
@@ -232,38 +234,48 @@ impl Balancer {
         nodes: &HashMap<NodeId, NodeRecord>,
     ) -> Result<(), Status> {
         let mut admin = connect(&self.addr).await?;
-        let outcome = match &action {
-            Action::Split { at, .. } => admin
-                .split(pb::SplitRequest { key: at.clone() })
-                .await
-                .map(|_| ()),
-            Action::Merge { left, .. } => admin
-                .merge(pb::MergeRequest { shard_id: *left })
-                .await
-                .map(|_| ()),
-            Action::AddReplica { shard, node, role } => match nodes.get(node) {
-                Some(record) => admin
-                    .add_node(pb::AddNodeRequest {
+        let call = async {
+            match &action {
+                Action::Split { at, .. } => admin
+                    .split(pb::SplitRequest { key: at.clone() })
+                    .await
+                    .map(|_| ()),
+                Action::Merge { left, .. } => admin
+                    .merge(pb::MergeRequest { shard_id: *left })
+                    .await
+                    .map(|_| ()),
+                Action::AddReplica { shard, node, role } => match nodes.get(node) {
+                    Some(record) => admin
+                        .add_node(pb::AddNodeRequest {
+                            node_id: *node,
+                            addr: record.addr.clone(),
+                            region: record.region.clone(),
+                            learner: *role == ReplicaRole::Learner,
+                            shard_ids: vec![*shard],
+                        })
+                        .await
+                        .map(|_| ()),
+                    None => Err(Status::not_found(format!(
+                        "node {node} is not in the node directory"
+                    ))),
+                },
+                Action::RemoveReplica { shard, node } => admin
+                    .remove_node(pb::RemoveNodeRequest {
                         node_id: *node,
-                        addr: record.addr.clone(),
-                        region: record.region.clone(),
-                        learner: *role == ReplicaRole::Learner,
                         shard_ids: vec![*shard],
                     })
                     .await
                     .map(|_| ()),
-                None => Err(Status::not_found(format!(
-                    "node {node} is not in the node directory"
-                ))),
-            },
-            Action::RemoveReplica { shard, node } => admin
-                .remove_node(pb::RemoveNodeRequest {
-                    node_id: *node,
-                    shard_ids: vec![*shard],
-                })
-                .await
-                .map(|_| ()),
+            }
         };
+        // A stuck step must not stop the balancing: it is given up and tried again.
+        let outcome = tokio::time::timeout(ACTION_WAIT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {ACTION_WAIT:?}"
+                )))
+            });
         match outcome {
             Ok(()) => tracing::info!(?action, "balanced"),
             Err(e) => tracing::info!(?action, "not done: {}", e.message()),

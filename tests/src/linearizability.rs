@@ -11,6 +11,10 @@
 //! outcome is unknown (a timeout) may take effect at any time after its invocation, or
 //! never; a read whose outcome is unknown tells nothing and is dropped. A key whose search
 //! outlasts its time budget is reported unknown rather than guessed.
+//!
+//! Beside the search, two direct checks name what went wrong in plain terms:
+//! [`lost_writes`] (an acknowledged write missing from the end state) and [`stale_reads`]
+//! (a read of a value an acknowledged write had already replaced).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -94,6 +98,97 @@ pub fn check(history: &[Operation], budget: Duration) -> Verdict {
         (None, Some(key)) => Verdict::Unknown { key },
         (None, None) => Verdict::Valid,
     }
+}
+
+/// The value an acknowledged or unknown write leaves, with its operation: a put's value,
+/// a compare-and-swap's new value when it swapped (or may have).
+fn written(op: &Operation) -> Option<Option<&Value>> {
+    match (&op.call, &op.ret) {
+        (Call::Put(v), Return::Written | Return::Unknown) => Some(Some(v)),
+        (Call::Cas { new, .. }, Return::Swapped(true) | Return::Unknown) => Some(new.as_ref()),
+        _ => None,
+    }
+}
+
+/// Whether `later` began after `earlier` was answered (unknown outcomes never were).
+fn strictly_after(earlier: &Operation, later: &Operation) -> bool {
+    earlier.ret != Return::Unknown && earlier.completed < later.invoked
+}
+
+/// Acknowledged writes missing from the end state. `finals` holds each key's value as
+/// read once every fault healed; it must have been left by a write (acknowledged or of
+/// unknown outcome) that no acknowledged write followed in real time, and a key no write
+/// reached must be absent. Values are assumed unique per key, as the harness writes them.
+pub fn lost_writes(
+    history: &[Operation],
+    finals: &BTreeMap<Vec<u8>, Option<Value>>,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (key, value) in finals {
+        let writes: Vec<&Operation> = history
+            .iter()
+            .filter(|op| op.key == *key && written(op).is_some())
+            .collect();
+        let acknowledged: Vec<&Operation> = writes
+            .iter()
+            .copied()
+            .filter(|op| op.ret != Return::Unknown)
+            .collect();
+        let overwritten = |w: &Operation| acknowledged.iter().any(|later| strictly_after(w, later));
+        let explained = match value {
+            None => !acknowledged.iter().any(|w| written(w) != Some(None)),
+            Some(_) => writes
+                .iter()
+                .any(|w| written(w) == Some(value.as_ref()) && !overwritten(w)),
+        };
+        if !explained {
+            lost.push(format!(
+                "{}: ends as {:?}, which the acknowledged writes {:?} do not leave",
+                String::from_utf8_lossy(key),
+                value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).to_string()),
+                acknowledged
+                    .iter()
+                    .map(|w| (w.invoked, w.completed))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    lost
+}
+
+/// Acknowledged reads that returned a value some acknowledged write had already replaced
+/// before the read began. Values are assumed unique per key.
+pub fn stale_reads(history: &[Operation]) -> Vec<String> {
+    let mut stale = Vec::new();
+    for read in history {
+        let (Call::Get, Return::Read(value)) = (&read.call, &read.ret) else {
+            continue;
+        };
+        let writes = history
+            .iter()
+            .filter(|op| op.key == read.key && written(op).is_some());
+        // The write the value came from (none for an absent key never deleted).
+        let source = writes.clone().find(|w| written(w) == Some(value.as_ref()));
+        let replaced = writes.clone().any(|later| {
+            later.ret != Return::Unknown
+                && strictly_after(later, read)
+                && written(later) != Some(value.as_ref())
+                && source.is_none_or(|w| strictly_after(w, later))
+        });
+        if replaced {
+            stale.push(format!(
+                "{}: read {:?} at {}, after an acknowledged write replaced it",
+                String::from_utf8_lossy(&read.key),
+                value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).to_string()),
+                read.invoked
+            ));
+        }
+    }
+    stale
 }
 
 /// One key's operations as the search sees them.
@@ -393,6 +488,35 @@ mod tests {
             history.push(op(Call::Get, read(Some("never")), 2000, 2010));
             assert!(is_invalid(&history));
         }
+    }
+
+    #[test]
+    fn lost_writes_and_stale_reads_are_named() {
+        let history = [
+            op(put("1"), Return::Written, 0, 10),
+            op(put("2"), Return::Written, 20, 30),
+            op(put("3"), Return::Unknown, 40, 41),
+            op(Call::Get, read(Some("1")), 50, 60),
+            op(Call::Get, read(Some("2")), 50, 60),
+        ];
+        let finals =
+            |v: Option<&str>| BTreeMap::from([(b"k".to_vec(), v.map(|v| v.as_bytes().to_vec()))]);
+        // The last acknowledged write, or the later unknown one: nothing lost.
+        assert!(lost_writes(&history, &finals(Some("2"))).is_empty());
+        assert!(lost_writes(&history, &finals(Some("3"))).is_empty());
+        // The first write, overwritten by an acknowledged one, or nothing at all: lost.
+        assert_eq!(lost_writes(&history, &finals(Some("1"))).len(), 1);
+        assert_eq!(lost_writes(&history, &finals(None)).len(), 1);
+        // Reading "1" after "2" was acknowledged is stale; reading "2" is not.
+        let stale = stale_reads(&history);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(stale[0].contains("\"1\""), "{stale:?}");
+        // An absent key read after a write was acknowledged is stale too.
+        let empty = [
+            op(put("1"), Return::Written, 0, 10),
+            op(Call::Get, read(None), 20, 30),
+        ];
+        assert_eq!(stale_reads(&empty).len(), 1);
     }
 
     #[test]
