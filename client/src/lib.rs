@@ -7,6 +7,12 @@
 //! current descriptors (one retry suffices after a split), `ServerBusy` says how long to
 //! wait, an unreachable node is skipped. Retries back off with jitter, and every retry
 //! loop is bounded by [`ClientOptions::request_timeout`]. Scans cross shard boundaries.
+//!
+//! Reads are retried after any failure. A write is retried only while no attempt can
+//! have reached a node's log (typed refusals, refused connections): once one may have,
+//! sending it again could apply it twice (a put undoing a later put, a compare-and-swap
+//! answering `false` after it swapped), so the call ends with
+//! [`ClientError::OutcomeUnknown`] instead and the caller decides.
 
 pub mod routes;
 
@@ -71,6 +77,33 @@ pub enum ClientError {
     InvalidArgument(String),
     #[error("no node answered within {timeout:?}; last problem: {last}")]
     Timeout { timeout: Duration, last: String },
+    /// A write may or may not have been applied (its node failed or fell silent after it
+    /// was sent); it was not sent again.
+    #[error("the write may or may not have been applied: {detail}")]
+    OutcomeUnknown { detail: String },
+}
+
+/// Whether a request may be sent again after an attempt whose fate is unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads: as often as needed.
+    Always,
+    /// Writes: only after attempts that certainly did not reach a log.
+    WhileUnsent,
+}
+
+/// Whether a failed call certainly never reached the node: its connection was refused.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The outcome of a compare-and-swap.
@@ -199,6 +232,7 @@ impl Client {
     /// it, following the typed answers.
     async fn call<Req, Resp>(
         &self,
+        resend: Resend,
         locate: Locate<'_>,
         make: impl Fn(Option<proto::RouteContext>) -> Req,
         send: impl Fn(KvClient<Channel>, Req) -> Call<Resp>,
@@ -237,9 +271,20 @@ impl Client {
                         .expect("routes lock")
                         .forget_leader_at(&endpoint);
                     self.fallback.lock().expect("fallback lock").take();
+                    if resend == Resend::WhileUnsent && !never_sent(&status) {
+                        return Err(ClientError::OutcomeUnknown { detail: last });
+                    }
                     wait = jittered(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
+                }
+                Err(_) if resend == Resend::WhileUnsent => {
+                    return Err(ClientError::OutcomeUnknown {
+                        detail: format!(
+                            "{endpoint} did not answer within {:?}",
+                            self.options.request_timeout
+                        ),
+                    });
                 }
                 Err(_) => break,
             };
@@ -312,6 +357,11 @@ impl Client {
                 Some(Kind::InvalidArgument(e)) => {
                     return Err(ClientError::InvalidArgument(e.message));
                 }
+                Some(Kind::OutcomeUnknown(e)) => {
+                    return Err(ClientError::OutcomeUnknown {
+                        detail: format!("{endpoint}: {}", e.message),
+                    });
+                }
             }
         }
         Err(ClientError::Timeout {
@@ -327,7 +377,7 @@ impl Client {
             key: key.to_vec(),
         };
         let response = self
-            .call(Locate::Key(key), make, |mut c, r| {
+            .call(Resend::Always, Locate::Key(key), make, |mut c, r| {
                 Box::pin(async move { c.get(r).await })
             })
             .await?;
@@ -341,7 +391,7 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
         };
-        self.call(Locate::Key(key), make, |mut c, r| {
+        self.call(Resend::WhileUnsent, Locate::Key(key), make, |mut c, r| {
             Box::pin(async move { c.put(r).await })
         })
         .await
@@ -354,7 +404,7 @@ impl Client {
             route,
             key: key.to_vec(),
         };
-        self.call(Locate::Key(key), make, |mut c, r| {
+        self.call(Resend::WhileUnsent, Locate::Key(key), make, |mut c, r| {
             Box::pin(async move { c.delete(r).await })
         })
         .await
@@ -392,7 +442,7 @@ impl Client {
                 reverse,
             };
             let response = self
-                .call(locate, make, |mut c, r| {
+                .call(Resend::Always, locate, make, |mut c, r| {
                     Box::pin(async move { c.scan(r).await })
                 })
                 .await?;
@@ -434,7 +484,7 @@ impl Client {
             new_value: new.map(<[u8]>::to_vec),
         };
         let response = self
-            .call(Locate::Key(key), make, |mut c, r| {
+            .call(Resend::WhileUnsent, Locate::Key(key), make, |mut c, r| {
                 Box::pin(async move { c.compare_and_swap(r).await })
             })
             .await?;
@@ -442,5 +492,54 @@ impl Client {
             swapped: response.swapped,
             previous: response.previous_value,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        addr
+    }
+
+    fn client(endpoint: String) -> Client {
+        let options = ClientOptions {
+            request_timeout: Duration::from_millis(400),
+            ..ClientOptions::default()
+        };
+        Client::new(&[endpoint], options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_refused_connection_is_retried_as_never_sent() {
+        let error = client(closed_port()).put(b"k", b"v").await.unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_node_falls_silent_is_not_sent_again() {
+        // Accepts connections and reads requests but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = client(endpoint);
+        let error = client.put(b"k", b"v").await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::OutcomeUnknown { .. }),
+            "{error}"
+        );
+        // A read of the same node is retried until its deadline.
+        let error = client.get(b"k").await.unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
     }
 }

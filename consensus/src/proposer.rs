@@ -48,6 +48,9 @@ pub enum ProposeError {
     Stopped { shard: ShardId, detail: String },
     #[error("shard {shard}: the write failed: {detail}")]
     Failed { shard: ShardId, detail: String },
+    /// Proposed, but no answer will come from here: it may still commit.
+    #[error("shard {shard}: the write was proposed but its outcome is unknown: {detail}")]
+    OutcomeUnknown { shard: ShardId, detail: String },
 }
 
 struct Pending {
@@ -152,11 +155,13 @@ async fn respond_when_applied(
                 detail: other.to_string(),
             },
         ),
+        // openraft answers ForwardToLeader (above) only for entries it never appended or
+        // truncated; a dropped answer means the group stopped with the entry in its log.
         Err(_) => respond_all(
             responders,
-            &ProposeError::Stopped {
+            &ProposeError::OutcomeUnknown {
                 shard,
-                detail: "the raft group dropped the request".into(),
+                detail: "the raft group stopped before the write was applied".into(),
             },
         ),
     }

@@ -8,6 +8,7 @@
 //! snapshot chunk) does not hold every heartbeat behind it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct TransportOptions {
     pub connect_timeout: Duration,
     /// Deadline of one batch call; openraft retries what fails.
     pub request_timeout: Duration,
+    /// The local address connections to peers start from (default: the kernel's pick).
+    pub source_ip: Option<IpAddr>,
 }
 
 impl Default for TransportOptions {
@@ -54,6 +57,7 @@ impl Default for TransportOptions {
             in_flight_max: 4,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            source_ip: None,
         }
     }
 }
@@ -148,7 +152,8 @@ impl Transport {
                 detail: format!("bad address: {e}"),
             })?
             .connect_timeout(self.options.connect_timeout)
-            .timeout(self.options.request_timeout);
+            .timeout(self.options.request_timeout)
+            .local_address(self.options.source_ip);
         let (queue, outgoing) = mpsc::channel(self.options.queue_messages_max);
         tokio::spawn(send_batches(
             self.node_id,

@@ -2,6 +2,7 @@
 //! and membership changes. A change for a shard this node does not lead is forwarded
 //! once to the leader it knows of.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ fn replica_status(e: ReplicaError) -> Status {
             Code::FailedPrecondition
         }
         ReplicaError::Group(_) => Code::Internal,
+        ReplicaError::OutcomeUnknown(_) => Code::Unknown,
     };
     Status::new(code, e.to_string())
 }
@@ -90,10 +92,16 @@ fn stopped() -> Status {
     Status::unavailable("the node is shutting down")
 }
 
-pub(crate) async fn connect(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+/// An Admin client for the node at `addr`, connecting from `source` (this node's own
+/// address, so that a proxy between nodes can tell who is calling).
+pub(crate) async fn connect(
+    addr: &str,
+    source: Option<IpAddr>,
+) -> Result<AdminClient<tonic::transport::Channel>, Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .local_address(source);
     let channel = endpoint
         .connect()
         .await
@@ -231,7 +239,10 @@ impl AdminService {
                     shard_ids: vec![shard],
                     ..req.clone()
                 };
-                let answer = connect(&addr).await?.add_node(forwarded(one)).await?;
+                let answer = connect(&addr, self.state.source_ip)
+                    .await?
+                    .add_node(forwarded(one))
+                    .await?;
                 return Ok(answer.into_inner().shards);
             }
         };
@@ -243,7 +254,10 @@ impl AdminService {
             leader_term: vote.leader_id().term,
             leader_node: vote.leader_id().voted_for().unwrap_or_default(),
         };
-        connect(&req.addr).await?.open_replica(open).await?;
+        connect(&req.addr, self.state.source_ip)
+            .await?
+            .open_replica(open)
+            .await?;
         let change = ReplicaChange::Add {
             node: req.node_id,
             at: ReplicaNode {
@@ -284,7 +298,10 @@ impl AdminService {
         };
         let replica = match self.leadership(shard, request).await? {
             Leadership::Elsewhere { addr, .. } => {
-                let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
+                let answer = connect(&addr, self.state.source_ip)
+                    .await?
+                    .remove_node(forwarded(one))
+                    .await?;
                 return Ok(answer.into_inner().shards);
             }
             Leadership::Here(replica) if node == self.state.node_id => {
@@ -295,7 +312,10 @@ impl AdminService {
                     .await
                     .map_err(replica_status)?;
                 let addr = replica.member_addr(Some(to));
-                let answer = connect(&addr).await?.remove_node(forwarded(one)).await?;
+                let answer = connect(&addr, self.state.source_ip)
+                    .await?
+                    .remove_node(forwarded(one))
+                    .await?;
                 return Ok(answer.into_inner().shards);
             }
             Leadership::Here(replica) => replica,
@@ -315,7 +335,7 @@ impl AdminService {
         // The removed node deletes its copy; if it is down, the copy stays (it no longer
         // takes part in the group) until it is destroyed by hand.
         let destroy = async {
-            connect(&removed_addr)
+            connect(&removed_addr, self.state.source_ip)
                 .await?
                 .destroy_replica(pb::DestroyReplicaRequest { shard_id: shard })
                 .await
@@ -401,7 +421,7 @@ impl AdminService {
                     shard_id: replica.shard,
                     to_node: me,
                 };
-                connect(&replica.member_addr(Some(leader)))
+                connect(&replica.member_addr(Some(leader)), self.state.source_ip)
                     .await?
                     .transfer_leader(request)
                     .await?;
@@ -449,7 +469,7 @@ impl AdminService {
                 } else {
                     let addr = source.member_addr(Some(replica.node));
                     let status = async {
-                        connect(&addr)
+                        connect(&addr, self.state.source_ip)
                             .await?
                             .status(pb::StatusRequest {})
                             .await
@@ -647,7 +667,14 @@ impl AdminService {
                 reported_at_ms: now_ms(),
             })
             .collect();
-        if let Err(e) = send_report(&self.state.routes, records, Vec::new()).await {
+        if let Err(e) = send_report(
+            &self.state.routes,
+            records,
+            Vec::new(),
+            self.state.source_ip,
+        )
+        .await
+        {
             tracing::debug!("reporting a split or merge failed: {}", e.message());
         }
     }
@@ -693,7 +720,7 @@ impl Admin for AdminService {
                 shards: self.routing_table(&meta).await?,
             })),
             Leadership::Elsewhere { addr, .. } => {
-                connect(&addr)
+                connect(&addr, self.state.source_ip)
                     .await?
                     .shards(forwarded(pb::ShardsRequest {}))
                     .await
@@ -725,7 +752,10 @@ impl Admin for AdminService {
             }
             Leadership::Elsewhere { addr, .. } => {
                 let again = request.into_inner();
-                connect(&addr).await?.report(forwarded(again)).await
+                connect(&addr, self.state.source_ip)
+                    .await?
+                    .report(forwarded(again))
+                    .await
             }
         }
     }
@@ -779,7 +809,7 @@ impl Admin for AdminService {
                     return Ok(Response::new(pb::TransferLeaderResponse {}));
                 }
                 let again = pb::TransferLeaderRequest { shard_id, to_node };
-                connect(&addr)
+                connect(&addr, self.state.source_ip)
                     .await?
                     .transfer_leader(forwarded(again))
                     .await
@@ -806,7 +836,10 @@ impl Admin for AdminService {
             Leadership::Here(replica) => Ok(Response::new(self.split_here(&replica, key).await?)),
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::SplitRequest { key };
-                connect(&addr).await?.split(forwarded(again)).await
+                connect(&addr, self.state.source_ip)
+                    .await?
+                    .split(forwarded(again))
+                    .await
             }
         }
     }
@@ -820,7 +853,10 @@ impl Admin for AdminService {
             Leadership::Here(left) => Ok(Response::new(self.merge_here(&left).await?)),
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::MergeRequest { shard_id: shard };
-                connect(&addr).await?.merge(forwarded(again)).await
+                connect(&addr, self.state.source_ip)
+                    .await?
+                    .merge(forwarded(again))
+                    .await
             }
         }
     }
@@ -838,7 +874,10 @@ impl Admin for AdminService {
         let replica = match self.leadership(req.shard_id, &request).await? {
             Leadership::Here(replica) => replica,
             Leadership::Elsewhere { addr, .. } => {
-                return connect(&addr).await?.change_role(forwarded(req)).await;
+                return connect(&addr, self.state.source_ip)
+                    .await?
+                    .change_role(forwarded(req))
+                    .await;
             }
         };
         refuse_while_merging(&replica)?;

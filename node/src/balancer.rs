@@ -9,6 +9,7 @@
 //! here, so a new meta leader waits one cool-down before it acts.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
 pub(crate) struct Balancer {
     /// This node's Admin address.
     addr: String,
+    /// The source address of this node's outgoing connections.
+    source_ip: Option<IpAddr>,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
     options: BalanceOptions,
@@ -59,6 +62,7 @@ pub(crate) struct Balancer {
 impl Balancer {
     pub(crate) fn new(
         addr: String,
+        source_ip: Option<IpAddr>,
         engine: Arc<Engine>,
         routes: Arc<Routes>,
         options: BalanceOptions,
@@ -67,6 +71,7 @@ impl Balancer {
     ) -> Self {
         Balancer {
             addr,
+            source_ip,
             engine,
             routes,
             options,
@@ -170,7 +175,11 @@ impl Balancer {
                         node_id: node,
                         role: role as i32,
                     };
-                    match connect(&self.addr).await?.change_role(request).await {
+                    match connect(&self.addr, self.source_ip)
+                        .await?
+                        .change_role(request)
+                        .await
+                    {
                         Ok(_) => tracing::info!(shard, node, ?role, "replica role changed"),
                         Err(e) => tracing::info!(shard, node, "role not changed: {}", e.message()),
                     }
@@ -213,7 +222,11 @@ impl Balancer {
                     shard_id: shard,
                     to_node: to,
                 };
-                match connect(&self.addr).await?.transfer_leader(request).await {
+                match connect(&self.addr, self.source_ip)
+                    .await?
+                    .transfer_leader(request)
+                    .await
+                {
                     Ok(_) => tracing::info!(shard, to, "leadership moved"),
                     Err(e) => tracing::info!(shard, to, "leadership not moved: {}", e.message()),
                 }
@@ -233,7 +246,7 @@ impl Balancer {
         action: Action,
         nodes: &HashMap<NodeId, NodeRecord>,
     ) -> Result<(), Status> {
-        let mut admin = connect(&self.addr).await?;
+        let mut admin = connect(&self.addr, self.source_ip).await?;
         let call = async {
             match &action {
                 Action::Split { at, .. } => admin

@@ -4,7 +4,8 @@
 //! node_id = 1
 //! region = "eu-hamburg"
 //! listen_addr = "127.0.0.11:7401"
-//! advertise_addr = "127.0.0.11:7401"   # optional; defaults to listen_addr
+//! advertise_addr = "127.0.0.11:7401"   # optional; defaults to listen_addr (a proxy's, say)
+//!                                       # connections to peers start from listen_addr's IP
 //! data_dir = "/var/lib/hanse/n1"
 //! bootstrap = true                      # on exactly one node of a new cluster
 //!
@@ -29,7 +30,7 @@
 
 use hanse_planner::balance::{RegionRule, default_region_rules};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -203,6 +204,14 @@ impl NodeConfig {
         self.advertise_addr
             .clone()
             .unwrap_or_else(|| self.listen_addr.to_string())
+    }
+
+    /// Where this node's connections to its peers start from: the listen address's IP
+    /// when it names one (so that peers, and a proxy between them, see which node calls),
+    /// else the kernel's pick.
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        let ip = self.listen_addr.ip();
+        (!ip.is_unspecified()).then_some(ip)
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {

@@ -66,6 +66,9 @@ fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
         ReplicaError::Busy { .. } | ReplicaError::Unavailable { .. } | ReplicaError::Group(_) => {
             busy()
         }
+        ReplicaError::OutcomeUnknown(message) => refusal(pb::request_error::Kind::OutcomeUnknown(
+            pb::OutcomeUnknown { message },
+        )),
     }
 }
 
@@ -208,6 +211,11 @@ impl KvService {
             .count() as u64;
         let count = mutations.len() as u64;
         let request = ShardRequest::Write { epoch, mutations };
+        if self.state.ack_before_commit {
+            let replica = replica.clone();
+            tokio::spawn(async move { replica.ask(|reply| Propose { request, reply }).await });
+            return Ok(());
+        }
         self.propose(&replica, request, &first_key).await?;
         replica.load.writes.fetch_add(count, Ordering::Relaxed);
         replica

@@ -7,6 +7,7 @@
 
 use hanse_storage::Store;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,8 @@ pub(crate) struct Reporter {
     node: NodeRecord,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
+    /// The source address of this node's outgoing connections.
+    source_ip: Option<IpAddr>,
     measured: Mutex<HashMap<ShardId, Measured>>,
     last_report: Mutex<Instant>,
 }
@@ -58,11 +61,17 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Reporter {
-    pub(crate) fn new(node: NodeRecord, engine: Arc<Engine>, routes: Arc<Routes>) -> Self {
+    pub(crate) fn new(
+        node: NodeRecord,
+        engine: Arc<Engine>,
+        routes: Arc<Routes>,
+        source_ip: Option<IpAddr>,
+    ) -> Self {
         Reporter {
             node,
             engine,
             routes,
+            source_ip,
             measured: Mutex::new(HashMap::new()),
             last_report: Mutex::new(Instant::now()),
         }
@@ -150,7 +159,7 @@ impl Reporter {
             reported_at_ms,
             ..self.node.clone()
         };
-        send_report(&self.routes, shards, vec![node]).await
+        send_report(&self.routes, shards, vec![node], self.source_ip).await
     }
 }
 
@@ -196,6 +205,7 @@ pub(crate) async fn send_report(
     routes: &Routes,
     shards: Vec<ShardRecord>,
     nodes: Vec<NodeRecord>,
+    source_ip: Option<IpAddr>,
 ) -> Result<(), Status> {
     let meta = routes
         .get(META_SHARD)
@@ -215,7 +225,7 @@ pub(crate) async fn send_report(
         nodes: nodes.iter().map(node_to_proto).collect(),
     };
     let addr = meta.member_addr(Some(leader));
-    crate::admin_service::connect(&addr)
+    crate::admin_service::connect(&addr, source_ip)
         .await?
         .report(request)
         .await?;

@@ -4,7 +4,7 @@
 
 use hanse_storage::Store;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,6 +69,8 @@ pub(crate) struct NodeState {
     pub region: String,
     /// The address peers and clients reach this node at.
     pub addr: String,
+    /// The source address of this node's outgoing connections.
+    pub source_ip: Option<IpAddr>,
     pub engine: Arc<Engine>,
     pub limits: Options,
     /// The hosted replicas, kept by the node actor.
@@ -76,7 +78,14 @@ pub(crate) struct NodeState {
     pub node: Addr<NodeActor>,
     /// Replicas restarted after their actor or Raft group died.
     pub restarts: Arc<AtomicU64>,
+    /// A deliberate bug for the chaos harness to catch: writes are answered before Raft
+    /// commits them. Only set by the environment variable [`ACK_BEFORE_COMMIT_VAR`].
+    pub ack_before_commit: bool,
 }
+
+/// Setting this environment variable to `1` breaks the node on purpose (see
+/// [`NodeState::ack_before_commit`]); tests use it to show the chaos checker catches it.
+pub const ACK_BEFORE_COMMIT_VAR: &str = "HANSE_TEST_ACK_BEFORE_COMMIT";
 
 /// A started node; dropping it stops the node.
 pub struct RunningNode {
@@ -166,7 +175,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         engine.write(batch, true)?;
     }
 
-    let transport = Transport::new(config.node_id, TransportOptions::default());
+    let source_ip = config.source_ip();
+    let ack_before_commit = std::env::var(ACK_BEFORE_COMMIT_VAR).is_ok_and(|v| v == "1");
+    if ack_before_commit {
+        tracing::error!(
+            "{ACK_BEFORE_COMMIT_VAR}=1: this node acknowledges writes before they commit \
+             and WILL lose data; it exists only to test the chaos checker"
+        );
+    }
+    let transport = Transport::new(
+        config.node_id,
+        TransportOptions {
+            source_ip,
+            ..TransportOptions::default()
+        },
+    );
     let registry = ShardRegistry::default();
     let group_options = GroupOptions {
         node_id: config.node_id,
@@ -222,11 +245,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         },
         engine.clone(),
         routes.clone(),
+        source_ip,
     ));
     let reporting = tokio::spawn(reporter.run());
     let balancing = config.balance.enabled.then(|| {
         let balancer = Balancer::new(
             config.advertised(),
+            source_ip,
             engine.clone(),
             routes.clone(),
             config.balance.options(),
@@ -239,6 +264,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         node_id: config.node_id,
         region: config.region.clone(),
         addr: config.advertised(),
+        source_ip,
         engine,
         limits: Options {
             max_key_bytes: config.limits.max_key_bytes,
@@ -248,6 +274,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         routes,
         node,
         restarts,
+        ack_before_commit,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

@@ -191,6 +191,49 @@ pub fn stale_reads(history: &[Operation]) -> Vec<String> {
     stale
 }
 
+/// The shortest prefix in time of one key's non-linearizable `history` that no order
+/// explains either: the operations invoked by some moment, those still open then counted
+/// as of unknown outcome. It is the part of a failing history worth reading. The whole
+/// history when no shorter prefix is found within `budget` per try.
+pub fn shortest_invalid_prefix(history: &[Operation], budget: Duration) -> Vec<Operation> {
+    let mut sorted = history.to_vec();
+    sorted.sort_by_key(|op| op.invoked);
+    let mut cuts: Vec<u64> = sorted
+        .iter()
+        .filter(|op| op.ret != Return::Unknown)
+        .map(|op| op.completed)
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let prefix = |cut: u64| -> Vec<Operation> {
+        sorted
+            .iter()
+            .take_while(|op| op.invoked <= cut)
+            .map(|op| {
+                let mut op = op.clone();
+                if op.ret != Return::Unknown && op.completed > cut {
+                    op.ret = Return::Unknown;
+                }
+                op
+            })
+            .collect()
+    };
+    // A later cut only adds operations and answers, so invalidity is monotone in it.
+    let (mut valid_below, mut invalid_at) = (0, cuts.len());
+    while valid_below < invalid_at {
+        let middle = (valid_below + invalid_at) / 2;
+        if check_key(&prefix(cuts[middle]), budget) == Some(false) {
+            invalid_at = middle;
+        } else {
+            valid_below = middle + 1;
+        }
+    }
+    match cuts.get(invalid_at) {
+        Some(&cut) => prefix(cut),
+        None => sorted,
+    }
+}
+
 /// One key's operations as the search sees them.
 struct Candidate {
     call: Call,
@@ -368,6 +411,26 @@ mod tests {
                 history: history.to_vec()
             }
         );
+    }
+
+    #[test]
+    fn the_shortest_invalid_prefix_ends_at_the_first_contradiction() {
+        let mut history = vec![
+            op(put("1"), Return::Written, 0, 10),
+            op(put("2"), Return::Written, 20, 30),
+            // Stale: "2" was acknowledged before this read began.
+            op(Call::Get, read(Some("1")), 40, 50),
+            op(put("3"), Return::Written, 45, 60),
+        ];
+        for i in 0..20u64 {
+            let value = format!("later-{i}");
+            history.push(op(put(&value), Return::Written, 100 + i * 10, 105 + i * 10));
+        }
+        assert!(is_invalid(&history));
+        // Up to the stale read's answer; the write still open then is of unknown outcome.
+        let mut expected = history[..4].to_vec();
+        expected[3].ret = Return::Unknown;
+        assert_eq!(shortest_invalid_prefix(&history, BUDGET), expected);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum ReplicaError {
     Busy { shard: ShardId },
     #[error("shard {shard} is unavailable on this node: {detail}")]
     Unavailable { shard: ShardId, detail: String },
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error(transparent)]
     Group(#[from] GroupError),
 }
@@ -194,6 +196,9 @@ fn from_propose(e: ProposeError) -> ReplicaError {
         ProposeError::NotLeader { shard, leader } => ReplicaError::NotLeader { shard, leader },
         ProposeError::Stopped { shard, detail } | ProposeError::Failed { shard, detail } => {
             ReplicaError::Unavailable { shard, detail }
+        }
+        unknown @ ProposeError::OutcomeUnknown { .. } => {
+            ReplicaError::OutcomeUnknown(unknown.to_string())
         }
     }
 }

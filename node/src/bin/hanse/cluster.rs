@@ -65,6 +65,11 @@ enum ClusterOp {
         /// The port every node listens on, each on its own 127.0.0.(10+id).
         #[arg(long, default_value_t = 7400)]
         port: u16,
+        /// Advertise each node at this port of its address instead, where a proxy (the
+        /// chaos harness's) forwards to the node; connections between nodes start from
+        /// the node's own address, so the proxy can tell who calls whom.
+        #[arg(long, value_name = "PORT")]
+        advertise_port: Option<u16>,
         /// How long to wait for the cluster to serve.
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         wait: u64,
@@ -78,6 +83,13 @@ enum ClusterOp {
         /// Move shard leaders to this region (node default: spread them evenly).
         #[arg(long, value_name = "REGION")]
         preferred_leader_region: Option<String>,
+    },
+    /// Starts one stopped node of the cluster in DIR without waiting for it.
+    Start {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "ID")]
+        node: u64,
     },
     /// Shows each node: id, region, address, pid, state.
     Status {
@@ -127,21 +139,27 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             nodes,
             regions,
             port,
+            advertise_port,
             wait,
             split_size,
             balance_cool_down,
             preferred_leader_region,
         } => {
             let balance = balance_section(split_size, balance_cool_down, preferred_leader_region);
+            let ports = Ports {
+                listen: port,
+                advertise: advertise_port.unwrap_or(port),
+            };
             up(
                 &dir,
                 nodes,
                 &regions,
-                port,
+                ports,
                 &balance,
                 Duration::from_secs(wait),
             )
         }
+        ClusterOp::Start { dir, node } => start(&dir, node),
         ClusterOp::Status { dir, json } => status(&dir, json),
         ClusterOp::Down { dir } => down(&dir),
         ClusterOp::AddNode {
@@ -185,7 +203,36 @@ fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
     Ok(configs)
 }
 
-fn create(dir: &Path, nodes: u64, regions: &[String], port: u16, balance: &str) -> Result<()> {
+/// The port each node listens on and the one it is reached at (a proxy's, or the same).
+#[derive(Clone, Copy)]
+struct Ports {
+    listen: u16,
+    advertise: u16,
+}
+
+impl Ports {
+    /// Node `id`'s listen and advertised addresses.
+    fn addrs(self, id: u64) -> (String, String) {
+        let ip = format!("127.0.0.{}", 10 + id);
+        (
+            format!("{ip}:{}", self.listen),
+            format!("{ip}:{}", self.advertise),
+        )
+    }
+
+    /// The ports the cluster whose first node is configured by `config` uses.
+    fn of(config: &NodeConfig) -> Ports {
+        let listen = config.listen_addr.port();
+        let advertise = config
+            .advertised()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(listen);
+        Ports { listen, advertise }
+    }
+}
+
+fn create(dir: &Path, nodes: u64, regions: &[String], ports: Ports, balance: &str) -> Result<()> {
     ensure!(
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
@@ -195,20 +242,19 @@ fn create(dir: &Path, nodes: u64, regions: &[String], port: u16, balance: &str) 
         "--regions needs at least one name"
     );
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let addr = |id: u64| format!("127.0.0.{}:{port}", 10 + id);
     let region = |id: u64| regions[(id as usize - 1) % regions.len()].clone();
     let peers: String = (1..=nodes)
         .map(|id| {
             format!(
                 "[[initial_peers]]\nid = {id}\naddr = \"{}\"\nregion = \"{}\"\n\n",
-                addr(id),
+                ports.addrs(id).1,
                 region(id)
             )
         })
         .collect();
     for id in 1..=nodes {
         let extra = format!("{balance}{peers}");
-        write_config(dir, id, &region(id), &addr(id), id == 1, &extra)?;
+        write_config(dir, id, &region(id), ports.addrs(id), id == 1, &extra)?;
     }
     Ok(())
 }
@@ -219,13 +265,13 @@ fn write_config(
     dir: &Path,
     id: u64,
     region: &str,
-    addr: &str,
+    (listen, advertise): (String, String),
     bootstrap: bool,
     tables: &str,
 ) -> Result<()> {
     let data_dir = dir.join(format!("node{id}"));
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{addr}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{tables}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
@@ -300,12 +346,12 @@ fn up(
     dir: &Path,
     nodes: u64,
     regions: &[String],
-    port: u16,
+    ports: Ports,
     balance: &str,
     wait: Duration,
 ) -> Result<()> {
     if !config_path(dir, 1).exists() {
-        create(dir, nodes, regions, port, balance)?;
+        create(dir, nodes, regions, ports, balance)?;
     }
     let dir = dir
         .canonicalize()
@@ -363,8 +409,7 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
     let id = (1..=NODES_MAX)
         .find(|&id| !config_path(&dir, id).exists() && !removed_config_path(&dir, id).exists())
         .context("the cluster directory has no free node id")?;
-    let port = configs[0].listen_addr.port();
-    let addr = format!("127.0.0.{}:{port}", 10 + id);
+    let (listen, addr) = Ports::of(&configs[0]).addrs(id);
     let region = region.unwrap_or_else(|| {
         let regions: Vec<&str> = configs.iter().map(|c| c.region.as_str()).collect();
         let distinct: Vec<&str> = regions
@@ -396,10 +441,17 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n{preferred}{placement}\n",
         b.enabled, b.split_size_bytes, b.merge_size_bytes, b.cold_ops_per_sec, b.cool_down_secs,
     );
-    write_config(&dir, id, &region, &addr, false, &balance)?;
+    write_config(
+        &dir,
+        id,
+        &region,
+        (listen.clone(), addr.clone()),
+        false,
+        &balance,
+    )?;
     let mut child = spawn_node(&dir, id)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !accepts(&addr) {
+    while !accepts(&listen) {
         ensure!(
             child.try_wait()?.is_none(),
             "node {id} exited (see {}/node{id}.log)",
@@ -430,6 +482,23 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         println!("node {id} ({region}) at {addr} joined");
     }
     crate::admin::print_changed(&changed, json);
+    Ok(())
+}
+
+fn start(dir: &Path, node: u64) -> Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    ensure!(
+        config_path(&dir, node).exists(),
+        "{} holds no node {node}",
+        dir.display()
+    );
+    let pid = match running_pid(&dir, node) {
+        Some(pid) => pid,
+        None => spawn_node(&dir, node)?.id() as i32,
+    };
+    println!("node {node} runs as pid {pid}");
     Ok(())
 }
 
@@ -558,7 +627,7 @@ fn status(dir: &Path, json: bool) -> Result<()> {
         let pid = running_pid(dir, config.node_id);
         let state = match pid {
             None => "down",
-            Some(_) if !accepts(&config.advertised()) => "starting",
+            Some(_) if !accepts(&config.listen_addr.to_string()) => "starting",
             Some(_) if runtime.block_on(leads(&config.advertised())) => "leader",
             Some(_) => "follower",
         };

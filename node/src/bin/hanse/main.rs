@@ -40,6 +40,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Runs the chaos harness: `hanse chaos run --nodes 5 --duration 60s --seed S` (see
+    /// `hanse chaos --help`).
+    #[command(disable_help_flag = true)]
+    Chaos {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,7 +64,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Bench { args } => bench(&args),
+        Command::Bench { args } => sibling("hanse-bench", "hanse-bench", &args),
+        Command::Chaos { args } => sibling("hanse-chaos", "hanse-tests", &args),
     };
     match result {
         Ok(code) => code,
@@ -68,13 +76,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the `hanse-bench` binary built next to this one. The load generator lives in the
-/// bench crate, which nothing may depend on, so the two meet as processes.
-fn bench(args: &[String]) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe()?.with_file_name("hanse-bench");
+/// Runs the binary `name` (of package `package`) built next to this one. The load
+/// generator and the chaos harness live in crates that depend on this one, so they meet
+/// as processes.
+fn sibling(name: &str, package: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?.with_file_name(name);
     anyhow::ensure!(
         exe.exists(),
-        "{} is not built: run `cargo build -p hanse-bench` (scripts/demo.sh builds it too)",
+        "{} is not built: run `cargo build -p {package}` (scripts/demo.sh builds it too)",
         exe.display()
     );
     let status = std::process::Command::new(&exe).args(args).status()?;

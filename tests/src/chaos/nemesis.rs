@@ -1,0 +1,585 @@
+//! The nemesis: faults drawn from a seeded generator, one at a time, each with its heal.
+//!
+//! One fault at a time keeps a quorum recoverable: a kill or a pause takes one node, every
+//! partition leaves a majority connected, a membership change keeps at least the starting
+//! number of nodes, and a split or merge is a normal (if forced) cluster operation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use tokio::process::Command;
+
+use super::ChaosError;
+use super::history::Recorder;
+use super::proxy::{Faults, NodeId, Proxy};
+use super::workload;
+
+/// A kind of fault the nemesis can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL a node, then restart it on its data directory.
+    Kill,
+    /// SIGSTOP a node, then SIGCONT it.
+    Pause,
+    /// Cut the network between nodes (several shapes), then heal it.
+    Partition,
+    /// Delay traffic between nodes, then remove the delay.
+    Latency,
+    /// Add a fresh node, or remove one when there are more than at the start.
+    Membership,
+    /// Split a shard at a workload key, or merge a shard with its neighbour.
+    Shards,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Latency,
+        FaultKind::Membership,
+        FaultKind::Shards,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Latency => "latency",
+            FaultKind::Membership => "membership",
+            FaultKind::Shards => "shards",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == text.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault `{text}`; choose from {}", names.join(","))
+            })
+    }
+}
+
+/// The local cluster under test, driven through the `hanse` command line.
+pub struct Cluster {
+    pub hanse: PathBuf,
+    /// The launcher's directory: node configurations, data, logs and pid files.
+    pub dir: PathBuf,
+    /// Every node's proxy address by id (also the ids a node added later will get).
+    pub endpoints: BTreeMap<NodeId, String>,
+    /// The nodes now in the cluster.
+    pub members: Vec<NodeId>,
+    /// Starts the nodes with the deliberate ack-before-commit bug.
+    pub ack_before_commit: bool,
+}
+
+/// How long a command-line step may take before the harness gives up on it.
+const COMMAND_WAIT: Duration = Duration::from_secs(120);
+
+impl Cluster {
+    /// The proxy addresses of the current members, the given node last.
+    pub fn member_endpoints(&self, last: Option<NodeId>) -> Vec<String> {
+        let mut ids = self.members.clone();
+        ids.sort_by_key(|&id| Some(id) == last);
+        ids.iter().map(|id| self.endpoints[id].clone()).collect()
+    }
+
+    /// Runs `hanse ARGS`, returning its standard output or why it failed.
+    pub async fn hanse(&self, args: &[&str]) -> Result<String, ChaosError> {
+        let mut command = Command::new(&self.hanse);
+        command.args(args).kill_on_drop(true);
+        if self.ack_before_commit {
+            command.env(hanse::server::ACK_BEFORE_COMMIT_VAR, "1");
+        }
+        let described = format!("hanse {}", args.join(" "));
+        let output = tokio::time::timeout(COMMAND_WAIT, command.output())
+            .await
+            .map_err(|_| ChaosError::Command {
+                command: described.clone(),
+                detail: format!("gave no answer within {COMMAND_WAIT:?}"),
+            })?
+            .map_err(|e| ChaosError::Command {
+                command: described.clone(),
+                detail: e.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(ChaosError::Command {
+                command: described,
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs `hanse admin ARGS --endpoints <members, `avoid` last>`.
+    async fn admin(&self, args: &[&str], avoid: Option<NodeId>) -> Result<String, ChaosError> {
+        let endpoints = self.member_endpoints(avoid).join(",");
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        all.extend(["--endpoints", &endpoints]);
+        self.hanse(&all).await
+    }
+
+    fn dir_arg(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// The pid of node `id`'s server, from the launcher's pid file.
+    fn pid(&self, id: NodeId) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(format!("node{id}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sends `signal` to node `id`'s server; false when it has no running process.
+    pub fn signal(&self, id: NodeId, signal: i32) -> bool {
+        let Some(pid) = self.pid(id) else {
+            return false;
+        };
+        // SAFETY: kill(2) touches no memory of ours; the pid is the launcher's record of
+        // the node's server process.
+        unsafe { libc::kill(pid, signal) == 0 }
+    }
+
+    pub async fn start(&self, id: NodeId) -> Result<String, ChaosError> {
+        let node = id.to_string();
+        self.hanse(&[
+            "cluster",
+            "start",
+            "--dir",
+            &self.dir_arg(),
+            "--node",
+            &node,
+        ])
+        .await
+    }
+
+    /// Each shard's (id, leader node, whether it is the meta shard), from the routing table.
+    pub async fn shards(&self) -> Result<Vec<(u64, NodeId, bool)>, ChaosError> {
+        let answer = self.admin(&["shards", "--json"], None).await?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&answer).map_err(|e| ChaosError::Command {
+                command: "hanse admin shards --json".into(),
+                detail: format!("unreadable answer: {e}"),
+            })?;
+        let shards = parsed["shards"].as_array().cloned().unwrap_or_default();
+        Ok(shards
+            .iter()
+            .map(|s| {
+                let system = s["start"].as_str().unwrap_or("").starts_with("\\xff");
+                (
+                    s["id"].as_u64().unwrap_or(0),
+                    s["leader_node"].as_u64().unwrap_or(0),
+                    system,
+                )
+            })
+            .collect())
+    }
+
+    /// Stops every node; paused ones are continued first so they can stop cleanly.
+    pub fn down(&self) {
+        for &id in &self.members {
+            self.signal(id, libc::SIGCONT);
+        }
+        let _ = std::process::Command::new(&self.hanse)
+            .args(["cluster", "down", "--dir", &self.dir_arg()])
+            .output();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// A fault in force and how to undo it.
+enum Heal {
+    Restart(NodeId),
+    Continue(NodeId),
+    Network,
+}
+
+/// The log of faults: lines of `<seconds since start> <what>`, also kept for the report.
+pub struct FaultLog {
+    file: Mutex<File>,
+    /// Each fault's (kind, start, end) in the history's microseconds.
+    pub windows: Mutex<Vec<(FaultKind, u64, u64)>>,
+}
+
+impl FaultLog {
+    pub fn create(path: &Path) -> std::io::Result<FaultLog> {
+        Ok(FaultLog {
+            file: Mutex::new(File::create(path)?),
+            windows: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn line(&self, recorder: &Recorder, text: &str) {
+        let at = recorder.now_us() as f64 / 1e6;
+        let mut file = self.file.lock().expect("fault log lock");
+        let _ = writeln!(file, "{at:9.3}s {text}");
+    }
+}
+
+/// Injects faults until `until` (history microseconds), then heals everything.
+pub struct Nemesis<'a> {
+    pub cluster: &'a mut Cluster,
+    pub proxy: &'a Proxy,
+    pub recorder: &'a Recorder,
+    pub log: &'a FaultLog,
+    pub kinds: Vec<FaultKind>,
+    pub keys: u64,
+    /// Membership changes never go below this many nodes.
+    pub nodes_min: usize,
+    /// Node ids the proxy listens for; an addition beyond them is skipped.
+    pub ids_max: NodeId,
+}
+
+impl Nemesis<'_> {
+    pub async fn run(&mut self, seed: u64, until_us: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // Rounds of every kind in a shuffled order: even a short run sees each of them.
+        let mut round: Vec<FaultKind> = Vec::new();
+        while self.recorder.now_us() < until_us {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+            if self.recorder.now_us() >= until_us {
+                break;
+            }
+            if round.is_empty() {
+                round = self.kinds.clone();
+                round.shuffle(&mut rng);
+            }
+            let kind = round.pop().expect("a round has every kind");
+            let started = self.recorder.now_us();
+            let heal = match self.inject(kind, &mut rng).await {
+                Ok(heal) => heal,
+                Err(e) => {
+                    self.log.line(self.recorder, &format!("{kind}: {e}"));
+                    None
+                }
+            };
+            if let Some(heal) = heal {
+                let hold = Duration::from_millis(rng.random_range(2000..6000));
+                let left = Duration::from_micros(until_us.saturating_sub(self.recorder.now_us()));
+                tokio::time::sleep(hold.min(left)).await;
+                self.heal(heal).await;
+            }
+            let ended = self.recorder.now_us();
+            self.log
+                .windows
+                .lock()
+                .expect("fault windows lock")
+                .push((kind, started, ended));
+        }
+    }
+
+    async fn inject(
+        &mut self,
+        kind: FaultKind,
+        rng: &mut StdRng,
+    ) -> Result<Option<Heal>, ChaosError> {
+        let members = self.cluster.members.clone();
+        let say = |text: String| self.log.line(self.recorder, &text);
+        match kind {
+            FaultKind::Kill => {
+                let node = *members.choose(rng).expect("members");
+                self.cluster.signal(node, libc::SIGKILL);
+                say(format!("kill: SIGKILL node {node}"));
+                Ok(Some(Heal::Restart(node)))
+            }
+            FaultKind::Pause => {
+                let node = *members.choose(rng).expect("members");
+                self.cluster.signal(node, libc::SIGSTOP);
+                say(format!("pause: SIGSTOP node {node}"));
+                Ok(Some(Heal::Continue(node)))
+            }
+            FaultKind::Latency => {
+                let delay =
+                    Duration::from_millis(*[50, 100, 200, 400].choose(rng).expect("delays"));
+                let mut faults = Faults::default();
+                let only = rng
+                    .random_bool(0.5)
+                    .then(|| *members.choose(rng).expect("members"));
+                for &a in &members {
+                    for &b in &members {
+                        if a != b && only.is_none_or(|n| n == a || n == b) {
+                            faults.latency.insert((a, b), delay);
+                        }
+                    }
+                }
+                self.proxy.set(faults);
+                match only {
+                    Some(node) => say(format!(
+                        "latency: {delay:?} each way to and from node {node}"
+                    )),
+                    None => say(format!("latency: {delay:?} each way between all nodes")),
+                }
+                Ok(Some(Heal::Network))
+            }
+            FaultKind::Partition => {
+                let leader = self.some_leader(rng).await;
+                let (faults, shape) = partition(&members, leader, rng);
+                self.proxy.set(faults);
+                say(format!("partition: {shape}"));
+                Ok(Some(Heal::Network))
+            }
+            FaultKind::Membership => {
+                if members.len() > self.nodes_min {
+                    let node = *members.choose(rng).expect("members");
+                    let dir = self.cluster.dir_arg();
+                    let id = node.to_string();
+                    say(format!("membership: removing node {node}"));
+                    self.cluster
+                        .hanse(&["cluster", "remove-node", "--dir", &dir, "--node", &id])
+                        .await?;
+                    self.cluster.members.retain(|&m| m != node);
+                    say(format!("membership: node {node} removed"));
+                } else {
+                    let next = self.cluster.dir.read_dir().map_or(0, |entries| {
+                        entries
+                            .filter_map(|e| {
+                                let name = e.ok()?.file_name().into_string().ok()?;
+                                name.strip_prefix("node")?.split('.').next()?.parse().ok()
+                            })
+                            .max()
+                            .unwrap_or(0)
+                    }) + 1;
+                    if next > self.ids_max {
+                        say(format!("membership: no proxy for a node {next}; skipped"));
+                        return Ok(None);
+                    }
+                    say(format!("membership: adding node {next}"));
+                    let dir = self.cluster.dir_arg();
+                    self.cluster
+                        .hanse(&["cluster", "add-node", "--dir", &dir])
+                        .await?;
+                    self.cluster.members.push(next);
+                    say(format!("membership: node {next} added"));
+                }
+                Ok(None)
+            }
+            FaultKind::Shards => {
+                if rng.random_bool(0.5) {
+                    let key = workload::key(rng.random_range(1..self.keys));
+                    let key = String::from_utf8_lossy(&key).into_owned();
+                    let answer = self.cluster.admin(&["split", &key], None).await;
+                    say(format!("shards: split at {key}: {}", outcome(&answer)));
+                } else {
+                    let shards = self.cluster.shards().await?;
+                    let data: Vec<u64> = shards
+                        .iter()
+                        .filter(|(_, _, system)| !system)
+                        .map(|(id, _, _)| *id)
+                        .collect();
+                    // The last data shard's right neighbour is the meta shard.
+                    let Some(shard) = data[..data.len().saturating_sub(1)].choose(rng) else {
+                        say("shards: one data shard, nothing to merge".into());
+                        return Ok(None);
+                    };
+                    let id = shard.to_string();
+                    let answer = self.cluster.admin(&["merge", &id], None).await;
+                    say(format!("shards: merge {id}: {}", outcome(&answer)));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The leader of a random shard (some node when none is known).
+    async fn some_leader(&self, rng: &mut StdRng) -> NodeId {
+        let leaders: Vec<NodeId> = self
+            .cluster
+            .shards()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|&(_, leader, _)| leader)
+            .filter(|l| self.cluster.members.contains(l))
+            .collect();
+        match leaders.choose(rng) {
+            Some(&leader) => leader,
+            None => *self.cluster.members.choose(rng).expect("members"),
+        }
+    }
+
+    async fn heal(&self, heal: Heal) {
+        match heal {
+            Heal::Restart(node) => match self.cluster.start(node).await {
+                Ok(_) => self
+                    .log
+                    .line(self.recorder, &format!("heal: node {node} restarted")),
+                Err(e) => self
+                    .log
+                    .line(self.recorder, &format!("heal: restarting node {node}: {e}")),
+            },
+            Heal::Continue(node) => {
+                self.cluster.signal(node, libc::SIGCONT);
+                self.log
+                    .line(self.recorder, &format!("heal: node {node} continued"));
+            }
+            Heal::Network => {
+                self.proxy.set(Faults::default());
+                self.log.line(self.recorder, "heal: network whole");
+            }
+        }
+    }
+
+    /// Undoes whatever may be left: every member continued and running, the network whole.
+    pub async fn heal_all(&self) {
+        self.proxy.set(Faults::default());
+        for &node in &self.cluster.members {
+            self.cluster.signal(node, libc::SIGCONT);
+            if let Err(e) = self.cluster.start(node).await {
+                self.log
+                    .line(self.recorder, &format!("final heal: node {node}: {e}"));
+            }
+        }
+        self.log.line(
+            self.recorder,
+            "final heal: every node running, network whole",
+        );
+    }
+}
+
+fn outcome(answer: &Result<String, ChaosError>) -> String {
+    match answer {
+        Ok(_) => "done".into(),
+        Err(e) => format!("refused ({e})"),
+    }
+}
+
+/// A partition of `members` that leaves a majority connected, with its description:
+/// one node isolated, the leader in a minority, the leader in a majority, a ring of
+/// overlapping majorities (five nodes or more), or one node that can send but not hear
+/// (or hear but not send).
+pub fn partition(members: &[NodeId], leader: NodeId, rng: &mut StdRng) -> (Faults, String) {
+    let mut faults = Faults::default();
+    let n = members.len();
+    let minority = (n - 1) / 2;
+    let others: Vec<NodeId> = members.iter().copied().filter(|&m| m != leader).collect();
+    let shapes = if n >= 5 { 5 } else { 4 };
+    let (a, b, shape): (Vec<NodeId>, Vec<NodeId>, String) = match rng.random_range(0..shapes) {
+        0 => {
+            let node = *members.choose(rng).expect("members");
+            let rest = members.iter().copied().filter(|&m| m != node).collect();
+            (vec![node], rest, format!("node {node} isolated"))
+        }
+        1 => {
+            let (with, without) = others.split_at(minority.saturating_sub(1));
+            let mut side = vec![leader];
+            side.extend_from_slice(with);
+            let text = format!("leader {leader} in a minority {side:?} | {without:?}");
+            (side, without.to_vec(), text)
+        }
+        2 => {
+            let (with, without) = others.split_at(n - minority - 1);
+            let mut side = vec![leader];
+            side.extend_from_slice(with);
+            let text = format!("leader {leader} in a majority {side:?} | {without:?}");
+            (side, without.to_vec(), text)
+        }
+        3 => {
+            let node = *members.choose(rng).expect("members");
+            let rest: Vec<NodeId> = members.iter().copied().filter(|&m| m != node).collect();
+            let deaf = rng.random_bool(0.5);
+            for &other in &rest {
+                let link = if deaf { (other, node) } else { (node, other) };
+                faults.blocked.insert(link);
+            }
+            let text = if deaf {
+                format!("one way: node {node} hears no one")
+            } else {
+                format!("one way: no one hears node {node}")
+            };
+            return (faults, text);
+        }
+        _ => {
+            // Each node sees the `reach` nearest on either side: with itself, a majority,
+            // but no two nodes far apart see the same majority.
+            let reach = (n / 2).div_ceil(2);
+            for (i, &x) in members.iter().enumerate() {
+                for (j, &y) in members.iter().enumerate() {
+                    let distance = i.abs_diff(j).min(n - i.abs_diff(j));
+                    if distance > reach {
+                        faults.blocked.insert((x, y));
+                    }
+                }
+            }
+            let text = format!("ring {members:?}: each node sees {reach} on either side");
+            return (faults, text);
+        }
+    };
+    faults.cut(&a, &b);
+    (faults, shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the nodes that can both reach and hear each other include a majority.
+    fn majority_connected(members: &[NodeId], faults: &Faults) -> bool {
+        let linked = |x: NodeId, y: NodeId| {
+            x == y || (!faults.blocked.contains(&(x, y)) && !faults.blocked.contains(&(y, x)))
+        };
+        // Some node sees a majority both ways (a leader can be elected there).
+        members
+            .iter()
+            .any(|&x| members.iter().filter(|&&y| linked(x, y)).count() > members.len() / 2)
+    }
+
+    #[test]
+    fn every_partition_leaves_a_majority_that_can_elect_a_leader() {
+        for n in 3..=7u64 {
+            let members: Vec<NodeId> = (1..=n).collect();
+            for seed in 0..200 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let leader = members[seed as usize % members.len()];
+                let (faults, shape) = partition(&members, leader, &mut rng);
+                assert!(!faults.blocked.is_empty(), "{shape}");
+                assert!(majority_connected(&members, &faults), "{n} nodes: {shape}");
+                if shape.contains("in a minority") {
+                    let reached = members
+                        .iter()
+                        .filter(|&&y| y == leader || !faults.blocked.contains(&(leader, y)))
+                        .count();
+                    assert!(reached <= members.len() / 2, "{n} nodes: {shape}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fault_names_round_trip_and_unknown_ones_are_refused() {
+        for kind in FaultKind::ALL {
+            assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
+        }
+        let error = "flood".parse::<FaultKind>().unwrap_err();
+        assert!(error.contains("kill,pause,partition"), "{error}");
+    }
+}
