@@ -92,12 +92,33 @@ enum Resend {
     WhileUnsent,
 }
 
-/// Whether a failed call certainly never reached the node: its connection was refused.
+/// A status's message followed by its causes (a transport error's say what happened).
+fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = error.source();
+    }
+    text
+}
+
+/// Whether a failed call certainly never reached the node: its connection was refused,
+/// or hyper dropped the request before writing it (a connection found closed).
 fn never_sent(status: &tonic::Status) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(error) = cause {
         if let Some(io) = error.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
         {
             return true;
         }
@@ -265,7 +286,7 @@ impl Client {
             let response = match outcome {
                 Ok(Ok(response)) => response.into_inner(),
                 Ok(Err(status)) => {
-                    last = format!("{endpoint}: {}", status.message());
+                    last = format!("{endpoint}: {}", with_causes(&status));
                     self.routes
                         .lock()
                         .expect("routes lock")
@@ -518,6 +539,20 @@ mod tests {
     #[tokio::test]
     async fn a_write_to_a_refused_connection_is_retried_as_never_sent() {
         let error = client(closed_port()).put(b"k", b"v").await.unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_connection_closed_before_it_was_sent_is_retried() {
+        // Accepts connections and closes them at once: no request is ever read.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let error = client(endpoint).put(b"k", b"v").await.unwrap_err();
         assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hanse_client::{Client, ClientOptions, proto};
+use hanse_client::{Client, ClientError, ClientOptions, proto};
 
 const NODES: u64 = 3;
 
@@ -188,10 +188,16 @@ async fn a_three_node_cluster_serves_fails_over_and_takes_a_node_back() {
         .await
         .unwrap();
     cluster.kill(second_victim);
-    rejoined
-        .put(b"k4", b"quorum-of-restarted-and-one")
-        .await
-        .unwrap();
+    // The client's connection to the killed node may have taken the first try: a write
+    // sent into it has an unknown outcome, and this one is safe to send again.
+    let mut tries = 0;
+    while let Err(e) = rejoined.put(b"k4", b"quorum-of-restarted-and-one").await {
+        tries += 1;
+        assert!(
+            matches!(e, ClientError::OutcomeUnknown { .. }) && tries < 3,
+            "{e}"
+        );
+    }
     assert_eq!(
         rejoined.get(b"k2").await.unwrap(),
         Some(b"after-failover".to_vec())

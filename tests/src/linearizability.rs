@@ -245,7 +245,7 @@ struct Candidate {
 
 /// Whether one key's history is linearizable; `None` when the budget ran out.
 fn check_key(history: &[Operation], budget: Duration) -> Option<bool> {
-    let ops: Vec<Candidate> = history
+    let mut ops: Vec<Candidate> = history
         .iter()
         .filter(|op| {
             !matches!(
@@ -263,19 +263,28 @@ fn check_key(history: &[Operation], budget: Duration) -> Option<bool> {
             },
         })
         .collect();
+    ops.sort_by_key(|op| op.invoked);
+    let unknown: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].ret == Return::Unknown)
+        .collect();
     let mut search = Search {
         ops: &ops,
+        unknown: &unknown,
         seen: HashSet::new(),
         started: Instant::now(),
         budget,
         steps: 0,
     };
     let done = vec![0u64; ops.len().div_ceil(64)];
-    search.explore(done, None)
+    let first = search.next_known(&done, 0);
+    search.explore(done, None, first)
 }
 
 struct Search<'a> {
+    /// In invocation order.
     ops: &'a [Candidate],
+    /// The indices of the operations of unknown outcome.
+    unknown: &'a [usize],
     seen: HashSet<(Vec<u64>, Option<Value>)>,
     started: Instant,
     budget: Duration,
@@ -287,32 +296,50 @@ fn taken(done: &[u64], i: usize) -> bool {
 }
 
 impl Search<'_> {
+    /// The first operation from `from` on that has an outcome and is not taken yet.
+    fn next_known(&self, done: &[u64], from: usize) -> usize {
+        (from..self.ops.len())
+            .find(|&i| !taken(done, i) && self.ops[i].ret != Return::Unknown)
+            .unwrap_or(self.ops.len())
+    }
+
+    /// The operations that may take effect next: invoked before every pending operation
+    /// has completed. `first` is the earliest pending one with an outcome; nothing before
+    /// it is pending but operations of unknown outcome, which never complete.
+    fn candidates(&self, done: &[u64], first: usize) -> Vec<usize> {
+        let mut next: Vec<usize> = self
+            .unknown
+            .iter()
+            .copied()
+            .take_while(|&i| i < first)
+            .filter(|&i| !taken(done, i))
+            .collect();
+        // Operations invoked after the earliest completion so far cannot lower it.
+        let mut deadline = u64::MAX;
+        let mut i = first;
+        while i < self.ops.len() && self.ops[i].invoked <= deadline {
+            if !taken(done, i) {
+                next.push(i);
+                deadline = deadline.min(self.ops[i].completed);
+            }
+            i += 1;
+        }
+        next.retain(|&i| self.ops[i].invoked <= deadline);
+        next
+    }
+
     /// Whether the operations not in `done` can all be ordered from register `value`
     /// (those of unknown outcome may also be left out).
-    fn explore(&mut self, done: Vec<u64>, value: Option<Value>) -> Option<bool> {
+    fn explore(&mut self, done: Vec<u64>, value: Option<Value>, first: usize) -> Option<bool> {
         self.steps += 1;
         if self.steps.is_multiple_of(1024) && self.started.elapsed() > self.budget {
             return None;
         }
-        let pending = |i: &usize| !taken(&done, *i);
-        if !(0..self.ops.len())
-            .filter(pending)
-            .any(|i| self.ops[i].ret != Return::Unknown)
-        {
+        if first == self.ops.len() {
             return Some(true);
         }
-        // The next operation must be invoked before every pending one has completed.
-        let deadline = (0..self.ops.len())
-            .filter(pending)
-            .map(|i| self.ops[i].completed)
-            .min()
-            .expect("some operation is pending");
-        for i in (0..self.ops.len()).filter(pending) {
-            let op = &self.ops[i];
-            if op.invoked > deadline {
-                continue;
-            }
-            let Some(next) = step(op, &value) else {
+        for i in self.candidates(&done, first) {
+            let Some(next) = step(&self.ops[i], &value) else {
                 continue;
             };
             let mut after = done.clone();
@@ -320,7 +347,12 @@ impl Search<'_> {
             if !self.seen.insert((after.clone(), next.clone())) {
                 continue;
             }
-            match self.explore(after, next) {
+            let first = if i == first {
+                self.next_known(&after, first)
+            } else {
+                first
+            };
+            match self.explore(after, next, first) {
                 Some(false) => {}
                 found => return found,
             }

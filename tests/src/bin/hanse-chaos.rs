@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use hanse_tests::chaos::nemesis::FaultKind;
-use hanse_tests::chaos::{ChaosOptions, history, run};
-use hanse_tests::linearizability::{self, Verdict};
+use hanse_tests::chaos::{ChaosOptions, history, judge, run};
+use hanse_tests::linearizability::Verdict;
 
 #[derive(Parser)]
 #[command(name = "hanse chaos", about = "Chaos tests of a local Hanse cluster")]
@@ -103,8 +103,20 @@ fn try_main() -> Result<ExitCode> {
             check_budget,
         } => {
             let operations = history::read(&history)?;
-            let verdict = linearizability::check(&operations, check_budget);
-            println!("{} operations: {verdict:?}", operations.len());
+            let (verdict, witness) = judge(&operations, check_budget)?;
+            let summary = match &verdict {
+                Verdict::Valid => "valid".to_string(),
+                Verdict::Invalid { key, .. } => format!(
+                    "INVALID: key {}; its first {} operations already contradict",
+                    String::from_utf8_lossy(key),
+                    witness.len()
+                ),
+                Verdict::Unknown { key } => format!(
+                    "UNKNOWN: the search for key {} ran out of its {check_budget:?}",
+                    String::from_utf8_lossy(key)
+                ),
+            };
+            println!("{} operations: {summary}", operations.len());
             Ok(if verdict == Verdict::Valid {
                 ExitCode::SUCCESS
             } else {

@@ -404,23 +404,7 @@ async fn drive(
         *outcomes.entry(format!("{f} {outcome}")).or_insert(0) += 1;
     }
     let (throughput_faulted, throughput_quiet) = throughput(&history, &windows, until);
-    let budget = o.check_budget;
-    // The search recurses once per operation of a key: give it a deep stack.
-    let (verdict, witness, history) = std::thread::Builder::new()
-        .stack_size(1 << 30)
-        .spawn(move || {
-            let verdict = linearizability::check(&history, budget);
-            let witness = match &verdict {
-                Verdict::Invalid { history, .. } => {
-                    linearizability::shortest_invalid_prefix(history, budget)
-                }
-                _ => Vec::new(),
-            };
-            (verdict, witness, history)
-        })
-        .map_err(io("starting the checker"))?
-        .join()
-        .expect("the checker panicked");
+    let (verdict, witness) = judge(&history, o.check_budget)?;
     Ok(Report {
         options: o.clone(),
         faults,
@@ -432,6 +416,31 @@ async fn drive(
         lost_writes: linearizability::lost_writes(&history, &finals),
         stale_reads: linearizability::stale_reads(&history),
         unread_keys,
+    })
+}
+
+/// The checker's verdict on `history` and, when invalid, the shortest failing prefix of
+/// the failing key's history.
+pub fn judge(
+    history: &[Operation],
+    budget: Duration,
+) -> Result<(Verdict, Vec<Operation>), ChaosError> {
+    std::thread::scope(|scope| {
+        // The search recurses once per operation of a key: give it a deep stack.
+        let checker = std::thread::Builder::new()
+            .stack_size(1 << 30)
+            .spawn_scoped(scope, || {
+                let verdict = linearizability::check(history, budget);
+                let witness = match &verdict {
+                    Verdict::Invalid { history, .. } => {
+                        linearizability::shortest_invalid_prefix(history, budget)
+                    }
+                    _ => Vec::new(),
+                };
+                (verdict, witness)
+            })
+            .map_err(io("starting the checker"))?;
+        Ok(checker.join().expect("the checker panicked"))
     })
 }
 

@@ -307,13 +307,13 @@ impl Nemesis<'_> {
         let say = |text: String| self.log.line(self.recorder, &text);
         match kind {
             FaultKind::Kill => {
-                let node = *members.choose(rng).expect("members");
+                let node = self.victim(rng).await;
                 self.cluster.signal(node, libc::SIGKILL);
                 say(format!("kill: SIGKILL node {node}"));
                 Ok(Some(Heal::Restart(node)))
             }
             FaultKind::Pause => {
-                let node = *members.choose(rng).expect("members");
+                let node = self.victim(rng).await;
                 self.cluster.signal(node, libc::SIGSTOP);
                 say(format!("pause: SIGSTOP node {node}"));
                 Ok(Some(Heal::Continue(node)))
@@ -407,6 +407,15 @@ impl Nemesis<'_> {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// A node to kill or pause: half the time a shard's leader, else any node.
+    async fn victim(&self, rng: &mut StdRng) -> NodeId {
+        if rng.random_bool(0.5) {
+            self.some_leader(rng).await
+        } else {
+            *self.cluster.members.choose(rng).expect("members")
         }
     }
 
