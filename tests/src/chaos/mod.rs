@@ -259,6 +259,7 @@ pub async fn run(options: ChaosOptions) -> Result<Report, ChaosError> {
             .collect(),
         members: (1..=o.nodes).collect(),
         ack_before_commit: o.ack_before_commit,
+        impaired: Vec::new(),
     };
     // Dropping `cluster` (here, or with this future when a run is interrupted) stops it.
     drive(o, &mut cluster, &proxy, ids_max).await
@@ -303,7 +304,7 @@ async fn drive(
     log.line(&recorder, &format!("cluster of {} nodes serving", o.nodes));
 
     let (stop, stopped) = watch::channel(false);
-    let endpoints = cluster.member_endpoints(None);
+    let endpoints = cluster.member_endpoints();
     let clients: Vec<_> = (1..=o.clients)
         .map(|id| {
             tokio::spawn(workload::run_client(
@@ -343,7 +344,7 @@ async fn drive(
     log.line(&recorder, "workload stopped; final reads");
 
     let reader = Client::new(
-        &cluster.member_endpoints(None),
+        &cluster.member_endpoints(),
         ClientOptions {
             request_timeout: FINAL_READ_WAIT,
             ..ClientOptions::default()

@@ -2,7 +2,10 @@
 //!
 //! One fault at a time keeps a quorum recoverable: a kill or a pause takes one node, every
 //! partition leaves a majority connected, a membership change keeps at least the starting
-//! number of nodes, and a split or merge is a normal (if forced) cluster operation.
+//! number of nodes, and a split or merge is a normal (if forced) cluster operation. Half
+//! the time a membership change or a split or merge also happens while a kill, pause,
+//! partition or latency fault is in force: it must work (or fail cleanly) with a
+//! majority.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,16 +96,20 @@ pub struct Cluster {
     pub members: Vec<NodeId>,
     /// Starts the nodes with the deliberate ack-before-commit bug.
     pub ack_before_commit: bool,
+    /// Nodes a fault now keeps from a majority: asked last.
+    pub impaired: Vec<NodeId>,
 }
 
 /// How long a command-line step may take before the harness gives up on it.
 const COMMAND_WAIT: Duration = Duration::from_secs(120);
+/// How long a membership change or a split or merge during another fault may take.
+const ACTION_WAIT: Duration = Duration::from_secs(20);
 
 impl Cluster {
-    /// The proxy addresses of the current members, the given node last.
-    pub fn member_endpoints(&self, last: Option<NodeId>) -> Vec<String> {
+    /// The proxy addresses of the current members, impaired nodes last.
+    pub fn member_endpoints(&self) -> Vec<String> {
         let mut ids = self.members.clone();
-        ids.sort_by_key(|&id| Some(id) == last);
+        ids.sort_by_key(|id| self.impaired.contains(id));
         ids.iter().map(|id| self.endpoints[id].clone()).collect()
     }
 
@@ -133,9 +140,9 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Runs `hanse admin ARGS --endpoints <members, `avoid` last>`.
-    async fn admin(&self, args: &[&str], avoid: Option<NodeId>) -> Result<String, ChaosError> {
-        let endpoints = self.member_endpoints(avoid).join(",");
+    /// Runs `hanse admin ARGS --endpoints <members, impaired ones last>`.
+    async fn admin(&self, args: &[&str]) -> Result<String, ChaosError> {
+        let endpoints = self.member_endpoints().join(",");
         let mut all = vec!["admin"];
         all.extend_from_slice(args);
         all.extend(["--endpoints", &endpoints]);
@@ -180,7 +187,7 @@ impl Cluster {
 
     /// Each shard's (id, leader node, whether it is the meta shard), from the routing table.
     pub async fn shards(&self) -> Result<Vec<(u64, NodeId, bool)>, ChaosError> {
-        let answer = self.admin(&["shards", "--json"], None).await?;
+        let answer = self.admin(&["shards", "--json"]).await?;
         let parsed: serde_json::Value =
             serde_json::from_str(&answer).map_err(|e| ChaosError::Command {
                 command: "hanse admin shards --json".into(),
@@ -286,16 +293,50 @@ impl Nemesis<'_> {
             if let Some(heal) = heal {
                 let hold = Duration::from_millis(rng.random_range(2000..6000));
                 let left = Duration::from_micros(until_us.saturating_sub(self.recorder.now_us()));
-                tokio::time::sleep(hold.min(left)).await;
+                let hold = hold.min(left);
+                let actions: Vec<FaultKind> = self
+                    .kinds
+                    .iter()
+                    .copied()
+                    .filter(|k| matches!(k, FaultKind::Membership | FaultKind::Shards))
+                    .collect();
+                if !actions.is_empty() && rng.random_bool(0.5) {
+                    tokio::time::sleep(hold / 2).await;
+                    let action = *actions.choose(&mut rng).expect("an action kind");
+                    self.act(action, &mut rng).await;
+                    tokio::time::sleep(hold / 2).await;
+                } else {
+                    tokio::time::sleep(hold).await;
+                }
                 self.heal(heal).await;
             }
-            let ended = self.recorder.now_us();
-            self.log
-                .windows
-                .lock()
-                .expect("fault windows lock")
-                .push((kind, started, ended));
+            self.record(kind, started);
         }
+    }
+
+    fn record(&self, kind: FaultKind, started: u64) {
+        let ended = self.recorder.now_us();
+        self.log
+            .windows
+            .lock()
+            .expect("fault windows lock")
+            .push((kind, started, ended));
+    }
+
+    /// Carries out a membership change or a split or merge while another fault holds,
+    /// giving up (its command killed, its outcome unknown) after [`ACTION_WAIT`] so that
+    /// the fault is healed on time.
+    async fn act(&mut self, kind: FaultKind, rng: &mut StdRng) {
+        let started = self.recorder.now_us();
+        match tokio::time::timeout(ACTION_WAIT, self.inject(kind, rng)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.log.line(self.recorder, &format!("{kind}: {e}")),
+            Err(_) => self.log.line(
+                self.recorder,
+                &format!("{kind}: gave up after {ACTION_WAIT:?}; its outcome is unknown"),
+            ),
+        }
+        self.record(kind, started);
     }
 
     async fn inject(
@@ -309,12 +350,14 @@ impl Nemesis<'_> {
             FaultKind::Kill => {
                 let node = self.victim(rng).await;
                 self.cluster.signal(node, libc::SIGKILL);
+                self.cluster.impaired = vec![node];
                 say(format!("kill: SIGKILL node {node}"));
                 Ok(Some(Heal::Restart(node)))
             }
             FaultKind::Pause => {
                 let node = self.victim(rng).await;
                 self.cluster.signal(node, libc::SIGSTOP);
+                self.cluster.impaired = vec![node];
                 say(format!("pause: SIGSTOP node {node}"));
                 Ok(Some(Heal::Continue(node)))
             }
@@ -344,6 +387,7 @@ impl Nemesis<'_> {
             FaultKind::Partition => {
                 let leader = self.some_leader(rng).await;
                 let (faults, shape) = partition(&members, leader, rng);
+                self.cluster.impaired = cut_off(&members, &faults);
                 self.proxy.set(faults);
                 say(format!("partition: {shape}"));
                 Ok(Some(Heal::Network))
@@ -387,7 +431,7 @@ impl Nemesis<'_> {
                 if rng.random_bool(0.5) {
                     let key = workload::key(rng.random_range(1..self.keys));
                     let key = String::from_utf8_lossy(&key).into_owned();
-                    let answer = self.cluster.admin(&["split", &key], None).await;
+                    let answer = self.cluster.admin(&["split", &key]).await;
                     say(format!("shards: split at {key}: {}", outcome(&answer)));
                 } else {
                     let shards = self.cluster.shards().await?;
@@ -402,7 +446,7 @@ impl Nemesis<'_> {
                         return Ok(None);
                     };
                     let id = shard.to_string();
-                    let answer = self.cluster.admin(&["merge", &id], None).await;
+                    let answer = self.cluster.admin(&["merge", &id]).await;
                     say(format!("shards: merge {id}: {}", outcome(&answer)));
                 }
                 Ok(None)
@@ -436,7 +480,8 @@ impl Nemesis<'_> {
         }
     }
 
-    async fn heal(&self, heal: Heal) {
+    async fn heal(&mut self, heal: Heal) {
+        self.cluster.impaired.clear();
         match heal {
             Heal::Restart(node) => match self.cluster.start(node).await {
                 Ok(_) => self
@@ -480,6 +525,18 @@ fn outcome(answer: &Result<String, ChaosError>) -> String {
         Ok(_) => "done".into(),
         Err(e) => format!("refused ({e})"),
     }
+}
+
+/// The members that cannot reach a majority both ways under `faults`.
+pub fn cut_off(members: &[NodeId], faults: &Faults) -> Vec<NodeId> {
+    let linked = |x: NodeId, y: NodeId| {
+        x == y || (!faults.blocked.contains(&(x, y)) && !faults.blocked.contains(&(y, x)))
+    };
+    members
+        .iter()
+        .copied()
+        .filter(|&x| members.iter().filter(|&&y| linked(x, y)).count() <= members.len() / 2)
+        .collect()
 }
 
 /// A partition of `members` that leaves a majority connected, with its description:
@@ -551,17 +608,6 @@ pub fn partition(members: &[NodeId], leader: NodeId, rng: &mut StdRng) -> (Fault
 mod tests {
     use super::*;
 
-    /// Whether the nodes that can both reach and hear each other include a majority.
-    fn majority_connected(members: &[NodeId], faults: &Faults) -> bool {
-        let linked = |x: NodeId, y: NodeId| {
-            x == y || (!faults.blocked.contains(&(x, y)) && !faults.blocked.contains(&(y, x)))
-        };
-        // Some node sees a majority both ways (a leader can be elected there).
-        members
-            .iter()
-            .any(|&x| members.iter().filter(|&&y| linked(x, y)).count() > members.len() / 2)
-    }
-
     #[test]
     fn every_partition_leaves_a_majority_that_can_elect_a_leader() {
         for n in 3..=7u64 {
@@ -571,13 +617,14 @@ mod tests {
                 let leader = members[seed as usize % members.len()];
                 let (faults, shape) = partition(&members, leader, &mut rng);
                 assert!(!faults.blocked.is_empty(), "{shape}");
-                assert!(majority_connected(&members, &faults), "{n} nodes: {shape}");
+                // Some node sees a majority both ways: a leader can be elected there.
+                let cut = cut_off(&members, &faults);
+                assert!(cut.len() < members.len(), "{n} nodes: {shape}");
                 if shape.contains("in a minority") {
-                    let reached = members
-                        .iter()
-                        .filter(|&&y| y == leader || !faults.blocked.contains(&(leader, y)))
-                        .count();
-                    assert!(reached <= members.len() / 2, "{n} nodes: {shape}");
+                    assert!(cut.contains(&leader), "{n} nodes: {shape}");
+                }
+                if shape.contains("isolated") {
+                    assert_eq!(cut.len(), 1, "{n} nodes: {shape}");
                 }
             }
         }
