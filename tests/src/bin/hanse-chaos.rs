@@ -187,10 +187,16 @@ fn try_main() -> Result<ExitCode> {
                 ack_before_commit,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let mut terminate = {
+                let _entered = runtime.enter();
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?
+            };
             let report = runtime.block_on(async {
                 tokio::select! {
                     report = run(options) => report.map(Some),
                     _ = tokio::signal::ctrl_c() => Ok(None),
+                    _ = terminate.recv() => Ok(None),
                 }
             })?;
             let Some(report) = report else {
