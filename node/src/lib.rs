@@ -29,6 +29,7 @@ mod options;
 mod proto_convert;
 mod reporter;
 pub mod server;
+pub mod units;
 
 pub use db::{BatchOp, CasOutcome, Db};
 pub use error::{Error, Result};

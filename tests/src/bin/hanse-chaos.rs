@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use hanse::units::parse_duration;
 use hanse_tests::chaos::nemesis::FaultKind;
 use hanse_tests::chaos::{ChaosOptions, history, judge, run};
 use hanse_tests::linearizability::Verdict;
 
 #[derive(Parser)]
-#[command(name = "hanse chaos", about = "Chaos tests of a local Hanse cluster")]
+#[command(
+    name = "hanse chaos",
+    bin_name = "hanse chaos",
+    about = "Chaos tests of a local Hanse cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Op,
@@ -22,44 +27,7 @@ struct Cli {
 enum Op {
     /// Starts a cluster, runs the workload under faults, heals, reads every key and judges
     /// the history.
-    Run {
-        #[arg(long, default_value_t = 5)]
-        nodes: u64,
-        /// How long faults run (e.g. 60s, 10m).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Fault kinds, comma-separated: kill,pause,partition,latency,membership,shards.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "kill,pause,partition,latency,membership,shards"
-        )]
-        faults: Vec<FaultKind>,
-        /// The schedule's seed (default: a random one, printed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Keep the run here (default: a new directory under /tmp, removed if the run is
-        /// valid).
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        #[arg(long, default_value_t = 8)]
-        clients: u64,
-        #[arg(long, default_value_t = 16)]
-        keys: u64,
-        /// Nodes listen on this port of 127.0.0.(10+id), their proxies on the next.
-        #[arg(long, default_value_t = 7600)]
-        port: u16,
-        /// A client's wait for an answer before its outcome counts as unknown.
-        #[arg(long, default_value = "4s", value_parser = parse_duration)]
-        request_timeout: Duration,
-        /// The checker's time budget per key.
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
-        check_budget: Duration,
-        /// Test the checker: the nodes acknowledge writes before they commit (a bug the
-        /// run must find).
-        #[arg(long)]
-        ack_before_commit: bool,
-    },
+    Run(RunArgs),
     /// Judges a history file again (the run's DIR/history.jsonl).
     Check {
         history: PathBuf,
@@ -68,22 +36,46 @@ enum Op {
     },
 }
 
-/// `90`, `90s`, `500ms`, `10m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 60s or 10m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        other => Err(format!("unknown unit `{other}`; use ms, s or m")),
-    }
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, default_value_t = 5)]
+    nodes: u64,
+    /// How long faults run (e.g. 60s, 10m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Fault kinds, comma-separated: kill,pause,partition,latency,membership,shards.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,latency,membership,shards"
+    )]
+    faults: Vec<FaultKind>,
+    /// The schedule's seed (default: a random one, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep the run here (default: a new directory under /tmp, removed if the run is
+    /// valid).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Clients of the workload, each one operation at a time.
+    #[arg(long, default_value_t = 8)]
+    clients: u64,
+    /// Keys the clients share (chaos-000, chaos-001, ...).
+    #[arg(long, default_value_t = 16)]
+    keys: u64,
+    /// Nodes listen on this port of 127.0.0.(10+id), their proxies on the next.
+    #[arg(long, default_value_t = 7600)]
+    port: u16,
+    /// A client's wait for an answer before its outcome counts as unknown.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// The checker's time budget per key.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    check_budget: Duration,
+    /// Test the checker: the nodes acknowledge writes before they commit (a bug the
+    /// run must find).
+    #[arg(long)]
+    ack_before_commit: bool,
 }
 
 fn main() -> ExitCode {
@@ -123,22 +115,10 @@ fn try_main() -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Op::Run {
-            nodes,
-            duration,
-            faults,
-            seed,
-            dir,
-            clients,
-            keys,
-            port,
-            request_timeout,
-            check_budget,
-            ack_before_commit,
-        } => {
-            ensure!((3..=20).contains(&nodes), "--nodes must be 3 to 20");
+        Op::Run(args) => {
+            ensure!((3..=20).contains(&args.nodes), "--nodes must be 3 to 20");
             ensure!(
-                keys >= 2 && clients >= 1,
+                args.keys >= 2 && args.clients >= 1,
                 "--keys needs 2 or more, --clients 1 or more"
             );
             let hanse = std::env::current_exe()?.with_file_name("hanse");
@@ -147,25 +127,23 @@ fn try_main() -> Result<ExitCode> {
                 "{} is not built: run `cargo build -p hanse`",
                 hanse.display()
             );
-            let seed = seed.unwrap_or_else(rand::random);
-            let keep = dir.is_some();
-            let dir = match dir {
-                Some(dir) => dir,
-                None => {
-                    std::env::temp_dir().join(format!("hanse-chaos-{seed}-{}", std::process::id()))
-                }
-            };
+            let seed = args.seed.unwrap_or_else(rand::random);
+            let keep = args.dir.is_some();
+            let dir = args.dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("hanse-chaos-{seed}-{}", std::process::id()))
+            });
             ensure!(
                 !dir.join("cluster").exists(),
                 "{} already holds a run; give a new --dir",
                 dir.display()
             );
-            let kinds: Vec<&str> = faults.iter().map(|k| k.name()).collect();
+            let kinds: Vec<&str> = args.faults.iter().map(|k| k.name()).collect();
             let replay = format!(
-                "hanse chaos run --nodes {nodes} --duration {}s --faults {} --seed {seed}{}",
-                duration.as_secs(),
+                "hanse chaos run --nodes {} --duration {}s --faults {} --seed {seed}{}",
+                args.nodes,
+                args.duration.as_secs(),
                 kinds.join(","),
-                if ack_before_commit {
+                if args.ack_before_commit {
                     " --ack-before-commit"
                 } else {
                     ""
@@ -175,16 +153,16 @@ fn try_main() -> Result<ExitCode> {
             let options = ChaosOptions {
                 hanse,
                 dir: dir.clone(),
-                nodes,
-                duration,
-                faults,
+                nodes: args.nodes,
+                duration: args.duration,
+                faults: args.faults,
                 seed,
-                clients,
-                keys,
-                port,
-                request_timeout,
-                check_budget,
-                ack_before_commit,
+                clients: args.clients,
+                keys: args.keys,
+                port: args.port,
+                request_timeout: args.request_timeout,
+                check_budget: args.check_budget,
+                ack_before_commit: args.ack_before_commit,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             let mut terminate = {

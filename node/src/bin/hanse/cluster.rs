@@ -13,21 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand};
 use hanse::config::NodeConfig;
+use hanse::units::parse_size;
 use hanse_client::{Client, ClientOptions, proto};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("3 parsecs").unwrap_err().contains("parsecs"));
-    }
 
     #[test]
     fn the_balance_section_appears_only_when_asked_for() {
@@ -292,28 +283,6 @@ fn running_pid(dir: &Path, id: u64) -> Option<i32> {
     let config = config_path(dir, id);
     let ours = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
     ours.then_some(pid)
-}
-
-/// A size like `16MiB`, `64KiB`, `1GiB`, `16M` or a plain number of bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 16MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// The `[balance]` section the options ask for (empty: the node's defaults).
