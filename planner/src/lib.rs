@@ -1,11 +1,13 @@
 //! hanse-planner: turns the load that shard leaders report into the inputs of the Torch
 //! model that decides splits, merges and placement.
 //!
-//! Today: the per-shard load report and its feature encoding as a tch tensor, and the
-//! size heuristic ([`balance`]) the cluster runs until the model exists. The simulator,
-//! the other heuristic baselines, training and the planner actor build on these.
+//! Today: the per-shard load report and its feature encoding as a tch tensor, the size
+//! heuristic ([`balance`]) the cluster runs until the model exists, and the simulator
+//! ([`sim`]) with its workload families and the TiKV- and CockroachDB-style baselines.
+//! Training and the planner actor build on these.
 
 pub mod balance;
+pub mod sim;
 
 use hanse_storage::ShardId;
 use serde::{Deserialize, Serialize};

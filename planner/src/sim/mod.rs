@@ -1,0 +1,592 @@
+//! A deterministic model of a cluster under a workload, for training and judging the
+//! planner's policies without running one.
+//!
+//! Nodes live in regions and serve a number of operations per tick. Shards are ranges of
+//! the key space with a size, a replica set and a leader. Each tick the [`workload`]'s
+//! requests load the nodes: a read costs its shard's leader one operation, a write costs
+//! the leader one and every follower half of one, a scan costs the leader of each shard it
+//! touches in proportion to the keys it reads plus a fixed step per shard. A policy sees
+//! each shard's statistics and proposes [`Action`]s; actions cost what they cost on a real
+//! cluster: a split or a leader transfer almost nothing, moving a replica reads and
+//! writes the shard's bytes on two nodes for ticks in proportion to its size.
+//!
+//! What a run is judged by ([`Outcome`]): the time-weighted ratio of the busiest node's
+//! load to the mean, an estimated p99 latency (network round trips between regions plus
+//! M/M/1 queueing at the busiest node a request meets), and the moves made.
+
+pub mod policy;
+pub mod workload;
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use workload::{KEY_SPACE, Op, Request, Workload};
+
+/// A node of the simulated cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub region: usize,
+    /// Operations it serves per tick at full utilisation.
+    pub capacity: f64,
+}
+
+/// A shard of the simulated cluster: keys `[start, end)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shard {
+    pub start: u64,
+    pub end: u64,
+    pub size_bytes: f64,
+    /// Node indices; the leader is one of them.
+    pub replicas: Vec<usize>,
+    pub leader: usize,
+    /// The tick of its last split or merge.
+    pub changed_at: u64,
+}
+
+/// A shard's load over the last tick, as its leader would report it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardStats {
+    pub reads: f64,
+    pub writes: f64,
+    pub scans: f64,
+    pub bytes_written: f64,
+    /// Accessed keys with their counts, at most [`SAMPLED_KEYS`], for split points.
+    pub sampled: Vec<(u64, u64)>,
+    /// Requests whose range crossed each sampled key, aligned with `sampled`.
+    pub crossing: Vec<u64>,
+    /// Requests per origin region.
+    pub origins: Vec<f64>,
+}
+
+impl ShardStats {
+    pub fn ops(&self) -> f64 {
+        self.reads + self.writes + self.scans
+    }
+}
+
+/// Distinct sampled keys a shard reports per tick (the most frequent in its reservoir).
+pub const SAMPLED_KEYS: usize = 32;
+/// Requests a shard's reservoir holds per tick.
+const RESERVOIR: usize = 128;
+
+/// What a policy may do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Split shard `shard` (an index into the current shards) at `at`.
+    Split {
+        shard: usize,
+        at: u64,
+    },
+    /// Merge shard `shard` with its right neighbour (they need the same replicas).
+    Merge {
+        shard: usize,
+    },
+    TransferLeader {
+        shard: usize,
+        to: usize,
+    },
+    /// Move the replica on node `from` to node `to` (not yet a replica).
+    MoveReplica {
+        shard: usize,
+        from: usize,
+        to: usize,
+    },
+}
+
+/// What a policy sees each tick.
+pub struct View<'a> {
+    pub tick: u64,
+    pub nodes: &'a [Node],
+    pub shards: &'a [Shard],
+    /// Aligned with `shards`.
+    pub stats: &'a [ShardStats],
+    /// Each node's utilisation over the last tick (load / capacity).
+    pub node_load: &'a [f64],
+}
+
+/// A planner policy under simulation.
+pub trait Policy {
+    fn name(&self) -> String;
+    fn decide(&mut self, view: &View) -> Vec<Action>;
+}
+
+/// The cluster and workload of a run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub nodes: Vec<Node>,
+    /// One-way latency in ms between regions (`[from][to]`).
+    pub region_latency_ms: Vec<Vec<f64>>,
+    pub family: workload::Family,
+    /// Requests simulated per tick.
+    pub requests_per_tick: usize,
+    /// Each simulated request stands for this many real ones.
+    pub request_weight: f64,
+    pub ticks: u64,
+    pub seed: u64,
+    pub initial_shards: usize,
+}
+
+impl Scenario {
+    /// Three regions (Hamburg, China, Sydney), two nodes in each, four shards.
+    pub fn three_regions(family: workload::Family, seed: u64) -> Scenario {
+        Scenario {
+            nodes: (0..6)
+                .map(|i| Node {
+                    region: i % 3,
+                    capacity: 4_000.0,
+                })
+                .collect(),
+            region_latency_ms: vec![
+                vec![0.5, 125.0, 150.0],
+                vec![125.0, 0.5, 75.0],
+                vec![150.0, 75.0, 0.5],
+            ],
+            family,
+            requests_per_tick: 2_000,
+            request_weight: 5.0,
+            ticks: 600,
+            seed,
+            initial_shards: 4,
+        }
+    }
+}
+
+/// Bytes a node moves per tick when a replica moves (the rest of its work goes on).
+const MOVE_BYTES_PER_TICK: f64 = 32.0 * 1024.0 * 1024.0;
+/// Load a replica move puts on each of its two nodes while it runs (operations per tick).
+const MOVE_LOAD: f64 = 400.0;
+/// Leader cost of a scan per shard it touches, on top of its keys.
+const SCAN_STEP: f64 = 2.0;
+/// Keys of a scan that cost one operation.
+const SCAN_KEYS_PER_OP: f64 = 100.0;
+/// Service time of one operation at an idle node.
+const SERVICE_MS: f64 = 0.5;
+/// Bytes the data set starts with, spread evenly.
+const INITIAL_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Per tick, each node's utilisation.
+    pub node_load: Vec<Vec<f64>>,
+    /// Per tick, the estimated p99 latency in ms.
+    pub p99_ms: Vec<f64>,
+    /// Replica moves, splits, merges and leader transfers carried out.
+    pub moves: u64,
+    pub splits: u64,
+    pub merges: u64,
+    pub transfers: u64,
+    /// Actions refused as invalid (a merge of different replica sets, a split outside
+    /// its shard, ...).
+    pub refused: u64,
+    pub shards_at_end: usize,
+}
+
+impl Outcome {
+    /// Time-weighted mean of max/mean node utilisation (1 is perfectly even).
+    pub fn imbalance(&self) -> f64 {
+        let per_tick = self.node_load.iter().map(|loads| {
+            let mean = loads.iter().sum::<f64>() / loads.len() as f64;
+            let max = loads.iter().cloned().fold(0.0, f64::max);
+            if mean > 0.0 { max / mean } else { 1.0 }
+        });
+        per_tick.sum::<f64>() / self.node_load.len().max(1) as f64
+    }
+
+    pub fn mean_p99_ms(&self) -> f64 {
+        self.p99_ms.iter().sum::<f64>() / self.p99_ms.len().max(1) as f64
+    }
+
+    /// The composite cost policies are ranked by: imbalance, p99 (per 100 ms) and moves
+    /// (each replica move as much as 1 % more imbalance for the whole run).
+    pub fn cost(&self) -> f64 {
+        self.imbalance() + self.mean_p99_ms() / 100.0 + self.moves as f64 * 0.01
+    }
+}
+
+/// A simulated cluster running a scenario.
+pub struct Sim {
+    scenario: Scenario,
+    workload: Workload,
+    pub shards: Vec<Shard>,
+    /// Replica moves under way: (from, to, ticks left).
+    copying: Vec<(usize, usize, u64)>,
+    /// Draws the key samples.
+    sampler: StdRng,
+    tick: u64,
+}
+
+impl Sim {
+    pub fn new(scenario: Scenario) -> Sim {
+        let regions = scenario.region_latency_ms.len();
+        let workload = Workload::new(scenario.family, regions, scenario.seed);
+        let scenario_seed = scenario.seed;
+        let n = scenario.initial_shards.max(1) as u64;
+        let nodes = scenario.nodes.len();
+        let shards = (0..n)
+            .map(|i| {
+                // Three replicas in consecutive nodes (one per region in the default
+                // layout), leaders spread.
+                let replicas: Vec<usize> = (0..3.min(nodes))
+                    .map(|r| (i as usize + r) % nodes)
+                    .collect();
+                Shard {
+                    start: i * (KEY_SPACE / n),
+                    end: if i + 1 == n {
+                        KEY_SPACE
+                    } else {
+                        (i + 1) * (KEY_SPACE / n)
+                    },
+                    size_bytes: INITIAL_BYTES / n as f64,
+                    leader: replicas[0],
+                    replicas,
+                    changed_at: 0,
+                }
+            })
+            .collect();
+        Sim {
+            scenario,
+            workload,
+            shards,
+            copying: Vec::new(),
+            sampler: StdRng::seed_from_u64(scenario_seed ^ 0x5eed),
+            tick: 0,
+        }
+    }
+
+    fn shard_of(&self, key: u64) -> usize {
+        self.shards.partition_point(|s| s.end <= key)
+    }
+
+    /// Runs every tick with `policy` deciding after each.
+    pub fn run(mut self, policy: &mut dyn Policy) -> Outcome {
+        let mut outcome = Outcome {
+            node_load: Vec::new(),
+            p99_ms: Vec::new(),
+            moves: 0,
+            splits: 0,
+            merges: 0,
+            transfers: 0,
+            refused: 0,
+            shards_at_end: 0,
+        };
+        while self.tick < self.scenario.ticks {
+            let requests = self
+                .workload
+                .tick(self.tick, self.scenario.requests_per_tick);
+            let (stats, load, p99) = self.serve(&requests);
+            outcome.node_load.push(load.clone());
+            outcome.p99_ms.push(p99);
+            let view = View {
+                tick: self.tick,
+                nodes: &self.scenario.nodes,
+                shards: &self.shards,
+                stats: &stats,
+                node_load: &load,
+            };
+            let actions = policy.decide(&view);
+            // Applied from the highest shard index down, so earlier indices stay valid.
+            let mut actions = actions;
+            actions.sort_by_key(|a| std::cmp::Reverse(action_shard(a)));
+            for action in actions {
+                if !self.apply(&action, &mut outcome) {
+                    outcome.refused += 1;
+                }
+            }
+            self.tick += 1;
+        }
+        outcome.shards_at_end = self.shards.len();
+        outcome
+    }
+
+    /// Serves one tick: the shards' statistics, each node's utilisation, and the p99.
+    fn serve(&mut self, requests: &[Request]) -> (Vec<ShardStats>, Vec<f64>, f64) {
+        let weight = self.scenario.request_weight;
+        let regions = self.scenario.region_latency_ms.len();
+        let nodes = &self.scenario.nodes;
+        let mut stats = vec![
+            ShardStats {
+                origins: vec![0.0; regions],
+                ..ShardStats::default()
+            };
+            self.shards.len()
+        ];
+        // Per shard, a reservoir of the keys its requests touched (Algorithm R).
+        let mut reservoirs: Vec<(u64, Vec<u64>)> = vec![(0, Vec::new()); self.shards.len()];
+        let mut scans_from: Vec<Vec<(u64, u64)>> = vec![Vec::new(); self.shards.len()];
+        let mut ops = vec![0.0; nodes.len()];
+        for &(from, to, _) in &self.copying {
+            ops[from] += MOVE_LOAD;
+            ops[to] += MOVE_LOAD;
+        }
+        // The nodes each request waits on, and its network time, for the latency pass.
+        let mut paths: Vec<(f64, Vec<usize>)> = Vec::with_capacity(requests.len());
+        for request in requests {
+            let first = self.shard_of(request.key);
+            let (seen, reservoir) = &mut reservoirs[first];
+            *seen += 1;
+            if reservoir.len() < RESERVOIR {
+                reservoir.push(request.key);
+            } else {
+                let slot = self.sampler.random_range(0..*seen);
+                if slot < RESERVOIR as u64 {
+                    reservoir[slot as usize] = request.key;
+                }
+            }
+            let shard = &self.shards[first];
+            let leader_region = nodes[shard.leader].region;
+            let network = 2.0 * self.scenario.region_latency_ms[request.origin][leader_region];
+            stats[first].origins[request.origin] += weight;
+            match request.op {
+                Op::Read => {
+                    stats[first].reads += weight;
+                    ops[shard.leader] += weight;
+                    paths.push((network, vec![shard.leader]));
+                }
+                Op::Write { bytes } => {
+                    stats[first].writes += weight;
+                    stats[first].bytes_written += weight * bytes as f64;
+                    for &r in &shard.replicas {
+                        ops[r] += if r == shard.leader {
+                            weight
+                        } else {
+                            weight / 2.0
+                        };
+                    }
+                    let leader = shard.leader;
+                    let quorum = self.quorum_ms(first);
+                    self.shards[first].size_bytes += weight * bytes as f64;
+                    paths.push((network + quorum, vec![leader]));
+                }
+                Op::Scan { span } => {
+                    let end = request.key.saturating_add(span).min(KEY_SPACE);
+                    scans_from[first].push((request.key, end));
+                    let mut touched = Vec::new();
+                    let mut index = first;
+                    while index < self.shards.len() && self.shards[index].start < end {
+                        let shard = &self.shards[index];
+                        let from = request.key.max(shard.start);
+                        let keys =
+                            (end.min(shard.end) - from) as f64 / (KEY_SPACE as f64) * 100_000.0;
+                        ops[shard.leader] += weight * (SCAN_STEP + keys / SCAN_KEYS_PER_OP);
+                        stats[index].scans += weight;
+                        touched.push(shard.leader);
+                        index += 1;
+                    }
+                    paths.push((network, touched));
+                }
+            }
+        }
+        for ((s, (_, reservoir)), scans) in stats.iter_mut().zip(reservoirs).zip(scans_from) {
+            let mut counted: HashMap<u64, u64> = HashMap::new();
+            for key in reservoir {
+                *counted.entry(key).or_default() += 1;
+            }
+            let mut sampled: Vec<(u64, u64)> = counted.into_iter().collect();
+            sampled.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            sampled.truncate(SAMPLED_KEYS);
+            sampled.sort_unstable();
+            // How many of the scans that started in the shard spanned each sampled key.
+            s.crossing = sampled
+                .iter()
+                .map(|&(key, _)| {
+                    scans
+                        .iter()
+                        .filter(|&&(from, to)| from < key && key < to)
+                        .count() as u64
+                })
+                .collect();
+            s.sampled = sampled;
+        }
+        let load: Vec<f64> = ops
+            .iter()
+            .zip(nodes)
+            .map(|(ops, node)| ops / node.capacity)
+            .collect();
+        // M/M/1 at each node: the p99 of a wait is ln(100) mean waits.
+        let wait = |node: usize| {
+            let u = load[node].min(0.99);
+            SERVICE_MS / (1.0 - u) * 100f64.ln()
+        };
+        let mut latencies: Vec<f64> = paths
+            .iter()
+            .map(|(network, touched)| {
+                network + touched.iter().map(|&n| wait(n)).fold(0.0, f64::max)
+            })
+            .collect();
+        latencies.sort_unstable_by(f64::total_cmp);
+        let p99 = latencies
+            .get(latencies.len() * 99 / 100)
+            .copied()
+            .unwrap_or(0.0);
+        self.copying.retain_mut(|(_, _, left)| {
+            *left = left.saturating_sub(1);
+            *left > 0
+        });
+        (stats, load, p99)
+    }
+
+    /// The round trip from a shard's leader to the closest majority of its replicas.
+    fn quorum_ms(&self, shard: usize) -> f64 {
+        let shard = &self.shards[shard];
+        let leader = self.scenario.nodes[shard.leader].region;
+        let mut trips: Vec<f64> = shard
+            .replicas
+            .iter()
+            .map(|&r| 2.0 * self.scenario.region_latency_ms[leader][self.scenario.nodes[r].region])
+            .collect();
+        trips.sort_unstable_by(f64::total_cmp);
+        trips[shard.replicas.len() / 2]
+    }
+
+    /// Carries out `action`; false when it is not valid now.
+    fn apply(&mut self, action: &Action, outcome: &mut Outcome) -> bool {
+        match *action {
+            Action::Split { shard, at } => {
+                let Some(s) = self.shards.get(shard) else {
+                    return false;
+                };
+                if at <= s.start || at >= s.end {
+                    return false;
+                }
+                let share = (at - s.start) as f64 / (s.end - s.start) as f64;
+                let mut right = s.clone();
+                right.start = at;
+                right.size_bytes = s.size_bytes * (1.0 - share);
+                right.changed_at = self.tick;
+                let left = &mut self.shards[shard];
+                left.end = at;
+                left.size_bytes *= share;
+                left.changed_at = self.tick;
+                self.shards.insert(shard + 1, right);
+                outcome.splits += 1;
+                true
+            }
+            Action::Merge { shard } => {
+                if shard + 1 >= self.shards.len() {
+                    return false;
+                }
+                let mut left_set = self.shards[shard].replicas.clone();
+                let mut right_set = self.shards[shard + 1].replicas.clone();
+                left_set.sort_unstable();
+                right_set.sort_unstable();
+                if left_set != right_set {
+                    return false;
+                }
+                let right = self.shards.remove(shard + 1);
+                let left = &mut self.shards[shard];
+                left.end = right.end;
+                left.size_bytes += right.size_bytes;
+                left.changed_at = self.tick;
+                outcome.merges += 1;
+                true
+            }
+            Action::TransferLeader { shard, to } => {
+                let Some(s) = self.shards.get_mut(shard) else {
+                    return false;
+                };
+                if !s.replicas.contains(&to) || s.leader == to {
+                    return false;
+                }
+                s.leader = to;
+                outcome.transfers += 1;
+                true
+            }
+            Action::MoveReplica { shard, from, to } => {
+                let nodes = self.scenario.nodes.len();
+                let Some(s) = self.shards.get_mut(shard) else {
+                    return false;
+                };
+                if to >= nodes || !s.replicas.contains(&from) || s.replicas.contains(&to) {
+                    return false;
+                }
+                for r in s.replicas.iter_mut() {
+                    if *r == from {
+                        *r = to;
+                    }
+                }
+                if s.leader == from {
+                    s.leader = to;
+                }
+                let ticks = (s.size_bytes / MOVE_BYTES_PER_TICK).ceil().max(1.0) as u64;
+                self.copying.push((from, to, ticks));
+                outcome.moves += 1;
+                true
+            }
+        }
+    }
+}
+
+fn action_shard(action: &Action) -> usize {
+    match *action {
+        Action::Split { shard, .. }
+        | Action::Merge { shard }
+        | Action::TransferLeader { shard, .. }
+        | Action::MoveReplica { shard, .. } => shard,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy::{LoadSplit, SizeOnly};
+    use super::*;
+    use workload::Family;
+
+    fn short(family: Family, seed: u64) -> Scenario {
+        Scenario {
+            ticks: 120,
+            ..Scenario::three_regions(family, seed)
+        }
+    }
+
+    #[test]
+    fn a_run_is_a_function_of_its_seed() {
+        let run = |seed| Sim::new(short(Family::ZipfianA, seed)).run(&mut LoadSplit::tikv());
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3).node_load, run(4).node_load);
+    }
+
+    #[test]
+    fn splitting_a_hot_range_spreads_its_load() {
+        let family = Family::MovingHotspot { speed: 0.0005 };
+        let floor = Sim::new(short(family, 1)).run(&mut SizeOnly);
+        let split = Sim::new(short(family, 1)).run(&mut LoadSplit::tikv());
+        assert!(split.splits > floor.splits);
+        assert!(
+            split.imbalance() < floor.imbalance(),
+            "{} vs {}",
+            split.imbalance(),
+            floor.imbalance()
+        );
+    }
+
+    #[test]
+    fn invalid_actions_are_refused_and_change_nothing() {
+        let mut sim = Sim::new(short(Family::Uniform, 1));
+        let before = sim.shards.clone();
+        let mut outcome = Sim::new(short(Family::Uniform, 1)).run(&mut SizeOnly);
+        let refused = [
+            Action::Split { shard: 0, at: 0 },
+            Action::Split { shard: 9, at: 5 },
+            // Shards 0 and 1 have different replica sets in the default layout.
+            Action::Merge { shard: 0 },
+            Action::Merge { shard: 3 },
+            Action::TransferLeader { shard: 0, to: 5 },
+            Action::MoveReplica {
+                shard: 0,
+                from: 5,
+                to: 4,
+            },
+            Action::MoveReplica {
+                shard: 0,
+                from: 0,
+                to: 1,
+            },
+        ];
+        for action in refused {
+            assert!(!sim.apply(&action, &mut outcome), "{action:?}");
+        }
+        assert_eq!(sim.shards, before);
+    }
+}
