@@ -41,6 +41,7 @@ const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Connecting to another node for a forwarded or node-local step.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub(crate) struct AdminService {
     state: Arc<NodeState>,
 }
@@ -850,7 +851,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::MergeResponse>, Status> {
         let shard = request.get_ref().shard_id;
         match self.leadership(shard, &request).await? {
-            Leadership::Here(left) => Ok(Response::new(self.merge_here(&left).await?)),
+            Leadership::Here(left) => {
+                // The coordinator runs on its own: a caller that goes away mid-merge must
+                // not leave the right shard frozen.
+                let service = self.clone();
+                let coordinator = tokio::spawn(async move { service.merge_here(&left).await });
+                let merged = coordinator.await.map_err(|e| {
+                    Status::internal(format!("the merge coordinator failed: {e}"))
+                })??;
+                Ok(Response::new(merged))
+            }
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::MergeRequest { shard_id: shard };
                 connect(&addr, self.state.source_ip)

@@ -31,6 +31,8 @@ use crate::reporter::{now_ms, read_routing_table};
 
 /// How long one split, merge or replica move may take before the round gives it up.
 const ACTION_WAIT: Duration = Duration::from_secs(90);
+/// A shard frozen for a merge this long without a change has lost its coordinator.
+const MERGE_RESUME_AFTER: Duration = Duration::from_secs(30);
 /// A node that reported within this long counts as live for new replicas.
 const NODE_LIVE_MS: u64 = 10_000;
 /// How often the meta leader looks at the routing table.
@@ -125,6 +127,23 @@ impl Balancer {
             })
             .collect();
         drop(seen);
+        // A merge whose coordinator died (its node killed, or before the coordinator ran
+        // on its own, its caller gone) leaves the right shard frozen: running the merge
+        // again commits it or rolls it back.
+        let stalled = table.iter().zip(&views).find_map(|(record, view)| {
+            let merging = record.descriptor.merging.as_ref()?;
+            (view.stable_for >= MERGE_RESUME_AFTER).then_some((merging.into, view.id))
+        });
+        if let Some((into, frozen)) = stalled {
+            let request = pb::MergeRequest { shard_id: into };
+            let mut admin = connect(&self.addr, self.source_ip).await?;
+            match tokio::time::timeout(ACTION_WAIT, admin.merge(request)).await {
+                Ok(Ok(_)) => tracing::warn!(into, frozen, "resumed a stalled merge"),
+                Ok(Err(e)) => tracing::info!(into, frozen, "stalled merge: {}", e.message()),
+                Err(_) => tracing::info!(into, frozen, "stalled merge: no answer yet"),
+            }
+            return Ok(());
+        }
         let actions = size_policy(&views, &self.options);
         // Roles and leaders of the meta shard move like any other's; only a merge or a
         // recent change holds a shard still.

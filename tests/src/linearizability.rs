@@ -16,7 +16,7 @@
 //! [`lost_writes`] (an acknowledged write missing from the end state) and [`stale_reads`]
 //! (a read of a value an acknowledged write had already replaced).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub type Value = Vec<u8>;
@@ -115,6 +115,15 @@ fn strictly_after(earlier: &Operation, later: &Operation) -> bool {
     earlier.ret != Return::Unknown && earlier.completed < later.invoked
 }
 
+/// Each key's writes (acknowledged or of unknown outcome), in history order.
+fn writes_by_key(history: &[Operation]) -> HashMap<&[u8], Vec<&Operation>> {
+    let mut by_key: HashMap<&[u8], Vec<&Operation>> = HashMap::new();
+    for op in history.iter().filter(|op| written(op).is_some()) {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    by_key
+}
+
 /// Acknowledged writes missing from the end state. `finals` holds each key's value as
 /// read once every fault healed; it must have been left by a write (acknowledged or of
 /// unknown outcome) that no acknowledged write followed in real time, and a key no write
@@ -123,12 +132,10 @@ pub fn lost_writes(
     history: &[Operation],
     finals: &BTreeMap<Vec<u8>, Option<Value>>,
 ) -> Vec<String> {
+    let by_key = writes_by_key(history);
     let mut lost = Vec::new();
     for (key, value) in finals {
-        let writes: Vec<&Operation> = history
-            .iter()
-            .filter(|op| op.key == *key && written(op).is_some())
-            .collect();
+        let writes = by_key.get(key.as_slice()).cloned().unwrap_or_default();
         let acknowledged: Vec<&Operation> = writes
             .iter()
             .copied()
@@ -161,14 +168,17 @@ pub fn lost_writes(
 /// Acknowledged reads that returned a value some acknowledged write had already replaced
 /// before the read began. Values are assumed unique per key.
 pub fn stale_reads(history: &[Operation]) -> Vec<String> {
+    let by_key = writes_by_key(history);
     let mut stale = Vec::new();
     for read in history {
         let (Call::Get, Return::Read(value)) = (&read.call, &read.ret) else {
             continue;
         };
-        let writes = history
-            .iter()
-            .filter(|op| op.key == read.key && written(op).is_some());
+        let writes = by_key
+            .get(read.key.as_slice())
+            .into_iter()
+            .flatten()
+            .copied();
         // The write the value came from (none for an absent key never deleted).
         let source = writes.clone().find(|w| written(w) == Some(value.as_ref()));
         let replaced = writes.clone().any(|later| {

@@ -13,7 +13,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -351,36 +351,33 @@ async fn drive(
         },
     )?;
     let reader_id = o.clients + 1;
-    for (op, index) in (1..).zip(0..o.keys) {
-        workload::perform(
-            &reader,
-            &recorder,
-            (reader_id, op),
-            &workload::key(index),
-            Call::Get,
-        )
-        .await;
+    let keys: Vec<Vec<u8>> = (0..=workload::generation(recorder.now_us()))
+        .flat_map(|generation| (0..o.keys).map(move |index| workload::key(generation, index)))
+        .collect();
+    for (op, key) in (1..).zip(&keys) {
+        workload::perform(&reader, &recorder, (reader_id, op), key, Call::Get).await;
     }
     recorder
         .flush()
         .map_err(io(format!("writing {}", history_path.display())))?;
 
     let history = history::read(&history_path)?;
+    // Each key's last read after the faults ended: its final value.
+    let mut last_reads: HashMap<&[u8], (u64, Option<Vec<u8>>)> = HashMap::new();
+    for op in history.iter().filter(|op| op.invoked >= until) {
+        if let (Call::Get, Return::Read(value)) = (&op.call, &op.ret) {
+            let last = last_reads.entry(&op.key).or_insert((0, None));
+            if op.completed >= last.0 {
+                *last = (op.completed, value.clone());
+            }
+        }
+    }
     let mut finals = BTreeMap::new();
     let mut unread_keys = Vec::new();
-    for index in 0..o.keys {
-        let key = workload::key(index);
-        let last_read = history
-            .iter()
-            .filter(|op| op.key == key && op.invoked >= until && op.call == Call::Get)
-            .filter_map(|op| match &op.ret {
-                Return::Read(value) => Some((op.completed, value.clone())),
-                _ => None,
-            })
-            .max_by_key(|(completed, _)| *completed);
-        match last_read {
+    for key in keys {
+        match last_reads.get(key.as_slice()) {
             Some((_, value)) => {
-                finals.insert(key, value);
+                finals.insert(key, value.clone());
             }
             None => unread_keys.push(String::from_utf8_lossy(&key).into_owned()),
         }
@@ -445,15 +442,30 @@ pub fn judge(
     })
 }
 
-/// Acknowledged operations per second completed inside fault windows, and outside them
-/// (up to `until`, the end of the fault schedule).
+/// Acknowledged operations per second completed while some fault was in force, and
+/// otherwise (up to `until`, the end of the fault schedule). Windows may overlap (an
+/// action during another fault): time is counted once.
 fn throughput(history: &[Operation], windows: &[(FaultKind, u64, u64)], until: u64) -> (f64, f64) {
-    let faulted_us: u64 = windows.iter().map(|(_, start, end)| end - start).sum();
+    let mut spans: Vec<(u64, u64)> = windows
+        .iter()
+        .map(|&(_, start, end)| (start, end))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let faulted_us: u64 = merged
+        .iter()
+        .map(|(start, end)| end.min(&until) - start.min(&until))
+        .sum();
     let quiet_us = until.saturating_sub(faulted_us);
     let in_fault = |at: u64| {
-        windows
-            .iter()
-            .any(|&(_, start, end)| (start..end).contains(&at))
+        let i = merged.partition_point(|&(start, _)| start <= at);
+        i > 0 && at < merged[i - 1].1
     };
     let (mut during, mut otherwise) = (0u64, 0u64);
     for op in history {
@@ -474,4 +486,33 @@ fn throughput(history: &[Operation], windows: &[(FaultKind, u64, u64)], until: u
         }
     };
     (rate(during, faulted_us), rate(otherwise, quiet_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_at(completed: u64) -> Operation {
+        Operation {
+            key: b"k".to_vec(),
+            call: Call::Get,
+            ret: Return::Read(None),
+            invoked: completed,
+            completed,
+        }
+    }
+
+    #[test]
+    fn throughput_counts_overlapping_fault_time_once() {
+        // Faults over [10, 40) (two windows overlapping) of a 100 s run, in seconds.
+        let s = 1_000_000;
+        let windows = [
+            (FaultKind::Kill, 10 * s, 30 * s),
+            (FaultKind::Shards, 20 * s, 40 * s),
+        ];
+        let history: Vec<Operation> = (0..100).map(|t| ok_at(t * s + 1)).collect();
+        let (during, otherwise) = throughput(&history, &windows, 100 * s);
+        assert!((during - 1.0).abs() < 1e-9, "{during}");
+        assert!((otherwise - 1.0).abs() < 1e-9, "{otherwise}");
+    }
 }

@@ -429,7 +429,8 @@ impl Nemesis<'_> {
             }
             FaultKind::Shards => {
                 if rng.random_bool(0.5) {
-                    let key = workload::key(rng.random_range(1..self.keys));
+                    let generation = workload::generation(self.recorder.now_us());
+                    let key = workload::key(generation, rng.random_range(1..self.keys));
                     let key = String::from_utf8_lossy(&key).into_owned();
                     let answer = self.cluster.admin(&["split", &key]).await;
                     say(format!("shards: split at {key}: {}", outcome(&answer)));

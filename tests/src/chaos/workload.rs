@@ -1,5 +1,9 @@
 //! The workload: clients that get, put unique values and compare-and-swap a small set of
 //! keys as fast as the cluster answers, recording every operation in the history.
+//!
+//! The set of keys changes every [`KEY_LIFETIME`] (a new generation of keys), as in
+//! Jepsen's independent-keys workloads: each key's history stays short enough for the
+//! checker, however long the run, with only a few operations of unknown outcome each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,9 +17,17 @@ use tokio::sync::watch;
 use super::history::Recorder;
 use crate::linearizability::{Call, Return};
 
-/// The `index`th key of the workload.
-pub fn key(index: u64) -> Vec<u8> {
-    format!("chaos-{index:03}").into_bytes()
+/// How long one generation of keys is in use.
+pub const KEY_LIFETIME: Duration = Duration::from_secs(10);
+
+/// The `index`th key of generation `generation`.
+pub fn key(generation: u64, index: u64) -> Vec<u8> {
+    format!("chaos-{generation:05}-{index:03}").into_bytes()
+}
+
+/// The generation of keys in use `at_us` microseconds into the run.
+pub fn generation(at_us: u64) -> u64 {
+    at_us / KEY_LIFETIME.as_micros() as u64
 }
 
 /// Runs `call` on `key` as `client`'s operation `op`, recording it, and returns its
@@ -70,7 +82,7 @@ pub async fn run_client(
         if *stop.borrow_and_update() {
             break;
         }
-        let key = key(rng.random_range(0..keys));
+        let key = key(generation(recorder.now_us()), rng.random_range(0..keys));
         let value = format!("{client_id}-{op}").into_bytes();
         let roll = rng.random_range(0..100);
         let call = if roll < 45 {
