@@ -73,8 +73,9 @@ pub struct ChaosOptions {
     pub ack_before_commit: bool,
 }
 
-/// Node ids beyond the first ones that membership changes may add.
-const ADDED_NODES_MAX: u64 = 8;
+/// Node ids beyond the first ones that membership changes may add (a ten-minute run
+/// adds about a dozen).
+const ADDED_NODES_MAX: u64 = 40;
 /// How long the healed cluster serves the workload before the final reads.
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long the final read of one key keeps trying.
