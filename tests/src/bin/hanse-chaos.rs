@@ -183,10 +183,15 @@ fn try_main() -> Result<ExitCode> {
                 return Ok(ExitCode::from(130));
             };
             print!("{}", report.render());
+            if report.valid() && !keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                println!(
+                    "kept in:     {} (history.jsonl, faults.log, cluster/node*.log)",
+                    dir.display()
+                );
+            }
             if report.valid() {
-                if !keep {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
                 Ok(ExitCode::SUCCESS)
             } else {
                 println!("replay this schedule: {replay}");

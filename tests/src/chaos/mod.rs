@@ -191,11 +191,6 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "kept in:     {} (history.jsonl, faults.log, cluster/node*.log)",
-            o.dir.display()
-        );
         out
     }
 }
