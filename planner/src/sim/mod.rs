@@ -14,6 +14,7 @@
 //! load to the mean, an estimated p99 latency (network round trips between regions plus
 //! M/M/1 queueing at the busiest node a request meets), and the moves made.
 
+pub mod eval;
 pub mod policy;
 pub mod workload;
 

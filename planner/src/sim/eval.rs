@@ -1,0 +1,118 @@
+//! Runs policies over workload families and seeds and summarises their costs; tunes a
+//! load-split policy's thresholds by grid search on training families.
+
+use super::policy::LoadSplit;
+use super::workload::Family;
+use super::{Policy, Scenario, Sim};
+
+/// One policy's cost on one family over several seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub family: String,
+    pub policy: String,
+    pub mean_cost: f64,
+    /// Half-width of the 95 % confidence interval of the mean (normal approximation).
+    pub ci95: f64,
+    pub seeds: usize,
+}
+
+/// Mean and 95 % half-width of `costs`.
+fn summarise(costs: &[f64]) -> (f64, f64) {
+    let n = costs.len() as f64;
+    let mean = costs.iter().sum::<f64>() / n.max(1.0);
+    if costs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let variance = costs.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (variance / n).sqrt())
+}
+
+/// Each policy `make` builds (fresh per run) on each family, over `seeds`, each run
+/// `ticks` long in the three-region scenario.
+pub fn evaluate(
+    families: &[Family],
+    policies: &[&dyn Fn() -> Box<dyn Policy>],
+    seeds: &[u64],
+    ticks: u64,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for family in families {
+        for make in policies {
+            let mut name = String::new();
+            let costs: Vec<f64> = seeds
+                .iter()
+                .map(|&seed| {
+                    let mut policy = make();
+                    name = policy.name();
+                    let scenario = Scenario {
+                        ticks,
+                        ..Scenario::three_regions(*family, seed)
+                    };
+                    Sim::new(scenario).run(policy.as_mut()).cost()
+                })
+                .collect();
+            let (mean_cost, ci95) = summarise(&costs);
+            rows.push(Row {
+                family: family.name(),
+                policy: name,
+                mean_cost,
+                ci95,
+                seeds: seeds.len(),
+            });
+        }
+    }
+    rows
+}
+
+/// The thresholds of `base` (requests per tick, hot ticks) from `grid` with the lowest
+/// mean cost over `families` and `seeds`: the "tuned" baseline.
+pub fn tune(
+    base: &LoadSplit,
+    grid: &[(f64, u32)],
+    families: &[Family],
+    seeds: &[u64],
+    ticks: u64,
+) -> LoadSplit {
+    let mut best: Option<(f64, LoadSplit)> = None;
+    for &(qps, detect) in grid {
+        let candidate = base.with_thresholds(qps, detect);
+        let make = || Box::new(candidate.clone()) as Box<dyn Policy>;
+        let rows = evaluate(families, &[&make], seeds, ticks);
+        let cost = rows.iter().map(|r| r.mean_cost).sum::<f64>() / rows.len().max(1) as f64;
+        if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+            best = Some((cost, candidate));
+        }
+    }
+    best.map_or_else(|| base.clone(), |(_, tuned)| tuned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::policy::SizeOnly;
+    use super::*;
+
+    #[test]
+    fn summaries_give_the_mean_and_a_shrinking_interval() {
+        assert_eq!(summarise(&[2.0]), (2.0, 0.0));
+        let (mean, few) = summarise(&[1.0, 3.0]);
+        assert_eq!(mean, 2.0);
+        let (_, many) = summarise(&[1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0]);
+        assert!(many < few, "{many} vs {few}");
+    }
+
+    #[test]
+    fn evaluation_covers_every_family_and_policy_and_tuning_picks_from_the_grid() {
+        let families = [Family::MovingHotspot { speed: 0.001 }, Family::Uniform];
+        let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
+        let tikv = || Box::new(LoadSplit::tikv()) as Box<dyn Policy>;
+        let rows = evaluate(&families, &[&floor, &tikv], &[1, 2], 40);
+        assert_eq!(rows.len(), 4);
+        assert!(rows.iter().all(|r| r.mean_cost > 0.0 && r.seeds == 2));
+        assert_eq!(rows[1].policy, "tikv");
+
+        let grid = [(600.0, 2), (5_000.0, 10)];
+        let tuned = tune(&LoadSplit::tikv(), &grid, &families, &[1], 40);
+        assert!(grid.contains(&(tuned.qps_threshold, tuned.detect_ticks)));
+        assert_eq!(tuned.name, "tikv-tuned");
+    }
+}
