@@ -167,7 +167,7 @@ const SERVICE_MS: f64 = 0.5;
 const INITIAL_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 
 /// What a run produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// Per tick, each node's utilisation.
     pub node_load: Vec<Vec<f64>>,
@@ -207,6 +207,7 @@ impl Outcome {
 }
 
 /// A simulated cluster running a scenario.
+#[derive(Clone)]
 pub struct Sim {
     scenario: Scenario,
     workload: Workload,
@@ -262,43 +263,84 @@ impl Sim {
 
     /// Runs every tick with `policy` deciding after each.
     pub fn run(mut self, policy: &mut dyn Policy) -> Outcome {
-        let mut outcome = Outcome {
-            node_load: Vec::new(),
-            p99_ms: Vec::new(),
-            moves: 0,
-            splits: 0,
-            merges: 0,
-            transfers: 0,
-            refused: 0,
-            shards_at_end: 0,
-        };
+        let mut outcome = Outcome::default();
         while self.tick < self.scenario.ticks {
-            let requests = self
-                .workload
-                .tick(self.tick, self.scenario.requests_per_tick);
-            let (stats, load, p99) = self.serve(&requests);
-            outcome.node_load.push(load.clone());
-            outcome.p99_ms.push(p99);
-            let view = View {
-                tick: self.tick,
-                nodes: &self.scenario.nodes,
-                shards: &self.shards,
-                stats: &stats,
-                node_load: &load,
-            };
-            let actions = policy.decide(&view);
-            // Applied from the highest shard index down, so earlier indices stay valid.
-            let mut actions = actions;
-            actions.sort_by_key(|a| std::cmp::Reverse(action_shard(a)));
-            for action in actions {
-                if !self.apply(&action, &mut outcome) {
-                    outcome.refused += 1;
-                }
-            }
-            self.tick += 1;
+            self.step(&mut outcome, |view| policy.decide(view));
         }
         outcome.shards_at_end = self.shards.len();
         outcome
+    }
+
+    /// Runs every tick with the look-ahead oracle deciding: the ceiling the heuristics and
+    /// the model are measured against. Each tick it rolls every one of `proposers` (made
+    /// fresh, so without memory of earlier ticks) out over the next `horizon` ticks on a
+    /// copy of the cluster and does what the cheapest rollout did first.
+    pub fn run_oracle(
+        mut self,
+        horizon: u64,
+        proposers: &[&dyn Fn() -> Box<dyn Policy>],
+    ) -> Outcome {
+        let mut outcome = Outcome::default();
+        while self.tick < self.scenario.ticks {
+            let ahead = self.clone();
+            self.step(&mut outcome, |view| {
+                let rollout = |make: &&dyn Fn() -> Box<dyn Policy>| {
+                    let mut proposer = make();
+                    let first = proposer.decide(view);
+                    let mut trial = ahead.clone();
+                    trial.scenario.ticks = (trial.tick + 1 + horizon).min(trial.scenario.ticks);
+                    let mut future = Outcome::default();
+                    // The copy serves this tick again (the same requests), then the
+                    // proposer's own decisions follow.
+                    let mut pending = Some(first.clone());
+                    while trial.tick < trial.scenario.ticks {
+                        trial.step(&mut future, |v| match pending.take() {
+                            Some(actions) => actions,
+                            None => proposer.decide(v),
+                        });
+                    }
+                    (future.cost(), first)
+                };
+                proposers
+                    .iter()
+                    .map(rollout)
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, actions)| actions)
+                    .unwrap_or_default()
+            });
+        }
+        outcome.shards_at_end = self.shards.len();
+        outcome
+    }
+
+    /// Serves one tick, records it, and carries out what `decide` answers.
+    fn step(&mut self, outcome: &mut Outcome, decide: impl FnOnce(&View) -> Vec<Action>) {
+        let requests = self
+            .workload
+            .tick(self.tick, self.scenario.requests_per_tick);
+        let (stats, load, p99) = self.serve(&requests);
+        outcome.node_load.push(load.clone());
+        outcome.p99_ms.push(p99);
+        let view = View {
+            tick: self.tick,
+            nodes: &self.scenario.nodes,
+            shards: &self.shards,
+            stats: &stats,
+            node_load: &load,
+        };
+        let actions = decide(&view);
+        self.apply_all(actions, outcome);
+        self.tick += 1;
+    }
+
+    fn apply_all(&mut self, mut actions: Vec<Action>, outcome: &mut Outcome) {
+        // Applied from the highest shard index down, so earlier indices stay valid.
+        actions.sort_by_key(|a| std::cmp::Reverse(action_shard(a)));
+        for action in actions {
+            if !self.apply(&action, outcome) {
+                outcome.refused += 1;
+            }
+        }
     }
 
     /// Serves one tick: the shards' statistics, each node's utilisation, and the p99.
@@ -559,6 +601,26 @@ mod tests {
             "{} vs {}",
             split.imbalance(),
             floor.imbalance()
+        );
+    }
+
+    #[test]
+    fn the_look_ahead_oracle_beats_the_heuristics_it_chooses_among() {
+        let scenario = || Scenario {
+            ticks: 60,
+            requests_per_tick: 500,
+            request_weight: 20.0,
+            ..Scenario::three_regions(Family::MovingHotspot { speed: 0.001 }, 2)
+        };
+        let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
+        let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
+        let oracle = Sim::new(scenario()).run_oracle(10, &[&floor, &eager]);
+        let floor_cost = Sim::new(scenario()).run(&mut SizeOnly).cost();
+        let eager_cost = Sim::new(scenario()).run(eager().as_mut()).cost();
+        assert!(
+            oracle.cost() <= floor_cost.min(eager_cost),
+            "oracle {} floor {floor_cost} eager {eager_cost}",
+            oracle.cost()
         );
     }
 

@@ -78,6 +78,7 @@ impl Family {
 }
 
 /// YCSB's Zipfian generator (Gray et al.'s method): rank 0 is the most popular.
+#[derive(Clone)]
 struct Zipf {
     items: f64,
     alpha: f64,
@@ -124,6 +125,7 @@ fn scatter(rank: u64) -> u64 {
 }
 
 /// A family's request stream.
+#[derive(Clone)]
 pub struct Workload {
     pub family: Family,
     regions: usize,
