@@ -3,10 +3,12 @@
 //!
 //! Today: the per-shard load report and its feature encoding as a tch tensor, the size
 //! heuristic ([`balance`]) the cluster runs until the model exists, and the simulator
-//! ([`sim`]) with its workload families and the TiKV- and CockroachDB-style baselines.
-//! Training and the planner actor build on these.
+//! ([`sim`]) with its workload families, the TiKV- and CockroachDB-style baselines and
+//! the look-ahead oracle, and the network ([`model`]) trained to imitate the oracle. The
+//! training and evaluation commands and the planner actor build on these.
 
 pub mod balance;
+pub mod model;
 pub mod sim;
 
 use hanse_storage::ShardId;

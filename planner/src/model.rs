@@ -1,0 +1,403 @@
+//! The planner's network (tch): per-shard features in, an action and a split point out,
+//! trained by imitating the simulator's look-ahead oracle.
+//!
+//! Each shard is judged with its neighbours and the nodes it lives on ([`features`]); the
+//! network answers one of [`ACTIONS`] and, for a split, which of [`SPLIT_QUANTILES`]
+//! quantiles of the shard's sampled keys to split at. [`ModelPolicy`] turns the answers
+//! into simulator actions, at most a few per tick, the most confident first.
+
+use std::path::Path;
+
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::sim::policy::load_split_key;
+use crate::sim::{Action, Policy, View};
+
+/// What the network may answer for a shard.
+pub const ACTIONS: [&str; 5] = [
+    "none",
+    "split",
+    "merge-right",
+    "transfer-leader",
+    "move-replica",
+];
+/// Split points: the 1/8 .. 7/8 quantiles of the sampled keys.
+pub const SPLIT_QUANTILES: usize = 7;
+/// Features per shard.
+pub const FEATURES: usize = 16;
+/// Actions the policy takes per tick at most.
+const ACTIONS_PER_TICK: usize = 2;
+
+/// The split point at quantile `q` (0-based, of [`SPLIT_QUANTILES`]) of the sampled keys,
+/// weighted by their counts.
+pub fn quantile_key(sampled: &[(u64, u64)], q: usize) -> Option<u64> {
+    let total: u64 = sampled.iter().map(|&(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let want = total * (q as u64 + 1) / (SPLIT_QUANTILES as u64 + 1);
+    let mut seen = 0;
+    for &(key, n) in sampled {
+        seen += n;
+        if seen > want {
+            return Some(key);
+        }
+    }
+    sampled.last().map(|&(key, _)| key)
+}
+
+/// The quantile whose key is closest to `key`.
+pub fn nearest_quantile(sampled: &[(u64, u64)], key: u64) -> usize {
+    (0..SPLIT_QUANTILES)
+        .min_by_key(|&q| quantile_key(sampled, q).map_or(u64::MAX, |k| k.abs_diff(key)))
+        .unwrap_or(SPLIT_QUANTILES / 2)
+}
+
+/// Shard `i`'s features: its load, size and age, its neighbours', the load of the nodes
+/// it lives on, how well its sampled keys split, and where its requests come from.
+/// Counts are `ln(1 + x)`, loads are utilisations.
+pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
+    let shard = &view.shards[i];
+    let stats = &view.stats[i];
+    let loads = view.node_load;
+    let mean = loads.iter().sum::<f64>() / loads.len().max(1) as f64;
+    let ln = |x: f64| x.max(0.0).ln_1p();
+    let mb = |bytes: f64| ln(bytes / (1024.0 * 1024.0));
+    let replica_max = shard.replicas.iter().map(|&r| loads[r]).fold(0.0, f64::max);
+    let right = view.shards.get(i + 1);
+    let right_ops = view.stats.get(i + 1).map_or(0.0, |s| s.ops());
+    let left_ops = i.checked_sub(1).map_or(0.0, |l| view.stats[l].ops());
+    let same_replicas = right.is_some_and(|r| {
+        let mut a = shard.replicas.clone();
+        let mut b = r.replicas.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    });
+    let total: u64 = stats.sampled.iter().map(|&(_, n)| n).sum();
+    let top_share =
+        stats.sampled.iter().map(|&(_, n)| n).max().unwrap_or(0) as f64 / total.max(1) as f64;
+    let splittable = load_split_key(shard, stats).is_some();
+    let requests: f64 = stats.origins.iter().sum();
+    let leader_region = view.nodes[shard.leader].region;
+    let local_share = stats.origins.get(leader_region).copied().unwrap_or(0.0) / requests.max(1.0);
+    [
+        ln(stats.reads),
+        ln(stats.writes),
+        ln(stats.scans),
+        mb(shard.size_bytes),
+        loads[shard.leader],
+        replica_max,
+        mean,
+        loads[shard.leader] - mean,
+        ln(right_ops),
+        right.map_or(0.0, |r| mb(r.size_bytes)),
+        f64::from(u8::from(same_replicas)),
+        ln(left_ops),
+        f64::from(u8::from(splittable)),
+        top_share,
+        local_share,
+        ln(view.tick.saturating_sub(shard.changed_at) as f64),
+    ]
+    .map(|x| x as f32)
+}
+
+/// One training example: a shard's features, the action taken, and the split quantile
+/// (meaningful for splits only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub features: [f32; FEATURES],
+    pub action: usize,
+    pub quantile: usize,
+}
+
+/// The examples one tick of a teacher's decisions gives: one per shard.
+pub fn examples(view: &View, actions: &[Action]) -> Vec<Example> {
+    (0..view.shards.len())
+        .map(|i| {
+            let mut example = Example {
+                features: features(view, i),
+                action: 0,
+                quantile: SPLIT_QUANTILES / 2,
+            };
+            for action in actions {
+                match *action {
+                    Action::Split { shard, at } if shard == i => {
+                        example.action = 1;
+                        example.quantile = nearest_quantile(&view.stats[i].sampled, at);
+                    }
+                    Action::Merge { shard } if shard == i => example.action = 2,
+                    Action::TransferLeader { shard, .. } if shard == i => example.action = 3,
+                    Action::MoveReplica { shard, .. } if shard == i => example.action = 4,
+                    _ => {}
+                }
+            }
+            example
+        })
+        .collect()
+}
+
+/// The network: a small MLP with an action head and a split-point head.
+pub struct PlannerNet {
+    vars: nn::VarStore,
+    body: nn::Sequential,
+    action_head: nn::Linear,
+    split_head: nn::Linear,
+}
+
+const HIDDEN: i64 = 64;
+
+impl PlannerNet {
+    /// A network with fresh weights drawn from `seed`.
+    pub fn new(seed: i64) -> PlannerNet {
+        tch::manual_seed(seed);
+        let vars = nn::VarStore::new(Device::Cpu);
+        let root = vars.root();
+        let body = nn::seq()
+            .add(nn::linear(
+                &root / "l1",
+                FEATURES as i64,
+                HIDDEN,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu())
+            .add(nn::linear(&root / "l2", HIDDEN, HIDDEN, Default::default()))
+            .add_fn(|x| x.relu());
+        let action_head = nn::linear(
+            &root / "action",
+            HIDDEN,
+            ACTIONS.len() as i64,
+            Default::default(),
+        );
+        let split_head = nn::linear(
+            &root / "split",
+            HIDDEN,
+            SPLIT_QUANTILES as i64,
+            Default::default(),
+        );
+        PlannerNet {
+            vars,
+            body,
+            action_head,
+            split_head,
+        }
+    }
+
+    /// Action and split logits for a `[n, FEATURES]` batch.
+    fn forward(&self, xs: &Tensor) -> (Tensor, Tensor) {
+        let hidden = self.body.forward(xs);
+        (
+            self.action_head.forward(&hidden),
+            self.split_head.forward(&hidden),
+        )
+    }
+
+    /// Trains on `examples` for `epochs` passes; returns the mean loss of each epoch.
+    pub fn train(&mut self, examples: &[Example], epochs: usize, learning_rate: f64) -> Vec<f64> {
+        let Ok(mut optimizer) = nn::Adam::default().build(&self.vars, learning_rate) else {
+            return Vec::new();
+        };
+        let xs = batch(examples);
+        let actions =
+            Tensor::from_slice(&examples.iter().map(|e| e.action as i64).collect::<Vec<_>>());
+        let quantiles = Tensor::from_slice(
+            &examples
+                .iter()
+                .map(|e| e.quantile as i64)
+                .collect::<Vec<_>>(),
+        );
+        let splits = actions.eq(1);
+        let mut losses = Vec::with_capacity(epochs);
+        for _ in 0..epochs {
+            let (action_logits, split_logits) = self.forward(&xs);
+            let mut loss = action_logits.cross_entropy_for_logits(&actions);
+            if splits.any().int64_value(&[]) != 0 {
+                let chosen = split_logits.index_select(0, &splits.nonzero().squeeze_dim(1));
+                let targets = quantiles.index_select(0, &splits.nonzero().squeeze_dim(1));
+                loss += chosen.cross_entropy_for_logits(&targets);
+            }
+            optimizer.backward_step(&loss);
+            losses.push(loss.double_value(&[]));
+        }
+        losses
+    }
+
+    /// For each row of features: the action index, its probability, and the split
+    /// quantile.
+    pub fn decide(&self, rows: &[[f32; FEATURES]]) -> Vec<(usize, f64, usize)> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let xs = Tensor::from_slice(&flat).reshape([rows.len() as i64, FEATURES as i64]);
+        let (action_logits, split_logits) = tch::no_grad(|| self.forward(&xs));
+        let probabilities = action_logits.softmax(-1, Kind::Float);
+        let (best, chosen) = probabilities.max_dim(-1, false);
+        let quantiles = split_logits.argmax(-1, false);
+        (0..rows.len() as i64)
+            .map(|r| {
+                (
+                    chosen.int64_value(&[r]) as usize,
+                    best.double_value(&[r]),
+                    quantiles.int64_value(&[r]) as usize,
+                )
+            })
+            .collect()
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
+        self.vars.save(path)
+    }
+
+    /// A network with the weights saved at `path`.
+    pub fn load(path: &Path) -> Result<PlannerNet, tch::TchError> {
+        let mut net = PlannerNet::new(0);
+        net.vars.load(path)?;
+        Ok(net)
+    }
+}
+
+fn batch(examples: &[Example]) -> Tensor {
+    let flat: Vec<f32> = examples.iter().flat_map(|e| e.features).collect();
+    Tensor::from_slice(&flat).reshape([examples.len() as i64, FEATURES as i64])
+}
+
+/// The trained network as a simulator policy.
+pub struct ModelPolicy {
+    pub net: PlannerNet,
+}
+
+impl Policy for ModelPolicy {
+    fn name(&self) -> String {
+        "model".into()
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        let rows: Vec<[f32; FEATURES]> =
+            (0..view.shards.len()).map(|i| features(view, i)).collect();
+        let mut answers: Vec<(usize, (usize, f64, usize))> =
+            self.net.decide(&rows).into_iter().enumerate().collect();
+        answers.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+        let loads = view.node_load;
+        let mut actions = Vec::new();
+        let mut touched = vec![false; view.shards.len()];
+        for (i, (action, _, quantile)) in answers {
+            if actions.len() == ACTIONS_PER_TICK {
+                break;
+            }
+            let shard = &view.shards[i];
+            let neighbour_free = !touched.get(i + 1).copied().unwrap_or(true);
+            let chosen = match action {
+                1 => quantile_key(&view.stats[i].sampled, quantile)
+                    .filter(|&at| at > shard.start && at < shard.end)
+                    .map(|at| Action::Split { shard: i, at }),
+                // Feature 10: the right neighbour has the same replicas.
+                2 if neighbour_free && rows[i][10] == 1.0 => Some(Action::Merge { shard: i }),
+                3 => shard
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|&r| r != shard.leader)
+                    .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
+                    .map(|to| Action::TransferLeader { shard: i, to }),
+                4 => {
+                    let from = shard
+                        .replicas
+                        .iter()
+                        .copied()
+                        .max_by(|&a, &b| loads[a].total_cmp(&loads[b]));
+                    let to = (0..view.nodes.len())
+                        .filter(|n| !shard.replicas.contains(n))
+                        .min_by(|&a, &b| loads[a].total_cmp(&loads[b]));
+                    from.zip(to)
+                        .map(|(from, to)| Action::MoveReplica { shard: i, from, to })
+                }
+                _ => None,
+            };
+            if let Some(chosen) = chosen.filter(|_| !touched[i]) {
+                touched[i] = true;
+                if let Action::Merge { .. } = chosen {
+                    touched[i + 1] = true;
+                }
+                actions.push(chosen);
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::policy::{LoadSplit, SizeOnly};
+    use crate::sim::workload::Family;
+    use crate::sim::{Scenario, Sim};
+
+    /// Examples from the oracle on a short hotspot run.
+    fn oracle_examples() -> Vec<Example> {
+        let scenario = Scenario {
+            ticks: 40,
+            requests_per_tick: 400,
+            request_weight: 25.0,
+            ..Scenario::three_regions(Family::MovingHotspot { speed: 0.001 }, 5)
+        };
+        let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
+        let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
+        let mut examples = Vec::new();
+        Sim::new(scenario).run_oracle(5, &[&floor, &eager], &mut |view, actions| {
+            examples.extend(super::examples(view, actions));
+        });
+        examples
+    }
+
+    #[test]
+    fn quantiles_follow_the_sample_weights() {
+        let sampled = [(10, 1), (20, 1), (30, 6)];
+        assert_eq!(quantile_key(&sampled, 0), Some(20));
+        assert_eq!(quantile_key(&sampled, SPLIT_QUANTILES - 1), Some(30));
+        assert_eq!(quantile_key(&[], 3), None);
+        assert_eq!(nearest_quantile(&sampled, 21), 0);
+    }
+
+    #[test]
+    fn training_lowers_the_loss_on_the_oracles_choices() {
+        let examples = oracle_examples();
+        assert!(examples.iter().any(|e| e.action != 0), "the oracle acted");
+        let mut net = PlannerNet::new(1);
+        let losses = net.train(&examples, 60, 1e-2);
+        assert!(
+            losses[59] < losses[0] * 0.8,
+            "{:?}",
+            (losses[0], losses[59])
+        );
+    }
+
+    #[test]
+    fn the_trained_policy_only_takes_actions_the_cluster_accepts() {
+        let mut net = PlannerNet::new(3);
+        net.train(&oracle_examples(), 40, 1e-2);
+        let scenario = Scenario {
+            ticks: 60,
+            requests_per_tick: 400,
+            request_weight: 25.0,
+            ..Scenario::three_regions(Family::ZipfianA, 9)
+        };
+        let outcome = Sim::new(scenario).run(&mut ModelPolicy { net });
+        assert_eq!(outcome.refused, 0);
+    }
+
+    #[test]
+    fn saved_weights_give_the_same_decisions() {
+        let examples = oracle_examples();
+        let mut net = PlannerNet::new(2);
+        net.train(&examples, 10, 1e-2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("planner.safetensors");
+        net.save(&path).unwrap();
+        let loaded = PlannerNet::load(&path).unwrap();
+        let rows: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.features).collect();
+        assert_eq!(net.decide(&rows), loaded.decide(&rows));
+        assert!(PlannerNet::load(&dir.path().join("missing")).is_err());
+    }
+}
