@@ -10,6 +10,7 @@
 pub mod balance;
 pub mod model;
 pub mod sim;
+pub mod train;
 
 use hanse_storage::ShardId;
 use serde::{Deserialize, Serialize};

@@ -246,6 +246,15 @@ impl PlannerNet {
             .collect()
     }
 
+    /// A second network with the same weights.
+    pub fn clone_weights(&self) -> PlannerNet {
+        let mut copy = PlannerNet::new(0);
+        copy.vars
+            .copy(&self.vars)
+            .expect("networks of one shape have the same variables");
+        copy
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
         self.vars.save(path)
     }

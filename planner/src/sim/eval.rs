@@ -27,13 +27,13 @@ fn summarise(costs: &[f64]) -> (f64, f64) {
     (mean, 1.96 * (variance / n).sqrt())
 }
 
-/// Each policy `make` builds (fresh per run) on each family, over `seeds`, each run
-/// `ticks` long in the three-region scenario.
+/// Each policy (built fresh per run) on each family, over `seeds`, in the scenario
+/// `scenario` makes of a family and a seed.
 pub fn evaluate(
     families: &[Family],
     policies: &[&dyn Fn() -> Box<dyn Policy>],
     seeds: &[u64],
-    ticks: u64,
+    scenario: &dyn Fn(Family, u64) -> Scenario,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     for family in families {
@@ -44,11 +44,9 @@ pub fn evaluate(
                 .map(|&seed| {
                     let mut policy = make();
                     name = policy.name();
-                    let scenario = Scenario {
-                        ticks,
-                        ..Scenario::three_regions(*family, seed)
-                    };
-                    Sim::new(scenario).run(policy.as_mut()).cost()
+                    Sim::new(scenario(*family, seed))
+                        .run(policy.as_mut())
+                        .cost()
                 })
                 .collect();
             let (mean_cost, ci95) = summarise(&costs);
@@ -71,13 +69,13 @@ pub fn tune(
     grid: &[(f64, u32)],
     families: &[Family],
     seeds: &[u64],
-    ticks: u64,
+    scenario: &dyn Fn(Family, u64) -> Scenario,
 ) -> LoadSplit {
     let mut best: Option<(f64, LoadSplit)> = None;
     for &(qps, detect) in grid {
         let candidate = base.with_thresholds(qps, detect);
         let make = || Box::new(candidate.clone()) as Box<dyn Policy>;
-        let rows = evaluate(families, &[&make], seeds, ticks);
+        let rows = evaluate(families, &[&make], seeds, scenario);
         let cost = rows.iter().map(|r| r.mean_cost).sum::<f64>() / rows.len().max(1) as f64;
         if best.as_ref().is_none_or(|(b, _)| cost < *b) {
             best = Some((cost, candidate));
@@ -105,13 +103,17 @@ mod tests {
         let families = [Family::MovingHotspot { speed: 0.001 }, Family::Uniform];
         let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
         let tikv = || Box::new(LoadSplit::tikv()) as Box<dyn Policy>;
-        let rows = evaluate(&families, &[&floor, &tikv], &[1, 2], 40);
+        let short = |family, seed| Scenario {
+            ticks: 40,
+            ..Scenario::three_regions(family, seed)
+        };
+        let rows = evaluate(&families, &[&floor, &tikv], &[1, 2], &short);
         assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|r| r.mean_cost > 0.0 && r.seeds == 2));
         assert_eq!(rows[1].policy, "tikv");
 
         let grid = [(600.0, 2), (5_000.0, 10)];
-        let tuned = tune(&LoadSplit::tikv(), &grid, &families, &[1], 40);
+        let tuned = tune(&LoadSplit::tikv(), &grid, &families, &[1], &short);
         assert!(grid.contains(&(tuned.qps_threshold, tuned.detect_ticks)));
         assert_eq!(tuned.name, "tikv-tuned");
     }

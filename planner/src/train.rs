@@ -1,0 +1,217 @@
+//! Training the planner's network on the oracle's choices, and judging every policy on
+//! workload families the network never saw.
+
+use crate::model::{Example, ModelPolicy, PlannerNet, examples};
+use crate::sim::eval::{Row, evaluate};
+use crate::sim::policy::{LoadSplit, SizeOnly};
+use crate::sim::workload::Family;
+use crate::sim::{Policy, Scenario, Sim};
+
+/// The families the network learns from.
+pub fn training_families() -> Vec<Family> {
+    vec![
+        Family::Uniform,
+        Family::ZipfianA,
+        Family::MovingHotspot { speed: 0.001 },
+        Family::Sequential,
+        Family::ScanHeavy,
+    ]
+}
+
+/// Whole families kept out of training, for evaluation only.
+pub fn held_out_families() -> Vec<Family> {
+    vec![
+        Family::ZipfianC,
+        Family::ZipfianE,
+        Family::MovingHotspot { speed: 0.004 },
+        Family::HotKey,
+        Family::Diurnal { day_ticks: 200 },
+    ]
+}
+
+/// How a training run goes.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub families: Vec<Family>,
+    pub seeds: Vec<u64>,
+    /// Ticks of each simulated run the oracle labels.
+    pub ticks: u64,
+    /// The oracle's look-ahead.
+    pub horizon: u64,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Requests simulated per tick (each weighing proportionally more when fewer).
+    pub requests_per_tick: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            families: training_families(),
+            seeds: vec![1, 2, 3],
+            ticks: 200,
+            horizon: 8,
+            epochs: 300,
+            learning_rate: 5e-3,
+            requests_per_tick: 500,
+        }
+    }
+}
+
+/// The three-region scenario with the training run's request budget.
+fn scenario(family: Family, seed: u64, ticks: u64, requests_per_tick: usize) -> Scenario {
+    let base = Scenario::three_regions(family, seed);
+    Scenario {
+        ticks,
+        request_weight: base.request_weight * base.requests_per_tick as f64
+            / requests_per_tick as f64,
+        requests_per_tick,
+        ..base
+    }
+}
+
+/// What the oracle chooses among: the floor and the two load-split rules acting at once.
+fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 3] {
+    [
+        Box::new(|| Box::new(SizeOnly) as Box<dyn Policy>),
+        Box::new(|| Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>),
+        Box::new(|| Box::new(LoadSplit::cockroach()) as Box<dyn Policy>),
+    ]
+}
+
+/// Runs the oracle on every family and seed and collects its choices; `progress` hears
+/// (runs done, runs in all).
+pub fn collect_examples(
+    options: &TrainOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<Example> {
+    let runs = options.families.len() * options.seeds.len();
+    let owned = proposers();
+    let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> = owned.iter().map(|p| p.as_ref()).collect();
+    let mut collected = Vec::new();
+    let mut done = 0;
+    for &family in &options.families {
+        for &seed in &options.seeds {
+            let run = scenario(family, seed, options.ticks, options.requests_per_tick);
+            Sim::new(run).run_oracle(options.horizon, &proposers, &mut |view, actions| {
+                collected.extend(examples(view, actions));
+            });
+            done += 1;
+            progress(done, runs);
+        }
+    }
+    collected
+}
+
+/// Trains a fresh network (seeded) on the oracle's choices; returns it with each epoch's
+/// loss. `progress` hears (steps done, steps in all): the oracle's runs, then the epochs.
+pub fn train(
+    options: &TrainOptions,
+    seed: i64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> (PlannerNet, Vec<f64>) {
+    let runs = options.families.len() * options.seeds.len();
+    let total = runs + options.epochs;
+    let examples = collect_examples(options, &mut |done, _| progress(done, total));
+    let mut net = PlannerNet::new(seed);
+    let mut losses = Vec::with_capacity(options.epochs);
+    // In chunks, so the progress bar moves.
+    let chunk = (options.epochs / 20).max(1);
+    while losses.len() < options.epochs {
+        let epochs = chunk.min(options.epochs - losses.len());
+        losses.extend(net.train(&examples, epochs, options.learning_rate));
+        progress(runs + losses.len(), total);
+    }
+    (net, losses)
+}
+
+/// Every policy (the floor, TiKV- and CockroachDB-style, and the network when given) on
+/// each of `families` over `seeds`.
+pub fn compare(
+    net: Option<&PlannerNet>,
+    families: &[Family],
+    seeds: &[u64],
+    ticks: u64,
+    requests_per_tick: usize,
+) -> Vec<Row> {
+    let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
+    let tikv = || Box::new(LoadSplit::tikv()) as Box<dyn Policy>;
+    let cockroach = || Box::new(LoadSplit::cockroach()) as Box<dyn Policy>;
+    let mut rows = Vec::new();
+    for &family in families {
+        let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
+        let mut policies: Vec<&dyn Fn() -> Box<dyn Policy>> = vec![&floor, &tikv, &cockroach];
+        let model = net.map(|net| {
+            move || {
+                Box::new(ModelPolicy {
+                    net: net.clone_weights(),
+                }) as Box<dyn Policy>
+            }
+        });
+        if let Some(model) = &model {
+            policies.push(model);
+        }
+        rows.extend(evaluate(&[family], &policies, seeds, &scenario));
+    }
+    rows
+}
+
+/// Per family, the network's improvement over the best heuristic (a fraction of the
+/// heuristic's cost; negative where it loses).
+pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
+    let mut families: Vec<&str> = rows.iter().map(|r| r.family.as_str()).collect();
+    families.dedup();
+    families
+        .into_iter()
+        .filter_map(|family| {
+            let of = |pred: &dyn Fn(&Row) -> bool| {
+                rows.iter()
+                    .filter(|r| r.family == family && pred(r))
+                    .map(|r| r.mean_cost)
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let model = of(&|r| r.policy == "model");
+            let heuristic = of(&|r| r.policy != "model");
+            (model.is_finite() && heuristic.is_finite())
+                .then(|| (family.to_string(), (heuristic - model) / heuristic))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_and_comparison_cover_every_family_and_policy() {
+        let options = TrainOptions {
+            families: vec![Family::MovingHotspot { speed: 0.001 }],
+            seeds: vec![1],
+            ticks: 30,
+            horizon: 4,
+            epochs: 20,
+            requests_per_tick: 300,
+            ..TrainOptions::default()
+        };
+        let mut steps = Vec::new();
+        let (net, losses) = train(&options, 7, &mut |done, total| steps.push((done, total)));
+        assert_eq!(losses.len(), 20);
+        assert_eq!(steps.last(), Some(&(21, 21)));
+        let families = [Family::HotKey, Family::Uniform];
+        let rows = compare(Some(&net), &families, &[1, 2], 20, 300);
+        assert_eq!(rows.len(), 8);
+        let improvements = improvement_vs_best_heuristic(&rows);
+        assert_eq!(improvements.len(), 2);
+        assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));
+    }
+
+    #[test]
+    fn training_and_held_out_families_do_not_overlap() {
+        let training: Vec<String> = training_families().iter().map(Family::name).collect();
+        assert!(
+            held_out_families()
+                .iter()
+                .all(|f| !training.contains(&f.name()))
+        );
+    }
+}
