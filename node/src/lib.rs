@@ -26,6 +26,7 @@ mod error;
 mod kv_service;
 mod limits;
 mod options;
+pub mod progress;
 mod proto_convert;
 mod reporter;
 pub mod server;

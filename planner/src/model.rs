@@ -208,10 +208,27 @@ impl PlannerNet {
                 .collect::<Vec<_>>(),
         );
         let splits = actions.eq(1);
+        // Most shards do nothing most ticks: weigh each action by how rare it is, or the
+        // network learns to answer "none" always.
+        let mut counts = [0usize; ACTIONS.len()];
+        for e in examples {
+            counts[e.action] += 1;
+        }
+        let weights: Vec<f32> = counts
+            .iter()
+            .map(|&n| examples.len() as f32 / (ACTIONS.len() * n.max(1)) as f32)
+            .collect();
+        let weights = Tensor::from_slice(&weights);
         let mut losses = Vec::with_capacity(epochs);
         for _ in 0..epochs {
             let (action_logits, split_logits) = self.forward(&xs);
-            let mut loss = action_logits.cross_entropy_for_logits(&actions);
+            let mut loss = action_logits.cross_entropy_loss(
+                &actions,
+                Some(&weights),
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            );
             if splits.any().int64_value(&[]) != 0 {
                 let chosen = split_logits.index_select(0, &splits.nonzero().squeeze_dim(1));
                 let targets = quantiles.index_select(0, &splits.nonzero().squeeze_dim(1));

@@ -2,7 +2,6 @@
 //! throughput and p50/p99/p999 latency, and with `--kill-leader-after` the failover gap
 //! (the longest time without an acknowledgement once the leader is SIGKILLed).
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
+use hanse::progress::{bar, end_bar};
 use hanse_bench::load::{Fault, LoadSpec, Workload, preload, run};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
@@ -188,24 +188,4 @@ async fn find_leader(dir: &Path) -> Result<(u64, i32)> {
         }
     }
     bail!("no node in {} leads a shard", dir.display())
-}
-
-fn bar(done: u64, total: u64) {
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    const WIDTH: u64 = 40;
-    let filled = (done.min(total) * WIDTH / total.max(1)) as usize;
-    eprint!(
-        "\r[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        ".".repeat(WIDTH as usize - filled)
-    );
-    let _ = std::io::stderr().flush();
-}
-
-fn end_bar() {
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
 }

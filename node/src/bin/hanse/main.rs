@@ -5,6 +5,7 @@ mod cluster;
 mod demo;
 mod display;
 mod kv;
+mod planner;
 mod server;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Asks a node about itself and its shards.
     Admin(admin::AdminArgs),
+    /// Trains and evaluates the planner's network in the simulator.
+    Planner(planner::PlannerArgs),
     /// Runs the load generator: `hanse bench run --endpoints ...` (see `hanse bench --help`).
     #[command(disable_help_flag = true)]
     Bench {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Planner(args) => planner::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench { args } => sibling("hanse-bench", "hanse-bench", &args),
         Command::Chaos { args } => sibling("hanse-chaos", "hanse-tests", &args),
     };
