@@ -20,6 +20,7 @@
 mod actors;
 mod admin_service;
 mod balancer;
+pub mod chart;
 pub mod config;
 mod db;
 mod error;

@@ -8,6 +8,8 @@
 //! training and evaluation commands and the planner actor build on these.
 
 pub mod balance;
+pub mod decide;
+pub mod envelope;
 pub mod model;
 pub mod sim;
 pub mod train;

@@ -3,7 +3,7 @@
 //!
 //! Each shard is judged with its neighbours and the nodes it lives on ([`features`]); the
 //! network answers one of [`ACTIONS`] and, for a split, which of [`SPLIT_QUANTILES`]
-//! quantiles of the shard's sampled keys to split at. [`ModelPolicy`] turns the answers
+//! quantiles of the shard's sampled keys to split at. [`model_actions`] turns the answers
 //! into simulator actions, at most a few per tick, the most confident first.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::sim::policy::load_split_key;
-use crate::sim::{Action, Policy, View};
+use crate::sim::{Action, View};
 
 /// What the network may answer for a shard.
 pub const ACTIONS: [&str; 5] = [
@@ -26,6 +26,12 @@ pub const ACTIONS: [&str; 5] = [
 pub const SPLIT_QUANTILES: usize = 7;
 /// Features per shard.
 pub const FEATURES: usize = 16;
+/// Ticks since a shard's last change count up to this (a live cluster runs far longer
+/// than a training run; past this, age says nothing new).
+const AGE_MAX: u64 = 120;
+/// How far outside the training data's range (a fraction of it) a feature may lie before
+/// the network's answer is not trusted.
+const RANGE_MARGIN: f64 = 0.5;
 /// Actions the policy takes per tick at most.
 const ACTIONS_PER_TICK: usize = 2;
 
@@ -98,7 +104,7 @@ pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
         f64::from(u8::from(splittable)),
         top_share,
         local_share,
-        ln(view.tick.saturating_sub(shard.changed_at) as f64),
+        ln(view.tick.saturating_sub(shard.changed_at).min(AGE_MAX) as f64),
     ]
     .map(|x| x as f32)
 }
@@ -141,6 +147,13 @@ pub fn examples(view: &View, actions: &[Action]) -> Vec<Example> {
 /// The network: a small MLP with an action head and a split-point head.
 pub struct PlannerNet {
     vars: nn::VarStore,
+    /// Per feature over the training examples: mean and standard deviation (inputs are
+    /// standardised with them), minimum and maximum (the range the answers are trusted
+    /// in). Saved with the weights.
+    input_mean: Tensor,
+    input_std: Tensor,
+    input_min: Tensor,
+    input_max: Tensor,
     body: nn::Sequential,
     action_head: nn::Linear,
     split_head: nn::Linear,
@@ -154,6 +167,12 @@ impl PlannerNet {
         tch::manual_seed(seed);
         let vars = nn::VarStore::new(Device::Cpu);
         let root = vars.root();
+        let width = [FEATURES as i64];
+        let input_mean = root.zeros_no_train("input_mean", &width);
+        let input_std = root.ones_no_train("input_std", &width);
+        // Unfitted, the range is empty: nothing is trusted before training.
+        let input_min = root.zeros_no_train("input_min", &width);
+        let input_max = root.zeros_no_train("input_max", &width);
         let body = nn::seq()
             .add(nn::linear(
                 &root / "l1",
@@ -178,6 +197,10 @@ impl PlannerNet {
         );
         PlannerNet {
             vars,
+            input_mean,
+            input_std,
+            input_min,
+            input_max,
             body,
             action_head,
             split_head,
@@ -186,7 +209,9 @@ impl PlannerNet {
 
     /// Action and split logits for a `[n, FEATURES]` batch.
     fn forward(&self, xs: &Tensor) -> (Tensor, Tensor) {
-        let hidden = self.body.forward(xs);
+        let hidden = self
+            .body
+            .forward(&((xs - &self.input_mean) / &self.input_std));
         (
             self.action_head.forward(&hidden),
             self.split_head.forward(&hidden),
@@ -199,6 +224,15 @@ impl PlannerNet {
             return Vec::new();
         };
         let xs = batch(examples);
+        tch::no_grad(|| {
+            self.input_mean.copy_(&xs.mean_dim(0, false, Kind::Float));
+            // A constant feature keeps a unit scale.
+            let std = xs.std_dim(0, false, false);
+            self.input_std
+                .copy_(&std.where_self(&std.gt(1e-6), &std.ones_like()));
+            self.input_min.copy_(&xs.amin(0, false));
+            self.input_max.copy_(&xs.amax(0, false));
+        });
         let actions =
             Tensor::from_slice(&examples.iter().map(|e| e.action as i64).collect::<Vec<_>>());
         let quantiles = Tensor::from_slice(
@@ -263,6 +297,18 @@ impl PlannerNet {
             .collect()
     }
 
+    /// The first feature of `row` that is not finite or lies outside the training data's
+    /// range (widened by [`RANGE_MARGIN`]), if any: where the answers are not trusted.
+    pub fn out_of_range(&self, row: &[f32; FEATURES]) -> Option<usize> {
+        let min: Vec<f32> = Vec::try_from(&self.input_min).unwrap_or_default();
+        let max: Vec<f32> = Vec::try_from(&self.input_max).unwrap_or_default();
+        row.iter().enumerate().position(|(i, &x)| {
+            let (lo, hi) = (f64::from(min[i]), f64::from(max[i]));
+            let slack = (hi - lo) * RANGE_MARGIN;
+            !x.is_finite() || f64::from(x) < lo - slack || f64::from(x) > hi + slack
+        })
+    }
+
     /// A second network with the same weights.
     pub fn clone_weights(&self) -> PlannerNet {
         let mut copy = PlannerNet::new(0);
@@ -289,79 +335,106 @@ fn batch(examples: &[Example]) -> Tensor {
     Tensor::from_slice(&flat).reshape([examples.len() as i64, FEATURES as i64])
 }
 
-/// The trained network as a simulator policy.
-pub struct ModelPolicy {
-    pub net: PlannerNet,
+/// Why the network's answer was not used for a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutOfRange {
+    pub shard: usize,
+    pub feature: usize,
+    pub value: f32,
 }
 
-impl Policy for ModelPolicy {
-    fn name(&self) -> String {
-        "model".into()
+impl std::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard {}'s feature {} ({}) lies outside the training data's range",
+            self.shard, self.feature, self.value
+        )
     }
+}
 
-    fn decide(&mut self, view: &View) -> Vec<Action> {
-        let rows: Vec<[f32; FEATURES]> =
-            (0..view.shards.len()).map(|i| features(view, i)).collect();
-        let mut answers: Vec<(usize, (usize, f64, usize))> =
-            self.net.decide(&rows).into_iter().enumerate().collect();
-        answers.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-        let loads = view.node_load;
-        let mut actions = Vec::new();
-        let mut touched = vec![false; view.shards.len()];
-        for (i, (action, _, quantile)) in answers {
-            if actions.len() == ACTIONS_PER_TICK {
-                break;
-            }
-            let shard = &view.shards[i];
-            let neighbour_free = !touched.get(i + 1).copied().unwrap_or(true);
-            let chosen = match action {
-                1 => quantile_key(&view.stats[i].sampled, quantile)
-                    .filter(|&at| at > shard.start && at < shard.end)
-                    .map(|at| Action::Split { shard: i, at }),
-                // Feature 10: the right neighbour has the same replicas.
-                2 if neighbour_free && rows[i][10] == 1.0 => Some(Action::Merge { shard: i }),
-                3 => shard
+/// The network's actions for `view`, the most confident first, at most
+/// [`ACTIONS_PER_TICK`]; refused as a whole when a shard's features lie outside the range
+/// the network was trained on.
+pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
+    let rows: Vec<[f32; FEATURES]> = (0..view.shards.len()).map(|i| features(view, i)).collect();
+    for (shard, row) in rows.iter().enumerate() {
+        if let Some(feature) = net.out_of_range(row) {
+            return Err(OutOfRange {
+                shard,
+                feature,
+                value: row[feature],
+            });
+        }
+    }
+    let mut answers: Vec<(usize, (usize, f64, usize))> =
+        net.decide(&rows).into_iter().enumerate().collect();
+    answers.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    let loads = view.node_load;
+    let mut actions = Vec::new();
+    let mut touched = vec![false; view.shards.len()];
+    for (i, (action, _, quantile)) in answers {
+        if actions.len() == ACTIONS_PER_TICK {
+            break;
+        }
+        let shard = &view.shards[i];
+        let neighbour_free = !touched.get(i + 1).copied().unwrap_or(true);
+        let chosen = match action {
+            1 => quantile_key(&view.stats[i].sampled, quantile)
+                .filter(|&at| at > shard.start && at < shard.end)
+                .map(|at| Action::Split { shard: i, at }),
+            // Feature 10: the right neighbour has the same replicas.
+            2 if neighbour_free && rows[i][10] == 1.0 => Some(Action::Merge { shard: i }),
+            3 => shard
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| r != shard.leader)
+                .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
+                .map(|to| Action::TransferLeader { shard: i, to }),
+            4 => {
+                let from = shard
                     .replicas
                     .iter()
                     .copied()
-                    .filter(|&r| r != shard.leader)
-                    .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
-                    .map(|to| Action::TransferLeader { shard: i, to }),
-                4 => {
-                    let from = shard
-                        .replicas
-                        .iter()
-                        .copied()
-                        .max_by(|&a, &b| loads[a].total_cmp(&loads[b]));
-                    let to = (0..view.nodes.len())
-                        .filter(|n| !shard.replicas.contains(n))
-                        .min_by(|&a, &b| loads[a].total_cmp(&loads[b]));
-                    from.zip(to)
-                        .map(|(from, to)| Action::MoveReplica { shard: i, from, to })
-                }
-                _ => None,
-            };
-            if let Some(chosen) = chosen.filter(|_| !touched[i]) {
-                touched[i] = true;
-                if let Action::Merge { .. } = chosen {
-                    touched[i + 1] = true;
-                }
-                actions.push(chosen);
+                    .max_by(|&a, &b| loads[a].total_cmp(&loads[b]));
+                // The idlest node in the region the replica leaves: the shard keeps its
+                // spread over the regions.
+                let to = from.and_then(|from| {
+                    (0..view.nodes.len())
+                        .filter(|&n| {
+                            !shard.replicas.contains(&n)
+                                && view.nodes[n].region == view.nodes[from].region
+                        })
+                        .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
+                });
+                from.zip(to)
+                    .map(|(from, to)| Action::MoveReplica { shard: i, from, to })
             }
+            _ => None,
+        };
+        if let Some(chosen) = chosen.filter(|_| !touched[i]) {
+            touched[i] = true;
+            if let Action::Merge { .. } = chosen {
+                touched[i + 1] = true;
+            }
+            actions.push(chosen);
         }
-        actions
     }
+    Ok(actions)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::decide::{Mode, Planner};
+    use crate::envelope::Envelope;
     use crate::sim::policy::{LoadSplit, SizeOnly};
     use crate::sim::workload::Family;
     use crate::sim::{Scenario, Sim};
 
     /// Examples from the oracle on a short hotspot run.
-    fn oracle_examples() -> Vec<Example> {
+    pub(crate) fn oracle_examples() -> Vec<Example> {
         let scenario = Scenario {
             ticks: 40,
             requests_per_tick: 400,
@@ -409,7 +482,8 @@ mod tests {
             request_weight: 25.0,
             ..Scenario::three_regions(Family::ZipfianA, 9)
         };
-        let outcome = Sim::new(scenario).run(&mut ModelPolicy { net });
+        let mut planner = Planner::new(Some(net), Mode::Model, Envelope::default());
+        let outcome = Sim::new(scenario).run(&mut planner);
         assert_eq!(outcome.refused, 0);
     }
 

@@ -1,7 +1,9 @@
 //! Training the planner's network on the oracle's choices, and judging every policy on
 //! workload families the network never saw.
 
-use crate::model::{Example, ModelPolicy, PlannerNet, examples};
+use crate::decide::{Mode, Planner};
+use crate::envelope::Envelope;
+use crate::model::{Example, PlannerNet, examples};
 use crate::sim::eval::{Row, evaluate};
 use crate::sim::policy::{LoadSplit, SizeOnly};
 use crate::sim::workload::Family;
@@ -143,9 +145,11 @@ pub fn compare(
         let mut policies: Vec<&dyn Fn() -> Box<dyn Policy>> = vec![&floor, &tikv, &cockroach];
         let model = net.map(|net| {
             move || {
-                Box::new(ModelPolicy {
-                    net: net.clone_weights(),
-                }) as Box<dyn Policy>
+                Box::new(Planner::new(
+                    Some(net.clone_weights()),
+                    Mode::Model,
+                    Envelope::default(),
+                )) as Box<dyn Policy>
             }
         });
         if let Some(model) = &model {

@@ -43,6 +43,8 @@ pub struct Shard {
     pub leader: usize,
     /// The tick of its last split or merge.
     pub changed_at: u64,
+    /// The tick of its last merge, if any.
+    pub merged_at: Option<u64>,
 }
 
 /// A shard's load over the last tick, as its leader would report it.
@@ -244,6 +246,7 @@ impl Sim {
                     leader: replicas[0],
                     replicas,
                     changed_at: 0,
+                    merged_at: None,
                 }
             })
             .collect();
@@ -526,6 +529,7 @@ impl Sim {
                 left.end = right.end;
                 left.size_bytes += right.size_bytes;
                 left.changed_at = self.tick;
+                left.merged_at = Some(self.tick);
                 outcome.merges += 1;
                 true
             }

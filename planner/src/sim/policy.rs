@@ -179,6 +179,12 @@ impl LoadSplit {
         }
     }
 
+    /// The CockroachDB-style rule with the thresholds the grid search in `hanse planner
+    /// eval` picks on the training families: the planner's fallback.
+    pub fn tuned() -> Self {
+        LoadSplit::cockroach().with_thresholds(1_000.0, 1)
+    }
+
     /// The same rule with other thresholds (for tuning).
     pub fn with_thresholds(&self, qps_threshold: f64, detect_ticks: u32) -> Self {
         LoadSplit {
@@ -263,6 +269,7 @@ mod tests {
             replicas: vec![0, 1, 2],
             leader: 0,
             changed_at: 0,
+            merged_at: None,
         }
     }
 
