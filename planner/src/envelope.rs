@@ -425,10 +425,10 @@ mod tests {
                         if parents.len() > 1 {
                             let size: f64 = parents.iter().map(|p| p.size_bytes).sum();
                             prop_assert!(size <= envelope.merge_size_max);
-                            prop_assert!(parents.iter().all(|p| p.changed_at + envelope.cool_down_ticks <= view.tick - 1));
+                            prop_assert!(parents.iter().all(|p| p.changed_at + envelope.cool_down_ticks < view.tick));
                         } else if parents[0].end != s.end || parents[0].start != s.start {
                             prop_assert!(parents[0].size_bytes >= envelope.split_size_min);
-                            prop_assert!(parents[0].merged_at.is_none_or(|at| at + envelope.cool_down_ticks <= view.tick - 1));
+                            prop_assert!(parents[0].merged_at.is_none_or(|at| at + envelope.cool_down_ticks < view.tick));
                         }
                     }
                 }

@@ -431,7 +431,7 @@ pub(crate) mod tests {
     use crate::envelope::Envelope;
     use crate::sim::policy::{LoadSplit, SizeOnly};
     use crate::sim::workload::Family;
-    use crate::sim::{Scenario, Sim};
+    use crate::sim::{Policy, Scenario, Sim};
 
     /// Examples from the oracle on a short hotspot run.
     pub(crate) fn oracle_examples() -> Vec<Example> {
