@@ -4,7 +4,7 @@
 use crate::decide::{Mode, Planner};
 use crate::envelope::Envelope;
 use crate::model::{Example, PlannerNet, examples};
-use crate::sim::eval::{Row, evaluate};
+use crate::sim::eval::{Contender, Row, evaluate, tune};
 use crate::sim::policy::{LoadSplit, SizeOnly};
 use crate::sim::workload::Family;
 use crate::sim::{Policy, Scenario, Sim};
@@ -72,13 +72,51 @@ fn scenario(family: Family, seed: u64, ticks: u64, requests_per_tick: usize) -> 
     }
 }
 
-/// What the oracle chooses among: the floor and the two load-split rules acting at once.
+/// What the oracle chooses among: the floor and the two load-split rules acting at once,
+/// each inside the envelope like every other policy.
 fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 3] {
+    let guarded = |policy: Box<dyn Policy>| Box::new(Envelope::default().guard(policy));
     [
-        Box::new(|| Box::new(SizeOnly) as Box<dyn Policy>),
-        Box::new(|| Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>),
-        Box::new(|| Box::new(LoadSplit::cockroach()) as Box<dyn Policy>),
+        Box::new(move || guarded(Box::new(SizeOnly)) as Box<dyn Policy>),
+        Box::new(move || {
+            guarded(Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1))) as Box<dyn Policy>
+        }),
+        Box::new(move || guarded(Box::new(LoadSplit::cockroach())) as Box<dyn Policy>),
     ]
+}
+
+/// The look-ahead oracle with the training run's proposers and `horizon`.
+pub fn oracle(horizon: u64) -> Contender<'static> {
+    Contender::custom("oracle", move |sim| {
+        let owned = proposers();
+        let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> =
+            owned.iter().map(|p| p.as_ref()).collect();
+        sim.run_oracle(horizon, &proposers, &mut |_, _| {})
+    })
+}
+
+/// The thresholds the tuned baselines choose among: requests per tick that make a shard
+/// hot, and hot ticks in a row before it splits.
+pub const TUNING_GRID: [(f64, u32); 9] = [
+    (600.0, 1),
+    (600.0, 3),
+    (900.0, 1),
+    (900.0, 3),
+    (1_200.0, 1),
+    (1_200.0, 3),
+    (1_200.0, 10),
+    (2_000.0, 1),
+    (2_000.0, 3),
+];
+
+/// The TiKV- and CockroachDB-style rules with thresholds grid-tuned on the training
+/// families over `seeds`.
+pub fn tuned_baselines(seeds: &[u64], ticks: u64, requests_per_tick: usize) -> Vec<LoadSplit> {
+    let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
+    [LoadSplit::tikv(), LoadSplit::cockroach()]
+        .iter()
+        .map(|base| tune(base, &TUNING_GRID, &training_families(), seeds, &scenario))
+        .collect()
 }
 
 /// Runs the oracle on every family and seed and collects its choices; `progress` hears
@@ -127,35 +165,67 @@ pub fn train(
     (net, losses)
 }
 
-/// Every policy (the floor, TiKV- and CockroachDB-style, and the network when given) on
-/// each of `families` over `seeds`.
-pub fn compare(
-    net: Option<&PlannerNet>,
-    families: &[Family],
-    seeds: &[u64],
-    ticks: u64,
-    requests_per_tick: usize,
-) -> Vec<Row> {
-    let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
-    let tikv = || Box::new(LoadSplit::tikv()) as Box<dyn Policy>;
-    let cockroach = || Box::new(LoadSplit::cockroach()) as Box<dyn Policy>;
-    let mut rows = Vec::new();
-    for &family in families {
-        let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
-        let mut policies: Vec<&dyn Fn() -> Box<dyn Policy>> = vec![&floor, &tikv, &cockroach];
-        let model = net.map(|net| {
-            move || {
-                Box::new(Planner::new(
-                    Some(net.clone_weights()),
-                    Mode::Model,
-                    Envelope::default(),
-                )) as Box<dyn Policy>
-            }
-        });
-        if let Some(model) = &model {
-            policies.push(model);
-        }
-        rows.extend(evaluate(&[family], &policies, seeds, &scenario));
+/// What [`compare`] runs.
+#[derive(Clone, Copy)]
+pub struct Comparison<'a> {
+    pub net: Option<&'a PlannerNet>,
+    pub tuned: &'a [LoadSplit],
+    pub families: &'a [Family],
+    pub seeds: &'a [u64],
+    pub oracle_seeds: &'a [u64],
+    pub ticks: u64,
+    pub requests_per_tick: usize,
+}
+
+/// Every policy on each of `families` over `seeds`: the floor, TiKV- and
+/// CockroachDB-style, the `tuned` baselines, the network when given (as the planner in
+/// model mode, which falls back to the tuned heuristic where it must), and the oracle
+/// when `oracle_seeds` is not empty (it is slow: every tick rolls each proposer out).
+/// `progress` hears (runs done, runs in all).
+pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) -> Vec<Row> {
+    let Comparison {
+        net,
+        tuned,
+        families,
+        seeds,
+        oracle_seeds,
+        ticks,
+        requests_per_tick,
+    } = *comparison;
+    let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
+    let mut contenders = vec![
+        Contender::policy(|| Box::new(SizeOnly)),
+        Contender::policy(|| Box::new(LoadSplit::tikv())),
+        Contender::policy(|| Box::new(LoadSplit::cockroach())),
+    ];
+    contenders.extend(
+        tuned
+            .iter()
+            .map(|policy| Contender::policy(move || Box::new(policy.clone()))),
+    );
+    if let Some(net) = net {
+        contenders.push(Contender::policy(move || {
+            Box::new(Planner::new(
+                Some(net.clone_weights()),
+                Mode::Model,
+                Envelope::default(),
+            ))
+        }));
+    }
+    let policy_runs = families.len() * contenders.len() * seeds.len();
+    let total = policy_runs + families.len() * oracle_seeds.len();
+    let mut rows = evaluate(families, &contenders, seeds, &scenario, &mut |done, _| {
+        progress(done, total)
+    });
+    if !oracle_seeds.is_empty() {
+        let horizon = TrainOptions::default().horizon;
+        rows.extend(evaluate(
+            families,
+            &[oracle(horizon)],
+            oracle_seeds,
+            &scenario,
+            &mut |done, _| progress(policy_runs + done, total),
+        ));
     }
     rows
 }
@@ -163,8 +233,12 @@ pub fn compare(
 /// Per family, the network's improvement over the best heuristic (a fraction of the
 /// heuristic's cost; negative where it loses).
 pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
-    let mut families: Vec<&str> = rows.iter().map(|r| r.family.as_str()).collect();
-    families.dedup();
+    let mut families: Vec<&str> = Vec::new();
+    for row in rows {
+        if !families.contains(&row.family.as_str()) {
+            families.push(&row.family);
+        }
+    }
     families
         .into_iter()
         .filter_map(|family| {
@@ -175,7 +249,7 @@ pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
                     .fold(f64::INFINITY, f64::min)
             };
             let model = of(&|r| r.policy == "model");
-            let heuristic = of(&|r| r.policy != "model");
+            let heuristic = of(&|r| r.policy != "model" && r.policy != "oracle");
             (model.is_finite() && heuristic.is_finite())
                 .then(|| (family.to_string(), (heuristic - model) / heuristic))
         })
@@ -202,8 +276,40 @@ mod tests {
         assert_eq!(losses.len(), 20);
         assert_eq!(steps.last(), Some(&(21, 21)));
         let families = [Family::HotKey, Family::Uniform];
-        let rows = compare(Some(&net), &families, &[1, 2], 20, 300);
-        assert_eq!(rows.len(), 8);
+        let tuned = [LoadSplit::tikv().with_thresholds(900.0, 3)];
+        let mut runs = 0;
+        let comparison = Comparison {
+            net: Some(&net),
+            tuned: &tuned,
+            families: &families,
+            seeds: &[1, 2],
+            oracle_seeds: &[1],
+            ticks: 20,
+            requests_per_tick: 300,
+        };
+        let rows = compare(&comparison, &mut |done, total| {
+            runs = done;
+            assert_eq!(total, 2 * 5 * 2 + 2);
+        });
+        assert_eq!(runs, 22);
+        let policies: Vec<&str> = rows[..6].iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(
+            policies,
+            [
+                "size-only",
+                "tikv",
+                "cockroach",
+                "tikv-tuned",
+                "model",
+                "size-only"
+            ]
+        );
+        assert_eq!(rows.len(), 12);
+        assert!(
+            rows[10..]
+                .iter()
+                .all(|r| r.policy == "oracle" && r.seeds == 1)
+        );
         let improvements = improvement_vs_best_heuristic(&rows);
         assert_eq!(improvements.len(), 2);
         assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));

@@ -3,7 +3,8 @@
 
 use super::policy::LoadSplit;
 use super::workload::Family;
-use super::{Policy, Scenario, Sim};
+use super::{Outcome, Policy, Scenario, Sim};
+use crate::envelope::Envelope;
 
 /// One policy's cost on one family over several seeds.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +15,8 @@ pub struct Row {
     /// Half-width of the 95 % confidence interval of the mean (normal approximation).
     pub ci95: f64,
     pub seeds: usize,
+    /// Each tick's node-load imbalance (max/mean), averaged over the seeds.
+    pub imbalance: Vec<f64>,
 }
 
 /// Mean and 95 % half-width of `costs`.
@@ -27,35 +30,66 @@ fn summarise(costs: &[f64]) -> (f64, f64) {
     (mean, 1.96 * (variance / n).sqrt())
 }
 
-/// Each policy (built fresh per run) on each family, over `seeds`, in the scenario
-/// `scenario` makes of a family and a seed.
+/// A way to run a scenario: a policy (each run a fresh one, every decision through the
+/// envelope) or the look-ahead oracle.
+pub struct Contender<'a> {
+    pub name: String,
+    run: Box<dyn Fn(Sim) -> Outcome + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    /// The policy `make` builds, inside the default envelope.
+    pub fn policy(make: impl Fn() -> Box<dyn Policy> + 'a) -> Contender<'a> {
+        Contender {
+            name: make().name(),
+            run: Box::new(move |sim| sim.run(&mut Envelope::default().guard(make()))),
+        }
+    }
+
+    /// Any other way to run a scenario, such as the oracle.
+    pub fn custom(name: &str, run: impl Fn(Sim) -> Outcome + 'a) -> Contender<'a> {
+        Contender {
+            name: name.into(),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// Each contender on each family, over `seeds`, in the scenario `scenario` makes of a
+/// family and a seed; `progress` hears (runs done, runs in all).
 pub fn evaluate(
     families: &[Family],
-    policies: &[&dyn Fn() -> Box<dyn Policy>],
+    contenders: &[Contender],
     seeds: &[u64],
     scenario: &dyn Fn(Family, u64) -> Scenario,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<Row> {
+    let total = families.len() * contenders.len() * seeds.len();
+    let mut done = 0;
     let mut rows = Vec::new();
     for family in families {
-        for make in policies {
-            let mut name = String::new();
-            let costs: Vec<f64> = seeds
-                .iter()
-                .map(|&seed| {
-                    let mut policy = make();
-                    name = policy.name();
-                    Sim::new(scenario(*family, seed))
-                        .run(policy.as_mut())
-                        .cost()
-                })
-                .collect();
+        for contender in contenders {
+            let mut costs = Vec::new();
+            let mut imbalance: Vec<f64> = Vec::new();
+            for &seed in seeds {
+                let outcome = (contender.run)(Sim::new(scenario(*family, seed)));
+                costs.push(outcome.cost());
+                let per_tick = outcome.imbalance_per_tick();
+                imbalance.resize(per_tick.len().max(imbalance.len()), 0.0);
+                for (sum, x) in imbalance.iter_mut().zip(per_tick) {
+                    *sum += x / seeds.len() as f64;
+                }
+                done += 1;
+                progress(done, total);
+            }
             let (mean_cost, ci95) = summarise(&costs);
             rows.push(Row {
                 family: family.name(),
-                policy: name,
+                policy: contender.name.clone(),
                 mean_cost,
                 ci95,
                 seeds: seeds.len(),
+                imbalance,
             });
         }
     }
@@ -74,8 +108,8 @@ pub fn tune(
     let mut best: Option<(f64, LoadSplit)> = None;
     for &(qps, detect) in grid {
         let candidate = base.with_thresholds(qps, detect);
-        let make = || Box::new(candidate.clone()) as Box<dyn Policy>;
-        let rows = evaluate(families, &[&make], seeds, scenario);
+        let contender = Contender::policy(|| Box::new(candidate.clone()));
+        let rows = evaluate(families, &[contender], seeds, scenario, &mut |_, _| {});
         let cost = rows.iter().map(|r| r.mean_cost).sum::<f64>() / rows.len().max(1) as f64;
         if best.as_ref().is_none_or(|(b, _)| cost < *b) {
             best = Some((cost, candidate));
@@ -101,15 +135,30 @@ mod tests {
     #[test]
     fn evaluation_covers_every_family_and_policy_and_tuning_picks_from_the_grid() {
         let families = [Family::MovingHotspot { speed: 0.001 }, Family::Uniform];
-        let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
-        let tikv = || Box::new(LoadSplit::tikv()) as Box<dyn Policy>;
+        let floor = Contender::policy(|| Box::new(SizeOnly));
+        let tikv = Contender::policy(|| Box::new(LoadSplit::tikv()));
         let short = |family, seed| Scenario {
             ticks: 40,
             ..Scenario::three_regions(family, seed)
         };
-        let rows = evaluate(&families, &[&floor, &tikv], &[1, 2], &short);
+        let mut steps = 0;
+        let rows = evaluate(
+            &families,
+            &[floor, tikv],
+            &[1, 2],
+            &short,
+            &mut |done, total| {
+                steps = done;
+                assert_eq!(total, 8);
+            },
+        );
+        assert_eq!(steps, 8);
         assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|r| r.mean_cost > 0.0 && r.seeds == 2));
+        assert!(
+            rows.iter()
+                .all(|r| r.imbalance.len() == 40 && r.imbalance[0] >= 1.0)
+        );
         assert_eq!(rows[1].policy, "tikv");
 
         let grid = [(600.0, 2), (5_000.0, 10)];

@@ -114,6 +114,16 @@ pub trait Policy {
     fn decide(&mut self, view: &View) -> Vec<Action>;
 }
 
+impl<P: Policy + ?Sized> Policy for Box<P> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        (**self).decide(view)
+    }
+}
+
 /// The cluster and workload of a run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -187,14 +197,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Each tick's max/mean node utilisation (1 is perfectly even).
+    pub fn imbalance_per_tick(&self) -> Vec<f64> {
+        self.node_load
+            .iter()
+            .map(|loads| {
+                let mean = loads.iter().sum::<f64>() / loads.len() as f64;
+                let max = loads.iter().cloned().fold(0.0, f64::max);
+                if mean > 0.0 { max / mean } else { 1.0 }
+            })
+            .collect()
+    }
+
     /// Time-weighted mean of max/mean node utilisation (1 is perfectly even).
     pub fn imbalance(&self) -> f64 {
-        let per_tick = self.node_load.iter().map(|loads| {
-            let mean = loads.iter().sum::<f64>() / loads.len() as f64;
-            let max = loads.iter().cloned().fold(0.0, f64::max);
-            if mean > 0.0 { max / mean } else { 1.0 }
-        });
-        per_tick.sum::<f64>() / self.node_load.len().max(1) as f64
+        let per_tick = self.imbalance_per_tick();
+        per_tick.iter().sum::<f64>() / per_tick.len().max(1) as f64
     }
 
     pub fn mean_p99_ms(&self) -> f64 {

@@ -1,14 +1,18 @@
 //! `hanse planner train|eval`: trains the planner's network in the simulator and compares
 //! it with the heuristics on workload families it never saw.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use hanse::chart::{self, Series};
 use hanse::progress::{bar, end_bar};
 use hanse_planner::model::PlannerNet;
+use hanse_planner::sim::eval::Row;
+use hanse_planner::sim::policy::LoadSplit;
 use hanse_planner::train::{
-    TrainOptions, compare, held_out_families, improvement_vs_best_heuristic, train,
+    Comparison, TrainOptions, compare, held_out_families, improvement_vs_best_heuristic, train,
+    tuned_baselines,
 };
 use serde_json::json;
 
@@ -37,20 +41,34 @@ enum PlannerOp {
         #[arg(long, default_value_t = 300)]
         epochs: usize,
     },
-    /// Runs every policy on the held-out families and prints mean costs (95 % interval)
-    /// and the network's improvement over the best heuristic.
+    /// Tunes the baselines' thresholds on the training families, runs every policy on
+    /// the held-out families, and prints mean costs (95 % interval) and the network's
+    /// improvement over the best heuristic.
     Eval {
         #[arg(long, default_value = WEIGHTS, value_name = "PATH")]
         weights: PathBuf,
         #[arg(long, default_value_t = 10)]
         seeds: u64,
+        /// Seeds of the look-ahead oracle (the ceiling; slow), 0 for none.
+        #[arg(long, default_value_t = 3)]
+        oracle_seeds: u64,
+        /// Seeds per training family the baselines are tuned on.
+        #[arg(long, default_value_t = 2)]
+        tuning_seeds: u64,
         #[arg(long, default_value_t = 200)]
         ticks: u64,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Also write the report here: eval.json, eval.md, cost.png and one
+        /// imbalance-FAMILY.png per family.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
+
+/// Requests simulated per tick in an evaluation.
+const EVAL_REQUESTS_PER_TICK: usize = 500;
 
 pub fn run(args: PlannerArgs) -> Result<()> {
     match args.op {
@@ -91,65 +109,220 @@ pub fn run(args: PlannerArgs) -> Result<()> {
         PlannerOp::Eval {
             weights,
             seeds,
+            oracle_seeds,
+            tuning_seeds,
             ticks,
             json,
-        } => {
-            let net = match PlannerNet::load(&weights) {
-                Ok(net) => Some(net),
-                Err(e) => {
-                    eprintln!(
-                        "no network ({}: {e}); comparing the heuristics only",
-                        weights.display()
-                    );
-                    None
-                }
-            };
-            let seeds: Vec<u64> = (1..=seeds).collect();
-            let families = held_out_families();
-            let mut rows = Vec::new();
-            for (i, family) in families.iter().enumerate() {
-                bar(i as u64, families.len() as u64);
-                rows.extend(compare(net.as_ref(), &[*family], &seeds, ticks, 500));
-            }
-            bar(families.len() as u64, families.len() as u64);
-            end_bar();
-            let improvements = improvement_vs_best_heuristic(&rows);
-            let overall = (!improvements.is_empty()).then(|| {
-                improvements.iter().map(|(_, x)| x).sum::<f64>() / improvements.len() as f64
-            });
-            if json {
-                let out = json!({
-                    "seeds": seeds.len(),
-                    "ticks": ticks,
-                    "rows": rows.iter().map(|r| json!({
-                        "family": r.family,
-                        "policy": r.policy,
-                        "mean_cost": r.mean_cost,
-                        "ci95": r.ci95,
-                    })).collect::<Vec<_>>(),
-                    "improvement_vs_best_heuristic": improvements
-                        .iter()
-                        .map(|(family, x)| (family.clone(), json!(x)))
-                        .collect::<serde_json::Map<_, _>>(),
-                    "overall_improvement_vs_best_heuristic": overall,
-                });
-                println!("{out}");
-                return Ok(());
-            }
-            println!("{:<14} {:<10} {:>16}", "family", "policy", "cost (95 % CI)");
-            for r in &rows {
-                println!(
-                    "{:<14} {:<10} {:>9.3} ± {:.3}",
-                    r.family, r.policy, r.mean_cost, r.ci95
-                );
-            }
-            for (family, x) in &improvements {
-                println!("{family}: model vs best heuristic {:+.1} %", x * 100.0);
-            }
-            if let Some(x) = overall {
-                println!("overall (mean over families): {:+.1} %", x * 100.0);
-            }
-            Ok(())
+            out,
+        } => eval(&EvalArgs {
+            weights,
+            seeds: (1..=seeds).collect(),
+            oracle_seeds: (1..=oracle_seeds).collect(),
+            tuning_seeds: (1..=tuning_seeds).collect(),
+            ticks,
+            json,
+            out,
+        }),
+    }
+}
+
+struct EvalArgs {
+    weights: PathBuf,
+    seeds: Vec<u64>,
+    oracle_seeds: Vec<u64>,
+    tuning_seeds: Vec<u64>,
+    ticks: u64,
+    json: bool,
+    out: Option<PathBuf>,
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let net = match PlannerNet::load(&args.weights) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            eprintln!(
+                "no network ({}: {e}); comparing the heuristics only",
+                args.weights.display()
+            );
+            None
+        }
+    };
+    eprintln!("tuning the baselines on the training families");
+    let tuned = tuned_baselines(&args.tuning_seeds, args.ticks, EVAL_REQUESTS_PER_TICK);
+    for policy in &tuned {
+        eprintln!(
+            "  {}: hot above {} requests per tick for {} ticks",
+            policy.name, policy.qps_threshold, policy.detect_ticks
+        );
+    }
+    let fallback = LoadSplit::tuned();
+    eprintln!(
+        "  the planner's fallback ({}): {} requests per tick for {} ticks",
+        fallback.name, fallback.qps_threshold, fallback.detect_ticks
+    );
+    eprintln!("running every policy on the held-out families");
+    let comparison = Comparison {
+        net: net.as_ref(),
+        tuned: &tuned,
+        families: &held_out_families(),
+        seeds: &args.seeds,
+        oracle_seeds: &args.oracle_seeds,
+        ticks: args.ticks,
+        requests_per_tick: EVAL_REQUESTS_PER_TICK,
+    };
+    let rows = compare(&comparison, &mut |done, total| {
+        bar(done as u64, total as u64)
+    });
+    end_bar();
+    let improvements = improvement_vs_best_heuristic(&rows);
+    let overall = (!improvements.is_empty())
+        .then(|| improvements.iter().map(|(_, x)| x).sum::<f64>() / improvements.len() as f64);
+    let report = json!({
+        "seeds": args.seeds.len(),
+        "oracle_seeds": args.oracle_seeds.len(),
+        "ticks": args.ticks,
+        "tuned": tuned.iter().map(|p| json!({
+            "policy": p.name,
+            "qps_threshold": p.qps_threshold,
+            "detect_ticks": p.detect_ticks,
+        })).collect::<Vec<_>>(),
+        "rows": rows.iter().map(|r| json!({
+            "family": r.family,
+            "policy": r.policy,
+            "mean_cost": r.mean_cost,
+            "ci95": r.ci95,
+            "seeds": r.seeds,
+        })).collect::<Vec<_>>(),
+        "improvement_vs_best_heuristic": improvements
+            .iter()
+            .map(|(family, x)| (family.clone(), json!(x)))
+            .collect::<serde_json::Map<_, _>>(),
+        "overall_improvement_vs_best_heuristic": overall,
+    });
+    let table = markdown_table(&rows, &improvements, overall);
+    if let Some(dir) = &args.out {
+        write_report(dir, &report, &table, &rows)?;
+        eprintln!("report in {}", dir.display());
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// The policies in the order of `rows`, each once.
+fn policies(rows: &[Row]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for row in rows {
+        if !names.contains(&row.policy) {
+            names.push(row.policy.clone());
         }
     }
+    names
+}
+
+/// The families in the order of `rows`, each once.
+fn families(rows: &[Row]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for row in rows {
+        if !names.contains(&row.family) {
+            names.push(row.family.clone());
+        }
+    }
+    names
+}
+
+/// One row per family, one column per policy (mean ± 95 % interval), and the network's
+/// improvement over the best heuristic.
+fn markdown_table(rows: &[Row], improvements: &[(String, f64)], overall: Option<f64>) -> String {
+    let policies = policies(rows);
+    let mut out = format!(
+        "| family | {} | model vs best heuristic |\n",
+        policies.join(" | ")
+    );
+    out += &format!("| --- |{} --- |\n", " --- |".repeat(policies.len()));
+    for family in families(rows) {
+        let cells: Vec<String> = policies
+            .iter()
+            .map(|policy| {
+                rows.iter()
+                    .find(|r| r.family == family && &r.policy == policy)
+                    .map_or("-".into(), |r| {
+                        format!("{:.3} ± {:.3}", r.mean_cost, r.ci95)
+                    })
+            })
+            .collect();
+        let improvement = improvements
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map_or("-".into(), |(_, x)| format!("{:+.1} %", x * 100.0));
+        out += &format!("| {family} | {} | {improvement} |\n", cells.join(" | "));
+    }
+    if let Some(overall) = overall {
+        out += &format!(
+            "\noverall (mean over families): {:+.1} %\n",
+            overall * 100.0
+        );
+    }
+    out
+}
+
+fn write_report(dir: &Path, report: &serde_json::Value, table: &str, rows: &[Row]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    write("eval.json", format!("{report:#}\n").as_bytes())?;
+    write("eval.md", table.as_bytes())?;
+    let policies = policies(rows);
+    let families = families(rows);
+    let cost_of = |policy: &str| {
+        families
+            .iter()
+            .map(|family| {
+                rows.iter()
+                    .find(|r| &r.family == family && r.policy == policy)
+                    .map_or(0.0, |r| r.mean_cost)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let bars: Vec<(String, Vec<f64>)> = policies.iter().map(|p| (p.clone(), cost_of(p))).collect();
+    write(
+        "cost.png",
+        &chart::bar_chart(
+            "mean cost per held-out family (lower is better)",
+            "cost",
+            &families,
+            &bars,
+        ),
+    )?;
+    for family in &families {
+        let series: Vec<Series> = rows
+            .iter()
+            .filter(|r| &r.family == family)
+            .map(|r| Series {
+                name: r.policy.clone(),
+                points: r
+                    .imbalance
+                    .iter()
+                    .enumerate()
+                    .map(|(tick, &x)| (tick as f64, x))
+                    .collect(),
+            })
+            .collect();
+        let file = format!("imbalance-{}.png", family.replace([' ', '/'], "-"));
+        write(
+            &file,
+            &chart::line_chart(
+                &format!("node-load imbalance, {family}"),
+                "tick",
+                "max/mean node load",
+                &series,
+            ),
+        )?;
+    }
+    Ok(())
 }
