@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use crate::envelope::{Envelope, Refusal};
 use crate::model::{FEATURES, PlannerNet, features, model_actions};
 use crate::sim::policy::LoadSplit;
-use crate::sim::{Action, Policy, View};
+use crate::sim::{Action, Policy, View, action_shard};
 
 /// Which policy acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +124,7 @@ impl Policy for Planner {
         };
         let (admitted, refused) = self.envelope.admit(view, proposed);
         for action in &admitted {
-            let shard = match *action {
-                Action::Split { shard, .. }
-                | Action::Merge { shard }
-                | Action::TransferLeader { shard, .. }
-                | Action::MoveReplica { shard, .. } => shard,
-            };
+            let shard = action_shard(action);
             if status.recent.len() == RECENT_MAX {
                 status.recent.pop_front();
             }

@@ -11,17 +11,21 @@ use std::path::Path;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::sim::policy::load_split_key;
+use crate::sim::policy::{follow_workload_transfer, load_split_key};
 use crate::sim::{Action, View};
 
 /// What the network may answer for a shard.
-pub const ACTIONS: [&str; 5] = [
+pub const ACTIONS: [&str; 6] = [
     "none",
     "split",
     "merge-right",
     "transfer-leader",
     "move-replica",
+    "follow-workload",
 ];
+/// The share of a shard's requests one region must send for "follow-workload" to move
+/// its leader there.
+const FOLLOW_SHARE_MIN: f64 = 0.5;
 /// Split points: the 1/8 .. 7/8 quantiles of the sampled keys.
 pub const SPLIT_QUANTILES: usize = 7;
 /// Features per shard.
@@ -134,7 +138,11 @@ pub fn examples(view: &View, actions: &[Action]) -> Vec<Example> {
                         example.quantile = nearest_quantile(&view.stats[i].sampled, at);
                     }
                     Action::Merge { shard } if shard == i => example.action = 2,
-                    Action::TransferLeader { shard, .. } if shard == i => example.action = 3,
+                    Action::TransferLeader { shard, .. } if shard == i => {
+                        let toward_origin = follow_workload_transfer(view, i, FOLLOW_SHARE_MIN)
+                            == Some(action.clone());
+                        example.action = if toward_origin { 5 } else { 3 };
+                    }
                     Action::MoveReplica { shard, .. } if shard == i => example.action = 4,
                     _ => {}
                 }
@@ -411,6 +419,7 @@ pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOf
                 from.zip(to)
                     .map(|(from, to)| Action::MoveReplica { shard: i, from, to })
             }
+            5 => follow_workload_transfer(view, i, FOLLOW_SHARE_MIN),
             _ => None,
         };
         if let Some(chosen) = chosen.filter(|_| !touched[i]) {

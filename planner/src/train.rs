@@ -5,7 +5,7 @@ use crate::decide::{Mode, Planner};
 use crate::envelope::Envelope;
 use crate::model::{Example, PlannerNet, examples};
 use crate::sim::eval::{Contender, Row, evaluate, tune};
-use crate::sim::policy::{LoadSplit, SizeOnly};
+use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly};
 use crate::sim::workload::Family;
 use crate::sim::{Policy, Scenario, Sim};
 
@@ -17,6 +17,7 @@ pub fn training_families() -> Vec<Family> {
         Family::MovingHotspot { speed: 0.001 },
         Family::Sequential,
         Family::ScanHeavy,
+        Family::Regional,
     ]
 }
 
@@ -74,7 +75,7 @@ fn scenario(family: Family, seed: u64, ticks: u64, requests_per_tick: usize) -> 
 
 /// What the oracle chooses among: the floor and the two load-split rules acting at once,
 /// each inside the envelope like every other policy.
-fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 3] {
+fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 4] {
     let guarded = |policy: Box<dyn Policy>| Box::new(Envelope::default().guard(policy));
     [
         Box::new(move || guarded(Box::new(SizeOnly)) as Box<dyn Policy>),
@@ -82,6 +83,7 @@ fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 3] {
             guarded(Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1))) as Box<dyn Policy>
         }),
         Box::new(move || guarded(Box::new(LoadSplit::cockroach())) as Box<dyn Policy>),
+        Box::new(move || guarded(Box::new(FollowWorkload::cockroach())) as Box<dyn Policy>),
     ]
 }
 
@@ -197,6 +199,7 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
         Contender::policy(|| Box::new(SizeOnly)),
         Contender::policy(|| Box::new(LoadSplit::tikv())),
         Contender::policy(|| Box::new(LoadSplit::cockroach())),
+        Contender::policy(|| Box::new(FollowWorkload::cockroach())),
     ];
     contenders.extend(
         tuned
@@ -289,24 +292,25 @@ mod tests {
         };
         let rows = compare(&comparison, &mut |done, total| {
             runs = done;
-            assert_eq!(total, 2 * 5 * 2 + 2);
+            assert_eq!(total, 2 * 6 * 2 + 2);
         });
-        assert_eq!(runs, 22);
-        let policies: Vec<&str> = rows[..6].iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(runs, 26);
+        let policies: Vec<&str> = rows[..7].iter().map(|r| r.policy.as_str()).collect();
         assert_eq!(
             policies,
             [
                 "size-only",
                 "tikv",
                 "cockroach",
+                "cockroach-follow",
                 "tikv-tuned",
                 "model",
                 "size-only"
             ]
         );
-        assert_eq!(rows.len(), 12);
+        assert_eq!(rows.len(), 14);
         assert!(
-            rows[10..]
+            rows[12..]
                 .iter()
                 .all(|r| r.policy == "oracle" && r.seeds == 1)
         );

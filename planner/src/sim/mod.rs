@@ -587,7 +587,7 @@ impl Sim {
     }
 }
 
-fn action_shard(action: &Action) -> usize {
+pub(crate) fn action_shard(action: &Action) -> usize {
     match *action {
         Action::Split { shard, .. }
         | Action::Merge { shard }

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Action, Policy, Shard, ShardStats, View};
+use super::{Action, Policy, Shard, ShardStats, View, action_shard};
 
 /// Splits a shard past this size (TiKV's region-split-size, 96 MiB).
 const SPLIT_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
@@ -116,6 +116,71 @@ pub fn hot_leader_transfer(view: &View) -> Option<Action> {
         }
     }
     best.map(|(_, action)| action)
+}
+
+/// The leadership move CockroachDB's follow-the-workload lease placement would make for
+/// shard `i`: to its replica in the region most of its requests come from, when that
+/// region sends over `share_min` of them and the leader is elsewhere.
+pub fn follow_workload_transfer(view: &View, i: usize, share_min: f64) -> Option<Action> {
+    let shard = &view.shards[i];
+    let origins = &view.stats[i].origins;
+    let total: f64 = origins.iter().sum();
+    let (region, &requests) = origins
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))?;
+    if total <= 0.0 || requests / total <= share_min {
+        return None;
+    }
+    if view.nodes[shard.leader].region == region {
+        return None;
+    }
+    let to = shard
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| view.nodes[r].region == region)
+        .min_by(|&a, &b| view.node_load[a].total_cmp(&view.node_load[b]))?;
+    Some(Action::TransferLeader { shard: i, to })
+}
+
+/// A load-split rule plus follow-the-workload: each tick, up to `moves_max` shards whose
+/// requests come mostly from another region than their leader's get a leader there.
+#[derive(Debug, Clone)]
+pub struct FollowWorkload {
+    pub inner: LoadSplit,
+    /// The share of a shard's requests one region must send.
+    pub share_min: f64,
+    pub moves_max: usize,
+}
+
+impl FollowWorkload {
+    /// CockroachDB's load split with its lease preference for the busiest region.
+    pub fn cockroach() -> Self {
+        FollowWorkload {
+            inner: LoadSplit::cockroach(),
+            share_min: 0.5,
+            moves_max: 2,
+        }
+    }
+}
+
+impl Policy for FollowWorkload {
+    fn name(&self) -> String {
+        format!("{}-follow", self.inner.name)
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        let mut actions = self.inner.decide(view);
+        let busy: Vec<usize> = actions.iter().map(action_shard).collect();
+        let transfers: Vec<Action> = (0..view.shards.len())
+            .filter(|i| !busy.contains(i) && !busy.contains(&(i + 1)))
+            .filter_map(|i| follow_workload_transfer(view, i, self.share_min))
+            .take(self.moves_max)
+            .collect();
+        actions.extend(transfers);
+        actions
+    }
 }
 
 /// The floor: never splits by load.
@@ -279,6 +344,37 @@ mod tests {
             crossing: crossing.to_vec(),
             ..ShardStats::default()
         }
+    }
+
+    #[test]
+    fn the_leader_follows_the_region_most_requests_come_from() {
+        use super::super::Node;
+        let nodes: Vec<Node> = (0..6)
+            .map(|i| Node {
+                region: i % 3,
+                capacity: 1.0,
+            })
+            .collect();
+        let shards = [shard(0, 100), shard(100, 200)];
+        let origins = |o: [f64; 3]| ShardStats {
+            origins: o.to_vec(),
+            ..ShardStats::default()
+        };
+        // Shard 0: 70 % from region 2 (replica node 2). Shard 1: no region over half.
+        let stats = [origins([20.0, 10.0, 70.0]), origins([40.0, 35.0, 25.0])];
+        let view = View {
+            tick: 5,
+            nodes: &nodes,
+            shards: &shards,
+            stats: &stats,
+            node_load: &[0.0; 6],
+        };
+        assert_eq!(
+            follow_workload_transfer(&view, 0, 0.5),
+            Some(Action::TransferLeader { shard: 0, to: 2 })
+        );
+        assert_eq!(follow_workload_transfer(&view, 1, 0.5), None);
+        assert_eq!(follow_workload_transfer(&view, 0, 0.8), None);
     }
 
     #[test]

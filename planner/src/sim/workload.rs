@@ -58,6 +58,9 @@ pub enum Family {
     /// Each region busy in its own day: region r's share follows a sine shifted by its
     /// place; each region writes mostly its own part of the key space.
     Diurnal { day_ticks: u64 },
+    /// Geo-partitioned data: each region's clients (equally busy) touch mostly their own
+    /// part of the key space, Zipfian within it; the diurnal family without the day.
+    Regional,
 }
 
 impl Family {
@@ -73,6 +76,7 @@ impl Family {
             Family::HotKey => "hot-key".into(),
             Family::ScanHeavy => "scan-heavy".into(),
             Family::Diurnal { .. } => "diurnal".into(),
+            Family::Regional => "regional".into(),
         }
     }
 }
@@ -262,6 +266,15 @@ impl Workload {
                 let slice = KEY_SPACE / self.regions as u64;
                 let key = if self.rng.random_bool(0.9) {
                     origin as u64 * slice + self.rng.random_range(0..slice)
+                } else {
+                    self.uniform_key()
+                };
+                self.read_or_write(key, 0.5, origin)
+            }
+            Family::Regional => {
+                let slice = KEY_SPACE / self.regions as u64;
+                let key = if self.rng.random_bool(0.9) {
+                    origin as u64 * slice + self.zipf_key() % slice
                 } else {
                     self.uniform_key()
                 };
