@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use hanse_proto::v1 as proto;
 use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::request_error::Kind;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::routes::RouteCache;
@@ -55,6 +56,9 @@ pub struct ClientOptions {
     /// How long one call may take, retries included.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The region this client runs in (for example `eu-hamburg`), sent with every request
+    /// so that shard leaders can tell where their load comes from.
+    pub region: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +66,7 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
+            region: None,
         }
     }
 }
@@ -142,6 +147,8 @@ pub struct Client {
     fallback: Mutex<Option<String>>,
     /// One HTTP/2 channel per node, reused by every call (tonic multiplexes on it).
     channels: Mutex<HashMap<String, KvClient<Channel>>>,
+    /// `options.region` as request metadata.
+    region_header: Option<MetadataValue<Ascii>>,
     options: ClientOptions,
 }
 
@@ -185,11 +192,20 @@ impl Client {
                 }
             })?;
         }
+        let region_header = match &options.region {
+            Some(region) => Some(MetadataValue::try_from(region.as_str()).map_err(|_| {
+                ClientError::InvalidArgument(format!(
+                    "region {region:?}: only visible ASCII characters may name a region"
+                ))
+            })?),
+            None => None,
+        };
         Ok(Client {
             endpoints: Mutex::new(endpoints.to_vec()),
             routes: Mutex::new(RouteCache::default()),
             fallback: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
+            region_header,
             options,
         })
     }
@@ -256,7 +272,7 @@ impl Client {
         resend: Resend,
         locate: Locate<'_>,
         make: impl Fn(Option<proto::RouteContext>) -> Req,
-        send: impl Fn(KvClient<Channel>, Req) -> Call<Resp>,
+        send: impl Fn(KvClient<Channel>, tonic::Request<Req>) -> Call<Resp>,
     ) -> Result<Resp, ClientError>
     where
         Resp: Refusable,
@@ -280,9 +296,14 @@ impl Client {
                 shard_id: c.descriptor.id,
                 epoch: c.descriptor.epoch,
             });
+            let mut request = tonic::Request::new(make(route));
+            if let Some(region) = &self.region_header {
+                request
+                    .metadata_mut()
+                    .insert(hanse_proto::REGION_HEADER, region.clone());
+            }
             let outcome =
-                tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, make(route)))
-                    .await;
+                tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, request)).await;
             let response = match outcome {
                 Ok(Ok(response)) => response.into_inner(),
                 Ok(Err(status)) => {
@@ -519,6 +540,21 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_region_that_cannot_be_sent_is_refused_up_front() {
+        let options = ClientOptions {
+            region: Some("eu-hamburg\n".into()),
+            ..Default::default()
+        };
+        let error = Client::new(&["127.0.0.1:1".to_string()], options)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&error, ClientError::InvalidArgument(m) if m.contains("region")),
+            "{error}"
+        );
+    }
 
     /// A loopback port nothing listens on.
     fn closed_port() -> String {

@@ -39,8 +39,17 @@ pub struct ShardStats {
     pub keys: u64,
     pub reads_per_sec: u64,
     pub writes_per_sec: u64,
+    /// Bytes of keys and values written per second.
+    pub bytes_written_per_sec: u64,
     /// The key that halves the shard by size (none with fewer than two keys).
     pub split_key: Option<Vec<u8>>,
+    /// The most frequent keys of a sample of the requests since the last report, with
+    /// their counts, in key order: where the load falls, for a load split.
+    pub sampled_keys: Vec<(Vec<u8>, u64)>,
+    /// Requests per second by the region their client named (untagged ones under "").
+    pub origins: Vec<(String, u64)>,
+    /// Log entries the furthest-behind replica has yet to receive.
+    pub replica_lag: u64,
 }
 
 /// One routing-table entry: a shard as its leader reported it.

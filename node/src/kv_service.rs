@@ -181,6 +181,7 @@ impl KvService {
         &self,
         mutations: Vec<Mutation>,
         route: Option<pb::RouteContext>,
+        origin: &str,
     ) -> Result<(), Refusal> {
         for m in &mutations {
             self.state.limits.check_mutation(m).map_err(invalid)?;
@@ -217,6 +218,7 @@ impl KvService {
             return Ok(());
         }
         self.propose(&replica, request, &first_key).await?;
+        replica.load.touched(&first_key, origin);
         replica.load.writes.fetch_add(count, Ordering::Relaxed);
         replica
             .load
@@ -244,18 +246,34 @@ impl KvService {
     }
 }
 
+/// Longest region name a request may carry; a longer one counts as untagged.
+const REGION_NAME_MAX: usize = 64;
+
+/// The region a request's client named in its metadata, or "" for none.
+fn origin<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(hanse_proto::REGION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|name| name.len() <= REGION_NAME_MAX)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let origin = origin(&request);
         let pb::GetRequest { route, key } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
             let (replica, _) = self.route(&key, route.as_ref())?;
             self.read_barrier(&replica).await?;
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
+            replica.load.touched(&key, &origin);
             self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
         }
         .await;
@@ -276,9 +294,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let origin = origin(&request);
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
-            .write(vec![Mutation::Put { key, value }], route)
+            .write(vec![Mutation::Put { key, value }], route, &origin)
             .await
             .err();
         Ok(Response::new(pb::PutResponse { error }))
@@ -288,9 +307,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let origin = origin(&request);
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
-            .write(vec![Mutation::Delete { key }], route)
+            .write(vec![Mutation::Delete { key }], route, &origin)
             .await
             .err();
         Ok(Response::new(pb::DeleteResponse { error }))
@@ -300,6 +320,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let origin = origin(&request);
         let pb::BatchRequest { route, mutations } = request.into_inner();
         let mutations: Result<Vec<Mutation>, Refusal> = mutations
             .into_iter()
@@ -313,7 +334,7 @@ impl Kv for KvService {
             })
             .collect();
         let error = match mutations {
-            Ok(mutations) => self.write(mutations, route).await.err(),
+            Ok(mutations) => self.write(mutations, route, &origin).await.err(),
             Err(e) => Some(e),
         };
         Ok(Response::new(pb::BatchResponse { error }))
@@ -323,6 +344,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        let origin = origin(&request);
         let pb::CompareAndSwapRequest {
             route,
             key,
@@ -341,7 +363,10 @@ impl Kv for KvService {
                 expected: expected_value,
                 new: new_value,
             };
-            match self.propose(&replica, request, &key).await? {
+            let response = self.propose(&replica, request, &key).await?;
+            replica.load.touched(&key, &origin);
+            replica.load.writes.fetch_add(1, Ordering::Relaxed);
+            match response {
                 ShardResponse::CompareAndSwap { swapped, previous } => Ok((swapped, previous)),
                 other => Err(invalid(format!("unexpected response {other:?}"))),
             }
@@ -364,6 +389,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        let origin = origin(&request);
         let pb::ScanRequest {
             route,
             start,
@@ -402,6 +428,7 @@ impl Kv for KvService {
             }
             self.read_barrier(&replica).await?;
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
+            replica.load.touched(&start, &origin);
             let (lo, hi) = intersect(&descriptor, &start, &end);
             let order = if reverse {
                 ScanOrder::Reverse

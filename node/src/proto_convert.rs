@@ -81,6 +81,24 @@ pub(crate) fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
         reads_per_sec: stats.reads_per_sec,
         writes_per_sec: stats.writes_per_sec,
         split_key: stats.split_key.clone().unwrap_or_default(),
+        bytes_written_per_sec: stats.bytes_written_per_sec,
+        sampled_keys: stats
+            .sampled_keys
+            .iter()
+            .map(|(key, count)| pb::SampledKey {
+                key: key.clone(),
+                count: *count,
+            })
+            .collect(),
+        origins: stats
+            .origins
+            .iter()
+            .map(|(region, per_sec)| pb::RegionRequests {
+                region: region.clone(),
+                per_sec: *per_sec,
+            })
+            .collect(),
+        replica_lag: stats.replica_lag,
     }
 }
 
@@ -104,7 +122,19 @@ pub(crate) fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> 
             keys: load.keys,
             reads_per_sec: load.reads_per_sec,
             writes_per_sec: load.writes_per_sec,
+            bytes_written_per_sec: load.bytes_written_per_sec,
             split_key: (!load.split_key.is_empty()).then_some(load.split_key),
+            sampled_keys: load
+                .sampled_keys
+                .into_iter()
+                .map(|s| (s.key, s.count))
+                .collect(),
+            origins: load
+                .origins
+                .into_iter()
+                .map(|o| (o.region, o.per_sec))
+                .collect(),
+            replica_lag: load.replica_lag,
         },
         reported_at_ms: report.reported_at_ms,
     })

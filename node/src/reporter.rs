@@ -90,10 +90,10 @@ impl Reporter {
     }
 
     /// The shard's size, measured again when it changed or grew enough.
-    async fn size_of(&self, replica: &ReplicaHandle) -> RangeSize {
+    /// `written` bytes and `deletes` since the last report count toward the next
+    /// measurement.
+    async fn size_of(&self, replica: &ReplicaHandle, written: u64, deletes: u64) -> RangeSize {
         let descriptor = replica.descriptor();
-        let written = replica.load.bytes_written.swap(0, Ordering::Relaxed);
-        let deletes = replica.load.deletes.swap(0, Ordering::Relaxed);
         let mut measured = self.measured.lock().await;
         if let Some(m) = measured.get_mut(&replica.shard) {
             // A delete frees about one average entry.
@@ -135,22 +135,38 @@ impl Reporter {
         };
         let reported_at_ms = now_ms();
         let mut shards = Vec::new();
+        let per_sec = |count: u64| (count as f64 / elapsed).round() as u64;
         for replica in self.routes.all() {
-            let reads = replica.load.reads.swap(0, Ordering::Relaxed);
-            let writes = replica.load.writes.swap(0, Ordering::Relaxed);
+            // Every replica's counters start afresh each tick; a leader's are reported.
+            let load = &replica.load;
+            let reads = load.reads.swap(0, Ordering::Relaxed);
+            let writes = load.writes.swap(0, Ordering::Relaxed);
+            let written = load.bytes_written.swap(0, Ordering::Relaxed);
+            let deletes = load.deletes.swap(0, Ordering::Relaxed);
+            let sampled_keys = load.sampled.lock().expect("sampler lock").take();
+            let origins = std::mem::take(&mut *load.origins.lock().expect("origins lock"));
             if !replica.leads() {
                 continue;
             }
-            let size = self.size_of(&replica).await;
+            let size = self.size_of(&replica, written, deletes).await;
+            let mut origins: Vec<(String, u64)> = origins
+                .into_iter()
+                .map(|(region, count)| (region, per_sec(count)))
+                .collect();
+            origins.sort();
             shards.push(ShardRecord {
                 descriptor: replica.descriptor(),
                 leader: replica.leader(),
                 stats: ShardStats {
                     size_bytes: size.bytes,
                     keys: size.keys,
-                    reads_per_sec: (reads as f64 / elapsed).round() as u64,
-                    writes_per_sec: (writes as f64 / elapsed).round() as u64,
+                    reads_per_sec: per_sec(reads),
+                    writes_per_sec: per_sec(writes),
+                    bytes_written_per_sec: per_sec(written),
                     split_key: size.middle_key,
+                    sampled_keys,
+                    origins,
+                    replica_lag: replica_lag(&replica),
                 },
                 reported_at_ms,
             });
@@ -161,6 +177,20 @@ impl Reporter {
         };
         send_report(&self.routes, shards, vec![node], self.source_ip).await
     }
+}
+
+/// Log entries the furthest-behind replica of a shard this node leads has yet to receive
+/// (a replica that has acknowledged nothing yet counts from the log's start).
+fn replica_lag(replica: &ReplicaHandle) -> u64 {
+    let metrics = replica.group.raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    metrics
+        .replication
+        .unwrap_or_default()
+        .values()
+        .map(|matched| last.saturating_sub(matched.map_or(0, |id| id.index)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The meta shard's routing table in key order and its node directory by id, read here

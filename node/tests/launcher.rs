@@ -294,6 +294,51 @@ fn admin_reports_the_node_and_its_shards() {
         assert_eq!(row["replicas"].as_array().unwrap().len(), 3, "{row}");
         assert!(row["load"]["size_bytes"].is_u64(), "{row}");
     }
+    // Load statistics: a Hamburg client's writes show up in the data shard's report as
+    // written bytes, sampled keys and requests from eu-hamburg (reports come each second).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = hanse_client::ClientOptions {
+        region: Some("eu-hamburg".into()),
+        ..Default::default()
+    };
+    let client = hanse_client::Client::new(&cluster.endpoints, options).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let load = loop {
+        for i in 0..50 {
+            runtime
+                .block_on(client.put(format!("stats-{:02}", i % 5).as_bytes(), b"v"))
+                .unwrap();
+        }
+        let shards = ok(&["admin", "shards", "--endpoints", second, "--json"]);
+        let table: serde_json::Value = serde_json::from_str(&shards).unwrap();
+        let load = table["shards"][0]["load"].clone();
+        if load["origins"]["eu-hamburg"].as_u64().unwrap_or(0) > 0 {
+            break load;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no origins reported: {load}"
+        );
+    };
+    assert!(
+        load["bytes_written_per_sec"].as_u64().unwrap() > 0,
+        "{load}"
+    );
+    let sampled: Vec<&str> = load["sampled_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        !sampled.is_empty() && sampled.iter().all(|k| k.starts_with("stats-")),
+        "{load}"
+    );
+    assert!(load["replica_lag"].is_u64(), "{load}");
+
     let table = ok(&["admin", "shards", "--endpoints", second]);
     assert!(table.contains("[-inf, \\xff)"), "{table}");
     assert!(table.contains("[\\xff, +inf)"), "{table}");

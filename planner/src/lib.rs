@@ -12,6 +12,7 @@ pub mod decide;
 pub mod envelope;
 pub mod model;
 pub mod sim;
+pub mod stats;
 pub mod train;
 
 use hanse_storage::ShardId;

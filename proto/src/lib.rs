@@ -1,6 +1,10 @@
 //! hanse-proto: the `hanse.v1` protobuf contract (`proto/hanse/v1/*.proto`) and its
 //! generated tonic/prost code. Clients in other languages generate from the same files.
 
+/// The gRPC metadata key under which a client names its region (for example
+/// `eu-hamburg`); shard leaders count requests by it for the planner.
+pub const REGION_HEADER: &str = "hanse-region";
+
 /// Package `hanse.v1`: messages, the `Kv` client and server.
 pub mod v1 {
     tonic::include_proto!("hanse.v1");

@@ -18,7 +18,7 @@ use crate::{Error, NodeId, Result, ShardDescriptor, ShardId};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
 /// layout in [`codec`] changes incompatibly.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const MARKER_FILE: &str = "HANSE";
 const LOCK_FILE: &str = "hanse.lock";

@@ -13,12 +13,13 @@
 mod node;
 mod replica;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use hanse_consensus::ShardGroup;
+use hanse_planner::stats::KeySampler;
 use hanse_storage::{NodeId, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
@@ -37,6 +38,24 @@ pub struct ReplicaLoad {
     pub bytes_written: AtomicU64,
     /// Deleted keys (their values' sizes are not known where they are counted).
     pub deletes: AtomicU64,
+    /// A sample of the keys requests touched (for load splits).
+    pub sampled: Mutex<KeySampler>,
+    /// Requests by the region their client named ("" for untagged ones).
+    pub origins: Mutex<HashMap<String, u64>>,
+}
+
+impl ReplicaLoad {
+    /// Counts one request that touched `key` (its first key) from `origin`.
+    pub fn touched(&self, key: &[u8], origin: &str) {
+        self.sampled.lock().expect("sampler lock").offer(key);
+        let mut origins = self.origins.lock().expect("origins lock");
+        match origins.get_mut(origin) {
+            Some(count) => *count += 1,
+            None => {
+                origins.insert(origin.to_string(), 1);
+            }
+        }
+    }
 }
 
 /// A hosted shard as request handlers see it: its actor, its group for read-only looks

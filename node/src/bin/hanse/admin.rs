@@ -382,6 +382,17 @@ fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
         "keys": load.keys,
         "reads_per_sec": load.reads_per_sec,
         "writes_per_sec": load.writes_per_sec,
+        "bytes_written_per_sec": load.bytes_written_per_sec,
+        "sampled_keys": load.sampled_keys.iter().map(|s| json!({
+            "key": String::from_utf8_lossy(&s.key),
+            "count": s.count,
+        })).collect::<Vec<_>>(),
+        "origins": load
+            .origins
+            .iter()
+            .map(|o| (o.region.clone(), json!(o.per_sec)))
+            .collect::<serde_json::Map<_, _>>(),
+        "replica_lag": load.replica_lag,
     });
     out
 }

@@ -1,0 +1,98 @@
+//! The planner's per-tick cost on 1,000 shards: feature extraction, the network's forward
+//! pass, and the whole decision (features, inference, actions) with the committed weights.
+//! The planner issue's goal: under 1 ms per 1,000 shards per tick.
+//!
+//! `cargo bench -p hanse-bench --bench planner`; `cargo test` runs each once.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::Criterion;
+use hanse_planner::model::{FEATURES, PlannerNet, features, model_actions};
+use hanse_planner::sim::workload::Family;
+use hanse_planner::sim::{Action, Node, Policy, Scenario, Shard, ShardStats, Sim, View};
+
+const SHARDS: usize = 1_000;
+
+/// One tick of the simulated cluster, owned.
+#[derive(Default)]
+struct Tick {
+    tick: u64,
+    nodes: Vec<Node>,
+    shards: Vec<Shard>,
+    stats: Vec<ShardStats>,
+    node_load: Vec<f64>,
+}
+
+impl Tick {
+    fn view(&self) -> View<'_> {
+        View {
+            tick: self.tick,
+            nodes: &self.nodes,
+            shards: &self.shards,
+            stats: &self.stats,
+            node_load: &self.node_load,
+        }
+    }
+}
+
+/// Keeps the last tick it saw and does nothing.
+struct Capture(Tick);
+
+impl Policy for Capture {
+    fn name(&self) -> String {
+        "capture".into()
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        self.0 = Tick {
+            tick: view.tick,
+            nodes: view.nodes.to_vec(),
+            shards: view.shards.to_vec(),
+            stats: view.stats.to_vec(),
+            node_load: view.node_load.to_vec(),
+        };
+        Vec::new()
+    }
+}
+
+/// A realistic tick: 1,000 shards under a Zipfian load, after a few ticks of the simulator.
+fn busy_tick() -> Tick {
+    let scenario = Scenario {
+        initial_shards: SHARDS,
+        requests_per_tick: 50 * SHARDS,
+        request_weight: 0.1,
+        ticks: 3,
+        ..Scenario::three_regions(Family::ZipfianA, 1)
+    };
+    let mut capture = Capture(Tick::default());
+    Sim::new(scenario).run(&mut capture);
+    capture.0
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/weights/planner.safetensors");
+    let net = PlannerNet::load(&weights).expect("the committed planner weights");
+    let tick = busy_tick();
+    let view = tick.view();
+    let rows: Vec<[f32; FEATURES]> = (0..SHARDS).map(|i| features(&view, i)).collect();
+    let mut group = c.benchmark_group("planner-1000-shards");
+    group.bench_function("features", |b| {
+        b.iter(|| {
+            let rows: Vec<[f32; FEATURES]> = (0..SHARDS).map(|i| features(&view, i)).collect();
+            black_box(rows)
+        })
+    });
+    group.bench_function("inference", |b| b.iter(|| black_box(net.decide(&rows))));
+    group.bench_function("decision", |b| {
+        b.iter(|| black_box(model_actions(&net, &view).is_ok()))
+    });
+    group.finish();
+    c.final_summary();
+    match model_actions(&net, &view) {
+        Ok(actions) => println!("the network decided {} actions on this tick", actions.len()),
+        Err(e) => println!("the network fell back on this tick: {e}"),
+    }
+}
