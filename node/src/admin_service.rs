@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_consensus::ReplicaNode;
+use hanse_planner::decide::Mode;
+use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
@@ -680,6 +682,38 @@ impl AdminService {
         }
     }
 
+    /// The planner's report, if this node runs it (it leads the meta shard and has a
+    /// planner).
+    async fn planner_status(&self) -> Option<pb::PlannerStatus> {
+        let planner = self.state.planner.as_ref()?;
+        self.state.routes.get(META_SHARD).filter(|m| m.leads())?;
+        let report = planner.send(Report).await.ok()?;
+        Some(pb::PlannerStatus {
+            mode: match report.mode {
+                Mode::Model => "model",
+                Mode::Shadow => "shadow",
+                Mode::Heuristic => "heuristic",
+            }
+            .into(),
+            ticks: report.ticks,
+            acting: report.acting,
+            fallback: report.fallback.unwrap_or_default(),
+            fallback_ticks: report.fallback_ticks,
+            decisions: report
+                .decisions
+                .into_iter()
+                .map(|d| pb::PlannerDecision {
+                    tick: d.tick,
+                    policy: d.policy,
+                    action: d.action,
+                    features: d.features,
+                })
+                .collect(),
+            shadow: report.shadow,
+            refused: report.refused,
+        })
+    }
+
     /// The voter best placed to take over from this leader: the one furthest along.
     fn successor(&self, replica: &ReplicaHandle) -> Result<NodeId, Status> {
         let metrics = replica.group.raft.metrics().borrow().clone();
@@ -709,6 +743,7 @@ impl Admin for AdminService {
             region: self.state.region.clone(),
             addr: self.state.addr.clone(),
             shards: self.shard_statuses(),
+            planner: self.planner_status().await,
         }))
     }
 

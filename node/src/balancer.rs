@@ -13,12 +13,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord};
+use actix::Addr;
+use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_planner::balance::{
     Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RegionRule, RoleChange,
     ShardView, VOTERS_MIN, leader_policy, learner_regions, placement_policy, region_policy,
     size_policy,
 };
+use hanse_planner::envelope::Envelope;
+use hanse_planner::live::{LiveAction, LiveLoad, LiveNode, LiveShard, Observe, PlannerActor};
 use hanse_proto::v1 as pb;
 use hanse_storage::ReplicaRole;
 use hanse_storage::{Engine, Epoch, NodeId, ShardId};
@@ -27,7 +30,21 @@ use tonic::Status;
 
 use crate::actors::Routes;
 use crate::admin_service::connect;
+use crate::config::BalanceConfig;
 use crate::reporter::{now_ms, read_routing_table};
+
+/// A routing-table entry's load as the planner takes it.
+fn live_load(stats: &ShardStats) -> LiveLoad {
+    LiveLoad {
+        reads_per_sec: stats.reads_per_sec as f64,
+        writes_per_sec: stats.writes_per_sec as f64,
+        bytes_written_per_sec: stats.bytes_written_per_sec as f64,
+        size_bytes: stats.size_bytes,
+        split_key: stats.split_key.clone(),
+        sampled_keys: stats.sampled_keys.clone(),
+        origins: stats.origins.clone(),
+    }
+}
 
 /// How long one split, merge or replica move may take before the round gives it up.
 const ACTION_WAIT: Duration = Duration::from_secs(90);
@@ -57,8 +74,22 @@ pub(crate) struct Balancer {
     rules: Vec<RegionRule>,
     /// Regions whose replicas are learners (from the rules).
     learner_regions: Vec<String>,
+    /// The planner, shown every round's table; in model mode its decisions are carried
+    /// out before the size rules'.
+    planner: Option<Addr<PlannerActor>>,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
+}
+
+/// The planner's safety envelope for this balancer's settings: merged shards stay under
+/// the split size, a changed shard rests one cool-down, and one round's action limit.
+pub(crate) fn planner_envelope(config: &BalanceConfig) -> Envelope {
+    Envelope {
+        merge_size_max: config.split_size_bytes as f64,
+        cool_down_ticks: config.cool_down_secs / BALANCE_INTERVAL.as_secs(),
+        actions_per_tick_max: ACTIONS_PER_ROUND_MAX,
+        ..Envelope::default()
+    }
 }
 
 impl Balancer {
@@ -67,19 +98,19 @@ impl Balancer {
         source_ip: Option<IpAddr>,
         engine: Arc<Engine>,
         routes: Arc<Routes>,
-        options: BalanceOptions,
-        preferred_leader_region: Option<String>,
-        rules: Vec<RegionRule>,
+        config: &BalanceConfig,
+        planner: Option<Addr<PlannerActor>>,
     ) -> Self {
         Balancer {
             addr,
             source_ip,
             engine,
             routes,
-            options,
-            preferred_leader_region,
-            learner_regions: learner_regions(&rules),
-            rules,
+            options: config.options(),
+            preferred_leader_region: config.preferred_leader_region.clone(),
+            learner_regions: learner_regions(&config.placement),
+            rules: config.placement.clone(),
+            planner,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -141,6 +172,13 @@ impl Balancer {
                 Ok(Ok(_)) => tracing::warn!(into, frozen, "resumed a stalled merge"),
                 Ok(Err(e)) => tracing::info!(into, frozen, "stalled merge: {}", e.message()),
                 Err(_) => tracing::info!(into, frozen, "stalled merge: no answer yet"),
+            }
+            return Ok(());
+        }
+        let planned = self.plan(&table, &nodes).await;
+        if !planned.is_empty() {
+            for action in planned {
+                self.carry_out_planned(action, &nodes).await?;
             }
             return Ok(());
         }
@@ -256,6 +294,90 @@ impl Balancer {
             self.carry_out(action, &nodes).await?;
         }
         Ok(())
+    }
+
+    /// Shows the planner this round's table; the actions it wants carried out (none in
+    /// shadow mode, or without a planner).
+    async fn plan(
+        &self,
+        table: &[ShardRecord],
+        nodes: &HashMap<NodeId, NodeRecord>,
+    ) -> Vec<LiveAction> {
+        let Some(planner) = &self.planner else {
+            return Vec::new();
+        };
+        let live = |n: &NodeRecord| now_ms().saturating_sub(n.reported_at_ms) < NODE_LIVE_MS;
+        let observe = Observe {
+            shards: table
+                .iter()
+                .map(|record| LiveShard {
+                    descriptor: record.descriptor.clone(),
+                    leader: record.leader,
+                    load: live_load(&record.stats),
+                    pinned: record.descriptor.id == META_SHARD
+                        || record.descriptor.merging.is_some(),
+                })
+                .collect(),
+            nodes: nodes
+                .values()
+                .filter(|n| live(n))
+                .map(|n| LiveNode {
+                    id: n.node,
+                    region: n.region.clone(),
+                })
+                .collect(),
+        };
+        planner.send(observe).await.unwrap_or_else(|e| {
+            tracing::warn!("the planner did not answer: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Carries out one of the planner's actions: a move adds the new replica first and
+    /// removes the old one only once that worked.
+    async fn carry_out_planned(
+        &self,
+        action: LiveAction,
+        nodes: &HashMap<NodeId, NodeRecord>,
+    ) -> Result<(), Status> {
+        tracing::info!(%action, "the planner decided");
+        match action {
+            LiveAction::Split { shard, at } => {
+                self.carry_out(Action::Split { shard, at }, nodes).await
+            }
+            LiveAction::Merge { left, right } => {
+                self.carry_out(Action::Merge { left, right }, nodes).await
+            }
+            LiveAction::TransferLeader { shard, to } => {
+                let request = pb::TransferLeaderRequest {
+                    shard_id: shard,
+                    to_node: to,
+                };
+                let mut admin = connect(&self.addr, self.source_ip).await?;
+                match tokio::time::timeout(ACTION_WAIT, admin.transfer_leader(request)).await {
+                    Ok(Ok(_)) => tracing::info!(shard, to, "leadership moved"),
+                    Ok(Err(e)) => {
+                        tracing::info!(shard, to, "leadership not moved: {}", e.message())
+                    }
+                    Err(_) => tracing::info!(shard, to, "leadership move: no answer yet"),
+                }
+                Ok(())
+            }
+            LiveAction::MoveReplica { shard, from, to } => {
+                let role = ReplicaRole::Voter;
+                self.carry_out(
+                    Action::AddReplica {
+                        shard,
+                        node: to,
+                        role,
+                    },
+                    nodes,
+                )
+                .await?;
+                self.carry_out(Action::RemoveReplica { shard, node: from }, nodes)
+                    .await
+            }
+        }
     }
 
     /// Carries out one action through this node's Admin service; a refusal is logged and

@@ -96,6 +96,22 @@ pub struct BalanceConfig {
     /// as each shard keeps three voters elsewhere. Default: a voter in eu-hamburg and in
     /// ap-china, a learner in au-sydney (the recovery region).
     pub placement: Vec<RegionRule>,
+    /// What the planner does (see `hanse_planner::live`): `shadow` (default) records what
+    /// it would do beside the size rules, `model` carries its decisions out (the network,
+    /// or the tuned heuristic where the network cannot decide), `off` runs none.
+    pub planner: PlannerMode,
+    /// The network's weights (default: the ones built into the binary).
+    pub planner_weights: Option<PathBuf>,
+}
+
+/// See [`BalanceConfig::planner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannerMode {
+    Off,
+    #[default]
+    Shadow,
+    Model,
 }
 
 impl Default for BalanceConfig {
@@ -109,6 +125,8 @@ impl Default for BalanceConfig {
             cool_down_secs: options.cool_down.as_secs(),
             preferred_leader_region: None,
             placement: default_region_rules(),
+            planner: PlannerMode::default(),
+            planner_weights: None,
         }
     }
 }

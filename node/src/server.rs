@@ -5,21 +5,25 @@
 use hanse_storage::Store;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use hanse_consensus::meta::{self, META_SHARD, NodeRecord};
 use hanse_consensus::{
     GroupOptions, RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
+use hanse_planner::decide::{Mode, Planner};
+use hanse_planner::live::PlannerActor;
+use hanse_planner::model::PlannerNet;
 use hanse_storage::{Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardId};
 use tokio::sync::oneshot;
 
 use crate::actors::{NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
-use crate::balancer::Balancer;
-use crate::config::NodeConfig;
+use crate::balancer::{Balancer, planner_envelope};
+use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
 use crate::kv_service::KvService;
 use crate::reporter::Reporter;
 use crate::{Error, Options};
@@ -35,6 +39,10 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot load the planner's weights from {path} (config field `balance.planner_weights`): {detail}"
+    )]
+    PlannerWeights { path: PathBuf, detail: String },
     #[error(transparent)]
     Start(#[from] Error),
 }
@@ -81,6 +89,33 @@ pub(crate) struct NodeState {
     /// A deliberate bug for the chaos harness to catch: writes are answered before Raft
     /// commits them. Only set by the environment variable [`ACK_BEFORE_COMMIT_VAR`].
     pub ack_before_commit: bool,
+    /// The planner (asked by the balancer while this node leads the meta shard).
+    pub planner: Option<Addr<PlannerActor>>,
+}
+
+/// The planner actor `balance` asks for, with its network: the configured weights (a
+/// file that cannot be loaded stops the start), else the built-in ones (without which
+/// the planner runs on its tuned heuristic and says so in its status).
+fn start_planner(balance: &BalanceConfig) -> Result<Option<Addr<PlannerActor>>, ServerError> {
+    let mode = match balance.planner {
+        PlannerMode::Off => return Ok(None),
+        _ if !balance.enabled => return Ok(None),
+        PlannerMode::Shadow => Mode::Shadow,
+        PlannerMode::Model => Mode::Model,
+    };
+    let net = match &balance.planner_weights {
+        Some(path) => Some(
+            PlannerNet::load(path).map_err(|e| ServerError::PlannerWeights {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?,
+        ),
+        None => PlannerNet::built_in()
+            .inspect_err(|e| tracing::warn!("the built-in planner weights did not load: {e}"))
+            .ok(),
+    };
+    let planner = Planner::new(net, mode, planner_envelope(balance));
+    Ok(Some(PlannerActor::new(planner).start()))
 }
 
 /// Setting this environment variable to `1` breaks the node on purpose (see
@@ -151,6 +186,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         addr: config.listen_addr,
         source,
     })?;
+    let planner = start_planner(&config.balance)?;
     let engine = Arc::new(Engine::open(
         &config.data_dir,
         EngineOptions {
@@ -254,9 +290,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             source_ip,
             engine.clone(),
             routes.clone(),
-            config.balance.options(),
-            config.balance.preferred_leader_region.clone(),
-            config.balance.placement.clone(),
+            &config.balance,
+            planner.clone(),
         );
         tokio::spawn(Arc::new(balancer).run())
     });
@@ -275,6 +310,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         node,
         restarts,
         ack_before_commit,
+        planner,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

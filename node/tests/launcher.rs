@@ -339,6 +339,37 @@ fn admin_reports_the_node_and_its_shards() {
     );
     assert!(load["replica_lag"].is_u64(), "{load}");
 
+    // The planner runs in shadow mode on the meta shard's leader: it sees every round's
+    // table, and its status says so; the other nodes say where it runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let planner = loop {
+        let reports: Vec<serde_json::Value> = cluster
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::from_str(&ok(&["admin", "status", "--endpoints", e, "--json"])).unwrap()
+            })
+            .collect();
+        let running: Vec<&serde_json::Value> = reports
+            .iter()
+            .map(|r| &r["planner"])
+            .filter(|p| !p.is_null())
+            .collect();
+        if let [planner] = running[..]
+            && planner["ticks"].as_u64().unwrap() > 1
+        {
+            break planner.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{reports:?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(planner["mode"], "shadow", "{planner}");
+    assert_eq!(planner["acting"], "cockroach-tuned", "{planner}");
+    assert!(
+        planner["fallback"].is_null(),
+        "the built-in network loaded: {planner}"
+    );
+
     let table = ok(&["admin", "shards", "--endpoints", second]);
     assert!(table.contains("[-inf, \\xff)"), "{table}");
     assert!(table.contains("[\\xff, +inf)"), "{table}");

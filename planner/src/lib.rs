@@ -10,6 +10,7 @@
 pub mod balance;
 pub mod decide;
 pub mod envelope;
+pub mod live;
 pub mod model;
 pub mod sim;
 pub mod stats;

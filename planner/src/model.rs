@@ -30,6 +30,8 @@ const FOLLOW_SHARE_MIN: f64 = 0.5;
 pub const SPLIT_QUANTILES: usize = 7;
 /// Features per shard.
 pub const FEATURES: usize = 16;
+/// The committed weights (see [`PlannerNet::built_in`]).
+const BUILT_IN_WEIGHTS: &[u8] = include_bytes!("../weights/planner.safetensors");
 /// Ticks since a shard's last change count up to this (a live cluster runs far longer
 /// than a training run; past this, age says nothing new).
 const AGE_MAX: u64 = 120;
@@ -330,6 +332,22 @@ impl PlannerNet {
         self.vars.save(path)
     }
 
+    /// The network trained by `hanse planner train` and committed with the source
+    /// (`planner/weights/planner.safetensors`), built into the binary.
+    pub fn built_in() -> Result<PlannerNet, tch::TchError> {
+        // libtorch reads safetensors from files only.
+        let path = std::env::temp_dir().join(format!(
+            "hanse-planner-{}-{:?}.safetensors",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, BUILT_IN_WEIGHTS)?;
+        let net = PlannerNet::load(&path);
+        // A leftover temporary file is harmless; the network is what matters.
+        let _ = std::fs::remove_file(&path);
+        net
+    }
+
     /// A network with the weights saved at `path`.
     pub fn load(path: &Path) -> Result<PlannerNet, tch::TchError> {
         let mut net = PlannerNet::new(0);
@@ -508,5 +526,7 @@ pub(crate) mod tests {
         let rows: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.features).collect();
         assert_eq!(net.decide(&rows), loaded.decide(&rows));
         assert!(PlannerNet::load(&dir.path().join("missing")).is_err());
+        let built_in = PlannerNet::built_in().expect("the committed weights load");
+        assert_eq!(built_in.decide(&rows).len(), rows.len());
     }
 }

@@ -264,7 +264,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 .map_err(refused)?
                 .into_inner();
             (
-                Some((status.node_id, status.region, status.addr)),
+                Some((status.node_id, status.region, status.addr, status.planner)),
                 status.shards,
             )
         }
@@ -288,8 +288,14 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
     if json {
         let shards: Vec<_> = shards.iter().map(shard_json).collect();
         let out = match node {
-            Some((id, region, addr)) => {
-                json!({"node_id": id, "region": region, "addr": addr, "shards": shards})
+            Some((id, region, addr, planner)) => {
+                json!({
+                    "node_id": id,
+                    "region": region,
+                    "addr": addr,
+                    "shards": shards,
+                    "planner": planner.as_ref().map(planner_json),
+                })
             }
             None => json!({ "shards": shards }),
         };
@@ -297,9 +303,13 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
         return Ok(());
     }
     match node {
-        Some((id, region, addr)) => {
+        Some((id, region, addr, planner)) => {
             println!("node {id} in {region} at {addr}");
             print_local(&shards);
+            match planner {
+                Some(planner) => print_planner(&planner),
+                None => println!("\nplanner: runs on the meta shard's leader, not here"),
+            }
         }
         None => print_cluster(&shards),
     }
@@ -326,6 +336,54 @@ fn print_local(shards: &[proto::ShardStatus]) {
             replicas_text(&d)
         );
     }
+}
+
+/// What the planner decided lately and why.
+fn print_planner(planner: &proto::PlannerStatus) {
+    println!(
+        "\nplanner: {} mode, {} ticks; the last decided by {}",
+        planner.mode, planner.ticks, planner.acting
+    );
+    if !planner.fallback.is_empty() {
+        println!(
+            "  fallback to the heuristic ({} ticks so far): {}",
+            planner.fallback_ticks, planner.fallback
+        );
+    }
+    for d in &planner.decisions {
+        let features: Vec<String> = d.features.iter().map(|x| format!("{x:.2}")).collect();
+        println!(
+            "  tick {:>6} {:<16} {}  [{}]",
+            d.tick,
+            d.policy,
+            d.action,
+            features.join(" ")
+        );
+    }
+    for action in &planner.shadow {
+        println!("  the network would: {action}");
+    }
+    for refusal in &planner.refused {
+        println!("  refused: {refusal}");
+    }
+}
+
+fn planner_json(planner: &proto::PlannerStatus) -> serde_json::Value {
+    json!({
+        "mode": planner.mode,
+        "ticks": planner.ticks,
+        "acting": planner.acting,
+        "fallback": (!planner.fallback.is_empty()).then_some(&planner.fallback),
+        "fallback_ticks": planner.fallback_ticks,
+        "decisions": planner.decisions.iter().map(|d| json!({
+            "tick": d.tick,
+            "policy": d.policy,
+            "action": d.action,
+            "features": d.features,
+        })).collect::<Vec<_>>(),
+        "shadow": planner.shadow,
+        "refused": planner.refused,
+    })
 }
 
 /// Every shard of the cluster as the routing table has it: leader, size and load.

@@ -1,0 +1,687 @@
+//! The planner in a running cluster: the [`PlannerActor`] (on the meta shard's leader)
+//! takes each round's routing table with the shards' load reports, keeps a sliding window
+//! of them, shows the [`Planner`] the cluster as the simulator would ([`frame`]), and turns
+//! its decisions back into actions on real shards, keys and nodes ([`LiveAction`]). The
+//! node carries those out; the planner never touches Raft.
+//!
+//! Keys become positions on the simulator's key line by rank: every shard boundary and
+//! sampled key gets its own position, in key order, so split points map back to real keys.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+
+use actix::prelude::*;
+use hanse_storage::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+
+use crate::decide::{Mode, Planner, Status};
+use crate::sim::workload::KEY_SPACE;
+use crate::sim::{Action, Node, Policy, Shard, ShardStats, View};
+use crate::stats::REPORTED_KEYS;
+
+/// Operations per second a live node is taken to serve at full utilisation (the
+/// simulator's node capacity per tick).
+pub const NODE_CAPACITY: f64 = 4_000.0;
+/// Reports per shard the window averages.
+pub const WINDOW: usize = 10;
+/// Decisions the report keeps.
+const DECISIONS_KEPT: usize = 32;
+
+/// A shard's load as its leader last reported it (per second).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveLoad {
+    pub reads_per_sec: f64,
+    pub writes_per_sec: f64,
+    pub bytes_written_per_sec: f64,
+    pub size_bytes: u64,
+    /// The key that halves the shard by size.
+    pub split_key: Option<Vec<u8>>,
+    pub sampled_keys: Vec<(Vec<u8>, u64)>,
+    pub origins: Vec<(String, u64)>,
+}
+
+/// One routing-table entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveShard {
+    pub descriptor: ShardDescriptor,
+    pub leader: Option<NodeId>,
+    pub load: LiveLoad,
+    /// Left alone by the planner (the meta shard, a shard in a merge).
+    pub pinned: bool,
+}
+
+/// One live node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveNode {
+    pub id: NodeId,
+    pub region: String,
+}
+
+/// A decision on the real cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveAction {
+    Split {
+        shard: ShardId,
+        at: Vec<u8>,
+    },
+    /// Merge `left` with its right neighbour `right`.
+    Merge {
+        left: ShardId,
+        right: ShardId,
+    },
+    TransferLeader {
+        shard: ShardId,
+        to: NodeId,
+    },
+    /// Add a replica on `to`, then remove the one on `from`.
+    MoveReplica {
+        shard: ShardId,
+        from: NodeId,
+        to: NodeId,
+    },
+}
+
+impl fmt::Display for LiveAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LiveAction::Split { shard, at } => {
+                write!(
+                    f,
+                    "split shard {shard} at {:?}",
+                    String::from_utf8_lossy(at)
+                )
+            }
+            LiveAction::Merge { left, right } => write!(f, "merge shard {left} with shard {right}"),
+            LiveAction::TransferLeader { shard, to } => {
+                write!(f, "move shard {shard}'s leader to node {to}")
+            }
+            LiveAction::MoveReplica { shard, from, to } => {
+                write!(
+                    f,
+                    "move shard {shard}'s replica from node {from} to node {to}"
+                )
+            }
+        }
+    }
+}
+
+/// The cluster as the simulator's policies see it, with the way back to real ids and keys.
+pub struct Frame {
+    pub nodes: Vec<Node>,
+    pub shards: Vec<Shard>,
+    pub stats: Vec<ShardStats>,
+    pub node_load: Vec<f64>,
+    node_ids: Vec<NodeId>,
+    shard_ids: Vec<ShardId>,
+    /// The real key at each position that stands for one.
+    keys: BTreeMap<u64, Vec<u8>>,
+    /// Each shard's size-middle key, for splits at a position that is no real key.
+    middles: Vec<Option<Vec<u8>>>,
+}
+
+impl Frame {
+    pub fn view(&self, tick: u64) -> View<'_> {
+        View {
+            tick,
+            nodes: &self.nodes,
+            shards: &self.shards,
+            stats: &self.stats,
+            node_load: &self.node_load,
+        }
+    }
+
+    /// `action` on the real cluster; `None` where it names no real key or neighbour.
+    pub fn live(&self, action: &Action) -> Option<LiveAction> {
+        Some(match *action {
+            Action::Split { shard, at } => {
+                let at = self
+                    .keys
+                    .get(&at)
+                    .cloned()
+                    .or_else(|| self.middles[shard].clone())?;
+                LiveAction::Split {
+                    shard: self.shard_ids[shard],
+                    at,
+                }
+            }
+            Action::Merge { shard } => {
+                // Neighbours in the frame are neighbours in the cluster only when no
+                // pinned shard lies between them.
+                let right = self.shards.get(shard + 1)?;
+                if self.shards[shard].end != right.start {
+                    return None;
+                }
+                LiveAction::Merge {
+                    left: self.shard_ids[shard],
+                    right: self.shard_ids[shard + 1],
+                }
+            }
+            Action::TransferLeader { shard, to } => LiveAction::TransferLeader {
+                shard: self.shard_ids[shard],
+                to: self.node_ids[to],
+            },
+            Action::MoveReplica { shard, from, to } => LiveAction::MoveReplica {
+                shard: self.shard_ids[shard],
+                from: self.node_ids[from],
+                to: self.node_ids[to],
+            },
+        })
+    }
+}
+
+/// The frame of `shards` (in key order) on `nodes`, each shard's load its window's mean;
+/// `changed` gives each shard's (last change, last merge) tick.
+pub fn frame(
+    shards: &[LiveShard],
+    nodes: &[LiveNode],
+    changed: &dyn Fn(ShardId) -> (u64, Option<u64>),
+) -> Frame {
+    let mut node_ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    node_ids.sort_unstable();
+    node_ids.dedup();
+    let regions: Vec<&str> = nodes
+        .iter()
+        .map(|n| n.region.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let region_of = |id: NodeId| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| regions.iter().position(|r| *r == n.region))
+            .unwrap_or(0)
+    };
+    let sim_nodes: Vec<Node> = node_ids
+        .iter()
+        .map(|&id| Node {
+            region: region_of(id),
+            capacity: NODE_CAPACITY,
+        })
+        .collect();
+    let index_of = |id: NodeId| node_ids.iter().position(|&n| n == id);
+    let planned: Vec<&LiveShard> = shards
+        .iter()
+        .filter(|s| !s.pinned && s.leader.and_then(index_of).is_some())
+        .collect();
+    // Positions: the empty key (the first shard's start) at 0, every other boundary and
+    // sampled key spaced evenly in key order, the end of the keyspace at KEY_SPACE.
+    let mut all: BTreeSet<&[u8]> = BTreeSet::new();
+    for s in &planned {
+        all.insert(&s.descriptor.start);
+        if !s.descriptor.end.is_empty() {
+            all.insert(&s.descriptor.end);
+        }
+        all.extend(s.load.sampled_keys.iter().map(|(k, _)| k.as_slice()));
+    }
+    all.remove(&b""[..]);
+    let step = KEY_SPACE / (all.len() as u64 + 2);
+    let position: HashMap<&[u8], u64> = all
+        .iter()
+        .enumerate()
+        .map(|(rank, key)| (*key, (rank as u64 + 1) * step))
+        .collect();
+    let at = |key: &[u8]| position.get(key).copied().unwrap_or(0);
+    let keys: BTreeMap<u64, Vec<u8>> = position.iter().map(|(k, p)| (*p, k.to_vec())).collect();
+    let mut node_ops = vec![0.0; node_ids.len()];
+    let mut sim_shards = Vec::new();
+    let mut stats = Vec::new();
+    for s in &planned {
+        let d = &s.descriptor;
+        let replicas: Vec<usize> = d
+            .replicas
+            .iter()
+            .filter(|r| r.role == ReplicaRole::Voter)
+            .filter_map(|r| index_of(r.node))
+            .collect();
+        let leader = s.leader.and_then(index_of).expect("filtered above");
+        let load = &s.load;
+        node_ops[leader] += load.reads_per_sec + load.writes_per_sec;
+        for &r in replicas.iter().filter(|&&r| r != leader) {
+            node_ops[r] += load.writes_per_sec / 2.0;
+        }
+        let (changed_at, merged_at) = changed(d.id);
+        sim_shards.push(Shard {
+            start: at(&d.start),
+            end: if d.end.is_empty() {
+                KEY_SPACE
+            } else {
+                at(&d.end)
+            },
+            size_bytes: load.size_bytes as f64,
+            replicas,
+            leader,
+            changed_at,
+            merged_at,
+        });
+        let mut origins = vec![0.0; regions.len()];
+        for (region, per_sec) in &load.origins {
+            if let Some(r) = regions.iter().position(|name| name == region) {
+                origins[r] += *per_sec as f64;
+            }
+        }
+        stats.push(ShardStats {
+            reads: load.reads_per_sec,
+            writes: load.writes_per_sec,
+            scans: 0.0,
+            bytes_written: load.bytes_written_per_sec,
+            sampled: load.sampled_keys.iter().map(|(k, n)| (at(k), *n)).collect(),
+            crossing: vec![0; load.sampled_keys.len()],
+            origins,
+        });
+    }
+    Frame {
+        node_load: node_ops.iter().map(|ops| ops / NODE_CAPACITY).collect(),
+        nodes: sim_nodes,
+        middles: planned.iter().map(|s| s.load.split_key.clone()).collect(),
+        shard_ids: planned.iter().map(|s| s.descriptor.id).collect(),
+        shards: sim_shards,
+        stats,
+        node_ids,
+        keys,
+    }
+}
+
+/// The last [`WINDOW`] reports of each shard, and when each shard last changed.
+#[derive(Default)]
+struct Window {
+    reports: HashMap<ShardId, VecDeque<LiveLoad>>,
+    /// Each shard's epoch, range end, the tick it last changed and the tick it last grew
+    /// by a merge.
+    changes: HashMap<ShardId, (Epoch, Vec<u8>, u64, Option<u64>)>,
+}
+
+impl Window {
+    /// Takes this round's table; returns it with each shard's load averaged over the window.
+    fn observe(&mut self, shards: &[LiveShard], tick: u64) -> Vec<LiveShard> {
+        let ids: BTreeSet<ShardId> = shards.iter().map(|s| s.descriptor.id).collect();
+        self.reports.retain(|id, _| ids.contains(id));
+        self.changes.retain(|id, _| ids.contains(id));
+        shards
+            .iter()
+            .map(|shard| {
+                let d = &shard.descriptor;
+                let change = self
+                    .changes
+                    .entry(d.id)
+                    .or_insert_with(|| (d.epoch, d.end.clone(), tick, None));
+                if change.0 != d.epoch {
+                    // A range that reaches further than before took its neighbour in.
+                    let grew = d.end.is_empty() && !change.1.is_empty() || d.end > change.1;
+                    let merged_at = if grew { Some(tick) } else { change.3 };
+                    *change = (d.epoch, d.end.clone(), tick, merged_at);
+                    // A changed shard's old load says little about its new range.
+                    self.reports.remove(&d.id);
+                }
+                let reports = self.reports.entry(d.id).or_default();
+                reports.push_back(shard.load.clone());
+                while reports.len() > WINDOW {
+                    reports.pop_front();
+                }
+                LiveShard {
+                    load: mean(reports),
+                    ..shard.clone()
+                }
+            })
+            .collect()
+    }
+
+    fn changed(&self, shard: ShardId) -> (u64, Option<u64>) {
+        self.changes
+            .get(&shard)
+            .map_or((0, None), |(_, _, at, merged)| (*at, *merged))
+    }
+}
+
+/// The mean of `reports`: rates and origins averaged, sampled keys counted together (the
+/// most frequent kept), size and middle key the latest.
+fn mean(reports: &VecDeque<LiveLoad>) -> LiveLoad {
+    let n = reports.len().max(1) as f64;
+    let latest = reports.back().cloned().unwrap_or_default();
+    let mut sampled: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut origins: BTreeMap<String, u64> = BTreeMap::new();
+    for report in reports {
+        for (key, count) in &report.sampled_keys {
+            *sampled.entry(key.clone()).or_default() += count;
+        }
+        for (region, per_sec) in &report.origins {
+            *origins.entry(region.clone()).or_default() += per_sec;
+        }
+    }
+    let mut sampled: Vec<(Vec<u8>, u64)> = sampled.into_iter().collect();
+    sampled.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sampled.truncate(REPORTED_KEYS);
+    sampled.sort();
+    LiveLoad {
+        reads_per_sec: reports.iter().map(|r| r.reads_per_sec).sum::<f64>() / n,
+        writes_per_sec: reports.iter().map(|r| r.writes_per_sec).sum::<f64>() / n,
+        bytes_written_per_sec: reports.iter().map(|r| r.bytes_written_per_sec).sum::<f64>() / n,
+        sampled_keys: sampled,
+        origins: origins
+            .into_iter()
+            .map(|(region, total)| (region, (total as f64 / n).round() as u64))
+            .collect(),
+        ..latest
+    }
+}
+
+/// One decision as `hanse admin status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveDecision {
+    pub tick: u64,
+    pub policy: String,
+    pub action: String,
+    /// The features of the shard it acted on (see [`crate::model::features`]).
+    pub features: Vec<f32>,
+}
+
+/// What the planner did lately.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerReport {
+    pub mode: Mode,
+    pub ticks: u64,
+    /// The policy that decided the last tick.
+    pub acting: String,
+    /// Why the heuristic stood in for the network in the last tick, if it did.
+    pub fallback: Option<String>,
+    pub fallback_ticks: u64,
+    /// The last decisions, oldest first.
+    pub decisions: Vec<LiveDecision>,
+    /// Shadow mode: what the network would have done in the last tick.
+    pub shadow: Vec<String>,
+    /// What the envelope refused in the last tick, and why.
+    pub refused: Vec<String>,
+}
+
+/// The planner actor: one per node, asked only on the meta shard's leader.
+pub struct PlannerActor {
+    planner: Planner,
+    window: Window,
+    tick: u64,
+    decisions: VecDeque<LiveDecision>,
+    shadow: Vec<String>,
+    refused: Vec<String>,
+}
+
+impl PlannerActor {
+    pub fn new(planner: Planner) -> PlannerActor {
+        PlannerActor {
+            planner,
+            window: Window::default(),
+            tick: 0,
+            decisions: VecDeque::new(),
+            shadow: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Decides on this round's table: the actions to carry out (none in shadow mode).
+    pub fn observe(&mut self, shards: &[LiveShard], nodes: &[LiveNode]) -> Vec<LiveAction> {
+        self.tick += 1;
+        let tick = self.tick;
+        let averaged = self.window.observe(shards, tick);
+        let window = &self.window;
+        let frame = frame(&averaged, nodes, &|id| window.changed(id));
+        let admitted = self.planner.decide(&frame.view(tick));
+        let status: &Status = self.planner.status();
+        let named = |action: &Action| {
+            frame.live(action).map_or_else(
+                || format!("{action:?} (no live equivalent)"),
+                |a| a.to_string(),
+            )
+        };
+        for decision in status.recent.iter().filter(|d| d.tick == tick) {
+            if self.decisions.len() == DECISIONS_KEPT {
+                self.decisions.pop_front();
+            }
+            self.decisions.push_back(LiveDecision {
+                tick,
+                policy: decision.policy.clone(),
+                action: named(&decision.action),
+                features: decision.features.to_vec(),
+            });
+        }
+        self.shadow = status.shadow.iter().map(named).collect();
+        self.refused = status
+            .refused
+            .iter()
+            .map(|(action, why)| format!("{}: {why}", named(action)))
+            .collect();
+        if status.mode == Mode::Model {
+            admitted.iter().filter_map(|a| frame.live(a)).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn report(&self) -> PlannerReport {
+        let status = self.planner.status();
+        PlannerReport {
+            mode: status.mode,
+            ticks: self.tick,
+            acting: status.acting.clone(),
+            fallback: status.fallback.clone(),
+            fallback_ticks: status.fallback_ticks,
+            decisions: self.decisions.iter().cloned().collect(),
+            shadow: self.shadow.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+}
+
+impl Actor for PlannerActor {
+    type Context = Context<Self>;
+}
+
+/// This round's routing table and nodes; answers the actions to carry out.
+#[derive(Message)]
+#[rtype(result = "Vec<LiveAction>")]
+pub struct Observe {
+    pub shards: Vec<LiveShard>,
+    pub nodes: Vec<LiveNode>,
+}
+
+impl Handler<Observe> for PlannerActor {
+    type Result = MessageResult<Observe>;
+
+    fn handle(&mut self, msg: Observe, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.observe(&msg.shards, &msg.nodes))
+    }
+}
+
+/// Asks for the planner's [`PlannerReport`].
+#[derive(Message)]
+#[rtype(result = "PlannerReport")]
+pub struct Report;
+
+impl Handler<Report> for PlannerActor {
+    type Result = MessageResult<Report>;
+
+    fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.report())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use hanse_storage::ReplicaDescriptor;
+
+    const REGIONS: [&str; 3] = ["ap-china", "au-sydney", "eu-hamburg"];
+
+    fn nodes() -> Vec<LiveNode> {
+        (1..=3)
+            .map(|id| LiveNode {
+                id,
+                region: REGIONS[id as usize - 1].into(),
+            })
+            .collect()
+    }
+
+    fn shard(id: ShardId, start: &[u8], end: &[u8], version: u64, load: LiveLoad) -> LiveShard {
+        LiveShard {
+            descriptor: ShardDescriptor {
+                id,
+                start: start.to_vec(),
+                end: end.to_vec(),
+                epoch: Epoch {
+                    version,
+                    conf_ver: 1,
+                },
+                replicas: (1..=3)
+                    .map(|node| ReplicaDescriptor {
+                        node,
+                        region: REGIONS[node as usize - 1].into(),
+                        role: ReplicaRole::Voter,
+                    })
+                    .collect(),
+                merging: None,
+            },
+            leader: Some(1 + id % 3),
+            load,
+            pinned: false,
+        }
+    }
+
+    /// A shard under `writes` per second, most of it on `hot` keys.
+    fn hot_load(writes: f64, hot: &[&str]) -> LiveLoad {
+        LiveLoad {
+            writes_per_sec: writes,
+            bytes_written_per_sec: writes * 272.0,
+            size_bytes: 32 << 20,
+            split_key: Some(b"middle".to_vec()),
+            sampled_keys: hot.iter().map(|k| (k.as_bytes().to_vec(), 20)).collect(),
+            origins: vec![("eu-hamburg".into(), writes as u64)],
+            ..LiveLoad::default()
+        }
+    }
+
+    #[test]
+    fn the_frame_keeps_key_order_and_maps_decisions_back() {
+        let shards = [
+            shard(1, b"", b"k", 1, hot_load(10.0, &["c", "f"])),
+            LiveShard {
+                pinned: true,
+                ..shard(2, b"k", b"p", 1, LiveLoad::default())
+            },
+            shard(3, b"p", b"", 1, hot_load(10.0, &["x"])),
+        ];
+        let frame = frame(&shards, &nodes(), &|_| (0, None));
+        assert_eq!(frame.shards.len(), 2, "the pinned shard is left out");
+        let first = &frame.shards[0];
+        assert_eq!(first.start, 0);
+        let sampled: Vec<u64> = frame.stats[0].sampled.iter().map(|s| s.0).collect();
+        assert!(first.start < sampled[0] && sampled[0] < sampled[1] && sampled[1] < first.end);
+        assert_eq!(frame.shards[1].end, KEY_SPACE);
+        // Regions by name: node 3 (eu-hamburg) is region 2; its requests came from there.
+        assert_eq!(frame.nodes[2].region, 2);
+        assert_eq!(frame.stats[0].origins, vec![0.0, 0.0, 10.0]);
+        // Node 2 leads shard 1 (its 10 writes count whole) and follows shard 3 (its 10
+        // writes count half).
+        assert!((frame.node_load[1] - 15.0 / NODE_CAPACITY).abs() < 1e-12);
+
+        let split = Action::Split {
+            shard: 0,
+            at: sampled[1],
+        };
+        assert_eq!(
+            frame.live(&split),
+            Some(LiveAction::Split {
+                shard: 1,
+                at: b"f".to_vec()
+            })
+        );
+        // A position that is no real key: the shard's size-middle key.
+        let middle = Action::Split {
+            shard: 0,
+            at: sampled[0] + 1,
+        };
+        assert_eq!(
+            frame.live(&middle),
+            Some(LiveAction::Split {
+                shard: 1,
+                at: b"middle".to_vec()
+            })
+        );
+        // Shards 1 and 3 are not neighbours: shard 2 lies between them.
+        assert_eq!(frame.live(&Action::Merge { shard: 0 }), None);
+        assert_eq!(
+            frame.live(&Action::TransferLeader { shard: 1, to: 2 }),
+            Some(LiveAction::TransferLeader { shard: 3, to: 3 })
+        );
+    }
+
+    #[test]
+    fn the_window_averages_and_remembers_changes() {
+        let mut window = Window::default();
+        let at = |writes: f64| [shard(1, b"", b"k", 1, hot_load(writes, &["c"]))];
+        window.observe(&at(10.0), 1);
+        let averaged = window.observe(&at(30.0), 2);
+        assert_eq!(averaged[0].load.writes_per_sec, 20.0);
+        assert_eq!(averaged[0].load.sampled_keys, vec![(b"c".to_vec(), 40)]);
+        assert_eq!(window.changed(1), (1, None));
+        // A merge: a new epoch and a range that reaches further.
+        let merged = [shard(1, b"", b"p", 2, hot_load(50.0, &["c"]))];
+        let averaged = window.observe(&merged, 3);
+        assert_eq!(
+            averaged[0].load.writes_per_sec, 50.0,
+            "a changed shard starts afresh"
+        );
+        assert_eq!(window.changed(1), (3, Some(3)));
+        // A split: a new epoch, a shorter range.
+        window.observe(&[shard(1, b"", b"f", 3, hot_load(5.0, &["c"]))], 9);
+        assert_eq!(window.changed(1), (9, Some(3)));
+    }
+
+    #[test]
+    fn without_a_network_the_actor_splits_a_hot_shard_by_the_tuned_rule() {
+        let planner = Planner::new(None, Mode::Model, Envelope::default());
+        let mut actor = PlannerActor::new(planner);
+        let table = [
+            shard(1, b"", b"m", 1, hot_load(3_000.0, &["a", "c", "e", "g"])),
+            shard(2, b"m", b"", 1, hot_load(5.0, &["x"])),
+        ];
+        let actions = actor.observe(&table, &nodes());
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                LiveAction::Split { shard: 1, at } if [b"c".to_vec(), b"e".to_vec()].contains(at)
+            )),
+            "{actions:?}"
+        );
+        let report = actor.report();
+        assert_eq!(report.fallback.as_deref(), Some("no model is loaded"));
+        assert_eq!(report.acting, "cockroach-tuned");
+        assert!(
+            report
+                .decisions
+                .iter()
+                .any(|d| d.action.starts_with("split shard 1 at"))
+        );
+        assert!(
+            report
+                .decisions
+                .iter()
+                .all(|d| d.features.len() == crate::model::FEATURES)
+        );
+    }
+
+    #[test]
+    fn in_shadow_mode_the_actor_decides_but_nothing_is_carried_out() {
+        let mut actor = PlannerActor::new(Planner::new(None, Mode::Shadow, Envelope::default()));
+        let table = [shard(
+            1,
+            b"",
+            b"",
+            1,
+            hot_load(3_000.0, &["a", "c", "e", "g"]),
+        )];
+        assert!(actor.observe(&table, &nodes()).is_empty());
+        let report = actor.report();
+        assert_eq!(report.mode, Mode::Shadow);
+        assert!(
+            !report.decisions.is_empty(),
+            "what the heuristic would do is kept"
+        );
+    }
+}
