@@ -505,6 +505,7 @@ impl Handler<Report> for PlannerActor {
 mod tests {
     use super::*;
     use crate::envelope::Envelope;
+    use crate::sim::policy::LoadSplit;
     use hanse_storage::ReplicaDescriptor;
 
     const REGIONS: [&str; 3] = ["ap-china", "au-sydney", "eu-hamburg"];
@@ -641,6 +642,11 @@ mod tests {
             shard(1, b"", b"m", 1, hot_load(3_000.0, &["a", "c", "e", "g"])),
             shard(2, b"m", b"", 1, hot_load(5.0, &["x"])),
         ];
+        // The tuned rule waits for three hot ticks in a row.
+        let tuned = LoadSplit::tuned();
+        for _ in 1..tuned.detect_ticks {
+            assert!(actor.observe(&table, &nodes()).is_empty());
+        }
         let actions = actor.observe(&table, &nodes());
         assert!(
             actions.iter().any(|a| matches!(
@@ -676,7 +682,9 @@ mod tests {
             1,
             hot_load(3_000.0, &["a", "c", "e", "g"]),
         )];
-        assert!(actor.observe(&table, &nodes()).is_empty());
+        for _ in 0..LoadSplit::tuned().detect_ticks {
+            assert!(actor.observe(&table, &nodes()).is_empty());
+        }
         let report = actor.report();
         assert_eq!(report.mode, Mode::Shadow);
         assert!(

@@ -245,9 +245,10 @@ impl LoadSplit {
     }
 
     /// The CockroachDB-style rule with the thresholds the grid search in `hanse planner
-    /// eval` picks on the training families: the planner's fallback.
+    /// eval` picked on the training families (2026-11-27: 600 requests per tick for 3
+    /// ticks): the planner's fallback.
     pub fn tuned() -> Self {
-        LoadSplit::cockroach().with_thresholds(1_000.0, 1)
+        LoadSplit::cockroach().with_thresholds(600.0, 3)
     }
 
     /// The same rule with other thresholds (for tuning).
