@@ -370,6 +370,47 @@ fn admin_reports_the_node_and_its_shards() {
         "the built-in network loaded: {planner}"
     );
 
+    // `hanse planner record` writes the load it sees as a trace training can replay.
+    let trace = Path::new(&cluster.dir).join("trace.jsonl");
+    let mut recorder = Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args([
+            "planner",
+            "record",
+            "--endpoints",
+            second,
+            "--duration",
+            "4s",
+        ])
+        .arg("--out")
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while recorder.try_wait().unwrap().is_none() {
+        for i in 0..20 {
+            runtime
+                .block_on(client.put(format!("trace-{:02}", i % 4).as_bytes(), b"v"))
+                .unwrap();
+        }
+    }
+    assert!(recorder.wait().unwrap().success());
+    let ticks = hanse_planner::sim::trace::read_trace(&trace).unwrap();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    let from_hamburg = |s: &hanse_planner::sim::trace::TraceShard| {
+        s.origins.iter().any(|(r, n)| r == "eu-hamburg" && *n > 0.0)
+    };
+    assert!(
+        ticks.iter().any(|t| t.shards.iter().any(from_hamburg)),
+        "{ticks:?}"
+    );
+    assert!(
+        ticks
+            .iter()
+            .flat_map(|t| &t.shards)
+            .all(|s| s.start.is_empty()),
+        "one data shard, the meta shard left out: {ticks:?}"
+    );
+
     let table = ok(&["admin", "shards", "--endpoints", second]);
     assert!(table.contains("[-inf, \\xff)"), "{table}");
     assert!(table.contains("[\\xff, +inf)"), "{table}");

@@ -5,7 +5,10 @@ use crate::decide::{Mode, Planner};
 use crate::envelope::Envelope;
 use crate::model::{Example, PlannerNet, examples};
 use crate::sim::eval::{Contender, Row, evaluate, tune};
+use std::sync::Arc;
+
 use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly};
+use crate::sim::trace::Replay;
 use crate::sim::workload::Family;
 use crate::sim::{Policy, Scenario, Sim};
 
@@ -45,6 +48,9 @@ pub struct TrainOptions {
     pub learning_rate: f64,
     /// Requests simulated per tick (each weighing proportionally more when fewer).
     pub requests_per_tick: usize,
+    /// Loads recorded from live clusters (`hanse planner record`), replayed beside the
+    /// families, each with every seed.
+    pub traces: Vec<Arc<Replay>>,
 }
 
 impl Default for TrainOptions {
@@ -57,13 +63,23 @@ impl Default for TrainOptions {
             epochs: 300,
             learning_rate: 5e-3,
             requests_per_tick: 500,
+            traces: Vec::new(),
         }
     }
 }
 
 /// The three-region scenario with the training run's request budget.
 fn scenario(family: Family, seed: u64, ticks: u64, requests_per_tick: usize) -> Scenario {
-    let base = Scenario::three_regions(family, seed);
+    sized(
+        Scenario::three_regions(family, seed),
+        ticks,
+        requests_per_tick,
+    )
+}
+
+/// `base` run for `ticks` with `requests_per_tick`, each weighing as much more as needed to
+/// keep the load.
+fn sized(base: Scenario, ticks: u64, requests_per_tick: usize) -> Scenario {
     Scenario {
         ticks,
         request_weight: base.request_weight * base.requests_per_tick as f64
@@ -127,20 +143,25 @@ pub fn collect_examples(
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<Example> {
-    let runs = options.families.len() * options.seeds.len();
     let owned = proposers();
     let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> = owned.iter().map(|p| p.as_ref()).collect();
-    let mut collected = Vec::new();
-    let mut done = 0;
-    for &family in &options.families {
-        for &seed in &options.seeds {
-            let run = scenario(family, seed, options.ticks, options.requests_per_tick);
-            Sim::new(run).run_oracle(options.horizon, &proposers, &mut |view, actions| {
-                collected.extend(examples(view, actions));
-            });
-            done += 1;
-            progress(done, runs);
+    let mut scenarios = Vec::new();
+    for &seed in &options.seeds {
+        for &family in &options.families {
+            scenarios.push(Scenario::three_regions(family, seed));
         }
+        for replay in &options.traces {
+            scenarios.push(Scenario::recorded(replay.clone(), seed));
+        }
+    }
+    let runs = scenarios.len();
+    let mut collected = Vec::new();
+    for (done, base) in scenarios.into_iter().enumerate() {
+        let run = sized(base, options.ticks, options.requests_per_tick);
+        Sim::new(run).run_oracle(options.horizon, &proposers, &mut |view, actions| {
+            collected.extend(examples(view, actions));
+        });
+        progress(done + 1, runs);
     }
     collected
 }
@@ -152,7 +173,7 @@ pub fn train(
     seed: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> (PlannerNet, Vec<f64>) {
-    let runs = options.families.len() * options.seeds.len();
+    let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
     let total = runs + options.epochs;
     let examples = collect_examples(options, &mut |done, _| progress(done, total));
     let mut net = PlannerNet::new(seed);
@@ -262,6 +283,7 @@ pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::trace::{TraceShard, TraceTick};
 
     #[test]
     fn training_and_comparison_cover_every_family_and_policy() {
@@ -317,6 +339,39 @@ mod tests {
         let improvements = improvement_vs_best_heuristic(&rows);
         assert_eq!(improvements.len(), 2);
         assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));
+    }
+
+    #[test]
+    fn a_recorded_load_gives_examples_like_a_family() {
+        let hot = TraceTick {
+            shards: vec![TraceShard {
+                start: Vec::new(),
+                end: Vec::new(),
+                reads_per_sec: 500.0,
+                writes_per_sec: 2_500.0,
+                sampled_keys: vec![
+                    (b"a".to_vec(), 10),
+                    (b"k".to_vec(), 10),
+                    (b"t".to_vec(), 10),
+                ],
+                origins: vec![("eu-hamburg".into(), 3_000.0)],
+            }],
+        };
+        let options = TrainOptions {
+            families: Vec::new(),
+            traces: vec![Arc::new(Replay::new(&[hot]))],
+            seeds: vec![1],
+            ticks: 20,
+            horizon: 3,
+            requests_per_tick: 300,
+            ..TrainOptions::default()
+        };
+        let examples = collect_examples(&options, &mut |_, _| {});
+        // Four shards at first, one example per shard per tick.
+        assert!(examples.len() >= 4 * 20, "{}", examples.len());
+        let run = |seed| Sim::new(Scenario::recorded(options.traces[0].clone(), seed));
+        let floor = |seed| run(seed).run(&mut SizeOnly);
+        assert_eq!(floor(1), floor(1), "a replay is a function of its seed");
     }
 
     #[test]

@@ -16,9 +16,11 @@
 
 pub mod eval;
 pub mod policy;
+pub mod trace;
 pub mod workload;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -138,6 +140,8 @@ pub struct Scenario {
     pub ticks: u64,
     pub seed: u64,
     pub initial_shards: usize,
+    /// The recording a [`workload::Family::Recorded`] scenario replays.
+    pub replay: Option<Arc<trace::Replay>>,
 }
 
 impl Scenario {
@@ -161,6 +165,17 @@ impl Scenario {
             ticks: 600,
             seed,
             initial_shards: 4,
+            replay: None,
+        }
+    }
+
+    /// The three regions under a recorded load, as heavy on average as the recording.
+    pub fn recorded(replay: Arc<trace::Replay>, seed: u64) -> Scenario {
+        let base = Scenario::three_regions(workload::Family::Recorded, seed);
+        Scenario {
+            request_weight: replay.mean_rate / base.requests_per_tick as f64,
+            replay: Some(replay),
+            ..base
         }
     }
 }
@@ -242,7 +257,10 @@ pub struct Sim {
 impl Sim {
     pub fn new(scenario: Scenario) -> Sim {
         let regions = scenario.region_latency_ms.len();
-        let workload = Workload::new(scenario.family, regions, scenario.seed);
+        let workload = match &scenario.replay {
+            Some(replay) => Workload::replaying(replay.clone(), regions, scenario.seed),
+            None => Workload::new(scenario.family, regions, scenario.seed),
+        };
         let scenario_seed = scenario.seed;
         let n = scenario.initial_shards.max(1) as u64;
         let nodes = scenario.nodes.len();

@@ -3,8 +3,12 @@
 //! Keys are points of `[0, KEY_SPACE)`; a request is a read, a write or a short scan,
 //! from one of the regions. Every stream is a deterministic function of its seed.
 
+use std::sync::Arc;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use super::trace::Replay;
 
 /// Keys are `0..KEY_SPACE`.
 pub const KEY_SPACE: u64 = 1 << 32;
@@ -61,6 +65,9 @@ pub enum Family {
     /// Geo-partitioned data: each region's clients (equally busy) touch mostly their own
     /// part of the key space, Zipfian within it; the diurnal family without the day.
     Regional,
+    /// Load recorded from a live cluster, replayed (see [`super::trace`]); without a
+    /// recording, uniform.
+    Recorded,
 }
 
 impl Family {
@@ -77,6 +84,7 @@ impl Family {
             Family::ScanHeavy => "scan-heavy".into(),
             Family::Diurnal { .. } => "diurnal".into(),
             Family::Regional => "regional".into(),
+            Family::Recorded => "recorded".into(),
         }
     }
 }
@@ -135,6 +143,8 @@ pub struct Workload {
     regions: usize,
     rng: StdRng,
     zipf: Zipf,
+    /// The recording a [`Family::Recorded`] workload replays.
+    replay: Option<Arc<Replay>>,
 }
 
 const VALUE_BYTES: u32 = 256;
@@ -146,6 +156,15 @@ impl Workload {
             regions: regions.max(1),
             rng: StdRng::seed_from_u64(seed),
             zipf: Zipf::new(ZIPF_ITEMS, ZIPF_THETA),
+            replay: None,
+        }
+    }
+
+    /// A [`Family::Recorded`] workload replaying `replay`.
+    pub fn replaying(replay: Arc<Replay>, regions: usize, seed: u64) -> Workload {
+        Workload {
+            replay: Some(replay),
+            ..Workload::new(Family::Recorded, regions, seed)
         }
     }
 
@@ -168,6 +187,11 @@ impl Workload {
 
     /// The `count` requests of tick `tick`.
     pub fn tick(&mut self, tick: u64, count: usize) -> Vec<Request> {
+        if let Some(replay) = self.replay.clone() {
+            return (0..replay.count(tick, count))
+                .map(|_| replay.request(tick, &mut self.rng, VALUE_BYTES))
+                .collect();
+        }
         (0..count).map(|_| self.request(tick)).collect()
     }
 
@@ -269,6 +293,10 @@ impl Workload {
                 } else {
                     self.uniform_key()
                 };
+                self.read_or_write(key, 0.5, origin)
+            }
+            Family::Recorded => {
+                let key = self.uniform_key();
                 self.read_or_write(key, 0.5, origin)
             }
             Family::Regional => {

@@ -1,19 +1,29 @@
-//! `hanse planner train|eval`: trains the planner's network in the simulator and compares
-//! it with the heuristics on workload families it never saw.
+//! `hanse planner train|eval|record`: trains the planner's network in the simulator,
+//! compares it with the heuristics on workload families it never saw, and records a live
+//! cluster's load for training.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::admin::first_answer;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hanse::chart::{self, Series};
 use hanse::progress::{bar, end_bar};
+use hanse::units::parse_duration;
+use hanse_consensus::meta::META_SHARD;
 use hanse_planner::model::PlannerNet;
 use hanse_planner::sim::eval::Row;
 use hanse_planner::sim::policy::LoadSplit;
+use hanse_planner::sim::trace::{Replay, TraceShard, TraceTick, read_trace, write_tick};
 use hanse_planner::train::{
     Comparison, TrainOptions, compare, held_out_families, improvement_vs_best_heuristic, train,
     tuned_baselines,
 };
+use hanse_proto::v1 as pb;
+use hanse_proto::v1::admin_client::AdminClient;
 use serde_json::json;
 
 /// Where the trained weights live in the repository.
@@ -40,6 +50,24 @@ enum PlannerOp {
         ticks: u64,
         #[arg(long, default_value_t = 300)]
         epochs: usize,
+        /// A load recorded by `hanse planner record`, replayed beside the workload
+        /// families (repeatable).
+        #[arg(long, value_name = "FILE")]
+        trace: Vec<PathBuf>,
+    },
+    /// Records a running cluster's load (each shard's rates, sampled keys and client
+    /// regions, from the routing table) as a trace `hanse planner train --trace` replays.
+    Record {
+        /// Nodes to ask (any of the cluster's), HOST:PORT.
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Time between two looks (the nodes report once a second).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Tunes the baselines' thresholds on the training families, runs every policy on
     /// the held-out families, and prints mean costs (95 % interval) and the network's
@@ -72,21 +100,33 @@ const EVAL_REQUESTS_PER_TICK: usize = 500;
 
 pub fn run(args: PlannerArgs) -> Result<()> {
     match args.op {
+        PlannerOp::Record {
+            endpoints,
+            duration,
+            interval,
+            out,
+        } => record(&endpoints, duration, interval, &out),
         PlannerOp::Train {
             out,
             seeds,
             ticks,
             epochs,
+            trace,
         } => {
+            let mut traces = Vec::new();
+            for path in &trace {
+                traces.push(Arc::new(Replay::new(&read_trace(path)?)));
+            }
             let options = TrainOptions {
                 seeds: (1..=seeds).collect(),
                 ticks,
                 epochs,
+                traces,
                 ..TrainOptions::default()
             };
             eprintln!(
                 "labelling {} runs with the look-ahead oracle, then {epochs} epochs",
-                options.families.len() * options.seeds.len()
+                (options.families.len() + options.traces.len()) * options.seeds.len()
             );
             let (net, losses) = train(&options, 1, &mut |done, total| {
                 bar(done as u64, total as u64)
@@ -124,6 +164,68 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             out,
         }),
     }
+}
+
+/// Asks the cluster for its routing table every `interval` for `duration` and appends each
+/// answer's data shards to `out` as one trace tick.
+fn record(endpoints: &[String], duration: Duration, interval: Duration, out: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    let start = std::time::Instant::now();
+    let mut ticks = 0u64;
+    while start.elapsed() < duration {
+        let look = std::time::Instant::now();
+        let shards = runtime.block_on(first_answer(endpoints, async |endpoint| {
+            let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+            Ok(admin
+                .shards(pb::ShardsRequest {})
+                .await?
+                .into_inner()
+                .shards)
+        }))?;
+        let tick = TraceTick {
+            shards: shards
+                .into_iter()
+                .filter_map(|status| {
+                    let d = status.descriptor?;
+                    let load = status.load.unwrap_or_default();
+                    (d.id != META_SHARD).then(|| TraceShard {
+                        start: d.start,
+                        end: d.end,
+                        reads_per_sec: load.reads_per_sec as f64,
+                        writes_per_sec: load.writes_per_sec as f64,
+                        sampled_keys: load
+                            .sampled_keys
+                            .into_iter()
+                            .map(|s| (s.key, s.count))
+                            .collect(),
+                        origins: load
+                            .origins
+                            .into_iter()
+                            .map(|o| (o.region, o.per_sec as f64))
+                            .collect(),
+                    })
+                })
+                .collect(),
+        };
+        write_tick(&mut file, &tick)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", out.display()))?;
+        ticks += 1;
+        bar(
+            start.elapsed().as_millis().min(duration.as_millis()) as u64,
+            duration.as_millis() as u64,
+        );
+        std::thread::sleep(interval.saturating_sub(look.elapsed()));
+    }
+    end_bar();
+    println!("recorded {ticks} ticks in {}", out.display());
+    Ok(())
 }
 
 struct EvalArgs {
