@@ -102,6 +102,9 @@ pub struct BalanceConfig {
     pub planner: PlannerMode,
     /// The network's weights (default: the ones built into the binary).
     pub planner_weights: Option<PathBuf>,
+    /// Operations per second a node serves at full load (default 4000): the planner
+    /// judges load relative to it, as the simulator it learned in does.
+    pub planner_node_capacity: u64,
 }
 
 /// See [`BalanceConfig::planner`].
@@ -112,6 +115,17 @@ pub enum PlannerMode {
     #[default]
     Shadow,
     Model,
+}
+
+impl PlannerMode {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlannerMode::Off => "off",
+            PlannerMode::Shadow => "shadow",
+            PlannerMode::Model => "model",
+        }
+    }
 }
 
 impl Default for BalanceConfig {
@@ -127,6 +141,7 @@ impl Default for BalanceConfig {
             placement: default_region_rules(),
             planner: PlannerMode::default(),
             planner_weights: None,
+            planner_node_capacity: hanse_planner::live::NODE_CAPACITY as u64,
         }
     }
 }

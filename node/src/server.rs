@@ -115,7 +115,9 @@ fn start_planner(balance: &BalanceConfig) -> Result<Option<Addr<PlannerActor>>, 
             .ok(),
     };
     let planner = Planner::new(net, mode, planner_envelope(balance));
-    Ok(Some(PlannerActor::new(planner).start()))
+    Ok(Some(
+        PlannerActor::new(planner, balance.planner_node_capacity as f64).start(),
+    ))
 }
 
 /// Setting this environment variable to `1` breaks the node on purpose (see

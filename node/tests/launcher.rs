@@ -968,3 +968,115 @@ fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// In model mode the planner's decisions are carried out. With a network that trusts none
+/// of its input (an untrained one) the tuned heuristic stands in and splits the busy shard
+/// at a key its load falls on, far below the size at which the size rules would split it;
+/// its status names the policy and why it stood in.
+#[test]
+fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
+    let weights_dir = tempfile::tempdir().unwrap();
+    let weights = weights_dir.path().join("untrained.safetensors");
+    hanse_planner::model::PlannerNet::new(1)
+        .save(&weights)
+        .unwrap();
+    let weights_setting = format!("planner_weights={}", weights.display());
+    let cluster = launch(&[
+        "--balance",
+        "planner=model",
+        "--balance",
+        &weights_setting,
+        // A small capacity: this machine's write rate counts as heavy load.
+        "--balance",
+        "planner_node_capacity=100",
+    ]);
+    let endpoint = cluster.endpoints[0].as_str();
+    let planner_status = || {
+        cluster
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&ok(&[
+                    "admin",
+                    "status",
+                    "--endpoints",
+                    e,
+                    "--json",
+                ]))
+                .unwrap()["planner"]
+                    .clone()
+            })
+            .find(|p| !p.is_null())
+    };
+    // 4 KiB values: the shard passes the envelope's 1 MiB floor for splits in seconds.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (endpoints, stop) = (cluster.endpoints.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = hanse_client::Client::new(&endpoints, Default::default()).unwrap();
+            let mut acknowledged = Vec::new();
+            for i in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("under-load-{i:05}");
+                if runtime
+                    .block_on(client.put(key.as_bytes(), &[b'v'; 4096]))
+                    .is_ok()
+                {
+                    acknowledged.push(key);
+                }
+            }
+            acknowledged
+        })
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    let split_at = loop {
+        let starts: Vec<String> = admin_json_shards("shards", endpoint)
+            .iter()
+            .filter(|s| s["id"] != 0)
+            .map(|s| s["start"].as_str().unwrap().to_string())
+            .collect();
+        if let Some(start) = starts.iter().find(|s| s.starts_with("under-load-")) {
+            break start.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no load split: {starts:?}\n{:?}",
+            planner_status()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().unwrap();
+    let planner = planner_status().expect("the meta leader reports its planner");
+    assert_eq!(planner["mode"], "model", "{planner}");
+    let decided = planner["decisions"].as_array().unwrap().iter().any(|d| {
+        d["policy"] == "cockroach-tuned"
+            && d["action"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("at \"{split_at}\""))
+    });
+    assert!(decided, "{split_at}: {planner}");
+    assert!(
+        planner["fallback"]
+            .as_str()
+            .is_some_and(|why| why.contains("outside the training data's range")),
+        "{planner}"
+    );
+    // Nothing written was lost on the way.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap();
+    for key in &acknowledged {
+        let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
+        assert_eq!(value.as_deref(), Some(&[b'v'; 4096][..]), "{key}");
+    }
+}

@@ -18,7 +18,7 @@ use crate::sim::workload::KEY_SPACE;
 use crate::sim::{Action, Node, Policy, Shard, ShardStats, View};
 use crate::stats::REPORTED_KEYS;
 
-/// Operations per second a live node is taken to serve at full utilisation (the
+/// Operations per second a live node serves at full utilisation unless configured (the
 /// simulator's node capacity per tick).
 pub const NODE_CAPACITY: f64 = 4_000.0;
 /// Reports per shard the window averages.
@@ -37,6 +37,23 @@ pub struct LiveLoad {
     pub split_key: Option<Vec<u8>>,
     pub sampled_keys: Vec<(Vec<u8>, u64)>,
     pub origins: Vec<(String, u64)>,
+}
+
+impl LiveLoad {
+    /// The rates times `factor` (sizes and keys as they are).
+    fn scaled(&self, factor: f64) -> LiveLoad {
+        LiveLoad {
+            reads_per_sec: self.reads_per_sec * factor,
+            writes_per_sec: self.writes_per_sec * factor,
+            bytes_written_per_sec: self.bytes_written_per_sec * factor,
+            origins: self
+                .origins
+                .iter()
+                .map(|(region, n)| (region.clone(), (*n as f64 * factor).round() as u64))
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// One routing-table entry.
@@ -395,6 +412,9 @@ pub struct PlannerReport {
 /// The planner actor: one per node, asked only on the meta shard's leader.
 pub struct PlannerActor {
     planner: Planner,
+    /// Live rates times this are in the simulator's units (its nodes' capacity over the
+    /// live nodes').
+    scale: f64,
     window: Window,
     tick: u64,
     decisions: VecDeque<LiveDecision>,
@@ -403,9 +423,11 @@ pub struct PlannerActor {
 }
 
 impl PlannerActor {
-    pub fn new(planner: Planner) -> PlannerActor {
+    /// A planner for nodes that serve `node_capacity` operations per second at full load.
+    pub fn new(planner: Planner, node_capacity: f64) -> PlannerActor {
         PlannerActor {
             planner,
+            scale: NODE_CAPACITY / node_capacity.max(1.0),
             window: Window::default(),
             tick: 0,
             decisions: VecDeque::new(),
@@ -418,7 +440,14 @@ impl PlannerActor {
     pub fn observe(&mut self, shards: &[LiveShard], nodes: &[LiveNode]) -> Vec<LiveAction> {
         self.tick += 1;
         let tick = self.tick;
-        let averaged = self.window.observe(shards, tick);
+        let scaled: Vec<LiveShard> = shards
+            .iter()
+            .map(|s| LiveShard {
+                load: s.load.scaled(self.scale),
+                ..s.clone()
+            })
+            .collect();
+        let averaged = self.window.observe(&scaled, tick);
         let window = &self.window;
         let frame = frame(&averaged, nodes, &|id| window.changed(id));
         let admitted = self.planner.decide(&frame.view(tick));
@@ -637,7 +666,7 @@ mod tests {
     #[test]
     fn without_a_network_the_actor_splits_a_hot_shard_by_the_tuned_rule() {
         let planner = Planner::new(None, Mode::Model, Envelope::default());
-        let mut actor = PlannerActor::new(planner);
+        let mut actor = PlannerActor::new(planner, NODE_CAPACITY);
         let table = [
             shard(1, b"", b"m", 1, hot_load(3_000.0, &["a", "c", "e", "g"])),
             shard(2, b"m", b"", 1, hot_load(5.0, &["x"])),
@@ -673,8 +702,29 @@ mod tests {
     }
 
     #[test]
+    fn load_is_judged_against_the_nodes_capacity() {
+        let table = [shard(
+            1,
+            b"",
+            b"",
+            1,
+            hot_load(300.0, &["a", "c", "e", "g"]),
+        )];
+        let splits = |capacity: f64| {
+            let planner = Planner::new(None, Mode::Model, Envelope::default());
+            let mut actor = PlannerActor::new(planner, capacity);
+            (0..5).any(|_| !actor.observe(&table, &nodes()).is_empty())
+        };
+        assert!(!splits(NODE_CAPACITY), "300 of 4,000 per second is not hot");
+        assert!(splits(400.0), "300 of 400 per second is");
+    }
+
+    #[test]
     fn in_shadow_mode_the_actor_decides_but_nothing_is_carried_out() {
-        let mut actor = PlannerActor::new(Planner::new(None, Mode::Shadow, Envelope::default()));
+        let mut actor = PlannerActor::new(
+            Planner::new(None, Mode::Shadow, Envelope::default()),
+            NODE_CAPACITY,
+        );
         let table = [shard(
             1,
             b"",

@@ -22,12 +22,19 @@ mod tests {
 
     #[test]
     fn the_balance_section_appears_only_when_asked_for() {
-        assert_eq!(balance_section(None, None, None), "");
-        let section = balance_section(Some(64 << 10), Some(1), Some("ap-china".into()));
+        assert_eq!(balance_section(None, None, None, &[]), "");
+        let settings = [
+            balance_setting("planner=model").unwrap(),
+            balance_setting("planner_node_capacity = 400").unwrap(),
+        ];
+        let section = balance_section(Some(64 << 10), Some(1), Some("ap-china".into()), &settings);
         assert!(section.starts_with("[balance]\n"));
         assert!(section.contains("split_size_bytes = 65536\nmerge_size_bytes = 8192\n"));
         assert!(section.contains("cool_down_secs = 1\n"));
         assert!(section.contains("preferred_leader_region = \"ap-china\"\n"));
+        assert!(section.contains("planner = \"model\"\nplanner_node_capacity = 400\n"));
+        assert!(balance_setting("planner").is_err());
+        assert!(balance_setting("a b=1").is_err());
     }
 }
 
@@ -74,6 +81,10 @@ enum ClusterOp {
         /// Move shard leaders to this region (node default: spread them evenly).
         #[arg(long, value_name = "REGION")]
         preferred_leader_region: Option<String>,
+        /// Any other `[balance]` setting of the node config, as KEY=VALUE (repeatable;
+        /// VALUE in TOML, a bare word taken as a string), e.g. `--balance planner=model`.
+        #[arg(long = "balance", value_name = "KEY=VALUE", value_parser = balance_setting)]
+        balance_settings: Vec<String>,
     },
     /// Starts one stopped node of the cluster in DIR without waiting for it.
     Start {
@@ -135,8 +146,14 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             split_size,
             balance_cool_down,
             preferred_leader_region,
+            balance_settings,
         } => {
-            let balance = balance_section(split_size, balance_cool_down, preferred_leader_region);
+            let balance = balance_section(
+                split_size,
+                balance_cool_down,
+                preferred_leader_region,
+                &balance_settings,
+            );
             let ports = Ports {
                 listen: port,
                 advertise: advertise_port.unwrap_or(port),
@@ -285,11 +302,29 @@ fn running_pid(dir: &Path, id: u64) -> Option<i32> {
     ours.then_some(pid)
 }
 
+/// A `--balance KEY=VALUE` as the TOML line `KEY = VALUE` (a VALUE that is no TOML value
+/// is quoted as a string).
+fn balance_setting(setting: &str) -> Result<String, String> {
+    let (key, value) = setting
+        .split_once('=')
+        .ok_or_else(|| format!("{setting:?} is not KEY=VALUE"))?;
+    let (key, value) = (key.trim(), value.trim());
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("{key:?} is not a setting name"));
+    }
+    let value = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(_) => value.to_string(),
+        Err(_) => toml::Value::String(value.to_string()).to_string(),
+    };
+    Ok(format!("{key} = {value}"))
+}
+
 /// The `[balance]` section the options ask for (empty: the node's defaults).
 fn balance_section(
     split_size: Option<u64>,
     cool_down: Option<u64>,
     preferred_leader_region: Option<String>,
+    settings: &[String],
 ) -> String {
     let mut section = String::new();
     if let Some(split) = split_size {
@@ -303,6 +338,9 @@ fn balance_section(
     }
     if let Some(region) = preferred_leader_region {
         section += &format!("preferred_leader_region = \"{region}\"\n");
+    }
+    for setting in settings {
+        section += &format!("{setting}\n");
     }
     if section.is_empty() {
         section
@@ -406,9 +444,25 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
             )
         })
         .collect();
+    let weights = b
+        .planner_weights
+        .as_ref()
+        .map(|path| {
+            format!(
+                "planner_weights = {}\n",
+                toml::Value::from(path.display().to_string())
+            )
+        })
+        .unwrap_or_default();
     let balance = format!(
-        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\n{preferred}{placement}\n",
-        b.enabled, b.split_size_bytes, b.merge_size_bytes, b.cold_ops_per_sec, b.cool_down_secs,
+        "[balance]\nenabled = {}\nsplit_size_bytes = {}\nmerge_size_bytes = {}\ncold_ops_per_sec = {}\ncool_down_secs = {}\nplanner = \"{}\"\nplanner_node_capacity = {}\n{weights}{preferred}{placement}\n",
+        b.enabled,
+        b.split_size_bytes,
+        b.merge_size_bytes,
+        b.cold_ops_per_sec,
+        b.cool_down_secs,
+        b.planner.name(),
+        b.planner_node_capacity,
     );
     write_config(
         &dir,
