@@ -471,11 +471,12 @@ fn admin_reports_the_node_and_its_shards() {
     assert_eq!(after.matches("\"role\":\"voter\"").count(), 6, "{after}");
 }
 
-/// Writes keys one after another through a client until told to stop; returns the keys
-/// whose write was acknowledged.
+/// Writes `under-load-00000`, `-00001`, ... with `value` through a client until told to
+/// stop; returns the keys whose write was acknowledged.
 fn write_until(
     endpoints: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    value: &'static [u8],
 ) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -490,7 +491,7 @@ fn write_until(
                 break;
             }
             let key = format!("under-load-{i:05}");
-            if runtime.block_on(client.put(key.as_bytes(), b"v")).is_ok() {
+            if runtime.block_on(client.put(key.as_bytes(), value)).is_ok() {
                 acknowledged.push(key);
             }
         }
@@ -503,7 +504,7 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
     let cluster = launch(&[]);
     let dir = cluster.dir.as_str();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = write_until(cluster.endpoints.clone(), stop.clone());
+    let writer = write_until(cluster.endpoints.clone(), stop.clone(), b"v");
     std::thread::sleep(std::time::Duration::from_millis(300));
 
     let joined = ok(&["cluster", "add-node", "--dir", dir, "--json"]);
@@ -608,7 +609,7 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
     let cluster = launch(&[]);
     let endpoints = cluster.endpoints.join(",");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = write_until(cluster.endpoints.clone(), stop.clone());
+    let writer = write_until(cluster.endpoints.clone(), stop.clone(), b"v");
 
     // 20 splits through different nodes while the writer runs; every third new shard's
     // leadership moves away, so reads and scans cross leaders.
@@ -1009,31 +1010,9 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
             .find(|p| !p.is_null())
     };
     // 4 KiB values: the shard passes the envelope's 1 MiB floor for splits in seconds.
+    const VALUE: [u8; 4096] = [b'v'; 4096];
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (endpoints, stop) = (cluster.endpoints.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let client = hanse_client::Client::new(&endpoints, Default::default()).unwrap();
-            let mut acknowledged = Vec::new();
-            for i in 0..20_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("under-load-{i:05}");
-                if runtime
-                    .block_on(client.put(key.as_bytes(), &[b'v'; 4096]))
-                    .is_ok()
-                {
-                    acknowledged.push(key);
-                }
-            }
-            acknowledged
-        })
-    };
+    let writer = write_until(cluster.endpoints.clone(), stop.clone(), &VALUE);
     let deadline = Instant::now() + std::time::Duration::from_secs(90);
     let split_at = loop {
         let starts: Vec<String> = admin_json_shards("shards", endpoint)
@@ -1077,6 +1056,6 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
     let client = hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap();
     for key in &acknowledged {
         let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
-        assert_eq!(value.as_deref(), Some(&[b'v'; 4096][..]), "{key}");
+        assert_eq!(value.as_deref(), Some(&VALUE[..]), "{key}");
     }
 }

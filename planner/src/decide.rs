@@ -145,7 +145,7 @@ impl Policy for Planner {
 mod tests {
     use super::*;
     use crate::sim::workload::Family;
-    use crate::sim::{Scenario, Sim};
+    use crate::sim::{FnPolicy, Scenario, Sim};
 
     fn hotspot() -> Scenario {
         Scenario {
@@ -192,7 +192,7 @@ mod tests {
         net.train(&crate::model::tests::oracle_examples(), 40, 1e-2);
         let mut shadow = Planner::new(Some(net), Mode::Shadow, Envelope::default());
         let mut ticks_with_shadow = 0;
-        let shadowed = Sim::new(hotspot()).run(&mut Observed(&mut |view: &View| {
+        let shadowed = Sim::new(hotspot()).run(&mut FnPolicy(&mut |view: &View| {
             let actions = shadow.decide(view);
             assert_eq!(shadow.status().acting, LoadSplit::tuned().name);
             ticks_with_shadow += usize::from(!shadow.status().shadow.is_empty());
@@ -205,18 +205,5 @@ mod tests {
         ));
         assert_eq!(shadowed, alone, "the network only watches");
         assert!(ticks_with_shadow > 0, "the network's choices are recorded");
-    }
-
-    /// A closure as a policy.
-    struct Observed<'a>(&'a mut dyn FnMut(&View) -> Vec<Action>);
-
-    impl Policy for Observed<'_> {
-        fn name(&self) -> String {
-            "observed".into()
-        }
-
-        fn decide(&mut self, view: &View) -> Vec<Action> {
-            (self.0)(view)
-        }
     }
 }

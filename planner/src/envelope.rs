@@ -215,7 +215,7 @@ impl<P: Policy> Policy for Guarded<P> {
 mod tests {
     use super::*;
     use crate::sim::workload::{Family, KEY_SPACE};
-    use crate::sim::{Node, Scenario, Shard, ShardStats, Sim};
+    use crate::sim::{FnPolicy, Node, Scenario, Shard, ShardStats, Sim};
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -452,19 +452,6 @@ mod tests {
             prop_assert_eq!(checked, 80);
             prop_assert!(outcome.splits > 0, "some reckless splits passed");
             prop_assert_eq!(outcome.refused, 0, "the simulator accepts everything the envelope admits");
-        }
-    }
-
-    /// A closure as a policy.
-    struct FnPolicy<'a>(&'a mut dyn FnMut(&View) -> Vec<Action>);
-
-    impl Policy for FnPolicy<'_> {
-        fn name(&self) -> String {
-            "closure".into()
-        }
-
-        fn decide(&mut self, view: &View) -> Vec<Action> {
-            (self.0)(view)
         }
     }
 }

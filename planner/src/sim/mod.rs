@@ -116,6 +116,21 @@ pub trait Policy {
     fn decide(&mut self, view: &View) -> Vec<Action>;
 }
 
+/// A closure as a policy (for tests that watch or steer a run tick by tick).
+#[cfg(test)]
+pub(crate) struct FnPolicy<'a>(pub &'a mut dyn FnMut(&View) -> Vec<Action>);
+
+#[cfg(test)]
+impl Policy for FnPolicy<'_> {
+    fn name(&self) -> String {
+        "closure".into()
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        (self.0)(view)
+    }
+}
+
 impl<P: Policy + ?Sized> Policy for Box<P> {
     fn name(&self) -> String {
         (**self).name()

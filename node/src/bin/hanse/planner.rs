@@ -314,23 +314,12 @@ fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The policies in the order of `rows`, each once.
-fn policies(rows: &[Row]) -> Vec<String> {
+/// The values `field` takes in `rows`, in order of appearance, each once.
+fn distinct(rows: &[Row], field: impl Fn(&Row) -> &String) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for row in rows {
-        if !names.contains(&row.policy) {
-            names.push(row.policy.clone());
-        }
-    }
-    names
-}
-
-/// The families in the order of `rows`, each once.
-fn families(rows: &[Row]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for row in rows {
-        if !names.contains(&row.family) {
-            names.push(row.family.clone());
+        if !names.contains(field(row)) {
+            names.push(field(row).clone());
         }
     }
     names
@@ -339,13 +328,13 @@ fn families(rows: &[Row]) -> Vec<String> {
 /// One row per family, one column per policy (mean ± 95 % interval), and the network's
 /// improvement over the best heuristic.
 fn markdown_table(rows: &[Row], improvements: &[(String, f64)], overall: Option<f64>) -> String {
-    let policies = policies(rows);
+    let policies = distinct(rows, |r| &r.policy);
     let mut out = format!(
         "| family | {} | model vs best heuristic |\n",
         policies.join(" | ")
     );
     out += &format!("| --- |{} --- |\n", " --- |".repeat(policies.len()));
-    for family in families(rows) {
+    for family in distinct(rows, |r| &r.family) {
         let cells: Vec<String> = policies
             .iter()
             .map(|policy| {
@@ -379,8 +368,8 @@ fn write_report(dir: &Path, report: &serde_json::Value, table: &str, rows: &[Row
     };
     write("eval.json", format!("{report:#}\n").as_bytes())?;
     write("eval.md", table.as_bytes())?;
-    let policies = policies(rows);
-    let families = families(rows);
+    let policies = distinct(rows, |r| &r.policy);
+    let families = distinct(rows, |r| &r.family);
     let cost_of = |policy: &str| {
         families
             .iter()
