@@ -95,9 +95,11 @@ pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
     let leader_region = view.nodes[shard.leader].region;
     let local_share = stats.origins.get(leader_region).copied().unwrap_or(0.0) / requests.max(1.0);
     [
-        ln(stats.reads),
-        ln(stats.writes),
-        ln(stats.scans),
+        // The load as a whole and its mix: a read-heavy hotspot is as hot as a
+        // write-heavy one.
+        ln(stats.ops()),
+        stats.writes / stats.ops().max(1.0),
+        stats.scans / stats.ops().max(1.0),
         mb(shard.size_bytes),
         loads[shard.leader],
         replica_max,
@@ -296,26 +298,39 @@ impl PlannerNet {
         let probabilities = action_logits.softmax(-1, Kind::Float);
         let (best, chosen) = probabilities.max_dim(-1, false);
         let quantiles = split_logits.argmax(-1, false);
-        (0..rows.len() as i64)
-            .map(|r| {
-                (
-                    chosen.int64_value(&[r]) as usize,
-                    best.double_value(&[r]),
-                    quantiles.int64_value(&[r]) as usize,
-                )
-            })
+        // One copy out of libtorch per column: element by element costs microseconds each.
+        let best = Vec::<f64>::try_from(best.to_kind(Kind::Double)).unwrap_or_default();
+        let chosen = Vec::<i64>::try_from(chosen).unwrap_or_default();
+        let quantiles = Vec::<i64>::try_from(quantiles).unwrap_or_default();
+        chosen
+            .into_iter()
+            .zip(best)
+            .zip(quantiles)
+            .map(|((action, p), quantile)| (action as usize, p, quantile as usize))
             .collect()
     }
 
-    /// The first feature of `row` that is not finite or lies outside the training data's
-    /// range (widened by [`RANGE_MARGIN`]), if any: where the answers are not trusted.
-    pub fn out_of_range(&self, row: &[f32; FEATURES]) -> Option<usize> {
+    /// The first (row, feature) of `rows` that is not finite or lies outside the training
+    /// data's range (widened by [`RANGE_MARGIN`]), if any: where the answers are not
+    /// trusted.
+    pub fn out_of_range(&self, rows: &[[f32; FEATURES]]) -> Option<(usize, usize)> {
         let min: Vec<f32> = Vec::try_from(&self.input_min).unwrap_or_default();
         let max: Vec<f32> = Vec::try_from(&self.input_max).unwrap_or_default();
-        row.iter().enumerate().position(|(i, &x)| {
-            let (lo, hi) = (f64::from(min[i]), f64::from(max[i]));
-            let slack = (hi - lo) * RANGE_MARGIN;
-            !x.is_finite() || f64::from(x) < lo - slack || f64::from(x) > hi + slack
+        let bounds: Vec<(f64, f64)> = min
+            .iter()
+            .zip(&max)
+            .map(|(&lo, &hi)| {
+                let slack = (f64::from(hi) - f64::from(lo)) * RANGE_MARGIN;
+                (f64::from(lo) - slack, f64::from(hi) + slack)
+            })
+            .collect();
+        rows.iter().enumerate().find_map(|(r, row)| {
+            row.iter()
+                .zip(&bounds)
+                .position(|(&x, &(lo, hi))| {
+                    !x.is_finite() || f64::from(x) < lo || f64::from(x) > hi
+                })
+                .map(|feature| (r, feature))
         })
     }
 
@@ -384,14 +399,12 @@ impl std::fmt::Display for OutOfRange {
 /// the network was trained on.
 pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
     let rows: Vec<[f32; FEATURES]> = (0..view.shards.len()).map(|i| features(view, i)).collect();
-    for (shard, row) in rows.iter().enumerate() {
-        if let Some(feature) = net.out_of_range(row) {
-            return Err(OutOfRange {
-                shard,
-                feature,
-                value: row[feature],
-            });
-        }
+    if let Some((shard, feature)) = net.out_of_range(&rows) {
+        return Err(OutOfRange {
+            shard,
+            feature,
+            value: rows[shard][feature],
+        });
     }
     let mut answers: Vec<(usize, (usize, f64, usize))> =
         net.decide(&rows).into_iter().enumerate().collect();
