@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use crate::envelope::{Envelope, Refusal};
-use crate::model::{FEATURES, PlannerNet, features, model_actions};
+use crate::model::{FEATURES, PlannerNet, features, model_actions, per_shard_actions};
 use crate::sim::policy::LoadSplit;
 use crate::sim::{Action, Policy, View, action_shard};
 
@@ -57,6 +57,9 @@ pub struct Status {
 /// The planner: a network (if loaded), the tuned heuristic, and the envelope.
 pub struct Planner {
     net: Option<PlannerNet>,
+    /// How the network decides: by choosing a proposer for the tick (the default), or
+    /// shard by shard (the first design, kept for comparison).
+    per_shard: bool,
     heuristic: LoadSplit,
     envelope: Envelope,
     status: Status,
@@ -76,8 +79,17 @@ impl Planner {
                 refused: Vec::new(),
             },
             net,
+            per_shard: false,
             heuristic,
             envelope,
+        }
+    }
+
+    /// The planner in model mode with the network deciding shard by shard.
+    pub fn per_shard(net: PlannerNet, envelope: Envelope) -> Planner {
+        Planner {
+            per_shard: true,
+            ..Planner::new(Some(net), Mode::Model, envelope)
         }
     }
 
@@ -89,6 +101,7 @@ impl Planner {
 impl Policy for Planner {
     fn name(&self) -> String {
         match self.status.mode {
+            Mode::Model if self.per_shard => "model-per-shard".into(),
             Mode::Model => "model".into(),
             Mode::Shadow => "shadow".into(),
             Mode::Heuristic => self.heuristic.name.clone(),
@@ -101,6 +114,7 @@ impl Policy for Planner {
         let heuristic = self.heuristic.decide(view);
         let model = || match &self.net {
             None => Err("no model is loaded".to_string()),
+            Some(net) if self.per_shard => per_shard_actions(net, view).map_err(|e| e.to_string()),
             Some(net) => model_actions(net, view).map_err(|e| e.to_string()),
         };
         let status = &mut self.status;
@@ -189,7 +203,8 @@ mod tests {
     #[test]
     fn shadow_mode_acts_like_the_heuristic_and_records_the_network() {
         let mut net = PlannerNet::new(2);
-        net.train(&crate::model::tests::oracle_examples(), 40, 1e-2);
+        let (examples, ticks) = crate::model::tests::oracle_examples();
+        net.train(&examples, &ticks, 40, 1e-2);
         let mut shadow = Planner::new(Some(net), Mode::Shadow, Envelope::default());
         let mut ticks_with_shadow = 0;
         let shadowed = Sim::new(hotspot()).run(&mut FnPolicy(&mut |view: &View| {

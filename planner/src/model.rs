@@ -11,7 +11,7 @@ use std::path::Path;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::sim::policy::{follow_workload_transfer, load_split_key};
+use crate::sim::policy::{PROPOSERS, follow_workload_transfer, load_split_key, oracle_proposers};
 use crate::sim::{Action, View};
 
 /// What the network may answer for a shard.
@@ -117,6 +117,29 @@ pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
     .map(|x| x as f32)
 }
 
+/// Features of a whole tick, for choosing a proposer: the mean and the max over the
+/// shards of each shard feature.
+pub const TICK_FEATURES: usize = 2 * FEATURES;
+
+pub fn tick_features(view: &View) -> [f32; TICK_FEATURES] {
+    let mut out = [0f32; TICK_FEATURES];
+    let n = view.shards.len().max(1) as f32;
+    for i in 0..view.shards.len() {
+        for (k, x) in features(view, i).into_iter().enumerate() {
+            out[k] += x / n;
+            out[FEATURES + k] = if i == 0 { x } else { out[FEATURES + k].max(x) };
+        }
+    }
+    out
+}
+
+/// One tick the oracle decided: its features and the proposer it followed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickExample {
+    pub features: [f32; TICK_FEATURES],
+    pub proposer: usize,
+}
+
 /// One training example: a shard's features, the action taken, and the split quantile
 /// (meaningful for splits only).
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +192,11 @@ pub struct PlannerNet {
     body: nn::Sequential,
     action_head: nn::Linear,
     split_head: nn::Linear,
+    /// The tick features' mean and standard deviation over the training ticks.
+    tick_mean: Tensor,
+    tick_std: Tensor,
+    /// Tick features in, which of the oracle's proposers to follow out.
+    selector: nn::Sequential,
 }
 
 const HIDDEN: i64 = 64;
@@ -207,6 +235,23 @@ impl PlannerNet {
             SPLIT_QUANTILES as i64,
             Default::default(),
         );
+        let tick_width = [TICK_FEATURES as i64];
+        let tick_mean = root.zeros_no_train("tick_mean", &tick_width);
+        let tick_std = root.ones_no_train("tick_std", &tick_width);
+        let selector = nn::seq()
+            .add(nn::linear(
+                &root / "s1",
+                TICK_FEATURES as i64,
+                HIDDEN,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu())
+            .add(nn::linear(
+                &root / "s2",
+                HIDDEN,
+                PROPOSERS as i64,
+                Default::default(),
+            ));
         PlannerNet {
             vars,
             input_mean,
@@ -216,7 +261,20 @@ impl PlannerNet {
             body,
             action_head,
             split_head,
+            tick_mean,
+            tick_std,
+            selector,
         }
+    }
+
+    /// Which of the oracle's proposers to follow in a tick with these features.
+    pub fn choose_proposer(&self, tick: &[f32; TICK_FEATURES]) -> usize {
+        let xs = Tensor::from_slice(tick).reshape([1, TICK_FEATURES as i64]);
+        let logits = tch::no_grad(|| {
+            self.selector
+                .forward(&((xs - &self.tick_mean) / &self.tick_std))
+        });
+        logits.argmax(-1, false).int64_value(&[0]) as usize
     }
 
     /// Action and split logits for a `[n, FEATURES]` batch.
@@ -230,8 +288,15 @@ impl PlannerNet {
         )
     }
 
-    /// Trains on `examples` for `epochs` passes; returns the mean loss of each epoch.
-    pub fn train(&mut self, examples: &[Example], epochs: usize, learning_rate: f64) -> Vec<f64> {
+    /// Trains on `examples` (per shard) and `ticks` (per tick, for the selector) for
+    /// `epochs` passes; returns the mean loss of each epoch.
+    pub fn train(
+        &mut self,
+        examples: &[Example],
+        ticks: &[TickExample],
+        epochs: usize,
+        learning_rate: f64,
+    ) -> Vec<f64> {
         let Ok(mut optimizer) = nn::Adam::default().build(&self.vars, learning_rate) else {
             return Vec::new();
         };
@@ -245,6 +310,21 @@ impl PlannerNet {
             self.input_min.copy_(&xs.amin(0, false));
             self.input_max.copy_(&xs.amax(0, false));
         });
+        let tick_xs =
+            Tensor::from_slice(&ticks.iter().flat_map(|t| t.features).collect::<Vec<_>>())
+                .reshape([ticks.len() as i64, TICK_FEATURES as i64]);
+        let proposers =
+            Tensor::from_slice(&ticks.iter().map(|t| t.proposer as i64).collect::<Vec<_>>());
+        if !ticks.is_empty() {
+            tch::no_grad(|| {
+                self.tick_mean
+                    .copy_(&tick_xs.mean_dim(0, false, Kind::Float));
+                let std = tick_xs.std_dim(0, false, false);
+                self.tick_std
+                    .copy_(&std.where_self(&std.gt(1e-6), &std.ones_like()));
+            });
+        }
+        let tick_inputs = (&tick_xs - &self.tick_mean) / &self.tick_std;
         let actions =
             Tensor::from_slice(&examples.iter().map(|e| e.action as i64).collect::<Vec<_>>());
         let quantiles = Tensor::from_slice(
@@ -279,6 +359,12 @@ impl PlannerNet {
                 let chosen = split_logits.index_select(0, &splits.nonzero().squeeze_dim(1));
                 let targets = quantiles.index_select(0, &splits.nonzero().squeeze_dim(1));
                 loss += chosen.cross_entropy_for_logits(&targets);
+            }
+            if !ticks.is_empty() {
+                loss += self
+                    .selector
+                    .forward(&tick_inputs)
+                    .cross_entropy_for_logits(&proposers);
             }
             optimizer.backward_step(&loss);
             losses.push(loss.double_value(&[]));
@@ -394,18 +480,34 @@ impl std::fmt::Display for OutOfRange {
     }
 }
 
-/// The network's actions for `view`, the most confident first, at most
-/// [`ACTIONS_PER_TICK`]; refused as a whole when a shard's features lie outside the range
-/// the network was trained on.
-pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
+/// The shards' features for `view`, refused when one lies outside the range the network
+/// was trained on.
+fn trusted_rows(net: &PlannerNet, view: &View) -> Result<Vec<[f32; FEATURES]>, OutOfRange> {
     let rows: Vec<[f32; FEATURES]> = (0..view.shards.len()).map(|i| features(view, i)).collect();
-    if let Some((shard, feature)) = net.out_of_range(&rows) {
-        return Err(OutOfRange {
+    match net.out_of_range(&rows) {
+        Some((shard, feature)) => Err(OutOfRange {
             shard,
             feature,
             value: rows[shard][feature],
-        });
+        }),
+        None => Ok(rows),
     }
+}
+
+/// The network's actions for `view`: those of the oracle proposer its selector picks for
+/// the tick (each proposer made fresh, as the oracle makes them); refused as a whole when
+/// a shard's features lie outside the range the network was trained on.
+pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
+    trusted_rows(net, view)?;
+    let proposer = net.choose_proposer(&tick_features(view));
+    Ok(oracle_proposers()[proposer]().decide(view))
+}
+
+/// The network's per-shard answers as actions, the most confident first, at most
+/// [`ACTIONS_PER_TICK`]: the first design, kept as a contender in the evaluation (it
+/// loses to choosing a proposer; see the README).
+pub fn per_shard_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
+    let rows = trusted_rows(net, view)?;
     let mut answers: Vec<(usize, (usize, f64, usize))> =
         net.decide(&rows).into_iter().enumerate().collect();
     answers.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
@@ -473,8 +575,8 @@ pub(crate) mod tests {
     use crate::sim::workload::Family;
     use crate::sim::{Policy, Scenario, Sim};
 
-    /// Examples from the oracle on a short hotspot run.
-    pub(crate) fn oracle_examples() -> Vec<Example> {
+    /// Examples from the oracle on a short hotspot run, per shard and per tick.
+    pub(crate) fn oracle_examples() -> (Vec<Example>, Vec<TickExample>) {
         let scenario = Scenario {
             ticks: 40,
             requests_per_tick: 400,
@@ -484,10 +586,15 @@ pub(crate) mod tests {
         let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
         let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
         let mut examples = Vec::new();
-        Sim::new(scenario).run_oracle(5, &[&floor, &eager], &mut |view, actions| {
+        let mut ticks = Vec::new();
+        Sim::new(scenario).run_oracle(5, &[&floor, &eager], &mut |view, actions, proposer| {
             examples.extend(super::examples(view, actions));
+            ticks.push(TickExample {
+                features: tick_features(view),
+                proposer,
+            });
         });
-        examples
+        (examples, ticks)
     }
 
     #[test]
@@ -501,10 +608,14 @@ pub(crate) mod tests {
 
     #[test]
     fn training_lowers_the_loss_on_the_oracles_choices() {
-        let examples = oracle_examples();
+        let (examples, ticks) = oracle_examples();
         assert!(examples.iter().any(|e| e.action != 0), "the oracle acted");
+        assert!(
+            ticks.iter().any(|t| t.proposer != ticks[0].proposer),
+            "it chose both"
+        );
         let mut net = PlannerNet::new(1);
-        let losses = net.train(&examples, 60, 1e-2);
+        let losses = net.train(&examples, &ticks, 60, 1e-2);
         assert!(
             losses[59] < losses[0] * 0.8,
             "{:?}",
@@ -515,7 +626,8 @@ pub(crate) mod tests {
     #[test]
     fn the_trained_policy_only_takes_actions_the_cluster_accepts() {
         let mut net = PlannerNet::new(3);
-        net.train(&oracle_examples(), 40, 1e-2);
+        let (examples, ticks) = oracle_examples();
+        net.train(&examples, &ticks, 40, 1e-2);
         let scenario = Scenario {
             ticks: 60,
             requests_per_tick: 400,
@@ -529,9 +641,9 @@ pub(crate) mod tests {
 
     #[test]
     fn saved_weights_give_the_same_decisions() {
-        let examples = oracle_examples();
+        let (examples, ticks) = oracle_examples();
         let mut net = PlannerNet::new(2);
-        net.train(&examples, 10, 1e-2);
+        net.train(&examples, &ticks, 10, 1e-2);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("planner.safetensors");
         net.save(&path).unwrap();

@@ -3,11 +3,11 @@
 
 use crate::decide::{Mode, Planner};
 use crate::envelope::Envelope;
-use crate::model::{Example, PlannerNet, examples};
+use crate::model::{Example, PlannerNet, TickExample, examples, tick_features};
 use crate::sim::eval::{Contender, Row, evaluate, tune};
 use std::sync::Arc;
 
-use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly};
+use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly, oracle_proposers};
 use crate::sim::trace::Replay;
 use crate::sim::workload::Family;
 use crate::sim::{Policy, Scenario, Sim};
@@ -89,27 +89,13 @@ fn sized(base: Scenario, ticks: u64, requests_per_tick: usize) -> Scenario {
     }
 }
 
-/// What the oracle chooses among: the floor and the two load-split rules acting at once,
-/// each inside the envelope like every other policy.
-fn proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; 4] {
-    let guarded = |policy: Box<dyn Policy>| Box::new(Envelope::default().guard(policy));
-    [
-        Box::new(move || guarded(Box::new(SizeOnly)) as Box<dyn Policy>),
-        Box::new(move || {
-            guarded(Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1))) as Box<dyn Policy>
-        }),
-        Box::new(move || guarded(Box::new(LoadSplit::cockroach())) as Box<dyn Policy>),
-        Box::new(move || guarded(Box::new(FollowWorkload::cockroach())) as Box<dyn Policy>),
-    ]
-}
-
 /// The look-ahead oracle with the training run's proposers and `horizon`.
 pub fn oracle(horizon: u64) -> Contender<'static> {
     Contender::custom("oracle", move |sim| {
-        let owned = proposers();
+        let owned = oracle_proposers();
         let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> =
             owned.iter().map(|p| p.as_ref()).collect();
-        sim.run_oracle(horizon, &proposers, &mut |_, _| {})
+        sim.run_oracle(horizon, &proposers, &mut |_, _, _| {})
     })
 }
 
@@ -137,13 +123,13 @@ pub fn tuned_baselines(seeds: &[u64], ticks: u64, requests_per_tick: usize) -> V
         .collect()
 }
 
-/// Runs the oracle on every family and seed and collects its choices; `progress` hears
-/// (runs done, runs in all).
+/// Runs the oracle on every family and seed and collects its choices, per shard and per
+/// tick; `progress` hears (runs done, runs in all).
 pub fn collect_examples(
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> Vec<Example> {
-    let owned = proposers();
+) -> (Vec<Example>, Vec<TickExample>) {
+    let owned = oracle_proposers();
     let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> = owned.iter().map(|p| p.as_ref()).collect();
     let mut scenarios = Vec::new();
     for &seed in &options.seeds {
@@ -156,14 +142,23 @@ pub fn collect_examples(
     }
     let runs = scenarios.len();
     let mut collected = Vec::new();
+    let mut ticks = Vec::new();
     for (done, base) in scenarios.into_iter().enumerate() {
         let run = sized(base, options.ticks, options.requests_per_tick);
-        Sim::new(run).run_oracle(options.horizon, &proposers, &mut |view, actions| {
-            collected.extend(examples(view, actions));
-        });
+        Sim::new(run).run_oracle(
+            options.horizon,
+            &proposers,
+            &mut |view, actions, proposer| {
+                collected.extend(examples(view, actions));
+                ticks.push(TickExample {
+                    features: tick_features(view),
+                    proposer,
+                });
+            },
+        );
         progress(done + 1, runs);
     }
-    collected
+    (collected, ticks)
 }
 
 /// Trains a fresh network (seeded) on the oracle's choices; returns it with each epoch's
@@ -175,14 +170,14 @@ pub fn train(
 ) -> (PlannerNet, Vec<f64>) {
     let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
     let total = runs + options.epochs;
-    let examples = collect_examples(options, &mut |done, _| progress(done, total));
+    let (examples, ticks) = collect_examples(options, &mut |done, _| progress(done, total));
     let mut net = PlannerNet::new(seed);
     let mut losses = Vec::with_capacity(options.epochs);
     // In chunks, so the progress bar moves.
     let chunk = (options.epochs / 20).max(1);
     while losses.len() < options.epochs {
         let epochs = chunk.min(options.epochs - losses.len());
-        losses.extend(net.train(&examples, epochs, options.learning_rate));
+        losses.extend(net.train(&examples, &ticks, epochs, options.learning_rate));
         progress(runs + losses.len(), total);
     }
     (net, losses)
@@ -229,6 +224,9 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
     );
     if let Some(net) = net {
         contenders.push(Contender::policy(move || {
+            Box::new(Planner::per_shard(net.clone_weights(), Envelope::default()))
+        }));
+        contenders.push(Contender::policy(move || {
             Box::new(Planner::new(
                 Some(net.clone_weights()),
                 Mode::Model,
@@ -273,7 +271,7 @@ pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
                     .fold(f64::INFINITY, f64::min)
             };
             let model = of(&|r| r.policy == "model");
-            let heuristic = of(&|r| r.policy != "model" && r.policy != "oracle");
+            let heuristic = of(&|r| !r.policy.starts_with("model") && r.policy != "oracle");
             (model.is_finite() && heuristic.is_finite())
                 .then(|| (family.to_string(), (heuristic - model) / heuristic))
         })
@@ -314,10 +312,10 @@ mod tests {
         };
         let rows = compare(&comparison, &mut |done, total| {
             runs = done;
-            assert_eq!(total, 2 * 6 * 2 + 2);
+            assert_eq!(total, 2 * 7 * 2 + 2);
         });
-        assert_eq!(runs, 26);
-        let policies: Vec<&str> = rows[..7].iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(runs, 30);
+        let policies: Vec<&str> = rows[..8].iter().map(|r| r.policy.as_str()).collect();
         assert_eq!(
             policies,
             [
@@ -326,13 +324,14 @@ mod tests {
                 "cockroach",
                 "cockroach-follow",
                 "tikv-tuned",
+                "model-per-shard",
                 "model",
                 "size-only"
             ]
         );
-        assert_eq!(rows.len(), 14);
+        assert_eq!(rows.len(), 16);
         assert!(
-            rows[12..]
+            rows[14..]
                 .iter()
                 .all(|r| r.policy == "oracle" && r.seeds == 1)
         );
@@ -366,9 +365,10 @@ mod tests {
             requests_per_tick: 300,
             ..TrainOptions::default()
         };
-        let examples = collect_examples(&options, &mut |_, _| {});
+        let (examples, ticks) = collect_examples(&options, &mut |_, _| {});
         // Four shards at first, one example per shard per tick.
         assert!(examples.len() >= 4 * 20, "{}", examples.len());
+        assert_eq!(ticks.len(), 20);
         let run = |seed| Sim::new(Scenario::recorded(options.traces[0].clone(), seed));
         let floor = |seed| run(seed).run(&mut SizeOnly);
         assert_eq!(floor(1), floor(1), "a replay is a function of its seed");

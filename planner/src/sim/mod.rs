@@ -329,12 +329,13 @@ impl Sim {
     /// the model are measured against. Each tick it rolls every one of `proposers` (made
     /// fresh, so without memory of earlier ticks) out over the next `horizon` ticks on a
     /// copy of the cluster and does what the cheapest rollout did first. `record` sees
-    /// each tick's view and choice (the model's training examples).
+    /// each tick's view, the actions chosen and the proposer they came from (the model's
+    /// training examples).
     pub fn run_oracle(
         mut self,
         horizon: u64,
         proposers: &[&dyn Fn() -> Box<dyn Policy>],
-        record: &mut dyn FnMut(&View, &[Action]),
+        record: &mut dyn FnMut(&View, &[Action], usize),
     ) -> Outcome {
         let mut outcome = Outcome::default();
         while self.tick < self.scenario.ticks {
@@ -357,13 +358,14 @@ impl Sim {
                     }
                     (future.cost(), first)
                 };
-                let chosen = proposers
+                let (proposer, chosen) = proposers
                     .iter()
                     .map(rollout)
-                    .min_by(|a, b| a.0.total_cmp(&b.0))
-                    .map(|(_, actions)| actions)
+                    .enumerate()
+                    .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
+                    .map(|(k, (_, actions))| (k, actions))
                     .unwrap_or_default();
-                record(view, &chosen);
+                record(view, &chosen, proposer);
                 chosen
             });
         }
@@ -673,7 +675,7 @@ mod tests {
         };
         let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
         let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
-        let oracle = Sim::new(scenario()).run_oracle(10, &[&floor, &eager], &mut |_, _| {});
+        let oracle = Sim::new(scenario()).run_oracle(10, &[&floor, &eager], &mut |_, _, _| {});
         let floor_cost = Sim::new(scenario()).run(&mut SizeOnly).cost();
         let eager_cost = Sim::new(scenario()).run(eager().as_mut()).cost();
         assert!(

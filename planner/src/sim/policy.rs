@@ -21,6 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{Action, Policy, Shard, ShardStats, View, action_shard};
+use crate::envelope::Envelope;
 
 /// Splits a shard past this size (TiKV's region-split-size, 96 MiB).
 const SPLIT_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
@@ -181,6 +182,25 @@ impl Policy for FollowWorkload {
         actions.extend(transfers);
         actions
     }
+}
+
+/// How many policies the oracle chooses among.
+pub const PROPOSERS: usize = 4;
+
+/// What the look-ahead oracle (and the network's selector) chooses among, each made fresh:
+/// the floor, TiKV-style splitting after one hot tick, CockroachDB-style, and
+/// CockroachDB-style with follow-the-workload; each inside the envelope like every other
+/// policy.
+pub fn oracle_proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; PROPOSERS] {
+    let guarded = |policy: Box<dyn Policy>| Box::new(Envelope::default().guard(policy));
+    [
+        Box::new(move || guarded(Box::new(SizeOnly)) as Box<dyn Policy>),
+        Box::new(move || {
+            guarded(Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1))) as Box<dyn Policy>
+        }),
+        Box::new(move || guarded(Box::new(LoadSplit::cockroach())) as Box<dyn Policy>),
+        Box::new(move || guarded(Box::new(FollowWorkload::cockroach())) as Box<dyn Policy>),
+    ]
 }
 
 /// The floor: never splits by load.
