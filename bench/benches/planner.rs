@@ -1,5 +1,6 @@
-//! The planner's per-tick cost on 1,000 shards: feature extraction, the network's forward
-//! pass, and the whole decision (features, inference, actions) with the committed weights.
+//! The planner's per-tick cost on 1,000 shards with the committed weights: feature
+//! extraction, the per-shard heads' forward pass, the selector's, and the whole decision
+//! (features, selector, the chosen proposer's actions).
 //! The planner issue's goal: under 1 ms per 1,000 shards per tick.
 //!
 //! `cargo bench -p hanse-bench --bench planner`; `cargo test` runs each once.
@@ -8,7 +9,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::Criterion;
-use hanse_planner::model::{FEATURES, PlannerNet, features, model_actions};
+use hanse_planner::model::{FEATURES, PlannerNet, features, model_actions, tick_features_of};
 use hanse_planner::sim::workload::Family;
 use hanse_planner::sim::{Action, Node, Policy, Scenario, Shard, ShardStats, Sim, View};
 
@@ -86,6 +87,10 @@ fn main() {
         })
     });
     group.bench_function("inference", |b| b.iter(|| black_box(net.decide(&rows))));
+    let tick = tick_features_of(&rows);
+    group.bench_function("selector", |b| {
+        b.iter(|| black_box(net.choose_proposer(&tick)))
+    });
     group.bench_function("decision", |b| {
         b.iter(|| black_box(model_actions(&net, &view).is_ok()))
     });

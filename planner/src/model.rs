@@ -122,10 +122,16 @@ pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
 pub const TICK_FEATURES: usize = 2 * FEATURES;
 
 pub fn tick_features(view: &View) -> [f32; TICK_FEATURES] {
+    let rows: Vec<[f32; FEATURES]> = (0..view.shards.len()).map(|i| features(view, i)).collect();
+    tick_features_of(&rows)
+}
+
+/// [`tick_features`] from the shards' features.
+pub fn tick_features_of(rows: &[[f32; FEATURES]]) -> [f32; TICK_FEATURES] {
     let mut out = [0f32; TICK_FEATURES];
-    let n = view.shards.len().max(1) as f32;
-    for i in 0..view.shards.len() {
-        for (k, x) in features(view, i).into_iter().enumerate() {
+    let n = rows.len().max(1) as f32;
+    for (i, row) in rows.iter().enumerate() {
+        for (k, &x) in row.iter().enumerate() {
             out[k] += x / n;
             out[FEATURES + k] = if i == 0 { x } else { out[FEATURES + k].max(x) };
         }
@@ -498,8 +504,8 @@ fn trusted_rows(net: &PlannerNet, view: &View) -> Result<Vec<[f32; FEATURES]>, O
 /// the tick (each proposer made fresh, as the oracle makes them); refused as a whole when
 /// a shard's features lie outside the range the network was trained on.
 pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
-    trusted_rows(net, view)?;
-    let proposer = net.choose_proposer(&tick_features(view));
+    let rows = trusted_rows(net, view)?;
+    let proposer = net.choose_proposer(&tick_features_of(&rows));
     Ok(oracle_proposers()[proposer]().decide(view))
 }
 
