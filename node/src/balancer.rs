@@ -30,7 +30,7 @@ use tonic::Status;
 
 use crate::actors::Routes;
 use crate::admin_service::connect;
-use crate::config::BalanceConfig;
+use crate::config::{BalanceConfig, PlannerMode};
 use crate::reporter::{now_ms, read_routing_table};
 
 /// A routing-table entry's load as the planner takes it.
@@ -77,6 +77,9 @@ pub(crate) struct Balancer {
     /// The planner, shown every round's table; in model mode its decisions are carried
     /// out before the size rules'.
     planner: Option<Addr<PlannerActor>>,
+    /// The planner's decisions are carried out (model mode): it owns leader placement,
+    /// and the leader-spreading rule stays out of its way.
+    planner_acts: bool,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
 }
@@ -110,6 +113,7 @@ impl Balancer {
             preferred_leader_region: config.preferred_leader_region.clone(),
             learner_regions: learner_regions(&config.placement),
             rules: config.placement.clone(),
+            planner_acts: planner.is_some() && config.planner == PlannerMode::Model,
             planner,
             seen: Mutex::new(HashMap::new()),
         }
@@ -241,6 +245,9 @@ impl Balancer {
                         Err(e) => tracing::info!(shard, node, "role not changed: {}", e.message()),
                     }
                 }
+                return Ok(());
+            }
+            if self.planner_acts {
                 return Ok(());
             }
             let leaders: Vec<LeaderView> = table
