@@ -59,7 +59,7 @@ impl Default for TrainOptions {
             families: training_families(),
             seeds: vec![1, 2, 3],
             ticks: 200,
-            horizon: 16,
+            horizon: 8,
             epochs: 300,
             learning_rate: 5e-3,
             requests_per_tick: 500,
