@@ -471,6 +471,25 @@ fn admin_reports_the_node_and_its_shards() {
     assert_eq!(after.matches("\"role\":\"voter\"").count(), 6, "{after}");
 }
 
+/// Asserts that each of `keys` reads back as `value` through `endpoints`; returns the
+/// runtime and client it read with, for more checks.
+fn read_back(
+    endpoints: &[String],
+    keys: &[String],
+    value: &[u8],
+) -> (tokio::runtime::Runtime, hanse_client::Client) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = hanse_client::Client::new(endpoints, Default::default()).unwrap();
+    for key in keys {
+        let read = runtime.block_on(client.get(key.as_bytes())).unwrap();
+        assert_eq!(read.as_deref(), Some(value), "{key}");
+    }
+    (runtime, client)
+}
+
 /// Writes `under-load-00000`, `-00001`, ... with `value` through a client until told to
 /// stop; returns the keys whose write was acknowledged.
 fn write_until(
@@ -681,15 +700,7 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
 
     // Every acknowledged write reads back, and scans across all shards, both ways, see
     // each key once in order.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap();
-    for key in &acknowledged {
-        let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
-        assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
-    }
+    let (runtime, client) = read_back(&cluster.endpoints, &acknowledged, b"v");
     let forward = runtime
         .block_on(client.scan(b"under-load-", b"under-load.", 100_000, false))
         .unwrap();
@@ -1049,13 +1060,5 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
         "{planner}"
     );
     // Nothing written was lost on the way.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap();
-    for key in &acknowledged {
-        let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
-        assert_eq!(value.as_deref(), Some(&VALUE[..]), "{key}");
-    }
+    read_back(&cluster.endpoints, &acknowledged, &VALUE);
 }
