@@ -23,10 +23,12 @@ use hanse_planner::balance::{
 use hanse_planner::envelope::Envelope;
 use hanse_planner::live::{LiveAction, LiveLoad, LiveNode, LiveShard, Observe, PlannerActor};
 use hanse_proto::v1 as pb;
+use hanse_proto::v1::admin_client::AdminClient;
 use hanse_storage::ReplicaRole;
 use hanse_storage::{Engine, Epoch, NodeId, ShardId};
 use tokio::sync::Mutex;
 use tonic::Status;
+use tonic::transport::Channel;
 
 use crate::actors::Routes;
 use crate::admin_service::connect;
@@ -86,6 +88,28 @@ pub(crate) struct Balancer {
 
 /// The planner's safety envelope for this balancer's settings: merged shards stay under
 /// the split size, a changed shard rests one cool-down, and one round's action limit.
+/// What one balancing round read from the meta shard: the routing table and the node
+/// directory.
+struct Directory<'a> {
+    table: &'a [ShardRecord],
+    nodes: &'a HashMap<NodeId, NodeRecord>,
+}
+
+impl Directory<'_> {
+    /// The address of a node hosting `shard`, its leader first: only such a node can
+    /// change the shard, and the meta leader running the balancer may host none of it.
+    fn host_of(&self, shard: ShardId) -> Option<&str> {
+        let record = self.table.iter().find(|r| r.descriptor.id == shard)?;
+        let replicas = record.descriptor.replicas.iter().map(|r| r.node);
+        record
+            .leader
+            .into_iter()
+            .chain(replicas)
+            .find_map(|node| self.nodes.get(&node))
+            .map(|n| n.addr.as_str())
+    }
+}
+
 pub(crate) fn planner_envelope(config: &BalanceConfig) -> Envelope {
     Envelope {
         merge_size_max: config.split_size_bytes as f64,
@@ -119,6 +143,16 @@ impl Balancer {
         }
     }
 
+    /// An Admin client on a node that can change `shard` (this node when none is known).
+    async fn admin_for(
+        &self,
+        shard: ShardId,
+        directory: &Directory<'_>,
+    ) -> Result<AdminClient<Channel>, Status> {
+        let addr = directory.host_of(shard).unwrap_or(&self.addr);
+        connect(addr, self.source_ip).await
+    }
+
     /// Balances every `BALANCE_INTERVAL` until the task is aborted.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(BALANCE_INTERVAL);
@@ -137,6 +171,10 @@ impl Balancer {
             return Ok(());
         };
         let (table, nodes) = read_routing_table(&self.engine, &meta).await?;
+        let directory = Directory {
+            table: &table,
+            nodes: &nodes,
+        };
         let now = Instant::now();
         let mut seen = self.seen.lock().await;
         seen.retain(|id, _| table.iter().any(|r| r.descriptor.id == *id));
@@ -171,7 +209,7 @@ impl Balancer {
         });
         if let Some((into, frozen)) = stalled {
             let request = pb::MergeRequest { shard_id: into };
-            let mut admin = connect(&self.addr, self.source_ip).await?;
+            let mut admin = self.admin_for(into, &directory).await?;
             match tokio::time::timeout(ACTION_WAIT, admin.merge(request)).await {
                 Ok(Ok(_)) => tracing::warn!(into, frozen, "resumed a stalled merge"),
                 Ok(Err(e)) => tracing::info!(into, frozen, "stalled merge: {}", e.message()),
@@ -182,7 +220,7 @@ impl Balancer {
         let planned = self.plan(&table, &nodes).await;
         if !planned.is_empty() {
             for action in planned {
-                self.carry_out_planned(action, &nodes).await?;
+                self.carry_out_planned(action, &directory).await?;
             }
             return Ok(());
         }
@@ -216,7 +254,7 @@ impl Balancer {
             let adds = region_policy(&placements, &live, &self.rules, LEADER_MOVES_PER_ROUND_MAX);
             if !adds.is_empty() {
                 for action in adds {
-                    self.carry_out(action, &nodes).await?;
+                    self.carry_out(action, &directory).await?;
                 }
                 return Ok(());
             }
@@ -236,7 +274,8 @@ impl Balancer {
                         node_id: node,
                         role: role as i32,
                     };
-                    match connect(&self.addr, self.source_ip)
+                    match self
+                        .admin_for(shard, &directory)
                         .await?
                         .change_role(request)
                         .await
@@ -286,7 +325,8 @@ impl Balancer {
                     shard_id: shard,
                     to_node: to,
                 };
-                match connect(&self.addr, self.source_ip)
+                match self
+                    .admin_for(shard, &directory)
                     .await?
                     .transfer_leader(request)
                     .await
@@ -298,7 +338,7 @@ impl Balancer {
             return Ok(());
         }
         for action in actions.into_iter().take(ACTIONS_PER_ROUND_MAX) {
-            self.carry_out(action, &nodes).await?;
+            self.carry_out(action, &directory).await?;
         }
         Ok(())
     }
@@ -345,22 +385,23 @@ impl Balancer {
     async fn carry_out_planned(
         &self,
         action: LiveAction,
-        nodes: &HashMap<NodeId, NodeRecord>,
+        directory: &Directory<'_>,
     ) -> Result<(), Status> {
         tracing::info!(%action, "the planner decided");
         match action {
             LiveAction::Split { shard, at } => {
-                self.carry_out(Action::Split { shard, at }, nodes).await
+                self.carry_out(Action::Split { shard, at }, directory).await
             }
             LiveAction::Merge { left, right } => {
-                self.carry_out(Action::Merge { left, right }, nodes).await
+                self.carry_out(Action::Merge { left, right }, directory)
+                    .await
             }
             LiveAction::TransferLeader { shard, to } => {
                 let request = pb::TransferLeaderRequest {
                     shard_id: shard,
                     to_node: to,
                 };
-                let mut admin = connect(&self.addr, self.source_ip).await?;
+                let mut admin = self.admin_for(shard, directory).await?;
                 match tokio::time::timeout(ACTION_WAIT, admin.transfer_leader(request)).await {
                     Ok(Ok(_)) => tracing::info!(shard, to, "leadership moved"),
                     Ok(Err(e)) => {
@@ -378,23 +419,25 @@ impl Balancer {
                         node: to,
                         role,
                     },
-                    nodes,
+                    directory,
                 )
                 .await?;
-                self.carry_out(Action::RemoveReplica { shard, node: from }, nodes)
+                self.carry_out(Action::RemoveReplica { shard, node: from }, directory)
                     .await
             }
         }
     }
 
-    /// Carries out one action through this node's Admin service; a refusal is logged and
-    /// left for the next round.
-    async fn carry_out(
-        &self,
-        action: Action,
-        nodes: &HashMap<NodeId, NodeRecord>,
-    ) -> Result<(), Status> {
-        let mut admin = connect(&self.addr, self.source_ip).await?;
+    /// Carries out one action through the Admin service of a node hosting the shard; a
+    /// refusal is logged and left for the next round.
+    async fn carry_out(&self, action: Action, directory: &Directory<'_>) -> Result<(), Status> {
+        let shard = match &action {
+            Action::Split { shard, .. }
+            | Action::AddReplica { shard, .. }
+            | Action::RemoveReplica { shard, .. } => *shard,
+            Action::Merge { left, .. } => *left,
+        };
+        let mut admin = self.admin_for(shard, directory).await?;
         let call = async {
             match &action {
                 Action::Split { at, .. } => admin
@@ -405,7 +448,7 @@ impl Balancer {
                     .merge(pb::MergeRequest { shard_id: *left })
                     .await
                     .map(|_| ()),
-                Action::AddReplica { shard, node, role } => match nodes.get(node) {
+                Action::AddReplica { shard, node, role } => match directory.nodes.get(node) {
                     Some(record) => admin
                         .add_node(pb::AddNodeRequest {
                             node_id: *node,
