@@ -46,6 +46,8 @@ async fn counted_and_timed() {
             sync: true,
             limits: Default::default(),
             balance: Default::default(),
+            latency: String::new(),
+            raft: Default::default(),
         };
         nodes.push(hanse::server::start(config).await.unwrap());
     }

@@ -35,7 +35,8 @@ pub struct GroupOptions {
     pub snapshot_after_entries: u64,
     /// Entries kept behind a snapshot, so slightly lagging replicas catch up from the log.
     pub log_entries_kept: u64,
-    /// How often a leader tells followers it is alive.
+    /// How often a leader tells followers it is alive; openraft also gives up on an
+    /// AppendEntries answer after this long.
     pub heartbeat_interval: Duration,
     /// A follower that hears nothing for a random time between this and
     /// `election_timeout_max` starts an election. Failover takes a few of these: 300 ms
@@ -490,7 +491,7 @@ impl ShardGroup {
         let handed_over = async {
             tokio::time::sleep(self.leader_lease + self.leader_lease / 4).await;
             network
-                .timeout_now(to, &target.addr)
+                .timeout_now(to, target)
                 .await
                 .map_err(|e| failed(format!("it could not be told to campaign: {e}")))?;
             self.raft

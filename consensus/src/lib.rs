@@ -15,6 +15,7 @@ pub mod apply;
 mod batching;
 mod group;
 mod hosting;
+pub mod latency;
 mod log_store;
 pub mod meta;
 mod network;

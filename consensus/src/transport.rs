@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::batching::drain_in_batches;
+use crate::latency::LatencyMatrix;
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -47,6 +48,10 @@ pub struct TransportOptions {
     pub request_timeout: Duration,
     /// The local address connections to peers start from (default: the kernel's pick).
     pub source_ip: Option<IpAddr>,
+    /// This node's region, and the round trips injected toward other regions (none by
+    /// default).
+    pub region: String,
+    pub latency: LatencyMatrix,
 }
 
 impl Default for TransportOptions {
@@ -58,6 +63,8 @@ impl Default for TransportOptions {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             source_ip: None,
+            region: String::new(),
+            latency: LatencyMatrix::default(),
         }
     }
 }
@@ -174,8 +181,27 @@ impl Transport {
         Ok(queue)
     }
 
-    /// Sends `message` to `node` at `addr` in the next batch and returns its result.
+    /// Sends `message` to `node` at `addr` (in `region`) in the next batch and returns its
+    /// result, each way after the injected one-way time to that region.
     pub async fn send(
+        &self,
+        node: NodeId,
+        addr: &str,
+        region: &str,
+        message: RaftMessage,
+    ) -> Result<RaftResult, TransportError> {
+        let one_way = self.options.latency.one_way(&self.options.region, region);
+        if !one_way.is_zero() {
+            tokio::time::sleep(one_way).await;
+        }
+        let result = self.send_now(node, addr, message).await;
+        if !one_way.is_zero() {
+            tokio::time::sleep(one_way).await;
+        }
+        result
+    }
+
+    async fn send_now(
         &self,
         node: NodeId,
         addr: &str,
@@ -283,6 +309,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             shard: self.shard,
             target,
             addr: node.addr.clone(),
+            region: node.region.clone(),
             transport: self.transport.clone(),
         }
     }
@@ -294,12 +321,13 @@ impl ShardNetwork {
     pub async fn timeout_now(
         &self,
         target: NodeId,
-        addr: &str,
+        at: &ReplicaNode,
     ) -> Result<(), RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
         let peer = ShardPeer {
             shard: self.shard,
             target,
-            addr: addr.to_string(),
+            addr: at.addr.clone(),
+            region: at.region.clone(),
             transport: self.transport.clone(),
         };
         peer.call(raft_message::Body::TimeoutNow(TimeoutNow {}))
@@ -312,6 +340,7 @@ pub struct ShardPeer {
     shard: ShardId,
     target: NodeId,
     addr: String,
+    region: String,
     transport: Arc<Transport>,
 }
 
@@ -330,7 +359,7 @@ impl ShardPeer {
         };
         let result = self
             .transport
-            .send(self.target, &self.addr, message)
+            .send(self.target, &self.addr, &self.region, message)
             .await
             .map_err(|e| match e {
                 TransportError::Malformed { .. } => RPCError::Network(NetworkError::new(&e)),

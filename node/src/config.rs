@@ -8,6 +8,7 @@
 //!                                       # connections to peers start from listen_addr's IP
 //! data_dir = "/var/lib/hanse/n1"
 //! bootstrap = true                      # on exactly one node of a new cluster
+//! latency = "eu-hamburg:ap-china=250ms" # optional; injected round trips between regions
 //!
 //! [[initial_peers]]                     # every node of the first membership, itself included
 //! id = 1
@@ -17,6 +18,10 @@
 //! [balance]                             # optional; the size heuristic
 //! split_size_bytes = 67108864
 //! merge_size_bytes = 8388608
+//!
+//! [raft]                                # optional; derived from `latency` by default
+//! heartbeat_ms = 100
+//! election_timeout_ms = 300
 //!
 //! [limits]                              # optional; each field has a default
 //! max_key_bytes = 4096
@@ -28,10 +33,15 @@
 //! A node that joins a running cluster has no `initial_peers` and no `bootstrap`: it
 //! starts empty and gets its replicas from `hanse admin add-node`.
 
+use hanse_consensus::GroupOptions;
+use hanse_consensus::latency::{LatencyError, LatencyMatrix};
 use hanse_planner::balance::{RegionRule, default_region_rules};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::units::parse_duration;
 
 use serde::Deserialize;
 
@@ -71,6 +81,28 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub balance: BalanceConfig,
+    /// Round trips injected between regions, `REGION:REGION=TIME` comma separated (e.g.
+    /// `eu-hamburg:ap-china=250ms`): Raft messages to a node of another region, and client
+    /// requests that name their region, wait that long. Default: none.
+    #[serde(default)]
+    pub latency: String,
+    #[serde(default)]
+    pub raft: RaftConfig,
+}
+
+/// Raft timing; by default derived from the latency matrix, so that heartbeats and
+/// elections work across its longest round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// How often a leader tells its followers it is alive; also how long openraft waits
+    /// for an AppendEntries answer, so it must exceed the longest round trip (default:
+    /// 100 ms, or one and a half of the longest injected round trip plus 50 ms when that
+    /// is more).
+    pub heartbeat_ms: Option<u64>,
+    /// The shortest time a follower waits for its leader before it campaigns; it waits up
+    /// to twice this (default: 300 ms, or three heartbeats when that is more).
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// The size heuristic the meta shard's leader runs (see `hanse_planner::balance`).
@@ -247,6 +279,35 @@ impl NodeConfig {
         (!ip.is_unspecified()).then_some(ip)
     }
 
+    /// The injected round trips between regions.
+    pub fn latency_matrix(&self) -> Result<LatencyMatrix, LatencyError> {
+        LatencyMatrix::parse(&self.latency, parse_duration)
+    }
+
+    /// Raft timing for this node's groups: the configured values, or ones derived from
+    /// the latency matrix (see [`RaftConfig`]).
+    pub fn group_options(&self) -> Result<GroupOptions, LatencyError> {
+        let longest = self.latency_matrix()?.longest_round_trip();
+        let defaults = GroupOptions::default();
+        let heartbeat = self.raft.heartbeat_ms.map(Duration::from_millis).unwrap_or(
+            defaults
+                .heartbeat_interval
+                .max(longest * 3 / 2 + Duration::from_millis(50)),
+        );
+        let election = self
+            .raft
+            .election_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.election_timeout_min.max(heartbeat * 3));
+        Ok(GroupOptions {
+            node_id: self.node_id,
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            ..defaults
+        })
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.node_id == 0 || self.node_id >= 1 << 31 {
             // Shard ids a node allocates carry its id in their high 32 bits.
@@ -301,6 +362,21 @@ impl NodeConfig {
                     format!("node {}: `{}` is not HOST:PORT", peer.id, peer.addr),
                 ));
             }
+        }
+        let raft = self
+            .group_options()
+            .map_err(|e| ("latency", e.to_string()))?;
+        if raft.heartbeat_interval.is_zero() {
+            return Err(("raft.heartbeat_ms", "must be 1 or more".into()));
+        }
+        if raft.election_timeout_min < raft.heartbeat_interval * 3 {
+            return Err((
+                "raft.election_timeout_ms",
+                format!(
+                    "must be at least three heartbeats ({} ms)",
+                    raft.heartbeat_interval.as_millis() * 3
+                ),
+            ));
         }
         if self.bootstrap && !ids.contains(&self.node_id) {
             return Err((
@@ -426,5 +502,48 @@ region = "eu-hamburg"
             .map(|r| (r.region.as_str(), r.voters, r.learners))
             .collect();
         assert_eq!(rules, [("eu-hamburg", 2, 0), ("au-sydney", 0, 1)]);
+    }
+
+    #[test]
+    fn raft_timing_follows_the_latency_matrix_unless_set() {
+        let plain = load(GOOD).unwrap().group_options().unwrap();
+        assert_eq!(plain.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(plain.election_timeout_min, Duration::from_millis(300));
+        let far = GOOD.replace(
+            "bootstrap = true",
+            "bootstrap = true\nlatency = \"eu-hamburg:ap-china=250ms, ap-china:au-sydney=1s\"",
+        );
+        let derived = load(&far).unwrap().group_options().unwrap();
+        assert_eq!(derived.heartbeat_interval, Duration::from_millis(1550));
+        assert_eq!(derived.election_timeout_min, Duration::from_millis(4650));
+        assert_eq!(derived.election_timeout_max, Duration::from_millis(9300));
+        let set = load(&format!(
+            "{far}\n[raft]\nheartbeat_ms = 50\nelection_timeout_ms = 200\n"
+        ))
+        .unwrap()
+        .group_options()
+        .unwrap();
+        assert_eq!(set.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(set.election_timeout_min, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_bad_latency_matrix_or_raft_timing_is_refused_by_field() {
+        let bad = load(&GOOD.replace(
+            "bootstrap = true",
+            "bootstrap = true\nlatency = \"eu-hamburg=250ms\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("field `latency`") && bad.contains("REGION:REGION=TIME"),
+            "{bad}"
+        );
+        let tight = load(&format!(
+            "{GOOD}\n[raft]\nheartbeat_ms = 100\nelection_timeout_ms = 200\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(tight.contains("raft.election_timeout_ms"), "{tight}");
     }
 }

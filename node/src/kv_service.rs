@@ -244,6 +244,19 @@ impl KvService {
             })
             .max_by(|a, b| a.descriptor().start.cmp(&b.descriptor().start))
     }
+
+    /// The region `request`'s client named, once the request has travelled from there:
+    /// the round trip the latency matrix puts between that region and this node's.
+    async fn arrive<T>(&self, request: &Request<T>) -> String {
+        let origin = origin(request);
+        if !origin.is_empty() {
+            let trip = self.state.latency.round_trip(&origin, &self.state.region);
+            if !trip.is_zero() {
+                tokio::time::sleep(trip).await;
+            }
+        }
+        origin
+    }
 }
 
 /// Longest region name a request may carry; a longer one counts as untagged.
@@ -266,7 +279,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::GetRequest { route, key } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
@@ -294,7 +307,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
             .write(vec![Mutation::Put { key, value }], route, &origin)
@@ -307,7 +320,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
             .write(vec![Mutation::Delete { key }], route, &origin)
@@ -320,7 +333,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::BatchRequest { route, mutations } = request.into_inner();
         let mutations: Result<Vec<Mutation>, Refusal> = mutations
             .into_iter()
@@ -344,7 +357,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::CompareAndSwapRequest {
             route,
             key,
@@ -389,7 +402,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.arrive(&request).await;
         let pb::ScanRequest {
             route,
             start,

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Addr};
+use hanse_consensus::latency::LatencyMatrix;
 use hanse_consensus::meta::{self, META_SHARD, NodeRecord};
 use hanse_consensus::{
-    GroupOptions, RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
+    RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::live::PlannerActor;
@@ -43,6 +44,8 @@ pub enum ServerError {
         "cannot load the planner's weights from {path} (config field `balance.planner_weights`): {detail}"
     )]
     PlannerWeights { path: PathBuf, detail: String },
+    #[error("config field `latency`: {0}")]
+    Latency(#[from] hanse_consensus::latency::LatencyError),
     #[error(transparent)]
     Start(#[from] Error),
 }
@@ -91,6 +94,8 @@ pub(crate) struct NodeState {
     pub ack_before_commit: bool,
     /// The planner (asked by the balancer while this node leads the meta shard).
     pub planner: Option<Addr<PlannerActor>>,
+    /// Round trips injected for clients in other regions.
+    pub latency: LatencyMatrix,
 }
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
@@ -221,18 +226,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
              and WILL lose data; it exists only to test the chaos checker"
         );
     }
+    let latency = config.latency_matrix()?;
     let transport = Transport::new(
         config.node_id,
         TransportOptions {
             source_ip,
+            region: config.region.clone(),
+            latency: latency.clone(),
             ..TransportOptions::default()
         },
     );
     let registry = ShardRegistry::default();
-    let group_options = GroupOptions {
-        node_id: config.node_id,
-        ..GroupOptions::default()
-    };
+    let group_options = config.group_options()?;
     let mut groups = Vec::new();
     for descriptor in engine.load_descriptors()? {
         let network = transport.shard_network(descriptor.id);
@@ -302,6 +307,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         region: config.region.clone(),
         addr: config.advertised(),
         source_ip,
+        latency,
         engine,
         limits: Options {
             max_key_bytes: config.limits.max_key_bytes,

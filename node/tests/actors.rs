@@ -29,6 +29,8 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         sync: true,
         limits,
         balance: Default::default(),
+        latency: String::new(),
+        raft: Default::default(),
     }
 }
 

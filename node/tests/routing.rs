@@ -32,6 +32,8 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             sync: true,
             limits: Default::default(),
             balance: Default::default(),
+            latency: String::new(),
+            raft: Default::default(),
         };
         let node = hanse::server::start(config).await.unwrap();
         let endpoint = format!("http://{addr}");

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand};
 use hanse::config::NodeConfig;
-use hanse::units::parse_size;
+use hanse::units::{parse_duration, parse_size};
 use hanse_client::{Client, ClientOptions, proto};
+use hanse_consensus::latency::LatencyMatrix;
 
 #[cfg(test)]
 mod tests {
@@ -85,6 +86,12 @@ enum ClusterOp {
         /// VALUE in TOML, a bare word taken as a string), e.g. `--balance planner=model`.
         #[arg(long = "balance", value_name = "KEY=VALUE", value_parser = balance_setting)]
         balance_settings: Vec<String>,
+        /// Round trips to inject between regions, e.g.
+        /// `eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms`:
+        /// Raft traffic between the nodes of those regions, and client requests that name
+        /// their region, wait that long; Raft's timeouts grow to match.
+        #[arg(long, value_name = "A:B=TIME,...", value_parser = latency_spec)]
+        latency: Option<LatencyMatrix>,
     },
     /// Starts one stopped node of the cluster in DIR without waiting for it.
     Start {
@@ -147,6 +154,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             balance_cool_down,
             preferred_leader_region,
             balance_settings,
+            latency,
         } => {
             let balance = balance_section(
                 split_size,
@@ -158,14 +166,14 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 listen: port,
                 advertise: advertise_port.unwrap_or(port),
             };
-            up(
-                &dir,
+            let layout = Layout {
                 nodes,
-                &regions,
+                regions: &regions,
                 ports,
-                &balance,
-                Duration::from_secs(wait),
-            )
+                balance: &balance,
+                latency: &latency.unwrap_or_default(),
+            };
+            up(&dir, &layout, Duration::from_secs(wait))
         }
         ClusterOp::Start { dir, node } => start(&dir, node),
         ClusterOp::Status { dir, json } => status(&dir, json),
@@ -240,7 +248,24 @@ impl Ports {
     }
 }
 
-fn create(dir: &Path, nodes: u64, regions: &[String], ports: Ports, balance: &str) -> Result<()> {
+/// What `cluster up` creates a new cluster with.
+struct Layout<'a> {
+    nodes: u64,
+    regions: &'a [String],
+    ports: Ports,
+    /// The nodes' `[balance]` table.
+    balance: &'a str,
+    latency: &'a LatencyMatrix,
+}
+
+fn create(dir: &Path, layout: &Layout) -> Result<()> {
+    let Layout {
+        nodes,
+        regions,
+        ports,
+        balance,
+        latency,
+    } = *layout;
     ensure!(
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
@@ -261,31 +286,47 @@ fn create(dir: &Path, nodes: u64, regions: &[String], ports: Ports, balance: &st
         })
         .collect();
     for id in 1..=nodes {
-        let extra = format!("{balance}{peers}");
-        write_config(dir, id, &region(id), ports.addrs(id), id == 1, &extra)?;
+        let node = NodeSettings {
+            id,
+            region: &region(id),
+            addrs: ports.addrs(id),
+            bootstrap: id == 1,
+            latency,
+        };
+        write_config(dir, &node, &format!("{balance}{peers}"))?;
     }
     Ok(())
 }
 
-/// Writes node `id`'s configuration; `tables` are its TOML tables (`[balance]`,
-/// `[[initial_peers]]`; no peers for a node that joins a running cluster).
-fn write_config(
-    dir: &Path,
+/// One node's top-level configuration.
+struct NodeSettings<'a> {
     id: u64,
-    region: &str,
-    (listen, advertise): (String, String),
+    region: &'a str,
+    /// Listen and advertised addresses.
+    addrs: (String, String),
     bootstrap: bool,
-    tables: &str,
-) -> Result<()> {
+    latency: &'a LatencyMatrix,
+}
+
+/// Writes a node's configuration; `tables` are its TOML tables (`[balance]`,
+/// `[[initial_peers]]`; no peers for a node that joins a running cluster).
+fn write_config(dir: &Path, node: &NodeSettings, tables: &str) -> Result<()> {
+    let NodeSettings {
+        id,
+        region,
+        addrs: (listen, advertise),
+        bootstrap,
+        latency,
+    } = node;
     let data_dir = dir.join(format!("node{id}"));
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\n\n{tables}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\nlatency = \"{latency}\"\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
             .display(),
     );
-    fs::write(config_path(dir, id), config)?;
+    fs::write(config_path(dir, *id), config)?;
     Ok(())
 }
 
@@ -300,6 +341,11 @@ fn running_pid(dir: &Path, id: u64) -> Option<i32> {
     let config = config_path(dir, id);
     let ours = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
     ours.then_some(pid)
+}
+
+/// A `--latency` specification, checked.
+fn latency_spec(spec: &str) -> Result<LatencyMatrix, String> {
+    LatencyMatrix::parse(spec, parse_duration).map_err(|e| e.to_string())
 }
 
 /// A `--balance KEY=VALUE` as the TOML line `KEY = VALUE` (a VALUE that is no TOML value
@@ -349,16 +395,9 @@ fn balance_section(
     }
 }
 
-fn up(
-    dir: &Path,
-    nodes: u64,
-    regions: &[String],
-    ports: Ports,
-    balance: &str,
-    wait: Duration,
-) -> Result<()> {
+fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
     if !config_path(dir, 1).exists() {
-        create(dir, nodes, regions, ports, balance)?;
+        create(dir, layout)?;
     }
     let dir = dir
         .canonicalize()
@@ -464,14 +503,17 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         b.planner.name(),
         b.planner_node_capacity,
     );
-    write_config(
-        &dir,
+    let latency = configs[0]
+        .latency_matrix()
+        .context("node 1's config field `latency`")?;
+    let node = NodeSettings {
         id,
-        &region,
-        (listen.clone(), addr.clone()),
-        false,
-        &balance,
-    )?;
+        region: &region,
+        addrs: (listen.clone(), addr.clone()),
+        bootstrap: false,
+        latency: &latency,
+    };
+    write_config(&dir, &node, &balance)?;
     let mut child = spawn_node(&dir, id)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !accepts(&listen) {
