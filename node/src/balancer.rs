@@ -18,7 +18,7 @@ use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_planner::balance::{
     Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RegionRule, RoleChange,
     ShardView, VOTERS_MIN, leader_policy, learner_regions, placement_policy, region_policy,
-    size_policy,
+    size_policy, writers_region,
 };
 use hanse_planner::envelope::Envelope;
 use hanse_planner::live::{LiveAction, LiveLoad, LiveNode, LiveShard, Observe, PlannerActor};
@@ -313,6 +313,7 @@ impl Balancer {
                         id: view.id,
                         leader: record.leader,
                         voters: eligible,
+                        writers: writers_region(&record.stats.origins),
                         pinned: unsettled(record, view),
                     }
                 })

@@ -2,28 +2,13 @@
 //! real processes, one directory, a restart that keeps the data, a SIGKILLed leader,
 //! membership changes and splits under a write load.
 
+mod common;
+
+use common::{admin_json_shards, hanse, launch, launch_nodes, ok};
 use hanse_storage::Store;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
-
-fn hanse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hanse"))
-        .args(args)
-        .output()
-        .expect("run hanse")
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = hanse(args);
-    assert!(
-        output.status.success(),
-        "hanse {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// Each status line as (id, pid, state).
 fn status(dir: &str) -> Vec<(u64, Option<i32>, String)> {
@@ -46,75 +31,6 @@ fn status(dir: &str) -> Vec<(u64, Option<i32>, String)> {
             )
         })
         .collect()
-}
-
-/// A cluster started by `hanse cluster up` in a temporary directory; brought down (and
-/// the directory removed) when dropped.
-struct Launched {
-    dir: String,
-    endpoints: Vec<String>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Launched {
-    /// The last `lines` lines of each node's log, for a failing assertion's message.
-    fn log_tails(&self, lines: usize) -> String {
-        let mut tails = String::new();
-        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "log") {
-                let log = std::fs::read_to_string(&path).unwrap_or_default();
-                let all: Vec<&str> = log.lines().collect();
-                tails.push_str(&format!("--- {}\n", path.display()));
-                for line in &all[all.len().saturating_sub(lines)..] {
-                    tails.push_str(line);
-                    tails.push('\n');
-                }
-            }
-        }
-        tails
-    }
-}
-
-impl Drop for Launched {
-    fn drop(&mut self) {
-        let _ = hanse(&["cluster", "down", "--dir", &self.dir]);
-    }
-}
-
-/// `hanse cluster up` with 3 nodes on a free port, plus `extra` arguments.
-fn launch(extra: &[&str]) -> Launched {
-    launch_nodes(3, extra)
-}
-
-/// `hanse cluster up` with `nodes` nodes on a free port, plus `extra` arguments.
-fn launch_nodes(nodes: u64, extra: &[&str]) -> Launched {
-    let port = TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
-    let nodes = nodes.to_string();
-    let mut args = vec![
-        "cluster", "up", "--dir", &dir, "--nodes", &nodes, "--port", &port,
-    ];
-    args.extend_from_slice(extra);
-    let up = ok(&args);
-    let endpoints = up
-        .lines()
-        .find_map(|l| l.strip_prefix("endpoints: "))
-        .expect("endpoints line")
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    Launched {
-        dir,
-        endpoints,
-        _tmp: tmp,
-    }
 }
 
 #[test]
@@ -603,13 +519,6 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
 
 /// The routing table as `hanse admin shards` prints it (in key order): (id, start, end),
 /// keys escaped.
-/// `hanse admin <what> --json` through `endpoint`: its list of shards.
-fn admin_json_shards(what: &str, endpoint: &str) -> Vec<serde_json::Value> {
-    let answer: serde_json::Value =
-        serde_json::from_str(&ok(&["admin", what, "--json", "--endpoints", endpoint])).unwrap();
-    answer["shards"].as_array().unwrap().clone()
-}
-
 fn shard_map(endpoint: &str) -> Vec<(u64, String, String)> {
     admin_json_shards("shards", endpoint)
         .iter()

@@ -156,6 +156,8 @@ pub struct LeaderView {
     /// The voters that may lead it and their regions; a leader elsewhere (e.g. in the
     /// recovery region) moves to one of them.
     pub voters: Vec<(NodeId, String)>,
+    /// The region most of its requests come from, if one does (see [`writers_region`]).
+    pub writers: Option<String>,
     /// Not to be moved now (frozen for a merge, or changed within the cool-down).
     pub pinned: bool,
 }
@@ -167,10 +169,31 @@ pub struct LeaderMove {
     pub to: NodeId,
 }
 
-/// At most `moves_max` leadership moves. With a `preferred` region, leaders go to a voter
-/// there (the one leading least); otherwise leaders spread evenly over the nodes that
-/// hold voters, one move from the busiest node to the idlest at a time, and only while
-/// they differ by more than one.
+/// Share of a shard's requests one region must send for its leader to follow them there.
+pub const FOLLOW_SHARE_MIN: f64 = 2.0 / 3.0;
+/// Requests per second a shard must see before its leader follows them: an idle shard's
+/// few requests say nothing about where its clients are.
+pub const FOLLOW_REQUESTS_MIN: u64 = 1;
+
+/// The region that sent at least [`FOLLOW_SHARE_MIN`] of a shard's requests (`origins`:
+/// requests per second by client region; untagged requests under ""), when it sent at
+/// least [`FOLLOW_REQUESTS_MIN`] per second. CockroachDB's follow-the-workload, by share.
+pub fn writers_region(origins: &[(String, u64)]) -> Option<String> {
+    let total: u64 = origins.iter().map(|(_, n)| n).sum();
+    let (region, most) = origins.iter().max_by_key(|(_, n)| *n)?;
+    let leads = !region.is_empty()
+        && *most >= FOLLOW_REQUESTS_MIN
+        && *most as f64 >= total as f64 * FOLLOW_SHARE_MIN;
+    leads.then(|| region.clone())
+}
+
+/// At most `moves_max` leadership moves, in this order:
+/// 1. a leader that is no eligible voter moves to one;
+/// 2. with a `preferred` region, leaders go to a voter there (the one leading least);
+/// 3. otherwise a shard whose requests come mostly from one region ([`LeaderView::writers`])
+///    moves its leader to a voter there;
+/// 4. the other leaders spread evenly over the nodes that hold voters, one move from the
+///    busiest node to the idlest at a time, and only while they differ by more than one.
 pub fn leader_policy(
     shards: &[LeaderView],
     preferred: Option<&str>,
@@ -183,57 +206,45 @@ pub fn leader_policy(
     for leader in shards.iter().filter_map(|s| s.leader) {
         *led.entry(leader).or_default() += 1;
     }
-    let mut moves = Vec::new();
-    let movable = shards.iter().filter(|s| !s.pinned && s.leader.is_some());
-    for shard in movable.clone() {
-        let leader = shard.leader.expect("filtered");
-        if shard.voters.iter().any(|(n, _)| *n == leader) {
-            continue;
-        }
-        let Some(&(to, _)) = shard.voters.iter().min_by_key(|(n, _)| led[n]) else {
-            continue;
-        };
+    // Moves `shard`'s leadership to the voter leading least among those `allowed`.
+    let move_to = |shard: &LeaderView,
+                   allowed: &dyn Fn(&(NodeId, String)) -> bool,
+                   led: &mut std::collections::BTreeMap<NodeId, usize>| {
+        let leader = shard.leader.expect("movable shards have a leader");
+        let &(to, _) = shard
+            .voters
+            .iter()
+            .filter(|v| v.0 != leader && allowed(v))
+            .min_by_key(|(n, _)| led[n])?;
         *led.get_mut(&leader).expect("counted") -= 1;
         *led.get_mut(&to).expect("counted") += 1;
-        moves.push(LeaderMove {
+        Some(LeaderMove {
             shard: shard.id,
             to,
-        });
-        if moves.len() == moves_max {
-            return moves;
+        })
+    };
+    let in_region = |shard: &LeaderView, region: &str| {
+        let leader = shard.leader.expect("movable shards have a leader");
+        shard
+            .voters
+            .iter()
+            .any(|(n, r)| *n == leader && r == region)
+    };
+    let (mut moves, mut drawn) = (Vec::new(), Vec::new());
+    let mut candidates: Vec<&LeaderView> = Vec::new();
+    for shard in shards.iter().filter(|s| !s.pinned && s.leader.is_some()) {
+        let leader = shard.leader.expect("filtered");
+        let target = preferred.or(shard.writers.as_deref());
+        if !shard.voters.iter().any(|(n, _)| *n == leader) {
+            moves.extend(move_to(shard, &|_| true, &mut led));
+        } else if let Some(region) = target.filter(|r| !in_region(shard, r)) {
+            drawn.extend(move_to(shard, &|(_, r)| r == region, &mut led));
+        } else if target.is_none() {
+            candidates.push(shard);
         }
     }
-    let moved: Vec<ShardId> = moves.iter().map(|m| m.shard).collect();
-    let movable = movable.filter(|s| !moved.contains(&s.id));
-    if let Some(region) = preferred {
-        for shard in movable {
-            let leader = shard.leader.expect("filtered");
-            let in_region =
-                |node: NodeId| shard.voters.iter().any(|(n, r)| *n == node && r == region);
-            if in_region(leader) {
-                continue;
-            }
-            let Some(&(to, _)) = shard
-                .voters
-                .iter()
-                .filter(|(n, r)| r == region && *n != leader)
-                .min_by_key(|(n, _)| led[n])
-            else {
-                continue;
-            };
-            *led.get_mut(&leader).expect("counted") -= 1;
-            *led.get_mut(&to).expect("counted") += 1;
-            moves.push(LeaderMove {
-                shard: shard.id,
-                to,
-            });
-            if moves.len() == moves_max {
-                break;
-            }
-        }
-        return moves;
-    }
-    let mut candidates: Vec<&LeaderView> = movable.collect();
+    moves.append(&mut drawn);
+    moves.truncate(moves_max);
     while moves.len() < moves_max {
         let Some((&busiest, &most)) = led
             .iter()
@@ -541,6 +552,7 @@ mod tests {
                 (2, "ap-china".into()),
                 (3, "au-sydney".into()),
             ],
+            writers: None,
             pinned: false,
         }
     }
@@ -576,6 +588,45 @@ mod tests {
         let mut pinned = led_by(4, 1);
         pinned.pinned = true;
         assert!(leader_policy(&[pinned], Some("ap-china"), 10).is_empty());
+    }
+
+    #[test]
+    fn a_leader_follows_the_region_most_requests_come_from() {
+        let origins = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            writers_region(&origins(&[("ap-china", 10), ("eu-hamburg", 30)])),
+            Some("eu-hamburg".into())
+        );
+        // Not two thirds, untagged, or too few to say.
+        assert_eq!(
+            writers_region(&origins(&[("ap-china", 20), ("eu-hamburg", 30)])),
+            None
+        );
+        assert_eq!(writers_region(&origins(&[("", 30)])), None);
+        assert_eq!(writers_region(&origins(&[("eu-hamburg", 0)])), None);
+        assert_eq!(writers_region(&[]), None);
+
+        let mut written_from_hamburg = led_by(1, 2);
+        written_from_hamburg.writers = Some("eu-hamburg".into());
+        // Leaders spread evenly already; the written shard still moves, and one led from
+        // its writers' region stays there.
+        let mut settled = led_by(2, 1);
+        settled.writers = Some("eu-hamburg".into());
+        let shards = [written_from_hamburg, settled, led_by(3, 3)];
+        assert_eq!(
+            leader_policy(&shards, None, 10),
+            [LeaderMove { shard: 1, to: 1 }]
+        );
+        // An operator's preferred region comes first.
+        assert_eq!(
+            leader_policy(&shards, Some("au-sydney"), 10),
+            [
+                LeaderMove { shard: 1, to: 3 },
+                LeaderMove { shard: 2, to: 3 }
+            ]
+        );
     }
 
     fn shard(id: ShardId, size_mib: u64, ops: u64) -> ShardView {

@@ -25,6 +25,10 @@ pub struct KvArgs {
         value_delimiter = ','
     )]
     endpoints: Vec<String>,
+    /// The region this client is in, sent with every request to a cluster: it counts
+    /// toward where the shard's requests come from, and the latency matrix applies.
+    #[arg(long, global = true, value_name = "REGION", requires = "endpoints")]
+    region: Option<String>,
     /// Acknowledge writes before they are synced to disk (they survive a crash of this
     /// process, not of the machine).
     #[arg(long, global = true)]
@@ -153,7 +157,11 @@ fn open_store(args: &KvArgs) -> Result<Store> {
             .enable_all()
             .build()
             .context("starting the runtime")?;
-        let client = Client::new(&args.endpoints, ClientOptions::default())?;
+        let options = ClientOptions {
+            region: args.region.clone(),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(&args.endpoints, options)?;
         return Ok(Store::Cluster(runtime, client));
     }
     let dir = args

@@ -1,0 +1,101 @@
+//! What the tests that run real clusters share: the `hanse` binary as a user runs it, and
+//! a cluster launched with `hanse cluster up` that goes down when dropped.
+
+// Each test file uses its own part of these helpers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+pub fn hanse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args(args)
+        .output()
+        .expect("run hanse")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let output = hanse(args);
+    assert!(
+        output.status.success(),
+        "hanse {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A cluster started by `hanse cluster up` in a temporary directory; brought down (and
+/// the directory removed) when dropped.
+pub struct Launched {
+    pub dir: String,
+    pub endpoints: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Launched {
+    /// The last `lines` lines of each node's log, for a failing assertion's message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut tails = String::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                let all: Vec<&str> = log.lines().collect();
+                tails.push_str(&format!("--- {}\n", path.display()));
+                for line in &all[all.len().saturating_sub(lines)..] {
+                    tails.push_str(line);
+                    tails.push('\n');
+                }
+            }
+        }
+        tails
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = hanse(&["cluster", "down", "--dir", &self.dir]);
+    }
+}
+
+/// `hanse cluster up` with 3 nodes on a free port, plus `extra` arguments.
+pub fn launch(extra: &[&str]) -> Launched {
+    launch_nodes(3, extra)
+}
+
+/// `hanse cluster up` with `nodes` nodes on a free port, plus `extra` arguments.
+pub fn launch_nodes(nodes: u64, extra: &[&str]) -> Launched {
+    let port = TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
+    let nodes = nodes.to_string();
+    let mut args = vec![
+        "cluster", "up", "--dir", &dir, "--nodes", &nodes, "--port", &port,
+    ];
+    args.extend_from_slice(extra);
+    let up = ok(&args);
+    let endpoints = up
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .expect("endpoints line")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    Launched {
+        dir,
+        endpoints,
+        _tmp: tmp,
+    }
+}
+
+/// `hanse admin <what> --json` through `endpoint`: its list of shards.
+pub fn admin_json_shards(what: &str, endpoint: &str) -> Vec<serde_json::Value> {
+    let answer: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", what, "--json", "--endpoints", endpoint])).unwrap();
+    answer["shards"].as_array().unwrap().clone()
+}

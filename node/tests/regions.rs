@@ -1,0 +1,103 @@
+//! Geo behaviour on one machine: real clusters of nodes in three regions with the
+//! latency matrix injecting round trips between them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{admin_json_shards, launch_nodes, ok};
+use hanse_client::{Client, ClientOptions};
+
+/// Every pair of regions 300 ms apart.
+const FAR_APART: &str =
+    "eu-hamburg:ap-china=300ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=300ms";
+
+/// The shard the first user keys live in.
+const FIRST_SHARD: u64 = 1;
+
+/// The node leading `shard`, as the node at `endpoint` (which hosts it) knows now.
+fn leader_of(shard: u64, endpoint: &str) -> Option<u64> {
+    admin_json_shards("status", endpoint)
+        .iter()
+        .find(|s| s["id"] == shard)
+        .and_then(|s| s["leader_node"].as_u64())
+}
+
+#[test]
+fn a_shard_written_from_hamburg_gets_its_leader_there_and_hamburg_writes_get_faster() {
+    // Regions in turn: Hamburg, China, Sydney, Hamburg. Voters on 1, 2 and 4, so a
+    // leader in Hamburg finds its quorum without leaving the region.
+    let cluster = launch_nodes(4, &["--latency", FAR_APART, "--balance-cool-down", "5"]);
+    let endpoints = cluster.endpoints.join(",");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hamburg = ClientOptions {
+        region: Some("eu-hamburg".into()),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(&cluster.endpoints, hamburg).unwrap();
+    let mut written = 0;
+    let mut write = || {
+        written += 1;
+        let started = Instant::now();
+        runtime
+            .block_on(client.put(format!("hh-{written:04}").as_bytes(), b"v"))
+            .unwrap();
+        started.elapsed()
+    };
+    // One write while China leads: the client's round trip to China and China's to its
+    // quorum. The balancer may move the leader away meanwhile; then it is tried again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let from_china = loop {
+        assert!(Instant::now() < deadline, "{}", cluster.log_tails(30));
+        let to_china = [
+            "admin",
+            "transfer-leader",
+            "--shard",
+            "1",
+            "--to",
+            "2",
+            "--endpoints",
+            &endpoints,
+        ];
+        if common::hanse(&to_china).status.success() {
+            write(); // Learns where the leader is.
+            let took = write();
+            if leader_of(FIRST_SHARD, &cluster.endpoints[0]) == Some(2) {
+                break took;
+            }
+        }
+    };
+    assert!(from_china >= Duration::from_millis(300), "{from_china:?}");
+    // Hamburg's writes draw the leader to Hamburg.
+    while !matches!(leader_of(FIRST_SHARD, &cluster.endpoints[0]), Some(1 | 4)) {
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            ok(&["admin", "shards", "--endpoints", &endpoints]),
+            cluster.log_tails(30)
+        );
+        write();
+    }
+    write(); // Learns where the leader is.
+    let mut from_hamburg: Vec<Duration> = (0..3).map(|_| write()).collect();
+    from_hamburg.sort();
+    assert!(
+        from_hamburg[1] < from_china,
+        "writes from Hamburg took {from_hamburg:?} with the leader there, {from_china:?} \
+         with it in China"
+    );
+    for i in 1..=written {
+        let key = format!("hh-{i:04}");
+        assert_eq!(
+            runtime
+                .block_on(client.get(key.as_bytes()))
+                .unwrap()
+                .as_deref(),
+            Some(&b"v"[..]),
+            "{key}"
+        );
+    }
+}
