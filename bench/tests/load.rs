@@ -48,6 +48,8 @@ async fn counted_and_timed() {
             balance: Default::default(),
             latency: String::new(),
             raft: Default::default(),
+            ingest_region: "eu-hamburg".into(),
+            ingest: Default::default(),
         };
         nodes.push(hanse::server::start(config).await.unwrap());
     }

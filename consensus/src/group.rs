@@ -100,6 +100,22 @@ pub enum GroupError {
     },
 }
 
+impl GroupError {
+    /// The shard whose group failed.
+    pub fn shard(&self) -> ShardId {
+        match self {
+            GroupError::Storage { shard, .. }
+            | GroupError::Config { shard, .. }
+            | GroupError::Fatal { shard, .. }
+            | GroupError::Initialize { shard, .. }
+            | GroupError::NoLeader { shard, .. }
+            | GroupError::NotLeader { shard, .. }
+            | GroupError::Membership { shard, .. }
+            | GroupError::Transfer { shard, .. } => *shard,
+        }
+    }
+}
+
 /// One shard's running Raft group.
 #[derive(Clone)]
 pub struct ShardGroup {
@@ -199,6 +215,21 @@ impl ShardGroup {
             return self.proposer.propose(request).await;
         }
         self.proposer.propose(request).await
+    }
+
+    /// Proposes `requests` in one log entry and waits for each one's response, in order.
+    pub async fn propose_together(
+        &self,
+        requests: Vec<ShardRequest>,
+    ) -> Vec<Result<ShardResponse, ProposeError>> {
+        let merge = requests
+            .iter()
+            .any(|r| matches!(r, ShardRequest::PrepareMerge { .. }));
+        let _changes = match merge {
+            true => Some(self.changes.lock().await),
+            false => None,
+        };
+        self.proposer.propose_together(requests).await
     }
 
     /// Taken before a membership change: waits for other changes on this leader, applies

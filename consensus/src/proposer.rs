@@ -1,7 +1,8 @@
 //! Coalesces the requests for one shard into as few Raft entries as possible.
 //!
-//! Requests queue in a bounded mailbox. A task takes everything that has queued, proposes
-//! it as one [`Proposal`], and hands each caller its own response. At most
+//! Requests queue in a bounded mailbox, alone or as a group a caller wants in one entry
+//! (the ingest actor's batches). A task takes everything that has queued, proposes it as
+//! one [`Proposal`], and hands each caller its own response. At most
 //! `in_flight_max` proposals wait for commit at once; while they do, new requests pile up
 //! and become the next, larger proposal. One lone writer pays no extra delay; many
 //! concurrent writers share entries, log appends and fsyncs.
@@ -17,9 +18,10 @@ use crate::{Proposal, Raft, ReplicaNode, ShardRequest, ShardResponse, TypeConfig
 /// Bounds of one shard's proposer.
 #[derive(Debug, Clone)]
 pub struct ProposerOptions {
-    /// Requests waiting for a proposal; senders wait when it is full.
+    /// Submissions (a request, or a group of them) waiting for a proposal; senders wait
+    /// when it is full.
     pub mailbox_requests_max: usize,
-    /// Requests in one proposal.
+    /// Submissions in one proposal.
     pub proposal_requests_max: usize,
     /// Proposals waiting for commit at once: deep enough to keep the log writer busy,
     /// shallow enough that waiting requests form large proposals.
@@ -58,11 +60,14 @@ struct Pending {
     respond: oneshot::Sender<Result<ShardResponse, ProposeError>>,
 }
 
+/// Requests that go into the same proposal.
+type Submission = Vec<Pending>;
+
 /// The handle callers propose through; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
     shard: ShardId,
-    mailbox: mpsc::Sender<Pending>,
+    mailbox: mpsc::Sender<Submission>,
 }
 
 impl Proposer {
@@ -75,34 +80,59 @@ impl Proposer {
 
     /// Proposes `request` and waits for its own response.
     pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ProposeError> {
-        let (respond, response) = oneshot::channel();
-        let stopped = || ProposeError::Stopped {
+        let mut responses = self.propose_together(vec![request]).await;
+        responses.pop().unwrap_or_else(|| Err(self.stopped()))
+    }
+
+    /// Proposes `requests` in one log entry, in their order, and waits for each one's own
+    /// response (one per request, in the same order).
+    pub async fn propose_together(
+        &self,
+        requests: Vec<ShardRequest>,
+    ) -> Vec<Result<ShardResponse, ProposeError>> {
+        let (submission, responses): (Submission, Vec<_>) = requests
+            .into_iter()
+            .map(|request| {
+                let (respond, response) = oneshot::channel();
+                (Pending { request, respond }, response)
+            })
+            .unzip();
+        if self.mailbox.send(submission).await.is_err() {
+            return responses.iter().map(|_| Err(self.stopped())).collect();
+        }
+        let mut answers = Vec::with_capacity(responses.len());
+        for response in responses {
+            answers.push(response.await.unwrap_or_else(|_| Err(self.stopped())));
+        }
+        answers
+    }
+
+    fn stopped(&self) -> ProposeError {
+        ProposeError::Stopped {
             shard: self.shard,
             detail: "the proposer has shut down".into(),
-        };
-        self.mailbox
-            .send(Pending { request, respond })
-            .await
-            .map_err(|_| stopped())?;
-        response.await.map_err(|_| stopped())?
+        }
     }
 }
 
 async fn run(
     shard: ShardId,
     raft: Raft,
-    requests: mpsc::Receiver<Pending>,
+    requests: mpsc::Receiver<Submission>,
     options: ProposerOptions,
 ) {
     drain_in_batches(
         requests,
         options.proposal_requests_max,
         options.in_flight_max,
-        |pending: Vec<Pending>| {
+        |submissions: Vec<Submission>| {
             let raft = raft.clone();
             async move {
-                let (batch, responders): (Vec<_>, Vec<_>) =
-                    pending.into_iter().map(|p| (p.request, p.respond)).unzip();
+                let (batch, responders): (Vec<_>, Vec<_>) = submissions
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (p.request, p.respond))
+                    .unzip();
                 // Sent here, in order, so proposals enter the log in the order requests
                 // arrived.
                 match raft.client_write_ff(Proposal { requests: batch }).await {

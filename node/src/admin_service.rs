@@ -58,12 +58,12 @@ fn replica_status(e: ReplicaError) -> Status {
     let code = match &e {
         ReplicaError::NotLeader { .. } => Code::FailedPrecondition,
         ReplicaError::Busy { .. } | ReplicaError::Unavailable { .. } => Code::Unavailable,
-        ReplicaError::Group(hanse_consensus::GroupError::NotLeader { .. })
-        | ReplicaError::Group(hanse_consensus::GroupError::Membership { .. })
-        | ReplicaError::Group(hanse_consensus::GroupError::Transfer { .. }) => {
-            Code::FailedPrecondition
-        }
-        ReplicaError::Group(_) => Code::Internal,
+        ReplicaError::Group(group) => match **group {
+            hanse_consensus::GroupError::NotLeader { .. }
+            | hanse_consensus::GroupError::Membership { .. }
+            | hanse_consensus::GroupError::Transfer { .. } => Code::FailedPrecondition,
+            _ => Code::Internal,
+        },
         ReplicaError::OutcomeUnknown(_) => Code::Unknown,
     };
     Status::new(code, e.to_string())
@@ -744,6 +744,19 @@ impl Admin for AdminService {
             addr: self.state.addr.clone(),
             shards: self.shard_statuses(),
             planner: self.planner_status().await,
+            ingest: self.state.ingest.is_some().then(|| {
+                let counters = &self.state.ingest_counters;
+                let read = |counter: &std::sync::atomic::AtomicU64| {
+                    counter.load(std::sync::atomic::Ordering::Relaxed)
+                };
+                pb::IngestStatus {
+                    writes: read(&counters.writes),
+                    batches: read(&counters.batches),
+                    largest_batch: read(&counters.largest_batch),
+                    waited_micros: read(&counters.waited_micros),
+                    refused_busy: read(&counters.refused_busy),
+                }
+            }),
         }))
     }
 

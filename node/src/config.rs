@@ -23,6 +23,10 @@
 //! heartbeat_ms = 100
 //! election_timeout_ms = 300
 //!
+//! [ingest]                              # optional; on the nodes of `ingest_region`
+//! max_delay_ms = 2                      # (top-level key, default "eu-hamburg")
+//! max_batch = 128
+//!
 //! [limits]                              # optional; each field has a default
 //! max_key_bytes = 4096
 //! max_value_bytes = 16777216
@@ -88,6 +92,53 @@ pub struct NodeConfig {
     pub latency: String,
     #[serde(default)]
     pub raft: RaftConfig,
+    /// The region whose nodes batch client writes in an ingest actor (default
+    /// `eu-hamburg`); nodes elsewhere send writes straight to the shard's proposer.
+    #[serde(default = "default_ingest_region")]
+    pub ingest_region: String,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+fn default_ingest_region() -> String {
+    "eu-hamburg".to_string()
+}
+
+/// How a node of the ingest region batches client writes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Batch writes at all (default true).
+    pub enabled: bool,
+    /// The longest a write waits for others to join its batch (default 2 ms).
+    pub max_delay_ms: u64,
+    /// Writes in one batch (default 128); a full batch is proposed at once.
+    pub max_batch: usize,
+    /// Writes waiting or under way on the node (default 4096); more are answered
+    /// `ServerBusy`.
+    pub queue_max: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let options = crate::actors::IngestOptions::default();
+        IngestConfig {
+            enabled: true,
+            max_delay_ms: options.max_delay.as_millis() as u64,
+            max_batch: options.max_batch,
+            queue_max: options.queue_max,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn options(&self) -> crate::actors::IngestOptions {
+        crate::actors::IngestOptions {
+            max_delay: Duration::from_millis(self.max_delay_ms),
+            max_batch: self.max_batch,
+            queue_max: self.queue_max,
+        }
+    }
 }
 
 /// Raft timing; by default derived from the latency matrix, so that heartbeats and

@@ -9,14 +9,16 @@ use hanse_storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use actix::dev::SendError;
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
 use hanse_storage::codec::{SYSTEM_KEYSPACE_START, is_system_key};
 use hanse_storage::{Cf, Epoch, ScanOrder};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle};
+use crate::actors::{Ingest, Propose, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::db::intersect;
 use crate::proto_convert::to_proto;
 use crate::server::NodeState;
@@ -164,13 +166,36 @@ impl KvService {
             .map_err(|e| replica_refusal(replica, e))
     }
 
+    /// Proposes `request` to `replica`'s shard: through the ingest actor where this node
+    /// has one and leads the shard, else straight to the replica.
     async fn propose(
         &self,
         replica: &ReplicaHandle,
         request: ShardRequest,
         key: &[u8],
     ) -> Result<ShardResponse, Refusal> {
-        match replica.ask(|reply| Propose { request, reply }).await {
+        let answer = match &self.state.ingest {
+            Some(ingest) if replica.leads() => {
+                let (reply, answer) = oneshot::channel();
+                let shard = replica.shard;
+                let unavailable = || ReplicaError::Unavailable {
+                    shard,
+                    detail: "the ingest actor has stopped".into(),
+                };
+                let ingest_it = Ingest {
+                    replica: replica.clone(),
+                    request,
+                    reply,
+                };
+                match ingest.try_send(ingest_it) {
+                    Ok(()) => answer.await.unwrap_or_else(|_| Err(unavailable())),
+                    Err(SendError::Full(_)) => Err(ReplicaError::Busy { shard }),
+                    Err(SendError::Closed(_)) => Err(unavailable()),
+                }
+            }
+            _ => replica.ask(|reply| Propose { request, reply }).await,
+        };
+        match answer {
             Ok(ShardResponse::Rejected(rejection)) => Err(self.rejected(rejection, key)),
             Ok(response) => Ok(response),
             Err(e) => Err(replica_refusal(replica, e)),

@@ -21,7 +21,7 @@ use hanse_planner::model::PlannerNet;
 use hanse_storage::{Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardId};
 use tokio::sync::oneshot;
 
-use crate::actors::{NodeActor, ReplicaLimits, Routes, StopReplicas};
+use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
@@ -96,6 +96,9 @@ pub(crate) struct NodeState {
     pub planner: Option<Addr<PlannerActor>>,
     /// Round trips injected for clients in other regions.
     pub latency: LatencyMatrix,
+    /// The ingest actor, on a node of the ingest region with batching enabled.
+    pub ingest: Option<Addr<IngestActor>>,
+    pub ingest_counters: Arc<IngestCounters>,
 }
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
@@ -302,6 +305,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         );
         tokio::spawn(Arc::new(balancer).run())
     });
+    let ingest_counters = Arc::new(IngestCounters::default());
+    let ingest = (config.ingest.enabled && config.region == config.ingest_region)
+        .then(|| IngestActor::new(config.ingest.options(), ingest_counters.clone()).start());
     let state = Arc::new(NodeState {
         node_id: config.node_id,
         region: config.region.clone(),
@@ -319,6 +325,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         restarts,
         ack_before_commit,
         planner,
+        ingest,
+        ingest_counters,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

@@ -1,10 +1,12 @@
 //! The node's actors in one process over real gRPC: a replica whose Raft group dies is
-//! restarted from storage by its node, and a shard past its request bound answers
-//! `ServerBusy` at once and applies nothing for the requests it refused.
+//! restarted from storage by its node, a shard past its request bound answers
+//! `ServerBusy` at once and applies nothing for the requests it refused, and the ingest
+//! actor batches concurrent writes without losing or reordering any.
 
 use std::net::{SocketAddr, TcpListener};
 
-use hanse::config::{LimitsConfig, NodeConfig, PeerConfig};
+use hanse::config::{IngestConfig, LimitsConfig, NodeConfig, PeerConfig};
+use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
 use hanse_client::{Client, ClientOptions};
@@ -31,6 +33,8 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         balance: Default::default(),
         latency: String::new(),
         raft: Default::default(),
+        ingest_region: "eu-hamburg".into(),
+        ingest: Default::default(),
     }
 }
 
@@ -64,7 +68,14 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
             replica_requests_in_flight_max: 1,
             ..LimitsConfig::default()
         };
-        let config = single_node(dir.path(), 62, limits);
+        let config = NodeConfig {
+            // Each write on its own, so the replica's bound is what refuses.
+            ingest: IngestConfig {
+                enabled: false,
+                ..IngestConfig::default()
+            },
+            ..single_node(dir.path(), 62, limits)
+        };
         let endpoint = format!("http://{}", config.listen_addr);
         let node = hanse::server::start(config).await.unwrap();
         let kv = KvClient::connect(endpoint).await.unwrap();
@@ -109,6 +120,70 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
         for key in &refused {
             assert_eq!(client.get(key).await.unwrap(), None, "refused, not applied");
         }
+        node.stop().await;
+    });
+}
+
+#[test]
+fn the_ingest_actor_batches_concurrent_writes_and_keeps_each_writers_order() {
+    hanse::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = single_node(dir.path(), 63, LimitsConfig::default());
+        let endpoint = config.listen_addr.to_string();
+        let node = hanse::server::start(config).await.unwrap();
+        let client = std::sync::Arc::new(
+            Client::new(std::slice::from_ref(&endpoint), ClientOptions::default()).unwrap(),
+        );
+        client.put(b"ready", b"1").await.unwrap();
+        let mut admin = AdminClient::connect(format!("http://{endpoint}"))
+            .await
+            .unwrap();
+        let mut ingested = async || {
+            let status = admin.status(proto::StatusRequest {}).await.unwrap();
+            status.into_inner().ingest.expect("a Hamburg node batches")
+        };
+        let before = ingested().await;
+
+        // 32 writers, each putting 1, 2, ..., 25 to its own key in turn, and a unique key
+        // every step.
+        const WRITERS: usize = 32;
+        const STEPS: usize = 25;
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let client = client.clone();
+            writers.spawn(async move {
+                for step in 1..=STEPS {
+                    let value = step.to_string().into_bytes();
+                    client
+                        .put(format!("own-{w:02}").as_bytes(), &value)
+                        .await
+                        .unwrap();
+                    let unique = format!("step-{w:02}-{step:02}");
+                    client.put(unique.as_bytes(), &value).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+        for w in 0..WRITERS {
+            let own = client.get(format!("own-{w:02}").as_bytes()).await.unwrap();
+            assert_eq!(own, Some(STEPS.to_string().into_bytes()), "writer {w}");
+            for step in 1..=STEPS {
+                let unique = format!("step-{w:02}-{step:02}");
+                let value = client.get(unique.as_bytes()).await.unwrap();
+                assert_eq!(value, Some(step.to_string().into_bytes()), "{unique}");
+            }
+        }
+
+        let after = ingested().await;
+        let writes = after.writes - before.writes;
+        assert_eq!(writes as usize, 2 * WRITERS * STEPS);
+        assert!(
+            after.largest_batch > 1 && after.batches - before.batches < writes,
+            "concurrent writes share entries: {after:?}"
+        );
+        assert_eq!(after.refused_busy, 0);
         node.stop().await;
     });
 }

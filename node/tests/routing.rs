@@ -34,6 +34,8 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             balance: Default::default(),
             latency: String::new(),
             raft: Default::default(),
+            ingest_region: "eu-hamburg".into(),
+            ingest: Default::default(),
         };
         let node = hanse::server::start(config).await.unwrap();
         let endpoint = format!("http://{addr}");

@@ -5,11 +5,14 @@
 //!   destroys and restarts them.
 //! - [`ShardReplica`]: one per hosted shard; wraps the shard's Raft group and admits
 //!   requests with bounded mailboxes and in-flight counts.
+//! - [`IngestActor`]: one per node of the ingest region; batches client writes per shard
+//!   into shared log entries.
 //!
 //! gRPC handlers find a shard's actor in the node's [`Routes`] and talk to it through its
 //! `Addr`; a full mailbox is answered `Busy` at once, never queued without bound. The
 //! consensus and storage crates know nothing of actix.
 
+mod ingest;
 mod node;
 mod replica;
 
@@ -23,10 +26,11 @@ use hanse_planner::stats::KeySampler;
 use hanse_storage::{NodeId, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
+pub use ingest::{Ingest, IngestActor, IngestCounters, IngestOptions};
 pub use node::{DestroyReplica, NodeActor, NodeActorError, OpenReplica, StopReplicas};
 pub use replica::{
-    ChangeReplicas, Propose, ReadBarrier, ReplicaChange, ReplicaError, ReplicaLimits, ShardReplica,
-    TransferLeader,
+    ChangeReplicas, Propose, ProposeTogether, ReadBarrier, ReplicaChange, ReplicaError,
+    ReplicaLimits, ShardReplica, TransferLeader,
 };
 
 /// What this replica served since its node last reported (see the reporter).

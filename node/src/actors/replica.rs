@@ -59,7 +59,35 @@ pub enum ReplicaError {
     #[error("{0}")]
     OutcomeUnknown(String),
     #[error(transparent)]
-    Group(#[from] GroupError),
+    Group(Box<GroupError>),
+}
+
+impl From<GroupError> for ReplicaError {
+    fn from(e: GroupError) -> Self {
+        ReplicaError::Group(Box::new(e))
+    }
+}
+
+impl ReplicaError {
+    /// The same refusal once more, for each request of a batch refused as a whole.
+    pub fn for_each_request(&self) -> ReplicaError {
+        match self {
+            ReplicaError::NotLeader { shard, leader } => ReplicaError::NotLeader {
+                shard: *shard,
+                leader: *leader,
+            },
+            ReplicaError::Busy { shard } => ReplicaError::Busy { shard: *shard },
+            ReplicaError::Unavailable { shard, detail } => ReplicaError::Unavailable {
+                shard: *shard,
+                detail: detail.clone(),
+            },
+            ReplicaError::OutcomeUnknown(message) => ReplicaError::OutcomeUnknown(message.clone()),
+            ReplicaError::Group(e) => ReplicaError::Unavailable {
+                shard: e.shard(),
+                detail: e.to_string(),
+            },
+        }
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ReplicaError>>;
@@ -70,6 +98,15 @@ type Reply<T> = oneshot::Sender<Result<T, ReplicaError>>;
 pub struct Propose {
     pub request: ShardRequest,
     pub reply: Reply<ShardResponse>,
+}
+
+/// Propose several commands in one log entry (leader only); one answer per command, in
+/// order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProposeTogether {
+    pub requests: Vec<ShardRequest>,
+    pub reply: Reply<Vec<Result<ShardResponse, ReplicaError>>>,
 }
 
 /// Answer once this node may serve a linearizable read of the shard (leader only).
@@ -141,8 +178,14 @@ impl ShardReplica {
         }
     }
 
-    fn admit<T>(&self, reply: Reply<T>) -> Option<(OwnedSemaphorePermit, Reply<T>)> {
-        match self.permits.clone().try_acquire_owned() {
+    /// Admits `requests` requests, or answers `Busy`.
+    fn admit<T>(
+        &self,
+        reply: Reply<T>,
+        requests: usize,
+    ) -> Option<(OwnedSemaphorePermit, Reply<T>)> {
+        let requests = u32::try_from(requests).unwrap_or(u32::MAX);
+        match self.permits.clone().try_acquire_many_owned(requests) {
             Ok(permit) => Some((permit, reply)),
             Err(_) => {
                 let _ = reply.send(Err(ReplicaError::Busy {
@@ -207,7 +250,7 @@ impl Handler<Propose> for ShardReplica {
     type Result = ();
 
     fn handle(&mut self, msg: Propose, _: &mut Self::Context) {
-        let Some((permit, reply)) = self.admit(msg.reply) else {
+        let Some((permit, reply)) = self.admit(msg.reply, 1) else {
             return;
         };
         let group = self.group.clone();
@@ -219,11 +262,30 @@ impl Handler<Propose> for ShardReplica {
     }
 }
 
+impl Handler<ProposeTogether> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProposeTogether, _: &mut Self::Context) {
+        let Some((permit, reply)) = self.admit(msg.reply, msg.requests.len()) else {
+            return;
+        };
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            let results = group.propose_together(msg.requests).await;
+            drop(permit);
+            let _ = reply.send(Ok(results
+                .into_iter()
+                .map(|r| r.map_err(from_propose))
+                .collect()));
+        });
+    }
+}
+
 impl Handler<ReadBarrier> for ShardReplica {
     type Result = ();
 
     fn handle(&mut self, msg: ReadBarrier, _: &mut Self::Context) {
-        let Some((permit, reply)) = self.admit(msg.reply) else {
+        let Some((permit, reply)) = self.admit(msg.reply, 1) else {
             return;
         };
         let raft = self.group.raft.clone();

@@ -258,15 +258,13 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
             return Ok(());
         }
         AdminOp::Status => {
-            let status = admin
+            let mut status = admin
                 .status(proto::StatusRequest {})
                 .await
                 .map_err(refused)?
                 .into_inner();
-            (
-                Some((status.node_id, status.region, status.addr, status.planner)),
-                status.shards,
-            )
+            let shards = std::mem::take(&mut status.shards);
+            (Some(status), shards)
         }
         AdminOp::Shards => {
             // The meta shard's leadership may move while it answers: ask again a few
@@ -288,13 +286,20 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
     if json {
         let shards: Vec<_> = shards.iter().map(shard_json).collect();
         let out = match node {
-            Some((id, region, addr, planner)) => {
+            Some(status) => {
                 json!({
-                    "node_id": id,
-                    "region": region,
-                    "addr": addr,
+                    "node_id": status.node_id,
+                    "region": status.region,
+                    "addr": status.addr,
                     "shards": shards,
-                    "planner": planner.as_ref().map(planner_json),
+                    "planner": status.planner.as_ref().map(planner_json),
+                    "ingest": status.ingest.as_ref().map(|i| json!({
+                        "writes": i.writes,
+                        "batches": i.batches,
+                        "largest_batch": i.largest_batch,
+                        "waited_micros": i.waited_micros,
+                        "refused_busy": i.refused_busy,
+                    })),
                 })
             }
             None => json!({ "shards": shards }),
@@ -303,11 +308,18 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
         return Ok(());
     }
     match node {
-        Some((id, region, addr, planner)) => {
-            println!("node {id} in {region} at {addr}");
+        Some(status) => {
+            println!(
+                "node {} in {} at {}",
+                status.node_id, status.region, status.addr
+            );
             print_local(&shards);
-            match planner {
-                Some(planner) => print_planner(&planner),
+            match &status.ingest {
+                Some(ingest) => print_ingest(ingest),
+                None => println!("\ningest: writes go straight to the shard leaders here"),
+            }
+            match &status.planner {
+                Some(planner) => print_planner(planner),
                 None => println!("\nplanner: runs on the meta shard's leader, not here"),
             }
         }
@@ -336,6 +348,21 @@ fn print_local(shards: &[proto::ShardStatus]) {
             replicas_text(&d)
         );
     }
+}
+
+/// How the ingest actor batched writes.
+fn print_ingest(ingest: &proto::IngestStatus) {
+    let per_batch = |total: u64| total as f64 / ingest.batches.max(1) as f64;
+    println!(
+        "\ningest: {} writes in {} log entries ({:.1} per entry, at most {}), {:.0} µs mean \
+         wait, {} refused busy",
+        ingest.writes,
+        ingest.batches,
+        per_batch(ingest.writes),
+        ingest.largest_batch,
+        ingest.waited_micros as f64 / ingest.writes.max(1) as f64,
+        ingest.refused_busy
+    );
 }
 
 /// What the planner decided lately and why.
