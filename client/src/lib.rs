@@ -139,6 +139,17 @@ pub struct CasOutcome {
     pub previous: Option<Vec<u8>>,
 }
 
+/// A read a follower may have served (see [`Client::get_stale`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleRead {
+    pub value: Option<Vec<u8>>,
+    /// The node whose replica served it.
+    pub served_by: u64,
+    /// Every write acknowledged this long or longer before the read was served is in it
+    /// (zero: the read was linearizable).
+    pub staleness_bound: Duration,
+}
+
 /// A connection to a Hanse cluster through any of its nodes.
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
@@ -265,6 +276,17 @@ impl Client {
         endpoints[*turn % endpoints.len()].clone()
     }
 
+    /// `message` as a request, with this client's region.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(region) = &self.region_header {
+            request
+                .metadata_mut()
+                .insert(hanse_proto::REGION_HEADER, region.clone());
+        }
+        request
+    }
+
     /// Sends the request `make` builds (with the route it was sent by) until a node serves
     /// it, following the typed answers.
     async fn call<Req, Resp>(
@@ -296,12 +318,7 @@ impl Client {
                 shard_id: c.descriptor.id,
                 epoch: c.descriptor.epoch,
             });
-            let mut request = tonic::Request::new(make(route));
-            if let Some(region) = &self.region_header {
-                request
-                    .metadata_mut()
-                    .insert(hanse_proto::REGION_HEADER, region.clone());
-            }
+            let request = self.request(make(route));
             let outcome =
                 tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, request)).await;
             let response = match outcome {
@@ -414,16 +431,47 @@ impl Client {
 
     /// The value of `key`, or `None` when it is absent (a linearizable read).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.get_stale(key, Duration::ZERO).await?.value)
+    }
+
+    /// The value of `key` as a replica holds it that misses no write acknowledged more
+    /// than `max_staleness` before the read (a follower read; zero asks for a linearizable
+    /// one). The first endpoint this client was given is asked first, so list the nearest
+    /// node first; where it cannot keep to the bound (it holds no replica of the key, or
+    /// its leader is out of reach), the shard's leader serves the read.
+    pub async fn get_stale(
+        &self,
+        key: &[u8],
+        max_staleness: Duration,
+    ) -> Result<StaleRead, ClientError> {
+        let max_staleness_ms = u32::try_from(max_staleness.as_millis()).unwrap_or(u32::MAX);
         let make = |route| proto::GetRequest {
             route,
             key: key.to_vec(),
+            max_staleness_ms,
         };
+        let answer = |response: proto::GetResponse| StaleRead {
+            value: response.found.then_some(response.value),
+            served_by: response.served_by_node,
+            staleness_bound: Duration::from_millis(response.staleness_bound_ms.into()),
+        };
+        if max_staleness_ms > 0 {
+            let nearest = self.endpoints.lock().expect("endpoints lock")[0].clone();
+            let request = self.request(make(None));
+            let mut kv = self.channel(&nearest)?;
+            let attempt = tokio::time::timeout(self.options.request_timeout, kv.get(request));
+            if let Ok(Ok(response)) = attempt.await
+                && response.get_ref().error.is_none()
+            {
+                return Ok(answer(response.into_inner()));
+            }
+        }
         let response = self
             .call(Resend::Always, Locate::Key(key), make, |mut c, r| {
                 Box::pin(async move { c.get(r).await })
             })
             .await?;
-        Ok(response.found.then_some(response.value))
+        Ok(answer(response))
     }
 
     /// Sets `key` to `value`; durable on a quorum when it returns.

@@ -6,19 +6,23 @@
 //! the request, checked here before proposing and again when the command is applied.
 
 use hanse_storage::Store;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
+use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
 use hanse_storage::codec::{SYSTEM_KEYSPACE_START, is_system_key};
 use hanse_storage::{Cf, Epoch, ScanOrder};
 use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::actors::{Ingest, Propose, ReadBarrier, ReplicaError, ReplicaHandle};
+use crate::actors::{Ingest, Propose, ReadBarrier, ReadIndex, ReplicaError, ReplicaHandle};
 use crate::db::intersect;
 use crate::proto_convert::to_proto;
 use crate::server::NodeState;
@@ -32,7 +36,12 @@ const RETRY_AFTER_MS: u32 = 100;
 
 pub(crate) struct KvService {
     state: Arc<NodeState>,
+    /// Other nodes' Kv services, for the read indexes of follower reads.
+    peers: Mutex<HashMap<String, KvClient<Channel>>>,
 }
+
+/// How long a follower waits to connect to its leader for a read index.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Refusal = pb::RequestError;
 
@@ -74,6 +83,18 @@ fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
     }
 }
 
+/// `NotLeader` for `replica`'s shard, pointing at its leader as this node knows it.
+fn not_leader(replica: &ReplicaHandle) -> Refusal {
+    let leader = replica.leader();
+    replica_refusal(
+        replica,
+        ReplicaError::NotLeader {
+            shard: replica.shard,
+            leader,
+        },
+    )
+}
+
 /// The range `[start, end)` holding exactly `key`.
 fn key_range(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut end = key.to_vec();
@@ -91,7 +112,10 @@ fn epoch_of(route: &pb::RouteContext) -> Epoch {
 
 impl KvService {
     pub(crate) fn new(state: Arc<NodeState>) -> Self {
-        KvService { state }
+        KvService {
+            state,
+            peers: Mutex::default(),
+        }
     }
 
     pub(crate) fn into_server(self) -> KvServer<Self> {
@@ -158,12 +182,91 @@ impl KvService {
         }
     }
 
-    /// Waits until this node may serve a linearizable read of `replica`'s shard.
-    async fn read_barrier(&self, replica: &ReplicaHandle) -> Result<(), Refusal> {
+    /// Waits until this node may serve a linearizable read of `replica`'s shard; answers
+    /// the read index.
+    async fn read_barrier(&self, replica: &ReplicaHandle) -> Result<u64, Refusal> {
         replica
             .ask(|reply| ReadBarrier { reply })
             .await
             .map_err(|e| replica_refusal(replica, e))
+    }
+
+    /// Waits until this follower may serve a read that misses no write acknowledged more
+    /// than `max_staleness` before it: it needs a read index its leader gave it when asked
+    /// at most that long ago, and to have applied up to it. Answers when that read index
+    /// was asked for. Whatever stands in the way (no leader known, one that does not
+    /// answer, a replica too far behind) is answered `NotLeader`, so the client reads from
+    /// the leader instead.
+    async fn follower_barrier(
+        &self,
+        replica: &ReplicaHandle,
+        max_staleness: Duration,
+    ) -> Result<Instant, Refusal> {
+        let cached = *replica.read_index.lock().expect("read index lock");
+        let read_index = match cached.filter(|r| r.asked.elapsed() <= max_staleness) {
+            Some(read_index) => read_index,
+            None => {
+                let asked = Instant::now();
+                let index = self.leader_read_index(replica, max_staleness).await?;
+                let read_index = ReadIndex { asked, index };
+                let mut newest = replica.read_index.lock().expect("read index lock");
+                if newest.is_none_or(|r| r.asked < asked) {
+                    *newest = Some(read_index);
+                }
+                read_index
+            }
+        };
+        let left = max_staleness.saturating_sub(read_index.asked.elapsed());
+        replica
+            .group
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(read_index.index), "applied up to the read index")
+            .await
+            .map_err(|_| not_leader(replica))?;
+        Ok(read_index.asked)
+    }
+
+    /// The read index of `replica`'s shard, from its leader on another node.
+    async fn leader_read_index(
+        &self,
+        replica: &ReplicaHandle,
+        wait: Duration,
+    ) -> Result<u64, Refusal> {
+        let leader = replica
+            .leader()
+            .filter(|&node| node != self.state.node_id)
+            .ok_or_else(|| not_leader(replica))?;
+        let addr = replica.member_addr(Some(leader));
+        let mut kv = self.peer(&addr).ok_or_else(|| not_leader(replica))?;
+        let mut request = Request::new(pb::ReadIndexRequest {
+            shard_id: replica.shard,
+        });
+        if let Ok(region) = self.state.region.parse() {
+            request
+                .metadata_mut()
+                .insert(hanse_proto::REGION_HEADER, region);
+        }
+        match tokio::time::timeout(wait, kv.read_index(request)).await {
+            Ok(Ok(answer)) if answer.get_ref().error.is_none() => Ok(answer.get_ref().index),
+            _ => Err(not_leader(replica)),
+        }
+    }
+
+    /// A Kv client of the node at `addr` (one lazily connected channel per node).
+    fn peer(&self, addr: &str) -> Option<KvClient<Channel>> {
+        let mut peers = self.peers.lock().expect("peers lock");
+        if let Some(kv) = peers.get(addr) {
+            return Some(kv.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .local_address(self.state.source_ip)
+            .connect_lazy();
+        let kv = KvClient::new(channel);
+        peers.insert(addr.to_string(), kv.clone());
+        Some(kv)
     }
 
     /// Proposes `request` to `replica`'s shard: through the ingest actor where this node
@@ -305,25 +408,68 @@ impl Kv for KvService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let origin = self.arrive(&request).await;
-        let pb::GetRequest { route, key } = request.into_inner();
+        let pb::GetRequest {
+            route,
+            key,
+            max_staleness_ms,
+        } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
             let (replica, _) = self.route(&key, route.as_ref())?;
-            self.read_barrier(&replica).await?;
+            let max_staleness = Duration::from_millis(max_staleness_ms.into());
+            let asked = match max_staleness.is_zero() || replica.leads() {
+                true => {
+                    self.read_barrier(&replica).await?;
+                    None
+                }
+                false => Some(self.follower_barrier(&replica, max_staleness).await?),
+            };
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
             replica.load.touched(&key, &origin);
-            self.state.engine.get(Cf::Data, &key).map_err(|_| busy())
+            let value = self.state.engine.get(Cf::Data, &key).map_err(|_| busy())?;
+            // Rounded up, and never 0 (which says linearizable) for a follower's read.
+            let staleness_ms = asked.map_or(0, |asked| {
+                let micros = asked.elapsed().as_micros().div_ceil(1000).max(1);
+                u32::try_from(micros).unwrap_or(u32::MAX)
+            });
+            if staleness_ms > max_staleness_ms {
+                return Err(not_leader(&replica));
+            }
+            Ok((value, staleness_ms))
         }
         .await;
         Ok(Response::new(match result {
-            Ok(value) => pb::GetResponse {
+            Ok((value, staleness_bound_ms)) => pb::GetResponse {
                 error: None,
                 found: value.is_some(),
                 value: value.unwrap_or_default(),
+                served_by_node: self.state.node_id,
+                staleness_bound_ms,
             },
             Err(error) => pb::GetResponse {
                 error: Some(error),
                 ..Default::default()
+            },
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.arrive(&request).await;
+        let shard_id = request.get_ref().shard_id;
+        let answer = match self.state.routes.get(shard_id) {
+            Some(replica) => self.read_barrier(&replica).await,
+            None => Err(refusal(pb::request_error::Kind::ShardNotFound(
+                pb::ShardNotFound { shard_id },
+            ))),
+        };
+        Ok(Response::new(match answer {
+            Ok(index) => pb::ReadIndexResponse { error: None, index },
+            Err(error) => pb::ReadIndexResponse {
+                error: Some(error),
+                index: 0,
             },
         }))
     }

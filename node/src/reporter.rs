@@ -203,7 +203,7 @@ pub(crate) async fn read_routing_table(
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
         match meta.ask(|reply| ReadBarrier { reply }).await {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(ReplicaError::Busy { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

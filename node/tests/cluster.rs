@@ -129,6 +129,7 @@ impl Cluster {
                 let request = proto::GetRequest {
                     route: None,
                     key: b"probe".to_vec(),
+                    max_staleness_ms: 0,
                 };
                 if let Ok(response) = kv.get(request).await
                     && response.get_ref().error.is_none()

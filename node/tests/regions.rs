@@ -101,3 +101,79 @@ fn a_shard_written_from_hamburg_gets_its_leader_there_and_hamburg_writes_get_fas
         );
     }
 }
+
+#[test]
+fn a_follower_read_never_misses_a_write_acknowledged_before_its_bound() {
+    // Hamburg (node 1, leading), China, Sydney; every pair 100 ms apart.
+    let matrix = "eu-hamburg:ap-china=100ms,eu-hamburg:au-sydney=100ms,ap-china:au-sydney=100ms";
+    let cluster = launch_nodes(3, &["--latency", matrix]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let in_region = |region: &str, nearest: usize| {
+        let mut endpoints = cluster.endpoints.clone();
+        endpoints.swap(0, nearest);
+        let options = ClientOptions {
+            region: Some(region.into()),
+            ..ClientOptions::default()
+        };
+        Client::new(&endpoints, options).unwrap()
+    };
+    let writer = in_region("eu-hamburg", 0);
+    let reader = in_region("au-sydney", 2);
+    let max_staleness = Duration::from_millis(300);
+    let (acknowledged, reads) = runtime.block_on(async {
+        writer.put(b"counter", b"0").await.unwrap();
+        let writes = async {
+            let mut acknowledged = Vec::new();
+            for i in 1..=30u64 {
+                writer
+                    .put(b"counter", i.to_string().as_bytes())
+                    .await
+                    .unwrap();
+                acknowledged.push((i, Instant::now()));
+            }
+            acknowledged
+        };
+        let reads = async {
+            let mut reads = Vec::new();
+            let stop = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < stop {
+                let sent = Instant::now();
+                let read = reader.get_stale(b"counter", max_staleness).await.unwrap();
+                let value: u64 = String::from_utf8(read.value.unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                reads.push((sent, value, read.served_by, read.staleness_bound));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            reads
+        };
+        tokio::join!(writes, reads)
+    });
+    for &(sent, value, served_by, bound) in &reads {
+        assert!(bound <= max_staleness, "a read kept only to {bound:?}");
+        // Every write acknowledged before `sent - bound` must be in the answer.
+        let newest_due = acknowledged
+            .iter()
+            .filter(|(_, at)| sent.checked_sub(bound).is_some_and(|due| *at < due))
+            .map(|(i, _)| *i)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            value >= newest_due,
+            "node {served_by} answered {value} within {bound:?}, but write {newest_due} \
+             was acknowledged before that"
+        );
+    }
+    let by_follower = reads.iter().filter(|r| r.2 == 3).count();
+    assert!(
+        by_follower * 2 > reads.len(),
+        "Sydney's replica serves most of Sydney's reads: {by_follower} of {}",
+        reads.len()
+    );
+    assert!(reads.iter().any(|r| r.2 == 3 && !r.3.is_zero()));
+}

@@ -79,6 +79,7 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
         let get = proto::GetRequest {
             route: None,
             key: b"zebra".to_vec(),
+            max_staleness_ms: 0,
         };
         let absent = kv.get(get.clone()).await.unwrap().into_inner();
         assert!(

@@ -61,6 +61,10 @@ enum Command {
         /// The `hanse cluster up --dir` directory, to find the leader's process.
         #[arg(long, value_name = "DIR")]
         cluster_dir: Option<PathBuf>,
+        /// The region the clients say they are in (counts toward where the shards' load
+        /// comes from; the cluster's latency matrix applies to it).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -80,6 +84,7 @@ fn main() -> Result<()> {
         seed,
         kill_leader_after,
         cluster_dir,
+        region,
         json,
     } = Cli::parse().command;
     ensure!(
@@ -99,7 +104,11 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = Arc::new(Client::new(&endpoints, ClientOptions::default())?);
+        let options = ClientOptions {
+            region,
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::new(&endpoints, options)?);
         if workload != Workload::Write {
             eprintln!("loading {key_count} keys");
             preload(&client, &spec, |n| bar(n, key_count)).await?;

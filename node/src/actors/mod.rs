@@ -19,6 +19,7 @@ mod replica;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use actix::prelude::*;
 use hanse_consensus::ShardGroup;
@@ -62,14 +63,24 @@ impl ReplicaLoad {
     }
 }
 
+/// A leader's read index as a follower learned it: every write acknowledged before
+/// `asked` (when the follower asked) is at or below `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadIndex {
+    pub asked: Instant,
+    pub index: u64,
+}
+
 /// A hosted shard as request handlers see it: its actor, its group for read-only looks
-/// (metrics, descriptor), and its load counters.
+/// (metrics, descriptor), its load counters, and the newest read index its leader gave
+/// it (for follower reads).
 #[derive(Clone)]
 pub struct ReplicaHandle {
     pub shard: ShardId,
     pub addr: Addr<ShardReplica>,
     pub group: ShardGroup,
     pub load: Arc<ReplicaLoad>,
+    pub read_index: Arc<Mutex<Option<ReadIndex>>>,
 }
 
 impl ReplicaHandle {

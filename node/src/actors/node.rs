@@ -150,6 +150,7 @@ impl NodeActor {
             addr: replica,
             group,
             load: Default::default(),
+            read_index: Default::default(),
         };
         self.registry.insert(shard, handle.group.raft.clone());
         self.routes.insert(handle.clone());

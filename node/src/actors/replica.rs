@@ -109,11 +109,12 @@ pub struct ProposeTogether {
     pub reply: Reply<Vec<Result<ShardResponse, ReplicaError>>>,
 }
 
-/// Answer once this node may serve a linearizable read of the shard (leader only).
+/// Answer once this node may serve a linearizable read of the shard (leader only), with
+/// the read index: every write acknowledged before the barrier is at or below it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReadBarrier {
-    pub reply: Reply<()>,
+    pub reply: Reply<u64>,
 }
 
 /// A change of the shard's replica set (leader only).
@@ -292,7 +293,7 @@ impl Handler<ReadBarrier> for ShardReplica {
         let shard = self.group.shard;
         tokio::spawn(async move {
             let result = match raft.ensure_linearizable().await {
-                Ok(_) => Ok(()),
+                Ok(read) => Ok(read.map_or(0, |log| log.index)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                     Err(ReplicaError::NotLeader {
                         shard,

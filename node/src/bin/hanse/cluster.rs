@@ -25,8 +25,8 @@ mod tests {
     fn the_balance_section_appears_only_when_asked_for() {
         assert_eq!(balance_section(None, None, None, &[]), "");
         let settings = [
-            balance_setting("planner=model").unwrap(),
-            balance_setting("planner_node_capacity = 400").unwrap(),
+            setting("planner=model").unwrap(),
+            setting("planner_node_capacity = 400").unwrap(),
         ];
         let section = balance_section(Some(64 << 10), Some(1), Some("ap-china".into()), &settings);
         assert!(section.starts_with("[balance]\n"));
@@ -34,8 +34,8 @@ mod tests {
         assert!(section.contains("cool_down_secs = 1\n"));
         assert!(section.contains("preferred_leader_region = \"ap-china\"\n"));
         assert!(section.contains("planner = \"model\"\nplanner_node_capacity = 400\n"));
-        assert!(balance_setting("planner").is_err());
-        assert!(balance_setting("a b=1").is_err());
+        assert!(setting("planner").is_err());
+        assert!(setting("a b=1").is_err());
     }
 }
 
@@ -84,8 +84,15 @@ enum ClusterOp {
         preferred_leader_region: Option<String>,
         /// Any other `[balance]` setting of the node config, as KEY=VALUE (repeatable;
         /// VALUE in TOML, a bare word taken as a string), e.g. `--balance planner=model`.
-        #[arg(long = "balance", value_name = "KEY=VALUE", value_parser = balance_setting)]
+        #[arg(long = "balance", value_name = "KEY=VALUE", value_parser = setting)]
         balance_settings: Vec<String>,
+        /// The region whose nodes batch client writes (node default eu-hamburg).
+        #[arg(long, value_name = "REGION", default_value = "eu-hamburg")]
+        ingest_region: String,
+        /// An `[ingest]` setting of the node config, as KEY=VALUE (repeatable), e.g.
+        /// `--ingest enabled=false` or `--ingest max_delay_ms=5`.
+        #[arg(long = "ingest", value_name = "KEY=VALUE", value_parser = setting)]
+        ingest_settings: Vec<String>,
         /// Round trips to inject between regions, e.g.
         /// `eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms`:
         /// Raft traffic between the nodes of those regions, and client requests that name
@@ -154,6 +161,8 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             balance_cool_down,
             preferred_leader_region,
             balance_settings,
+            ingest_region,
+            ingest_settings,
             latency,
         } => {
             let balance = balance_section(
@@ -162,6 +171,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 preferred_leader_region,
                 &balance_settings,
             );
+            let ingest = section("ingest", &ingest_settings);
             let ports = Ports {
                 listen: port,
                 advertise: advertise_port.unwrap_or(port),
@@ -170,7 +180,8 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 nodes,
                 regions: &regions,
                 ports,
-                balance: &balance,
+                tables: &format!("{balance}{ingest}"),
+                ingest_region: &ingest_region,
                 latency: &latency.unwrap_or_default(),
             };
             up(&dir, &layout, Duration::from_secs(wait))
@@ -253,8 +264,9 @@ struct Layout<'a> {
     nodes: u64,
     regions: &'a [String],
     ports: Ports,
-    /// The nodes' `[balance]` table.
-    balance: &'a str,
+    /// The nodes' `[balance]` and `[ingest]` tables.
+    tables: &'a str,
+    ingest_region: &'a str,
     latency: &'a LatencyMatrix,
 }
 
@@ -263,7 +275,8 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
         nodes,
         regions,
         ports,
-        balance,
+        tables,
+        ingest_region,
         latency,
     } = *layout;
     ensure!(
@@ -291,9 +304,10 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
             region: &region(id),
             addrs: ports.addrs(id),
             bootstrap: id == 1,
+            ingest_region,
             latency,
         };
-        write_config(dir, &node, &format!("{balance}{peers}"))?;
+        write_config(dir, &node, &format!("{tables}{peers}"))?;
     }
     Ok(())
 }
@@ -305,6 +319,7 @@ struct NodeSettings<'a> {
     /// Listen and advertised addresses.
     addrs: (String, String),
     bootstrap: bool,
+    ingest_region: &'a str,
     latency: &'a LatencyMatrix,
 }
 
@@ -316,11 +331,12 @@ fn write_config(dir: &Path, node: &NodeSettings, tables: &str) -> Result<()> {
         region,
         addrs: (listen, advertise),
         bootstrap,
+        ingest_region,
         latency,
     } = node;
     let data_dir = dir.join(format!("node{id}"));
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\nlatency = \"{latency}\"\n\n{tables}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\ningest_region = \"{ingest_region}\"\nlatency = \"{latency}\"\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
@@ -350,7 +366,7 @@ fn latency_spec(spec: &str) -> Result<LatencyMatrix, String> {
 
 /// A `--balance KEY=VALUE` as the TOML line `KEY = VALUE` (a VALUE that is no TOML value
 /// is quoted as a string).
-fn balance_setting(setting: &str) -> Result<String, String> {
+fn setting(setting: &str) -> Result<String, String> {
     let (key, value) = setting
         .split_once('=')
         .ok_or_else(|| format!("{setting:?} is not KEY=VALUE"))?;
@@ -372,27 +388,27 @@ fn balance_section(
     preferred_leader_region: Option<String>,
     settings: &[String],
 ) -> String {
-    let mut section = String::new();
+    let mut lines = Vec::new();
     if let Some(split) = split_size {
-        section += &format!(
-            "split_size_bytes = {split}\nmerge_size_bytes = {}\n",
-            split / 8
-        );
+        lines.push(format!("split_size_bytes = {split}"));
+        lines.push(format!("merge_size_bytes = {}", split / 8));
     }
     if let Some(secs) = cool_down {
-        section += &format!("cool_down_secs = {secs}\n");
+        lines.push(format!("cool_down_secs = {secs}"));
     }
     if let Some(region) = preferred_leader_region {
-        section += &format!("preferred_leader_region = \"{region}\"\n");
+        lines.push(format!("preferred_leader_region = \"{region}\""));
     }
-    for setting in settings {
-        section += &format!("{setting}\n");
+    lines.extend_from_slice(settings);
+    section("balance", &lines)
+}
+
+/// The TOML table `[name]` of `lines` (nothing without lines).
+fn section(name: &str, lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
     }
-    if section.is_empty() {
-        section
-    } else {
-        format!("[balance]\n{section}\n")
-    }
+    format!("[{name}]\n{}\n\n", lines.join("\n"))
 }
 
 fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
@@ -511,9 +527,15 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         region: &region,
         addrs: (listen.clone(), addr.clone()),
         bootstrap: false,
+        ingest_region: &configs[0].ingest_region,
         latency: &latency,
     };
-    write_config(&dir, &node, &balance)?;
+    let i = &configs[0].ingest;
+    let ingest = format!(
+        "[ingest]\nenabled = {}\nmax_delay_ms = {}\nmax_batch = {}\nqueue_max = {}\n\n",
+        i.enabled, i.max_delay_ms, i.max_batch, i.queue_max
+    );
+    write_config(&dir, &node, &format!("{balance}{ingest}"))?;
     let mut child = spawn_node(&dir, id)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !accepts(&listen) {
@@ -732,6 +754,7 @@ async fn leads(addr: &str) -> bool {
     let request = proto::GetRequest {
         route: None,
         key: b"hanse-cluster-status-probe".to_vec(),
+        max_staleness_ms: 0,
     };
     let answer = tokio::time::timeout(Duration::from_secs(2), kv.get(request)).await;
     matches!(answer, Ok(Ok(response)) if response.get_ref().error.is_none())

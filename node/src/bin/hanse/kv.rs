@@ -4,11 +4,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::ops::Bound;
 
+use hanse::units::parse_duration;
 use hanse::{Db, Options};
 use hanse_client::{Client, ClientOptions};
 
@@ -40,7 +42,14 @@ pub struct KvArgs {
 #[derive(Subcommand)]
 enum KvOp {
     /// Prints the value of KEY (exit 1 and "not found" when absent).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Let any replica serve the read if it misses no write acknowledged longer than
+        /// this ago (e.g. 500ms; a follower read, cluster only); says on standard error
+        /// which node served it and the bound it kept.
+        #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+        max_staleness: Option<Duration>,
+    },
     /// Sets KEY to VALUE.
     Put { key: String, value: String },
     /// Removes KEY.
@@ -180,7 +189,27 @@ pub fn run(args: KvArgs) -> Result<ExitCode> {
     let db = open_store(&args)?;
     let mut out = std::io::stdout().lock();
     match args.op {
-        KvOp::Get { key } => match db.get(key.as_bytes())? {
+        KvOp::Get {
+            key,
+            max_staleness: Some(bound),
+        } => {
+            let Store::Cluster(rt, client) = &db else {
+                anyhow::bail!("--max-staleness reads from a cluster (--endpoints)");
+            };
+            let read = rt.block_on(client.get_stale(key.as_bytes(), bound))?;
+            eprintln!(
+                "served by node {}, at most {} ms stale",
+                read.served_by,
+                read.staleness_bound.as_millis()
+            );
+            let Some(value) = read.value else {
+                eprintln!("not found");
+                return Ok(ExitCode::from(1));
+            };
+            out.write_all(&value)?;
+            out.write_all(b"\n")?;
+        }
+        KvOp::Get { key, .. } => match db.get(key.as_bytes())? {
             Some(value) => {
                 out.write_all(&value)?;
                 out.write_all(b"\n")?;
