@@ -32,6 +32,9 @@ pub struct LoadSpec {
     pub key_count: u64,
     pub value_size: usize,
     pub seed: u64,
+    /// Reads may be served by any replica that keeps to this bound (follower reads);
+    /// zero reads linearizably from the leader.
+    pub max_staleness: Duration,
 }
 
 /// What a run measured.
@@ -133,7 +136,7 @@ pub async fn run(
                 };
                 let t = Instant::now();
                 let outcome = if read {
-                    client.get(&k).await.map(|_| ())
+                    client.get_stale(&k, spec.max_staleness).await.map(|_| ())
                 } else {
                     client.put(&k, &value).await
                 };

@@ -63,6 +63,7 @@ async fn counted_and_timed() {
         key_count: 50,
         value_size: 64,
         seed: 7,
+        max_staleness: Duration::ZERO,
     };
     preload(&client, &spec, |_| {}).await.unwrap();
     assert_eq!(

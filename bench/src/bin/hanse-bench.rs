@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
+use hanse::units::parse_duration;
 use hanse_bench::load::{Fault, LoadSpec, Workload, preload, run};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
@@ -65,6 +66,10 @@ enum Command {
         /// comes from; the cluster's latency matrix applies to it).
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
+        /// Let any replica serve a read that misses no write acknowledged longer than
+        /// this ago (follower reads; the first endpoint is asked first), e.g. 500ms.
+        #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "0ms")]
+        max_staleness: Duration,
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -85,6 +90,7 @@ fn main() -> Result<()> {
         kill_leader_after,
         cluster_dir,
         region,
+        max_staleness,
         json,
     } = Cli::parse().command;
     ensure!(
@@ -99,6 +105,7 @@ fn main() -> Result<()> {
         key_count,
         value_size,
         seed,
+        max_staleness,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
