@@ -32,7 +32,7 @@ pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
 pub use proposer::{ProposeError, Proposer, ProposerOptions};
 pub use raft_service::{RaftService, ShardRegistry};
-pub use snapshot::SnapshotFile;
+pub use snapshot::{SnapshotFile, unpack as unpack_shard_file, write as write_shard_file};
 pub use state_machine::{StateMachine, destroy_replica, retire_merged};
 pub use transport::{
     ShardNetwork, ShardPeer, Transport, TransportError, TransportOptions, TransportStats,

@@ -22,12 +22,9 @@ struct SnapshotHeader {
     sst_sizes: Vec<u64>,
 }
 
-/// Exports `descriptor`'s key range into the snapshot file `path` (written atomically).
-pub(crate) fn write(
-    store: &dyn Store,
-    descriptor: &ShardDescriptor,
-    path: &Path,
-) -> io::Result<()> {
+/// Exports `descriptor`'s key range into the snapshot file `path` (written atomically),
+/// from one consistent view of the data. Backups are such files too.
+pub fn write(store: &dyn Store, descriptor: &ShardDescriptor, path: &Path) -> io::Result<()> {
     let dir = path.parent().expect("snapshot files live in a directory");
     fs::create_dir_all(dir)?;
     let staging = tempfile::tempdir_in(dir)?;
@@ -64,7 +61,7 @@ pub(crate) fn write(
 
 /// Reads the snapshot file `path`, writes its SST files into `staging` and returns the
 /// descriptor it was taken from with the SST paths.
-pub(crate) fn unpack(path: &Path, staging: &Path) -> io::Result<(ShardDescriptor, Vec<PathBuf>)> {
+pub fn unpack(path: &Path, staging: &Path) -> io::Result<(ShardDescriptor, Vec<PathBuf>)> {
     let mut input = BufReader::new(File::open(path)?);
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;

@@ -14,20 +14,28 @@ use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
 use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use openraft::ServerState;
+use tokio::io::AsyncReadExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use hanse_consensus::meta::{META_SHARD, ShardRecord, ShardStats};
 use hanse_consensus::{PlaceholderError, ShardRequest, ShardResponse};
 
 use crate::actors::{
-    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReplicaChange,
-    ReplicaError, ReplicaHandle, TransferLeader,
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
+    ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
 };
+use crate::follower;
 use crate::proto_convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
 };
 use crate::reporter::{now_ms, read_routing_table, send_report};
 use crate::server::NodeState;
+
+/// How long a follower may take to catch up with its leader before a backup copy.
+const BACKUP_CATCH_UP: Duration = Duration::from_secs(30);
+/// Bytes of a backup copy per streamed chunk.
+const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
 const FORWARDED: &str = "hanse-forwarded";
@@ -734,6 +742,81 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type BackupStream = ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let shard = request.get_ref().shard_id;
+        let replica = self.state.routes.get(shard).ok_or_else(|| {
+            Status::not_found(format!(
+                "node {} holds no replica of shard {shard}",
+                self.state.node_id
+            ))
+        })?;
+        // Every write acknowledged before the request goes into the copy.
+        if replica.leads() {
+            replica
+                .ask(|reply| ReadBarrier { reply })
+                .await
+                .map_err(replica_status)?;
+        } else {
+            follower::barrier(&self.state, &replica, Duration::ZERO, BACKUP_CATCH_UP)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        let applied_index = replica
+            .group
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |log| log.index);
+        let descriptor = replica.descriptor();
+        let staging = tempfile::tempdir()
+            .map_err(|e| Status::internal(format!("no room to stage the copy: {e}")))?;
+        let file = staging.path().join("shard.hsnap");
+        let (engine, copied, path) = (self.state.engine.clone(), descriptor.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            hanse_consensus::write_shard_file(engine.as_ref(), &copied, &path)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("copying shard {shard} failed: {e}")))?
+        .map_err(|e| Status::internal(format!("copying shard {shard} failed: {e}")))?;
+        let (chunks, stream) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let _staging = staging;
+            let mut first = Some(to_proto(&descriptor));
+            let sent = async {
+                let mut input = tokio::fs::File::open(&file).await?;
+                loop {
+                    let mut data = Vec::with_capacity(BACKUP_CHUNK_BYTES);
+                    (&mut input)
+                        .take(BACKUP_CHUNK_BYTES as u64)
+                        .read_to_end(&mut data)
+                        .await?;
+                    if data.is_empty() && first.is_none() {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    let chunk = pb::BackupChunk {
+                        descriptor: first.take(),
+                        applied_index,
+                        data,
+                    };
+                    if chunks.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = sent.await {
+                let failed = Status::internal(format!("reading shard {shard}'s copy: {e}"));
+                let _ = chunks.send(Err(failed)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
     async fn status(
         &self,
         _: Request<pb::StatusRequest>,

@@ -6,24 +6,22 @@
 //! the request, checked here before proposing and again when the command is applied.
 
 use hanse_storage::Store;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::dev::SendError;
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
-use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
 use hanse_storage::codec::{SYSTEM_KEYSPACE_START, is_system_key};
 use hanse_storage::{Cf, Epoch, ScanOrder};
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::actors::{Ingest, Propose, ReadBarrier, ReadIndex, ReplicaError, ReplicaHandle};
+use crate::actors::{Ingest, Propose, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::db::intersect;
+use crate::follower;
 use crate::proto_convert::to_proto;
 use crate::server::NodeState;
 
@@ -36,12 +34,7 @@ const RETRY_AFTER_MS: u32 = 100;
 
 pub(crate) struct KvService {
     state: Arc<NodeState>,
-    /// Other nodes' Kv services, for the read indexes of follower reads.
-    peers: Mutex<HashMap<String, KvClient<Channel>>>,
 }
-
-/// How long a follower waits to connect to its leader for a read index.
-const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Refusal = pb::RequestError;
 
@@ -112,10 +105,7 @@ fn epoch_of(route: &pb::RouteContext) -> Epoch {
 
 impl KvService {
     pub(crate) fn new(state: Arc<NodeState>) -> Self {
-        KvService {
-            state,
-            peers: Mutex::default(),
-        }
+        KvService { state }
     }
 
     pub(crate) fn into_server(self) -> KvServer<Self> {
@@ -189,84 +179,6 @@ impl KvService {
             .ask(|reply| ReadBarrier { reply })
             .await
             .map_err(|e| replica_refusal(replica, e))
-    }
-
-    /// Waits until this follower may serve a read that misses no write acknowledged more
-    /// than `max_staleness` before it: it needs a read index its leader gave it when asked
-    /// at most that long ago, and to have applied up to it. Answers when that read index
-    /// was asked for. Whatever stands in the way (no leader known, one that does not
-    /// answer, a replica too far behind) is answered `NotLeader`, so the client reads from
-    /// the leader instead.
-    async fn follower_barrier(
-        &self,
-        replica: &ReplicaHandle,
-        max_staleness: Duration,
-    ) -> Result<Instant, Refusal> {
-        let cached = *replica.read_index.lock().expect("read index lock");
-        let read_index = match cached.filter(|r| r.asked.elapsed() <= max_staleness) {
-            Some(read_index) => read_index,
-            None => {
-                let asked = Instant::now();
-                let index = self.leader_read_index(replica, max_staleness).await?;
-                let read_index = ReadIndex { asked, index };
-                let mut newest = replica.read_index.lock().expect("read index lock");
-                if newest.is_none_or(|r| r.asked < asked) {
-                    *newest = Some(read_index);
-                }
-                read_index
-            }
-        };
-        let left = max_staleness.saturating_sub(read_index.asked.elapsed());
-        replica
-            .group
-            .raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(read_index.index), "applied up to the read index")
-            .await
-            .map_err(|_| not_leader(replica))?;
-        Ok(read_index.asked)
-    }
-
-    /// The read index of `replica`'s shard, from its leader on another node.
-    async fn leader_read_index(
-        &self,
-        replica: &ReplicaHandle,
-        wait: Duration,
-    ) -> Result<u64, Refusal> {
-        let leader = replica
-            .leader()
-            .filter(|&node| node != self.state.node_id)
-            .ok_or_else(|| not_leader(replica))?;
-        let addr = replica.member_addr(Some(leader));
-        let mut kv = self.peer(&addr).ok_or_else(|| not_leader(replica))?;
-        let mut request = Request::new(pb::ReadIndexRequest {
-            shard_id: replica.shard,
-        });
-        if let Ok(region) = self.state.region.parse() {
-            request
-                .metadata_mut()
-                .insert(hanse_proto::REGION_HEADER, region);
-        }
-        match tokio::time::timeout(wait, kv.read_index(request)).await {
-            Ok(Ok(answer)) if answer.get_ref().error.is_none() => Ok(answer.get_ref().index),
-            _ => Err(not_leader(replica)),
-        }
-    }
-
-    /// A Kv client of the node at `addr` (one lazily connected channel per node).
-    fn peer(&self, addr: &str) -> Option<KvClient<Channel>> {
-        let mut peers = self.peers.lock().expect("peers lock");
-        if let Some(kv) = peers.get(addr) {
-            return Some(kv.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .local_address(self.state.source_ip)
-            .connect_lazy();
-        let kv = KvClient::new(channel);
-        peers.insert(addr.to_string(), kv.clone());
-        Some(kv)
     }
 
     /// Proposes `request` to `replica`'s shard: through the ingest actor where this node
@@ -422,7 +334,12 @@ impl Kv for KvService {
                     self.read_barrier(&replica).await?;
                     None
                 }
-                false => Some(self.follower_barrier(&replica, max_staleness).await?),
+                // Whatever keeps the follower from the bound, the leader serves instead.
+                false => Some(
+                    follower::barrier(&self.state, &replica, max_staleness, max_staleness)
+                        .await
+                        .map_err(|_| not_leader(&replica))?,
+                ),
             };
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
             replica.load.touched(&key, &origin);

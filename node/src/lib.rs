@@ -24,6 +24,7 @@ pub mod chart;
 pub mod config;
 mod db;
 mod error;
+mod follower;
 mod kv_service;
 mod limits;
 mod options;

@@ -25,6 +25,7 @@ use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Route
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
+use crate::follower::Peers;
 use crate::kv_service::KvService;
 use crate::reporter::Reporter;
 use crate::{Error, Options};
@@ -99,6 +100,8 @@ pub(crate) struct NodeState {
     /// The ingest actor, on a node of the ingest region with batching enabled.
     pub ingest: Option<Addr<IngestActor>>,
     pub ingest_counters: Arc<IngestCounters>,
+    /// Other nodes' Kv services (for follower reads' read indexes).
+    pub peers: Peers,
 }
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
@@ -327,6 +330,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         planner,
         ingest,
         ingest_counters,
+        peers: Peers::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

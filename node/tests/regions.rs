@@ -177,3 +177,101 @@ fn a_follower_read_never_misses_a_write_acknowledged_before_its_bound() {
     );
     assert!(reads.iter().any(|r| r.2 == 3 && !r.3.is_zero()));
 }
+
+/// Brings the cluster in the directory down when dropped.
+struct DownOnDrop(String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = common::hanse(&["cluster", "down", "--dir", &self.0]);
+    }
+}
+
+#[test]
+fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_refused() {
+    let cluster = launch_nodes(3, &[]);
+    let endpoints = cluster.endpoints.join(",");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("saved-{i:04}")).collect();
+    let client =
+        std::sync::Arc::new(Client::new(&cluster.endpoints, ClientOptions::default()).unwrap());
+    runtime.block_on(async {
+        let mut writers = tokio::task::JoinSet::new();
+        for part in keys.chunks(30) {
+            let (client, part) = (client.clone(), part.to_vec());
+            writers.spawn(async move {
+                for key in part {
+                    client
+                        .put(key.as_bytes(), key.to_uppercase().as_bytes())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+    });
+    ok(&["admin", "split", "saved-0150", "--endpoints", &endpoints]);
+
+    let work = tempfile::tempdir().unwrap();
+    let backup = work.path().join("backup");
+    let backup = backup.to_str().unwrap();
+    ok(&["backup", "--to", backup, "--endpoints", &endpoints]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{backup}/manifest.json")).unwrap())
+            .unwrap();
+    let copies = manifest["shards"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "{manifest}");
+    // Node 3 is Sydney's: the recovery region's replica is copied.
+    assert!(copies.iter().all(|c| c["node"] == 3), "{manifest}");
+
+    let port = std::net::TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let restored = work.path().join("restored").to_str().unwrap().to_string();
+    let _down = DownOnDrop(restored.clone());
+    let out = ok(&[
+        "restore", "--from", backup, "--dir", &restored, "--port", &port,
+    ]);
+    let new_endpoints: Vec<String> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .expect("endpoints line")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let restored_client = Client::new(&new_endpoints, ClientOptions::default()).unwrap();
+    runtime.block_on(async {
+        for key in &keys {
+            assert_eq!(
+                restored_client.get(key.as_bytes()).await.unwrap(),
+                Some(key.to_uppercase().into_bytes()),
+                "{key}"
+            );
+        }
+    });
+
+    // One flipped byte: the restore refuses before it creates anything.
+    let file = format!("{backup}/{}", copies[0]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let elsewhere = work.path().join("again").to_str().unwrap().to_string();
+    let refused = common::hanse(&["restore", "--from", backup, "--dir", &elsewhere]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("the backup is damaged") && stderr.contains("checksum"),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new(&elsewhere).exists());
+}

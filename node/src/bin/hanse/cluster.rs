@@ -411,6 +411,35 @@ fn section(name: &str, lines: &[String]) -> String {
     format!("[{name}]\n{}\n\n", lines.join("\n"))
 }
 
+/// Creates a cluster of `nodes` nodes in `dir` as `hanse cluster up` does by default,
+/// starts it and returns its endpoints; a directory that already holds one is refused.
+pub fn up_new(dir: &Path, nodes: u64, port: u16) -> Result<Vec<String>> {
+    ensure!(
+        !config_path(dir, 1).exists(),
+        "{} already holds a cluster; give a new directory",
+        dir.display()
+    );
+    let regions: Vec<String> = ["eu-hamburg", "ap-china", "au-sydney"]
+        .map(String::from)
+        .to_vec();
+    let layout = Layout {
+        nodes,
+        regions: &regions,
+        ports: Ports {
+            listen: port,
+            advertise: port,
+        },
+        tables: "",
+        ingest_region: "eu-hamburg",
+        latency: &LatencyMatrix::default(),
+    };
+    up(dir, &layout, Duration::from_secs(30))?;
+    Ok(configs(&dir.canonicalize()?)?
+        .iter()
+        .map(NodeConfig::advertised)
+        .collect())
+}
+
 fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
     if !config_path(dir, 1).exists() {
         create(dir, layout)?;

@@ -1,6 +1,7 @@
 //! The `hanse` command line: `hanse demo`, `hanse kv ...`.
 
 mod admin;
+mod backup;
 mod cluster;
 mod demo;
 mod display;
@@ -35,6 +36,10 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Asks a node about itself and its shards.
     Admin(admin::AdminArgs),
+    /// Copies every shard of a running cluster into a backup directory.
+    Backup(backup::BackupArgs),
+    /// Builds a new local cluster from a backup directory (checked first).
+    Restore(backup::RestoreArgs),
     /// Trains and evaluates the planner's network in the simulator.
     Planner(planner::PlannerArgs),
     /// Runs the load generator: `hanse bench run --endpoints ...` (see `hanse bench --help`).
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(args) => cluster::run(args).map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Backup(args) => backup::backup(args).map(|()| ExitCode::SUCCESS),
+        Command::Restore(args) => backup::restore(args).map(|()| ExitCode::SUCCESS),
         Command::Planner(args) => planner::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench { args } => sibling("hanse-bench", "hanse-bench", &args),
         Command::Chaos { args } => sibling("hanse-chaos", "hanse-tests", &args),

@@ -1,0 +1,121 @@
+//! A replica that does not lead its shard catching up for a read: it asks the leader for
+//! a read index (every write acknowledged before the question is at or below it), notes
+//! when it asked on its own monotonic clock, and waits until it has applied up to the
+//! index. Its data then misses no write acknowledged before that moment, so a read
+//! served now is at most as stale as the time since; a read index is reused while that
+//! is within the reader's bound. No clock agreement between nodes is needed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hanse_proto::v1 as pb;
+use hanse_proto::v1::kv_client::KvClient;
+use hanse_storage::ShardId;
+use tonic::Request;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::actors::{ReadIndex, ReplicaHandle};
+use crate::server::NodeState;
+
+/// How long a follower waits to connect to its leader for a read index.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a follower could not catch up in time.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FollowerError {
+    #[error("shard {shard}: this node knows no other node leading it")]
+    NoLeader { shard: ShardId },
+    #[error("shard {shard}: its leader gave no read index in time")]
+    NoReadIndex { shard: ShardId },
+    #[error("shard {shard}: this replica did not apply up to the read index in time")]
+    Behind { shard: ShardId },
+}
+
+/// Other nodes' Kv services, one lazily connected channel each.
+#[derive(Default)]
+pub(crate) struct Peers {
+    kv: Mutex<HashMap<String, KvClient<Channel>>>,
+}
+
+impl Peers {
+    fn kv(&self, addr: &str, state: &NodeState) -> Option<KvClient<Channel>> {
+        let mut kv = self.kv.lock().expect("peers lock");
+        if let Some(client) = kv.get(addr) {
+            return Some(client.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .local_address(state.source_ip)
+            .connect_lazy();
+        let client = KvClient::new(channel);
+        kv.insert(addr.to_string(), client.clone());
+        Some(client)
+    }
+}
+
+/// Waits until `replica` (not its shard's leader) holds every write acknowledged before
+/// the moment it answers, which is at most `reuse_within` ago: a read index asked for
+/// that recently is reused, else a new one is asked for. Gives up after `wait` from that
+/// moment.
+pub(crate) async fn barrier(
+    state: &NodeState,
+    replica: &ReplicaHandle,
+    reuse_within: Duration,
+    wait: Duration,
+) -> Result<Instant, FollowerError> {
+    let shard = replica.shard;
+    let cached = *replica.read_index.lock().expect("read index lock");
+    let read_index = match cached.filter(|r| r.asked.elapsed() <= reuse_within) {
+        Some(read_index) => read_index,
+        None => {
+            let asked = Instant::now();
+            let index = leader_read_index(state, replica, wait).await?;
+            let read_index = ReadIndex { asked, index };
+            let mut newest = replica.read_index.lock().expect("read index lock");
+            if newest.is_none_or(|r| r.asked < asked) {
+                *newest = Some(read_index);
+            }
+            read_index
+        }
+    };
+    let left = wait.saturating_sub(read_index.asked.elapsed());
+    replica
+        .group
+        .raft
+        .wait(Some(left))
+        .applied_index_at_least(Some(read_index.index), "applied up to the read index")
+        .await
+        .map_err(|_| FollowerError::Behind { shard })?;
+    Ok(read_index.asked)
+}
+
+/// The read index of `replica`'s shard, from its leader on another node.
+async fn leader_read_index(
+    state: &NodeState,
+    replica: &ReplicaHandle,
+    wait: Duration,
+) -> Result<u64, FollowerError> {
+    let shard = replica.shard;
+    let leader = replica
+        .leader()
+        .filter(|&node| node != state.node_id)
+        .ok_or(FollowerError::NoLeader { shard })?;
+    let addr = replica.member_addr(Some(leader));
+    let mut kv = state
+        .peers
+        .kv(&addr, state)
+        .ok_or(FollowerError::NoLeader { shard })?;
+    let mut request = Request::new(pb::ReadIndexRequest { shard_id: shard });
+    // From this node's region: the latency matrix applies to the question.
+    if let Ok(region) = state.region.parse() {
+        request
+            .metadata_mut()
+            .insert(hanse_proto::REGION_HEADER, region);
+    }
+    match tokio::time::timeout(wait, kv.read_index(request)).await {
+        Ok(Ok(answer)) if answer.get_ref().error.is_none() => Ok(answer.get_ref().index),
+        _ => Err(FollowerError::NoReadIndex { shard }),
+    }
+}
