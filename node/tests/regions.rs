@@ -230,25 +230,14 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
     // Node 3 is Sydney's: the recovery region's replica is copied.
     assert!(copies.iter().all(|c| c["node"] == 3), "{manifest}");
 
-    let port = std::net::TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = common::free_port();
     let restored = work.path().join("restored").to_str().unwrap().to_string();
     let _down = DownOnDrop(restored.clone());
     let out = ok(&[
         "restore", "--from", backup, "--dir", &restored, "--port", &port,
     ]);
-    let new_endpoints: Vec<String> = out
-        .lines()
-        .find_map(|l| l.strip_prefix("endpoints: "))
-        .expect("endpoints line")
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let restored_client = Client::new(&new_endpoints, ClientOptions::default()).unwrap();
+    let restored_client =
+        Client::new(&common::endpoints_line(&out), ClientOptions::default()).unwrap();
     runtime.block_on(async {
         for key in &keys {
             assert_eq!(

@@ -65,12 +65,7 @@ pub fn launch(extra: &[&str]) -> Launched {
 
 /// `hanse cluster up` with `nodes` nodes on a free port, plus `extra` arguments.
 pub fn launch_nodes(nodes: u64, extra: &[&str]) -> Launched {
-    let port = TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
     let nodes = nodes.to_string();
@@ -78,14 +73,7 @@ pub fn launch_nodes(nodes: u64, extra: &[&str]) -> Launched {
         "cluster", "up", "--dir", &dir, "--nodes", &nodes, "--port", &port,
     ];
     args.extend_from_slice(extra);
-    let up = ok(&args);
-    let endpoints = up
-        .lines()
-        .find_map(|l| l.strip_prefix("endpoints: "))
-        .expect("endpoints line")
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let endpoints = endpoints_line(&ok(&args));
     Launched {
         dir,
         endpoints,
@@ -98,4 +86,25 @@ pub fn admin_json_shards(what: &str, endpoint: &str) -> Vec<serde_json::Value> {
     let answer: serde_json::Value =
         serde_json::from_str(&ok(&["admin", what, "--json", "--endpoints", endpoint])).unwrap();
     answer["shards"].as_array().unwrap().clone()
+}
+
+/// A port free on 127.0.0.11 now (nodes listen on it, each on its own 127.0.0.x).
+pub fn free_port() -> String {
+    TcpListener::bind("127.0.0.11:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+/// The endpoints of the `endpoints: H:P,...` line that `cluster up` and `restore` print.
+pub fn endpoints_line(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoints: "))
+        .expect("endpoints line")
+        .split(',')
+        .map(str::to_string)
+        .collect()
 }
