@@ -2,9 +2,11 @@
 //! proposed together.
 //!
 //! A write this node leads the shard of joins its shard's open batch. The batch is
-//! proposed as one log entry once it holds `max_batch` writes or its first write has
-//! waited `max_delay`, whichever comes first; every write still gets its own answer, so
-//! one refused write fails only itself. Writes arrive through the actor's mailbox and keep
+//! proposed as one log entry at once while fewer than [`BATCHES_IN_FLIGHT_MAX`] of the
+//! shard's batches await their commit (an idle shard adds no delay), else once it holds
+//! `max_batch` writes or its first write has waited `max_delay`, or a batch in flight
+//! finishes, whichever comes first. Every write still gets its own answer, so one
+//! refused write fails only itself. Writes arrive through the actor's mailbox and keep
 //! their order in the batch and in the entry. At most `queue_max` writes wait or are under
 //! way at once; more are answered `Busy` at once (back-pressure, never an unbounded queue).
 
@@ -19,6 +21,9 @@ use hanse_storage::ShardId;
 use tokio::sync::oneshot;
 
 use super::{ProposeTogether, ReplicaError, ReplicaHandle};
+
+/// Batches of one shard awaiting their commit before new writes wait to be batched.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// Bounds of the ingest actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +85,8 @@ struct OpenBatch {
 pub struct IngestActor {
     options: IngestOptions,
     open: HashMap<ShardId, OpenBatch>,
+    /// Batches proposed and not yet answered, per shard.
+    in_flight: HashMap<ShardId, usize>,
     /// Writes waiting or under way.
     queued: Arc<AtomicUsize>,
     counters: Arc<IngestCounters>,
@@ -90,16 +97,20 @@ impl IngestActor {
         IngestActor {
             options,
             open: HashMap::new(),
+            in_flight: HashMap::new(),
             queued: Arc::default(),
             counters,
         }
     }
 
     /// Proposes `shard`'s open batch, if it has one, and answers its writes when done.
-    fn propose(&mut self, shard: ShardId) {
+    fn propose(&mut self, shard: ShardId, ctx: &mut Context<Self>) {
         let Some(batch) = self.open.remove(&shard) else {
             return;
         };
+        ctx.cancel_future(batch.deadline);
+        *self.in_flight.entry(shard).or_default() += 1;
+        let actor = ctx.address();
         let now = Instant::now();
         let count = batch.writes.len();
         let waited: u128 = batch
@@ -140,7 +151,30 @@ impl IngestActor {
                 }
             }
             queued.fetch_sub(count, Ordering::Relaxed);
+            actor.do_send(BatchDone { shard });
         });
+    }
+}
+
+/// A batch of `shard` was answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BatchDone {
+    shard: ShardId,
+}
+
+impl Handler<BatchDone> for IngestActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BatchDone, ctx: &mut Self::Context) {
+        if let Some(in_flight) = self.in_flight.get_mut(&msg.shard) {
+            *in_flight -= 1;
+            if *in_flight == 0 {
+                self.in_flight.remove(&msg.shard);
+            }
+        }
+        // The freed slot goes to the writes that waited for it.
+        self.propose(msg.shard, ctx);
     }
 }
 
@@ -167,16 +201,16 @@ impl Handler<Ingest> for IngestActor {
         let batch = self.open.entry(shard).or_insert_with(|| OpenBatch {
             replica: msg.replica,
             writes: Vec::new(),
-            deadline: ctx.run_later(max_delay, move |actor, _| actor.propose(shard)),
+            deadline: ctx.run_later(max_delay, move |actor, ctx| actor.propose(shard, ctx)),
         });
         batch.writes.push(Waiting {
             request: msg.request,
             reply: msg.reply,
             since: Instant::now(),
         });
-        if batch.writes.len() >= self.options.max_batch {
-            ctx.cancel_future(batch.deadline);
-            self.propose(shard);
+        let idle = self.in_flight.get(&shard).copied().unwrap_or(0) < BATCHES_IN_FLIGHT_MAX;
+        if idle || batch.writes.len() >= self.options.max_batch {
+            self.propose(shard, ctx);
         }
     }
 }
