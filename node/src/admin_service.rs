@@ -838,6 +838,7 @@ impl Admin for AdminService {
                     largest_batch: read(&counters.largest_batch),
                     waited_micros: read(&counters.waited_micros),
                     refused_busy: read(&counters.refused_busy),
+                    forwarded_batches: read(&counters.forwarded_batches),
                 }
             }),
         }))

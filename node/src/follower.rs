@@ -5,21 +5,13 @@
 //! served now is at most as stale as the time since; a read index is reused while that
 //! is within the reader's bound. No clock agreement between nodes is needed.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hanse_proto::v1 as pb;
-use hanse_proto::v1::kv_client::KvClient;
 use hanse_storage::ShardId;
-use tonic::Request;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::actors::{ReadIndex, ReplicaHandle};
 use crate::server::NodeState;
-
-/// How long a follower waits to connect to its leader for a read index.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a follower could not catch up in time.
 #[derive(Debug, thiserror::Error)]
@@ -30,29 +22,6 @@ pub(crate) enum FollowerError {
     NoReadIndex { shard: ShardId },
     #[error("shard {shard}: this replica did not apply up to the read index in time")]
     Behind { shard: ShardId },
-}
-
-/// Other nodes' Kv services, one lazily connected channel each.
-#[derive(Default)]
-pub(crate) struct Peers {
-    kv: Mutex<HashMap<String, KvClient<Channel>>>,
-}
-
-impl Peers {
-    fn kv(&self, addr: &str, state: &NodeState) -> Option<KvClient<Channel>> {
-        let mut kv = self.kv.lock().expect("peers lock");
-        if let Some(client) = kv.get(addr) {
-            return Some(client.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .local_address(state.source_ip)
-            .connect_lazy();
-        let client = KvClient::new(channel);
-        kv.insert(addr.to_string(), client.clone());
-        Some(client)
-    }
 }
 
 /// Waits until `replica` (not its shard's leader) holds every write acknowledged before
@@ -105,15 +74,11 @@ async fn leader_read_index(
     let addr = replica.member_addr(Some(leader));
     let mut kv = state
         .peers
-        .kv(&addr, state)
+        .kv(&addr)
         .ok_or(FollowerError::NoLeader { shard })?;
-    let mut request = Request::new(pb::ReadIndexRequest { shard_id: shard });
-    // From this node's region: the latency matrix applies to the question.
-    if let Ok(region) = state.region.parse() {
-        request
-            .metadata_mut()
-            .insert(hanse_proto::REGION_HEADER, region);
-    }
+    let request = state
+        .peers
+        .request(pb::ReadIndexRequest { shard_id: shard });
     match tokio::time::timeout(wait, kv.read_index(request)).await {
         Ok(Ok(answer)) if answer.get_ref().error.is_none() => Ok(answer.get_ref().index),
         _ => Err(FollowerError::NoReadIndex { shard }),

@@ -14,12 +14,12 @@ use actix::dev::SendError;
 use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
-use hanse_storage::codec::{SYSTEM_KEYSPACE_START, is_system_key};
+use hanse_storage::codec::{self, SYSTEM_KEYSPACE_START, is_system_key};
 use hanse_storage::{Cf, Epoch, ScanOrder};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::actors::{Ingest, Propose, ReadBarrier, ReplicaError, ReplicaHandle};
+use crate::actors::{Ingest, Propose, ProposeTogether, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::db::intersect;
 use crate::follower;
 use crate::proto_convert::to_proto;
@@ -86,6 +86,37 @@ fn not_leader(replica: &ReplicaHandle) -> Refusal {
             leader,
         },
     )
+}
+
+/// Counts a client write `request` from `origin` in `replica`'s load.
+fn count_write(replica: &ReplicaHandle, request: &ShardRequest, origin: &str) {
+    let load = &replica.load;
+    match request {
+        ShardRequest::Write { mutations, .. } => {
+            let Some(first) = mutations.first() else {
+                return;
+            };
+            load.touched(first.key(), origin);
+            for mutation in mutations {
+                match mutation {
+                    Mutation::Put { key, value } => {
+                        let bytes = (key.len() + value.len()) as u64;
+                        load.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                    Mutation::Delete { .. } => {
+                        load.deletes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let count = mutations.len() as u64;
+            load.writes.fetch_add(count, Ordering::Relaxed);
+        }
+        ShardRequest::CompareAndSwap { key, .. } => {
+            load.touched(key, origin);
+            load.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
 }
 
 /// The range `[start, end)` holding exactly `key`.
@@ -182,7 +213,8 @@ impl KvService {
     }
 
     /// Proposes `request` to `replica`'s shard: through the ingest actor where this node
-    /// has one and leads the shard, else straight to the replica.
+    /// has one (it batches, and forwards batches for shards led elsewhere), else straight
+    /// to the replica.
     async fn propose(
         &self,
         replica: &ReplicaHandle,
@@ -190,7 +222,7 @@ impl KvService {
         key: &[u8],
     ) -> Result<ShardResponse, Refusal> {
         let answer = match &self.state.ingest {
-            Some(ingest) if replica.leads() => {
+            Some(ingest) => {
                 let (reply, answer) = oneshot::channel();
                 let shard = replica.shard;
                 let unavailable = || ReplicaError::Unavailable {
@@ -239,32 +271,15 @@ impl KvService {
                 descriptor.id
             )));
         }
-        let bytes: usize = mutations
-            .iter()
-            .map(|m| match m {
-                Mutation::Put { key, value } => key.len() + value.len(),
-                Mutation::Delete { .. } => 0,
-            })
-            .sum();
-        let deletes = mutations
-            .iter()
-            .filter(|m| matches!(m, Mutation::Delete { .. }))
-            .count() as u64;
-        let count = mutations.len() as u64;
         let request = ShardRequest::Write { epoch, mutations };
         if self.state.ack_before_commit {
             let replica = replica.clone();
             tokio::spawn(async move { replica.ask(|reply| Propose { request, reply }).await });
             return Ok(());
         }
+        let counted = request.clone();
         self.propose(&replica, request, &first_key).await?;
-        replica.load.touched(&first_key, origin);
-        replica.load.writes.fetch_add(count, Ordering::Relaxed);
-        replica
-            .load
-            .bytes_written
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        replica.load.deletes.fetch_add(deletes, Ordering::Relaxed);
+        count_write(&replica, &counted, origin);
         Ok(())
     }
 
@@ -391,6 +406,60 @@ impl Kv for KvService {
         }))
     }
 
+    async fn propose_batch(
+        &self,
+        request: Request<pb::ProposeBatchRequest>,
+    ) -> Result<Response<pb::ProposeBatchResponse>, Status> {
+        let origin = self.arrive(&request).await;
+        let pb::ProposeBatchRequest { shard_id, commands } = request.into_inner();
+        let answer = async {
+            let replica = self.state.routes.get(shard_id).ok_or_else(|| {
+                refusal(pb::request_error::Kind::ShardNotFound(pb::ShardNotFound {
+                    shard_id,
+                }))
+            })?;
+            let mut requests = Vec::with_capacity(commands.len());
+            for command in &commands {
+                let request: ShardRequest =
+                    codec::decode("a forwarded write", command).map_err(invalid)?;
+                if !matches!(
+                    request,
+                    ShardRequest::Write { .. } | ShardRequest::CompareAndSwap { .. }
+                ) {
+                    return Err(invalid("only client writes may be forwarded"));
+                }
+                requests.push(request);
+            }
+            let counted: Vec<ShardRequest> = requests.clone();
+            let answers = replica
+                .ask(|reply| ProposeTogether { requests, reply })
+                .await
+                .map_err(|e| replica_refusal(&replica, e))?;
+            let mut responses = Vec::with_capacity(answers.len());
+            for answer in answers {
+                // One entry: its answers fail or succeed together.
+                responses.push(codec::encode(
+                    &answer.map_err(|e| replica_refusal(&replica, e))?,
+                ));
+            }
+            for request in &counted {
+                count_write(&replica, request, &origin);
+            }
+            Ok(responses)
+        }
+        .await;
+        Ok(Response::new(match answer {
+            Ok(responses) => pb::ProposeBatchResponse {
+                error: None,
+                responses,
+            },
+            Err(error) => pb::ProposeBatchResponse {
+                error: Some(error),
+                responses: Vec::new(),
+            },
+        }))
+    }
+
     async fn put(
         &self,
         request: Request<pb::PutRequest>,
@@ -464,9 +533,9 @@ impl Kv for KvService {
                 expected: expected_value,
                 new: new_value,
             };
+            let counted = request.clone();
             let response = self.propose(&replica, request, &key).await?;
-            replica.load.touched(&key, &origin);
-            replica.load.writes.fetch_add(1, Ordering::Relaxed);
+            count_write(&replica, &counted, &origin);
             match response {
                 ShardResponse::CompareAndSwap { swapped, previous } => Ok((swapped, previous)),
                 other => Err(invalid(format!("unexpected response {other:?}"))),

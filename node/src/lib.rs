@@ -28,6 +28,7 @@ mod follower;
 mod kv_service;
 mod limits;
 mod options;
+mod peers;
 pub mod progress;
 mod proto_convert;
 mod reporter;

@@ -25,8 +25,8 @@ use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Route
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
-use crate::follower::Peers;
 use crate::kv_service::KvService;
+use crate::peers::Peers;
 use crate::reporter::Reporter;
 use crate::{Error, Options};
 
@@ -100,8 +100,8 @@ pub(crate) struct NodeState {
     /// The ingest actor, on a node of the ingest region with batching enabled.
     pub ingest: Option<Addr<IngestActor>>,
     pub ingest_counters: Arc<IngestCounters>,
-    /// Other nodes' Kv services (for follower reads' read indexes).
-    pub peers: Peers,
+    /// Other nodes' Kv services (read indexes for follower reads, forwarded batches).
+    pub peers: Arc<Peers>,
 }
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
@@ -309,8 +309,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         tokio::spawn(Arc::new(balancer).run())
     });
     let ingest_counters = Arc::new(IngestCounters::default());
-    let ingest = (config.ingest.enabled && config.region == config.ingest_region)
-        .then(|| IngestActor::new(config.ingest.options(), ingest_counters.clone()).start());
+    let peers = Arc::new(Peers::new(source_ip, &config.region));
+    let ingest = (config.ingest.enabled && config.region == config.ingest_region).then(|| {
+        let options = config.ingest.options();
+        IngestActor::new(options, ingest_counters.clone(), peers.clone()).start()
+    });
     let state = Arc::new(NodeState {
         node_id: config.node_id,
         region: config.region.clone(),
@@ -330,7 +333,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         planner,
         ingest,
         ingest_counters,
-        peers: Peers::default(),
+        peers,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).

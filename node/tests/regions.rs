@@ -264,3 +264,64 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
     );
     assert!(!std::path::Path::new(&elsewhere).exists());
 }
+
+#[test]
+fn writes_entering_hamburg_for_a_leader_in_china_travel_there_in_batches() {
+    let cluster = launch_nodes(
+        3,
+        &[
+            "--balance-cool-down",
+            "1",
+            "--preferred-leader-region",
+            "ap-china",
+        ],
+    );
+    let hamburg = &cluster.endpoints[0];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leader_of(FIRST_SHARD, hamburg) != Some(2) {
+        assert!(Instant::now() < deadline, "{}", cluster.log_tails(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The client knows only the Hamburg node: every write enters there.
+    let client = std::sync::Arc::new(
+        Client::new(std::slice::from_ref(hamburg), ClientOptions::default()).unwrap(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const WRITERS: usize = 16;
+    const STEPS: usize = 20;
+    runtime.block_on(async {
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let client = client.clone();
+            writers.spawn(async move {
+                for step in 1..=STEPS {
+                    let value = step.to_string().into_bytes();
+                    client
+                        .put(format!("own-{w:02}").as_bytes(), &value)
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+    });
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", hamburg])).unwrap();
+    let ingest = &status["ingest"];
+    let count = |field: &str| ingest[field].as_u64().unwrap();
+    assert_eq!(count("writes") as usize, WRITERS * STEPS, "{ingest}");
+    assert!(count("forwarded_batches") > 0, "{ingest}");
+    assert!(count("batches") < count("writes"), "{ingest}");
+    runtime.block_on(async {
+        for w in 0..WRITERS {
+            let own = client.get(format!("own-{w:02}").as_bytes()).await.unwrap();
+            assert_eq!(own, Some(STEPS.to_string().into_bytes()), "writer {w}");
+        }
+    });
+}

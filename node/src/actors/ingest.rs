@@ -1,7 +1,9 @@
 //! `IngestActor`: on the nodes of the ingest region, client writes wait a moment to be
 //! proposed together.
 //!
-//! A write this node leads the shard of joins its shard's open batch. The batch is
+//! A write joins its shard's open batch. A batch for a shard this node leads is proposed
+//! here; one for a shard led elsewhere goes to the leader in one call, which proposes it
+//! as one entry. The batch is
 //! proposed as one log entry at once while fewer than [`BATCHES_IN_FLIGHT_MAX`] of the
 //! shard's batches await their commit (an idle shard adds no delay), else once it holds
 //! `max_batch` writes or its first write has waited `max_delay`, or a batch in flight
@@ -20,7 +22,12 @@ use hanse_consensus::{ShardRequest, ShardResponse};
 use hanse_storage::ShardId;
 use tokio::sync::oneshot;
 
+use hanse_proto::v1 as pb;
+use hanse_proto::v1::request_error::Kind;
+use hanse_storage::codec;
+
 use super::{ProposeTogether, ReplicaError, ReplicaHandle};
+use crate::peers::Peers;
 
 /// Batches of one shard awaiting their commit before new writes wait to be batched.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
@@ -57,6 +64,8 @@ pub struct IngestCounters {
     pub waited_micros: AtomicU64,
     /// Writes answered `Busy` because the queue was full.
     pub refused_busy: AtomicU64,
+    /// Batches sent to their shard's leader on another node.
+    pub forwarded_batches: AtomicU64,
 }
 
 /// One client write for `replica`'s shard; answered on `reply`.
@@ -84,6 +93,7 @@ struct OpenBatch {
 
 pub struct IngestActor {
     options: IngestOptions,
+    peers: Arc<Peers>,
     open: HashMap<ShardId, OpenBatch>,
     /// Batches proposed and not yet answered, per shard.
     in_flight: HashMap<ShardId, usize>,
@@ -93,9 +103,14 @@ pub struct IngestActor {
 }
 
 impl IngestActor {
-    pub fn new(options: IngestOptions, counters: Arc<IngestCounters>) -> Self {
+    pub(crate) fn new(
+        options: IngestOptions,
+        counters: Arc<IngestCounters>,
+        peers: Arc<Peers>,
+    ) -> Self {
         IngestActor {
             options,
+            peers,
             open: HashMap::new(),
             in_flight: HashMap::new(),
             queued: Arc::default(),
@@ -134,11 +149,21 @@ impl IngestActor {
             .unzip();
         let queued = self.queued.clone();
         let replica = batch.replica;
+        let peers = self.peers.clone();
+        let forwarded = !replica.leads();
+        if forwarded {
+            counters.forwarded_batches.fetch_add(1, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
-            match replica
-                .ask(|reply| ProposeTogether { requests, reply })
-                .await
-            {
+            let answers = match forwarded {
+                false => {
+                    replica
+                        .ask(|reply| ProposeTogether { requests, reply })
+                        .await
+                }
+                true => forward(&peers, &replica, requests).await,
+            };
+            match answers {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
@@ -154,6 +179,63 @@ impl IngestActor {
             actor.do_send(BatchDone { shard });
         });
     }
+}
+
+/// Sends `requests` to the leader of `replica`'s shard, which proposes them as one log
+/// entry. A call that fails on the way may or may not have reached the leader: each write
+/// then has an unknown outcome.
+async fn forward(
+    peers: &Peers,
+    replica: &ReplicaHandle,
+    requests: Vec<ShardRequest>,
+) -> Result<Vec<Result<ShardResponse, ReplicaError>>, ReplicaError> {
+    let shard = replica.shard;
+    let leader = replica.leader();
+    let not_leader = || ReplicaError::NotLeader { shard, leader };
+    let addr = replica.member_addr(leader);
+    let mut kv = peers
+        .kv(&addr)
+        .filter(|_| leader.is_some())
+        .ok_or_else(not_leader)?;
+    let request = peers.request(pb::ProposeBatchRequest {
+        shard_id: shard,
+        commands: requests.iter().map(codec::encode).collect(),
+    });
+    let answer = kv
+        .propose_batch(request)
+        .await
+        .map_err(|status| {
+            ReplicaError::OutcomeUnknown(format!(
+                "shard {shard}: the batch forwarded to node {} failed on the way: {}",
+                leader.unwrap_or_default(),
+                status.message()
+            ))
+        })?
+        .into_inner();
+    if let Some(refusal) = answer.error.and_then(|e| e.kind) {
+        return Err(match refusal {
+            Kind::NotLeader(hint) => ReplicaError::NotLeader {
+                shard,
+                leader: (hint.leader_node != 0).then_some(hint.leader_node),
+            },
+            Kind::ServerBusy(_) | Kind::KeyNotInShard(_) | Kind::ShardNotFound(_) => {
+                ReplicaError::Busy { shard }
+            }
+            Kind::OutcomeUnknown(e) => ReplicaError::OutcomeUnknown(e.message),
+            other => ReplicaError::Unavailable {
+                shard,
+                detail: format!("the leader refused the batch: {other:?}"),
+            },
+        });
+    }
+    Ok(answer
+        .responses
+        .iter()
+        .map(|bytes| {
+            codec::decode("a forwarded write's answer", bytes)
+                .map_err(|e| ReplicaError::OutcomeUnknown(e.to_string()))
+        })
+        .collect())
 }
 
 /// A batch of `shard` was answered.

@@ -299,6 +299,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                         "largest_batch": i.largest_batch,
                         "waited_micros": i.waited_micros,
                         "refused_busy": i.refused_busy,
+                        "forwarded_batches": i.forwarded_batches,
                     })),
                 })
             }
@@ -354,12 +355,13 @@ fn print_local(shards: &[proto::ShardStatus]) {
 fn print_ingest(ingest: &proto::IngestStatus) {
     let per_batch = |total: u64| total as f64 / ingest.batches.max(1) as f64;
     println!(
-        "\ningest: {} writes in {} log entries ({:.1} per entry, at most {}), {:.0} µs mean \
-         wait, {} refused busy",
+        "\ningest: {} writes in {} log entries ({:.1} per entry, at most {}; {} sent to \
+         leaders elsewhere), {:.0} µs mean wait, {} refused busy",
         ingest.writes,
         ingest.batches,
         per_batch(ingest.writes),
         ingest.largest_batch,
+        ingest.forwarded_batches,
         ingest.waited_micros as f64 / ingest.writes.max(1) as f64,
         ingest.refused_busy
     );
