@@ -164,6 +164,16 @@ impl IngestActor {
                 true => forward(&peers, &replica, requests).await,
             };
             match answers {
+                Ok(results) if results.len() != replies.len() => {
+                    let unknown = format!(
+                        "shard {}: {} answers for a batch of {count} writes",
+                        replica.shard,
+                        results.len()
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(ReplicaError::OutcomeUnknown(unknown.clone())));
+                    }
+                }
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
