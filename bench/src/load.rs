@@ -14,10 +14,139 @@ use rand::{Rng, SeedableRng};
 pub enum Workload {
     /// Puts only.
     Write,
-    /// Linearizable gets only (keys are loaded first).
+    /// Linearizable gets only (YCSB C; keys are loaded first).
+    #[value(alias = "ycsb-c")]
     Read,
     /// Half gets, half puts (YCSB A).
+    #[value(alias = "ycsb-a")]
     Mixed,
+    /// 95 % gets, 5 % puts (YCSB B).
+    YcsbB,
+    /// 95 % short scans (1 to 100 keys from a chosen one), 5 % inserts of new keys
+    /// (YCSB E).
+    YcsbE,
+    /// The Hamburg hotspot: 90 % puts, 10 % gets, on Zipfian keys (θ = 0.99) whose hot
+    /// end is one contiguous range (run it with `--region eu-hamburg`).
+    Hot,
+}
+
+/// How keys are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Distribution {
+    Uniform,
+    /// YCSB's scrambled Zipfian (θ = 0.99): a few hot keys spread over the key space.
+    Zipfian,
+}
+
+/// The operation a client runs next.
+enum Op {
+    Get,
+    Put,
+    Scan { limit: u32 },
+    Insert,
+}
+
+impl Workload {
+    fn next(self, rng: &mut impl Rng) -> Op {
+        let roll: f64 = rng.random();
+        match self {
+            Workload::Write => Op::Put,
+            Workload::Read => Op::Get,
+            Workload::Mixed if roll < 0.5 => Op::Get,
+            Workload::Mixed => Op::Put,
+            Workload::YcsbB if roll < 0.95 => Op::Get,
+            Workload::YcsbB => Op::Put,
+            Workload::YcsbE if roll < 0.95 => Op::Scan {
+                limit: rng.random_range(1..=100),
+            },
+            Workload::YcsbE => Op::Insert,
+            Workload::Hot if roll < 0.9 => Op::Put,
+            Workload::Hot => Op::Get,
+        }
+    }
+
+    /// Whether the keys must exist before the run.
+    pub fn reads(self) -> bool {
+        self != Workload::Write
+    }
+}
+
+/// Zipfian ranks in `[0, n)` with exponent θ, as YCSB draws them (Gray et al., "Quickly
+/// generating billion-record synthetic databases"): rank 0 is the most frequent.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    n: f64,
+    theta: f64,
+    alpha: f64,
+    zeta_n: f64,
+    eta: f64,
+}
+
+impl Zipf {
+    pub fn new(n: u64, theta: f64) -> Zipf {
+        let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let (zeta_2, zeta_n) = (zeta(2), zeta(n.max(1)));
+        let n = n.max(1) as f64;
+        Zipf {
+            n,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zeta_n,
+            eta: (1.0 - (2.0 / n).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n),
+        }
+    }
+
+    pub fn sample(&self, rng: &mut impl Rng) -> u64 {
+        let u: f64 = rng.random();
+        let uz = u * self.zeta_n;
+        let rank = if uz < 1.0 {
+            0.0
+        } else if uz < 1.0 + 0.5f64.powf(self.theta) {
+            1.0
+        } else {
+            self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)
+        };
+        (rank as u64).min(self.n as u64 - 1)
+    }
+}
+
+/// YCSB's θ.
+const ZIPF_THETA: f64 = 0.99;
+
+/// Picks the keys of a run.
+struct Keys {
+    count: u64,
+    zipf: Option<Zipf>,
+    /// Spread the hot ranks over the key space (YCSB), or keep them together (a hotspot).
+    scramble: bool,
+}
+
+impl Keys {
+    fn of(spec: &LoadSpec) -> Keys {
+        let zipfian = spec.distribution == Distribution::Zipfian || spec.workload == Workload::Hot;
+        Keys {
+            count: spec.key_count,
+            zipf: zipfian.then(|| Zipf::new(spec.key_count, ZIPF_THETA)),
+            scramble: spec.workload != Workload::Hot,
+        }
+    }
+
+    fn pick(&self, rng: &mut impl Rng) -> u64 {
+        match &self.zipf {
+            None => rng.random_range(0..self.count),
+            Some(zipf) if self.scramble => fnv(zipf.sample(rng)) % self.count,
+            Some(zipf) => zipf.sample(rng),
+        }
+    }
+}
+
+/// FNV-1a of `n`'s bytes: YCSB's scrambling of Zipfian ranks.
+fn fnv(n: u64) -> u64 {
+    n.to_le_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+            (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// One load run.
@@ -35,6 +164,7 @@ pub struct LoadSpec {
     /// Reads may be served by any replica that keeps to this bound (follower reads);
     /// zero reads linearizably from the leader.
     pub max_staleness: Duration,
+    pub distribution: Distribution,
 }
 
 /// What a run measured.
@@ -65,6 +195,9 @@ pub struct Fault {
 fn key(i: u64) -> Vec<u8> {
     format!("load{i:012}").into_bytes()
 }
+
+/// Where scans stop: past every key the generator writes.
+const SCAN_END: &[u8] = b"load~";
 
 /// Writes every key once, so reads find values.
 pub async fn preload(
@@ -110,6 +243,8 @@ pub async fn run(
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // New keys YCSB E inserted, numbered after the loaded ones.
+    let inserted = Arc::new(AtomicU64::new(0));
     // Acknowledgement times in nanoseconds since the start, around the fault.
     let fault_at = Arc::new(AtomicU64::new(u64::MAX));
     let last_before = Arc::new(AtomicU64::new(0));
@@ -121,24 +256,25 @@ pub async fn run(
             (client.clone(), issued.clone(), done.clone(), errors.clone());
         let (fault_at, last_before, acks_after) =
             (fault_at.clone(), last_before.clone(), acks_after.clone());
+        let inserted = inserted.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed ^ worker as u64);
             let mut latency =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let value = vec![b'x'; spec.value_size];
+            let keys = Keys::of(&spec);
             while issued.fetch_add(1, Ordering::Relaxed) < spec.ops && Instant::now() < deadline {
-                let k = key(rng.random_range(0..spec.key_count));
-                let read = match spec.workload {
-                    Workload::Write => false,
-                    Workload::Read => true,
-                    Workload::Mixed => rng.random_bool(0.5),
-                };
+                let k = key(keys.pick(&mut rng));
                 let t = Instant::now();
-                let outcome = if read {
-                    client.get_stale(&k, spec.max_staleness).await.map(|_| ())
-                } else {
-                    client.put(&k, &value).await
+                let outcome = match spec.workload.next(&mut rng) {
+                    Op::Get => client.get_stale(&k, spec.max_staleness).await.map(|_| ()),
+                    Op::Put => client.put(&k, &value).await,
+                    Op::Scan { limit } => client.scan(&k, SCAN_END, limit, false).await.map(|_| ()),
+                    Op::Insert => {
+                        let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
+                        client.put(&new, &value).await
+                    }
                 };
                 match outcome {
                     Ok(()) => {
@@ -202,6 +338,72 @@ fn longest_gap(mut times: Vec<u64>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zipfian_ranks_stay_in_range_and_the_first_is_by_far_the_most_frequent() {
+        let zipf = Zipf::new(1_000, ZIPF_THETA);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut counts = vec![0u64; 1_000];
+        for _ in 0..100_000 {
+            counts[zipf.sample(&mut rng) as usize] += 1;
+        }
+        // 1/ζ(1000) of the draws, about 13 %, against 0.1 % for a uniform pick.
+        assert!(counts[0] > 10_000, "rank 0 drawn {} times", counts[0]);
+        assert!(counts[0] > counts[1] && counts[1] > counts[10] && counts[10] > counts[500]);
+        let mut again = rand::rngs::StdRng::seed_from_u64(1);
+        let replay: Vec<u64> = (0..10).map(|_| zipf.sample(&mut again)).collect();
+        let mut first = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(
+            replay,
+            (0..10).map(|_| zipf.sample(&mut first)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn each_workload_runs_its_mix() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let share = |workload: Workload, rng: &mut rand::rngs::StdRng| {
+            let ops: Vec<Op> = (0..10_000).map(|_| workload.next(rng)).collect();
+            let of = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count() as f64 / 1e4;
+            (
+                of(|o| matches!(o, Op::Get)),
+                of(|o| matches!(o, Op::Put)),
+                of(|o| matches!(o, Op::Scan { limit } if (1..=100).contains(limit))),
+                of(|o| matches!(o, Op::Insert)),
+            )
+        };
+        let near = |got: f64, want: f64| (got - want).abs() < 0.02;
+        let (get, put, _, _) = share(Workload::YcsbB, &mut rng);
+        assert!(near(get, 0.95) && near(put, 0.05), "{get} {put}");
+        let (_, _, scan, insert) = share(Workload::YcsbE, &mut rng);
+        assert!(near(scan, 0.95) && near(insert, 0.05), "{scan} {insert}");
+        let (get, put, _, _) = share(Workload::Hot, &mut rng);
+        assert!(near(get, 0.1) && near(put, 0.9), "{get} {put}");
+        let (get, put, _, _) = share(Workload::Mixed, &mut rng);
+        assert!(near(get, 0.5) && near(put, 0.5), "{get} {put}");
+    }
+
+    #[test]
+    fn the_hotspot_keeps_its_hot_keys_together_and_ycsb_spreads_them() {
+        let spec = |workload, distribution| LoadSpec {
+            workload,
+            clients: 1,
+            ops: 1,
+            duration: Duration::from_secs(1),
+            key_count: 10_000,
+            value_size: 1,
+            seed: 0,
+            max_staleness: Duration::ZERO,
+            distribution,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let hot = Keys::of(&spec(Workload::Hot, Distribution::Uniform));
+        let low = (0..10_000).filter(|_| hot.pick(&mut rng) < 100).count();
+        assert!(low > 5_000, "the hot end holds most draws: {low}");
+        let spread = Keys::of(&spec(Workload::Mixed, Distribution::Zipfian));
+        let low = (0..10_000).filter(|_| spread.pick(&mut rng) < 100).count();
+        assert!(low < 2_000, "YCSB scrambles its hot keys: {low}");
+    }
 
     #[test]
     fn the_failover_gap_is_the_longest_silence() {

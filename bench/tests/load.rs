@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse::config::{NodeConfig, PeerConfig};
-use hanse_bench::load::{LoadSpec, Workload, preload, run};
+use hanse_bench::load::{Distribution, LoadSpec, Workload, preload, run};
 use hanse_client::{Client, ClientOptions};
 
 #[test]
@@ -64,18 +64,34 @@ async fn counted_and_timed() {
         value_size: 64,
         seed: 7,
         max_staleness: Duration::ZERO,
+        distribution: Distribution::Uniform,
     };
     preload(&client, &spec, |_| {}).await.unwrap();
     assert_eq!(
         client.get(b"load000000000049").await.unwrap(),
         Some(vec![b'v'; 64])
     );
-    let report = run(client, &spec, None, |_| {}).await;
+    let report = run(client.clone(), &spec, None, |_| {}).await;
     assert_eq!(report.ops, 300);
     assert_eq!(report.errors, 0);
     assert_eq!(report.latency_us.len(), 300);
     assert!(report.latency_us.value_at_quantile(0.5) > 0);
     assert!(report.failover.is_none(), "no fault, no failover figure");
+
+    // YCSB E on Zipfian keys: scans from the loaded keys, inserts after them.
+    let scans = LoadSpec {
+        workload: Workload::YcsbE,
+        distribution: Distribution::Zipfian,
+        ops: 200,
+        ..spec
+    };
+    let report = run(client.clone(), &scans, None, |_| {}).await;
+    assert_eq!((report.ops, report.errors), (200, 0));
+    // About 5 % were inserts, the first of them the key after the loaded ones.
+    assert_eq!(
+        client.get(b"load000000000050").await.unwrap(),
+        Some(vec![b'x'; 64])
+    );
     for node in nodes {
         node.stop().await;
     }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
-use hanse_bench::load::{Fault, LoadSpec, Workload, preload, run};
+use hanse_bench::load::{Distribution, Fault, LoadSpec, Workload, preload, run};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 
@@ -43,6 +43,9 @@ enum Command {
         endpoints: Vec<String>,
         #[arg(long, value_enum, default_value = "mixed")]
         workload: Workload,
+        /// How keys are picked (the hot workload is always Zipfian).
+        #[arg(long, value_enum, default_value = "uniform")]
+        distribution: Distribution,
         #[arg(long, default_value_t = 16)]
         clients: usize,
         #[arg(long, default_value_t = 20_000)]
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
         target: Target::Hanse,
         endpoints,
         workload,
+        distribution,
         clients,
         ops,
         duration,
@@ -106,6 +110,7 @@ fn main() -> Result<()> {
         value_size,
         seed,
         max_staleness,
+        distribution,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,7 +121,7 @@ fn main() -> Result<()> {
             ..ClientOptions::default()
         };
         let client = Arc::new(Client::new(&endpoints, options)?);
-        if workload != Workload::Write {
+        if workload.reads() {
             eprintln!("loading {key_count} keys");
             preload(&client, &spec, |n| bar(n, key_count)).await?;
             end_bar();
