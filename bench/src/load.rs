@@ -230,6 +230,91 @@ pub async fn preload(
     Ok(())
 }
 
+/// Runs `op` on key `k`.
+async fn operate(
+    client: &Client,
+    spec: &LoadSpec,
+    op: Op,
+    k: Vec<u8>,
+    value: &[u8],
+    inserted: &AtomicU64,
+) -> Result<(), ClientError> {
+    match op {
+        Op::Get => client.get_stale(&k, spec.max_staleness).await.map(|_| ()),
+        Op::Put => client.put(&k, value).await,
+        Op::Scan { limit } => client.scan(&k, SCAN_END, limit, false).await.map(|_| ()),
+        Op::Insert => {
+            let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
+            client.put(&new, value).await
+        }
+    }
+}
+
+/// Runs `spec` at a fixed rate (an open loop): operation i is due `i / rate` seconds in,
+/// whether or not earlier ones have answered, with at most `spec.clients` under way; its
+/// latency counts from when it was due, so a stall shows in every operation it delayed
+/// (no coordinated omission).
+pub async fn run_at_rate(
+    client: Arc<Client>,
+    spec: &LoadSpec,
+    rate: f64,
+    progress: impl Fn(u64),
+) -> LoadReport {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
+    let slots = Arc::new(tokio::sync::Semaphore::new(spec.clients));
+    let latency = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    ));
+    let (done, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let inserted = Arc::new(AtomicU64::new(0));
+    let keys = Keys::of(spec);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let value: Arc<[u8]> = vec![b'x'; spec.value_size].into();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..spec.ops {
+        let due = started + interval.mul_f64(i as f64);
+        if due > started + spec.duration {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        if i % 64 == 0 {
+            progress(done.load(Ordering::Relaxed));
+        }
+        let (k, op) = (key(keys.pick(&mut rng)), spec.workload.next(&mut rng));
+        let (client, spec, value) = (client.clone(), spec.clone(), value.clone());
+        let (latency, done, errors, inserted) = (
+            latency.clone(),
+            done.clone(),
+            errors.clone(),
+            inserted.clone(),
+        );
+        tasks.spawn(async move {
+            match operate(&client, &spec, op, k, &value, &inserted).await {
+                Ok(()) => {
+                    let micros = due.elapsed().as_micros().max(1) as u64;
+                    let _ = latency.lock().expect("latency lock").record(micros);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(slot);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let latency_us = latency.lock().expect("latency lock").clone();
+    LoadReport {
+        ops: done.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latency_us,
+        failover: None,
+    }
+}
+
 /// Runs `spec` with `client`, injecting `fault` if given; `progress` hears the operation
 /// count a few times a second.
 pub async fn run(
@@ -266,16 +351,9 @@ pub async fn run(
             let keys = Keys::of(&spec);
             while issued.fetch_add(1, Ordering::Relaxed) < spec.ops && Instant::now() < deadline {
                 let k = key(keys.pick(&mut rng));
+                let op = spec.workload.next(&mut rng);
                 let t = Instant::now();
-                let outcome = match spec.workload.next(&mut rng) {
-                    Op::Get => client.get_stale(&k, spec.max_staleness).await.map(|_| ()),
-                    Op::Put => client.put(&k, &value).await,
-                    Op::Scan { limit } => client.scan(&k, SCAN_END, limit, false).await.map(|_| ()),
-                    Op::Insert => {
-                        let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
-                        client.put(&new, &value).await
-                    }
-                };
+                let outcome = operate(&client, &spec, op, k, &value, &inserted).await;
                 match outcome {
                     Ok(()) => {
                         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse::config::{NodeConfig, PeerConfig};
-use hanse_bench::load::{Distribution, LoadSpec, Workload, preload, run};
+use hanse_bench::load::{Distribution, LoadSpec, Workload, preload, run, run_at_rate};
 use hanse_client::{Client, ClientOptions};
 
 #[test]
@@ -83,10 +83,24 @@ async fn counted_and_timed() {
         workload: Workload::YcsbE,
         distribution: Distribution::Zipfian,
         ops: 200,
-        ..spec
+        ..spec.clone()
     };
     let report = run(client.clone(), &scans, None, |_| {}).await;
     assert_eq!((report.ops, report.errors), (200, 0));
+    // An open loop: operations go out on schedule, 100 at 500 per second.
+    let paced = LoadSpec {
+        workload: Workload::Mixed,
+        ops: 100,
+        ..spec.clone()
+    };
+    let report = run_at_rate(client.clone(), &paced, 500.0, |_| {}).await;
+    assert_eq!((report.ops, report.errors), (100, 0));
+    assert_eq!(report.latency_us.len(), 100);
+    assert!(
+        report.elapsed >= Duration::from_millis(198),
+        "the last operation is due 99/500 s in: {:?}",
+        report.elapsed
+    );
     // About 5 % were inserts, the first of them the key after the loaded ones.
     assert_eq!(
         client.get(b"load000000000050").await.unwrap(),

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
-use hanse_bench::load::{Distribution, Fault, LoadSpec, Workload, preload, run};
+use hanse_bench::load::{Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 
@@ -59,6 +59,10 @@ enum Command {
         value_size: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// An open loop at this many operations per second (due on schedule, latency from
+        /// when each was due, at most --clients under way) instead of closed-loop clients.
+        #[arg(long, value_name = "OPS_PER_SEC", conflicts_with = "kill_leader_after")]
+        rate: Option<f64>,
         /// SIGKILL the leader this many seconds into the run (needs --cluster-dir).
         #[arg(long, value_name = "SECONDS", requires = "cluster_dir")]
         kill_leader_after: Option<f64>,
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         key_count,
         value_size,
         seed,
+        rate,
         kill_leader_after,
         cluster_dir,
         region,
@@ -145,7 +150,10 @@ fn main() -> Result<()> {
             }
             _ => None,
         };
-        let report = run(client, &spec, fault, |n| bar(n, ops)).await;
+        let report = match rate {
+            Some(rate) => run_at_rate(client, &spec, rate, |n| bar(n, ops)).await,
+            None => run(client, &spec, fault, |n| bar(n, ops)).await,
+        };
         end_bar();
         let h = &report.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
