@@ -8,6 +8,109 @@ use std::time::{Duration, Instant};
 use hanse_client::{Client, ClientError};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
+use rocksdb::{DB, WriteOptions};
+
+/// What the load generator drives.
+#[derive(Clone)]
+pub enum Target {
+    /// A running cluster, through the client SDK.
+    Cluster(Arc<Client>),
+    /// The embedded mode: a `hanse::Db` in this process (writes synced, as by default).
+    Embedded(Arc<hanse::Db>),
+    /// Raw RocksDB with synced writes: the embedded mode's baseline.
+    RocksDb(Arc<DB>),
+}
+
+/// Why one operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Embedded(#[from] hanse::Error),
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("the store's worker thread failed: {0}")]
+    Worker(String),
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, TargetError> + Send + 'static,
+) -> Result<T, TargetError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| TargetError::Worker(e.to_string()))?
+}
+
+impl Target {
+    async fn get(&self, key: Vec<u8>, max_staleness: Duration) -> Result<(), TargetError> {
+        match self {
+            Target::Cluster(client) => {
+                client.get_stale(&key, max_staleness).await?;
+            }
+            Target::Embedded(db) => {
+                let db = db.clone();
+                blocking(move || Ok(db.get(&key).map(|_| ())?)).await?;
+            }
+            Target::RocksDb(db) => {
+                let db = db.clone();
+                blocking(move || Ok(db.get(&key).map(|_| ())?)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(&self, key: Vec<u8>, value: Arc<[u8]>) -> Result<(), TargetError> {
+        match self {
+            Target::Cluster(client) => client.put(&key, &value).await?,
+            Target::Embedded(db) => {
+                let db = db.clone();
+                blocking(move || Ok(db.put(&key, &value)?)).await?;
+            }
+            Target::RocksDb(db) => {
+                let db = db.clone();
+                blocking(move || {
+                    let mut synced = WriteOptions::default();
+                    synced.set_sync(true);
+                    Ok(db.put_opt(&key, &*value, &synced)?)
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` pairs from `start` on.
+    async fn scan(&self, start: Vec<u8>, limit: u32) -> Result<(), TargetError> {
+        match self {
+            Target::Cluster(client) => {
+                client.scan(&start, SCAN_END, limit, false).await?;
+            }
+            Target::Embedded(db) => {
+                let db = db.clone();
+                blocking(move || {
+                    Ok(db
+                        .scan(start..SCAN_END.to_vec(), limit as usize)
+                        .map(|_| ())?)
+                })
+                .await?;
+            }
+            Target::RocksDb(db) => {
+                let db = db.clone();
+                blocking(move || {
+                    let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+                    for pair in db.iterator(mode).take(limit as usize) {
+                        pair?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What each client does per operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -201,22 +304,23 @@ const SCAN_END: &[u8] = b"load~";
 
 /// Writes every key once, so reads find values.
 pub async fn preload(
-    client: &Arc<Client>,
+    target: &Target,
     spec: &LoadSpec,
     progress: impl Fn(u64),
-) -> Result<(), ClientError> {
+) -> Result<(), TargetError> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..spec.clients {
-        let (client, next, value) = (client.clone(), next.clone(), vec![b'v'; spec.value_size]);
+        let (target, next) = (target.clone(), next.clone());
+        let value: Arc<[u8]> = vec![b'v'; spec.value_size].into();
         let key_count = spec.key_count;
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= key_count {
-                    return Ok::<(), ClientError>(());
+                    return Ok::<(), TargetError>(());
                 }
-                client.put(&key(i), &value).await?;
+                target.put(key(i), value.clone()).await?;
             }
         }));
     }
@@ -232,20 +336,20 @@ pub async fn preload(
 
 /// Runs `op` on key `k`.
 async fn operate(
-    client: &Client,
+    target: &Target,
     spec: &LoadSpec,
     op: Op,
     k: Vec<u8>,
-    value: &[u8],
+    value: &Arc<[u8]>,
     inserted: &AtomicU64,
-) -> Result<(), ClientError> {
+) -> Result<(), TargetError> {
     match op {
-        Op::Get => client.get_stale(&k, spec.max_staleness).await.map(|_| ()),
-        Op::Put => client.put(&k, value).await,
-        Op::Scan { limit } => client.scan(&k, SCAN_END, limit, false).await.map(|_| ()),
+        Op::Get => target.get(k, spec.max_staleness).await,
+        Op::Put => target.put(k, value.clone()).await,
+        Op::Scan { limit } => target.scan(k, limit).await,
         Op::Insert => {
             let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
-            client.put(&new, value).await
+            target.put(new, value.clone()).await
         }
     }
 }
@@ -255,7 +359,7 @@ async fn operate(
 /// latency counts from when it was due, so a stall shows in every operation it delayed
 /// (no coordinated omission).
 pub async fn run_at_rate(
-    client: Arc<Client>,
+    target: Target,
     spec: &LoadSpec,
     rate: f64,
     progress: impl Fn(u64),
@@ -283,7 +387,7 @@ pub async fn run_at_rate(
             progress(done.load(Ordering::Relaxed));
         }
         let (k, op) = (key(keys.pick(&mut rng)), spec.workload.next(&mut rng));
-        let (client, spec, value) = (client.clone(), spec.clone(), value.clone());
+        let (target, spec, value) = (target.clone(), spec.clone(), value.clone());
         let (latency, done, errors, inserted) = (
             latency.clone(),
             done.clone(),
@@ -291,7 +395,7 @@ pub async fn run_at_rate(
             inserted.clone(),
         );
         tasks.spawn(async move {
-            match operate(&client, &spec, op, k, &value, &inserted).await {
+            match operate(&target, &spec, op, k, &value, &inserted).await {
                 Ok(()) => {
                     let micros = due.elapsed().as_micros().max(1) as u64;
                     let _ = latency.lock().expect("latency lock").record(micros);
@@ -315,10 +419,10 @@ pub async fn run_at_rate(
     }
 }
 
-/// Runs `spec` with `client`, injecting `fault` if given; `progress` hears the operation
-/// count a few times a second.
+/// Runs `spec` against `target`, injecting `fault` if given; `progress` hears the
+/// operation count a few times a second.
 pub async fn run(
-    client: Arc<Client>,
+    target: Target,
     spec: &LoadSpec,
     fault: Option<Fault>,
     progress: impl Fn(u64),
@@ -337,8 +441,8 @@ pub async fn run(
 
     let mut tasks = Vec::new();
     for worker in 0..spec.clients {
-        let (client, issued, done, errors) =
-            (client.clone(), issued.clone(), done.clone(), errors.clone());
+        let (target, issued, done, errors) =
+            (target.clone(), issued.clone(), done.clone(), errors.clone());
         let (fault_at, last_before, acks_after) =
             (fault_at.clone(), last_before.clone(), acks_after.clone());
         let inserted = inserted.clone();
@@ -347,13 +451,13 @@ pub async fn run(
             let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed ^ worker as u64);
             let mut latency =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let value = vec![b'x'; spec.value_size];
+            let value: Arc<[u8]> = vec![b'x'; spec.value_size].into();
             let keys = Keys::of(&spec);
             while issued.fetch_add(1, Ordering::Relaxed) < spec.ops && Instant::now() < deadline {
                 let k = key(keys.pick(&mut rng));
                 let op = spec.workload.next(&mut rng);
                 let t = Instant::now();
-                let outcome = operate(&client, &spec, op, k, &value, &inserted).await;
+                let outcome = operate(&target, &spec, op, k, &value, &inserted).await;
                 match outcome {
                     Ok(()) => {
                         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse::config::{NodeConfig, PeerConfig};
-use hanse_bench::load::{Distribution, LoadSpec, Workload, preload, run, run_at_rate};
+use hanse_bench::load::{Distribution, LoadSpec, Target, Workload, preload, run, run_at_rate};
 use hanse_client::{Client, ClientOptions};
 
 #[test]
@@ -55,6 +55,7 @@ async fn counted_and_timed() {
     }
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let client = Arc::new(Client::new(&endpoints, ClientOptions::default()).unwrap());
+    let target = Target::Cluster(client.clone());
     let spec = LoadSpec {
         workload: Workload::Mixed,
         clients: 4,
@@ -66,12 +67,12 @@ async fn counted_and_timed() {
         max_staleness: Duration::ZERO,
         distribution: Distribution::Uniform,
     };
-    preload(&client, &spec, |_| {}).await.unwrap();
+    preload(&target, &spec, |_| {}).await.unwrap();
     assert_eq!(
         client.get(b"load000000000049").await.unwrap(),
         Some(vec![b'v'; 64])
     );
-    let report = run(client.clone(), &spec, None, |_| {}).await;
+    let report = run(target.clone(), &spec, None, |_| {}).await;
     assert_eq!(report.ops, 300);
     assert_eq!(report.errors, 0);
     assert_eq!(report.latency_us.len(), 300);
@@ -85,7 +86,7 @@ async fn counted_and_timed() {
         ops: 200,
         ..spec.clone()
     };
-    let report = run(client.clone(), &scans, None, |_| {}).await;
+    let report = run(target.clone(), &scans, None, |_| {}).await;
     assert_eq!((report.ops, report.errors), (200, 0));
     // An open loop: operations go out on schedule, 100 at 500 per second.
     let paced = LoadSpec {
@@ -93,7 +94,7 @@ async fn counted_and_timed() {
         ops: 100,
         ..spec.clone()
     };
-    let report = run_at_rate(client.clone(), &paced, 500.0, |_| {}).await;
+    let report = run_at_rate(target.clone(), &paced, 500.0, |_| {}).await;
     assert_eq!((report.ops, report.errors), (100, 0));
     assert_eq!(report.latency_us.len(), 100);
     assert!(
@@ -109,4 +110,48 @@ async fn counted_and_timed() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+#[test]
+fn the_embedded_mode_and_raw_rocksdb_run_the_same_workloads() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let embedded = Arc::new(hanse::Db::open(dirs.0.path(), hanse::Options::default()).unwrap());
+    let mut options = hanse_storage::rocksdb_options();
+    options.create_if_missing(true);
+    let raw = Arc::new(rocksdb::DB::open(&options, dirs.1.path()).unwrap());
+    let spec = LoadSpec {
+        workload: Workload::YcsbB,
+        clients: 4,
+        ops: 200,
+        duration: Duration::from_secs(60),
+        key_count: 100,
+        value_size: 32,
+        seed: 9,
+        max_staleness: Duration::ZERO,
+        distribution: Distribution::Zipfian,
+    };
+    for target in [
+        Target::Embedded(embedded.clone()),
+        Target::RocksDb(raw.clone()),
+    ] {
+        runtime.block_on(async {
+            preload(&target, &spec, |_| {}).await.unwrap();
+            for workload in [Workload::YcsbB, Workload::YcsbE, Workload::Hot] {
+                let spec = LoadSpec {
+                    workload,
+                    ..spec.clone()
+                };
+                let report = run(target.clone(), &spec, None, |_| {}).await;
+                assert_eq!((report.ops, report.errors), (200, 0), "{workload:?}");
+            }
+        });
+    }
+    let loaded = b"load000000000099";
+    assert_eq!(embedded.get(loaded).unwrap().map(|v| v.len()), Some(32));
+    assert_eq!(raw.get(loaded).unwrap().map(|v| v.len()), Some(32));
 }

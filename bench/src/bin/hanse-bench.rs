@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
-use hanse_bench::load::{Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
+use hanse_bench::load::{self, Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 
@@ -22,10 +22,15 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     /// A running Hanse cluster (--endpoints).
     Hanse,
+    /// Hanse's embedded mode in this process (--data-dir, default a temporary one).
+    Embedded,
+    /// Raw RocksDB with synced writes in this process (--data-dir, default a temporary
+    /// one): the embedded mode's baseline.
+    Rocksdb,
 }
 
 #[derive(Subcommand)]
@@ -34,13 +39,12 @@ enum Command {
     Run {
         #[arg(long, value_enum, default_value = "hanse")]
         target: Target,
-        #[arg(
-            long,
-            value_delimiter = ',',
-            required = true,
-            value_name = "HOST:PORT,..."
-        )]
+        #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
         endpoints: Vec<String>,
+        /// The store's directory for --target embedded or rocksdb (default: a temporary
+        /// one, removed afterwards).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "mixed")]
         workload: Workload,
         /// How keys are picked (the hot workload is always Zipfian).
@@ -83,10 +87,21 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match bench() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn bench() -> Result<()> {
     let Command::Run {
-        target: Target::Hanse,
+        target,
         endpoints,
+        data_dir,
         workload,
         distribution,
         clients,
@@ -117,18 +132,39 @@ fn main() -> Result<()> {
         max_staleness,
         distribution,
     };
+    // The embedded store runs its own runtime: it is opened, and dropped, outside this
+    // one.
+    let scratch = tempfile::tempdir()?;
+    let dir = data_dir.unwrap_or_else(|| scratch.path().to_path_buf());
+    let store = match target {
+        Target::Hanse => {
+            ensure!(!endpoints.is_empty(), "--target hanse needs --endpoints");
+            let options = ClientOptions {
+                region,
+                ..ClientOptions::default()
+            };
+            load::Target::Cluster(Arc::new(Client::new(&endpoints, options)?))
+        }
+        Target::Embedded => {
+            let db = hanse::Db::open(&dir, hanse::Options::default())
+                .with_context(|| format!("opening {}", dir.display()))?;
+            load::Target::Embedded(Arc::new(db))
+        }
+        Target::Rocksdb => {
+            let mut options = hanse_storage::rocksdb_options();
+            options.create_if_missing(true);
+            let db = rocksdb::DB::open(&options, &dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            load::Target::RocksDb(Arc::new(db))
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let options = ClientOptions {
-            region,
-            ..ClientOptions::default()
-        };
-        let client = Arc::new(Client::new(&endpoints, options)?);
         if workload.reads() {
             eprintln!("loading {key_count} keys");
-            preload(&client, &spec, |n| bar(n, key_count)).await?;
+            preload(&store, &spec, |n| bar(n, key_count)).await?;
             end_bar();
         }
         let fault = match (kill_leader_after, cluster_dir) {
@@ -151,14 +187,15 @@ fn main() -> Result<()> {
             _ => None,
         };
         let report = match rate {
-            Some(rate) => run_at_rate(client, &spec, rate, |n| bar(n, ops)).await,
-            None => run(client, &spec, fault, |n| bar(n, ops)).await,
+            Some(rate) => run_at_rate(store.clone(), &spec, rate, |n| bar(n, ops)).await,
+            None => run(store.clone(), &spec, fault, |n| bar(n, ops)).await,
         };
         end_bar();
         let h = &report.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
         if json {
             let out = serde_json::json!({
+                "target": format!("{target:?}").to_lowercase(),
                 "workload": format!("{workload:?}").to_lowercase(),
                 "clients": clients,
                 "ops": report.ops,
