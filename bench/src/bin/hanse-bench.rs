@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
+use hanse_bench::compare::{self, Contender};
 use hanse_bench::load::{self, Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
@@ -35,56 +36,97 @@ enum Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs one workload and prints what it measured.
-    Run {
-        #[arg(long, value_enum, default_value = "hanse")]
-        target: Target,
-        #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
-        endpoints: Vec<String>,
-        /// The store's directory for --target embedded or rocksdb (default: a temporary
-        /// one, removed afterwards).
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "mixed")]
-        workload: Workload,
-        /// How keys are picked (the hot workload is always Zipfian).
-        #[arg(long, value_enum, default_value = "uniform")]
-        distribution: Distribution,
-        #[arg(long, default_value_t = 16)]
+    /// Runs the same workloads against Hanse (a 3-node cluster and the embedded mode) and
+    /// its peers back to back, and prints one table with Hanse's ratio to each peer.
+    Compare {
+        /// The stores to run, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "hanse,embedded,rocksdb,etcd,postgres"
+        )]
+        stores: Vec<Contender>,
+        /// The workloads, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "write,ycsb-a,ycsb-c"
+        )]
+        workloads: Vec<Workload>,
+        /// How long each workload runs against each store.
+        #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "30s")]
+        duration: Duration,
+        #[arg(long, default_value_t = 32)]
         clients: usize,
-        #[arg(long, default_value_t = 20_000)]
-        ops: u64,
-        /// Upper bound on the run, in seconds.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
         #[arg(long, default_value_t = 10_000)]
         key_count: u64,
         #[arg(long, default_value_t = 256)]
         value_size: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// An open loop at this many operations per second (due on schedule, latency from
-        /// when each was due, at most --clients under way) instead of closed-loop clients.
-        #[arg(long, value_name = "OPS_PER_SEC", conflicts_with = "kill_leader_after")]
-        rate: Option<f64>,
-        /// SIGKILL the leader this many seconds into the run (needs --cluster-dir).
-        #[arg(long, value_name = "SECONDS", requires = "cluster_dir")]
-        kill_leader_after: Option<f64>,
-        /// The `hanse cluster up --dir` directory, to find the leader's process.
-        #[arg(long, value_name = "DIR")]
-        cluster_dir: Option<PathBuf>,
-        /// The region the clients say they are in (counts toward where the shards' load
-        /// comes from; the cluster's latency matrix applies to it).
-        #[arg(long, value_name = "REGION")]
-        region: Option<String>,
-        /// Let any replica serve a read that misses no write acknowledged longer than
-        /// this ago (follower reads; the first endpoint is asked first), e.g. 500ms.
-        #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "0ms")]
-        max_staleness: Duration,
-        /// One JSON object instead of the table.
+        /// The port the local cluster's nodes listen on.
+        #[arg(long, default_value_t = 7650)]
+        port: u16,
+        /// Where compare.md, compare.json and the chart compare.png go.
+        #[arg(long, value_name = "DIR", default_value = "bench-compare")]
+        out: PathBuf,
+        /// The JSON instead of the table.
         #[arg(long)]
         json: bool,
     },
+    /// Runs one workload and prints what it measured.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, value_enum, default_value = "hanse")]
+    target: Target,
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    endpoints: Vec<String>,
+    /// The store's directory for --target embedded or rocksdb (default: a temporary
+    /// one, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "mixed")]
+    workload: Workload,
+    /// How keys are picked (the hot workload is always Zipfian).
+    #[arg(long, value_enum, default_value = "uniform")]
+    distribution: Distribution,
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    #[arg(long, default_value_t = 20_000)]
+    ops: u64,
+    /// Upper bound on the run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    #[arg(long, default_value_t = 10_000)]
+    key_count: u64,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// An open loop at this many operations per second (due on schedule, latency from
+    /// when each was due, at most --clients under way) instead of closed-loop clients.
+    #[arg(long, value_name = "OPS_PER_SEC", conflicts_with = "kill_leader_after")]
+    rate: Option<f64>,
+    /// SIGKILL the leader this many seconds into the run (needs --cluster-dir).
+    #[arg(long, value_name = "SECONDS", requires = "cluster_dir")]
+    kill_leader_after: Option<f64>,
+    /// The `hanse cluster up --dir` directory, to find the leader's process.
+    #[arg(long, value_name = "DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// The region the clients say they are in (counts toward where the shards' load
+    /// comes from; the cluster's latency matrix applies to it).
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// Let any replica serve a read that misses no write acknowledged longer than
+    /// this ago (follower reads; the first endpoint is asked first), e.g. 500ms.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "0ms")]
+    max_staleness: Duration,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,7 +140,56 @@ fn main() -> std::process::ExitCode {
 }
 
 fn bench() -> Result<()> {
-    let Command::Run {
+    match Cli::parse().command {
+        Command::Compare {
+            stores,
+            workloads,
+            duration,
+            clients,
+            key_count,
+            value_size,
+            port,
+            out,
+            json,
+        } => {
+            ensure!(
+                clients >= 1 && key_count >= 1,
+                "--clients and --key-count must be at least 1"
+            );
+            let base = LoadSpec {
+                workload: Workload::Write,
+                clients,
+                ops: u64::MAX,
+                duration,
+                key_count,
+                value_size,
+                seed: 42,
+                max_staleness: Duration::ZERO,
+                distribution: Distribution::Uniform,
+            };
+            let (measured, skipped) = compare::compare(&stores, &workloads, &base, port, |run| {
+                eprintln!("running {run} for {duration:?}")
+            });
+            for s in &skipped {
+                eprintln!("skipped {}: {}", s.contender.name(), s.reason);
+            }
+            let chart = compare::write_report(&out, &measured, &skipped)
+                .with_context(|| format!("writing the report into {}", out.display()))?;
+            if json {
+                println!("{}", compare::json(&measured, &skipped));
+            } else {
+                print!("{}", compare::table(&measured));
+                println!("chart: {}", chart.display());
+            }
+            Ok(())
+        }
+        Command::Run(args) => run_one(args),
+    }
+}
+
+/// `hanse-bench run`.
+fn run_one(args: RunArgs) -> Result<()> {
+    let RunArgs {
         target,
         endpoints,
         data_dir,
@@ -116,7 +207,7 @@ fn bench() -> Result<()> {
         region,
         max_staleness,
         json,
-    } = Cli::parse().command;
+    } = args;
     ensure!(
         clients >= 1 && key_count >= 1 && ops >= 1,
         "--clients, --key-count and --ops must be at least 1"

@@ -1,0 +1,318 @@
+//! `hanse bench compare`: the same workloads against Hanse (a 3-node cluster of real
+//! processes and the embedded mode) and the stores a user would pick instead, back to back
+//! in one invocation on this machine, as one table with each figure and Hanse's ratio to
+//! each peer, and a bar chart.
+//!
+//! Peers run here: raw RocksDB with synced writes. etcd and PostgreSQL are not wired in
+//! yet; they are listed as skipped with that reason.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use hanse_client::{Client, ClientOptions};
+
+use crate::load::{LoadReport, LoadSpec, Target, Workload, preload, run};
+
+/// What a comparison runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Contender {
+    /// A 3-node Hanse cluster of real processes on 127.0.0.x (`hanse cluster up`).
+    Hanse,
+    /// Hanse's embedded mode in this process.
+    Embedded,
+    /// Raw RocksDB with synced writes in this process.
+    Rocksdb,
+    /// A 3-member etcd cluster (not wired in yet).
+    Etcd,
+    /// PostgreSQL (not wired in yet).
+    Postgres,
+}
+
+impl Contender {
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Hanse => "hanse",
+            Contender::Embedded => "embedded",
+            Contender::Rocksdb => "rocksdb",
+            Contender::Etcd => "etcd",
+            Contender::Postgres => "postgres",
+        }
+    }
+
+    fn is_hanse(self) -> bool {
+        matches!(self, Contender::Hanse | Contender::Embedded)
+    }
+}
+
+/// One workload against one contender.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub workload: Workload,
+    pub contender: Contender,
+    pub report: LoadReport,
+}
+
+/// A contender that could not run, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub contender: Contender,
+    pub reason: String,
+}
+
+/// A local cluster started with the `hanse` binary beside this one; down when dropped.
+struct LocalCluster {
+    hanse: PathBuf,
+    dir: tempfile::TempDir,
+    endpoints: Vec<String>,
+}
+
+impl LocalCluster {
+    fn start(port: u16) -> Result<LocalCluster, String> {
+        let hanse = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("hanse");
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new(&hanse)
+            .args(["cluster", "up", "--nodes", "3", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir.path().join("cluster"))
+            .output()
+            .map_err(|e| format!("running {}: {e}", hanse.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let endpoints = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("endpoints: "))
+            .map(|line| line.split(',').map(str::to_string).collect());
+        let cluster = LocalCluster {
+            hanse,
+            dir,
+            endpoints: endpoints.unwrap_or_default(),
+        };
+        if !out.status.success() || cluster.endpoints.is_empty() {
+            return Err(format!(
+                "hanse cluster up failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(cluster)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.hanse)
+            .args(["cluster", "down", "--dir"])
+            .arg(self.dir.path().join("cluster"))
+            .output();
+    }
+}
+
+/// Runs every workload of `workloads` (with `base`'s other settings) against each of
+/// `contenders`; `port` is the local cluster's. `progress` hears each run's name.
+pub fn compare(
+    contenders: &[Contender],
+    workloads: &[Workload],
+    base: &LoadSpec,
+    port: u16,
+    progress: impl Fn(&str),
+) -> (Vec<Measured>, Vec<Skipped>) {
+    let mut measured = Vec::new();
+    let mut skipped = Vec::new();
+    for &contender in contenders {
+        // Stores with their own runtime are opened and dropped outside this one.
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let opened: Result<(Target, Option<LocalCluster>), String> = match contender {
+            Contender::Hanse => LocalCluster::start(port).and_then(|cluster| {
+                let client = Client::new(&cluster.endpoints, ClientOptions::default())
+                    .map_err(|e| e.to_string())?;
+                Ok((Target::Cluster(Arc::new(client)), Some(cluster)))
+            }),
+            Contender::Embedded => hanse::Db::open(scratch.path(), hanse::Options::default())
+                .map(|db| (Target::Embedded(Arc::new(db)), None))
+                .map_err(|e| e.to_string()),
+            Contender::Rocksdb => {
+                let mut options = hanse_storage::rocksdb_options();
+                options.create_if_missing(true);
+                rocksdb::DB::open(&options, scratch.path())
+                    .map(|db| (Target::RocksDb(Arc::new(db)), None))
+                    .map_err(|e| e.to_string())
+            }
+            Contender::Etcd | Contender::Postgres => {
+                Err("not wired into the load generator yet".to_string())
+            }
+        };
+        let (target, cluster) = match opened {
+            Ok(opened) => opened,
+            Err(reason) => {
+                skipped.push(Skipped { contender, reason });
+                continue;
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let loaded = runtime.block_on(preload(&target, base, |_| {}));
+        if let Err(e) = loaded {
+            skipped.push(Skipped {
+                contender,
+                reason: format!("loading its keys failed: {e}"),
+            });
+            continue;
+        }
+        for &workload in workloads {
+            progress(&format!("{} {}", contender.name(), workload_name(workload)));
+            let spec = LoadSpec {
+                workload,
+                ..base.clone()
+            };
+            let report = runtime.block_on(run(target.clone(), &spec, None, |_| {}));
+            measured.push(Measured {
+                workload,
+                contender,
+                report,
+            });
+        }
+        drop(runtime);
+        drop(target);
+        drop(cluster);
+    }
+    (measured, skipped)
+}
+
+pub fn workload_name(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Write => "write",
+        Workload::Read => "ycsb-c",
+        Workload::Mixed => "ycsb-a",
+        Workload::YcsbB => "ycsb-b",
+        Workload::YcsbE => "ycsb-e",
+        Workload::Hot => "hot",
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The comparison as a markdown table: each workload and contender with its throughput
+/// and latency, and Hanse's throughput over each peer's.
+pub fn table(measured: &[Measured]) -> String {
+    let peers: Vec<Contender> = unique(measured.iter().map(|m| m.contender))
+        .into_iter()
+        .filter(|c| !c.is_hanse())
+        .collect();
+    let mut out = String::from("| workload | store | ops/s | p50 ms | p99 ms | p999 ms |");
+    for peer in &peers {
+        out += &format!(" ×{} |", peer.name());
+    }
+    out += "\n| --- | --- | --- | --- | --- | --- |";
+    out += &" --- |".repeat(peers.len());
+    out += "\n";
+    for m in measured {
+        let h = &m.report.latency_us;
+        out += &format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            workload_name(m.workload),
+            m.contender.name(),
+            m.report.throughput(),
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+        );
+        for peer in &peers {
+            let theirs = measured
+                .iter()
+                .find(|o| o.workload == m.workload && o.contender == *peer);
+            out += &match theirs {
+                Some(theirs) if m.contender.is_hanse() && theirs.report.throughput() > 0.0 => {
+                    format!(
+                        " {:.2} |",
+                        m.report.throughput() / theirs.report.throughput()
+                    )
+                }
+                _ => " |".to_string(),
+            };
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// The comparison as JSON.
+pub fn json(measured: &[Measured], skipped: &[Skipped]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = measured
+        .iter()
+        .map(|m| {
+            let h = &m.report.latency_us;
+            serde_json::json!({
+                "workload": workload_name(m.workload),
+                "store": m.contender.name(),
+                "ops": m.report.ops,
+                "errors": m.report.errors,
+                "ops_per_sec": m.report.throughput(),
+                "p50_ms": ms(h.value_at_quantile(0.5)),
+                "p99_ms": ms(h.value_at_quantile(0.99)),
+                "p999_ms": ms(h.value_at_quantile(0.999)),
+            })
+        })
+        .collect();
+    let skipped: Vec<serde_json::Value> = skipped
+        .iter()
+        .map(|s| serde_json::json!({ "store": s.contender.name(), "reason": s.reason }))
+        .collect();
+    serde_json::json!({ "runs": rows, "skipped": skipped })
+}
+
+/// Writes `compare.md`, `compare.json` and `compare.png` (throughput per workload and
+/// store) into `dir`; answers the chart's path.
+pub fn write_report(
+    dir: &Path,
+    measured: &[Measured],
+    skipped: &[Skipped],
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("compare.md"), table(measured))?;
+    std::fs::write(
+        dir.join("compare.json"),
+        serde_json::to_vec_pretty(&json(measured, skipped))?,
+    )?;
+    let workloads = unique(measured.iter().map(|m| m.workload));
+    let groups: Vec<String> = workloads
+        .iter()
+        .map(|w| workload_name(*w).to_string())
+        .collect();
+    let series: Vec<(String, Vec<f64>)> = unique(measured.iter().map(|m| m.contender))
+        .into_iter()
+        .map(|c| {
+            let values = workloads
+                .iter()
+                .map(|w| {
+                    measured
+                        .iter()
+                        .find(|m| m.contender == c && m.workload == *w)
+                        .map_or(0.0, |m| m.report.throughput())
+                })
+                .collect();
+            (c.name().to_string(), values)
+        })
+        .collect();
+    let chart = dir.join("compare.png");
+    std::fs::write(
+        &chart,
+        hanse::chart::bar_chart("throughput by store", "ops/s", &groups, &series),
+    )?;
+    Ok(chart)
+}
+
+/// The distinct items in their first order.
+fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}

@@ -1,0 +1,56 @@
+//! `hanse-bench compare` as a user runs it: every store it can run gets each workload,
+//! the ones it cannot are listed with the reason, and the report and chart are written.
+
+use std::process::Command;
+
+#[test]
+fn compare_runs_each_store_and_writes_the_table_and_chart() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+        .args(["compare", "--stores", "embedded,rocksdb,etcd"])
+        .args([
+            "--workloads",
+            "write,ycsb-c",
+            "--duration",
+            "1s",
+            "--clients",
+            "4",
+        ])
+        .args(["--key-count", "200", "--json", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let stores: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["store"].as_str().unwrap(),
+                r["workload"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stores,
+        [
+            ("embedded", "write"),
+            ("embedded", "ycsb-c"),
+            ("rocksdb", "write"),
+            ("rocksdb", "ycsb-c")
+        ]
+    );
+    for r in runs {
+        assert!(r["ops"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
+    }
+    assert_eq!(report["skipped"][0]["store"], "etcd");
+    let table = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
+    assert!(table.contains("| ×rocksdb |"), "{table}");
+    let chart = std::fs::read(out.path().join("compare.png")).unwrap();
+    assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n");
+}
