@@ -45,6 +45,28 @@ impl Contender {
     }
 }
 
+/// Opens `contender`'s store in this process, in `dir`: the embedded mode or raw RocksDB
+/// (its own runtime: call it outside any). The others run elsewhere.
+pub fn open_local(contender: Contender, dir: &Path) -> Result<Target, String> {
+    match contender {
+        Contender::Embedded => hanse::Db::open(dir, hanse::Options::default())
+            .map(|db| Target::Embedded(Arc::new(db)))
+            .map_err(|e| format!("opening {}: {e}", dir.display())),
+        Contender::Rocksdb => {
+            let mut options = hanse_storage::rocksdb_options();
+            options.create_if_missing(true);
+            rocksdb::DB::open(&options, dir)
+                .map(|db| Target::RocksDb(Arc::new(db)))
+                .map_err(|e| format!("opening {}: {e}", dir.display()))
+        }
+        Contender::Hanse => Err("a cluster is reached over the network, not opened".into()),
+        Contender::Etcd | Contender::Postgres => Err(format!(
+            "{} is not wired into the load generator yet",
+            contender.name()
+        )),
+    }
+}
+
 /// One workload against one contender.
 #[derive(Debug, Clone)]
 pub struct Measured {
@@ -128,19 +150,7 @@ pub fn compare(
                     .map_err(|e| e.to_string())?;
                 Ok((Target::Cluster(Arc::new(client)), Some(cluster)))
             }),
-            Contender::Embedded => hanse::Db::open(scratch.path(), hanse::Options::default())
-                .map(|db| (Target::Embedded(Arc::new(db)), None))
-                .map_err(|e| e.to_string()),
-            Contender::Rocksdb => {
-                let mut options = hanse_storage::rocksdb_options();
-                options.create_if_missing(true);
-                rocksdb::DB::open(&options, scratch.path())
-                    .map(|db| (Target::RocksDb(Arc::new(db)), None))
-                    .map_err(|e| e.to_string())
-            }
-            Contender::Etcd | Contender::Postgres => {
-                Err("not wired into the load generator yet".to_string())
-            }
+            local => open_local(local, scratch.path()).map(|target| (target, None)),
         };
         let (target, cluster) = match opened {
             Ok(opened) => opened,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use hanse::config::NodeConfig;
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
@@ -21,17 +21,6 @@ use hanse_client::{Client, ClientOptions, proto};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Target {
-    /// A running Hanse cluster (--endpoints).
-    Hanse,
-    /// Hanse's embedded mode in this process (--data-dir, default a temporary one).
-    Embedded,
-    /// Raw RocksDB with synced writes in this process (--data-dir, default a temporary
-    /// one): the embedded mode's baseline.
-    Rocksdb,
 }
 
 #[derive(Subcommand)]
@@ -80,8 +69,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// What to drive: a running cluster (hanse, with --endpoints), the embedded mode or
+    /// raw RocksDB in this process.
     #[arg(long, value_enum, default_value = "hanse")]
-    target: Target,
+    target: Contender,
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     endpoints: Vec<String>,
     /// The store's directory for --target embedded or rocksdb (default: a temporary
@@ -228,7 +219,7 @@ fn run_one(args: RunArgs) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = data_dir.unwrap_or_else(|| scratch.path().to_path_buf());
     let store = match target {
-        Target::Hanse => {
+        Contender::Hanse => {
             ensure!(!endpoints.is_empty(), "--target hanse needs --endpoints");
             let options = ClientOptions {
                 region,
@@ -236,18 +227,7 @@ fn run_one(args: RunArgs) -> Result<()> {
             };
             load::Target::Cluster(Arc::new(Client::new(&endpoints, options)?))
         }
-        Target::Embedded => {
-            let db = hanse::Db::open(&dir, hanse::Options::default())
-                .with_context(|| format!("opening {}", dir.display()))?;
-            load::Target::Embedded(Arc::new(db))
-        }
-        Target::Rocksdb => {
-            let mut options = hanse_storage::rocksdb_options();
-            options.create_if_missing(true);
-            let db = rocksdb::DB::open(&options, &dir)
-                .with_context(|| format!("opening {}", dir.display()))?;
-            load::Target::RocksDb(Arc::new(db))
-        }
+        local => compare::open_local(local, &dir).map_err(anyhow::Error::msg)?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -286,7 +266,7 @@ fn run_one(args: RunArgs) -> Result<()> {
         let ms = |us: u64| us as f64 / 1000.0;
         if json {
             let out = serde_json::json!({
-                "target": format!("{target:?}").to_lowercase(),
+                "target": target.name(),
                 "workload": format!("{workload:?}").to_lowercase(),
                 "clients": clients,
                 "ops": report.ops,
