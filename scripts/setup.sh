@@ -11,6 +11,13 @@ TORCH_VERSION=2.13.0 # must match the tch crate (0.26) pinned in Cargo.toml
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# A full build and test run writes about 8 GiB (target/, the caches); say so up front
+# rather than failing halfway with "No space left on device".
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  log "warning: only $((free_kib / 1024 / 1024)) GiB free here; building and testing needs about 8 GiB"
+fi
+
 # RocksDB from Debian (dynamic link: seconds instead of a 15-minute C++ build),
 # libclang for the rocksdb crate's bindgen.
 apt_install() {
@@ -26,6 +33,10 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 apt_install librocksdb-dev libclang-dev pkg-config
+# The peers `hanse bench compare` runs beside Hanse (a 3-member etcd cluster and
+# PostgreSQL, each started by the benchmark itself), and protoc for the etcd client
+# crate's generated code.
+apt_install etcd-server postgresql protobuf-compiler
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   log "cargo (stable Rust) is required; this machine kind ships it under ~/.cargo/bin"

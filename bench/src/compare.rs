@@ -3,16 +3,19 @@
 //! in one invocation on this machine, as one table with each figure and Hanse's ratio to
 //! each peer, and a bar chart.
 //!
-//! Peers run here: raw RocksDB with synced writes. etcd and PostgreSQL are not wired in
-//! yet; they are listed as skipped with that reason.
+//! Peers run here, each with the same durability as Hanse (acknowledged means on disk):
+//! raw RocksDB with synced writes, a 3-member etcd cluster and PostgreSQL (see
+//! [`crate::peers`]). A peer that cannot run is listed as skipped with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use hanse_client::{Client, ClientOptions};
+use tokio::runtime::Runtime;
 
 use crate::load::{LoadReport, LoadSpec, Target, Workload, preload, run};
+use crate::peers::{Etcd, Postgres};
 
 /// What a comparison runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,9 +26,9 @@ pub enum Contender {
     Embedded,
     /// Raw RocksDB with synced writes in this process.
     Rocksdb,
-    /// A 3-member etcd cluster (not wired in yet).
+    /// A 3-member etcd cluster of real processes on 127.0.0.21-23.
     Etcd,
-    /// PostgreSQL (not wired in yet).
+    /// PostgreSQL on 127.0.0.30, a key-value table, synchronous commits.
     Postgres,
 }
 
@@ -59,11 +62,59 @@ pub fn open_local(contender: Contender, dir: &Path) -> Result<Target, String> {
                 .map(|db| Target::RocksDb(Arc::new(db)))
                 .map_err(|e| format!("opening {}: {e}", dir.display()))
         }
-        Contender::Hanse => Err("a cluster is reached over the network, not opened".into()),
-        Contender::Etcd | Contender::Postgres => Err(format!(
-            "{} is not wired into the load generator yet",
+        Contender::Hanse | Contender::Etcd | Contender::Postgres => Err(format!(
+            "{} runs in its own processes, not in this one",
             contender.name()
         )),
+    }
+}
+
+/// The processes a contender runs in, started for a run; stopped when dropped.
+pub enum Servers {
+    Hanse(LocalCluster),
+    Etcd(Etcd),
+    Postgres(Postgres),
+}
+
+/// Starts `contender` fresh and answers the target to drive, with the processes it runs
+/// in: a cluster listens on `port` of its own 127.0.0.x addresses, an in-process store
+/// lives in `dir`, a pool has `clients` connections. Call it outside `runtime` and from
+/// the thread that lives for the run: the processes die with it.
+pub fn start(
+    contender: Contender,
+    dir: &Path,
+    port: u16,
+    clients: usize,
+    runtime: &Runtime,
+) -> Result<(Target, Option<Servers>), String> {
+    match contender {
+        Contender::Hanse => {
+            let cluster = LocalCluster::start(port)?;
+            let client = Client::new(&cluster.endpoints, ClientOptions::default())
+                .map_err(|e| e.to_string())?;
+            Ok((
+                Target::Cluster(Arc::new(client)),
+                Some(Servers::Hanse(cluster)),
+            ))
+        }
+        Contender::Etcd => {
+            let mut etcd = Etcd::start(port).map_err(|e| e.to_string())?;
+            let client = runtime
+                .block_on(etcd.connect())
+                .map_err(|e| e.to_string())?;
+            Ok((Target::Etcd(Arc::new(client)), Some(Servers::Etcd(etcd))))
+        }
+        Contender::Postgres => {
+            let mut postgres = Postgres::start(port).map_err(|e| e.to_string())?;
+            let pool = runtime
+                .block_on(postgres.connect(clients))
+                .map_err(|e| e.to_string())?;
+            Ok((
+                Target::Postgres(Arc::new(pool)),
+                Some(Servers::Postgres(postgres)),
+            ))
+        }
+        local => open_local(local, dir).map(|target| (target, None)),
     }
 }
 
@@ -83,7 +134,7 @@ pub struct Skipped {
 }
 
 /// A local cluster started with the `hanse` binary beside this one; down when dropped.
-struct LocalCluster {
+pub struct LocalCluster {
     hanse: PathBuf,
     dir: tempfile::TempDir,
     endpoints: Vec<String>,
@@ -142,27 +193,19 @@ pub fn compare(
     let mut measured = Vec::new();
     let mut skipped = Vec::new();
     for &contender in contenders {
-        // Stores with their own runtime are opened and dropped outside this one.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
         let scratch = tempfile::tempdir().expect("a temporary directory");
-        let opened: Result<(Target, Option<LocalCluster>), String> = match contender {
-            Contender::Hanse => LocalCluster::start(port).and_then(|cluster| {
-                let client = Client::new(&cluster.endpoints, ClientOptions::default())
-                    .map_err(|e| e.to_string())?;
-                Ok((Target::Cluster(Arc::new(client)), Some(cluster)))
-            }),
-            local => open_local(local, scratch.path()).map(|target| (target, None)),
-        };
-        let (target, cluster) = match opened {
-            Ok(opened) => opened,
+        let (target, servers) = match start(contender, scratch.path(), port, base.clients, &runtime)
+        {
+            Ok(started) => started,
             Err(reason) => {
                 skipped.push(Skipped { contender, reason });
                 continue;
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
         let loaded = runtime.block_on(preload(&target, base, |_| {}));
         if let Err(e) = loaded {
             skipped.push(Skipped {
@@ -184,9 +227,11 @@ pub fn compare(
                 report,
             });
         }
+        // Connections end with the runtime, then the servers stop; a store with its own
+        // runtime is dropped outside this one.
         drop(runtime);
         drop(target);
-        drop(cluster);
+        drop(servers);
     }
     (measured, skipped)
 }

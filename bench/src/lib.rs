@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod load;
+pub mod peers;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,8 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rocksdb::{DB, WriteOptions};
 
+use crate::peers::PgPool;
+
 /// What the load generator drives.
 #[derive(Clone)]
 pub enum Target {
@@ -19,6 +21,10 @@ pub enum Target {
     Embedded(Arc<hanse::Db>),
     /// Raw RocksDB with synced writes: the embedded mode's baseline.
     RocksDb(Arc<DB>),
+    /// An etcd cluster (linearizable reads, etcd's default).
+    Etcd(Arc<etcd_client::Client>),
+    /// PostgreSQL's `kv` table through a pool of connections.
+    Postgres(Arc<PgPool>),
 }
 
 /// Why one operation failed.
@@ -30,6 +36,10 @@ pub enum TargetError {
     Embedded(#[from] hanse::Error),
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("the store's worker thread failed: {0}")]
     Worker(String),
 }
@@ -44,24 +54,32 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Target {
-    async fn get(&self, key: Vec<u8>, max_staleness: Duration) -> Result<(), TargetError> {
-        match self {
-            Target::Cluster(client) => {
-                client.get_stale(&key, max_staleness).await?;
-            }
+    /// The value of `key`; a cluster may serve it from a follower within `max_staleness`.
+    pub async fn get(
+        &self,
+        key: Vec<u8>,
+        max_staleness: Duration,
+    ) -> Result<Option<Vec<u8>>, TargetError> {
+        Ok(match self {
+            Target::Cluster(client) => client.get_stale(&key, max_staleness).await?.value,
             Target::Embedded(db) => {
                 let db = db.clone();
-                blocking(move || Ok(db.get(&key).map(|_| ())?)).await?;
+                blocking(move || Ok(db.get(&key)?)).await?
             }
             Target::RocksDb(db) => {
                 let db = db.clone();
-                blocking(move || Ok(db.get(&key).map(|_| ())?)).await?;
+                blocking(move || Ok(db.get(&key)?)).await?
             }
-        }
-        Ok(())
+            Target::Etcd(client) => {
+                let found = client.kv_client().get(key, None).await?;
+                found.kvs().first().map(|pair| pair.value().to_vec())
+            }
+            Target::Postgres(pool) => pool.get(&key).await?,
+        })
     }
 
-    async fn put(&self, key: Vec<u8>, value: Arc<[u8]>) -> Result<(), TargetError> {
+    /// Writes `key`; durable when it returns.
+    pub async fn put(&self, key: Vec<u8>, value: Arc<[u8]>) -> Result<(), TargetError> {
         match self {
             Target::Cluster(client) => client.put(&key, &value).await?,
             Target::Embedded(db) => {
@@ -77,38 +95,49 @@ impl Target {
                 })
                 .await?;
             }
+            Target::Etcd(client) => {
+                client.kv_client().put(key, value.to_vec(), None).await?;
+            }
+            Target::Postgres(pool) => pool.put(&key, &value).await?,
         }
         Ok(())
     }
 
-    /// Up to `limit` pairs from `start` on.
-    async fn scan(&self, start: Vec<u8>, limit: u32) -> Result<(), TargetError> {
-        match self {
-            Target::Cluster(client) => {
-                client.scan(&start, SCAN_END, limit, false).await?;
-            }
+    /// How many pairs (at most `limit`) there are from `start` on.
+    pub async fn scan(&self, start: Vec<u8>, limit: u32) -> Result<usize, TargetError> {
+        Ok(match self {
+            Target::Cluster(client) => client.scan(&start, SCAN_END, limit, false).await?.len(),
             Target::Embedded(db) => {
                 let db = db.clone();
-                blocking(move || {
-                    Ok(db
-                        .scan(start..SCAN_END.to_vec(), limit as usize)
-                        .map(|_| ())?)
-                })
-                .await?;
+                blocking(move || Ok(db.scan(start..SCAN_END.to_vec(), limit as usize)?.len()))
+                    .await?
             }
             Target::RocksDb(db) => {
                 let db = db.clone();
                 blocking(move || {
                     let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+                    let mut found = 0;
                     for pair in db.iterator(mode).take(limit as usize) {
                         pair?;
+                        found += 1;
                     }
-                    Ok(())
+                    Ok(found)
                 })
-                .await?;
+                .await?
             }
-        }
-        Ok(())
+            Target::Etcd(client) => {
+                let range = etcd_client::GetOptions::new()
+                    .with_range(SCAN_END)
+                    .with_limit(limit.into());
+                client
+                    .kv_client()
+                    .get(start, Some(range))
+                    .await?
+                    .kvs()
+                    .len()
+            }
+            Target::Postgres(pool) => pool.scan(&start, SCAN_END, limit).await?.len(),
+        })
     }
 }
 
@@ -344,9 +373,9 @@ async fn operate(
     inserted: &AtomicU64,
 ) -> Result<(), TargetError> {
     match op {
-        Op::Get => target.get(k, spec.max_staleness).await,
+        Op::Get => target.get(k, spec.max_staleness).await.map(drop),
         Op::Put => target.put(k, value.clone()).await,
-        Op::Scan { limit } => target.scan(k, limit).await,
+        Op::Scan { limit } => target.scan(k, limit).await.map(drop),
         Op::Insert => {
             let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
             target.put(new, value.clone()).await

@@ -7,10 +7,10 @@ use std::process::Command;
 fn compare_runs_each_store_and_writes_the_table_and_chart() {
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
-        .args(["compare", "--stores", "embedded,rocksdb,etcd"])
+        .args(["compare", "--stores", "embedded,rocksdb,etcd,postgres"])
         .args([
             "--workloads",
-            "write,ycsb-c",
+            "write,ycsb-e",
             "--duration",
             "1s",
             "--clients",
@@ -40,17 +40,62 @@ fn compare_runs_each_store_and_writes_the_table_and_chart() {
         stores,
         [
             ("embedded", "write"),
-            ("embedded", "ycsb-c"),
+            ("embedded", "ycsb-e"),
             ("rocksdb", "write"),
-            ("rocksdb", "ycsb-c")
+            ("rocksdb", "ycsb-e"),
+            ("etcd", "write"),
+            ("etcd", "ycsb-e"),
+            ("postgres", "write"),
+            ("postgres", "ycsb-e")
         ]
     );
     for r in runs {
         assert!(r["ops"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
     }
-    assert_eq!(report["skipped"][0]["store"], "etcd");
+    assert_eq!(report["skipped"], serde_json::json!([]));
     let table = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
-    assert!(table.contains("| ×rocksdb |"), "{table}");
+    assert!(
+        table.contains("| ×rocksdb | ×etcd | ×postgres |"),
+        "{table}"
+    );
     let chart = std::fs::read(out.path().join("compare.png")).unwrap();
     assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn a_peer_that_is_not_installed_is_skipped_with_the_reason() {
+    let out = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+        .args([
+            "compare",
+            "--stores",
+            "rocksdb,etcd",
+            "--workloads",
+            "write",
+        ])
+        .args([
+            "--duration",
+            "1s",
+            "--clients",
+            "2",
+            "--key-count",
+            "10",
+            "--json",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["skipped"][0]["store"], "etcd");
+    let reason = report["skipped"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("etcd is not installed"), "{reason}");
 }

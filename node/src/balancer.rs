@@ -137,7 +137,8 @@ impl Balancer {
             preferred_leader_region: config.preferred_leader_region.clone(),
             learner_regions: learner_regions(&config.placement),
             rules: config.placement.clone(),
-            planner_acts: planner.is_some() && config.planner == PlannerMode::Model,
+            planner_acts: planner.is_some()
+                && matches!(config.planner, PlannerMode::Model | PlannerMode::Heuristic),
             planner,
             seen: Mutex::new(HashMap::new()),
         }
@@ -286,9 +287,6 @@ impl Balancer {
                 }
                 return Ok(());
             }
-            if self.planner_acts {
-                return Ok(());
-            }
             let leaders: Vec<LeaderView> = table
                 .iter()
                 .zip(&views)
@@ -319,8 +317,11 @@ impl Balancer {
                 })
                 .collect();
             let preferred = self.preferred_leader_region.as_deref();
+            // The region rules hold in every mode; where the planner acts, it spreads the
+            // other leaders by load.
+            let spread = !self.planner_acts;
             for LeaderMove { shard, to } in
-                leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX)
+                leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX, spread)
             {
                 let request = pb::TransferLeaderRequest {
                     shard_id: shard,
@@ -381,6 +382,16 @@ impl Balancer {
         })
     }
 
+    /// The region a region rule holds `shard`'s leader in, if one does: the preferred
+    /// leader region, else the region most of its requests come from. The planner's
+    /// leader moves keep to it, as the leader heuristic's do.
+    fn leader_region(&self, shard: ShardId, directory: &Directory<'_>) -> Option<String> {
+        let record = directory.table.iter().find(|r| r.descriptor.id == shard)?;
+        self.preferred_leader_region
+            .clone()
+            .or_else(|| writers_region(&record.stats.origins))
+    }
+
     /// Carries out one of the planner's actions: a move adds the new replica first and
     /// removes the old one only once that worked.
     async fn carry_out_planned(
@@ -398,6 +409,12 @@ impl Balancer {
                     .await
             }
             LiveAction::TransferLeader { shard, to } => {
+                if let Some(region) = self.leader_region(shard, directory)
+                    && directory.nodes.get(&to).is_none_or(|n| n.region != region)
+                {
+                    tracing::info!(shard, to, region, "leadership kept in its rule's region");
+                    return Ok(());
+                }
                 let request = pb::TransferLeaderRequest {
                     shard_id: shard,
                     to_node: to,

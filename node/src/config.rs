@@ -181,7 +181,8 @@ pub struct BalanceConfig {
     pub placement: Vec<RegionRule>,
     /// What the planner does (see `hanse_planner::live`): `shadow` (default) records what
     /// it would do beside the size rules, `model` carries its decisions out (the network,
-    /// or the tuned heuristic where the network cannot decide), `off` runs none.
+    /// or the tuned heuristic where the network cannot decide), `heuristic` carries out
+    /// the tuned heuristic's (no network), `off` runs none.
     pub planner: PlannerMode,
     /// The network's weights (default: the ones built into the binary).
     pub planner_weights: Option<PathBuf>,
@@ -198,6 +199,7 @@ pub enum PlannerMode {
     #[default]
     Shadow,
     Model,
+    Heuristic,
 }
 
 impl PlannerMode {
@@ -207,6 +209,7 @@ impl PlannerMode {
             PlannerMode::Off => "off",
             PlannerMode::Shadow => "shadow",
             PlannerMode::Model => "model",
+            PlannerMode::Heuristic => "heuristic",
         }
     }
 }

@@ -106,15 +106,17 @@ pub(crate) struct NodeState {
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
 /// file that cannot be loaded stops the start), else the built-in ones (without which
-/// the planner runs on its tuned heuristic and says so in its status).
+/// the planner runs on its tuned heuristic and says so in its status); none in
+/// heuristic mode.
 fn start_planner(balance: &BalanceConfig) -> Result<Option<Addr<PlannerActor>>, ServerError> {
     let mode = match balance.planner {
         PlannerMode::Off => return Ok(None),
         _ if !balance.enabled => return Ok(None),
         PlannerMode::Shadow => Mode::Shadow,
-        PlannerMode::Model => Mode::Model,
+        PlannerMode::Model | PlannerMode::Heuristic => Mode::Model,
     };
     let net = match &balance.planner_weights {
+        _ if balance.planner == PlannerMode::Heuristic => None,
         Some(path) => Some(
             PlannerNet::load(path).map_err(|e| ServerError::PlannerWeights {
                 path: path.clone(),

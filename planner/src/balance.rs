@@ -192,12 +192,14 @@ pub fn writers_region(origins: &[(String, u64)]) -> Option<String> {
 /// 2. with a `preferred` region, leaders go to a voter there (the one leading least);
 /// 3. otherwise a shard whose requests come mostly from one region ([`LeaderView::writers`])
 ///    moves its leader to a voter there;
-/// 4. the other leaders spread evenly over the nodes that hold voters, one move from the
-///    busiest node to the idlest at a time, and only while they differ by more than one.
+/// 4. with `spread`, the other leaders spread evenly over the nodes that hold voters, one
+///    move from the busiest node to the idlest at a time, and only while they differ by
+///    more than one (without it, where the planner places them by load).
 pub fn leader_policy(
     shards: &[LeaderView],
     preferred: Option<&str>,
     moves_max: usize,
+    spread: bool,
 ) -> Vec<LeaderMove> {
     let mut led: std::collections::BTreeMap<NodeId, usize> = shards
         .iter()
@@ -245,7 +247,7 @@ pub fn leader_policy(
     }
     moves.append(&mut drawn);
     moves.truncate(moves_max);
-    while moves.len() < moves_max {
+    while spread && moves.len() < moves_max {
         let Some((&busiest, &most)) = led
             .iter()
             .max_by_key(|(node, n)| (**n, std::cmp::Reverse(**node)))
@@ -560,21 +562,21 @@ mod tests {
     #[test]
     fn leaders_spread_evenly_one_move_at_a_time() {
         let all_on_one: Vec<_> = (1..=6).map(|id| led_by(id, 1)).collect();
-        let moves = leader_policy(&all_on_one, None, 10);
+        let moves = leader_policy(&all_on_one, None, 10, true);
         let to: Vec<NodeId> = moves.iter().map(|m| m.to).collect();
         assert_eq!(moves.len(), 4, "{moves:?}");
         assert_eq!(to.iter().filter(|&&n| n == 2).count(), 2);
         assert_eq!(to.iter().filter(|&&n| n == 3).count(), 2);
-        assert_eq!(leader_policy(&all_on_one, None, 1).len(), 1);
+        assert_eq!(leader_policy(&all_on_one, None, 1, true).len(), 1);
         let balanced = [led_by(1, 1), led_by(2, 2), led_by(3, 3), led_by(4, 1)];
-        assert!(leader_policy(&balanced, None, 10).is_empty());
+        assert!(leader_policy(&balanced, None, 10, true).is_empty());
     }
 
     #[test]
     fn a_leader_outside_the_eligible_voters_moves_first() {
         let mut in_recovery = led_by(1, 3);
         in_recovery.voters.retain(|(n, _)| *n != 3);
-        let moves = leader_policy(&[in_recovery, led_by(2, 1)], None, 1);
+        let moves = leader_policy(&[in_recovery, led_by(2, 1)], None, 1, true);
         assert_eq!(moves, [LeaderMove { shard: 1, to: 2 }]);
     }
 
@@ -583,11 +585,11 @@ mod tests {
         let mut elsewhere = led_by(2, 3);
         elsewhere.voters.retain(|(n, _)| *n != 2);
         let shards = [led_by(1, 1), elsewhere, led_by(3, 2)];
-        let moves = leader_policy(&shards, Some("ap-china"), 10);
+        let moves = leader_policy(&shards, Some("ap-china"), 10, true);
         assert_eq!(moves, [LeaderMove { shard: 1, to: 2 }]);
         let mut pinned = led_by(4, 1);
         pinned.pinned = true;
-        assert!(leader_policy(&[pinned], Some("ap-china"), 10).is_empty());
+        assert!(leader_policy(&[pinned], Some("ap-china"), 10, true).is_empty());
     }
 
     #[test]
@@ -616,12 +618,12 @@ mod tests {
         settled.writers = Some("eu-hamburg".into());
         let shards = [written_from_hamburg, settled, led_by(3, 3)];
         assert_eq!(
-            leader_policy(&shards, None, 10),
+            leader_policy(&shards, None, 10, true),
             [LeaderMove { shard: 1, to: 1 }]
         );
         // An operator's preferred region comes first.
         assert_eq!(
-            leader_policy(&shards, Some("au-sydney"), 10),
+            leader_policy(&shards, Some("au-sydney"), 10, true),
             [
                 LeaderMove { shard: 1, to: 3 },
                 LeaderMove { shard: 2, to: 3 }

@@ -69,12 +69,18 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// What to drive: a running cluster (hanse, with --endpoints), the embedded mode or
-    /// raw RocksDB in this process.
+    /// What to drive: Hanse (a running cluster with --endpoints, else a fresh local
+    /// one), the embedded mode or raw RocksDB in this process, or a fresh etcd cluster or
+    /// PostgreSQL server started for the run.
     #[arg(long, value_enum, default_value = "hanse")]
     target: Contender,
+    /// A running Hanse cluster's nodes.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     endpoints: Vec<String>,
+    /// The port a store started for the run listens on (each process on its own
+    /// 127.0.0.x address).
+    #[arg(long, default_value_t = 7650)]
+    port: u16,
     /// The store's directory for --target embedded or rocksdb (default: a temporary
     /// one, removed afterwards).
     #[arg(long, value_name = "DIR")]
@@ -180,67 +186,81 @@ fn bench() -> Result<()> {
 
 /// `hanse-bench run`.
 fn run_one(args: RunArgs) -> Result<()> {
-    let RunArgs {
-        target,
-        endpoints,
-        data_dir,
-        workload,
-        distribution,
-        clients,
-        ops,
-        duration,
-        key_count,
-        value_size,
-        seed,
-        rate,
-        kill_leader_after,
-        cluster_dir,
-        region,
-        max_staleness,
-        json,
-    } = args;
     ensure!(
-        clients >= 1 && key_count >= 1 && ops >= 1,
+        args.clients >= 1 && args.key_count >= 1 && args.ops >= 1,
         "--clients, --key-count and --ops must be at least 1"
     );
     let spec = LoadSpec {
-        workload,
-        clients,
-        ops,
-        duration: Duration::from_secs(duration),
-        key_count,
-        value_size,
-        seed,
-        max_staleness,
-        distribution,
+        workload: args.workload,
+        clients: args.clients,
+        ops: args.ops,
+        duration: Duration::from_secs(args.duration),
+        key_count: args.key_count,
+        value_size: args.value_size,
+        seed: args.seed,
+        max_staleness: args.max_staleness,
+        distribution: args.distribution,
     };
     // The embedded store runs its own runtime: it is opened, and dropped, outside this
     // one.
     let scratch = tempfile::tempdir()?;
-    let dir = data_dir.unwrap_or_else(|| scratch.path().to_path_buf());
-    let store = match target {
-        Contender::Hanse => {
-            ensure!(!endpoints.is_empty(), "--target hanse needs --endpoints");
-            let options = ClientOptions {
-                region,
-                ..ClientOptions::default()
-            };
-            load::Target::Cluster(Arc::new(Client::new(&endpoints, options)?))
-        }
-        local => compare::open_local(local, &dir).map_err(anyhow::Error::msg)?,
-    };
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let (store, servers) = match (args.target, args.endpoints.is_empty()) {
+        (Contender::Hanse, false) => {
+            let options = ClientOptions {
+                region: args.region.clone(),
+                ..ClientOptions::default()
+            };
+            let client = Client::new(&args.endpoints, options)?;
+            (load::Target::Cluster(Arc::new(client)), None)
+        }
+        (_, false) => bail!("--endpoints reaches a running Hanse cluster (--target hanse)"),
+        (target, true) => {
+            eprintln!("starting {}", target.name());
+            compare::start(target, &dir, args.port, args.clients, &runtime)
+                .map_err(anyhow::Error::msg)?
+        }
+    };
+    let result = measure(&runtime, &store, &spec, &args);
+    drop(runtime);
+    drop(store);
+    drop(servers);
+    result
+}
+
+/// Runs `spec` against `store` as `args` say and prints what it measured.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    store: &load::Target,
+    spec: &LoadSpec,
+    args: &RunArgs,
+) -> Result<()> {
+    let RunArgs {
+        target,
+        workload,
+        clients,
+        ops,
+        key_count,
+        rate,
+        kill_leader_after,
+        json,
+        ..
+    } = *args;
     runtime.block_on(async {
         if workload.reads() {
             eprintln!("loading {key_count} keys");
-            preload(&store, &spec, |n| bar(n, key_count)).await?;
+            preload(store, spec, |n| bar(n, key_count)).await?;
             end_bar();
         }
-        let fault = match (kill_leader_after, cluster_dir) {
+        let fault = match (kill_leader_after, &args.cluster_dir) {
             (Some(after), Some(dir)) => {
-                let (leader, pid) = find_leader(&dir).await?;
+                let (leader, pid) = find_leader(dir).await?;
                 eprintln!("will SIGKILL leader node {leader} (pid {pid}) after {after}s");
                 Some(Fault {
                     after: Duration::from_secs_f64(after),
@@ -258,8 +278,8 @@ fn run_one(args: RunArgs) -> Result<()> {
             _ => None,
         };
         let report = match rate {
-            Some(rate) => run_at_rate(store.clone(), &spec, rate, |n| bar(n, ops)).await,
-            None => run(store.clone(), &spec, fault, |n| bar(n, ops)).await,
+            Some(rate) => run_at_rate(store.clone(), spec, rate, |n| bar(n, ops)).await,
+            None => run(store.clone(), spec, fault, |n| bar(n, ops)).await,
         };
         end_bar();
         let h = &report.latency_us;

@@ -318,7 +318,18 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
             keys += page?.len() as u64;
         }
     }
-    let endpoints = crate::cluster::up_new(&args.dir, args.nodes, args.port)?;
+    let regions: Vec<String> = (0..args.nodes as usize)
+        .map(|i| {
+            crate::cluster::DEFAULT_REGIONS[i % crate::cluster::DEFAULT_REGIONS.len()].to_string()
+        })
+        .collect();
+    let endpoints = crate::cluster::up_new(
+        &args.dir,
+        &regions,
+        args.port,
+        "",
+        &hanse_consensus::latency::LatencyMatrix::default(),
+    )?;
     let client = Arc::new(Client::new(&endpoints, ClientOptions::default())?);
     let restored = runtime()?.block_on(async {
         let mut restored = 0u64;

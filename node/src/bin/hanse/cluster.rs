@@ -411,27 +411,35 @@ fn section(name: &str, lines: &[String]) -> String {
     format!("[{name}]\n{}\n\n", lines.join("\n"))
 }
 
-/// Creates a cluster of `nodes` nodes in `dir` as `hanse cluster up` does by default,
-/// starts it and returns its endpoints; a directory that already holds one is refused.
-pub fn up_new(dir: &Path, nodes: u64, port: u16) -> Result<Vec<String>> {
+/// The regions `hanse cluster up` assigns to its nodes in turn by default.
+pub const DEFAULT_REGIONS: [&str; 3] = ["eu-hamburg", "ap-china", "au-sydney"];
+
+/// Creates a cluster in `dir` with one node per entry of `regions` (in that region),
+/// listening on `port`, with `tables` as the nodes' extra TOML tables (`[balance]`...)
+/// and `latency` between regions; starts it and returns its endpoints. A directory that
+/// already holds a cluster is refused.
+pub fn up_new(
+    dir: &Path,
+    regions: &[String],
+    port: u16,
+    tables: &str,
+    latency: &LatencyMatrix,
+) -> Result<Vec<String>> {
     ensure!(
         !config_path(dir, 1).exists(),
         "{} already holds a cluster; give a new directory",
         dir.display()
     );
-    let regions: Vec<String> = ["eu-hamburg", "ap-china", "au-sydney"]
-        .map(String::from)
-        .to_vec();
     let layout = Layout {
-        nodes,
-        regions: &regions,
+        nodes: regions.len() as u64,
+        regions,
         ports: Ports {
             listen: port,
             advertise: port,
         },
-        tables: "",
+        tables,
         ingest_region: "eu-hamburg",
-        latency: &LatencyMatrix::default(),
+        latency,
     };
     up(dir, &layout, Duration::from_secs(30))?;
     Ok(configs(&dir.canonicalize()?)?
@@ -678,22 +686,24 @@ fn wait_until_serving(
     let started = Instant::now();
     // A linearizable read needs an elected leader that has applied its log.
     let served = runtime.block_on(client.get(b"hanse-cluster-up-probe"));
+    // A node that exited (say, its address was taken by another cluster, which may then
+    // be the one that answered) fails the start either way.
+    let dead: Vec<String> = configs
+        .iter()
+        .filter(|c| running_pid(dir, c.node_id).is_none())
+        .map(|c| {
+            format!(
+                "node {} (see {}/node{}.log)",
+                c.node_id,
+                dir.display(),
+                c.node_id
+            )
+        })
+        .collect();
+    if !dead.is_empty() {
+        bail!("nodes exited: {}", dead.join(", "));
+    }
     if let Err(e) = served {
-        let dead: Vec<String> = configs
-            .iter()
-            .filter(|c| running_pid(dir, c.node_id).is_none())
-            .map(|c| {
-                format!(
-                    "node {} (see {}/node{}.log)",
-                    c.node_id,
-                    dir.display(),
-                    c.node_id
-                )
-            })
-            .collect();
-        if !dead.is_empty() {
-            bail!("nodes exited: {}", dead.join(", "));
-        }
         bail!(
             "the cluster did not serve within {:?}: {e}",
             started.elapsed()
@@ -790,6 +800,14 @@ async fn leads(addr: &str) -> bool {
 }
 
 fn down(dir: &Path) -> Result<()> {
+    let stopped = stop_all(dir)?;
+    println!("stopped {stopped} node(s); data kept in {}", dir.display());
+    Ok(())
+}
+
+/// Stops every running node of the cluster in `dir` (SIGTERM, SIGKILL after five
+/// seconds); answers how many ran.
+pub fn stop_all(dir: &Path) -> Result<usize> {
     let configs = configs(dir)?;
     let mut stopping = Vec::new();
     for config in &configs {
@@ -812,12 +830,7 @@ fn down(dir: &Path) -> Result<()> {
         }
         let _ = fs::remove_file(pid_path(dir, *id));
     }
-    println!(
-        "stopped {} node(s); data kept in {}",
-        stopping.len(),
-        dir.display()
-    );
-    Ok(())
+    Ok(stopping.len())
 }
 
 fn signal(pid: i32, signal: i32) {

@@ -8,6 +8,7 @@ mod display;
 mod kv;
 mod planner;
 mod server;
+mod tour;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the store through a short workload and shows what it did.
+    /// The story on one machine: a cluster in three regions under a moving Hamburg
+    /// hotspot, shown live, then a summary and a report (`--embedded`: a short tour of
+    /// the embedded store instead).
     Demo(demo::DemoArgs),
     /// Reads and writes keys.
     Kv(kv::KvArgs),
