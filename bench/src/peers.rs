@@ -152,15 +152,18 @@ impl Etcd {
         })
     }
 
-    /// A client of the cluster once a linearizable read succeeds.
+    /// A client of the cluster once every member serves a linearizable read (the client
+    /// spreads its requests over all of them).
     pub async fn connect(&mut self) -> Result<etcd_client::Client, PeerError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             check_running(&mut self.members, "etcd")?;
             let attempt = async {
-                let mut client = etcd_client::Client::connect(&self.endpoints, None).await?;
-                client.get("hanse-bench-probe", None).await?;
-                Ok::<_, etcd_client::Error>(client)
+                for member in &self.endpoints {
+                    let mut client = etcd_client::Client::connect([member], None).await?;
+                    client.get("hanse-bench-probe", None).await?;
+                }
+                etcd_client::Client::connect(&self.endpoints, None).await
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
                 Ok(Ok(client)) => return Ok(client),
