@@ -6,6 +6,7 @@
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 pub fn hanse(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hanse"))
@@ -88,14 +89,21 @@ pub fn admin_json_shards(what: &str, endpoint: &str) -> Vec<serde_json::Value> {
     answer["shards"].as_array().unwrap().clone()
 }
 
-/// A port free on 127.0.0.11 now (nodes listen on it, each on its own 127.0.0.x).
+/// A port free on 127.0.0.11-19 now (nodes listen on it, each on its own 127.0.0.x),
+/// below the kernel's ephemeral range (32768 up): the nodes' own outgoing connections,
+/// bound to their 127.0.0.x, take their ports from there, and one of them could hold a
+/// port picked from that range by the time a node binds it.
 pub fn free_port() -> String {
-    TcpListener::bind("127.0.0.11:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
+    static TRIED: AtomicU16 = AtomicU16::new(0);
+    // Test binaries run at once; each starts in its own part of the range.
+    let start = (std::process::id() % 600) as u16 * 20;
+    for _ in 0..2_000 {
+        let port = 20_000 + (start + TRIED.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if (11..=19).all(|ip| TcpListener::bind(format!("127.0.0.{ip}:{port}")).is_ok()) {
+            return port.to_string();
+        }
+    }
+    panic!("no port from 20000 to 31999 is free on 127.0.0.11-19");
 }
 
 /// The endpoints of the `endpoints: H:P,...` line that `cluster up` and `restore` print.
