@@ -1,31 +1,39 @@
 //! `hanse-bench compare` as a user runs it: every store it can run gets each workload,
 //! the ones it cannot are listed with the reason, and the report and chart are written.
 
+use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn compare_runs_each_store_and_writes_the_table_and_chart() {
-    let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
-        .args(["compare", "--stores", "embedded,rocksdb,etcd,postgres"])
-        .args([
-            "--workloads",
-            "write,ycsb-e",
-            "--duration",
-            "1s",
-            "--clients",
-            "4",
-        ])
-        .args(["--key-count", "200", "--json", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
+/// `hanse-bench compare --json` of `stores` with `workloads` (1 s each), the report
+/// written into `out`; `path` replaces the PATH it searches for the peers.
+fn compare(stores: &str, workloads: &str, out: &Path, path: Option<&Path>) -> serde_json::Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hanse-bench"));
+    command
+        .args(["compare", "--stores", stores, "--workloads", workloads])
+        .args(["--duration", "1s", "--clients", "4", "--key-count", "200"])
+        .args(["--json", "--out"])
+        .arg(out);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let run = command.output().unwrap();
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn compare_runs_each_store_and_writes_the_table_and_chart() {
+    let out = tempfile::tempdir().unwrap();
+    let report = compare(
+        "embedded,rocksdb,etcd,postgres",
+        "write,ycsb-e",
+        out.path(),
+        None,
+    );
     let runs = report["runs"].as_array().unwrap();
     let stores: Vec<(&str, &str)> = runs
         .iter()
@@ -66,34 +74,7 @@ fn compare_runs_each_store_and_writes_the_table_and_chart() {
 fn a_peer_that_is_not_installed_is_skipped_with_the_reason() {
     let out = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
-        .args([
-            "compare",
-            "--stores",
-            "rocksdb,etcd",
-            "--workloads",
-            "write",
-        ])
-        .args([
-            "--duration",
-            "1s",
-            "--clients",
-            "2",
-            "--key-count",
-            "10",
-            "--json",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .env("PATH", empty.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let report = compare("rocksdb,etcd", "write", out.path(), Some(empty.path()));
     assert_eq!(report["runs"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["skipped"][0]["store"], "etcd");
     let reason = report["skipped"][0]["reason"].as_str().unwrap();

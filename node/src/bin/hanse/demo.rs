@@ -57,11 +57,31 @@ pub struct DemoArgs {
     /// The port the nodes listen on, each on its own 127.0.0.x address.
     #[arg(long, default_value_t = 7800)]
     port: u16,
+    /// Who decides splits, merges and leader placement: the planner's tuned heuristic, or
+    /// its trained network (`model`).
+    #[arg(long, value_enum, default_value = "heuristic")]
+    planner: DemoPlanner,
     /// The short tour of the embedded store instead (single process, no cluster).
     #[arg(long)]
     embedded: bool,
     #[command(flatten)]
     tour: tour::TourArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoPlanner {
+    Heuristic,
+    Model,
+}
+
+impl DemoPlanner {
+    /// The node config's name for the mode.
+    fn name(self) -> &'static str {
+        match self {
+            DemoPlanner::Heuristic => "heuristic",
+            DemoPlanner::Model => "model",
+        }
+    }
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -86,9 +106,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("whose replicas are learners: they follow every shard but never vote).");
     let cluster_dir = dir.join("cluster");
     // The planner acts (not only in shadow), and shards change on the demo's time scale.
-    let tables = "[balance]\nplanner = \"heuristic\"\ncool_down_secs = 10\n\
-                  split_size_bytes = 4194304\nmerge_size_bytes = 3145728\n\
-                  planner_node_capacity = 1000\n\n";
+    let tables = format!(
+        "[balance]\nplanner = \"{}\"\ncool_down_secs = 10\n\
+         split_size_bytes = 4194304\nmerge_size_bytes = 3145728\n\
+         planner_node_capacity = 1000\n\n",
+        args.planner.name()
+    );
     let latency = LatencyMatrix::parse(LATENCY, parse_duration).map_err(anyhow::Error::msg)?;
     // Stops whatever started, however the demo ends from here on.
     let _cluster = ClusterGuard(cluster_dir.clone());
@@ -96,7 +119,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &cluster_dir,
         &NODE_REGIONS.map(String::from),
         args.port,
-        tables,
+        &tables,
         &latency,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
