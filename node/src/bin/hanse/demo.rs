@@ -652,15 +652,8 @@ fn summary_lines(story: &Story) -> Vec<String> {
     ));
     if let Some(planner) = &story.planner {
         lines.push(format!(
-            "planner: mode {}, {} ticks, last acting policy {}{}",
-            planner.mode,
-            planner.ticks,
-            planner.acting,
-            if planner.fallback.is_empty() {
-                String::new()
-            } else {
-                format!(" (fallback: {})", planner.fallback)
-            }
+            "planner: {} ticks, the last decided by {}",
+            planner.ticks, planner.acting
         ));
     }
     lines.push(if story.wrong_keys.is_empty() {
