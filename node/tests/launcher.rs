@@ -112,6 +112,30 @@ fn cluster_up_status_down_and_up_again_keeps_the_data() {
 /// The .proto files are the contract for any language: a Python client generated from
 /// them with grpcio-tools writes and reads the same data as the Rust CLI.
 #[test]
+fn a_node_whose_address_is_taken_fails_the_start_and_nothing_is_left_running() {
+    let port = common::free_port();
+    let taken = std::net::TcpListener::bind(format!("127.0.0.13:{port}")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir = dir.to_str().unwrap();
+    let up = hanse(&[
+        "cluster", "up", "--dir", dir, "--nodes", "3", "--port", &port, "--wait", "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "{stderr}");
+    assert!(stderr.contains("nodes exited: node 3"), "{stderr}");
+    assert!(
+        status(dir).iter().all(|(_, pid, _)| pid.is_none()),
+        "{:?}",
+        status(dir)
+    );
+    // The address free again, the same directory starts.
+    drop(taken);
+    ok(&["cluster", "up", "--dir", dir]);
+    ok(&["cluster", "down", "--dir", dir]);
+}
+
+#[test]
 fn a_python_client_generated_from_the_proto_reads_and_writes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let python = root.join(".venv-grpc/bin/python");

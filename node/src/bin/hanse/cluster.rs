@@ -456,13 +456,19 @@ fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
     let configs = configs(&dir)?;
+    let mut started = Vec::new();
     for config in &configs {
         if running_pid(&dir, config.node_id).is_none() {
             spawn_node(&dir, config.node_id)?;
+            started.push(config.node_id);
         }
     }
     let endpoints: Vec<String> = configs.iter().map(NodeConfig::advertised).collect();
-    wait_until_serving(&dir, &configs, &endpoints, wait)?;
+    if let Err(e) = wait_until_serving(&dir, &configs, &endpoints, wait) {
+        // A failed start leaves nothing running that it started.
+        stop_nodes(&dir, &started);
+        return Err(e);
+    }
     println!("cluster in {} is serving", dir.display());
     for config in &configs {
         println!(
@@ -808,12 +814,18 @@ fn down(dir: &Path) -> Result<()> {
 /// Stops every running node of the cluster in `dir` (SIGTERM, SIGKILL after five
 /// seconds); answers how many ran.
 pub fn stop_all(dir: &Path) -> Result<usize> {
-    let configs = configs(dir)?;
+    let ids: Vec<u64> = configs(dir)?.iter().map(|c| c.node_id).collect();
+    Ok(stop_nodes(dir, &ids))
+}
+
+/// Stops the running nodes among `ids` of the cluster in `dir` (SIGTERM, SIGKILL after
+/// five seconds); answers how many ran.
+fn stop_nodes(dir: &Path, ids: &[u64]) -> usize {
     let mut stopping = Vec::new();
-    for config in &configs {
-        if let Some(pid) = running_pid(dir, config.node_id) {
+    for &id in ids {
+        if let Some(pid) = running_pid(dir, id) {
             signal(pid, libc::SIGTERM);
-            stopping.push((config.node_id, pid));
+            stopping.push((id, pid));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -830,7 +842,7 @@ pub fn stop_all(dir: &Path) -> Result<usize> {
         }
         let _ = fs::remove_file(pid_path(dir, *id));
     }
-    Ok(stopping.len())
+    stopping.len()
 }
 
 fn signal(pid: i32, signal: i32) {
