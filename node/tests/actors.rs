@@ -3,6 +3,8 @@
 //! `ServerBusy` at once and applies nothing for the requests it refused, and the ingest
 //! actor batches concurrent writes without losing or reordering any.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 
 use hanse::config::{IngestConfig, LimitsConfig, NodeConfig, PeerConfig};
@@ -148,24 +150,7 @@ fn the_ingest_actor_batches_concurrent_writes_and_keeps_each_writers_order() {
         // every step.
         const WRITERS: usize = 32;
         const STEPS: usize = 25;
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..WRITERS {
-            let client = client.clone();
-            writers.spawn(async move {
-                for step in 1..=STEPS {
-                    let value = step.to_string().into_bytes();
-                    client
-                        .put(format!("own-{w:02}").as_bytes(), &value)
-                        .await
-                        .unwrap();
-                    let unique = format!("step-{w:02}-{step:02}");
-                    client.put(unique.as_bytes(), &value).await.unwrap();
-                }
-            });
-        }
-        while let Some(done) = writers.join_next().await {
-            done.unwrap();
-        }
+        common::write_in_turn(client.clone(), WRITERS, STEPS, true).await;
         for w in 0..WRITERS {
             let own = client.get(format!("own-{w:02}").as_bytes()).await.unwrap();
             assert_eq!(own, Some(STEPS.to_string().into_bytes()), "writer {w}");

@@ -306,24 +306,7 @@ fn writes_entering_hamburg_for_a_leader_in_china_travel_there_in_batches() {
         .unwrap();
     const WRITERS: usize = 16;
     const STEPS: usize = 20;
-    runtime.block_on(async {
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..WRITERS {
-            let client = client.clone();
-            writers.spawn(async move {
-                for step in 1..=STEPS {
-                    let value = step.to_string().into_bytes();
-                    client
-                        .put(format!("own-{w:02}").as_bytes(), &value)
-                        .await
-                        .unwrap();
-                }
-            });
-        }
-        while let Some(done) = writers.join_next().await {
-            done.unwrap();
-        }
-    });
+    runtime.block_on(common::write_in_turn(client.clone(), WRITERS, STEPS, false));
     let status: serde_json::Value =
         serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", hamburg])).unwrap();
     let ingest = &status["ingest"];

@@ -116,3 +116,33 @@ pub fn endpoints_line(output: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `writers` clients at once, each putting 1, 2, ..., `steps` to its own key `own-WW` in
+/// turn and, with `unique`, also to a key of its own for every step, `step-WW-SS`.
+pub async fn write_in_turn(
+    client: std::sync::Arc<hanse_client::Client>,
+    writers: usize,
+    steps: usize,
+    unique: bool,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for step in 1..=steps {
+                let value = step.to_string().into_bytes();
+                client
+                    .put(format!("own-{w:02}").as_bytes(), &value)
+                    .await
+                    .unwrap();
+                if unique {
+                    let key = format!("step-{w:02}-{step:02}");
+                    client.put(key.as_bytes(), &value).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
