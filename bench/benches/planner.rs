@@ -1,6 +1,6 @@
 //! The planner's per-tick cost on 1,000 shards with the committed weights: feature
-//! extraction, the per-shard heads' forward pass, the selector's, and the whole decision
-//! (features, selector, the chosen proposer's actions).
+//! extraction, the per-shard heads' forward pass, the selector's, and the planner's whole
+//! decision (the tuned heuristic, features, selector, the chosen actions, the envelope).
 //! The planner issue's goal: under 1 ms per 1,000 shards per tick.
 //!
 //! `cargo bench -p hanse-bench --bench planner`; `cargo test` runs each once.
@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::Criterion;
-use hanse_planner::model::{FEATURES, PlannerNet, features, model_actions, tick_features_of};
+use hanse_planner::decide::{Mode, Planner};
+use hanse_planner::envelope::Envelope;
+use hanse_planner::model::{FEATURES, PlannerNet, features, tick_features_of};
 use hanse_planner::sim::workload::Family;
 use hanse_planner::sim::{Action, Node, Policy, Scenario, Shard, ShardStats, Sim, View};
 
@@ -23,6 +25,7 @@ struct Tick {
     shards: Vec<Shard>,
     stats: Vec<ShardStats>,
     node_load: Vec<f64>,
+    region_latency_ms: Vec<Vec<f64>>,
 }
 
 impl Tick {
@@ -33,6 +36,7 @@ impl Tick {
             shards: &self.shards,
             stats: &self.stats,
             node_load: &self.node_load,
+            region_latency_ms: &self.region_latency_ms,
         }
     }
 }
@@ -52,6 +56,7 @@ impl Policy for Capture {
             shards: view.shards.to_vec(),
             stats: view.stats.to_vec(),
             node_load: view.node_load.to_vec(),
+            region_latency_ms: view.region_latency_ms.to_vec(),
         };
         Vec::new()
     }
@@ -88,16 +93,14 @@ fn main() {
     });
     group.bench_function("inference", |b| b.iter(|| black_box(net.decide(&rows))));
     let tick = tick_features_of(&rows);
-    group.bench_function("selector", |b| {
-        b.iter(|| black_box(net.choose_proposer(&tick)))
-    });
-    group.bench_function("decision", |b| {
-        b.iter(|| black_box(model_actions(&net, &view).is_ok()))
-    });
+    group.bench_function("selector", |b| b.iter(|| black_box(net.choose(&tick))));
+    let mut planner = Planner::new(Some(net.clone_weights()), Mode::Model, Envelope::default());
+    group.bench_function("decision", |b| b.iter(|| black_box(planner.decide(&view))));
     group.finish();
     c.final_summary();
-    match model_actions(&net, &view) {
-        Ok(actions) => println!("the network decided {} actions on this tick", actions.len()),
-        Err(e) => println!("the network fell back on this tick: {e}"),
+    let actions = planner.decide(&view);
+    match &planner.status().fallback {
+        None => println!("the network decided {} actions on this tick", actions.len()),
+        Some(why) => println!("the network fell back on this tick: {why}"),
     }
 }

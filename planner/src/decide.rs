@@ -115,7 +115,7 @@ impl Policy for Planner {
         let model = || match &self.net {
             None => Err("no model is loaded".to_string()),
             Some(net) if self.per_shard => per_shard_actions(net, view).map_err(|e| e.to_string()),
-            Some(net) => model_actions(net, view).map_err(|e| e.to_string()),
+            Some(net) => model_actions(net, view, heuristic.clone()).map_err(|e| e.to_string()),
         };
         let status = &mut self.status;
         status.fallback = None;

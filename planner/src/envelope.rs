@@ -195,6 +195,7 @@ pub(crate) fn same_set(a: &[usize], b: &[usize]) -> bool {
 }
 
 /// A policy whose decisions pass through an envelope; it keeps the policy's name.
+#[derive(Clone)]
 pub struct Guarded<P> {
     pub policy: P,
     envelope: Envelope,
@@ -253,6 +254,7 @@ mod tests {
             shards,
             stats: &stats,
             node_load: &load,
+            region_latency_ms: &[],
         };
         let (admitted, refused) = Envelope::default().admit(&view, actions.clone());
         actions

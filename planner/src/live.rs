@@ -21,6 +21,8 @@ use crate::stats::REPORTED_KEYS;
 /// Operations per second a live node serves at full utilisation unless configured (the
 /// simulator's node capacity per tick).
 pub const NODE_CAPACITY: f64 = 4_000.0;
+/// One-way latency the planner assumes between any two regions of a live cluster.
+pub const ASSUMED_REGION_LATENCY_MS: f64 = 100.0;
 /// Reports per shard the window averages.
 pub const WINDOW: usize = 10;
 /// Decisions the report keeps.
@@ -127,6 +129,9 @@ pub struct Frame {
     pub shards: Vec<Shard>,
     pub stats: Vec<ShardStats>,
     pub node_load: Vec<f64>,
+    /// One-way latency between the regions; the cluster does not measure it, so every
+    /// pair of regions counts as [`ASSUMED_REGION_LATENCY_MS`] apart.
+    pub region_latency_ms: Vec<Vec<f64>>,
     node_ids: Vec<NodeId>,
     shard_ids: Vec<ShardId>,
     /// The real key at each position that stands for one.
@@ -143,6 +148,7 @@ impl Frame {
             shards: &self.shards,
             stats: &self.stats,
             node_load: &self.node_load,
+            region_latency_ms: &self.region_latency_ms,
         }
     }
 
@@ -288,6 +294,19 @@ pub fn frame(
     }
     Frame {
         node_load: node_ops.iter().map(|ops| ops / NODE_CAPACITY).collect(),
+        region_latency_ms: (0..regions.len())
+            .map(|from| {
+                (0..regions.len())
+                    .map(|to| {
+                        if from == to {
+                            0.5
+                        } else {
+                            ASSUMED_REGION_LATENCY_MS
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
         nodes: sim_nodes,
         middles: planned.iter().map(|s| s.load.split_key.clone()).collect(),
         shard_ids: planned.iter().map(|s| s.descriptor.id).collect(),

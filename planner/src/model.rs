@@ -3,8 +3,10 @@
 //!
 //! Each shard is judged with its neighbours and the nodes it lives on ([`features`]); the
 //! network answers one of [`ACTIONS`] and, for a split, which of [`SPLIT_QUANTILES`]
-//! quantiles of the shard's sampled keys to split at. [`model_actions`] turns the answers
-//! into simulator actions, at most a few per tick, the most confident first.
+//! quantiles of the shard's sampled keys to split at; [`per_shard_actions`] turns those
+//! answers into simulator actions. A selector head on the whole tick's features chooses
+//! whose actions to take instead, the tuned heuristic's or one of the oracle's proposers'
+//! ([`model_actions`]): the design the planner runs.
 
 use std::path::Path;
 
@@ -30,6 +32,15 @@ const FOLLOW_SHARE_MIN: f64 = 0.5;
 pub const SPLIT_QUANTILES: usize = 7;
 /// Features per shard.
 pub const FEATURES: usize = 16;
+/// What the selector chooses among each tick: the tuned heuristic or one of the oracle's
+/// proposers.
+pub const CHOICES: usize = 1 + PROPOSERS;
+/// How much cheaper than the tuned heuristic's (in cost over the oracle's horizon) the
+/// selector must expect a proposer's rollout to be before it follows the proposer.
+const ADVANTAGE_MIN: f32 = 0.01;
+/// Rollout cost differences are hundredths; the selector learns them scaled up by this,
+/// in the range of the other heads' losses.
+const ADVANTAGE_SCALE: f32 = 10.0;
 /// The committed weights (see [`PlannerNet::built_in`]).
 const BUILT_IN_WEIGHTS: &[u8] = include_bytes!("../weights/planner.safetensors");
 /// Ticks since a shard's last change count up to this (a live cluster runs far longer
@@ -139,11 +150,28 @@ pub fn tick_features_of(rows: &[[f32; FEATURES]]) -> [f32; TICK_FEATURES] {
     out
 }
 
-/// One tick the oracle decided: its features and the proposer it followed.
+/// One tick the oracle decided: its features and, for each of [`CHOICES`], how much the
+/// cost of its rollout exceeded the tuned heuristic's (negative: cheaper).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickExample {
     pub features: [f32; TICK_FEATURES],
-    pub proposer: usize,
+    pub advantages: [f32; CHOICES],
+}
+
+impl TickExample {
+    /// From the oracle's rollout `costs` in this tick (the tuned heuristic's first, then
+    /// each proposer's in order).
+    pub fn new(view: &View, costs: &[f64]) -> TickExample {
+        let base = costs.first().copied().unwrap_or(0.0);
+        let mut advantages = [0f32; CHOICES];
+        for (a, cost) in advantages.iter_mut().zip(costs) {
+            *a = (cost - base) as f32;
+        }
+        TickExample {
+            features: tick_features(view),
+            advantages,
+        }
+    }
 }
 
 /// One training example: a shard's features, the action taken, and the split quantile
@@ -201,7 +229,7 @@ pub struct PlannerNet {
     /// The tick features' mean and standard deviation over the training ticks.
     tick_mean: Tensor,
     tick_std: Tensor,
-    /// Tick features in, which of the oracle's proposers to follow out.
+    /// Tick features in, whose actions to follow out (see [`CHOICES`]).
     selector: nn::Sequential,
 }
 
@@ -255,7 +283,7 @@ impl PlannerNet {
             .add(nn::linear(
                 &root / "s2",
                 HIDDEN,
-                PROPOSERS as i64,
+                CHOICES as i64,
                 Default::default(),
             ));
         PlannerNet {
@@ -273,14 +301,21 @@ impl PlannerNet {
         }
     }
 
-    /// Which of the oracle's proposers to follow in a tick with these features.
-    pub fn choose_proposer(&self, tick: &[f32; TICK_FEATURES]) -> usize {
+    /// Whose actions to follow in a tick with these features: 0 the tuned heuristic's,
+    /// `k` those of the oracle's proposer `k - 1`. A proposer is followed only where the
+    /// network expects it to beat the heuristic by [`ADVANTAGE_MIN`]: a wrong departure
+    /// costs more than a missed one.
+    pub fn choose(&self, tick: &[f32; TICK_FEATURES]) -> usize {
         let xs = Tensor::from_slice(tick).reshape([1, TICK_FEATURES as i64]);
-        let logits = tch::no_grad(|| {
+        let expected = tch::no_grad(|| {
             self.selector
                 .forward(&((xs - &self.tick_mean) / &self.tick_std))
         });
-        logits.argmax(-1, false).int64_value(&[0]) as usize
+        let expected = Vec::<f32>::try_from(expected.reshape([-1])).unwrap_or_default();
+        (1..expected.len())
+            .filter(|&k| expected[k] < -ADVANTAGE_MIN * ADVANTAGE_SCALE)
+            .min_by(|&a, &b| expected[a].total_cmp(&expected[b]))
+            .unwrap_or(0)
     }
 
     /// Action and split logits for a `[n, FEATURES]` batch.
@@ -319,8 +354,13 @@ impl PlannerNet {
         let tick_xs =
             Tensor::from_slice(&ticks.iter().flat_map(|t| t.features).collect::<Vec<_>>())
                 .reshape([ticks.len() as i64, TICK_FEATURES as i64]);
-        let proposers =
-            Tensor::from_slice(&ticks.iter().map(|t| t.proposer as i64).collect::<Vec<_>>());
+        let advantages = Tensor::from_slice(
+            &ticks
+                .iter()
+                .flat_map(|t| t.advantages.map(|a| a * ADVANTAGE_SCALE))
+                .collect::<Vec<_>>(),
+        )
+        .reshape([ticks.len() as i64, CHOICES as i64]);
         if !ticks.is_empty() {
             tch::no_grad(|| {
                 self.tick_mean
@@ -370,7 +410,7 @@ impl PlannerNet {
                 loss += self
                     .selector
                     .forward(&tick_inputs)
-                    .cross_entropy_for_logits(&proposers);
+                    .mse_loss(&advantages, tch::Reduction::Mean);
             }
             optimizer.backward_step(&loss);
             losses.push(loss.double_value(&[]));
@@ -500,13 +540,20 @@ fn trusted_rows(net: &PlannerNet, view: &View) -> Result<Vec<[f32; FEATURES]>, O
     }
 }
 
-/// The network's actions for `view`: those of the oracle proposer its selector picks for
-/// the tick (each proposer made fresh, as the oracle makes them); refused as a whole when
-/// a shard's features lie outside the range the network was trained on.
-pub fn model_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
+/// The network's actions for `view`: `heuristic` (the tuned heuristic's for this tick) or
+/// those of the oracle proposer its selector picks (made fresh, as the oracle makes them);
+/// refused as a whole when a shard's features lie outside the range the network was
+/// trained on.
+pub fn model_actions(
+    net: &PlannerNet,
+    view: &View,
+    heuristic: Vec<Action>,
+) -> Result<Vec<Action>, OutOfRange> {
     let rows = trusted_rows(net, view)?;
-    let proposer = net.choose_proposer(&tick_features_of(&rows));
-    Ok(oracle_proposers()[proposer]().decide(view))
+    Ok(match net.choose(&tick_features_of(&rows)) {
+        0 => heuristic,
+        k => oracle_proposers()[k - 1]().decide(view),
+    })
 }
 
 /// The network's per-shard answers as actions, the most confident first, at most
@@ -577,9 +624,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::decide::{Mode, Planner};
     use crate::envelope::Envelope;
-    use crate::sim::policy::{LoadSplit, SizeOnly};
+    use crate::sim::policy::LoadSplit;
     use crate::sim::workload::Family;
-    use crate::sim::{Policy, Scenario, Sim};
+    use crate::sim::{Policy, Scenario, Sim, cheapest};
 
     /// Examples from the oracle on a short hotspot run, per shard and per tick.
     pub(crate) fn oracle_examples() -> (Vec<Example>, Vec<TickExample>) {
@@ -589,16 +636,17 @@ pub(crate) mod tests {
             request_weight: 25.0,
             ..Scenario::three_regions(Family::MovingHotspot { speed: 0.001 }, 5)
         };
-        let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
-        let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
         let mut examples = Vec::new();
         let mut ticks = Vec::new();
-        Sim::new(scenario).run_oracle(5, &[&floor, &eager], &mut |view, actions, proposer| {
-            examples.extend(super::examples(view, actions));
-            ticks.push(TickExample {
-                features: tick_features(view),
-                proposer,
-            });
+        let owned = oracle_proposers();
+        let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> =
+            owned.iter().map(|p| p.as_ref()).collect();
+        let base = Envelope::default().guard(LoadSplit::tuned());
+        Sim::new(scenario).run_oracle(5, base, &proposers, &mut |view, firsts, costs| {
+            let best = cheapest(costs);
+            examples.extend(super::examples(view, &firsts[best]));
+            ticks.push(TickExample::new(view, costs));
+            best
         });
         (examples, ticks)
     }
@@ -617,8 +665,8 @@ pub(crate) mod tests {
         let (examples, ticks) = oracle_examples();
         assert!(examples.iter().any(|e| e.action != 0), "the oracle acted");
         assert!(
-            ticks.iter().any(|t| t.proposer != ticks[0].proposer),
-            "it chose both"
+            ticks.iter().any(|t| t.advantages.iter().any(|&a| a < 0.0)),
+            "a proposer beat the heuristic somewhere"
         );
         let mut net = PlannerNet::new(1);
         let losses = net.train(&examples, &ticks, 60, 1e-2);

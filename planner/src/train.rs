@@ -2,15 +2,15 @@
 //! workload families the network never saw.
 
 use crate::decide::{Mode, Planner};
-use crate::envelope::Envelope;
-use crate::model::{Example, PlannerNet, TickExample, examples, tick_features};
+use crate::envelope::{Envelope, Guarded};
+use crate::model::{Example, PlannerNet, TickExample, examples};
 use crate::sim::eval::{Contender, Row, evaluate, tune};
 use std::sync::Arc;
 
-use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly, oracle_proposers};
+use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly, TailLeaders, oracle_proposers};
 use crate::sim::trace::Replay;
 use crate::sim::workload::Family;
-use crate::sim::{Policy, Scenario, Sim};
+use crate::sim::{Policy, Scenario, Sim, cheapest};
 
 /// The families the network learns from.
 pub fn training_families() -> Vec<Family> {
@@ -51,6 +51,10 @@ pub struct TrainOptions {
     /// Loads recorded from live clusters (`hanse planner record`), replayed beside the
     /// families, each with every seed.
     pub traces: Vec<Arc<Replay>>,
+    /// Rounds in which the network, trained so far, acts while the oracle labels the
+    /// ticks it leads to (DAgger): it learns what to do where its own choices take the
+    /// cluster, not only where the oracle's do.
+    pub dagger_rounds: usize,
 }
 
 impl Default for TrainOptions {
@@ -64,6 +68,7 @@ impl Default for TrainOptions {
             learning_rate: 5e-3,
             requests_per_tick: 500,
             traces: Vec::new(),
+            dagger_rounds: 1,
         }
     }
 }
@@ -89,13 +94,20 @@ fn sized(base: Scenario, ticks: u64, requests_per_tick: usize) -> Scenario {
     }
 }
 
+/// The oracle's base: the planner's tuned heuristic, inside the envelope.
+fn tuned_base() -> Guarded<LoadSplit> {
+    Envelope::default().guard(LoadSplit::tuned())
+}
+
 /// The look-ahead oracle with the training run's proposers and `horizon`.
 pub fn oracle(horizon: u64) -> Contender<'static> {
     Contender::custom("oracle", move |sim| {
         let owned = oracle_proposers();
         let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> =
             owned.iter().map(|p| p.as_ref()).collect();
-        sim.run_oracle(horizon, &proposers, &mut |_, _, _| {})
+        sim.run_oracle(horizon, tuned_base(), &proposers, &mut |_, _, costs| {
+            cheapest(costs)
+        })
     })
 }
 
@@ -123,10 +135,13 @@ pub fn tuned_baselines(seeds: &[u64], ticks: u64, requests_per_tick: usize) -> V
         .collect()
 }
 
-/// Runs the oracle on every family and seed and collects its choices, per shard and per
-/// tick; `progress` hears (runs done, runs in all).
+/// Runs the oracle on every family and seed and collects its choices and rollout costs,
+/// per shard and per tick. With a `learner`, the learner's choice is carried out each tick
+/// (the oracle still labels it); without, the oracle's. `progress` hears (runs done, runs
+/// in all).
 pub fn collect_examples(
     options: &TrainOptions,
+    learner: Option<&PlannerNet>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> (Vec<Example>, Vec<TickExample>) {
     let owned = oracle_proposers();
@@ -147,13 +162,15 @@ pub fn collect_examples(
         let run = sized(base, options.ticks, options.requests_per_tick);
         Sim::new(run).run_oracle(
             options.horizon,
+            tuned_base(),
             &proposers,
-            &mut |view, actions, proposer| {
-                collected.extend(examples(view, actions));
-                ticks.push(TickExample {
-                    features: tick_features(view),
-                    proposer,
-                });
+            &mut |view, firsts, costs| {
+                let best = cheapest(costs);
+                collected.extend(examples(view, &firsts[best]));
+                let example = TickExample::new(view, costs);
+                let chosen = learner.map_or(best, |net| net.choose(&example.features));
+                ticks.push(example);
+                chosen
             },
         );
         progress(done + 1, runs);
@@ -161,26 +178,41 @@ pub fn collect_examples(
     (collected, ticks)
 }
 
-/// Trains a fresh network (seeded) on the oracle's choices; returns it with each epoch's
-/// loss. `progress` hears (steps done, steps in all): the oracle's runs, then the epochs.
+/// Trains a fresh network (seeded) on the oracle's choices, then for each of the options'
+/// DAgger rounds lets it act, adds the oracle's labels of where it went, and trains a fresh
+/// one on all of them; returns the last network with each of its epochs' loss. `progress`
+/// hears (steps done, steps in all): the oracle's runs and the epochs of each round.
 pub fn train(
     options: &TrainOptions,
     seed: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> (PlannerNet, Vec<f64>) {
     let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
-    let total = runs + options.epochs;
-    let (examples, ticks) = collect_examples(options, &mut |done, _| progress(done, total));
-    let mut net = PlannerNet::new(seed);
-    let mut losses = Vec::with_capacity(options.epochs);
-    // In chunks, so the progress bar moves.
-    let chunk = (options.epochs / 20).max(1);
-    while losses.len() < options.epochs {
-        let epochs = chunk.min(options.epochs - losses.len());
-        losses.extend(net.train(&examples, &ticks, epochs, options.learning_rate));
-        progress(runs + losses.len(), total);
+    let rounds = 1 + options.dagger_rounds;
+    let total = rounds * (runs + options.epochs);
+    let mut examples = Vec::new();
+    let mut ticks = Vec::new();
+    let mut net: Option<PlannerNet> = None;
+    let mut losses = Vec::new();
+    for round in 0..rounds {
+        let done = round * (runs + options.epochs);
+        let (more, more_ticks) = collect_examples(options, net.as_ref(), &mut |runs_done, _| {
+            progress(done + runs_done, total)
+        });
+        examples.extend(more);
+        ticks.extend(more_ticks);
+        let mut fresh = PlannerNet::new(seed);
+        losses = Vec::with_capacity(options.epochs);
+        // In chunks, so the progress bar moves.
+        let chunk = (options.epochs / 20).max(1);
+        while losses.len() < options.epochs {
+            let epochs = chunk.min(options.epochs - losses.len());
+            losses.extend(fresh.train(&examples, &ticks, epochs, options.learning_rate));
+            progress(done + runs + losses.len(), total);
+        }
+        net = Some(fresh);
     }
-    (net, losses)
+    (net.unwrap_or_else(|| PlannerNet::new(seed)), losses)
 }
 
 /// What [`compare`] runs.
@@ -222,6 +254,16 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
             .iter()
             .map(|policy| Contender::policy(move || Box::new(policy.clone()))),
     );
+    // The last tuned rule with its leaders placed for the tail latency: the heuristic
+    // form of the proposer the oracle gained most from.
+    if let Some(inner) = tuned.last() {
+        contenders.push(Contender::policy(move || {
+            Box::new(TailLeaders {
+                inner: inner.clone(),
+                ..TailLeaders::tuned()
+            })
+        }));
+    }
     if let Some(net) = net {
         contenders.push(Contender::policy(move || {
             Box::new(Planner::per_shard(net.clone_weights(), Envelope::default()))
@@ -297,7 +339,8 @@ mod tests {
         let mut steps = Vec::new();
         let (net, losses) = train(&options, 7, &mut |done, total| steps.push((done, total)));
         assert_eq!(losses.len(), 20);
-        assert_eq!(steps.last(), Some(&(21, 21)));
+        // Two rounds (the oracle acting, then the network): one run and 20 epochs each.
+        assert_eq!(steps.last(), Some(&(42, 42)));
         let families = [Family::HotKey, Family::Uniform];
         let tuned = [LoadSplit::tikv().with_thresholds(900.0, 3)];
         let mut runs = 0;
@@ -312,10 +355,10 @@ mod tests {
         };
         let rows = compare(&comparison, &mut |done, total| {
             runs = done;
-            assert_eq!(total, 2 * 7 * 2 + 2);
+            assert_eq!(total, 2 * 8 * 2 + 2);
         });
-        assert_eq!(runs, 30);
-        let policies: Vec<&str> = rows[..8].iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(runs, 34);
+        let policies: Vec<&str> = rows[..9].iter().map(|r| r.policy.as_str()).collect();
         assert_eq!(
             policies,
             [
@@ -324,14 +367,15 @@ mod tests {
                 "cockroach",
                 "cockroach-follow",
                 "tikv-tuned",
+                "tikv-tuned-tail",
                 "model-per-shard",
                 "model",
                 "size-only"
             ]
         );
-        assert_eq!(rows.len(), 16);
+        assert_eq!(rows.len(), 18);
         assert!(
-            rows[14..]
+            rows[16..]
                 .iter()
                 .all(|r| r.policy == "oracle" && r.seeds == 1)
         );
@@ -365,7 +409,7 @@ mod tests {
             requests_per_tick: 300,
             ..TrainOptions::default()
         };
-        let (examples, ticks) = collect_examples(&options, &mut |_, _| {});
+        let (examples, ticks) = collect_examples(&options, None, &mut |_, _| {});
         // Four shards at first, one example per shard per tick.
         assert!(examples.len() >= 4 * 20, "{}", examples.len());
         assert_eq!(ticks.len(), 20);

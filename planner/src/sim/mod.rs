@@ -108,6 +108,8 @@ pub struct View<'a> {
     pub stats: &'a [ShardStats],
     /// Each node's utilisation over the last tick (load / capacity).
     pub node_load: &'a [f64],
+    /// One-way latency in ms between regions (`[from][to]`).
+    pub region_latency_ms: &'a [Vec<f64>],
 }
 
 /// A planner policy under simulation.
@@ -140,6 +142,10 @@ impl<P: Policy + ?Sized> Policy for Box<P> {
         (**self).decide(view)
     }
 }
+
+/// What the look-ahead oracle asks each tick (see [`Sim::run_oracle`]): given the view,
+/// each candidate's first actions and its rollout's cost, which candidate to carry out.
+pub type Choose<'a> = dyn FnMut(&View, &[Vec<Action>], &[f64]) -> usize + 'a;
 
 /// The cluster and workload of a run.
 #[derive(Debug, Clone)]
@@ -325,48 +331,51 @@ impl Sim {
         outcome
     }
 
-    /// Runs every tick with the look-ahead oracle deciding: the ceiling the heuristics and
-    /// the model are measured against. Each tick it rolls every one of `proposers` (made
-    /// fresh, so without memory of earlier ticks) out over the next `horizon` ticks on a
-    /// copy of the cluster and does what the cheapest rollout did first. `record` sees
-    /// each tick's view, the actions chosen and the proposer they came from (the model's
-    /// training examples).
-    pub fn run_oracle(
+    /// Runs every tick with the look-ahead oracle weighing the choices: the ceiling the
+    /// heuristics and the model are measured against, and the model's teacher. Each tick it
+    /// weighs what `base` would do (a policy that sees every tick and keeps its memory)
+    /// against what each of `proposers` (made fresh, so without memory of earlier ticks)
+    /// would do: it rolls each out over the next `horizon` ticks on a copy of the cluster,
+    /// continuing with the same policy (a copy of `base` for the base). `choose` sees the
+    /// tick's view, each candidate's first actions and its rollout's cost (the base's first,
+    /// then `proposers`' in order) and answers which to carry out: the oracle takes the
+    /// [`cheapest`]; a learner being taught may take its own choice.
+    pub fn run_oracle<B: Policy + Clone + 'static>(
         mut self,
         horizon: u64,
+        mut base: B,
         proposers: &[&dyn Fn() -> Box<dyn Policy>],
-        record: &mut dyn FnMut(&View, &[Action], usize),
+        choose: &mut Choose,
     ) -> Outcome {
         let mut outcome = Outcome::default();
         while self.tick < self.scenario.ticks {
             let ahead = self.clone();
             self.step(&mut outcome, |view| {
-                let rollout = |make: &&dyn Fn() -> Box<dyn Policy>| {
+                let mut candidates: Vec<(Vec<Action>, Box<dyn Policy>)> = Vec::new();
+                candidates.push((base.decide(view), Box::new(base.clone())));
+                for make in proposers {
                     let mut proposer = make();
-                    let first = proposer.decide(view);
+                    candidates.push((proposer.decide(view), proposer));
+                }
+                let rollout = |(first, mut policy): (Vec<Action>, Box<dyn Policy>)| {
                     let mut trial = ahead.clone();
                     trial.scenario.ticks = (trial.tick + 1 + horizon).min(trial.scenario.ticks);
                     let mut future = Outcome::default();
                     // The copy serves this tick again (the same requests), then the
-                    // proposer's own decisions follow.
+                    // policy's own decisions follow.
                     let mut pending = Some(first.clone());
                     while trial.tick < trial.scenario.ticks {
                         trial.step(&mut future, |v| match pending.take() {
                             Some(actions) => actions,
-                            None => proposer.decide(v),
+                            None => policy.decide(v),
                         });
                     }
                     (future.cost(), first)
                 };
-                let (proposer, chosen) = proposers
-                    .iter()
-                    .map(rollout)
-                    .enumerate()
-                    .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
-                    .map(|(k, (_, actions))| (k, actions))
-                    .unwrap_or_default();
-                record(view, &chosen, proposer);
-                chosen
+                let (costs, mut firsts): (Vec<f64>, Vec<Vec<Action>>) =
+                    candidates.into_iter().map(rollout).unzip();
+                let chosen = choose(view, &firsts, &costs).min(firsts.len() - 1);
+                firsts.swap_remove(chosen)
             });
         }
         outcome.shards_at_end = self.shards.len();
@@ -387,6 +396,7 @@ impl Sim {
             shards: &self.shards,
             stats: &stats,
             node_load: &load,
+            region_latency_ms: &self.scenario.region_latency_ms,
         };
         let actions = decide(&view);
         self.apply_all(actions, outcome);
@@ -530,17 +540,14 @@ impl Sim {
         (stats, load, p99)
     }
 
-    /// The round trip from a shard's leader to the closest majority of its replicas.
     fn quorum_ms(&self, shard: usize) -> f64 {
         let shard = &self.shards[shard];
-        let leader = self.scenario.nodes[shard.leader].region;
-        let mut trips: Vec<f64> = shard
-            .replicas
-            .iter()
-            .map(|&r| 2.0 * self.scenario.region_latency_ms[leader][self.scenario.nodes[r].region])
-            .collect();
-        trips.sort_unstable_by(f64::total_cmp);
-        trips[shard.replicas.len() / 2]
+        quorum_ms(
+            &self.scenario.region_latency_ms,
+            &self.scenario.nodes,
+            &shard.replicas,
+            shard.leader,
+        )
     }
 
     /// Carries out `action`; false when it is not valid now.
@@ -622,6 +629,25 @@ impl Sim {
     }
 }
 
+/// The index of the lowest of `costs` (the first of equals; 0 when empty).
+pub fn cheapest(costs: &[f64]) -> usize {
+    (0..costs.len())
+        .min_by(|&a, &b| costs[a].total_cmp(&costs[b]))
+        .unwrap_or(0)
+}
+
+/// The round trip from `leader` to the closest majority of `replicas`: what a write waits
+/// for after it reaches its leader.
+pub fn quorum_ms(latency: &[Vec<f64>], nodes: &[Node], replicas: &[usize], leader: usize) -> f64 {
+    let from = nodes[leader].region;
+    let mut trips: Vec<f64> = replicas
+        .iter()
+        .map(|&r| 2.0 * latency[from][nodes[r].region])
+        .collect();
+    trips.sort_unstable_by(f64::total_cmp);
+    trips.get(replicas.len() / 2).copied().unwrap_or(0.0)
+}
+
 pub(crate) fn action_shard(action: &Action) -> usize {
     match *action {
         Action::Split { shard, .. }
@@ -674,10 +700,13 @@ mod tests {
             ..Scenario::three_regions(Family::MovingHotspot { speed: 0.001 }, 2)
         };
         let floor = || Box::new(SizeOnly) as Box<dyn Policy>;
-        let eager = || Box::new(LoadSplit::tikv().with_thresholds(1_200.0, 1)) as Box<dyn Policy>;
-        let oracle = Sim::new(scenario()).run_oracle(10, &[&floor, &eager], &mut |_, _, _| {});
+        let eager = LoadSplit::tikv().with_thresholds(1_200.0, 1);
+        let oracle =
+            Sim::new(scenario()).run_oracle(10, eager.clone(), &[&floor], &mut |_, _, costs| {
+                cheapest(costs)
+            });
         let floor_cost = Sim::new(scenario()).run(&mut SizeOnly).cost();
-        let eager_cost = Sim::new(scenario()).run(eager().as_mut()).cost();
+        let eager_cost = Sim::new(scenario()).run(&mut eager.clone()).cost();
         assert!(
             oracle.cost() <= floor_cost.min(eager_cost),
             "oracle {} floor {floor_cost} eager {eager_cost}",

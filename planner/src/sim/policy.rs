@@ -17,10 +17,13 @@
 //! leadership of its hottest shard goes to that shard's least loaded replica, if that
 //! lowers the peak (one transfer per tick). Splitting alone moves nothing: both halves
 //! keep their parent's leader.
+//!
+//! - **Tail-latency leaders** ([`TailLeaders`]): a load-split rule whose leaders move to
+//!   where the slowest requests wait least (see there).
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Action, Policy, Shard, ShardStats, View, action_shard};
+use super::{Action, Policy, Shard, ShardStats, View, action_shard, quorum_ms};
 use crate::envelope::Envelope;
 
 /// Splits a shard past this size (TiKV's region-split-size, 96 MiB).
@@ -184,13 +187,147 @@ impl Policy for FollowWorkload {
     }
 }
 
-/// How many policies the oracle chooses among.
-pub const PROPOSERS: usize = 4;
+/// What shard `i`'s requests of the last tick would wait for on the network were `leader`
+/// its leader: (round trip in ms, requests), for reads and writes from each region. A
+/// write also waits for the closest majority of the replicas.
+pub fn request_trips(view: &View, i: usize, leader: usize) -> Vec<(f64, f64)> {
+    let (shard, stats) = (&view.shards[i], &view.stats[i]);
+    let ops = stats.ops();
+    if ops <= 0.0 || view.region_latency_ms.is_empty() {
+        return Vec::new();
+    }
+    let write_share = stats.writes / ops;
+    let region = view.nodes[leader].region;
+    let quorum = quorum_ms(view.region_latency_ms, view.nodes, &shard.replicas, leader);
+    let mut trips = Vec::with_capacity(2 * stats.origins.len());
+    for (origin, &requests) in stats.origins.iter().enumerate() {
+        let trip = 2.0 * view.region_latency_ms[origin][region];
+        trips.push((trip, requests * (1.0 - write_share)));
+        trips.push((trip + quorum, requests * write_share));
+    }
+    trips.retain(|&(_, requests)| requests > 0.0);
+    trips
+}
 
-/// What the look-ahead oracle (and the network's selector) chooses among, each made fresh:
-/// the floor, TiKV-style splitting after one hot tick, CockroachDB-style, and
-/// CockroachDB-style with follow-the-workload; each inside the envelope like every other
-/// policy.
+/// The longest round trip among `trips`.
+fn slowest(trips: &[(f64, f64)]) -> f64 {
+    trips.iter().map(|&(ms, _)| ms).fold(0.0, f64::max)
+}
+
+/// The round trip `q` of the requests (by weight) wait no longer than.
+fn trip_quantile(mut trips: Vec<(f64, f64)>, q: f64) -> f64 {
+    trips.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = trips.iter().map(|&(_, n)| n).sum();
+    let mut seen = 0.0;
+    for (ms, n) in trips {
+        seen += n;
+        if seen >= q * total {
+            return ms;
+        }
+    }
+    0.0
+}
+
+/// A load-split rule whose leaders are placed for the tail latency: each tick, of the
+/// shards whose requests make up the slowest percent of all, up to `moves_max` (those
+/// with the most such requests first) get their leader moved to the replica whose region
+/// shortens their slowest round trip most, unless that would load its node past
+/// `load_max`. The rule's own load-balancing leader moves are kept only where they do not
+/// lengthen the shard's slowest round trip. Geo-distributed stores place leaders by hand
+/// for this (CockroachDB's lease preferences); here it follows the measured origins.
+#[derive(Debug, Clone)]
+pub struct TailLeaders {
+    pub inner: LoadSplit,
+    pub moves_max: usize,
+    /// The utilisation a leader move may bring its new node to at most.
+    pub load_max: f64,
+}
+
+impl TailLeaders {
+    /// Over the tuned CockroachDB-style rule.
+    pub fn tuned() -> Self {
+        TailLeaders {
+            inner: LoadSplit::tuned(),
+            moves_max: 2,
+            load_max: 0.7,
+        }
+    }
+}
+
+impl Policy for TailLeaders {
+    fn name(&self) -> String {
+        format!("{}-tail", self.inner.name)
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
+        let slowest_under = |i: usize, leader: usize| slowest(&request_trips(view, i, leader));
+        let mut actions = self.inner.decide(view);
+        actions.retain(|action| match *action {
+            Action::TransferLeader { shard, to } => {
+                slowest_under(shard, to) <= slowest_under(shard, view.shards[shard].leader)
+            }
+            _ => true,
+        });
+        let busy: Vec<usize> = actions.iter().map(action_shard).collect();
+        let tail = trip_quantile(
+            (0..view.shards.len())
+                .flat_map(|i| request_trips(view, i, view.shards[i].leader))
+                .collect(),
+            0.99,
+        );
+        // (requests in the tail, shard, its other replicas by slowest round trip).
+        let mut candidates: Vec<(f64, usize, Vec<usize>)> = Vec::new();
+        for (i, shard) in view.shards.iter().enumerate() {
+            if busy.contains(&i) || busy.contains(&(i + 1)) {
+                continue;
+            }
+            let trips = request_trips(view, i, shard.leader);
+            let in_tail: f64 = trips.iter().filter(|t| t.0 >= tail).map(|t| t.1).sum();
+            if in_tail <= 0.0 {
+                continue;
+            }
+            let now = slowest(&trips);
+            let mut better: Vec<(f64, usize)> = shard
+                .replicas
+                .iter()
+                .filter(|&&r| r != shard.leader)
+                .map(|&r| (slowest_under(i, r), r))
+                .filter(|&(ms, _)| ms < now)
+                .collect();
+            better.sort_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(view.node_load[a.1].total_cmp(&view.node_load[b.1]))
+            });
+            candidates.push((in_tail, i, better.into_iter().map(|(_, r)| r).collect()));
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut load = view.node_load.to_vec();
+        let mut moved = 0;
+        for (_, i, better) in candidates {
+            if moved == self.moves_max {
+                break;
+            }
+            let (from, ops) = (view.shards[i].leader, view.stats[i].ops());
+            let room = |to: usize| load[to] + ops / view.nodes[to].capacity <= self.load_max;
+            if let Some(to) = better.into_iter().find(|&to| room(to)) {
+                load[to] += ops / view.nodes[to].capacity;
+                load[from] -= ops / view.nodes[from].capacity;
+                actions.push(Action::TransferLeader { shard: i, to });
+                moved += 1;
+            }
+        }
+        actions
+    }
+}
+
+/// How many policies the oracle weighs beside its base (the tuned heuristic).
+pub const PROPOSERS: usize = 5;
+
+/// What the look-ahead oracle (and the network's selector) weighs beside the tuned
+/// heuristic, each made fresh:
+/// the floor, TiKV-style splitting after one hot tick, CockroachDB-style,
+/// CockroachDB-style with follow-the-workload, and CockroachDB-style with leaders placed
+/// for the tail latency; each inside the envelope like every other policy.
 pub fn oracle_proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; PROPOSERS] {
     let guarded = |policy: Box<dyn Policy>| Box::new(Envelope::default().guard(policy));
     [
@@ -200,11 +337,17 @@ pub fn oracle_proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; PROPOSERS] {
         }),
         Box::new(move || guarded(Box::new(LoadSplit::cockroach())) as Box<dyn Policy>),
         Box::new(move || guarded(Box::new(FollowWorkload::cockroach())) as Box<dyn Policy>),
+        Box::new(move || {
+            guarded(Box::new(TailLeaders {
+                inner: LoadSplit::cockroach(),
+                ..TailLeaders::tuned()
+            })) as Box<dyn Policy>
+        }),
     ]
 }
 
 /// The floor: never splits by load.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SizeOnly;
 
 impl Policy for SizeOnly {
@@ -389,6 +532,7 @@ mod tests {
             shards: &shards,
             stats: &stats,
             node_load: &[0.0; 6],
+            region_latency_ms: &[],
         };
         assert_eq!(
             follow_workload_transfer(&view, 0, 0.5),
@@ -396,6 +540,97 @@ mod tests {
         );
         assert_eq!(follow_workload_transfer(&view, 1, 0.5), None);
         assert_eq!(follow_workload_transfer(&view, 0, 0.8), None);
+    }
+
+    /// Two shards on nodes 0-2 (Hamburg, China, Sydney), the first led from Hamburg, the
+    /// second from China; each with requests from every region, half of them writes.
+    fn spread_over_regions() -> (
+        Vec<super::super::Node>,
+        Vec<Shard>,
+        Vec<ShardStats>,
+        Vec<Vec<f64>>,
+    ) {
+        let nodes = (0..6)
+            .map(|i| super::super::Node {
+                region: i % 3,
+                capacity: 1_000.0,
+            })
+            .collect();
+        let mut shards = vec![shard(0, 100), shard(100, 200)];
+        for s in &mut shards {
+            s.size_bytes = 50.0 * 1024.0 * 1024.0;
+        }
+        shards[1].leader = 1;
+        let stats = ShardStats {
+            reads: 15.0,
+            writes: 15.0,
+            origins: vec![10.0; 3],
+            ..ShardStats::default()
+        };
+        let latency = vec![
+            vec![0.5, 125.0, 150.0],
+            vec![125.0, 0.5, 75.0],
+            vec![150.0, 75.0, 0.5],
+        ];
+        (nodes, shards, vec![stats; 2], latency)
+    }
+
+    #[test]
+    fn a_write_waits_for_its_leader_and_the_closest_majority() {
+        let (nodes, shards, stats, latency) = spread_over_regions();
+        let view = View {
+            tick: 1,
+            nodes: &nodes,
+            shards: &shards,
+            stats: &stats,
+            node_load: &[0.0; 6],
+            region_latency_ms: &latency,
+        };
+        let mut trips = request_trips(&view, 0, 0);
+        trips.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Led from Hamburg, the closest other replica is China's, 250 ms there and back.
+        let expected = [
+            (1.0, 5.0),
+            (250.0, 5.0),
+            (251.0, 5.0),
+            (300.0, 5.0),
+            (500.0, 5.0),
+            (550.0, 5.0),
+        ];
+        assert_eq!(trips, expected);
+        // Led from China, the slowest request is a Hamburg write: 250 + 150 ms.
+        assert_eq!(slowest(&request_trips(&view, 0, 1)), 400.0);
+    }
+
+    #[test]
+    fn the_leader_of_the_slowest_requests_moves_where_they_wait_least_if_there_is_room() {
+        let (nodes, shards, stats, latency) = spread_over_regions();
+        let decide = |node_load: &[f64]| {
+            let view = View {
+                tick: 1,
+                nodes: &nodes,
+                shards: &shards,
+                stats: &stats,
+                node_load,
+                region_latency_ms: &latency,
+            };
+            let mut policy = TailLeaders {
+                inner: LoadSplit::cockroach(),
+                ..TailLeaders::tuned()
+            };
+            policy.decide(&view)
+        };
+        // Shard 0's Sydney writes (550 ms) are the slowest; China shortens them most.
+        assert_eq!(
+            decide(&[0.1; 6]),
+            [Action::TransferLeader { shard: 0, to: 1 }]
+        );
+        // China's node has no room left: Sydney's is next best. The load rule's own move
+        // of shard 1 off the busy China node would slow its requests, so it is dropped.
+        assert_eq!(
+            decide(&[0.1, 0.69, 0.1, 0.1, 0.1, 0.1]),
+            [Action::TransferLeader { shard: 0, to: 2 }]
+        );
     }
 
     #[test]

@@ -50,6 +50,10 @@ enum PlannerOp {
         ticks: u64,
         #[arg(long, default_value_t = 300)]
         epochs: usize,
+        /// Rounds in which the trained network acts and the oracle labels where it goes
+        /// (DAgger), each followed by training afresh on everything labelled.
+        #[arg(long, default_value_t = TrainOptions::default().dagger_rounds)]
+        dagger_rounds: usize,
         /// A load recorded by `hanse planner record`, replayed beside the workload
         /// families (repeatable).
         #[arg(long, value_name = "FILE")]
@@ -111,6 +115,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             seeds,
             ticks,
             epochs,
+            dagger_rounds,
             trace,
         } => {
             let mut traces = Vec::new();
@@ -122,10 +127,12 @@ pub fn run(args: PlannerArgs) -> Result<()> {
                 ticks,
                 epochs,
                 traces,
+                dagger_rounds,
                 ..TrainOptions::default()
             };
             eprintln!(
-                "labelling {} runs with the look-ahead oracle, then {epochs} epochs",
+                "labelling {} runs with the look-ahead oracle, then {epochs} epochs; again for \
+                 each of {dagger_rounds} rounds with the network acting",
                 (options.families.len() + options.traces.len()) * options.seeds.len()
             );
             let (net, losses) = train(&options, 1, &mut |done, total| {
@@ -144,6 +151,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
                 losses.last().copied().unwrap_or(f64::NAN),
                 out.display()
             );
+            held_out_check(&net, ticks);
             Ok(())
         }
         PlannerOp::Eval {
@@ -312,6 +320,45 @@ fn eval(args: &EvalArgs) -> Result<()> {
         print!("{table}");
     }
     Ok(())
+}
+
+/// Seeds of the quick held-out check after training (`hanse planner eval` runs ten).
+const CHECK_SEEDS: [u64; 2] = [1, 2];
+
+/// Prints the freshly trained network's cost on the held-out families beside the
+/// planner's tuned heuristic's, over [`CHECK_SEEDS`].
+fn held_out_check(net: &PlannerNet, ticks: u64) {
+    eprintln!(
+        "held-out cost ({} seeds; `hanse planner eval` for the full comparison):",
+        CHECK_SEEDS.len()
+    );
+    let comparison = Comparison {
+        net: Some(net),
+        tuned: &[LoadSplit::tuned()],
+        families: &held_out_families(),
+        seeds: &CHECK_SEEDS,
+        oracle_seeds: &[],
+        ticks,
+        requests_per_tick: EVAL_REQUESTS_PER_TICK,
+    };
+    let rows = compare(&comparison, &mut |done, total| {
+        bar(done as u64, total as u64)
+    });
+    end_bar();
+    let cost = |family: &str, policy: &str| {
+        rows.iter()
+            .find(|r| r.family == family && r.policy == policy)
+            .map_or(f64::NAN, |r| r.mean_cost)
+    };
+    let heuristic = LoadSplit::tuned().name;
+    for (family, improvement) in improvement_vs_best_heuristic(&rows) {
+        println!(
+            "  {family}: model {:.3}, {heuristic} {:.3}, vs the best heuristic {:+.1} %",
+            cost(&family, "model"),
+            cost(&family, &heuristic),
+            improvement * 100.0
+        );
+    }
 }
 
 /// The values `field` takes in `rows`, in order of appearance, each once.
