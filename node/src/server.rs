@@ -113,7 +113,8 @@ fn start_planner(balance: &BalanceConfig) -> Result<Option<Addr<PlannerActor>>, 
         PlannerMode::Off => return Ok(None),
         _ if !balance.enabled => return Ok(None),
         PlannerMode::Shadow => Mode::Shadow,
-        PlannerMode::Model | PlannerMode::Heuristic => Mode::Model,
+        PlannerMode::Model => Mode::Model,
+        PlannerMode::Heuristic => Mode::Heuristic,
     };
     let net = match &balance.planner_weights {
         _ if balance.planner == PlannerMode::Heuristic => None,

@@ -280,29 +280,8 @@ fn admin_reports_the_node_and_its_shards() {
     assert!(load["replica_lag"].is_u64(), "{load}");
 
     // The planner runs in shadow mode on the meta shard's leader: it sees every round's
-    // table, and its status says so; the other nodes say where it runs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let planner = loop {
-        let reports: Vec<serde_json::Value> = cluster
-            .endpoints
-            .iter()
-            .map(|e| {
-                serde_json::from_str(&ok(&["admin", "status", "--endpoints", e, "--json"])).unwrap()
-            })
-            .collect();
-        let running: Vec<&serde_json::Value> = reports
-            .iter()
-            .map(|r| &r["planner"])
-            .filter(|p| !p.is_null())
-            .collect();
-        if let [planner] = running[..]
-            && planner["ticks"].as_u64().unwrap() > 1
-        {
-            break planner.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{reports:?}");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+    // table, and its status says so.
+    let planner = cluster.planner_running();
     assert_eq!(planner["mode"], "shadow", "{planner}");
     assert_eq!(planner["acting"], "cockroach-tuned", "{planner}");
     assert!(
@@ -936,23 +915,6 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
         "planner_node_capacity=100",
     ]);
     let endpoint = cluster.endpoints[0].as_str();
-    let planner_status = || {
-        cluster
-            .endpoints
-            .iter()
-            .map(|e| {
-                serde_json::from_str::<serde_json::Value>(&ok(&[
-                    "admin",
-                    "status",
-                    "--endpoints",
-                    e,
-                    "--json",
-                ]))
-                .unwrap()["planner"]
-                    .clone()
-            })
-            .find(|p| !p.is_null())
-    };
     // 4 KiB values: the shard passes the envelope's 1 MiB floor for splits in seconds.
     const VALUE: [u8; 4096] = [b'v'; 4096];
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -970,13 +932,15 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
         assert!(
             Instant::now() < deadline,
             "no load split: {starts:?}\n{:?}",
-            planner_status()
+            cluster.planner_status()
         );
         std::thread::sleep(std::time::Duration::from_secs(1));
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acknowledged = writer.join().unwrap();
-    let planner = planner_status().expect("the meta leader reports its planner");
+    let planner = cluster
+        .planner_status()
+        .expect("the meta leader reports its planner");
     assert_eq!(planner["mode"], "model", "{planner}");
     let decided = planner["decisions"].as_array().unwrap().iter().any(|d| {
         d["policy"] == "cockroach-tuned"

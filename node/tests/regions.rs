@@ -25,22 +25,27 @@ fn leader_of(shard: u64, endpoint: &str) -> Option<u64> {
 
 #[test]
 fn a_shard_written_from_hamburg_gets_its_leader_there_and_hamburg_writes_get_faster() {
-    leader_follows_hamburg_writes(&[]);
+    leader_follows_hamburg_writes(&[], "shadow");
 }
 
 #[test]
 fn where_the_planner_places_leaders_they_still_follow_their_writers() {
-    leader_follows_hamburg_writes(&["--balance", "planner=heuristic"]);
+    leader_follows_hamburg_writes(&["--balance", "planner=heuristic"], "heuristic");
 }
 
 /// A shard led from China, written from Hamburg, gets its leader in Hamburg, and the
-/// writes get faster; `extra` are more `cluster up` arguments.
-fn leader_follows_hamburg_writes(extra: &[&str]) {
+/// writes get faster; `extra` are more `cluster up` arguments, under which the planner
+/// runs in `planner_mode`.
+fn leader_follows_hamburg_writes(extra: &[&str], planner_mode: &str) {
     // Regions in turn: Hamburg, China, Sydney, Hamburg. Voters on 1, 2 and 4, so a
     // leader in Hamburg finds its quorum without leaving the region.
     let mut args = vec!["--latency", FAR_APART, "--balance-cool-down", "5"];
     args.extend_from_slice(extra);
     let cluster = launch_nodes(4, &args);
+    let planner = cluster.planner_running();
+    assert_eq!(planner["mode"], planner_mode, "{planner}");
+    assert_eq!(planner["acting"], "cockroach-tuned", "{planner}");
+    assert!(planner["fallback"].is_null(), "{planner}");
     let endpoints = cluster.endpoints.join(",");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

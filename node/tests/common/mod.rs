@@ -34,6 +34,46 @@ pub struct Launched {
 }
 
 impl Launched {
+    /// The planner's status as `hanse admin status --json` gives it on each node running
+    /// one (the meta shard's leader; the others report none).
+    pub fn planner_reports(&self) -> Vec<serde_json::Value> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&ok(&[
+                    "admin",
+                    "status",
+                    "--endpoints",
+                    e,
+                    "--json",
+                ]))
+                .unwrap()["planner"]
+                    .clone()
+            })
+            .filter(|p| !p.is_null())
+            .collect()
+    }
+
+    pub fn planner_status(&self) -> Option<serde_json::Value> {
+        self.planner_reports().into_iter().next()
+    }
+
+    /// The planner's status once a single node runs it and it has planned more than one
+    /// round (within 20 s).
+    pub fn planner_running(&self) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let reports = self.planner_reports();
+            if let [planner] = &reports[..]
+                && planner["ticks"].as_u64().unwrap() > 1
+            {
+                return planner.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{reports:?}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     /// The last `lines` lines of each node's log, for a failing assertion's message.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut tails = String::new();

@@ -1,0 +1,94 @@
+//! `hanse planner train` and `hanse planner eval` as a user runs them, on small runs.
+
+mod common;
+
+use std::path::Path;
+
+use common::ok;
+use hanse_planner::train::{held_out_families, training_families};
+
+fn names(families: &[hanse_planner::sim::workload::Family]) -> Vec<String> {
+    families.iter().map(|f| f.name()).collect()
+}
+
+#[test]
+fn training_writes_weights_that_load_and_reports_the_loss_and_the_held_out_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("planner.safetensors");
+    let printed = ok(&[
+        "planner",
+        "train",
+        "--seeds",
+        "1",
+        "--ticks",
+        "20",
+        "--epochs",
+        "10",
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    hanse_planner::model::PlannerNet::load(&weights).expect("the written weights load");
+    assert!(printed.starts_with("loss "), "{printed}");
+    for family in names(&held_out_families()) {
+        assert!(
+            printed.contains(&format!("  {family}: model ")),
+            "{family}: {printed}"
+        );
+    }
+}
+
+#[test]
+fn evaluation_covers_every_family_and_marks_those_held_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/weights/planner.safetensors");
+    let printed = ok(&[
+        "planner",
+        "eval",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--seeds",
+        "2",
+        "--oracle-seeds",
+        "1",
+        "--tuning-seeds",
+        "1",
+        "--ticks",
+        "15",
+        "--json",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let held_out = names(&held_out_families());
+    let seen = names(&training_families());
+    assert_eq!(json["held_out_families"], serde_json::json!(held_out));
+    assert_eq!(json["training_families"], serde_json::json!(seen));
+    let rows = json["rows"].as_array().unwrap();
+    for family in held_out.iter().chain(&seen) {
+        let of: Vec<&serde_json::Value> = rows.iter().filter(|r| r["family"] == *family).collect();
+        let policies: Vec<&str> = of.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+        for policy in ["size-only", "cockroach-tuned", "model", "oracle"] {
+            assert!(policies.contains(&policy), "{family}: {policies:?}");
+        }
+        assert!(
+            of.iter()
+                .all(|r| r["held_out"] == held_out.contains(family)),
+            "{family}"
+        );
+        assert!(
+            json["improvement_vs_best_heuristic"][family].is_f64(),
+            "{family}: {json}"
+        );
+        assert!(report.join(format!("imbalance-{family}.png")).exists());
+    }
+    assert!(json["overall_improvement_vs_best_heuristic"].is_f64());
+    assert!(json["training_families_improvement_vs_best_heuristic"].is_f64());
+    for file in ["eval.json", "eval.md", "cost.png"] {
+        assert!(report.join(file).exists(), "{file}");
+    }
+    let table = std::fs::read_to_string(report.join("eval.md")).unwrap();
+    assert!(table.contains("| ycsb-c (held out) |"), "{table}");
+    assert!(table.contains("| uniform |"), "{table}");
+}
