@@ -35,9 +35,8 @@ pub const FEATURES: usize = 16;
 /// What the selector chooses among each tick: the tuned heuristic or one of the oracle's
 /// proposers.
 pub const CHOICES: usize = 1 + PROPOSERS;
-/// How much cheaper than the tuned heuristic's (in cost over the oracle's horizon) the
-/// selector must expect a proposer's rollout to be before it follows the proposer.
-const ADVANTAGE_MIN: f32 = 0.01;
+/// The selector's margin (see [`PlannerNet::set_selector_margin`]) before it is tuned.
+const ADVANTAGE_MIN_DEFAULT: f32 = 0.01;
 /// Rollout cost differences are hundredths; the selector learns them scaled up by this,
 /// in the range of the other heads' losses.
 const ADVANTAGE_SCALE: f32 = 10.0;
@@ -231,6 +230,10 @@ pub struct PlannerNet {
     tick_std: Tensor,
     /// Tick features in, whose actions to follow out (see [`CHOICES`]).
     selector: nn::Sequential,
+    /// How much cheaper than the tuned heuristic's (in cost over the oracle's horizon) the
+    /// selector must expect a proposer's rollout to be before it follows the proposer;
+    /// tuned on the training families after training, saved with the weights.
+    selector_margin: Tensor,
 }
 
 const HIDDEN: i64 = 64;
@@ -272,6 +275,10 @@ impl PlannerNet {
         let tick_width = [TICK_FEATURES as i64];
         let tick_mean = root.zeros_no_train("tick_mean", &tick_width);
         let tick_std = root.ones_no_train("tick_std", &tick_width);
+        let mut selector_margin = root.zeros_no_train("selector_margin", &[1]);
+        tch::no_grad(|| {
+            let _ = selector_margin.fill_(f64::from(ADVANTAGE_MIN_DEFAULT));
+        });
         let selector = nn::seq()
             .add(nn::linear(
                 &root / "s1",
@@ -298,13 +305,14 @@ impl PlannerNet {
             tick_mean,
             tick_std,
             selector,
+            selector_margin,
         }
     }
 
     /// Whose actions to follow in a tick with these features: 0 the tuned heuristic's,
     /// `k` those of the oracle's proposer `k - 1`. A proposer is followed only where the
-    /// network expects it to beat the heuristic by [`ADVANTAGE_MIN`]: a wrong departure
-    /// costs more than a missed one.
+    /// network expects it to beat the heuristic by the selector's margin: a wrong
+    /// departure costs more than a missed one.
     pub fn choose(&self, tick: &[f32; TICK_FEATURES]) -> usize {
         let xs = Tensor::from_slice(tick).reshape([1, TICK_FEATURES as i64]);
         let expected = tch::no_grad(|| {
@@ -312,8 +320,9 @@ impl PlannerNet {
                 .forward(&((xs - &self.tick_mean) / &self.tick_std))
         });
         let expected = Vec::<f32>::try_from(expected.reshape([-1])).unwrap_or_default();
+        let margin = self.selector_margin() * ADVANTAGE_SCALE;
         (1..expected.len())
-            .filter(|&k| expected[k] < -ADVANTAGE_MIN * ADVANTAGE_SCALE)
+            .filter(|&k| expected[k] < -margin)
             .min_by(|&a, &b| expected[a].total_cmp(&expected[b]))
             .unwrap_or(0)
     }
@@ -464,6 +473,18 @@ impl PlannerNet {
                 })
                 .map(|feature| (r, feature))
         })
+    }
+
+    /// How much cheaper than the tuned heuristic's (in cost over the oracle's horizon) the
+    /// selector must expect a proposer's rollout to be before it follows the proposer.
+    pub fn selector_margin(&self) -> f32 {
+        self.selector_margin.double_value(&[0]) as f32
+    }
+
+    pub fn set_selector_margin(&mut self, margin: f32) {
+        tch::no_grad(|| {
+            let _ = self.selector_margin.fill_(f64::from(margin));
+        });
     }
 
     /// A second network with the same weights.
@@ -698,10 +719,12 @@ pub(crate) mod tests {
         let (examples, ticks) = oracle_examples();
         let mut net = PlannerNet::new(2);
         net.train(&examples, &ticks, 10, 1e-2);
+        net.set_selector_margin(0.05);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("planner.safetensors");
         net.save(&path).unwrap();
         let loaded = PlannerNet::load(&path).unwrap();
+        assert_eq!(loaded.selector_margin(), net.selector_margin());
         let rows: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.features).collect();
         assert_eq!(net.decide(&rows), loaded.decide(&rows));
         assert!(PlannerNet::load(&dir.path().join("missing")).is_err());

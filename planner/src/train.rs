@@ -135,6 +135,24 @@ pub fn tuned_baselines(seeds: &[u64], ticks: u64, requests_per_tick: usize) -> V
         .collect()
 }
 
+/// The runs training learns from: every family and recorded trace with every seed, at
+/// the options' length and request budget.
+fn training_scenarios(options: &TrainOptions) -> Vec<Scenario> {
+    let mut scenarios = Vec::new();
+    for &seed in &options.seeds {
+        for &family in &options.families {
+            scenarios.push(Scenario::three_regions(family, seed));
+        }
+        for replay in &options.traces {
+            scenarios.push(Scenario::recorded(replay.clone(), seed));
+        }
+    }
+    scenarios
+        .into_iter()
+        .map(|base| sized(base, options.ticks, options.requests_per_tick))
+        .collect()
+}
+
 /// Runs the oracle on every family and seed and collects its choices and rollout costs,
 /// per shard and per tick. With a `learner`, the learner's choice is carried out each tick
 /// (the oracle still labels it); without, the oracle's. `progress` hears (runs done, runs
@@ -146,20 +164,11 @@ pub fn collect_examples(
 ) -> (Vec<Example>, Vec<TickExample>) {
     let owned = oracle_proposers();
     let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> = owned.iter().map(|p| p.as_ref()).collect();
-    let mut scenarios = Vec::new();
-    for &seed in &options.seeds {
-        for &family in &options.families {
-            scenarios.push(Scenario::three_regions(family, seed));
-        }
-        for replay in &options.traces {
-            scenarios.push(Scenario::recorded(replay.clone(), seed));
-        }
-    }
+    let scenarios = training_scenarios(options);
     let runs = scenarios.len();
     let mut collected = Vec::new();
     let mut ticks = Vec::new();
-    for (done, base) in scenarios.into_iter().enumerate() {
-        let run = sized(base, options.ticks, options.requests_per_tick);
+    for (done, run) in scenarios.into_iter().enumerate() {
         Sim::new(run).run_oracle(
             options.horizon,
             tuned_base(),
@@ -178,10 +187,16 @@ pub fn collect_examples(
     (collected, ticks)
 }
 
+/// The selector margins [`train`] tries, lowest first.
+pub const SELECTOR_MARGINS: [f32; 7] = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+
 /// Trains a fresh network (seeded) on the oracle's choices, then for each of the options'
 /// DAgger rounds lets it act, adds the oracle's labels of where it went, and trains a fresh
-/// one on all of them; returns the last network with each of its epochs' loss. `progress`
-/// hears (steps done, steps in all): the oracle's runs and the epochs of each round.
+/// one on all of them; last it picks the selector margin of [`SELECTOR_MARGINS`] under
+/// which the planner runs cheapest on the training runs (the larger of equals), as the
+/// tuned heuristics' thresholds are picked. Returns the last network with each of its
+/// epochs' loss. `progress` hears (steps done, steps in all): the oracle's runs and the
+/// epochs of each round, then each margin tried.
 pub fn train(
     options: &TrainOptions,
     seed: i64,
@@ -189,30 +204,53 @@ pub fn train(
 ) -> (PlannerNet, Vec<f64>) {
     let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
     let rounds = 1 + options.dagger_rounds;
-    let total = rounds * (runs + options.epochs);
+    let total = rounds * (runs + options.epochs) + SELECTOR_MARGINS.len();
     let mut examples = Vec::new();
     let mut ticks = Vec::new();
-    let mut net: Option<PlannerNet> = None;
-    let mut losses = Vec::new();
-    for round in 0..rounds {
+    let mut round = |round: usize, learner: Option<&PlannerNet>| {
         let done = round * (runs + options.epochs);
-        let (more, more_ticks) = collect_examples(options, net.as_ref(), &mut |runs_done, _| {
+        let (more, more_ticks) = collect_examples(options, learner, &mut |runs_done, _| {
             progress(done + runs_done, total)
         });
         examples.extend(more);
         ticks.extend(more_ticks);
-        let mut fresh = PlannerNet::new(seed);
-        losses = Vec::with_capacity(options.epochs);
+        let mut net = PlannerNet::new(seed);
+        let mut losses = Vec::with_capacity(options.epochs);
         // In chunks, so the progress bar moves.
         let chunk = (options.epochs / 20).max(1);
         while losses.len() < options.epochs {
             let epochs = chunk.min(options.epochs - losses.len());
-            losses.extend(fresh.train(&examples, &ticks, epochs, options.learning_rate));
+            losses.extend(net.train(&examples, &ticks, epochs, options.learning_rate));
             progress(done + runs + losses.len(), total);
         }
-        net = Some(fresh);
+        (net, losses)
+    };
+    let (mut net, mut losses) = round(0, None);
+    for k in 1..rounds {
+        (net, losses) = round(k, Some(&net));
     }
-    (net.unwrap_or_else(|| PlannerNet::new(seed)), losses)
+    let scenarios = training_scenarios(options);
+    let mut best: Option<(f64, f32)> = None;
+    for (k, &margin) in SELECTOR_MARGINS.iter().enumerate() {
+        net.set_selector_margin(margin);
+        let cost = scenarios
+            .iter()
+            .map(|scenario| {
+                let mut planner =
+                    Planner::new(Some(net.clone_weights()), Mode::Model, Envelope::default());
+                Sim::new(scenario.clone()).run(&mut planner).cost()
+            })
+            .sum::<f64>()
+            / scenarios.len().max(1) as f64;
+        if best.is_none_or(|(lowest, _)| cost <= lowest) {
+            best = Some((cost, margin));
+        }
+        progress(rounds * (runs + options.epochs) + k + 1, total);
+    }
+    if let Some((_, margin)) = best {
+        net.set_selector_margin(margin);
+    }
+    (net, losses)
 }
 
 /// What [`compare`] runs.
@@ -339,8 +377,11 @@ mod tests {
         let mut steps = Vec::new();
         let (net, losses) = train(&options, 7, &mut |done, total| steps.push((done, total)));
         assert_eq!(losses.len(), 20);
-        // Two rounds (the oracle acting, then the network): one run and 20 epochs each.
-        assert_eq!(steps.last(), Some(&(42, 42)));
+        // Two rounds (the oracle acting, then the network): one run and 20 epochs each;
+        // then each selector margin.
+        let total = 42 + SELECTOR_MARGINS.len();
+        assert_eq!(steps.last(), Some(&(total, total)));
+        assert!(SELECTOR_MARGINS.contains(&net.selector_margin()));
         let families = [Family::HotKey, Family::Uniform];
         let tuned = [LoadSplit::tikv().with_thresholds(900.0, 3)];
         let mut runs = 0;

@@ -148,9 +148,11 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             net.save(&out)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "loss {:.4} -> {:.4}; weights in {}",
+                "loss {:.4} -> {:.4}; selector margin {} (tuned on the training runs); \
+                 weights in {}",
                 losses.first().copied().unwrap_or(f64::NAN),
                 losses.last().copied().unwrap_or(f64::NAN),
+                net.selector_margin(),
                 out.display()
             );
             held_out_check(&net, ticks);
