@@ -69,6 +69,9 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Kv(_) | Command::Admin(_)) {
+        die_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Kv(args) => kv::run(args),
@@ -123,4 +126,17 @@ fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// Lets a closed standard output (`hanse kv scan | head`) end the process silently, as
+/// it ends other Unix tools, instead of a panic in `println!`. Only for the short-lived
+/// commands that print: Rust ignores SIGPIPE so that long-running nodes see a closed
+/// connection as an error rather than die of it (their socket writes also pass
+/// MSG_NOSIGNAL, so the clients here are safe either way).
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: sets this process's SIGPIPE disposition to the default before any thread
+    // that writes to a pipe or socket starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
