@@ -269,24 +269,23 @@ impl Policy for TailLeaders {
             _ => true,
         });
         let busy: Vec<usize> = actions.iter().map(action_shard).collect();
-        let tail = trip_quantile(
-            (0..view.shards.len())
-                .flat_map(|i| request_trips(view, i, view.shards[i].leader))
-                .collect(),
-            0.99,
-        );
+        // Each shard's requests under its current leader.
+        let current: Vec<Vec<(f64, f64)>> = (0..view.shards.len())
+            .map(|i| request_trips(view, i, view.shards[i].leader))
+            .collect();
+        let tail = trip_quantile(current.concat(), 0.99);
         // (requests in the tail, shard, its other replicas by slowest round trip).
         let mut candidates: Vec<(f64, usize, Vec<usize>)> = Vec::new();
         for (i, shard) in view.shards.iter().enumerate() {
             if busy.contains(&i) || busy.contains(&(i + 1)) {
                 continue;
             }
-            let trips = request_trips(view, i, shard.leader);
+            let trips = &current[i];
             let in_tail: f64 = trips.iter().filter(|t| t.0 >= tail).map(|t| t.1).sum();
             if in_tail <= 0.0 {
                 continue;
             }
-            let now = slowest(&trips);
+            let now = slowest(trips);
             let mut better: Vec<(f64, usize)> = shard
                 .replicas
                 .iter()
