@@ -132,6 +132,21 @@ fn never_sent(status: &tonic::Status) -> bool {
     false
 }
 
+/// One write of a [`Client::batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchWrite {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+impl BatchWrite {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchWrite::Put { key, .. } | BatchWrite::Delete { key } => key,
+        }
+    }
+}
+
 /// The outcome of a compare-and-swap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasOutcome {
@@ -484,6 +499,39 @@ impl Client {
         self.call(Resend::WhileUnsent, Locate::Key(key), make, |mut c, r| {
             Box::pin(async move { c.put(r).await })
         })
+        .await
+        .map(|_| ())
+    }
+
+    /// Applies `writes` atomically: all of them or none. Their keys must lie in one shard
+    /// (the one holding the first key); a batch across shards is refused with
+    /// [`ClientError::InvalidArgument`].
+    pub async fn batch(&self, writes: &[BatchWrite]) -> Result<(), ClientError> {
+        let Some(first) = writes.first() else {
+            return Ok(());
+        };
+        let mutations: Vec<proto::Mutation> = writes
+            .iter()
+            .map(|write| proto::Mutation {
+                op: Some(match write {
+                    BatchWrite::Put { key, value } => proto::mutation::Op::Put(proto::KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    }),
+                    BatchWrite::Delete { key } => proto::mutation::Op::Delete(key.clone()),
+                }),
+            })
+            .collect();
+        let make = |route| proto::BatchRequest {
+            route,
+            mutations: mutations.clone(),
+        };
+        self.call(
+            Resend::WhileUnsent,
+            Locate::Key(first.key()),
+            make,
+            |mut c, r| Box::pin(async move { c.batch(r).await }),
+        )
         .await
         .map(|_| ())
     }

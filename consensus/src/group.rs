@@ -71,6 +71,8 @@ pub enum GroupError {
         shard: ShardId,
         source: Box<StorageError>,
     },
+    #[error("shard {shard}: the node's storage refuses writes: {detail}")]
+    StorageFailed { shard: ShardId, detail: String },
     #[error("shard {shard}: raft configuration rejected: {source}")]
     Config {
         shard: ShardId,
@@ -105,6 +107,7 @@ impl GroupError {
     pub fn shard(&self) -> ShardId {
         match self {
             GroupError::Storage { shard, .. }
+            | GroupError::StorageFailed { shard, .. }
             | GroupError::Config { shard, .. }
             | GroupError::Fatal { shard, .. }
             | GroupError::Initialize { shard, .. }
@@ -148,6 +151,10 @@ impl ShardGroup {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
+        // A replica restarted on storage that refuses writes would only fail again.
+        if let Some(detail) = store.poisoned() {
+            return Err(GroupError::StorageFailed { shard, detail });
+        }
         let config = Config {
             cluster_name: format!("hanse-shard-{shard}"),
             heartbeat_interval: options.heartbeat_interval.as_millis() as u64,

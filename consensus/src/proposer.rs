@@ -12,7 +12,7 @@ use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batching::drain_in_batches;
+use crate::batching::{BatchLimits, drain_in_batches};
 use crate::{Proposal, Raft, ReplicaNode, ShardRequest, ShardResponse, TypeConfig};
 
 /// Bounds of one shard's proposer.
@@ -23,6 +23,10 @@ pub struct ProposerOptions {
     pub mailbox_requests_max: usize,
     /// Submissions in one proposal.
     pub proposal_requests_max: usize,
+    /// Bytes of keys and values in one proposal (one that is larger on its own goes
+    /// alone): a log entry has to reach the followers within openraft's AppendEntries
+    /// timeout, so many large writes share no entry.
+    pub proposal_bytes_max: usize,
     /// Proposals waiting for commit at once: deep enough to keep the log writer busy,
     /// shallow enough that waiting requests form large proposals.
     pub in_flight_max: usize,
@@ -33,6 +37,7 @@ impl Default for ProposerOptions {
         ProposerOptions {
             mailbox_requests_max: 4096,
             proposal_requests_max: 512,
+            proposal_bytes_max: 1024 * 1024,
             in_flight_max: 2,
         }
     }
@@ -121,34 +126,40 @@ async fn run(
     requests: mpsc::Receiver<Submission>,
     options: ProposerOptions,
 ) {
-    drain_in_batches(
-        requests,
-        options.proposal_requests_max,
-        options.in_flight_max,
-        |submissions: Vec<Submission>| {
-            let raft = raft.clone();
-            async move {
-                let (batch, responders): (Vec<_>, Vec<_>) = submissions
-                    .into_iter()
-                    .flatten()
-                    .map(|p| (p.request, p.respond))
-                    .unzip();
-                // Sent here, in order, so proposals enter the log in the order requests
-                // arrived.
-                match raft.client_write_ff(Proposal { requests: batch }).await {
-                    Ok(receiver) => Some(respond_when_applied(shard, receiver, responders)),
-                    Err(fatal) => {
-                        let error = ProposeError::Stopped {
-                            shard,
-                            detail: fatal.to_string(),
-                        };
-                        respond_all(responders, &error);
-                        None
-                    }
+    let limits = BatchLimits {
+        items_max: options.proposal_requests_max,
+        weight_max: options.proposal_bytes_max,
+        in_flight_max: options.in_flight_max,
+    };
+    let weigh = |submission: &Submission| -> usize {
+        submission
+            .iter()
+            .map(|p| p.request.approximate_bytes())
+            .sum()
+    };
+    drain_in_batches(requests, limits, weigh, |submissions: Vec<Submission>| {
+        let raft = raft.clone();
+        async move {
+            let (batch, responders): (Vec<_>, Vec<_>) = submissions
+                .into_iter()
+                .flatten()
+                .map(|p| (p.request, p.respond))
+                .unzip();
+            // Sent here, in order, so proposals enter the log in the order requests
+            // arrived.
+            match raft.client_write_ff(Proposal { requests: batch }).await {
+                Ok(receiver) => Some(respond_when_applied(shard, receiver, responders)),
+                Err(fatal) => {
+                    let error = ProposeError::Stopped {
+                        shard,
+                        detail: fatal.to_string(),
+                    };
+                    respond_all(responders, &error);
+                    None
                 }
             }
-        },
-    )
+        }
+    })
     .await;
 }
 

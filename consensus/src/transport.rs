@@ -24,13 +24,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, Entry, EntryPayload, LogId};
+use openraft::{AnyError, Entry, EntryPayload, LogId, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::batching::drain_in_batches;
+use crate::batching::{BatchLimits, drain_in_batches};
 use crate::latency::LatencyMatrix;
 use crate::{ReplicaNode, TypeConfig};
 
@@ -41,11 +41,18 @@ pub struct TransportOptions {
     pub queue_messages_max: usize,
     /// Messages in one batch.
     pub batch_messages_max: usize,
+    /// Encoded bytes in one batch (a larger message goes alone), well under the Raft
+    /// service's message limit.
+    pub batch_bytes_max: usize,
     /// Batches on the wire to one peer at once.
     pub in_flight_max: usize,
     pub connect_timeout: Duration,
-    /// Deadline of one batch call; openraft retries what fails.
+    /// Deadline of one batch call, plus the time its bytes take at
+    /// `slow_link_bytes_per_sec`; openraft retries what fails.
     pub request_timeout: Duration,
+    /// The slowest a link (and a loaded peer) is assumed to carry bytes: a large batch
+    /// gets the time it needs at this rate on top of `request_timeout`.
+    pub slow_link_bytes_per_sec: u64,
     /// The local address connections to peers start from (default: the kernel's pick).
     pub source_ip: Option<IpAddr>,
     /// This node's region, and the round trips injected toward other regions (none by
@@ -59,9 +66,11 @@ impl Default for TransportOptions {
         TransportOptions {
             queue_messages_max: 4096,
             batch_messages_max: 256,
+            batch_bytes_max: 16 * 1024 * 1024,
             in_flight_max: 4,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            slow_link_bytes_per_sec: 1024 * 1024,
             source_ip: None,
             region: String::new(),
             latency: LatencyMatrix::default(),
@@ -159,7 +168,6 @@ impl Transport {
                 detail: format!("bad address: {e}"),
             })?
             .connect_timeout(self.options.connect_timeout)
-            .timeout(self.options.request_timeout)
             .local_address(self.options.source_ip);
         let (queue, outgoing) = mpsc::channel(self.options.queue_messages_max);
         tokio::spawn(send_batches(
@@ -228,41 +236,67 @@ async fn send_batches(
     options: TransportOptions,
     counters: Arc<Counters>,
 ) {
-    drain_in_batches(
-        outgoing,
-        options.batch_messages_max,
-        options.in_flight_max,
-        |waiting: Vec<Outgoing>| {
-            let (messages, responders): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-            counters
-                .messages
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            let call = send_batch(
-                client.clone(),
-                RaftBatch {
-                    from_node,
-                    messages,
-                },
-                node,
-                addr.clone(),
-                responders,
-            );
-            async move { Some(call) }
-        },
-    )
+    let limits = BatchLimits {
+        items_max: options.batch_messages_max,
+        weight_max: options.batch_bytes_max,
+        in_flight_max: options.in_flight_max,
+    };
+    let weigh = |(message, _): &Outgoing| message_bytes(message);
+    drain_in_batches(outgoing, limits, weigh, |waiting: Vec<Outgoing>| {
+        let bytes: usize = waiting.iter().map(|(m, _)| message_bytes(m)).sum();
+        let (messages, responders): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+        counters
+            .messages
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let carry_time = bytes as f64 / options.slow_link_bytes_per_sec.max(1) as f64;
+        let deadline = options.request_timeout + Duration::from_secs_f64(carry_time);
+        let call = send_batch(
+            client.clone(),
+            RaftBatch {
+                from_node,
+                messages,
+            },
+            deadline,
+            node,
+            addr.clone(),
+            responders,
+        );
+        async move { Some(call) }
+    })
     .await;
+}
+
+/// About how many bytes `message` takes on the wire.
+fn message_bytes(message: &RaftMessage) -> usize {
+    let body = match &message.body {
+        Some(
+            raft_message::Body::AppendEntries(bytes)
+            | raft_message::Body::Vote(bytes)
+            | raft_message::Body::InstallSnapshot(bytes),
+        ) => bytes.len(),
+        _ => 0,
+    };
+    body + 16
 }
 
 /// Sends one batch and gives each message's sender its own result.
 async fn send_batch(
     mut client: RaftClient<Channel>,
     batch: RaftBatch,
+    deadline: Duration,
     node: NodeId,
     addr: String,
     responders: Vec<oneshot::Sender<Result<RaftResult, TransportError>>>,
 ) {
-    match client.send(batch).await {
+    let sent = tokio::time::timeout(deadline, client.send(batch))
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {deadline:?}"
+            )))
+        });
+    match sent {
         Ok(reply) if reply.get_ref().results.len() == responders.len() => {
             for (respond, result) in responders.into_iter().zip(reply.into_inner().results) {
                 let _ = respond.send(Ok(result));
@@ -311,6 +345,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             addr: node.addr.clone(),
             region: node.region.clone(),
             transport: self.transport.clone(),
+            large: None,
         }
     }
 }
@@ -329,6 +364,7 @@ impl ShardNetwork {
             addr: at.addr.clone(),
             region: at.region.clone(),
             transport: self.transport.clone(),
+            large: None,
         };
         peer.call(raft_message::Body::TimeoutNow(TimeoutNow {}))
             .await
@@ -342,9 +378,140 @@ pub struct ShardPeer {
     addr: String,
     region: String,
     transport: Arc<Transport>,
+    /// The large AppendEntries last sent on its own task.
+    large: Option<LargeAppend>,
+}
+
+/// An AppendEntries with at least this many bytes of entries is sent on a task of its
+/// own, which openraft's timeout of each attempt (one heartbeat interval) does not cancel:
+/// on a loaded machine a large entry can take longer than that to arrive and be written,
+/// and if every attempt were cancelled and sent anew it would never get through (while
+/// the copies queued up behind it starved the other shards' heartbeats). A retry of the
+/// same request waits for that send instead, and a heartbeat sent meanwhile keeps the
+/// follower from starting an election.
+const LARGE_APPEND_BYTES: usize = 64 * 1024;
+
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>;
+
+/// A large AppendEntries under way on its own task.
+struct LargeAppend {
+    /// The leader's vote and the first and last log id the request covers.
+    key: AppendKey,
+    answer: watch::Receiver<Option<AppendResult>>,
+}
+
+type AppendKey = (Vote<NodeId>, Option<LogId<NodeId>>, Option<LogId<NodeId>>);
+
+fn append_key(rpc: &AppendEntriesRequest<TypeConfig>) -> AppendKey {
+    (
+        rpc.vote,
+        rpc.prev_log_id,
+        rpc.entries.last().map(|e| e.log_id),
+    )
+}
+
+fn clone_answer(answer: &AppendResult) -> AppendResult {
+    match answer {
+        Ok(response) => Ok(match response {
+            AppendEntriesResponse::Success => AppendEntriesResponse::Success,
+            AppendEntriesResponse::PartialSuccess(id) => AppendEntriesResponse::PartialSuccess(*id),
+            AppendEntriesResponse::Conflict => AppendEntriesResponse::Conflict,
+            AppendEntriesResponse::HigherVote(vote) => AppendEntriesResponse::HigherVote(*vote),
+        }),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 impl ShardPeer {
+    fn link(&self) -> PeerLink {
+        PeerLink {
+            shard: self.shard,
+            target: self.target,
+            addr: self.addr.clone(),
+            region: self.region.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+
+    async fn call<Resp, E>(
+        &self,
+        body: raft_message::Body,
+    ) -> Result<Resp, RPCError<NodeId, ReplicaNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        self.link().call(body).await
+    }
+
+    /// Sends a large `rpc` on its own task, or waits for the one sent for the same request
+    /// before (see [`LARGE_APPEND_BYTES`]).
+    async fn append_large(&mut self, rpc: AppendEntriesRequest<TypeConfig>) -> AppendResult {
+        let key = append_key(&rpc);
+        let reusable = self
+            .large
+            .as_ref()
+            .filter(|large| large.key == key)
+            .map(|large| large.answer.clone());
+        let mut answer = match reusable {
+            Some(answer) => {
+                let heartbeat = AppendEntriesRequest::<TypeConfig> {
+                    entries: Vec::new(),
+                    ..rpc
+                };
+                let beat: AppendResult = self
+                    .call(raft_message::Body::AppendEntries(encode(&heartbeat)))
+                    .await;
+                // A conflict or a newer vote answers the large request just as well.
+                if let Ok(
+                    response @ (AppendEntriesResponse::Conflict
+                    | AppendEntriesResponse::HigherVote(_)),
+                ) = beat
+                {
+                    self.large = None;
+                    return Ok(response);
+                }
+                answer
+            }
+            None => {
+                let (publish, answer) = watch::channel(None);
+                let link = self.link();
+                let body = raft_message::Body::AppendEntries(encode(&rpc));
+                tokio::spawn(async move {
+                    let result = link.call(body).await;
+                    let _ = publish.send(Some(result));
+                });
+                self.large = Some(LargeAppend {
+                    key,
+                    answer: answer.clone(),
+                });
+                answer
+            }
+        };
+        let result = match answer.wait_for(Option::is_some).await {
+            Ok(result) => clone_answer(result.as_ref().expect("waited for it")),
+            Err(_) => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other("the send task stopped"),
+            ))),
+        };
+        // Answered: the next request, even the same one again, is sent anew.
+        self.large = None;
+        result
+    }
+}
+
+/// What one call to a peer needs, apart from the [`ShardPeer`] state (so a call can run on
+/// a task of its own).
+struct PeerLink {
+    shard: ShardId,
+    target: NodeId,
+    addr: String,
+    region: String,
+    transport: Arc<Transport>,
+}
+
+impl PeerLink {
     async fn call<Resp, E>(
         &self,
         body: raft_message::Body,
@@ -449,9 +616,14 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>
     {
         let trimmed = trim_to_budget(&mut rpc);
-        let response = self
-            .call(raft_message::Body::AppendEntries(encode(&rpc)))
-            .await?;
+        let bytes: usize = rpc.entries.iter().map(entry_bytes).sum();
+        let response = match bytes >= LARGE_APPEND_BYTES {
+            true => self.append_large(rpc).await?,
+            false => {
+                self.call(raft_message::Body::AppendEntries(encode(&rpc)))
+                    .await?
+            }
+        };
         Ok(match (response, trimmed) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -486,7 +658,7 @@ mod tests {
     use super::*;
     use crate::{Mutation, Proposal, ShardRequest};
     use hanse_storage::Epoch;
-    use openraft::{CommittedLeaderId, Vote};
+    use openraft::CommittedLeaderId;
 
     fn entry(index: u64, value_bytes: usize) -> Entry<TypeConfig> {
         Entry {

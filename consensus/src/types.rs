@@ -50,23 +50,29 @@ impl Proposal {
     /// About how many bytes the proposal takes: the keys and values it carries, plus a
     /// little per request.
     pub fn approximate_bytes(&self) -> usize {
-        let mutation = |m: &Mutation| match m {
-            Mutation::Put { key, value } => key.len() + value.len(),
-            Mutation::Delete { key } => key.len(),
-        };
-        let value = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
         self.requests
             .iter()
-            .map(|request| {
-                16 + match request {
-                    ShardRequest::Write { mutations, .. } => mutations.iter().map(mutation).sum(),
-                    ShardRequest::CompareAndSwap {
-                        key, expected, new, ..
-                    } => key.len() + value(expected) + value(new),
-                    _ => 256,
-                }
-            })
+            .map(ShardRequest::approximate_bytes)
             .sum()
+    }
+}
+
+impl ShardRequest {
+    /// About how many bytes the request takes in a log entry: the keys and values it
+    /// carries, plus a little.
+    pub fn approximate_bytes(&self) -> usize {
+        let mutation = |m: &Mutation| match m {
+            Mutation::Put { key, value } => key.len() + value.len() + 4,
+            Mutation::Delete { key } => key.len() + 2,
+        };
+        let value = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        16 + match self {
+            ShardRequest::Write { mutations, .. } => mutations.iter().map(mutation).sum(),
+            ShardRequest::CompareAndSwap {
+                key, expected, new, ..
+            } => key.len() + value(expected) + value(new),
+            _ => 256,
+        }
     }
 }
 

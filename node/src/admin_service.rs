@@ -12,7 +12,7 @@ use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
-use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
 use openraft::ServerState;
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -825,6 +825,7 @@ impl Admin for AdminService {
             node_id: self.state.node_id,
             region: self.state.region.clone(),
             addr: self.state.addr.clone(),
+            storage_error: self.state.engine.poisoned().unwrap_or_default(),
             shards: self.shard_statuses(),
             planner: self.planner_status().await,
             ingest: self.state.ingest.is_some().then(|| {

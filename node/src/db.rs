@@ -84,6 +84,7 @@ impl Db {
                 sync_log_writes: options.sync,
             },
         )?);
+        engine.claim_node(EMBEDDED_NODE)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hanse-db")

@@ -209,6 +209,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             sync_log_writes: config.sync,
         },
     )?);
+    engine.claim_node(config.node_id)?;
     // A founding member writes the first shard; a node that joins later (no
     // `initial_peers`) hosts nothing until the cluster adds it to shards.
     if engine.load_descriptors()?.is_empty() && !config.initial_peers.is_empty() {

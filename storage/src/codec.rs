@@ -72,6 +72,9 @@ pub fn shard_prefix(shard: ShardId) -> [u8; 8] {
 
 const SHARD_DESCRIPTOR_PREFIX: &[u8] = b"shard/";
 
+/// The `meta` key of the id of the node this data directory belongs to.
+pub const NODE_ID_KEY: &[u8] = b"node/id";
+
 /// The `meta` key of this node's shard-id sequence (see `Engine::allocate_shard_id`).
 pub const SHARD_SEQUENCE_KEY: &[u8] = b"sequence/shard-id";
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, ErrorKind, IngestExternalFileOptions,
-    IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, ErrorKind,
+    IngestExternalFileOptions, IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch,
+    WriteOptions,
 };
 
 use crate::codec;
@@ -161,8 +162,10 @@ impl Engine {
     /// Opens the data directory `path`, creating it when it is missing or empty.
     ///
     /// Refuses a directory that holds something other than Hanse data, one written by a
-    /// newer format, one that another process has open, and one whose RocksDB is damaged,
-    /// each with its own [`Error`] variant; none of these change anything on disk.
+    /// newer format, one that another process has open, one whose RocksDB is damaged, one
+    /// whose marker file is gone while its RocksDB holds data, and one whose write-ahead
+    /// log lost writes it had made durable, each with its own [`Error`] variant; none of
+    /// these change anything on disk.
     pub fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
         let path = path.as_ref().to_path_buf();
         fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
@@ -172,30 +175,55 @@ impl Engine {
             return Err(Error::NotADataDir { path });
         }
         let lock = take_lock(&path)?;
-        if has_marker {
+        let db = if has_marker {
             check_marker(&path, &marker)?;
+            open_rocksdb(&path, false)?
         } else {
-            // A `db/` without a marker is an initialisation that crashed before `open`
-            // returned: nothing in it was ever acknowledged, so start it afresh.
-            let stale = path.join(ROCKSDB_DIR);
-            if stale.exists() {
-                tracing::warn!(path = %stale.display(), "removing an unfinished initialisation");
-                fs::remove_dir_all(&stale).map_err(|e| Error::io(&stale, e))?;
-            }
-        }
-
-        let db = open_rocksdb(&path, !has_marker)?;
-        if !has_marker {
+            let db = open_unmarked(&path)?;
             write_marker(&path, &marker)?;
-        }
+            db
+        };
+        durable::check(&path, &db)?;
         let db = Arc::new(db);
+        let durable_mark = durable::Mark::start(&path, db.clone());
+        let log_writer = LogWriter::start(db.clone(), options.sync_log_writes, durable_mark);
         Ok(Engine {
-            log_writer: LogWriter::start(db.clone(), options.sync_log_writes),
+            log_writer,
             db,
             path,
             allocating: std::sync::Mutex::new(()),
             _lock: lock,
         })
+    }
+
+    /// Records that this data directory belongs to node `node`, or checks that it does:
+    /// a directory started under another node id would vote and acknowledge as a node
+    /// that never made those promises.
+    pub fn claim_node(&self, node: NodeId) -> Result<()> {
+        match self.get(Cf::Meta, codec::NODE_ID_KEY)? {
+            Some(bytes) => {
+                let recorded: NodeId = codec::decode("node id", &bytes)?;
+                if recorded != node {
+                    return Err(Error::WrongNode {
+                        path: self.path.clone(),
+                        recorded,
+                        claimed: node,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = Batch::default();
+                batch.put(Cf::Meta, codec::NODE_ID_KEY, codec::encode(&node));
+                self.write(batch, true)
+            }
+        }
+    }
+
+    /// Makes the next WAL sync fail, as a failing disk would: for tests of what follows.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn fail_next_sync(&self) {
+        self.log_writer.fail_next_sync();
     }
 
     /// How many user keys `[start, end)` of the data column family holds and their bytes
@@ -317,12 +345,22 @@ impl Store for Engine {
 
     /// Applies `batch` atomically; with `sync` the WAL is synced before returning.
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        self.log_writer.check_health()?;
         let mut write_batch = WriteBatch::default();
         fill_batch(&self.db, &mut write_batch, &batch.ops);
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
-        self.db.write_opt(write_batch, &write_options)?;
-        Ok(())
+        match self.db.write_opt(write_batch, &write_options) {
+            Ok(()) => Ok(()),
+            // A failed synced write may have left earlier writes undurable: nothing
+            // written after it may be acknowledged (see the log writer).
+            Err(e) if sync => Err(self.log_writer.poison(e.as_ref())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.log_writer.poisoned()
     }
 
     /// Writes `batch` through the group-commit log writer and resolves once it is written
@@ -381,6 +419,7 @@ impl Store for Engine {
     /// Replaces the user data in `[start, end)` with the contents of `files` (as written
     /// by [`Store::export_range`]). Keys outside the range in the files are refused.
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
+        self.log_writer.check_health()?;
         let data = cf_handle(&self.db, Cf::Data);
         if let Some(upper) = exclusive_upper_bound(self, start, end)? {
             self.db.delete_range_cf(data, start, &upper)?;
@@ -407,12 +446,12 @@ fn finish_sst(writer: Option<SstFileWriter>) -> Result<u64> {
 }
 
 /// Whether `path` holds anything a fresh Hanse directory may not: anything but our own
-/// lock file and an unfinished `db/`.
+/// lock file, a `db/` and the durability mark.
 fn has_foreign_entries(path: &Path) -> Result<bool> {
     for entry in fs::read_dir(path).map_err(|e| Error::io(path, e))? {
         let entry = entry.map_err(|e| Error::io(path, e))?;
         let name = entry.file_name();
-        if name != LOCK_FILE && name != ROCKSDB_DIR {
+        if name != LOCK_FILE && name != ROCKSDB_DIR && name != durable::MARK_FILE {
             return Ok(true);
         }
     }
@@ -429,6 +468,37 @@ fn take_lock(path: &Path) -> Result<File> {
         }),
         Err(fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
     }
+}
+
+/// Opens the RocksDB of a directory without a marker file. A `db/` without a `CURRENT`
+/// file is an initialisation that crashed before RocksDB finished creating itself, so
+/// nothing was ever written there: it starts afresh. A `db/` that opens but holds no key
+/// at all is an initialisation that crashed before the marker was written: it is kept.
+/// Anything else holds data whose marker was lost: refused, and nothing is touched.
+fn open_unmarked(path: &Path) -> Result<DB> {
+    let db_dir = path.join(ROCKSDB_DIR);
+    if db_dir.exists() && !db_dir.join("CURRENT").exists() {
+        tracing::warn!(path = %db_dir.display(), "removing a RocksDB that was never created");
+        fs::remove_dir_all(&db_dir).map_err(|e| Error::io(&db_dir, e))?;
+    }
+    if !db_dir.exists() {
+        return open_rocksdb(path, true);
+    }
+    // Looked at read-only: a read-write open would already rewrite its files.
+    let names = Cf::ALL.iter().map(|cf| cf.name());
+    let db = DB::open_cf_for_read_only(&rocksdb_options(), &db_dir, names, false)
+        .map_err(|e| open_error(path, false, e))?;
+    for cf in Cf::ALL {
+        let mut keys = db.iterator_cf(cf_handle(&db, cf), IteratorMode::Start);
+        if keys.next().is_some() {
+            return Err(Error::MarkerMissing {
+                path: path.to_path_buf(),
+                format: FORMAT_VERSION,
+            });
+        }
+    }
+    drop(db);
+    open_rocksdb(path, false)
 }
 
 fn check_marker(path: &Path, marker: &Path) -> Result<()> {
@@ -478,6 +548,10 @@ pub fn rocksdb_options() -> Options {
     let mut options = Options::default();
     options.set_max_background_jobs(2);
     options.set_paranoid_checks(true);
+    // Recovery stops at the first damaged WAL record: after a power loss the torn tail
+    // holds only writes that were never synced, hence never acknowledged. A WAL damaged
+    // further back is told apart by the durability mark (see `durable`).
+    options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
     options
 }
 
@@ -489,25 +563,27 @@ fn open_rocksdb(path: &Path, create: bool) -> Result<DB> {
         .iter()
         .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
     let db_path = path.join(ROCKSDB_DIR);
-    DB::open_cf_descriptors(&options, &db_path, families).map_err(|e| {
-        let message = e.to_string();
-        if e.kind() == ErrorKind::Corruption {
-            Error::Corrupted {
-                path: path.to_path_buf(),
-                detail: message,
-            }
-        } else if !create
-            && (message.contains("does not exist") || message.contains("No such file"))
-        {
-            Error::Corrupted {
-                path: path.to_path_buf(),
-                detail: format!("RocksDB files are missing ({message})"),
-            }
-        } else {
-            Error::RocksDb(e)
-        }
-    })
+    DB::open_cf_descriptors(&options, &db_path, families).map_err(|e| open_error(path, create, e))
 }
 
+/// The error for a RocksDB in `path` that did not open.
+fn open_error(path: &Path, create: bool, e: rocksdb::Error) -> Error {
+    let message = e.to_string();
+    if e.kind() == ErrorKind::Corruption {
+        Error::Corrupted {
+            path: path.to_path_buf(),
+            detail: message,
+        }
+    } else if !create && (message.contains("does not exist") || message.contains("No such file")) {
+        Error::Corrupted {
+            path: path.to_path_buf(),
+            detail: format!("RocksDB files are missing ({message})"),
+        }
+    } else {
+        Error::RocksDb(e)
+    }
+}
+
+pub(crate) mod durable;
 #[cfg(test)]
 mod tests;

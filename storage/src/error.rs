@@ -32,6 +32,34 @@ pub enum Error {
     )]
     Locked { path: PathBuf },
 
+    #[error(
+        "{path}/db holds a Hanse RocksDB with data, but its HANSE marker file is missing; nothing was changed. If this is the right directory, put the marker back: printf 'hanse data directory\\nformat {format}\\n' > {path}/HANSE"
+    )]
+    MarkerMissing { path: PathBuf, format: u32 },
+
+    #[error(
+        "{path} belongs to node {recorded}; it cannot be started as node {claimed} (config field `node_id`): use that node's own config, or an empty directory for a new node"
+    )]
+    WrongNode {
+        path: PathBuf,
+        recorded: u64,
+        claimed: u64,
+    },
+
+    #[error(
+        "{path}: its write-ahead log lost writes this node had made durable (RocksDB recovered up to sequence {recovered}, the durability mark says {durable}): the WAL was truncated or damaged. Starting it as is would break its peers' guarantees; move the directory aside and add the node again as an empty one (hanse admin remove-node, then add-node), or restore it from a backup"
+    )]
+    LostWrites {
+        path: PathBuf,
+        recovered: u64,
+        durable: u64,
+    },
+
+    #[error(
+        "a write-ahead-log sync failed ({detail}); this node refuses every write until it is restarted, since writes acknowledged after a failed sync could be lost"
+    )]
+    Poisoned { detail: String },
+
     #[error("data directory {path} is corrupted: {detail}; restore it from a backup or a replica")]
     Corrupted { path: PathBuf, detail: String },
 

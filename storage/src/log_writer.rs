@@ -5,15 +5,20 @@
 //! RocksDB write batch; whatever has been written while the previous sync ran is made
 //! durable by one WAL sync; then each caller is told that its writes are durable. Under
 //! load, many appends of many shards share one batch and one fsync.
+//!
+//! A failed sync poisons the writer for good (until the process restarts): the kernel may
+//! have dropped the dirty pages that sync was to write, so a later sync that succeeds
+//! would say nothing about them, and acknowledging a later write would claim more than is
+//! known (PostgreSQL's "fsyncgate"). Every write after the failure is refused.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::JoinHandle;
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 
+use crate::engine::durable::{Mark, MarkWriter};
 use crate::engine::{Cf, cf_handle};
 use crate::{Error, Result};
 
@@ -71,11 +76,39 @@ pub struct LogWriterStats {
     pub syncs: u64,
 }
 
+/// What the writer, the syncer and the engine share.
 #[derive(Default)]
-struct Counters {
+struct Shared {
     requests: AtomicU64,
     batches: AtomicU64,
     syncs: AtomicU64,
+    /// Why writes are refused, once a sync failed.
+    poisoned: OnceLock<String>,
+    /// Makes the next sync fail (tests of what follows a failing disk).
+    fail_next_sync: AtomicBool,
+}
+
+impl Shared {
+    fn check_health(&self) -> Result<()> {
+        match self.poisoned.get() {
+            Some(detail) => Err(Error::Poisoned {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, detail: &str) -> Error {
+        if self.poisoned.set(detail.to_string()).is_ok() {
+            tracing::error!(
+                "a write-ahead-log sync failed ({detail}): this node refuses every write \
+                 until it restarts"
+            );
+        }
+        Error::Poisoned {
+            detail: self.poisoned.get().cloned().unwrap_or_default(),
+        }
+    }
 }
 
 /// Called once the writes of a request are durable (or failed to become so).
@@ -100,34 +133,56 @@ const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub(crate) struct LogWriter {
     queue: Option<mpsc::SyncSender<Request>>,
     threads: Vec<JoinHandle<()>>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    /// Saved one last time once the threads have stopped.
+    mark: Mark,
 }
 
 impl LogWriter {
-    pub(crate) fn start(db: Arc<DB>, sync: bool) -> Self {
+    pub(crate) fn start(db: Arc<DB>, sync: bool, mark: Mark) -> Self {
         let (queue, requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let (to_sync, sync_requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
-        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
-        let (writer_db, writer_counters) = (db.clone(), counters.clone());
+        let (writer_db, writer_shared) = (db.clone(), shared.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("hanse-log-writer".into())
-                .spawn(move || write_loop(&writer_db, &requests, &to_sync, &writer_counters))
+                .spawn(move || write_loop(&writer_db, &requests, &to_sync, &writer_shared))
                 .expect("spawning the log writer thread"),
         );
-        let syncer_counters = counters.clone();
+        let (syncer_shared, marks) = (shared.clone(), mark.writer());
         threads.push(
             std::thread::Builder::new()
                 .name("hanse-log-syncer".into())
-                .spawn(move || sync_loop(&db, sync, &sync_requests, &syncer_counters))
+                .spawn(move || sync_loop(&db, sync, &sync_requests, &syncer_shared, &marks))
                 .expect("spawning the log syncer thread"),
         );
         LogWriter {
             queue: Some(queue),
             threads,
-            counters,
+            shared,
+            mark,
         }
+    }
+
+    /// `Err(Poisoned)` once a sync failed.
+    pub(crate) fn check_health(&self) -> Result<()> {
+        self.shared.check_health()
+    }
+
+    /// Refuses every write from now on, because a synced write failed with `detail`.
+    pub(crate) fn poison(&self, detail: &str) -> Error {
+        self.shared.poison(detail)
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.get().cloned()
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    pub(crate) fn fail_next_sync(&self) {
+        self.shared.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
     /// Queues `ops` for the next group. The returned receiver resolves once they are
@@ -138,6 +193,13 @@ impl LogWriter {
         on_durable: Option<OnDurable>,
     ) -> oneshot::Receiver<Result<()>> {
         let (written, receiver) = oneshot::channel();
+        if let Err(e) = self.shared.check_health() {
+            if let Some(on_durable) = on_durable {
+                on_durable(Err(clone_error(&e)));
+            }
+            let _ = written.send(Err(e));
+            return receiver;
+        }
         let request = Request {
             ops,
             written,
@@ -155,9 +217,9 @@ impl LogWriter {
 
     pub(crate) fn stats(&self) -> LogWriterStats {
         LogWriterStats {
-            requests: self.counters.requests.load(Ordering::Relaxed),
-            batches: self.counters.batches.load(Ordering::Relaxed),
-            syncs: self.counters.syncs.load(Ordering::Relaxed),
+            requests: self.shared.requests.load(Ordering::Relaxed),
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
         }
     }
 }
@@ -170,6 +232,9 @@ impl Drop for LogWriter {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        if self.shared.poisoned.get().is_none() {
+            self.mark.close();
+        }
     }
 }
 
@@ -177,7 +242,7 @@ fn write_loop(
     db: &DB,
     requests: &mpsc::Receiver<Request>,
     to_sync: &mpsc::SyncSender<Vec<(OnDurable, Result<()>)>>,
-    counters: &Counters,
+    shared: &Shared,
 ) {
     let mut write_options = WriteOptions::default();
     // Durability comes from the syncer; the write itself only has to reach the WAL.
@@ -199,15 +264,18 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let mut batch = WriteBatch::default();
-        for request in &group {
-            fill_batch(db, &mut batch, &request.ops);
-        }
-        let result = db.write_opt(batch, &write_options).map_err(Error::RocksDb);
-        counters
+        // Nothing is written once a sync failed: it could never be acknowledged.
+        let result = shared.check_health().and_then(|()| {
+            let mut batch = WriteBatch::default();
+            for request in &group {
+                fill_batch(db, &mut batch, &request.ops);
+            }
+            db.write_opt(batch, &write_options).map_err(Error::RocksDb)
+        });
+        shared
             .requests
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
+        shared.batches.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Vec::new();
         for request in group.drain(..) {
             let _ = request.written.send(clone_result(&result));
@@ -230,18 +298,32 @@ fn sync_loop(
     db: &DB,
     sync: bool,
     groups: &mpsc::Receiver<Vec<(OnDurable, Result<()>)>>,
-    counters: &Counters,
+    shared: &Shared,
+    marks: &MarkWriter,
 ) {
     while let Ok(mut waiting) = groups.recv() {
         while let Ok(more) = groups.try_recv() {
             waiting.extend(more);
         }
         // One sync covers every write that completed before it started.
-        let synced = if sync {
-            counters.syncs.fetch_add(1, Ordering::Relaxed);
-            db.flush_wal(true).map_err(Error::RocksDb)
-        } else {
-            Ok(())
+        let synced = match shared.check_health() {
+            Err(e) => Err(e),
+            Ok(()) if sync => {
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
+                let covered = db.latest_sequence_number();
+                let flushed = match shared.fail_next_sync.swap(false, Ordering::SeqCst) {
+                    true => Err("injected sync failure".to_string()),
+                    false => db.flush_wal(true).map_err(|e| e.to_string()),
+                };
+                match flushed {
+                    Ok(()) => {
+                        marks.synced(covered);
+                        Ok(())
+                    }
+                    Err(detail) => Err(shared.poison(&detail)),
+                }
+            }
+            Ok(()) => Ok(()),
         };
         for (on_durable, written) in waiting {
             on_durable(written.and_then(|()| clone_result(&synced)));
@@ -252,7 +334,17 @@ fn sync_loop(
 fn clone_result(result: &Result<()>) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
-        Err(Error::RocksDb(e)) => Err(Error::RocksDb(e.clone())),
-        Err(_) => Err(Error::WriterStopped),
+        Err(e) => Err(clone_error(e)),
+    }
+}
+
+/// The same error once more, for each caller a shared write or sync failed for.
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::RocksDb(e) => Error::RocksDb(e.clone()),
+        Error::Poisoned { detail } => Error::Poisoned {
+            detail: detail.clone(),
+        },
+        _ => Error::WriterStopped,
     }
 }

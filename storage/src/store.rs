@@ -64,6 +64,11 @@ pub trait Store: Send + Sync + 'static {
     /// by [`Store::export_range`] of the same kind of store).
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()>;
 
+    /// Why this store refuses every write, once a failed sync made it do so.
+    fn poisoned(&self) -> Option<String> {
+        None
+    }
+
     /// Like [`Store::append_log`], but resolves once the batch is durable.
     fn write_log(&self, batch: Batch) -> StoreFuture<'_> {
         Box::pin(async move {
@@ -180,6 +185,10 @@ impl Store for FencedStore {
         self.inner.path()
     }
 
+    fn poisoned(&self) -> Option<String> {
+        self.inner.poisoned()
+    }
+
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.get(cf, key)
     }
@@ -234,6 +243,10 @@ struct MemState {
     durable: Families,
     /// Batches written since the last sync, oldest first: the difference between the two.
     unsynced: Vec<Vec<WriteOp>>,
+    /// The next sync fails (and poisons the store), as a failing disk's would.
+    fail_next_sync: bool,
+    /// Why writes are refused, once a sync failed.
+    poisoned: Option<String>,
 }
 
 /// A [`Store`] in memory, for deterministic tests. Snapshot files go to `path`.
@@ -251,6 +264,12 @@ impl MemStore {
         }
     }
 
+    /// Makes the next sync fail: the store then refuses every write, as the RocksDB
+    /// engine does after a failed WAL sync.
+    pub fn fail_next_sync(&self) {
+        self.lock().fail_next_sync = true;
+    }
+
     /// Forgets every write not yet made durable, as a power failure would.
     pub fn lose_unsynced(&self) {
         let mut state = self.lock();
@@ -262,16 +281,34 @@ impl MemStore {
         self.state.lock().expect("memory store lock")
     }
 
-    fn apply(&self, ops: Vec<WriteOp>, sync: bool) {
+    /// `Err(Poisoned)` once a sync failed.
+    fn check_health(&self) -> Result<()> {
+        match &self.lock().poisoned {
+            Some(detail) => Err(Error::Poisoned {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `ops`; with `sync` makes them and everything before durable. A failing
+    /// sync leaves them readable, not durable, and poisons the store.
+    fn apply(&self, ops: Vec<WriteOp>, sync: bool) -> Result<()> {
         let mut state = self.lock();
         apply_ops(&mut state.live, &ops);
         state.unsynced.push(ops);
+        if sync && std::mem::take(&mut state.fail_next_sync) {
+            let detail = "injected sync failure".to_string();
+            state.poisoned = Some(detail.clone());
+            return Err(Error::Poisoned { detail });
+        }
         if sync {
             let unsynced = std::mem::take(&mut state.unsynced);
             for ops in &unsynced {
                 apply_ops(&mut state.durable, ops);
             }
         }
+        Ok(())
     }
 }
 
@@ -343,15 +380,23 @@ impl Store for MemStore {
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {
-        self.apply(batch.into_ops(), sync);
-        Ok(())
+        self.check_health()?;
+        self.apply(batch.into_ops(), sync)
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.lock().poisoned.clone()
     }
 
     fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
-        // Log writes are synced at once: there is no group commit to wait for.
-        self.apply(batch.into_ops(), true);
+        if let Err(e) = self.check_health() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        // Log writes are synced at once: there is no group commit to wait for. A failed
+        // sync leaves the batch written (readable) but never durable.
+        let synced = self.apply(batch.into_ops(), true);
         if let Some(on_durable) = on_durable {
-            on_durable(Ok(()));
+            on_durable(synced);
         }
         Box::pin(std::future::ready(Ok(())))
     }
@@ -380,6 +425,7 @@ impl Store for MemStore {
     }
 
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
+        self.check_health()?;
         let mut batch = Batch::default();
         if let Some(upper) = exclusive_upper_bound(self, start, end)? {
             batch.delete_range(Cf::Data, start.to_vec(), upper);
@@ -399,8 +445,7 @@ impl Store for MemStore {
             }
         }
         // Ingested files are durable in RocksDB once ingested.
-        self.apply(batch.into_ops(), true);
-        Ok(())
+        self.apply(batch.into_ops(), true)
     }
 }
 
@@ -425,6 +470,28 @@ mod tests {
         assert!(store.get(Cf::Data, b"a").unwrap().is_some());
         assert!(store.get(Cf::Data, b"b").unwrap().is_some());
         assert_eq!(store.get(Cf::Data, b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_its_write_undurable_and_refuses_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(dir.path());
+        put(&store, "a", true);
+        store.fail_next_sync();
+        let mut batch = Batch::default();
+        batch.put(Cf::Data, "b", "v");
+        assert!(matches!(
+            store.write(batch.clone(), true),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(store.poisoned().is_some());
+        assert!(matches!(
+            store.write(batch, false),
+            Err(Error::Poisoned { .. })
+        ));
+        store.lose_unsynced();
+        assert!(store.get(Cf::Data, b"a").unwrap().is_some());
+        assert_eq!(store.get(Cf::Data, b"b").unwrap(), None);
     }
 
     #[test]

@@ -323,6 +323,187 @@ fn restarts_an_initialisation_that_never_finished() {
     put_data(&engine, &[("a", "1")]);
 }
 
+#[test]
+fn keeps_an_empty_rocksdb_whose_marker_was_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    fs::remove_file(dir.path().join(MARKER_FILE)).unwrap();
+    let engine = open(dir.path());
+    assert!(dir.path().join(MARKER_FILE).exists());
+    put_data(&engine, &[("a", "1")]);
+}
+
+/// Bytes of every file under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            match entry.file_type().unwrap().is_dir() {
+                true => tree_bytes(&entry.path()),
+                false => entry.metadata().unwrap().len(),
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn never_deletes_a_rocksdb_with_data_whose_marker_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), "v".repeat(500)))
+        .collect();
+    let pairs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    put_data(&open(dir.path()), &pairs);
+    fs::remove_file(dir.path().join(MARKER_FILE)).unwrap();
+    let before = tree_bytes(&dir.path().join(ROCKSDB_DIR));
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::MarkerMissing { .. }), "{err}");
+    assert!(err.to_string().contains("put the marker back"), "{err}");
+    assert!(
+        !dir.path().join(MARKER_FILE).exists(),
+        "nothing was written"
+    );
+    assert!(
+        tree_bytes(&dir.path().join(ROCKSDB_DIR)) >= before,
+        "the database is untouched"
+    );
+    // The way back the message gives works, and every key is there.
+    fs::write(
+        dir.path().join(MARKER_FILE),
+        format!("hanse data directory\nformat {FORMAT_VERSION}\n"),
+    )
+    .unwrap();
+    let engine = open(dir.path());
+    assert_eq!(
+        engine
+            .scan(Cf::Data, b"", b"", usize::MAX, ScanOrder::Forward)
+            .unwrap()
+            .len(),
+        200
+    );
+}
+
+#[test]
+fn a_directory_belongs_to_the_node_that_first_claimed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine.claim_node(3).unwrap();
+    engine.claim_node(3).unwrap();
+    drop(engine);
+    let engine = open(dir.path());
+    engine.claim_node(3).unwrap();
+    let err = engine.claim_node(4).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongNode {
+                recorded: 3,
+                claimed: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("node_id"), "{err}");
+}
+
+/// Writes `count` log batches through the log writer and waits until each is durable.
+async fn write_durably(engine: &Engine, count: u64) {
+    for i in 0..count {
+        let mut batch = Batch::default();
+        batch.put(Cf::RaftLog, codec::log_key(1, i).to_vec(), vec![7u8; 1024]);
+        engine.write_log(batch).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_start_when_the_wal_lost_durable_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write_durably(&engine, 500).await;
+    drop(engine);
+    let mut wals: Vec<PathBuf> = fs::read_dir(dir.path().join(ROCKSDB_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    wals.sort();
+    let newest = wals.pop().expect("a write-ahead log");
+    let len = fs::metadata(&newest).unwrap().len();
+    assert!(
+        len > 100_000,
+        "the writes are still in the WAL ({len} bytes)"
+    );
+    let file = fs::OpenOptions::new().write(true).open(&newest).unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+    let err = Engine::open(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::LostWrites { .. }), "{err}");
+    assert!(err.to_string().contains("add the node again"), "{err}");
+}
+
+#[tokio::test]
+async fn the_durability_mark_follows_the_syncs_and_reopening_agrees_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write_durably(&engine, 50).await;
+    drop(engine);
+    let mark: u64 = fs::read_to_string(dir.path().join(durable::MARK_FILE))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(mark >= 50, "the mark covers the synced writes: {mark}");
+    let engine = open(dir.path());
+    assert!(
+        engine
+            .get(Cf::RaftLog, &codec::log_key(1, 49))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_sync_refuses_every_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write_durably(&engine, 3).await;
+    assert_eq!(engine.poisoned(), None);
+    engine.fail_next_sync();
+    let mut batch = Batch::default();
+    batch.put(Cf::RaftLog, codec::log_key(1, 10).to_vec(), "x");
+    let failed = engine.write_log(batch.clone()).await.unwrap_err();
+    assert!(matches!(failed, Error::Poisoned { .. }), "{failed}");
+    assert!(engine.poisoned().is_some_and(|d| d.contains("injected")));
+    // Every kind of write is refused from now on, though later syncs would succeed.
+    let appended = engine.append_log(batch.clone(), None).await.unwrap_err();
+    assert!(matches!(appended, Error::Poisoned { .. }), "{appended}");
+    let written = engine.write(batch.clone(), false).unwrap_err();
+    assert!(matches!(written, Error::Poisoned { .. }), "{written}");
+    assert!(matches!(
+        engine.write(batch, true),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(
+        written.to_string().contains("until it is restarted"),
+        "{written}"
+    );
+    // Reads still work; a restart clears the refusal.
+    assert!(
+        engine
+            .get(Cf::RaftLog, &codec::log_key(1, 2))
+            .unwrap()
+            .is_some()
+    );
+    drop(engine);
+    let engine = open(dir.path());
+    write_durably(&engine, 1).await;
+}
+
 #[tokio::test]
 async fn destroying_or_retiring_a_replica_removes_exactly_what_it_should() {
     let dir = tempfile::tempdir().unwrap();

@@ -291,6 +291,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                     "node_id": status.node_id,
                     "region": status.region,
                     "addr": status.addr,
+                    "storage_error": (!status.storage_error.is_empty()).then_some(&status.storage_error),
                     "shards": shards,
                     "planner": status.planner.as_ref().map(planner_json),
                     "ingest": status.ingest.as_ref().map(|i| json!({
@@ -314,6 +315,12 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 "node {} in {} at {}",
                 status.node_id, status.region, status.addr
             );
+            if !status.storage_error.is_empty() {
+                println!(
+                    "STORAGE FAILED, every write is refused: {}",
+                    status.storage_error
+                );
+            }
             print_local(&shards);
             match &status.ingest {
                 Some(ingest) => print_ingest(ingest),
