@@ -27,7 +27,7 @@ fn stores() -> Stores {
     let hanse_dir = tempfile::tempdir().unwrap();
     let raw_dir = tempfile::tempdir().unwrap();
     let hanse = Db::open(hanse_dir.path(), Options::default()).unwrap();
-    let mut raw_options = hanse_storage::rocksdb_options();
+    let mut raw_options = hanse_storage_rocksdb::rocksdb_options();
     raw_options.create_if_missing(true);
     let raw = DB::open(&raw_options, raw_dir.path()).unwrap();
     for chunk in (0..PRELOADED_KEYS).collect::<Vec<_>>().chunks(1000) {

@@ -11,8 +11,9 @@ use std::hint::black_box;
 use criterion::Criterion;
 use hanse_client::proto;
 use hanse_client::routes::RouteCache;
-use hanse_consensus::{Mutation, Proposal, ShardRequest};
-use hanse_storage::{Epoch, codec};
+use hanse_shard::Epoch;
+use hanse_shard::{Mutation, Proposal, ShardRequest};
+use hanse_storage::codec;
 use prost::Message;
 
 const SHARDS: u64 = 1_000;

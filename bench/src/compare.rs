@@ -56,7 +56,7 @@ pub fn open_local(contender: Contender, dir: &Path) -> Result<Target, String> {
             .map(|db| Target::Embedded(Arc::new(db)))
             .map_err(|e| format!("opening {}: {e}", dir.display())),
         Contender::Rocksdb => {
-            let mut options = hanse_storage::rocksdb_options();
+            let mut options = hanse_storage_rocksdb::rocksdb_options();
             options.create_if_missing(true);
             rocksdb::DB::open(&options, dir)
                 .map(|db| Target::RocksDb(Arc::new(db)))

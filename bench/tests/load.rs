@@ -121,7 +121,7 @@ fn the_embedded_mode_and_raw_rocksdb_run_the_same_workloads() {
         .unwrap();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let embedded = Arc::new(hanse::Db::open(dirs.0.path(), hanse::Options::default()).unwrap());
-    let mut options = hanse_storage::rocksdb_options();
+    let mut options = hanse_storage_rocksdb::rocksdb_options();
     options.create_if_missing(true);
     let raw = Arc::new(rocksdb::DB::open(&options, dirs.1.path()).unwrap());
     let spec = LoadSpec {

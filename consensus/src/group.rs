@@ -4,15 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse_storage::{FencedStore, NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
+use hanse_shard::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_storage::{FencedStore, Store};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use tokio::sync::watch;
 
+use hanse_shard::{Routed, ShardRequest, ShardResponse};
+
 use crate::{
     LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode, ShardNetwork,
-    ShardRequest, ShardResponse, StateMachine, StorageError, TypeConfig,
+    StateMachine, StorageError, TypeConfig,
 };
 
 /// The size of one snapshot chunk on the wire, and how long it may take to arrive.
@@ -137,6 +140,12 @@ pub struct ShardGroup {
     /// install, say) after `Raft::shutdown` returns, and such a late write must not land
     /// after the replica was deleted, retired or started again.
     store: Arc<FencedStore>,
+}
+
+impl Routed for ShardGroup {
+    fn with_descriptor<R>(&self, f: impl FnOnce(&ShardDescriptor) -> R) -> R {
+        f(&self.descriptor.borrow())
+    }
 }
 
 impl ShardGroup {

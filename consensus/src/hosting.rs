@@ -1,10 +1,9 @@
-//! Which shard groups a node runs follows from the descriptors in its store: applying a
-//! split stores the new shard's descriptor, applying a merge deletes the absorbed one's.
+//! The empty replica a node hosts before its shard's leader fills it (which groups a node
+//! runs otherwise follows from its stored descriptors: see `hanse_shard::hosting`).
 
-use std::collections::BTreeSet;
-
+use hanse_shard::{NodeId, ShardDescriptor, ShardId};
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, NodeId, ShardDescriptor, ShardId, Store};
+use hanse_storage::{Batch, Cf, Store};
 use openraft::Vote;
 
 /// Why a node does not host an empty replica for a leader to fill.
@@ -58,29 +57,6 @@ pub fn store_placeholder(
     Ok(())
 }
 
-/// What a node changes so that it hosts exactly the shards its store holds.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct HostingChanges {
-    /// Shards stored but not hosted: created by a split applied here.
-    pub start: Vec<ShardId>,
-    /// Shards hosted but no longer stored: absorbed by a merge applied here. Their data
-    /// stays, under the shard that absorbed it.
-    pub retire: Vec<ShardId>,
-}
-
-/// Compares the hosted shards with the `stored` descriptors.
-pub fn hosting_changes(
-    hosted: impl IntoIterator<Item = ShardId>,
-    stored: &[ShardDescriptor],
-) -> HostingChanges {
-    let hosted: BTreeSet<ShardId> = hosted.into_iter().collect();
-    let stored: BTreeSet<ShardId> = stored.iter().map(|d| d.id).collect();
-    HostingChanges {
-        start: stored.difference(&hosted).copied().collect(),
-        retire: hosted.difference(&stored).copied().collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,22 +87,5 @@ mod tests {
         store.write(batch, true).unwrap();
         store_placeholder(&store, &right, None).unwrap();
         assert_eq!(store.load_descriptors().unwrap(), [left, right]);
-    }
-
-    #[test]
-    fn starts_what_a_split_stored_and_retires_what_a_merge_deleted() {
-        let stored = [
-            ShardDescriptor::whole_keyspace(1, vec![]),
-            ShardDescriptor::whole_keyspace(3, vec![]),
-        ];
-        let changes = hosting_changes([1, 2], &stored);
-        assert_eq!(
-            changes,
-            HostingChanges {
-                start: vec![3],
-                retire: vec![2]
-            }
-        );
-        assert_eq!(hosting_changes([1, 3], &stored), HostingChanges::default());
     }
 }

@@ -1,9 +1,9 @@
-//! hanse-consensus: one openraft group per shard, stored in the node's RocksDB.
+//! hanse-consensus: one openraft group per shard, on the storage interface.
 //!
-//! - [`types`]: the openraft type configuration and the commands a shard's log carries.
-//! - [`apply`]: what a command does to a shard, as a pure function of its descriptor and
-//!   current values (tested without a disk).
-//! - [`LogStore`] and [`StateMachine`]: openraft's storage traits on `hanse-storage`.
+//! - [`types`]: the openraft type configuration; the commands a shard's log carries, and
+//!   what applying them does, are `hanse-shard`'s.
+//! - [`LogStore`] and [`StateMachine`]: openraft's storage traits on `hanse-storage`'s
+//!   [`Store`](hanse_storage::Store) (RocksDB on a node, `MemStore` in simulations).
 //! - [`ShardGroup`]: starts (or restarts) the Raft group of one shard, with the
 //!   [`Proposer`] that packs concurrent requests into shared entries.
 
@@ -11,13 +11,11 @@
 // helpers that build those results return the same type rather than boxing and unboxing.
 #![allow(clippy::result_large_err)]
 
-pub mod apply;
 mod batching;
 mod group;
 mod hosting;
 pub mod latency;
 mod log_store;
-pub mod meta;
 mod network;
 mod proposer;
 mod raft_service;
@@ -27,7 +25,7 @@ mod transport;
 pub mod types;
 
 pub use group::{GroupError, GroupOptions, ShardGroup};
-pub use hosting::{HostingChanges, PlaceholderError, hosting_changes, store_placeholder};
+pub use hosting::{PlaceholderError, store_placeholder};
 pub use log_store::LogStore;
 pub use network::SingleVoterNetwork;
 pub use proposer::{ProposeError, Proposer, ProposerOptions};
@@ -37,9 +35,7 @@ pub use state_machine::{StateMachine, destroy_replica, retire_merged};
 pub use transport::{
     ShardNetwork, ShardPeer, Transport, TransportError, TransportOptions, TransportStats,
 };
-pub use types::{
-    Mutation, Proposal, Rejection, ReplicaNode, ShardRequest, ShardResponse, TypeConfig,
-};
+pub use types::{ReplicaNode, TypeConfig, replicas_of};
 
 /// The openraft handle of one shard's group.
 pub type Raft = openraft::Raft<TypeConfig>;

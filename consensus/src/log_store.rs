@@ -7,8 +7,9 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use hanse_shard::ShardId;
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, OnDurable, ScanOrder, ShardId, Store};
+use hanse_storage::{Batch, Cf, OnDurable, ScanOrder, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageIOError, Vote};
 

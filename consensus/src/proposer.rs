@@ -7,13 +7,15 @@
 //! and become the next, larger proposal. One lone writer pays no extra delay; many
 //! concurrent writers share entries, log appends and fsyncs.
 
-use hanse_storage::{NodeId, ShardId};
+use hanse_shard::{NodeId, ShardId};
 use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batching::{BatchLimits, drain_in_batches};
-use crate::{Proposal, Raft, ReplicaNode, ShardRequest, ShardResponse, TypeConfig};
+use hanse_shard::{Proposal, ShardRequest, ShardResponse};
+
+use crate::{Raft, ReplicaNode, TypeConfig};
 
 /// Bounds of one shard's proposer.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use hanse_proto::v1::raft_server;
 use hanse_proto::v1::{
     RaftBatch, RaftBatchReply, RaftMessage, RaftResult, ShardNotHosted, raft_message, raft_result,
 };
-use hanse_storage::{NodeId, ShardId};
+use hanse_shard::{NodeId, ShardId};
 use openraft::error::RaftError;
 use serde::Serialize;
 use tonic::{Request, Response, Status};

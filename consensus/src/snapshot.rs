@@ -8,7 +8,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use hanse_storage::{ShardDescriptor, Store, codec};
+use hanse_shard::ShardDescriptor;
+use hanse_storage::{Store, codec};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"HNSNAP01";

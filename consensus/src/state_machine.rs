@@ -11,8 +11,12 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hanse_shard::apply;
+use hanse_shard::meta::{self, NodeRecord, ShardRecord};
+use hanse_shard::{Mutation, Rejection, ShardRequest, ShardResponse};
+use hanse_shard::{ShardDescriptor, ShardId};
 use hanse_storage::codec::{self, StateKey};
-use hanse_storage::{Batch, Cf, ScanOrder, ShardDescriptor, ShardId, Store};
+use hanse_storage::{Batch, Cf, ScanOrder, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -22,11 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
-use crate::apply;
 use crate::log_store::put_entries;
-use crate::meta::{self, NodeRecord, ShardRecord};
 use crate::snapshot::{self, SnapshotFile};
-use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
+use crate::types::{ReplicaNode, replicas_of};
 use crate::{StorageError, TypeConfig};
 
 type Membership = StoredMembership<u64, ReplicaNode>;
@@ -535,7 +537,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Membership(membership) => {
                     // The replica set in the descriptor follows the group's membership at
                     // the same log index on every replica (see `with_replicas` for conf_ver).
-                    let replicas = apply::replicas_of(&membership);
+                    let replicas = replicas_of(&membership);
                     let changed = self.descriptor.with_replicas(replicas, entry.log_id.index);
                     self.descriptor = changed;
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -653,13 +655,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hanse_storage::{Engine, EngineOptions};
+    use hanse_storage::MemStore;
     use openraft::CommittedLeaderId;
 
     const SHARD: ShardId = 1;
 
     fn engine_with_shard(dir: &std::path::Path) -> Arc<dyn Store> {
-        let store = Arc::new(Engine::open(dir, EngineOptions::default()).unwrap());
+        let store = Arc::new(MemStore::new(dir));
         let mut batch = Batch::default();
         batch.put_descriptor(&ShardDescriptor::whole_keyspace(SHARD, vec![]));
         store.write(batch, true).unwrap();

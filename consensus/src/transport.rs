@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hanse_proto::v1::raft_client::RaftClient;
 use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, TimeoutNow, raft_message, raft_result};
-use hanse_storage::{NodeId, ShardId};
+use hanse_shard::{NodeId, ShardId};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -656,8 +656,8 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Mutation, Proposal, ShardRequest};
-    use hanse_storage::Epoch;
+    use hanse_shard::Epoch;
+    use hanse_shard::{Mutation, Proposal, ShardRequest};
     use openraft::CommittedLeaderId;
 
     fn entry(index: u64, value_bytes: usize) -> Entry<TypeConfig> {

@@ -1,23 +1,22 @@
-//! openraft's storage conformance suite against the RocksDB-backed log and state machine.
+//! openraft's storage conformance suite against the log store and state machine over the
+//! in-memory store (the RocksDB engine runs the same suite in `hanse-tests`).
 
 use hanse_storage::Store;
 use std::sync::Arc;
 
 use hanse_consensus::{LogStore, StateMachine, StorageError, TypeConfig};
-use hanse_storage::{
-    Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
-};
+use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+use hanse_storage::{Batch, MemStore};
 use openraft::testing::{StoreBuilder, Suite};
 
 const SHARD: u64 = 1;
 
-struct RocksBuilder;
+struct MemBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for MemBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let engine =
-            Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("open engine"));
+        let engine = Arc::new(MemStore::new(dir.path()));
         let replica = ReplicaDescriptor {
             node: 1,
             region: "test".into(),
@@ -33,5 +32,5 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
 
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(RocksBuilder).expect("openraft storage conformance suite");
+    Suite::test_all(MemBuilder).expect("openraft storage conformance suite");
 }

@@ -1,4 +1,5 @@
-//! Shard groups of three nodes talking over the real gRPC transport on loopback: writes
+//! Shard groups of three nodes (each over a `MemStore`) talking over the real gRPC
+//! transport on loopback: writes
 //! replicate, followers answer NotLeader, a lost leader is replaced, a returning replica
 //! catches up from the log, and one that missed purged log catches up by snapshot.
 
@@ -8,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_consensus::{
-    GroupError, GroupOptions, Mutation, ProposeError, RaftService, ReplicaNode, ShardGroup,
-    ShardRegistry, ShardRequest, ShardResponse, Transport, TransportOptions,
+    GroupError, GroupOptions, ProposeError, RaftService, ReplicaNode, ShardGroup, ShardRegistry,
+    Transport, TransportOptions,
 };
-use hanse_storage::{
-    Batch, Cf, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardDescriptor, Store,
-};
+use hanse_proto::v1::{RaftBatch, RaftBatchReply, raft_server};
+use hanse_shard::{Mutation, ShardRequest, ShardResponse};
+use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+use hanse_storage::{Batch, Cf, MemStore, Store};
 use tokio::net::TcpSocket;
 
 const SHARD: u64 = 1;
@@ -22,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Node {
     id: u64,
     addr: SocketAddr,
-    engine: Arc<Engine>,
+    store: Arc<MemStore>,
     transport: Arc<Transport>,
     registry: ShardRegistry,
     group: Option<ShardGroup>,
@@ -49,7 +51,40 @@ async fn listen(ip: [u8; 4]) -> tokio::net::TcpListener {
     socket.listen(128).unwrap()
 }
 
+/// A node's Raft service behind a slow link: a batch carrying more than 64 KiB arrives
+/// 300 ms late, later than openraft waits for any one AppendEntries (one heartbeat).
+struct SlowLink(RaftService);
+
+#[tonic::async_trait]
+impl raft_server::Raft for SlowLink {
+    async fn send(
+        &self,
+        request: tonic::Request<RaftBatch>,
+    ) -> Result<tonic::Response<RaftBatchReply>, tonic::Status> {
+        let bytes: usize = request
+            .get_ref()
+            .messages
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum();
+        if bytes > 64 * 1024 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.0.send(request).await
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Fast,
+    Slow,
+}
+
 async fn start_nodes(options: &GroupOptions) -> Vec<Node> {
+    start_nodes_linked(options, Link::Fast).await
+}
+
+async fn start_nodes_linked(options: &GroupOptions, link: Link) -> Vec<Node> {
     let mut listeners = Vec::new();
     for id in 1..=3u64 {
         listeners.push((id, listen([127, 0, 0, 10 + id as u8]).await));
@@ -60,7 +95,7 @@ async fn start_nodes(options: &GroupOptions) -> Vec<Node> {
         .collect();
     let mut nodes = Vec::new();
     for (id, listener) in listeners {
-        nodes.push(start_node(id, listener, &descriptor(&addrs), options).await);
+        nodes.push(start_node(id, listener, &descriptor(&addrs), options, link).await);
     }
     let members: BTreeMap<u64, ReplicaNode> =
         nodes.iter().map(|n| (n.id, replica_node(n))).collect();
@@ -88,28 +123,42 @@ async fn start_node(
     listener: tokio::net::TcpListener,
     descriptor: &ShardDescriptor,
     options: &GroupOptions,
+    link: Link,
 ) -> Node {
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
+    let store = Arc::new(MemStore::new(dir.path()));
     let mut batch = Batch::default();
     batch.put_descriptor(descriptor);
-    engine.write(batch, true).unwrap();
+    store.write(batch, true).unwrap();
     let registry = ShardRegistry::default();
-    let service = RaftService::new(id, registry.clone()).into_server();
+    let service = RaftService::new(id, registry.clone());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming)
-            .await
-            .unwrap();
+        let mut builder = tonic::transport::Server::builder();
+        let served = match link {
+            Link::Fast => {
+                builder
+                    .add_service(service.into_server())
+                    .serve_with_incoming(incoming)
+                    .await
+            }
+            Link::Slow => {
+                let slow = raft_server::RaftServer::new(SlowLink(service))
+                    .max_decoding_message_size(64 * 1024 * 1024);
+                builder
+                    .add_service(slow)
+                    .serve_with_incoming(incoming)
+                    .await
+            }
+        };
+        served.unwrap();
     });
     let transport = Transport::new(id, TransportOptions::default());
     let mut node = Node {
         id,
         addr,
-        engine,
+        store,
         transport,
         registry,
         group: None,
@@ -126,7 +175,7 @@ async fn start_group(node: &mut Node, options: &GroupOptions) {
         ..options.clone()
     };
     let network = node.transport.shard_network(SHARD);
-    let group = ShardGroup::start(SHARD, node.engine.clone(), &options, network)
+    let group = ShardGroup::start(SHARD, node.store.clone(), &options, network)
         .await
         .unwrap();
     node.registry.insert(SHARD, group.raft.clone());
@@ -157,7 +206,7 @@ fn put(key: &str) -> ShardRequest {
 
 async fn wait_for_key(node: &Node, key: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while node.engine.get(Cf::Data, key.as_bytes()).unwrap().is_none() {
+    while node.store.get(Cf::Data, key.as_bytes()).unwrap().is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "node {} never got {key}",
@@ -328,7 +377,14 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
         acknowledged
     });
 
-    let joining = start_node(4, listen([127, 0, 0, 14]).await, &before, &options).await;
+    let joining = start_node(
+        4,
+        listen([127, 0, 0, 14]).await,
+        &before,
+        &options,
+        Link::Fast,
+    )
+    .await;
     let joining_node = replica_node(&joining);
     nodes.push(joining);
     leader_group
@@ -425,6 +481,34 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
         wait_for_key(node, "after-removal").await;
         let mut seen = node.group.as_ref().unwrap().descriptor.clone();
         seen.wait_for(|d| d == &shrunk).await.unwrap();
+    }
+    for node in nodes {
+        node.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_entry_commits_over_links_slower_than_a_heartbeat() {
+    let nodes = start_nodes_linked(&fast(), Link::Slow).await;
+    let leader_id = leader(&nodes).await;
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    let large = ShardRequest::Write {
+        epoch: descriptor(&[]).epoch,
+        mutations: vec![Mutation::Put {
+            key: b"large".to_vec(),
+            value: vec![1; 512 * 1024],
+        }],
+    };
+    let proposed = leader.group.as_ref().unwrap().proposer.propose(large);
+    let response = tokio::time::timeout(WAIT, proposed)
+        .await
+        .expect(
+            "the large entry committed although every send of it takes longer than openraft waits",
+        )
+        .unwrap();
+    assert_eq!(response, ShardResponse::Applied);
+    for node in &nodes {
+        wait_for_key(node, "large").await;
     }
     for node in nodes {
         node.server.abort();

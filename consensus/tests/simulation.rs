@@ -24,13 +24,15 @@ use std::time::Duration;
 use hanse_client::proto;
 use hanse_client::routes::RouteCache;
 use hanse_consensus::{
-    GroupOptions, Mutation, ProposeError, ProposerOptions, ReplicaNode, ShardGroup, ShardRequest,
-    ShardResponse, TypeConfig, destroy_replica, hosting_changes, retire_merged, store_placeholder,
+    GroupOptions, ProposeError, ProposerOptions, ReplicaNode, ShardGroup, TypeConfig,
+    destroy_replica, retire_merged, store_placeholder,
 };
-use hanse_storage::{
-    Batch, Cf, Epoch, FencedStore, MemStore, NodeId, ReplicaDescriptor, ReplicaRole,
-    ShardDescriptor, ShardId, Store,
-};
+use hanse_proto::convert::to_proto;
+use hanse_shard::range::single_key;
+use hanse_shard::{Epoch, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_shard::{Mutation, ShardRequest, ShardResponse, hosting_changes};
+use hanse_shard::{RouteTable, StaleRoute, admit_route};
+use hanse_storage::{Batch, Cf, FencedStore, MemStore, Store};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -345,19 +347,6 @@ fn addr(node: NodeId) -> String {
     format!("n{node}")
 }
 
-fn to_proto(d: &ShardDescriptor) -> proto::ShardDescriptor {
-    proto::ShardDescriptor {
-        id: d.id,
-        start: d.start.clone(),
-        end: d.end.clone(),
-        epoch: Some(proto::Epoch {
-            version: d.epoch.version,
-            conf_ver: d.epoch.conf_ver,
-        }),
-        ..Default::default()
-    }
-}
-
 /// The Kv service's routing on `node`: the hosted shard holding `key`, refused with
 /// every hosted descriptor overlapping it when the client routed with another epoch.
 fn route(
@@ -366,27 +355,30 @@ fn route(
     key: &[u8],
     routed: Option<&proto::ShardDescriptor>,
 ) -> Result<(ShardGroup, Epoch), Vec<ShardDescriptor>> {
-    let hosted: Vec<ShardGroup> = net.groups_on(node);
-    let covering: Vec<ShardDescriptor> = hosted
-        .iter()
-        .map(|g| g.descriptor.borrow().clone())
-        .filter(|d| d.contains(key))
-        .collect();
-    let Some(current) = covering.first() else {
+    let mut hosted = RouteTable::default();
+    for group in net.groups_on(node) {
+        // A lagging replica about to be retired overlaps its successor; the node does not
+        // serve it either.
+        let _ = hosted.insert(group);
+    }
+    let Some(group) = hosted.lookup(key).cloned() else {
         return Err(Vec::new());
     };
-    let group = hosted
-        .into_iter()
-        .find(|g| g.shard == current.id)
-        .expect("listed above");
-    match routed {
-        Some(r)
-            if r.id != current.id || r.epoch.map(|e| e.version) != Some(current.epoch.version) =>
-        {
-            Err(covering)
-        }
-        Some(_) => Ok((group, current.epoch)),
-        None => Ok((group, current.epoch)),
+    let routed = routed.map(|r| {
+        let epoch = r.epoch.unwrap_or_default();
+        let epoch = Epoch {
+            version: epoch.version,
+            conf_ver: epoch.conf_ver,
+        };
+        (r.id, epoch)
+    });
+    let (start, end) = single_key(key);
+    match admit_route(&group.descriptor.borrow(), routed) {
+        Ok(epoch) => Ok((group.clone(), epoch)),
+        Err(StaleRoute) => Err(hosted
+            .overlapping(&start, &end)
+            .map(|g| g.descriptor.borrow().clone())
+            .collect()),
     }
 }
 

@@ -12,25 +12,27 @@ use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
-use hanse_storage::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId, Store};
+use hanse_shard::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_storage::Store;
 use openraft::ServerState;
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use hanse_consensus::meta::{META_SHARD, ShardRecord, ShardStats};
-use hanse_consensus::{PlaceholderError, ShardRequest, ShardResponse};
+use hanse_consensus::PlaceholderError;
+use hanse_shard::meta::{META_SHARD, ShardRecord, ShardStats};
+use hanse_shard::{ShardRequest, ShardResponse};
 
 use crate::actors::{
     ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
     ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
 };
 use crate::follower;
-use crate::proto_convert::{
-    from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
-};
 use crate::reporter::{now_ms, read_routing_table, send_report};
 use crate::server::NodeState;
+use hanse_proto::convert::{
+    from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
+};
 
 /// How long a follower may take to catch up with its leader before a backup copy.
 const BACKUP_CATCH_UP: Duration = Duration::from_secs(30);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use hanse_consensus::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_planner::balance::{
     Action, BalanceOptions, LeaderMove, LeaderView, PlacementView, RegionRule, RoleChange,
     ShardView, VOTERS_MIN, leader_policy, learner_regions, placement_policy, region_policy,
@@ -24,8 +23,10 @@ use hanse_planner::envelope::Envelope;
 use hanse_planner::live::{LiveAction, LiveLoad, LiveNode, LiveShard, Observe, PlannerActor};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
-use hanse_storage::ReplicaRole;
-use hanse_storage::{Engine, Epoch, NodeId, ShardId};
+use hanse_shard::ReplicaRole;
+use hanse_shard::meta::{META_SHARD, NodeRecord, ShardRecord, ShardStats};
+use hanse_shard::{Epoch, NodeId, ShardId};
+use hanse_storage_rocksdb::Engine;
 use tokio::sync::Mutex;
 use tonic::Status;
 use tonic::transport::Channel;

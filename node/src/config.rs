@@ -264,8 +264,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let replica = crate::actors::ReplicaLimits::default();
         LimitsConfig {
-            max_key_bytes: hanse_storage::MAX_KEY_BYTES,
-            max_value_bytes: hanse_storage::MAX_VALUE_BYTES,
+            max_key_bytes: hanse_shard::knobs::KEY_BYTES_MAX,
+            max_value_bytes: hanse_shard::knobs::VALUE_BYTES_MAX,
             replica_mailbox_max: replica.mailbox_max,
             replica_requests_in_flight_max: replica.requests_in_flight_max,
         }

@@ -8,17 +8,16 @@
 
 use hanse_storage::Store;
 use std::collections::BTreeMap;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hanse_consensus::{
-    Mutation, ReplicaNode, ShardGroup, ShardRequest, ShardResponse, SingleVoterNetwork,
-};
-use hanse_storage::{
-    Batch, Cf, Engine, EngineOptions, LogWriterStats, ReplicaDescriptor, ReplicaRole, ScanOrder,
-    ShardDescriptor, ShardId,
-};
+use hanse_consensus::{ReplicaNode, ShardGroup, SingleVoterNetwork};
+use hanse_shard::range::{half_open, intersect};
+use hanse_shard::{Mutation, RouteTable, Routed, ShardRequest, ShardResponse};
+use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_storage::{Batch, Cf, ScanOrder};
+use hanse_storage_rocksdb::{Engine, EngineOptions, LogWriterStats};
 use tokio::sync::RwLock;
 
 use crate::error::printable;
@@ -42,25 +41,25 @@ pub struct CasOutcome {
 }
 
 /// One write of a [`Db::batch`].
-pub use hanse_consensus::Mutation as BatchOp;
+pub use hanse_shard::Mutation as BatchOp;
 
 struct Route {
     descriptor: ShardDescriptor,
     group: ShardGroup,
 }
 
-/// Shards by their start key.
-type Routes = BTreeMap<Vec<u8>, Route>;
+impl Routed for Route {
+    fn with_descriptor<R>(&self, f: impl FnOnce(&ShardDescriptor) -> R) -> R {
+        f(&self.descriptor)
+    }
+}
+
+type Routes = RouteTable<Route>;
 
 fn route_of<'r>(routes: &'r Routes, key: &[u8]) -> Result<&'r Route> {
-    routes
-        .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-        .next_back()
-        .map(|(_, route)| route)
-        .filter(|route| route.descriptor.contains(key))
-        .ok_or_else(|| Error::ShardUnavailable {
-            key: printable(key),
-        })
+    routes.lookup(key).ok_or_else(|| Error::ShardUnavailable {
+        key: printable(key),
+    })
 }
 
 /// An embedded Hanse store. All methods block; call them from ordinary threads (from
@@ -98,7 +97,7 @@ impl Db {
             })?;
         let routes = runtime.block_on(start_groups(&engine, &options))?;
         let next_shard_id = routes
-            .values()
+            .iter()
             .map(|r| r.descriptor.id)
             .max()
             .unwrap_or(FIRST_SHARD)
@@ -213,8 +212,7 @@ impl Db {
         let mut parts: Vec<(Vec<u8>, Vec<u8>)> = self
             .routes
             .blocking_read()
-            .values()
-            .filter(|r| r.descriptor.overlaps(&start, &end))
+            .overlapping(&start, &end)
             .map(|r| intersect(&r.descriptor, &start, &end))
             .collect();
         if order == ScanOrder::Reverse {
@@ -244,7 +242,7 @@ impl Db {
     pub fn shards(&self) -> Vec<ShardDescriptor> {
         self.routes
             .blocking_read()
-            .values()
+            .iter()
             .map(|r| r.descriptor.clone())
             .collect()
     }
@@ -300,17 +298,20 @@ impl Db {
             other => return Err(unexpected(route, &other)),
         };
         routes
-            .get_mut(left.start.as_slice())
-            .expect("the split shard keeps its start key")
+            .get_mut(left.id)
+            .expect("the split shard is hosted")
             .descriptor = left.clone();
         let group = start_group(&self.engine, &self.options, &right).await?;
-        routes.insert(
-            right.start.clone(),
-            Route {
-                descriptor: right.clone(),
-                group,
-            },
-        );
+        let created = Route {
+            descriptor: right.clone(),
+            group,
+        };
+        if let Err(overlap) = routes.insert(created) {
+            return Err(Error::Raft {
+                shard: right.id,
+                detail: overlap.to_string(),
+            });
+        }
         Ok((left, right))
     }
 }
@@ -321,7 +322,7 @@ impl Drop for Db {
             return;
         };
         runtime.block_on(async {
-            for route in self.routes.read().await.values() {
+            for route in self.routes.read().await.iter() {
                 route.group.shutdown().await;
             }
         });
@@ -412,15 +413,18 @@ async fn start_groups(engine: &std::sync::Arc<Engine>, options: &Options) -> Res
             .filter(|d| !groups.contains_key(&d.id))
             .collect();
         if missing.is_empty() {
-            return Ok(descriptors
-                .into_iter()
-                .map(|descriptor| {
-                    let group = groups
-                        .remove(&descriptor.id)
-                        .expect("every shard was started");
-                    (descriptor.start.clone(), Route { descriptor, group })
-                })
-                .collect());
+            let mut routes = Routes::default();
+            for descriptor in descriptors {
+                let id = descriptor.id;
+                let group = groups.remove(&id).expect("every shard was started");
+                routes
+                    .insert(Route { descriptor, group })
+                    .map_err(|overlap| Error::Raft {
+                        shard: id,
+                        detail: overlap.to_string(),
+                    })?;
+            }
+            return Ok(routes);
         }
         for descriptor in missing {
             groups.insert(
@@ -433,38 +437,4 @@ async fn start_groups(engine: &std::sync::Arc<Engine>, options: &Options) -> Res
         shard: FIRST_SHARD,
         detail: format!("shard descriptors did not settle after {OPEN_ROUNDS_MAX} rounds at open"),
     })
-}
-
-/// `range` as a half-open `[start, end)` with an empty `end` meaning unbounded.
-fn half_open<R: RangeBounds<Vec<u8>>>(range: &R) -> (Vec<u8>, Vec<u8>) {
-    let start = match range.start_bound() {
-        Bound::Included(k) => k.clone(),
-        Bound::Excluded(k) => successor(k),
-        Bound::Unbounded => Vec::new(),
-    };
-    let end = match range.end_bound() {
-        Bound::Included(k) => successor(k),
-        Bound::Excluded(k) if k.is_empty() => vec![0],
-        Bound::Excluded(k) => k.clone(),
-        Bound::Unbounded => Vec::new(),
-    };
-    (start, end)
-}
-
-/// The smallest key greater than `key`.
-fn successor(key: &[u8]) -> Vec<u8> {
-    let mut next = key.to_vec();
-    next.push(0);
-    next
-}
-
-/// The part of `[start, end)` inside `shard` (empty ends are unbounded).
-pub(crate) fn intersect(shard: &ShardDescriptor, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let lo = start.max(shard.start.as_slice()).to_vec();
-    let hi = match (end.is_empty(), shard.end.is_empty()) {
-        (true, _) => shard.end.clone(),
-        (false, true) => end.to_vec(),
-        (false, false) => end.min(shard.end.as_slice()).to_vec(),
-    };
-    (lo, hi)
 }

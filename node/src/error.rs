@@ -1,5 +1,6 @@
-use hanse_consensus::{GroupError, Rejection};
-use hanse_storage::ShardId;
+use hanse_consensus::GroupError;
+use hanse_shard::Rejection;
+use hanse_shard::ShardId;
 
 /// Every way a [`crate::Db`] call can fail. Input errors change nothing.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use hanse_proto::v1 as pb;
-use hanse_storage::ShardId;
+use hanse_shard::ShardId;
 
 use crate::actors::{ReadIndex, ReplicaHandle};
 use crate::server::NodeState;

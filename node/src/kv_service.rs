@@ -11,19 +11,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::dev::SendError;
-use hanse_consensus::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
-use hanse_storage::codec::{self, SYSTEM_KEYSPACE_START, is_system_key};
-use hanse_storage::{Cf, Epoch, ScanOrder};
+use hanse_shard::Epoch;
+use hanse_shard::range::{SYSTEM_KEYSPACE_START, intersect, is_system_key, single_key};
+use hanse_shard::{Mutation, Rejection, ShardRequest, ShardResponse, StaleRoute, admit_route};
+use hanse_storage::codec;
+use hanse_storage::{Cf, ScanOrder};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::actors::{Ingest, Propose, ProposeTogether, ReadBarrier, ReplicaError, ReplicaHandle};
-use crate::db::intersect;
 use crate::follower;
-use crate::proto_convert::to_proto;
 use crate::server::NodeState;
+use hanse_proto::convert::to_proto;
 
 /// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
 const MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
@@ -119,13 +120,6 @@ fn count_write(replica: &ReplicaHandle, request: &ShardRequest, origin: &str) {
     }
 }
 
-/// The range `[start, end)` holding exactly `key`.
-fn key_range(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut end = key.to_vec();
-    end.push(0);
-    (key.to_vec(), end)
-}
-
 fn epoch_of(route: &pb::RouteContext) -> Epoch {
     let epoch = route.epoch.unwrap_or_default();
     Epoch {
@@ -150,11 +144,9 @@ impl KvService {
         let current = self
             .state
             .routes
-            .all()
+            .overlapping(&start, &end)
             .iter()
-            .map(ReplicaHandle::descriptor)
-            .filter(|d| d.overlaps(&start, &end))
-            .map(|d| to_proto(&d))
+            .map(to_proto)
             .collect();
         refusal(pb::request_error::Kind::EpochMismatch(pb::EpochMismatch {
             current,
@@ -165,7 +157,7 @@ impl KvService {
     fn rejected(&self, rejection: Rejection, key: &[u8]) -> Refusal {
         match rejection {
             Rejection::EpochMismatch { .. } | Rejection::KeyNotInShard { .. } => {
-                self.epoch_mismatch(key_range(key))
+                self.epoch_mismatch(single_key(key))
             }
             // Frozen for a merge: the range moves to the left neighbour in a moment.
             Rejection::Frozen { .. } => busy(),
@@ -190,16 +182,12 @@ impl KvService {
                 },
             )));
         };
-        let current = replica.descriptor();
-        match route {
-            Some(route) if route.shard_id != 0 => {
-                let epoch = epoch_of(route);
-                if route.shard_id != current.id || epoch.version != current.epoch.version {
-                    return Err(self.epoch_mismatch(key_range(key)));
-                }
-                Ok((replica, epoch))
-            }
-            _ => Ok((replica, current.epoch)),
+        let routed = route
+            .filter(|r| r.shard_id != 0)
+            .map(|r| (r.shard_id, epoch_of(r)));
+        match admit_route(&replica.descriptor(), routed) {
+            Ok(epoch) => Ok((replica, epoch)),
+            Err(StaleRoute) => Err(self.epoch_mismatch(single_key(key))),
         }
     }
 
@@ -590,10 +578,11 @@ impl Kv for KvService {
                 )));
             };
             let descriptor = replica.descriptor();
-            if let Some(route) = route.as_ref().filter(|r| r.shard_id != 0)
-                && (route.shard_id != descriptor.id
-                    || epoch_of(route).version != descriptor.epoch.version)
-            {
+            let routed = route
+                .as_ref()
+                .filter(|r| r.shard_id != 0)
+                .map(|r| (r.shard_id, epoch_of(r)));
+            if admit_route(&descriptor, routed).is_err() {
                 return Err(self.epoch_mismatch((start.clone(), end.clone())));
             }
             self.read_barrier(&replica).await?;

@@ -30,13 +30,13 @@ mod limits;
 mod options;
 mod peers;
 pub mod progress;
-mod proto_convert;
 mod reporter;
 pub mod server;
 pub mod units;
 
 pub use db::{BatchOp, CasOutcome, Db};
 pub use error::{Error, Result};
-pub use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
-pub use hanse_storage::{Error as StorageError, LogWriterStats};
+pub use hanse_shard::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
+pub use hanse_storage::Error as StorageError;
+pub use hanse_storage_rocksdb::LogWriterStats;
 pub use options::Options;

@@ -1,7 +1,7 @@
 //! The size rules every way in (embedded calls, gRPC requests) applies to keys and values,
 //! with the limits an [`Options`] sets.
 
-use hanse_consensus::Mutation;
+use hanse_shard::Mutation;
 
 use crate::{Error, Options, Result};
 
@@ -17,7 +17,7 @@ impl Options {
                 max,
             });
         }
-        if hanse_storage::codec::is_system_key(key) {
+        if hanse_shard::range::is_system_key(key) {
             return Err(Error::ReservedKey);
         }
         Ok(())

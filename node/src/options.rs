@@ -26,8 +26,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             sync: true,
-            max_key_bytes: hanse_storage::MAX_KEY_BYTES,
-            max_value_bytes: hanse_storage::MAX_VALUE_BYTES,
+            max_key_bytes: hanse_shard::knobs::KEY_BYTES_MAX,
+            max_value_bytes: hanse_shard::knobs::VALUE_BYTES_MAX,
             region: "local".to_string(),
             leader_wait: Duration::from_secs(10),
             raft: GroupOptions::default(),

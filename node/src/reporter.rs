@@ -12,15 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hanse_consensus::ShardRequest;
-use hanse_consensus::meta::{self, META_SHARD, NodeRecord, ShardRecord, ShardStats};
 use hanse_proto::v1 as pb;
-use hanse_storage::{Cf, Engine, Epoch, NodeId, RangeSize, ScanOrder, ShardId, codec};
+use hanse_shard::ShardRequest;
+use hanse_shard::meta::{self, META_SHARD, NodeRecord, ShardRecord, ShardStats};
+use hanse_shard::{Epoch, NodeId, ShardId};
+use hanse_storage::{Cf, RangeSize, ScanOrder, codec};
+use hanse_storage_rocksdb::Engine;
 use tokio::sync::Mutex;
 use tonic::Status;
 
 use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle, Routes};
-use crate::proto_convert::{node_to_proto, report_to_proto};
+use hanse_proto::convert::{node_to_proto, report_to_proto};
 
 /// How long a read of the routing table waits out a busy meta shard.
 const BUSY_WAIT: Duration = Duration::from_secs(3);

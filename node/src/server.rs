@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Addr};
 use hanse_consensus::latency::LatencyMatrix;
-use hanse_consensus::meta::{self, META_SHARD, NodeRecord};
 use hanse_consensus::{
     RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::live::PlannerActor;
 use hanse_planner::model::PlannerNet;
-use hanse_storage::{Batch, Engine, EngineOptions, ReplicaDescriptor, ReplicaRole, ShardId};
+use hanse_shard::meta::{self, META_SHARD, NodeRecord};
+use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardId};
+use hanse_storage::Batch;
+use hanse_storage_rocksdb::{Engine, EngineOptions};
 use tokio::sync::oneshot;
 
 use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Routes, StopReplicas};

@@ -1,8 +1,10 @@
 //! A shard makes progress whatever the entry sizes the limits allow, on a loaded machine:
 //! a batch of 100,000 puts (one log entry of about 3 MB) and three 8 MiB values commit on
 //! a real 3-node cluster while two threads keep both cores busy, and a small write right
-//! after them still commits. (Before, such an entry never reached the followers within
-//! openraft's AppendEntries timeout of one heartbeat, and the shard stalled for good.)
+//! after them still commits. (Before, such entries cost so much CPU to encode and to read
+//! back, byte by byte, that the followers' heartbeats starved and the shard stalled in
+//! elections; `consensus/tests/replication.rs` covers the other half, entries slower to
+//! send than openraft's AppendEntries timeout.)
 
 mod common;
 

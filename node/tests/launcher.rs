@@ -509,7 +509,7 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
     let data = Path::new(dir).join("node1");
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     let engine = loop {
-        match hanse_storage::Engine::open(&data, Default::default()) {
+        match hanse_storage_rocksdb::Engine::open(&data, Default::default()) {
             Ok(engine) => break engine,
             Err(e) => {
                 assert!(Instant::now() < deadline, "node 1 never stopped: {e}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hanse_storage::{NodeId, ReplicaRole, ShardId};
+use hanse_shard::{NodeId, ReplicaRole, ShardId};
 
 /// The thresholds, each with why its default is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use actix::prelude::*;
-use hanse_storage::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_shard::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 
 use crate::decide::{Mode, Planner, Status};
 use crate::sim::workload::KEY_SPACE;
@@ -554,7 +554,7 @@ mod tests {
     use super::*;
     use crate::envelope::Envelope;
     use crate::sim::policy::LoadSplit;
-    use hanse_storage::ReplicaDescriptor;
+    use hanse_shard::ReplicaDescriptor;
 
     const REGIONS: [&str; 3] = ["ap-china", "au-sydney", "eu-hamburg"];
 

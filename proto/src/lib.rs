@@ -5,6 +5,9 @@
 /// `eu-hamburg`); shard leaders count requests by it for the planner.
 pub const REGION_HEADER: &str = "hanse-region";
 
+#[cfg(feature = "shard")]
+pub mod convert;
+
 /// Package `hanse.v1`: messages, the `Kv` client and server.
 pub mod v1 {
     tonic::include_proto!("hanse.v1");

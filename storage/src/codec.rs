@@ -2,24 +2,15 @@
 //!
 //! | column family | key | why |
 //! | --- | --- | --- |
-//! | `data` | the user key, unchanged; keys from byte `0xff` on are the system keyspace (the meta shard's routing table and node directory), never user keys | RocksDB's bytewise order is the order users expect for scans, and because every shard of the node shares one keyspace, a split or merge moves no data |
+//! | `data` | the user key, unchanged; keys from byte `0xff` on are the system keyspace (`hanse_shard::range`: the meta shard's routing table and node directory), never user keys | RocksDB's bytewise order is the order users expect for scans, and because every shard of the node shares one keyspace, a split or merge moves no data |
 //! | `raft_log` | shard id (u64, big-endian) ‖ log index (u64, big-endian) | big-endian integers sort numerically, so one shard's log is one contiguous, index-ordered range |
 //! | `raft_state` | shard id (u64, big-endian) ‖ one [`StateKey`] byte | all hard state of a shard sits together and can be deleted as one range |
 //! | `meta` | `shard/` ‖ shard id (u64, big-endian) | descriptors of the node's replicas, listed in id order by one prefix scan |
 //!
 //! Values are encoded with postcard (compact serde). The data directory's `HANSE` marker
-//! file names the format version of all of this ([`crate::FORMAT_VERSION`]).
+//! file names the format version of all of this ((`hanse_storage_rocksdb::FORMAT_VERSION`)).
 
-use crate::ShardId;
-
-/// The first key of the system keyspace: every key from here on belongs to Hanse itself
-/// (the meta shard), as FoundationDB reserves `\xff`. Users store keys below it.
-pub const SYSTEM_KEYSPACE_START: &[u8] = &[0xff];
-
-/// Whether `key` lies in the system keyspace.
-pub fn is_system_key(key: &[u8]) -> bool {
-    key >= SYSTEM_KEYSPACE_START
-}
+use hanse_shard::ShardId;
 
 /// Encodes the `raft_log` key of entry `index` of shard `shard`.
 pub fn log_key(shard: ShardId, index: u64) -> [u8; 16] {

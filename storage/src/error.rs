@@ -63,8 +63,9 @@ pub enum Error {
     #[error("data directory {path} is corrupted: {detail}; restore it from a backup or a replica")]
     Corrupted { path: PathBuf, detail: String },
 
-    #[error("RocksDB error: {0}")]
-    RocksDb(#[from] rocksdb::Error),
+    /// An error of the engine underneath (RocksDB's, in words).
+    #[error("storage engine error: {detail}")]
+    Engine { detail: String },
 
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -90,7 +91,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use hanse_consensus::{ShardRequest, ShardResponse};
-use hanse_storage::ShardId;
+use hanse_shard::ShardId;
+use hanse_shard::{ShardRequest, ShardResponse};
 use tokio::sync::oneshot;
 
 use hanse_proto::v1 as pb;

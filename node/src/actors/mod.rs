@@ -16,7 +16,7 @@ mod ingest;
 mod node;
 mod replica;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -24,7 +24,8 @@ use std::time::Instant;
 use actix::prelude::*;
 use hanse_consensus::ShardGroup;
 use hanse_planner::stats::KeySampler;
-use hanse_storage::{NodeId, ShardDescriptor, ShardId};
+use hanse_shard::routing::Overlap;
+use hanse_shard::{NodeId, RouteTable, Routed, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
 pub use ingest::{Ingest, IngestActor, IngestCounters, IngestOptions};
@@ -137,48 +138,55 @@ impl ReplicaHandle {
     }
 }
 
+impl Routed for ReplicaHandle {
+    fn with_descriptor<R>(&self, f: impl FnOnce(&ShardDescriptor) -> R) -> R {
+        self.group.with_descriptor(f)
+    }
+}
+
 /// The replicas this node hosts, by the start key of their range. Written by the
 /// [`NodeActor`] only; read by every request handler.
 #[derive(Default)]
 pub struct Routes {
-    by_start: RwLock<BTreeMap<Vec<u8>, ReplicaHandle>>,
+    table: RwLock<RouteTable<ReplicaHandle>>,
 }
 
 impl Routes {
-    fn insert(&self, handle: ReplicaHandle) {
-        let start = handle.descriptor().start;
-        let mut by_start = self.by_start.write().expect("routes lock");
-        by_start.retain(|_, h| h.shard != handle.shard);
-        by_start.insert(start, handle);
+    /// Publishes `handle`; refused when its range overlaps another hosted shard's.
+    fn insert(&self, handle: ReplicaHandle) -> Result<(), Overlap> {
+        self.table.write().expect("routes lock").insert(handle)
     }
 
     fn remove(&self, shard: ShardId) {
-        self.by_start
-            .write()
-            .expect("routes lock")
-            .retain(|_, h| h.shard != shard);
+        self.table.write().expect("routes lock").remove(shard);
     }
 
     /// The hosted replica whose range holds `key`.
     pub fn lookup(&self, key: &[u8]) -> Option<ReplicaHandle> {
-        let by_start = self.by_start.read().expect("routes lock");
-        by_start
-            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
-            .next_back()
-            .map(|(_, h)| h)
-            .filter(|h| h.group.descriptor.borrow().contains(key))
-            .cloned()
+        self.table.read().expect("routes lock").lookup(key).cloned()
     }
 
     /// The hosted replica of `shard`.
     pub fn get(&self, shard: ShardId) -> Option<ReplicaHandle> {
-        let by_start = self.by_start.read().expect("routes lock");
-        by_start.values().find(|h| h.shard == shard).cloned()
+        self.table.read().expect("routes lock").get(shard).cloned()
     }
 
     /// Every hosted replica, in key order.
     pub fn all(&self) -> Vec<ReplicaHandle> {
-        let by_start = self.by_start.read().expect("routes lock");
-        by_start.values().cloned().collect()
+        self.table
+            .read()
+            .expect("routes lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The descriptors of the hosted replicas whose ranges overlap `[start, end)`.
+    pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<ShardDescriptor> {
+        let table = self.table.read().expect("routes lock");
+        table
+            .overlapping(start, end)
+            .map(ReplicaHandle::descriptor)
+            .collect()
     }
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use hanse_consensus::{
     GroupOptions, PlaceholderError, ShardGroup, ShardRegistry, Transport, destroy_replica,
-    hosting_changes, retire_merged, store_placeholder,
+    retire_merged, store_placeholder,
 };
-use hanse_storage::{Engine, NodeId, ShardDescriptor, ShardId};
+use hanse_shard::hosting_changes;
+use hanse_shard::{NodeId, ShardDescriptor, ShardId};
+use hanse_storage_rocksdb::Engine;
 use tokio::sync::oneshot;
 
 use super::replica::{ReplicaLimits, ShardReplica};
@@ -152,8 +154,16 @@ impl NodeActor {
             load: Default::default(),
             read_index: Default::default(),
         };
+        // Two shards serving one key here would serve one of them wrong: the replica
+        // stops rather than serve.
+        if let Err(overlap) = self.routes.insert(handle.clone()) {
+            tracing::error!(shard, "not hosting the replica: {overlap}");
+            handle.addr.do_send(StopReplica);
+            let group = handle.group;
+            ctx.spawn(async move { group.shutdown().await }.into_actor(self));
+            return;
+        }
         self.registry.insert(shard, handle.group.raft.clone());
-        self.routes.insert(handle.clone());
         self.hosted.insert(
             shard,
             Hosted {
@@ -254,7 +264,6 @@ impl Handler<DescriptorChanged> for NodeActor {
             return;
         };
         let parent = hosted.handle.clone();
-        self.routes.insert(parent.clone());
         let stored = match self.engine.load_descriptors() {
             Ok(stored) => stored,
             Err(e) => {
@@ -274,6 +283,14 @@ impl Handler<DescriptorChanged> for NodeActor {
                 tracing::info!(shard, into = msg.shard, "merged shard retired");
             };
             ctx.wait(retired.into_actor(self));
+        }
+        // With what it absorbed retired, the changed shard must overlap nothing hosted.
+        if let Err(overlap) = self.routes.insert(parent.clone()) {
+            tracing::error!(shard = msg.shard, "stopping the replica: {overlap}");
+            if let Some(group) = self.unhost(msg.shard) {
+                ctx.spawn(async move { group.shutdown().await }.into_actor(self));
+            }
+            return;
         }
         // The replica on the node that leads the parent campaigns at once, so the new
         // shard's leader starts where the parent's is.

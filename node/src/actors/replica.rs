@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use hanse_consensus::{
-    GroupError, ProposeError, ReplicaNode, ShardGroup, ShardNetwork, ShardRequest, ShardResponse,
-};
-use hanse_storage::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_consensus::{GroupError, ProposeError, ReplicaNode, ShardGroup, ShardNetwork};
+use hanse_shard::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_shard::{ShardRequest, ShardResponse};
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};

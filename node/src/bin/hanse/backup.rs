@@ -20,7 +20,8 @@ use clap::Args;
 use hanse::progress::{bar, end_bar};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
-use hanse_storage::{Cf, Engine, EngineOptions, ScanOrder, Store};
+use hanse_storage::{Cf, ScanOrder, Store};
+use hanse_storage_rocksdb::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -290,7 +291,7 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
             .ingest_range(&descriptor.start, &descriptor.end, ssts)
             .with_context(|| format!("reading shard {}'s copy", descriptor.id))?;
     }
-    let pages = |descriptor: &hanse_storage::ShardDescriptor| {
+    let pages = |descriptor: &hanse_shard::ShardDescriptor| {
         let mut from = descriptor.start.clone();
         let end = descriptor.end.clone();
         let engine = &engine;

@@ -574,7 +574,7 @@ fn is_meta(shard: &proto::ShardStatus) -> bool {
     shard
         .descriptor
         .as_ref()
-        .is_some_and(|d| d.id == hanse_consensus::meta::META_SHARD)
+        .is_some_and(|d| d.id == hanse_shard::meta::META_SHARD)
 }
 
 fn percentile_ms(latencies_us: &[u64], q: f64) -> f64 {

@@ -13,7 +13,6 @@ use clap::{Args, Subcommand};
 use hanse::chart::{self, Series};
 use hanse::progress::{bar, end_bar};
 use hanse::units::parse_duration;
-use hanse_consensus::meta::META_SHARD;
 use hanse_planner::model::PlannerNet;
 use hanse_planner::sim::eval::Row;
 use hanse_planner::sim::policy::LoadSplit;
@@ -25,6 +24,7 @@ use hanse_planner::train::{
 };
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_client::AdminClient;
+use hanse_shard::meta::META_SHARD;
 use serde_json::json;
 
 /// Where the trained weights live in the repository.

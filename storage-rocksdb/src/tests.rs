@@ -1,6 +1,5 @@
 use super::*;
-use crate::Store;
-use crate::{Epoch, ReplicaDescriptor, ReplicaRole};
+use hanse_shard::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
 
 fn open(dir: &Path) -> Engine {
     Engine::open(dir, EngineOptions::default()).expect("open engine")

@@ -2,10 +2,8 @@
 //! alone. The state machine writes the effect; the proposer uses [`check_route`] to refuse
 //! a stale request before it reaches the log.
 
-use hanse_storage::{Epoch, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
-use openraft::Membership;
-
-use crate::types::{Mutation, Rejection, ReplicaNode, ShardRequest, ShardResponse};
+use crate::command::{Mutation, Rejection, ShardRequest, ShardResponse};
+use crate::descriptor::{Epoch, ShardDescriptor};
 
 /// What one command does when applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +46,9 @@ impl Effect {
 
 /// Checks that a data request routed with `epoch` for `keys` still belongs to `shard`.
 /// Data commands compare only the version: a membership change (conf_ver) moves no keys.
+// A refusal carries the current descriptor, so the client can re-route at once; refusals
+// are rare, so their size costs nothing on the common path.
+#[allow(clippy::result_large_err)]
 pub fn check_route<'k>(
     shard: &ShardDescriptor,
     epoch: Epoch,
@@ -70,24 +71,6 @@ pub fn check_route<'k>(
         }),
         None => Ok(()),
     }
-}
-
-/// The replica set a group membership describes: every voter (of either configuration
-/// while a change is in progress) and every learner, with the region its node reported.
-pub fn replicas_of(membership: &Membership<u64, ReplicaNode>) -> Vec<ReplicaDescriptor> {
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    membership
-        .nodes()
-        .map(|(&node, replica)| ReplicaDescriptor {
-            node,
-            region: replica.region.clone(),
-            role: if voters.contains(&node) {
-                ReplicaRole::Voter
-            } else {
-                ReplicaRole::Learner
-            },
-        })
-        .collect()
 }
 
 /// Decides the effect of `request`, the command at log index `index`, on `shard`. `read`
@@ -200,7 +183,7 @@ pub fn decide<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hanse_storage::SplitError;
+    use crate::descriptor::{ReplicaDescriptor, ReplicaRole, SplitError};
     use std::convert::Infallible;
 
     fn shard() -> ShardDescriptor {
@@ -329,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_frozen_shard_refuses_data_and_splits_until_the_merge_ends() {
-        let voter = |node| hanse_storage::ReplicaDescriptor {
+        let voter = |node| ReplicaDescriptor {
             node,
             region: "r".into(),
             role: ReplicaRole::Voter,
@@ -386,31 +369,6 @@ mod tests {
         let rollback = ShardRequest::RollbackMerge { into: 1 };
         let thawed = decide(&frozen, rollback, 43, no_read).unwrap();
         assert_eq!(thawed.descriptor.unwrap().merging, None);
-    }
-
-    #[test]
-    fn replicas_follow_voters_and_learners_of_the_membership() {
-        let node = |region: &str| ReplicaNode {
-            addr: String::new(),
-            region: region.into(),
-        };
-        let nodes =
-            std::collections::BTreeMap::from([(1, node("eu")), (2, node("ap")), (3, node("au"))]);
-        let voters = std::collections::BTreeSet::from([1, 2]);
-        let membership = Membership::new(vec![voters], nodes);
-        let replicas = replicas_of(&membership);
-        let roles: Vec<_> = replicas
-            .iter()
-            .map(|r| (r.node, r.region.as_str(), r.role))
-            .collect();
-        assert_eq!(
-            roles,
-            [
-                (1, "eu", ReplicaRole::Voter),
-                (2, "ap", ReplicaRole::Voter),
-                (3, "au", ReplicaRole::Learner)
-            ]
-        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rocksdb::DB;
 
-use crate::{Error, Result};
+use hanse_storage::{Error, Result};
 
 /// The mark's file in the data directory.
 pub(crate) const MARK_FILE: &str = "durable";

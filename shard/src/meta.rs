@@ -1,13 +1,13 @@
 //! The meta shard (shard 0): the cluster's routing table and node directory. Its records
-//! live in the system keyspace (from [`hanse_storage::codec::SYSTEM_KEYSPACE_START`] on), so the meta
+//! live in the system keyspace (from [`SYSTEM_KEYSPACE_START`] on), so the meta
 //! shard is replicated, snapshotted and moved like any other shard. Shard leaders report
-//! their shards to it ([`ShardRequest::Report`](crate::ShardRequest::Report)); a report
+//! their shards to it ([`ShardRequest::Report`](crate::command::ShardRequest::Report)); a report
 //! never replaces a newer one, so reports may arrive late and in any order.
 
 use std::collections::BTreeMap;
 
-use hanse_storage::codec::SYSTEM_KEYSPACE_START;
-use hanse_storage::{Epoch, NodeId, ReplicaDescriptor, ShardDescriptor, ShardId};
+use crate::descriptor::{Epoch, NodeId, ReplicaDescriptor, ShardDescriptor, ShardId};
+use crate::range::SYSTEM_KEYSPACE_START;
 use serde::{Deserialize, Serialize};
 
 /// The meta shard's id.
@@ -242,7 +242,7 @@ mod tests {
         let meta = meta_descriptor(Vec::new());
         let first = first_user_descriptor(1, Vec::new());
         for key in [route_key(0), route_key(u64::MAX), node_key(3)] {
-            assert!(hanse_storage::codec::is_system_key(&key));
+            assert!(crate::range::is_system_key(&key));
             assert!(meta.contains(&key) && !first.contains(&key));
         }
         assert!(first.contains(&[0xfe; 40]) && !meta.contains(&[0xfe; 40]));

@@ -1,10 +1,12 @@
-//! Conversions between the storage types and their `hanse.v1` messages.
+//! Conversions between the shard layer's types and their `hanse.v1` messages (feature
+//! `shard`; the client SDK speaks only the messages).
 
-use hanse_consensus::meta::{NodeRecord, ShardRecord, ShardStats};
-use hanse_proto::v1 as pb;
-use hanse_storage::{Epoch, MergeState, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
+use crate::v1 as pb;
+use hanse_shard::meta::{NodeRecord, ShardRecord, ShardStats};
+use hanse_shard::{Epoch, MergeState, ReplicaDescriptor, ReplicaRole, ShardDescriptor};
 
-pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
+/// `d` as its message.
+pub fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
     pb::ShardDescriptor {
         id: d.id,
         start: d.start.clone(),
@@ -37,7 +39,7 @@ pub(crate) fn to_proto(d: &ShardDescriptor) -> pb::ShardDescriptor {
 }
 
 /// The descriptor a message carries; `None` when it lacks its epoch.
-pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
+pub fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
     let epoch = d.epoch?;
     Some(ShardDescriptor {
         id: d.id,
@@ -74,7 +76,7 @@ pub(crate) fn from_proto(d: pb::ShardDescriptor) -> Option<ShardDescriptor> {
     })
 }
 
-pub(crate) fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
+pub fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
     pb::ShardLoad {
         size_bytes: stats.size_bytes,
         keys: stats.keys,
@@ -102,7 +104,7 @@ pub(crate) fn load_to_proto(stats: &ShardStats) -> pb::ShardLoad {
     }
 }
 
-pub(crate) fn report_to_proto(record: &ShardRecord) -> pb::ShardReport {
+pub fn report_to_proto(record: &ShardRecord) -> pb::ShardReport {
     pb::ShardReport {
         descriptor: Some(to_proto(&record.descriptor)),
         leader_node: record.leader.unwrap_or(0),
@@ -112,7 +114,7 @@ pub(crate) fn report_to_proto(record: &ShardRecord) -> pb::ShardReport {
 }
 
 /// The record a report carries; `None` when it lacks its descriptor.
-pub(crate) fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> {
+pub fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> {
     let load = report.load.unwrap_or_default();
     Some(ShardRecord {
         descriptor: from_proto(report.descriptor?)?,
@@ -140,7 +142,7 @@ pub(crate) fn report_from_proto(report: pb::ShardReport) -> Option<ShardRecord> 
     })
 }
 
-pub(crate) fn node_to_proto(node: &NodeRecord) -> pb::NodeInfo {
+pub fn node_to_proto(node: &NodeRecord) -> pb::NodeInfo {
     pb::NodeInfo {
         node_id: node.node,
         region: node.region.clone(),
@@ -149,7 +151,7 @@ pub(crate) fn node_to_proto(node: &NodeRecord) -> pb::NodeInfo {
     }
 }
 
-pub(crate) fn node_from_proto(node: pb::NodeInfo) -> NodeRecord {
+pub fn node_from_proto(node: pb::NodeInfo) -> NodeRecord {
     NodeRecord {
         node: node.node_id,
         region: node.region,

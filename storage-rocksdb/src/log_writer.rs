@@ -18,52 +18,10 @@ use std::thread::JoinHandle;
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 
-use crate::engine::durable::{Mark, MarkWriter};
-use crate::engine::{Cf, cf_handle};
-use crate::{Error, Result};
+use hanse_storage::{Error, OnDurable, Result, WriteOp};
 
-/// One write inside a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOp {
-    Put {
-        cf: Cf,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        cf: Cf,
-        key: Vec<u8>,
-    },
-    /// Deletes every key in `[start, end)`.
-    DeleteRange {
-        cf: Cf,
-        start: Vec<u8>,
-        end: Vec<u8>,
-    },
-}
-
-impl WriteOp {
-    fn approximate_bytes(&self) -> usize {
-        match self {
-            WriteOp::Put { key, value, .. } => key.len() + value.len(),
-            WriteOp::Delete { key, .. } => key.len(),
-            WriteOp::DeleteRange { start, end, .. } => start.len() + end.len(),
-        }
-    }
-}
-
-/// Adds `ops` to a RocksDB write batch.
-pub(crate) fn fill_batch(db: &DB, batch: &mut WriteBatch, ops: &[WriteOp]) {
-    for op in ops {
-        match op {
-            WriteOp::Put { cf, key, value } => batch.put_cf(cf_handle(db, *cf), key, value),
-            WriteOp::Delete { cf, key } => batch.delete_cf(cf_handle(db, *cf), key),
-            WriteOp::DeleteRange { cf, start, end } => {
-                batch.delete_range_cf(cf_handle(db, *cf), start, end)
-            }
-        }
-    }
-}
+use crate::durable::{Mark, MarkWriter};
+use crate::rocks::{OrEngine, fill_batch};
 
 /// Counters that show how well appends are being grouped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,9 +68,6 @@ impl Shared {
         }
     }
 }
-
-/// Called once the writes of a request are durable (or failed to become so).
-pub type OnDurable = Box<dyn FnOnce(Result<()>) + Send>;
 
 struct Request {
     ops: Vec<WriteOp>,
@@ -270,7 +225,7 @@ fn write_loop(
             for request in &group {
                 fill_batch(db, &mut batch, &request.ops);
             }
-            db.write_opt(batch, &write_options).map_err(Error::RocksDb)
+            db.write_opt(batch, &write_options).or_engine()
         });
         shared
             .requests
@@ -341,7 +296,9 @@ fn clone_result(result: &Result<()>) -> Result<()> {
 /// The same error once more, for each caller a shared write or sync failed for.
 fn clone_error(error: &Error) -> Error {
     match error {
-        Error::RocksDb(e) => Error::RocksDb(e.clone()),
+        Error::Engine { detail } => Error::Engine {
+            detail: detail.clone(),
+        },
         Error::Poisoned { detail } => Error::Poisoned {
             detail: detail.clone(),
         },

@@ -7,15 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, ErrorKind,
-    IngestExternalFileOptions, IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch,
-    WriteOptions,
+    ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, ErrorKind, IngestExternalFileOptions,
+    IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch, WriteOptions,
 };
 
-use crate::codec;
-use crate::log_writer::{LogWriter, LogWriterStats, OnDurable, WriteOp, fill_batch};
-use crate::store::{Store, StoreFuture, exclusive_upper_bound};
-use crate::{Error, NodeId, Result, ShardDescriptor, ShardId};
+use hanse_shard::{NodeId, ShardId};
+use hanse_storage::{
+    Batch, Cf, Error, OnDurable, RangeExport, RangeSize, Result, ScanOrder, Store, StoreFuture,
+    codec, exclusive_upper_bound,
+};
+
+use crate::durable;
+use crate::log_writer::{LogWriter, LogWriterStats};
+use crate::rocks::{OrEngine, cf_handle, fill_batch};
 
 /// The data format this build writes and the newest it can read. Bump it whenever the
 /// layout in [`codec`] changes incompatibly.
@@ -24,37 +28,6 @@ pub const FORMAT_VERSION: u32 = 4;
 const MARKER_FILE: &str = "HANSE";
 const LOCK_FILE: &str = "hanse.lock";
 const ROCKSDB_DIR: &str = "db";
-
-/// The column families of a node's RocksDB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Cf {
-    /// User keys and values of every shard on the node.
-    Data,
-    /// Raft log entries of every shard.
-    RaftLog,
-    /// Raft hard state and state-machine pointers of every shard.
-    RaftState,
-    /// Local metadata: format version and shard descriptors.
-    Meta,
-}
-
-impl Cf {
-    pub const ALL: [Cf; 4] = [Cf::Data, Cf::RaftLog, Cf::RaftState, Cf::Meta];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Cf::Data => "data",
-            Cf::RaftLog => "raft_log",
-            Cf::RaftState => "raft_state",
-            Cf::Meta => "meta",
-        }
-    }
-}
-
-pub(crate) fn cf_handle(db: &DB, cf: Cf) -> &ColumnFamily {
-    db.cf_handle(cf.name())
-        .expect("every column family is created when the engine opens")
-}
 
 /// How an engine opens and writes.
 #[derive(Debug, Clone)]
@@ -70,75 +43,6 @@ impl Default for EngineOptions {
             sync_log_writes: true,
         }
     }
-}
-
-/// Scan direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ScanOrder {
-    #[default]
-    Forward,
-    Reverse,
-}
-
-/// An ordered list of writes that [`Store::write`] applies atomically.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Batch {
-    ops: Vec<WriteOp>,
-}
-
-impl Batch {
-    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Put {
-            cf,
-            key: key.into(),
-            value: value.into(),
-        });
-    }
-
-    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Delete {
-            cf,
-            key: key.into(),
-        });
-    }
-
-    /// Adds the write of `descriptor`.
-    pub fn put_descriptor(&mut self, descriptor: &ShardDescriptor) {
-        self.put(
-            Cf::Meta,
-            codec::descriptor_key(descriptor.id),
-            codec::encode(descriptor),
-        );
-    }
-
-    pub(crate) fn into_ops(self) -> Vec<WriteOp> {
-        self.ops
-    }
-
-    pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::DeleteRange {
-            cf,
-            start: start.into(),
-            end: end.into(),
-        });
-    }
-}
-
-/// What a key range holds (see [`Engine::range_size`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RangeSize {
-    pub keys: u64,
-    pub bytes: u64,
-    /// The key that splits the range into halves by bytes; `None` with fewer than two keys.
-    pub middle_key: Option<Vec<u8>>,
-}
-
-/// The SST files holding one key range: a shard snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RangeExport {
-    pub files: Vec<PathBuf>,
-    pub keys: u64,
-    pub bytes: u64,
 }
 
 /// One node's RocksDB. Cheap to share: wrap it in an `Arc`.
@@ -242,7 +146,7 @@ impl Engine {
             read_options.fill_cache(false);
             let mode = IteratorMode::From(start, Direction::Forward);
             for item in self.db.iterator_cf_opt(data, read_options, mode) {
-                let (key, value) = item?;
+                let (key, value) = item.or_engine()?;
                 if !visit(&key, key.len() + value.len()) {
                     break;
                 }
@@ -308,7 +212,8 @@ impl Store for Engine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .db
-            .get_pinned_cf(cf_handle(&self.db, cf), key)?
+            .get_pinned_cf(cf_handle(&self.db, cf), key)
+            .or_engine()?
             .map(|v| v.to_vec()))
     }
 
@@ -337,7 +242,7 @@ impl Store for Engine {
             .iterator_cf_opt(cf_handle(&self.db, cf), read_options, mode)
             .take(limit)
         {
-            let (key, value) = item?;
+            let (key, value) = item.or_engine()?;
             out.push((key.into_vec(), value.into_vec()));
         }
         Ok(out)
@@ -347,7 +252,7 @@ impl Store for Engine {
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {
         self.log_writer.check_health()?;
         let mut write_batch = WriteBatch::default();
-        fill_batch(&self.db, &mut write_batch, &batch.ops);
+        fill_batch(&self.db, &mut write_batch, batch.ops());
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         match self.db.write_opt(write_batch, &write_options) {
@@ -355,7 +260,7 @@ impl Store for Engine {
             // A failed synced write may have left earlier writes undurable: nothing
             // written after it may be acknowledged (see the log writer).
             Err(e) if sync => Err(self.log_writer.poison(e.as_ref())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e).or_engine(),
         }
     }
 
@@ -366,7 +271,7 @@ impl Store for Engine {
     /// Writes `batch` through the group-commit log writer and resolves once it is written
     /// (readable, not yet synced); `on_durable`, if given, runs once it is durable.
     fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
-        let written = self.log_writer.submit(batch.ops, on_durable);
+        let written = self.log_writer.submit(batch.into_ops(), on_durable);
         Box::pin(async move { written.await.map_err(|_| Error::WriterStopped)? })
     }
 
@@ -395,18 +300,18 @@ impl Store for Engine {
             IteratorMode::From(start, Direction::Forward),
         );
         for item in iter {
-            let (key, value) = item?;
+            let (key, value) = item.or_engine()?;
             let current = match &mut writer {
                 Some(current) => current,
                 None => {
                     let file = dir.join(format!("{:06}.sst", export.files.len()));
                     let new_writer = SstFileWriter::create(&sst_options);
-                    new_writer.open(&file)?;
+                    new_writer.open(&file).or_engine()?;
                     export.files.push(file);
                     writer.insert(new_writer)
                 }
             };
-            current.put(&key, &value)?;
+            current.put(&key, &value).or_engine()?;
             export.keys += 1;
             if current.file_size() >= file_bytes_max {
                 export.bytes += finish_sst(writer.take())?;
@@ -422,7 +327,7 @@ impl Store for Engine {
         self.log_writer.check_health()?;
         let data = cf_handle(&self.db, Cf::Data);
         if let Some(upper) = exclusive_upper_bound(self, start, end)? {
-            self.db.delete_range_cf(data, start, &upper)?;
+            self.db.delete_range_cf(data, start, &upper).or_engine()?;
         }
         if files.is_empty() {
             return Ok(());
@@ -430,7 +335,8 @@ impl Store for Engine {
         let mut ingest_options = IngestExternalFileOptions::default();
         ingest_options.set_move_files(false);
         self.db
-            .ingest_external_file_cf_opts(data, &ingest_options, files.to_vec())?;
+            .ingest_external_file_cf_opts(data, &ingest_options, files.to_vec())
+            .or_engine()?;
         Ok(())
     }
 }
@@ -438,7 +344,7 @@ impl Store for Engine {
 fn finish_sst(writer: Option<SstFileWriter>) -> Result<u64> {
     match writer {
         Some(mut writer) => {
-            writer.finish()?;
+            writer.finish().or_engine()?;
             Ok(writer.file_size())
         }
         None => Ok(0),
@@ -580,10 +486,10 @@ fn open_error(path: &Path, create: bool, e: rocksdb::Error) -> Error {
             detail: format!("RocksDB files are missing ({message})"),
         }
     } else {
-        Error::RocksDb(e)
+        Error::Engine { detail: message }
     }
 }
 
-pub(crate) mod durable;
 #[cfg(test)]
+#[path = "tests.rs"]
 mod tests;
