@@ -19,7 +19,7 @@ out=${OUT:-bench-regions}
 matrix="eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms"
 mkdir -p "$out"
 rm -f "$out"/*.json
-cargo build --release --quiet -p hanse -p hanse-bench
+cargo build --release --quiet -p hanse-cli -p hanse-bench
 hanse=target/release/hanse
 work=$(mktemp -d)
 cluster="$work/cluster"

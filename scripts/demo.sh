@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-cargo build --quiet -p hanse --bin hanse -p hanse-bench --bin hanse-bench -p hanse-tests --bin hanse-chaos
+cargo build --quiet -p hanse-cli --bin hanse -p hanse-bench --bin hanse-bench -p hanse-tests --bin hanse-chaos
 exec target/debug/hanse demo "$@"

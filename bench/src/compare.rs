@@ -356,7 +356,7 @@ pub fn write_report(
     let chart = dir.join("compare.png");
     std::fs::write(
         &chart,
-        hanse::chart::bar_chart("throughput by store", "ops/s", &groups, &series),
+        hanse_node::chart::bar_chart("throughput by store", "ops/s", &groups, &series),
     )?;
     Ok(chart)
 }

@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse::config::{NodeConfig, PeerConfig};
 use hanse_bench::load::{Distribution, LoadSpec, Target, Workload, preload, run, run_at_rate};
 use hanse_client::{Client, ClientOptions};
+use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
 fn every_operation_is_counted_and_timed() {
-    hanse::server::system().block_on(counted_and_timed());
+    hanse_node::server::system().block_on(counted_and_timed());
 }
 
 async fn counted_and_timed() {
@@ -51,7 +51,7 @@ async fn counted_and_timed() {
             ingest_region: "eu-hamburg".into(),
             ingest: Default::default(),
         };
-        nodes.push(hanse::server::start(config).await.unwrap());
+        nodes.push(hanse_node::server::start(config).await.unwrap());
     }
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let client = Arc::new(Client::new(&endpoints, ClientOptions::default()).unwrap());

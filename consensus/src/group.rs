@@ -13,9 +13,11 @@ use tokio::sync::watch;
 
 use hanse_shard::{Routed, ShardRequest, ShardResponse};
 
+use crate::network::Campaigner;
+
 use crate::{
-    LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode, ShardNetwork,
-    StateMachine, StorageError, TypeConfig,
+    LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode, StateMachine,
+    StorageError, TypeConfig,
 };
 
 /// The size of one snapshot chunk on the wire, and how long it may take to arrive.
@@ -496,7 +498,7 @@ impl ShardGroup {
     pub async fn transfer_leader(
         &self,
         to: NodeId,
-        network: &ShardNetwork,
+        network: &impl Campaigner,
         timeout: Duration,
     ) -> Result<(), GroupError> {
         let shard = self.shard;

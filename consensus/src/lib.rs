@@ -18,20 +18,24 @@ pub mod latency;
 mod log_store;
 mod network;
 mod proposer;
+#[cfg(feature = "grpc")]
 mod raft_service;
 mod snapshot;
 mod state_machine;
+#[cfg(feature = "grpc")]
 mod transport;
 pub mod types;
 
 pub use group::{GroupError, GroupOptions, ShardGroup};
 pub use hosting::{PlaceholderError, store_placeholder};
 pub use log_store::LogStore;
-pub use network::SingleVoterNetwork;
+pub use network::{Campaigner, SingleVoterNetwork};
 pub use proposer::{ProposeError, Proposer, ProposerOptions};
+#[cfg(feature = "grpc")]
 pub use raft_service::{RaftService, ShardRegistry};
 pub use snapshot::{SnapshotFile, unpack as unpack_shard_file, write as write_shard_file};
 pub use state_machine::{StateMachine, destroy_replica, retire_merged};
+#[cfg(feature = "grpc")]
 pub use transport::{
     ShardNetwork, ShardPeer, Transport, TransportError, TransportOptions, TransportStats,
 };

@@ -10,6 +10,16 @@ use openraft::raft::{
 
 use crate::{ReplicaNode, TypeConfig};
 
+/// A network that can tell a peer to start an election for its shard now (Raft's
+/// `TimeoutNow`): the last step of handing leadership over.
+pub trait Campaigner {
+    fn timeout_now(
+        &self,
+        target: u64,
+        at: &ReplicaNode,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
 /// Network factory for single-voter groups.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SingleVoterNetwork;

@@ -32,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::batching::{BatchLimits, drain_in_batches};
 use crate::latency::LatencyMatrix;
+use crate::network::Campaigner;
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -350,14 +351,8 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
     }
 }
 
-impl ShardNetwork {
-    /// Tells `target` (at `addr`) to start an election for this shard now: the last step
-    /// of handing leadership over.
-    pub async fn timeout_now(
-        &self,
-        target: NodeId,
-        at: &ReplicaNode,
-    ) -> Result<(), RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
+impl Campaigner for ShardNetwork {
+    async fn timeout_now(&self, target: NodeId, at: &ReplicaNode) -> Result<(), String> {
         let peer = ShardPeer {
             shard: self.shard,
             target,
@@ -366,8 +361,10 @@ impl ShardNetwork {
             transport: self.transport.clone(),
             large: None,
         };
-        peer.call(raft_message::Body::TimeoutNow(TimeoutNow {}))
-            .await
+        let told: Result<(), RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> = peer
+            .call(raft_message::Body::TimeoutNow(TimeoutNow {}))
+            .await;
+        told.map_err(|e| e.to_string())
     }
 }
 

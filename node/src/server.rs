@@ -17,6 +17,7 @@ use hanse_consensus::{
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::live::PlannerActor;
 use hanse_planner::model::PlannerNet;
+use hanse_shard::limits::Limits;
 use hanse_shard::meta::{self, META_SHARD, NodeRecord};
 use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardId};
 use hanse_storage::Batch;
@@ -30,7 +31,6 @@ use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
-use crate::{Error, Options};
 
 /// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
 const FIRST_SHARD: ShardId = 1;
@@ -50,18 +50,14 @@ pub enum ServerError {
     #[error("config field `latency`: {0}")]
     Latency(#[from] hanse_consensus::latency::LatencyError),
     #[error(transparent)]
-    Start(#[from] Error),
-}
-
-impl From<hanse_storage::Error> for ServerError {
-    fn from(e: hanse_storage::Error) -> Self {
-        ServerError::Start(Error::Storage(e))
-    }
+    Storage(#[from] hanse_storage::Error),
+    #[error(transparent)]
+    Group(#[from] Box<hanse_consensus::GroupError>),
 }
 
 impl From<hanse_consensus::GroupError> for ServerError {
     fn from(e: hanse_consensus::GroupError) -> Self {
-        ServerError::Start(e.into())
+        ServerError::Group(Box::new(e))
     }
 }
 
@@ -86,7 +82,7 @@ pub(crate) struct NodeState {
     /// The source address of this node's outgoing connections.
     pub source_ip: Option<IpAddr>,
     pub engine: Arc<Engine>,
-    pub limits: Options,
+    pub limits: Limits,
     /// The hosted replicas, kept by the node actor.
     pub routes: Arc<Routes>,
     pub node: Addr<NodeActor>,
@@ -327,10 +323,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         source_ip,
         latency,
         engine,
-        limits: Options {
-            max_key_bytes: config.limits.max_key_bytes,
-            max_value_bytes: config.limits.max_value_bytes,
-            ..Options::default()
+        limits: Limits {
+            key_bytes_max: config.limits.max_key_bytes,
+            value_bytes_max: config.limits.max_value_bytes,
         },
         routes,
         node,

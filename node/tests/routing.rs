@@ -4,14 +4,14 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use hanse::config::{NodeConfig, PeerConfig};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
+use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
 fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
-    hanse::server::system().block_on(async {
+    hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = TcpListener::bind("127.0.0.63:0")
             .unwrap()
@@ -37,7 +37,7 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             ingest_region: "eu-hamburg".into(),
             ingest: Default::default(),
         };
-        let node = hanse::server::start(config).await.unwrap();
+        let node = hanse_node::server::start(config).await.unwrap();
         let endpoint = format!("http://{addr}");
         let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
         let mut admin = AdminClient::connect(endpoint).await.unwrap();

@@ -11,7 +11,7 @@
 //! - [`range`]: key ranges and the system keyspace.
 //! - [`routing`]: which hosted shard serves a key, and whether a client's route is current.
 //! - [`hosting`]: which shard groups a node starts and retires after a split or merge.
-//! - [`knobs`]: the limits every crate agrees on.
+//! - [`knobs`] and [`limits`]: the limits every crate agrees on, and their checks.
 
 pub mod apply;
 mod bytes;
@@ -19,6 +19,7 @@ pub mod command;
 pub mod descriptor;
 pub mod hosting;
 pub mod knobs;
+pub mod limits;
 pub mod meta;
 pub mod range;
 pub mod routing;

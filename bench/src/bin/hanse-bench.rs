@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
-use hanse::config::NodeConfig;
-use hanse::progress::{bar, end_bar};
-use hanse::units::parse_duration;
 use hanse_bench::compare::{self, Contender};
 use hanse_bench::load::{self, Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
+use hanse_node::config::NodeConfig;
+use hanse_node::progress::{bar, end_bar};
+use hanse_node::units::parse_duration;
 
 #[derive(Parser)]
 #[command(name = "hanse-bench", about = "Load generator for Hanse")]

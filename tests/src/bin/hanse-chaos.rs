@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Args, Parser, Subcommand};
-use hanse::units::parse_duration;
+use hanse_node::units::parse_duration;
 use hanse_tests::chaos::nemesis::FaultKind;
 use hanse_tests::chaos::{ChaosOptions, history, judge, run};
 use hanse_tests::linearizability::Verdict;
@@ -124,7 +124,7 @@ fn try_main() -> Result<ExitCode> {
             let hanse = std::env::current_exe()?.with_file_name("hanse");
             ensure!(
                 hanse.exists(),
-                "{} is not built: run `cargo build -p hanse`",
+                "{} is not built: run `cargo build -p hanse-cli`",
                 hanse.display()
             );
             let seed = args.seed.unwrap_or_else(rand::random);

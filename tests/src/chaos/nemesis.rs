@@ -118,7 +118,7 @@ impl Cluster {
         let mut command = Command::new(&self.hanse);
         command.args(args).kill_on_drop(true);
         if self.ack_before_commit {
-            command.env(hanse::server::ACK_BEFORE_COMMIT_VAR, "1");
+            command.env(hanse_node::server::ACK_BEFORE_COMMIT_VAR, "1");
         }
         let described = format!("hanse {}", args.join(" "));
         let output = tokio::time::timeout(COMMAND_WAIT, command.output())

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand};
-use hanse::config::NodeConfig;
-use hanse::units::{parse_duration, parse_size};
 use hanse_client::{Client, ClientOptions, proto};
 use hanse_consensus::latency::LatencyMatrix;
+use hanse_node::config::NodeConfig;
+use hanse_node::units::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {

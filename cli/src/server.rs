@@ -4,19 +4,19 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hanse::config::NodeConfig;
+use hanse_node::config::NodeConfig;
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// The node's TOML configuration (see `hanse::config` for the fields).
+    /// The node's TOML configuration (see `hanse_node::config` for the fields).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
     let config = NodeConfig::load(&args.config)?;
-    hanse::server::system().block_on(async {
-        let node = hanse::server::start(config.clone())
+    hanse_node::server::system().block_on(async {
+        let node = hanse_node::server::start(config.clone())
             .await
             .with_context(|| format!("starting node {}", config.node_id))?;
         println!(

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use hanse_consensus::GroupOptions;
+use hanse_shard::limits::Limits;
 
 /// How an embedded [`crate::Db`] stores and checks data. `Options::default()` is what a
 /// durable store wants; each field says why its default is what it is.
@@ -31,6 +32,16 @@ impl Default for Options {
             region: "local".to_string(),
             leader_wait: Duration::from_secs(10),
             raft: GroupOptions::default(),
+        }
+    }
+}
+
+impl Options {
+    /// The key and value limits these options set.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            key_bytes_max: self.max_key_bytes,
+            value_bytes_max: self.max_value_bytes,
         }
     }
 }

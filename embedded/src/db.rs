@@ -120,7 +120,7 @@ impl Db {
 
     /// The value of `key`, or `None` when it is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.options.check_key(key)?;
+        self.options.limits().check_key(key)?;
         Ok(self.engine.get(Cf::Data, key)?)
     }
 
@@ -141,7 +141,7 @@ impl Db {
     /// a batch whose keys span several shards commits shard by shard, in key order.
     pub fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
         for op in &ops {
-            self.options.check_mutation(op)?;
+            self.options.limits().check_mutation(op)?;
         }
         self.block_on(self.write(ops))
     }
@@ -154,9 +154,9 @@ impl Db {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<CasOutcome> {
-        self.options.check_key(key)?;
+        self.options.limits().check_key(key)?;
         if let Some(value) = new {
-            self.options.check_value(value)?;
+            self.options.limits().check_value(value)?;
         }
         self.block_on(async {
             let routes = self.routes.read().await;
@@ -234,7 +234,7 @@ impl Db {
     /// Splits the shard that owns `key` at `key`, through the shard's Raft log (the same
     /// admin command a cluster uses). Returns the shrunk shard and the new one.
     pub fn split_shard(&self, key: &[u8]) -> Result<(ShardDescriptor, ShardDescriptor)> {
-        self.options.check_key(key)?;
+        self.options.limits().check_key(key)?;
         self.block_on(self.split(key))
     }
 

@@ -7,11 +7,11 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 
-use hanse::config::{IngestConfig, LimitsConfig, NodeConfig, PeerConfig};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
 use hanse_client::{Client, ClientOptions};
+use hanse_node::config::{IngestConfig, LimitsConfig, NodeConfig, PeerConfig};
 
 fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> NodeConfig {
     let addr: SocketAddr = TcpListener::bind(SocketAddr::from(([127, 0, 0, ip_last], 0)))
@@ -42,11 +42,11 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
 
 #[test]
 fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
-    hanse::server::system().block_on(async {
+    hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let config = single_node(dir.path(), 61, LimitsConfig::default());
         let endpoint = config.listen_addr.to_string();
-        let node = hanse::server::start(config).await.unwrap();
+        let node = hanse_node::server::start(config).await.unwrap();
         let client = Client::new(&[endpoint], ClientOptions::default()).unwrap();
         client.put(b"before", b"1").await.unwrap();
         assert_eq!(node.replica_restarts(), 0);
@@ -63,7 +63,7 @@ fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
 
 #[test]
 fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
-    hanse::server::system().block_on(async {
+    hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let limits = LimitsConfig {
             replica_mailbox_max: 1,
@@ -79,7 +79,7 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
             ..single_node(dir.path(), 62, limits)
         };
         let endpoint = format!("http://{}", config.listen_addr);
-        let node = hanse::server::start(config).await.unwrap();
+        let node = hanse_node::server::start(config).await.unwrap();
         let kv = KvClient::connect(endpoint).await.unwrap();
         // Wait until the shard serves.
         let client = Client::new(&[node.local_addr.to_string()], ClientOptions::default()).unwrap();
@@ -128,11 +128,11 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
 
 #[test]
 fn the_ingest_actor_batches_concurrent_writes_and_keeps_each_writers_order() {
-    hanse::server::system().block_on(async {
+    hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let config = single_node(dir.path(), 63, LimitsConfig::default());
         let endpoint = config.listen_addr.to_string();
-        let node = hanse::server::start(config).await.unwrap();
+        let node = hanse_node::server::start(config).await.unwrap();
         let client = std::sync::Arc::new(
             Client::new(std::slice::from_ref(&endpoint), ClientOptions::default()).unwrap(),
         );

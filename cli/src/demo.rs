@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hanse::chart::{Series, line_chart};
-use hanse::units::parse_duration;
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 use hanse_consensus::latency::LatencyMatrix;
+use hanse_node::chart::{Series, line_chart};
+use hanse_node::units::parse_duration;
 
 use crate::admin::first_answer;
 use crate::{cluster, display, tour};

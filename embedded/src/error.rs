@@ -1,6 +1,6 @@
 use hanse_consensus::GroupError;
-use hanse_shard::Rejection;
-use hanse_shard::ShardId;
+use hanse_shard::limits::LimitError;
+use hanse_shard::{Rejection, ShardId};
 
 /// Every way a [`crate::Db`] call can fail. Input errors change nothing.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,17 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<LimitError> for Error {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::EmptyKey { max } => Error::EmptyKey { max },
+            LimitError::ReservedKey => Error::ReservedKey,
+            LimitError::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            LimitError::ValueTooLarge { len, max } => Error::ValueTooLarge { len, max },
+        }
+    }
+}
 
 impl From<GroupError> for Error {
     fn from(e: GroupError) -> Self {

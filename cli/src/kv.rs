@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::ops::Bound;
 
-use hanse::units::parse_duration;
 use hanse::{Db, Options};
 use hanse_client::{Client, ClientOptions};
+use hanse_node::units::parse_duration;
 
 #[derive(Args)]
 pub struct KvArgs {

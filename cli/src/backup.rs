@@ -17,9 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use hanse::progress::{bar, end_bar};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
+use hanse_node::progress::{bar, end_bar};
 use hanse_storage::{Cf, ScanOrder, Store};
 use hanse_storage_rocksdb::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
