@@ -11,9 +11,11 @@ use std::path::Path;
 use criterion::Criterion;
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::envelope::Envelope;
-use hanse_planner::model::{FEATURES, PlannerNet, features, tick_features_of};
+use hanse_planner::model::{FEATURES, features, tick_features_of};
+use hanse_planner::net::PlannerNet;
 use hanse_planner::sim::workload::Family;
-use hanse_planner::sim::{Action, Node, Policy, Scenario, Shard, ShardStats, Sim, View};
+use hanse_planner::sim::{Scenario, Sim};
+use hanse_planner::vocab::{Action, Node, Policy, Shard, ShardStats, View};
 
 const SHARDS: usize = 1_000;
 
@@ -94,7 +96,7 @@ fn main() {
     group.bench_function("inference", |b| b.iter(|| black_box(net.decide(&rows))));
     let tick = tick_features_of(&rows);
     group.bench_function("selector", |b| b.iter(|| black_box(net.choose(&tick))));
-    let mut planner = Planner::new(Some(net.clone_weights()), Mode::Model, Envelope::default());
+    let mut planner = Planner::new(Some(net.clone()), Mode::Model, Envelope::default());
     group.bench_function("decision", |b| b.iter(|| black_box(planner.decide(&view))));
     group.finish();
     c.final_summary();

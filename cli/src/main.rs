@@ -94,9 +94,9 @@ fn main() -> ExitCode {
 }
 
 /// Runs the binary `name` (of package `package`) built next to this one. The load
-/// generator and the chaos harness live in crates that depend on this one, so they meet
-/// as processes.
-fn sibling(name: &str, package: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+/// generator and the chaos harness live in crates of their own, and the planner's
+/// training is the one process that loads libtorch, so they meet as processes.
+pub(crate) fn sibling(name: &str, package: &str, args: &[String]) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?.with_file_name(name);
     anyhow::ensure!(
         exe.exists(),

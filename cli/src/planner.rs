@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::first_answer;
@@ -13,13 +12,13 @@ use clap::{Args, Subcommand};
 use hanse_node::chart::{self, Series};
 use hanse_node::progress::{bar, end_bar};
 use hanse_node::units::parse_duration;
-use hanse_planner::model::PlannerNet;
+use hanse_planner::net::PlannerNet;
 use hanse_planner::sim::eval::Row;
 use hanse_planner::sim::policy::LoadSplit;
-use hanse_planner::sim::trace::{Replay, TraceShard, TraceTick, read_trace, write_tick};
+use hanse_planner::sim::trace::{TraceShard, TraceTick, write_tick};
 use hanse_planner::sim::workload::Family;
 use hanse_planner::train::{
-    Comparison, TrainOptions, compare, held_out_families, improvement_vs_best_heuristic, train,
+    Comparison, TrainOptions, compare, held_out_families, improvement_vs_best_heuristic,
     training_families, tuned_baselines,
 };
 use hanse_proto::v1 as pb;
@@ -120,41 +119,20 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             dagger_rounds,
             trace,
         } => {
-            let mut traces = Vec::new();
-            for path in &trace {
-                traces.push(Arc::new(Replay::new(&read_trace(path)?)));
-            }
-            let options = TrainOptions {
-                seeds: (1..=seeds).collect(),
-                ticks,
-                epochs,
-                traces,
-                dagger_rounds,
-                ..TrainOptions::default()
-            };
-            eprintln!(
-                "labelling {} runs with the look-ahead oracle, then {epochs} epochs; again for \
-                 each of {dagger_rounds} rounds with the network acting",
-                (options.families.len() + options.traces.len()) * options.seeds.len()
-            );
-            let (net, losses) = train(&options, 1, &mut |done, total| {
-                bar(done as u64, total as u64)
-            });
-            end_bar();
-            if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            net.save(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
-            println!(
-                "loss {:.4} -> {:.4}; selector margin {} (tuned on the training runs); \
-                 weights in {}",
-                losses.first().copied().unwrap_or(f64::NAN),
-                losses.last().copied().unwrap_or(f64::NAN),
-                net.selector_margin(),
-                out.display()
-            );
+            // Training is the one thing that needs libtorch: it runs in its own process, so
+            // this one (and every other command) starts without loading it.
+            let mut forwarded = vec![
+                format!("--out={}", out.display()),
+                format!("--seeds={seeds}"),
+                format!("--ticks={ticks}"),
+                format!("--epochs={epochs}"),
+                format!("--dagger-rounds={dagger_rounds}"),
+            ];
+            forwarded.extend(trace.iter().map(|t| format!("--trace={}", t.display())));
+            let status = crate::sibling("hanse-planner-train", "hanse-planner-train", &forwarded)?;
+            anyhow::ensure!(status == std::process::ExitCode::SUCCESS, "training failed");
+            let net = PlannerNet::load(&out)
+                .with_context(|| format!("reading the trained weights {}", out.display()))?;
             held_out_check(&net, ticks);
             Ok(())
         }

@@ -901,7 +901,7 @@ fn the_recovery_region_holds_learners_once_three_voters_remain_elsewhere() {
 fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
     let weights_dir = tempfile::tempdir().unwrap();
     let weights = weights_dir.path().join("untrained.safetensors");
-    hanse_planner::model::PlannerNet::new(1)
+    hanse_planner::net::PlannerNet::untrained()
         .save(&weights)
         .unwrap();
     let weights_setting = format!("planner_weights={}", weights.display());

@@ -27,7 +27,7 @@ fn training_writes_weights_that_load_and_reports_the_loss_and_the_held_out_cost(
         "--out",
         weights.to_str().unwrap(),
     ]);
-    hanse_planner::model::PlannerNet::load(&weights).expect("the written weights load");
+    hanse_planner::net::PlannerNet::load(&weights).expect("the written weights load");
     assert!(printed.starts_with("loss "), "{printed}");
     for family in names(&held_out_families()) {
         assert!(

@@ -393,102 +393,73 @@ impl Balancer {
             .or_else(|| writers_region(&record.stats.origins))
     }
 
-    /// Carries out one of the planner's actions: a move adds the new replica first and
-    /// removes the old one only once that worked.
+    /// Carries out one of the planner's actions; a leader move out of the region a rule
+    /// holds the shard's leader in is not carried out.
     async fn carry_out_planned(
         &self,
         action: LiveAction,
         directory: &Directory<'_>,
     ) -> Result<(), Status> {
         tracing::info!(%action, "the planner decided");
-        match action {
-            LiveAction::Split { shard, at } => {
-                self.carry_out(Action::Split { shard, at }, directory).await
-            }
-            LiveAction::Merge { left, right } => {
-                self.carry_out(Action::Merge { left, right }, directory)
-                    .await
-            }
-            LiveAction::TransferLeader { shard, to } => {
-                if let Some(region) = self.leader_region(shard, directory)
-                    && directory.nodes.get(&to).is_none_or(|n| n.region != region)
-                {
-                    tracing::info!(shard, to, region, "leadership kept in its rule's region");
-                    return Ok(());
-                }
-                let request = pb::TransferLeaderRequest {
-                    shard_id: shard,
-                    to_node: to,
-                };
-                let mut admin = self.admin_for(shard, directory).await?;
-                match tokio::time::timeout(ACTION_WAIT, admin.transfer_leader(request)).await {
-                    Ok(Ok(_)) => tracing::info!(shard, to, "leadership moved"),
-                    Ok(Err(e)) => {
-                        tracing::info!(shard, to, "leadership not moved: {}", e.message())
-                    }
-                    Err(_) => tracing::info!(shard, to, "leadership move: no answer yet"),
-                }
-                Ok(())
-            }
-            LiveAction::MoveReplica { shard, from, to } => {
-                let role = ReplicaRole::Voter;
-                self.carry_out(
-                    Action::AddReplica {
-                        shard,
-                        node: to,
-                        role,
-                    },
-                    directory,
-                )
-                .await?;
-                self.carry_out(Action::RemoveReplica { shard, node: from }, directory)
-                    .await
-            }
+        if let LiveAction::TransferLeader { shard, to } = action
+            && let Some(region) = self.leader_region(shard, directory)
+            && directory.nodes.get(&to).is_none_or(|n| n.region != region)
+        {
+            tracing::info!(shard, to, region, "leadership kept in its rule's region");
+            return Ok(());
         }
+        self.carry_out(action, directory).await
     }
 
     /// Carries out one action through the Admin service of a node hosting the shard; a
     /// refusal is logged and left for the next round.
     async fn carry_out(&self, action: Action, directory: &Directory<'_>) -> Result<(), Status> {
-        let shard = match &action {
-            Action::Split { shard, .. }
-            | Action::AddReplica { shard, .. }
-            | Action::RemoveReplica { shard, .. } => *shard,
-            Action::Merge { left, .. } => *left,
-        };
+        let shard = action.shard();
         let mut admin = self.admin_for(shard, directory).await?;
+        let add = |node: NodeId, role: ReplicaRole| match directory.nodes.get(&node) {
+            Some(record) => Ok(pb::AddNodeRequest {
+                node_id: node,
+                addr: record.addr.clone(),
+                region: record.region.clone(),
+                learner: role == ReplicaRole::Learner,
+                shard_ids: vec![shard],
+            }),
+            None => Err(Status::not_found(format!(
+                "node {node} is not in the node directory"
+            ))),
+        };
+        let remove = |node: NodeId| pb::RemoveNodeRequest {
+            node_id: node,
+            shard_ids: vec![shard],
+        };
         let call = async {
             match &action {
                 Action::Split { at, .. } => admin
                     .split(pb::SplitRequest { key: at.clone() })
                     .await
                     .map(|_| ()),
-                Action::Merge { left, .. } => admin
-                    .merge(pb::MergeRequest { shard_id: *left })
+                Action::Merge { .. } => admin
+                    .merge(pb::MergeRequest { shard_id: shard })
                     .await
                     .map(|_| ()),
-                Action::AddReplica { shard, node, role } => match directory.nodes.get(node) {
-                    Some(record) => admin
-                        .add_node(pb::AddNodeRequest {
-                            node_id: *node,
-                            addr: record.addr.clone(),
-                            region: record.region.clone(),
-                            learner: *role == ReplicaRole::Learner,
-                            shard_ids: vec![*shard],
-                        })
-                        .await
-                        .map(|_| ()),
-                    None => Err(Status::not_found(format!(
-                        "node {node} is not in the node directory"
-                    ))),
-                },
-                Action::RemoveReplica { shard, node } => admin
-                    .remove_node(pb::RemoveNodeRequest {
-                        node_id: *node,
-                        shard_ids: vec![*shard],
+                Action::TransferLeader { to, .. } => admin
+                    .transfer_leader(pb::TransferLeaderRequest {
+                        shard_id: shard,
+                        to_node: *to,
                     })
                     .await
                     .map(|_| ()),
+                Action::AddReplica { node, role, .. } => {
+                    admin.add_node(add(*node, *role)?).await.map(|_| ())
+                }
+                Action::RemoveReplica { node, .. } => {
+                    admin.remove_node(remove(*node)).await.map(|_| ())
+                }
+                // The new replica first; the old one goes only once that worked.
+                Action::MoveReplica { from, to, .. } => {
+                    admin.add_node(add(*to, ReplicaRole::Voter)?).await?;
+                    admin.remove_node(remove(*from)).await.map(|_| ())
+                }
             }
         };
         // A stuck step must not stop the balancing: it is given up and tried again.

@@ -16,7 +16,7 @@ use hanse_consensus::{
 };
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::live::PlannerActor;
-use hanse_planner::model::PlannerNet;
+use hanse_planner::net::PlannerNet;
 use hanse_shard::limits::Limits;
 use hanse_shard::meta::{self, META_SHARD, NodeRecord};
 use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardId};

@@ -7,9 +7,10 @@
 use std::collections::VecDeque;
 
 use crate::envelope::{Envelope, Refusal};
-use crate::model::{FEATURES, PlannerNet, features, model_actions, per_shard_actions};
+use crate::model::{FEATURES, features, model_actions, per_shard_actions};
+use crate::net::PlannerNet;
 use crate::sim::policy::LoadSplit;
-use crate::sim::{Action, Policy, View, action_shard};
+use crate::vocab::{Action, Policy, View};
 
 /// Which policy acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,7 @@ impl Policy for Planner {
         };
         let (admitted, refused) = self.envelope.admit(view, proposed);
         for action in &admitted {
-            let shard = action_shard(action);
+            let shard = action.shard();
             if status.recent.len() == RECENT_MAX {
                 status.recent.pop_front();
             }
@@ -159,7 +160,8 @@ impl Policy for Planner {
 mod tests {
     use super::*;
     use crate::sim::workload::Family;
-    use crate::sim::{FnPolicy, Scenario, Sim};
+    use crate::sim::{Scenario, Sim};
+    use crate::vocab::FnPolicy;
 
     fn hotspot() -> Scenario {
         Scenario {
@@ -186,7 +188,11 @@ mod tests {
     #[test]
     fn an_untrained_network_trusts_none_of_its_input_and_falls_back() {
         // Before training the trusted range is empty: every tick falls back.
-        let mut planner = Planner::new(Some(PlannerNet::new(1)), Mode::Model, Envelope::default());
+        let mut planner = Planner::new(
+            Some(PlannerNet::untrained()),
+            Mode::Model,
+            Envelope::default(),
+        );
         Sim::new(hotspot()).run(&mut planner);
         let status = planner.status();
         assert_eq!(status.fallback_ticks, 60);
@@ -202,9 +208,7 @@ mod tests {
 
     #[test]
     fn shadow_mode_acts_like_the_heuristic_and_records_the_network() {
-        let mut net = PlannerNet::new(2);
-        let (examples, ticks) = crate::model::tests::oracle_examples();
-        net.train(&examples, &ticks, 40, 1e-2);
+        let net = PlannerNet::built_in().unwrap();
         let mut shadow = Planner::new(Some(net), Mode::Shadow, Envelope::default());
         let mut ticks_with_shadow = 0;
         let shadowed = Sim::new(hotspot()).run(&mut FnPolicy(&mut |view: &View| {

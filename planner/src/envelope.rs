@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::sim::{Action, Policy, View};
+use crate::vocab::{Action, Policy, View};
 
 /// The envelope's limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +163,30 @@ impl Envelope {
                     return Err(Refusal::FewerRegions);
                 }
             }
+            Action::AddReplica { node, .. } => {
+                if node >= view.nodes.len() {
+                    return Err(Refusal::NotAReplica);
+                }
+                if shard.replicas.contains(&node) {
+                    return Err(Refusal::AlreadyAReplica);
+                }
+            }
+            Action::RemoveReplica { node, .. } => {
+                if !shard.replicas.contains(&node) || node == shard.leader {
+                    return Err(Refusal::NotAReplica);
+                }
+                let regions = |replicas: &mut dyn Iterator<Item = usize>| {
+                    replicas
+                        .map(|r| view.nodes[r].region)
+                        .collect::<HashSet<_>>()
+                        .len()
+                };
+                let before = regions(&mut shard.replicas.iter().copied());
+                let after = regions(&mut shard.replicas.iter().copied().filter(|&r| r != node));
+                if after < before {
+                    return Err(Refusal::FewerRegions);
+                }
+            }
         }
         Ok(())
     }
@@ -180,9 +204,7 @@ impl Envelope {
 fn touched(action: &Action) -> Vec<usize> {
     match *action {
         Action::Merge { shard } => vec![shard, shard + 1],
-        Action::Split { shard, .. }
-        | Action::TransferLeader { shard, .. }
-        | Action::MoveReplica { shard, .. } => vec![shard],
+        _ => vec![action.shard()],
     }
 }
 
@@ -215,8 +237,9 @@ impl<P: Policy> Policy for Guarded<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::workload::{Family, KEY_SPACE};
-    use crate::sim::{FnPolicy, Node, Scenario, Shard, ShardStats, Sim};
+    use crate::sim::workload::Family;
+    use crate::sim::{Scenario, Sim};
+    use crate::vocab::{FnPolicy, KEY_SPACE, Node, Shard, ShardStats};
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};

@@ -8,15 +8,14 @@
 //! sampled key gets its own position, in key order, so split points map back to real keys.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt;
 
 use actix::prelude::*;
 use hanse_shard::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 
 use crate::decide::{Mode, Planner, Status};
-use crate::sim::workload::KEY_SPACE;
-use crate::sim::{Action, Node, Policy, Shard, ShardStats, View};
-use crate::stats::REPORTED_KEYS;
+use crate::knobs::SAMPLED_KEYS;
+use crate::vocab::KEY_SPACE;
+use crate::vocab::{Action, ClusterAction, Node, Policy, Shard, ShardStats, View};
 
 /// Operations per second a live node serves at full utilisation unless configured (the
 /// simulator's node capacity per tick).
@@ -76,52 +75,7 @@ pub struct LiveNode {
 }
 
 /// A decision on the real cluster.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LiveAction {
-    Split {
-        shard: ShardId,
-        at: Vec<u8>,
-    },
-    /// Merge `left` with its right neighbour `right`.
-    Merge {
-        left: ShardId,
-        right: ShardId,
-    },
-    TransferLeader {
-        shard: ShardId,
-        to: NodeId,
-    },
-    /// Add a replica on `to`, then remove the one on `from`.
-    MoveReplica {
-        shard: ShardId,
-        from: NodeId,
-        to: NodeId,
-    },
-}
-
-impl fmt::Display for LiveAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LiveAction::Split { shard, at } => {
-                write!(
-                    f,
-                    "split shard {shard} at {:?}",
-                    String::from_utf8_lossy(at)
-                )
-            }
-            LiveAction::Merge { left, right } => write!(f, "merge shard {left} with shard {right}"),
-            LiveAction::TransferLeader { shard, to } => {
-                write!(f, "move shard {shard}'s leader to node {to}")
-            }
-            LiveAction::MoveReplica { shard, from, to } => {
-                write!(
-                    f,
-                    "move shard {shard}'s replica from node {from} to node {to}"
-                )
-            }
-        }
-    }
-}
+pub type LiveAction = ClusterAction;
 
 /// The cluster as the simulator's policies see it, with the way back to real ids and keys.
 pub struct Frame {
@@ -174,8 +128,7 @@ impl Frame {
                     return None;
                 }
                 LiveAction::Merge {
-                    left: self.shard_ids[shard],
-                    right: self.shard_ids[shard + 1],
+                    shard: self.shard_ids[shard],
                 }
             }
             Action::TransferLeader { shard, to } => LiveAction::TransferLeader {
@@ -186,6 +139,15 @@ impl Frame {
                 shard: self.shard_ids[shard],
                 from: self.node_ids[from],
                 to: self.node_ids[to],
+            },
+            Action::AddReplica { shard, node, role } => LiveAction::AddReplica {
+                shard: self.shard_ids[shard],
+                node: self.node_ids[node],
+                role,
+            },
+            Action::RemoveReplica { shard, node } => LiveAction::RemoveReplica {
+                shard: self.shard_ids[shard],
+                node: self.node_ids[node],
             },
         })
     }
@@ -385,7 +347,7 @@ fn mean(reports: &VecDeque<LiveLoad>) -> LiveLoad {
     }
     let mut sampled: Vec<(Vec<u8>, u64)> = sampled.into_iter().collect();
     sampled.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    sampled.truncate(REPORTED_KEYS);
+    sampled.truncate(SAMPLED_KEYS);
     sampled.sort();
     LiveLoad {
         reads_per_sec: reports.iter().map(|r| r.reads_per_sec).sum::<f64>() / n,

@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Keys a sampler holds between two reports.
-pub const RESERVOIR: usize = 128;
-/// Distinct keys a report carries at most (the most frequent of the sample).
-pub const REPORTED_KEYS: usize = 32;
+use crate::knobs::{RESERVOIR_REQUESTS, SAMPLED_KEYS};
 
 /// A uniform sample of the keys offered since the last [`KeySampler::take`] (Algorithm R:
 /// each offered key ends up in the sample with the same probability).
@@ -25,7 +22,7 @@ impl Default for KeySampler {
     fn default() -> Self {
         KeySampler {
             seen: 0,
-            keys: Vec::with_capacity(RESERVOIR),
+            keys: Vec::with_capacity(RESERVOIR_REQUESTS),
             rng: StdRng::from_os_rng(),
         }
     }
@@ -42,7 +39,7 @@ impl KeySampler {
 
     pub fn offer(&mut self, key: &[u8]) {
         self.seen += 1;
-        if self.keys.len() < RESERVOIR {
+        if self.keys.len() < RESERVOIR_REQUESTS {
             self.keys.push(key.to_vec());
             return;
         }
@@ -52,7 +49,7 @@ impl KeySampler {
         }
     }
 
-    /// The sample's distinct keys with their counts, the [`REPORTED_KEYS`] most frequent,
+    /// The sample's distinct keys with their counts, the [`SAMPLED_KEYS`] most frequent,
     /// in key order; the sampler starts afresh.
     pub fn take(&mut self) -> Vec<(Vec<u8>, u64)> {
         self.seen = 0;
@@ -63,7 +60,7 @@ impl KeySampler {
         let mut keys: Vec<(Vec<u8>, u64)> = counted.into_iter().collect();
         // The most frequent first (ties in key order), then back to key order.
         keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        keys.truncate(REPORTED_KEYS);
+        keys.truncate(SAMPLED_KEYS);
         keys.sort();
         keys
     }
@@ -98,7 +95,7 @@ mod tests {
             }
         }
         let sample = sampler.take();
-        assert!(sample.len() <= REPORTED_KEYS);
+        assert!(sample.len() <= SAMPLED_KEYS);
         let total: u64 = sample.iter().map(|(_, n)| n).sum();
         let hot = sample
             .iter()

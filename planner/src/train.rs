@@ -1,16 +1,19 @@
-//! Training the planner's network on the oracle's choices, and judging every policy on
-//! workload families the network never saw.
+//! What training the planner's network learns from (the oracle's choices on the training
+//! families) and how every policy is judged on families the network never saw. The
+//! optimiser itself, which needs Torch, is the crate `hanse-planner-train`.
 
 use crate::decide::{Mode, Planner};
 use crate::envelope::{Envelope, Guarded};
-use crate::model::{Example, PlannerNet, TickExample, examples};
+use crate::model::{Example, TickExample, examples};
+use crate::net::PlannerNet;
 use crate::sim::eval::{Contender, Row, evaluate, tune};
 use std::sync::Arc;
 
 use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly, TailLeaders, oracle_proposers};
 use crate::sim::trace::Replay;
 use crate::sim::workload::Family;
-use crate::sim::{Policy, Scenario, Sim, cheapest};
+use crate::sim::{Scenario, Sim, cheapest};
+use crate::vocab::Policy;
 
 /// The families the network learns from.
 pub fn training_families() -> Vec<Family> {
@@ -137,7 +140,7 @@ pub fn tuned_baselines(seeds: &[u64], ticks: u64, requests_per_tick: usize) -> V
 
 /// The runs training learns from: every family and recorded trace with every seed, at
 /// the options' length and request budget.
-fn training_scenarios(options: &TrainOptions) -> Vec<Scenario> {
+pub fn training_scenarios(options: &TrainOptions) -> Vec<Scenario> {
     let mut scenarios = Vec::new();
     for &seed in &options.seeds {
         for &family in &options.families {
@@ -185,72 +188,6 @@ pub fn collect_examples(
         progress(done + 1, runs);
     }
     (collected, ticks)
-}
-
-/// The selector margins [`train`] tries, lowest first.
-pub const SELECTOR_MARGINS: [f32; 7] = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
-
-/// Trains a fresh network (seeded) on the oracle's choices, then for each of the options'
-/// DAgger rounds lets it act, adds the oracle's labels of where it went, and trains a fresh
-/// one on all of them; last it picks the selector margin of [`SELECTOR_MARGINS`] under
-/// which the planner runs cheapest on the training runs (the larger of equals), as the
-/// tuned heuristics' thresholds are picked. Returns the last network with each of its
-/// epochs' loss. `progress` hears (steps done, steps in all): the oracle's runs and the
-/// epochs of each round, then each margin tried.
-pub fn train(
-    options: &TrainOptions,
-    seed: i64,
-    progress: &mut dyn FnMut(usize, usize),
-) -> (PlannerNet, Vec<f64>) {
-    let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
-    let rounds = 1 + options.dagger_rounds;
-    let total = rounds * (runs + options.epochs) + SELECTOR_MARGINS.len();
-    let mut examples = Vec::new();
-    let mut ticks = Vec::new();
-    let mut round = |round: usize, learner: Option<&PlannerNet>| {
-        let done = round * (runs + options.epochs);
-        let (more, more_ticks) = collect_examples(options, learner, &mut |runs_done, _| {
-            progress(done + runs_done, total)
-        });
-        examples.extend(more);
-        ticks.extend(more_ticks);
-        let mut net = PlannerNet::new(seed);
-        let mut losses = Vec::with_capacity(options.epochs);
-        // In chunks, so the progress bar moves.
-        let chunk = (options.epochs / 20).max(1);
-        while losses.len() < options.epochs {
-            let epochs = chunk.min(options.epochs - losses.len());
-            losses.extend(net.train(&examples, &ticks, epochs, options.learning_rate));
-            progress(done + runs + losses.len(), total);
-        }
-        (net, losses)
-    };
-    let (mut net, mut losses) = round(0, None);
-    for k in 1..rounds {
-        (net, losses) = round(k, Some(&net));
-    }
-    let scenarios = training_scenarios(options);
-    let mut best: Option<(f64, f32)> = None;
-    for (k, &margin) in SELECTOR_MARGINS.iter().enumerate() {
-        net.set_selector_margin(margin);
-        let cost = scenarios
-            .iter()
-            .map(|scenario| {
-                let mut planner =
-                    Planner::new(Some(net.clone_weights()), Mode::Model, Envelope::default());
-                Sim::new(scenario.clone()).run(&mut planner).cost()
-            })
-            .sum::<f64>()
-            / scenarios.len().max(1) as f64;
-        if best.is_none_or(|(lowest, _)| cost <= lowest) {
-            best = Some((cost, margin));
-        }
-        progress(rounds * (runs + options.epochs) + k + 1, total);
-    }
-    if let Some((_, margin)) = best {
-        net.set_selector_margin(margin);
-    }
-    (net, losses)
 }
 
 /// What [`compare`] runs.
@@ -304,11 +241,11 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
     }
     if let Some(net) = net {
         contenders.push(Contender::policy(move || {
-            Box::new(Planner::per_shard(net.clone_weights(), Envelope::default()))
+            Box::new(Planner::per_shard(net.clone(), Envelope::default()))
         }));
         contenders.push(Contender::policy(move || {
             Box::new(Planner::new(
-                Some(net.clone_weights()),
+                Some(net.clone()),
                 Mode::Model,
                 Envelope::default(),
             ))
@@ -362,68 +299,6 @@ pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use crate::sim::trace::{TraceShard, TraceTick};
-
-    #[test]
-    fn training_and_comparison_cover_every_family_and_policy() {
-        let options = TrainOptions {
-            families: vec![Family::MovingHotspot { speed: 0.001 }],
-            seeds: vec![1],
-            ticks: 30,
-            horizon: 4,
-            epochs: 20,
-            requests_per_tick: 300,
-            ..TrainOptions::default()
-        };
-        let mut steps = Vec::new();
-        let (net, losses) = train(&options, 7, &mut |done, total| steps.push((done, total)));
-        assert_eq!(losses.len(), 20);
-        // Two rounds (the oracle acting, then the network): one run and 20 epochs each;
-        // then each selector margin.
-        let total = 42 + SELECTOR_MARGINS.len();
-        assert_eq!(steps.last(), Some(&(total, total)));
-        assert!(SELECTOR_MARGINS.contains(&net.selector_margin()));
-        let families = [Family::HotKey, Family::Uniform];
-        let tuned = [LoadSplit::tikv().with_thresholds(900.0, 3)];
-        let mut runs = 0;
-        let comparison = Comparison {
-            net: Some(&net),
-            tuned: &tuned,
-            families: &families,
-            seeds: &[1, 2],
-            oracle_seeds: &[1],
-            ticks: 20,
-            requests_per_tick: 300,
-        };
-        let rows = compare(&comparison, &mut |done, total| {
-            runs = done;
-            assert_eq!(total, 2 * 8 * 2 + 2);
-        });
-        assert_eq!(runs, 34);
-        let policies: Vec<&str> = rows[..9].iter().map(|r| r.policy.as_str()).collect();
-        assert_eq!(
-            policies,
-            [
-                "size-only",
-                "tikv",
-                "cockroach",
-                "cockroach-follow",
-                "tikv-tuned",
-                "tikv-tuned-tail",
-                "model-per-shard",
-                "model",
-                "size-only"
-            ]
-        );
-        assert_eq!(rows.len(), 18);
-        assert!(
-            rows[16..]
-                .iter()
-                .all(|r| r.policy == "oracle" && r.seeds == 1)
-        );
-        let improvements = improvement_vs_best_heuristic(&rows);
-        assert_eq!(improvements.len(), 2);
-        assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));
-    }
 
     #[test]
     fn a_recorded_load_gives_examples_like_a_family() {

@@ -3,8 +3,9 @@
 
 use super::policy::LoadSplit;
 use super::workload::Family;
-use super::{Outcome, Policy, Scenario, Sim};
+use super::{Outcome, Scenario, Sim};
 use crate::envelope::Envelope;
+use crate::vocab::Policy;
 
 /// One policy's cost on one family over several seeds.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,6 +16,7 @@
 
 pub mod eval;
 pub mod policy;
+pub mod request;
 pub mod trace;
 pub mod workload;
 
@@ -24,124 +25,11 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use workload::{KEY_SPACE, Op, Request, Workload};
+use request::{Op, Request};
+use workload::Workload;
 
-/// A node of the simulated cluster.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub region: usize,
-    /// Operations it serves per tick at full utilisation.
-    pub capacity: f64,
-}
-
-/// A shard of the simulated cluster: keys `[start, end)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shard {
-    pub start: u64,
-    pub end: u64,
-    pub size_bytes: f64,
-    /// Node indices; the leader is one of them.
-    pub replicas: Vec<usize>,
-    pub leader: usize,
-    /// The tick of its last split or merge.
-    pub changed_at: u64,
-    /// The tick of its last merge, if any.
-    pub merged_at: Option<u64>,
-}
-
-/// A shard's load over the last tick, as its leader would report it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ShardStats {
-    pub reads: f64,
-    pub writes: f64,
-    pub scans: f64,
-    pub bytes_written: f64,
-    /// Accessed keys with their counts, at most [`SAMPLED_KEYS`], for split points.
-    pub sampled: Vec<(u64, u64)>,
-    /// Requests whose range crossed each sampled key, aligned with `sampled`.
-    pub crossing: Vec<u64>,
-    /// Requests per origin region.
-    pub origins: Vec<f64>,
-}
-
-impl ShardStats {
-    pub fn ops(&self) -> f64 {
-        self.reads + self.writes + self.scans
-    }
-}
-
-/// Distinct sampled keys a shard reports per tick (the most frequent in its reservoir).
-pub const SAMPLED_KEYS: usize = 32;
-/// Requests a shard's reservoir holds per tick.
-const RESERVOIR: usize = 128;
-
-/// What a policy may do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Split shard `shard` (an index into the current shards) at `at`.
-    Split {
-        shard: usize,
-        at: u64,
-    },
-    /// Merge shard `shard` with its right neighbour (they need the same replicas).
-    Merge {
-        shard: usize,
-    },
-    TransferLeader {
-        shard: usize,
-        to: usize,
-    },
-    /// Move the replica on node `from` to node `to` (not yet a replica).
-    MoveReplica {
-        shard: usize,
-        from: usize,
-        to: usize,
-    },
-}
-
-/// What a policy sees each tick.
-pub struct View<'a> {
-    pub tick: u64,
-    pub nodes: &'a [Node],
-    pub shards: &'a [Shard],
-    /// Aligned with `shards`.
-    pub stats: &'a [ShardStats],
-    /// Each node's utilisation over the last tick (load / capacity).
-    pub node_load: &'a [f64],
-    /// One-way latency in ms between regions (`[from][to]`).
-    pub region_latency_ms: &'a [Vec<f64>],
-}
-
-/// A planner policy under simulation.
-pub trait Policy {
-    fn name(&self) -> String;
-    fn decide(&mut self, view: &View) -> Vec<Action>;
-}
-
-/// A closure as a policy (for tests that watch or steer a run tick by tick).
-#[cfg(test)]
-pub(crate) struct FnPolicy<'a>(pub &'a mut dyn FnMut(&View) -> Vec<Action>);
-
-#[cfg(test)]
-impl Policy for FnPolicy<'_> {
-    fn name(&self) -> String {
-        "closure".into()
-    }
-
-    fn decide(&mut self, view: &View) -> Vec<Action> {
-        (self.0)(view)
-    }
-}
-
-impl<P: Policy + ?Sized> Policy for Box<P> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-
-    fn decide(&mut self, view: &View) -> Vec<Action> {
-        (**self).decide(view)
-    }
-}
+use crate::knobs::RESERVOIR_REQUESTS;
+use crate::vocab::{Action, KEY_SPACE, Node, Policy, SAMPLED_KEYS, Shard, ShardStats, View};
 
 /// What the look-ahead oracle asks each tick (see [`Sim::run_oracle`]): given the view,
 /// each candidate's first actions and its rollout's cost, which candidate to carry out.
@@ -405,7 +293,7 @@ impl Sim {
 
     fn apply_all(&mut self, mut actions: Vec<Action>, outcome: &mut Outcome) {
         // Applied from the highest shard index down, so earlier indices stay valid.
-        actions.sort_by_key(|a| std::cmp::Reverse(action_shard(a)));
+        actions.sort_by_key(|a| std::cmp::Reverse(a.shard()));
         for action in actions {
             if !self.apply(&action, outcome) {
                 outcome.refused += 1;
@@ -439,11 +327,11 @@ impl Sim {
             let first = self.shard_of(request.key);
             let (seen, reservoir) = &mut reservoirs[first];
             *seen += 1;
-            if reservoir.len() < RESERVOIR {
+            if reservoir.len() < RESERVOIR_REQUESTS {
                 reservoir.push(request.key);
             } else {
                 let slot = self.sampler.random_range(0..*seen);
-                if slot < RESERVOIR as u64 {
+                if slot < RESERVOIR_REQUESTS as u64 {
                     reservoir[slot as usize] = request.key;
                 }
             }
@@ -625,6 +513,32 @@ impl Sim {
                 outcome.moves += 1;
                 true
             }
+            // The simulated cluster models no learners: a new replica votes.
+            Action::AddReplica { shard, node, .. } => {
+                let nodes = self.scenario.nodes.len();
+                let Some(s) = self.shards.get_mut(shard) else {
+                    return false;
+                };
+                if node >= nodes || s.replicas.contains(&node) {
+                    return false;
+                }
+                // The copy comes from the leader.
+                let ticks = (s.size_bytes / MOVE_BYTES_PER_TICK).ceil().max(1.0) as u64;
+                s.replicas.push(node);
+                self.copying.push((s.leader, node, ticks));
+                outcome.moves += 1;
+                true
+            }
+            Action::RemoveReplica { shard, node } => {
+                let Some(s) = self.shards.get_mut(shard) else {
+                    return false;
+                };
+                if s.leader == node || !s.replicas.contains(&node) || s.replicas.len() == 1 {
+                    return false;
+                }
+                s.replicas.retain(|&r| r != node);
+                true
+            }
         }
     }
 }
@@ -646,15 +560,6 @@ pub fn quorum_ms(latency: &[Vec<f64>], nodes: &[Node], replicas: &[usize], leade
         .collect();
     trips.sort_unstable_by(f64::total_cmp);
     trips.get(replicas.len() / 2).copied().unwrap_or(0.0)
-}
-
-pub(crate) fn action_shard(action: &Action) -> usize {
-    match *action {
-        Action::Split { shard, .. }
-        | Action::Merge { shard }
-        | Action::TransferLeader { shard, .. }
-        | Action::MoveReplica { shard, .. } => shard,
-    }
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Action, Policy, Shard, ShardStats, View, action_shard, quorum_ms};
+use super::quorum_ms;
 use crate::envelope::Envelope;
+use crate::vocab::{Action, Policy, Shard, ShardStats, View};
 
 /// Splits a shard past this size (TiKV's region-split-size, 96 MiB).
 const SPLIT_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
@@ -176,7 +177,7 @@ impl Policy for FollowWorkload {
 
     fn decide(&mut self, view: &View) -> Vec<Action> {
         let mut actions = self.inner.decide(view);
-        let busy: Vec<usize> = actions.iter().map(action_shard).collect();
+        let busy: Vec<usize> = actions.iter().map(Action::shard).collect();
         let transfers: Vec<Action> = (0..view.shards.len())
             .filter(|i| !busy.contains(i) && !busy.contains(&(i + 1)))
             .filter_map(|i| follow_workload_transfer(view, i, self.share_min))
@@ -268,7 +269,7 @@ impl Policy for TailLeaders {
             }
             _ => true,
         });
-        let busy: Vec<usize> = actions.iter().map(action_shard).collect();
+        let busy: Vec<usize> = actions.iter().map(Action::shard).collect();
         // Each shard's requests under its current leader.
         let current: Vec<Vec<(f64, f64)>> = (0..view.shards.len())
             .map(|i| request_trips(view, i, view.shards[i].leader))

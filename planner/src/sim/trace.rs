@@ -12,7 +12,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::workload::{KEY_SPACE, Op, Request};
+use super::request::{Op, Request};
+use crate::vocab::KEY_SPACE;
 
 /// The regions of the simulated cluster, in its order (see `Scenario::three_regions`);
 /// requests from any other region count as the first's.

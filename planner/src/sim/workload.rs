@@ -8,36 +8,13 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::request::{Op, Request};
 use super::trace::Replay;
-
-/// Keys are `0..KEY_SPACE`.
-pub const KEY_SPACE: u64 = 1 << 32;
+use crate::vocab::KEY_SPACE;
 /// Distinct items the Zipfian families draw from (YCSB's record count).
 const ZIPF_ITEMS: u64 = 100_000;
 /// YCSB's skew.
 const ZIPF_THETA: f64 = 0.99;
-
-/// What a request does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Read,
-    Write {
-        bytes: u32,
-    },
-    /// Reads `span` keys from the request's key on.
-    Scan {
-        span: u64,
-    },
-}
-
-/// One request of a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    pub key: u64,
-    pub op: Op,
-    /// Index of the region the request comes from.
-    pub origin: usize,
-}
 
 /// The workload families.
 #[derive(Debug, Clone, Copy, PartialEq)]

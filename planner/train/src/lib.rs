@@ -1,0 +1,460 @@
+//! hanse-planner-train: trains the planner's network with Torch (tch, libtorch from the
+//! PyPI torch wheel) on the simulator's look-ahead oracle, and writes the weights the
+//! planner runs in plain Rust (`hanse_planner::net`). Only this crate links libtorch:
+//! nodes and every other `hanse` command start without it.
+
+use hanse_planner::decide::{Mode, Planner};
+use hanse_planner::envelope::Envelope;
+use hanse_planner::model::{
+    ACTIONS, ADVANTAGE_MIN_DEFAULT, ADVANTAGE_SCALE, CHOICES, Example, FEATURES, SPLIT_QUANTILES,
+    TICK_FEATURES, TickExample,
+};
+use hanse_planner::net::{self as planner_net, PlannerNet, Tensors};
+use hanse_planner::sim::Sim;
+use hanse_planner::train::{TrainOptions, collect_examples, training_scenarios};
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// The selector margins [`train`] tries, lowest first.
+pub const SELECTOR_MARGINS: [f32; 7] = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+
+/// Trains a fresh network (seeded) on the oracle's choices, then for each of the options'
+/// DAgger rounds lets it act, adds the oracle's labels of where it went, and trains a fresh
+/// one on all of them; last it picks the selector margin of [`SELECTOR_MARGINS`] under
+/// which the planner runs cheapest on the training runs (the larger of equals), as the
+/// tuned heuristics' thresholds are picked. Returns the last network with each of its
+/// epochs' loss. `progress` hears (steps done, steps in all): the oracle's runs and the
+/// epochs of each round, then each margin tried.
+pub fn train(
+    options: &TrainOptions,
+    seed: i64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> (PlannerNet, Vec<f64>) {
+    let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
+    let rounds = 1 + options.dagger_rounds;
+    let total = rounds * (runs + options.epochs) + SELECTOR_MARGINS.len();
+    let mut examples = Vec::new();
+    let mut ticks = Vec::new();
+    let mut round = |round: usize, learner: Option<&PlannerNet>| {
+        let done = round * (runs + options.epochs);
+        let (more, more_ticks) = collect_examples(options, learner, &mut |runs_done, _| {
+            progress(done + runs_done, total)
+        });
+        examples.extend(more);
+        ticks.extend(more_ticks);
+        let mut net = TorchNet::new(seed);
+        let mut losses = Vec::with_capacity(options.epochs);
+        // In chunks, so the progress bar moves.
+        let chunk = (options.epochs / 20).max(1);
+        while losses.len() < options.epochs {
+            let epochs = chunk.min(options.epochs - losses.len());
+            losses.extend(net.train(&examples, &ticks, epochs, options.learning_rate));
+            progress(done + runs + losses.len(), total);
+        }
+        (net.export(), losses)
+    };
+    let (mut net, mut losses) = round(0, None);
+    for k in 1..rounds {
+        (net, losses) = round(k, Some(&net));
+    }
+    let scenarios = training_scenarios(options);
+    let mut best: Option<(f64, f32)> = None;
+    for (k, &margin) in SELECTOR_MARGINS.iter().enumerate() {
+        net.set_selector_margin(margin);
+        let cost = scenarios
+            .iter()
+            .map(|scenario| {
+                let mut planner = Planner::new(Some(net.clone()), Mode::Model, Envelope::default());
+                Sim::new(scenario.clone()).run(&mut planner).cost()
+            })
+            .sum::<f64>()
+            / scenarios.len().max(1) as f64;
+        if best.is_none_or(|(lowest, _)| cost <= lowest) {
+            best = Some((cost, margin));
+        }
+        progress(rounds * (runs + options.epochs) + k + 1, total);
+    }
+    if let Some((_, margin)) = best {
+        net.set_selector_margin(margin);
+    }
+    (net, losses)
+}
+
+/// The network as Torch trains it: the same layers as [`PlannerNet`], with their
+/// gradients.
+pub struct TorchNet {
+    vars: nn::VarStore,
+    /// Per feature over the training examples: mean and standard deviation (inputs are
+    /// standardised with them), minimum and maximum (the range the answers are trusted
+    /// in). Saved with the weights.
+    input_mean: Tensor,
+    input_std: Tensor,
+    input_min: Tensor,
+    input_max: Tensor,
+    body: nn::Sequential,
+    action_head: nn::Linear,
+    split_head: nn::Linear,
+    /// The tick features' mean and standard deviation over the training ticks.
+    tick_mean: Tensor,
+    tick_std: Tensor,
+    /// Tick features in, whose actions to follow out (see [`CHOICES`]).
+    selector: nn::Sequential,
+}
+
+const HIDDEN: i64 = planner_net::HIDDEN as i64;
+
+impl TorchNet {
+    /// A network with fresh weights drawn from `seed`.
+    pub fn new(seed: i64) -> TorchNet {
+        tch::manual_seed(seed);
+        let vars = nn::VarStore::new(Device::Cpu);
+        let root = vars.root();
+        let width = [FEATURES as i64];
+        let input_mean = root.zeros_no_train("input_mean", &width);
+        let input_std = root.ones_no_train("input_std", &width);
+        // Unfitted, the range is empty: nothing is trusted before training.
+        let input_min = root.zeros_no_train("input_min", &width);
+        let input_max = root.zeros_no_train("input_max", &width);
+        let body = nn::seq()
+            .add(nn::linear(
+                &root / "l1",
+                FEATURES as i64,
+                HIDDEN,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu())
+            .add(nn::linear(&root / "l2", HIDDEN, HIDDEN, Default::default()))
+            .add_fn(|x| x.relu());
+        let action_head = nn::linear(
+            &root / "action",
+            HIDDEN,
+            ACTIONS.len() as i64,
+            Default::default(),
+        );
+        let split_head = nn::linear(
+            &root / "split",
+            HIDDEN,
+            SPLIT_QUANTILES as i64,
+            Default::default(),
+        );
+        let tick_width = [TICK_FEATURES as i64];
+        let tick_mean = root.zeros_no_train("tick_mean", &tick_width);
+        let tick_std = root.ones_no_train("tick_std", &tick_width);
+        // Saved with the weights; training leaves it to the margin tuning after it.
+        let mut selector_margin = root.zeros_no_train("selector_margin", &[1]);
+        tch::no_grad(|| {
+            let _ = selector_margin.fill_(f64::from(ADVANTAGE_MIN_DEFAULT));
+        });
+        let selector = nn::seq()
+            .add(nn::linear(
+                &root / "s1",
+                TICK_FEATURES as i64,
+                HIDDEN,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu())
+            .add(nn::linear(
+                &root / "s2",
+                HIDDEN,
+                CHOICES as i64,
+                Default::default(),
+            ));
+        TorchNet {
+            vars,
+            input_mean,
+            input_std,
+            input_min,
+            input_max,
+            body,
+            action_head,
+            split_head,
+            tick_mean,
+            tick_std,
+            selector,
+        }
+    }
+
+    /// Action and split logits for a `[n, FEATURES]` batch.
+    fn forward(&self, xs: &Tensor) -> (Tensor, Tensor) {
+        let hidden = self
+            .body
+            .forward(&((xs - &self.input_mean) / &self.input_std));
+        (
+            self.action_head.forward(&hidden),
+            self.split_head.forward(&hidden),
+        )
+    }
+
+    /// Trains on `examples` (per shard) and `ticks` (per tick, for the selector) for
+    /// `epochs` passes; returns the mean loss of each epoch.
+    pub fn train(
+        &mut self,
+        examples: &[Example],
+        ticks: &[TickExample],
+        epochs: usize,
+        learning_rate: f64,
+    ) -> Vec<f64> {
+        let Ok(mut optimizer) = nn::Adam::default().build(&self.vars, learning_rate) else {
+            return Vec::new();
+        };
+        let xs = batch(examples);
+        tch::no_grad(|| {
+            self.input_mean.copy_(&xs.mean_dim(0, false, Kind::Float));
+            // A constant feature keeps a unit scale.
+            let std = xs.std_dim(0, false, false);
+            self.input_std
+                .copy_(&std.where_self(&std.gt(1e-6), &std.ones_like()));
+            self.input_min.copy_(&xs.amin(0, false));
+            self.input_max.copy_(&xs.amax(0, false));
+        });
+        let tick_xs =
+            Tensor::from_slice(&ticks.iter().flat_map(|t| t.features).collect::<Vec<_>>())
+                .reshape([ticks.len() as i64, TICK_FEATURES as i64]);
+        let advantages = Tensor::from_slice(
+            &ticks
+                .iter()
+                .flat_map(|t| t.advantages.map(|a| a * ADVANTAGE_SCALE))
+                .collect::<Vec<_>>(),
+        )
+        .reshape([ticks.len() as i64, CHOICES as i64]);
+        if !ticks.is_empty() {
+            tch::no_grad(|| {
+                self.tick_mean
+                    .copy_(&tick_xs.mean_dim(0, false, Kind::Float));
+                let std = tick_xs.std_dim(0, false, false);
+                self.tick_std
+                    .copy_(&std.where_self(&std.gt(1e-6), &std.ones_like()));
+            });
+        }
+        let tick_inputs = (&tick_xs - &self.tick_mean) / &self.tick_std;
+        let actions =
+            Tensor::from_slice(&examples.iter().map(|e| e.action as i64).collect::<Vec<_>>());
+        let quantiles = Tensor::from_slice(
+            &examples
+                .iter()
+                .map(|e| e.quantile as i64)
+                .collect::<Vec<_>>(),
+        );
+        let splits = actions.eq(1);
+        // Most shards do nothing most ticks: weigh each action by how rare it is, or the
+        // network learns to answer "none" always.
+        let mut counts = [0usize; ACTIONS.len()];
+        for e in examples {
+            counts[e.action] += 1;
+        }
+        let weights: Vec<f32> = counts
+            .iter()
+            .map(|&n| examples.len() as f32 / (ACTIONS.len() * n.max(1)) as f32)
+            .collect();
+        let weights = Tensor::from_slice(&weights);
+        let mut losses = Vec::with_capacity(epochs);
+        for _ in 0..epochs {
+            let (action_logits, split_logits) = self.forward(&xs);
+            let mut loss = action_logits.cross_entropy_loss(
+                &actions,
+                Some(&weights),
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            );
+            if splits.any().int64_value(&[]) != 0 {
+                let chosen = split_logits.index_select(0, &splits.nonzero().squeeze_dim(1));
+                let targets = quantiles.index_select(0, &splits.nonzero().squeeze_dim(1));
+                loss += chosen.cross_entropy_for_logits(&targets);
+            }
+            if !ticks.is_empty() {
+                loss += self
+                    .selector
+                    .forward(&tick_inputs)
+                    .mse_loss(&advantages, tch::Reduction::Mean);
+            }
+            optimizer.backward_step(&loss);
+            losses.push(loss.double_value(&[]));
+        }
+        losses
+    }
+
+    /// The trained network, for the planner to run (and to save).
+    pub fn export(&self) -> PlannerNet {
+        let tensors: Tensors = self
+            .vars
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| {
+                let shape = tensor.size().iter().map(|&d| d as usize).collect();
+                let values = Vec::<f32>::try_from(tensor.reshape([-1]))
+                    .expect("every variable is an f32 tensor");
+                (name, (shape, values))
+            })
+            .collect();
+        PlannerNet::from_tensors(tensors).expect("the Torch network has the planner's shape")
+    }
+}
+
+fn batch(examples: &[Example]) -> Tensor {
+    let flat: Vec<f32> = examples.iter().flat_map(|e| e.features).collect();
+    Tensor::from_slice(&flat).reshape([examples.len() as i64, FEATURES as i64])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanse_planner::model;
+    use hanse_planner::sim::policy::{LoadSplit, oracle_proposers};
+    use hanse_planner::sim::workload::Family;
+    use hanse_planner::sim::{Scenario, cheapest};
+    use hanse_planner::train::{Comparison, compare, improvement_vs_best_heuristic};
+    use hanse_planner::vocab::Policy;
+
+    /// Examples from the oracle on a short hotspot run, per shard and per tick.
+    fn oracle_examples() -> (Vec<Example>, Vec<TickExample>) {
+        let scenario = Scenario {
+            ticks: 40,
+            requests_per_tick: 400,
+            request_weight: 25.0,
+            ..Scenario::three_regions(Family::MovingHotspot { speed: 0.001 }, 5)
+        };
+        let mut examples = Vec::new();
+        let mut ticks = Vec::new();
+        let owned = oracle_proposers();
+        let proposers: Vec<&dyn Fn() -> Box<dyn Policy>> =
+            owned.iter().map(|p| p.as_ref()).collect();
+        let base = Envelope::default().guard(LoadSplit::tuned());
+        Sim::new(scenario).run_oracle(5, base, &proposers, &mut |view, firsts, costs| {
+            let best = cheapest(costs);
+            examples.extend(model::examples(view, &firsts[best]));
+            ticks.push(TickExample::new(view, costs));
+            best
+        });
+        (examples, ticks)
+    }
+
+    #[test]
+    fn training_lowers_the_loss_on_the_oracles_choices() {
+        let (examples, ticks) = oracle_examples();
+        assert!(examples.iter().any(|e| e.action != 0), "the oracle acted");
+        assert!(
+            ticks.iter().any(|t| t.advantages.iter().any(|&a| a < 0.0)),
+            "a proposer beat the heuristic somewhere"
+        );
+        let mut net = TorchNet::new(1);
+        let losses = net.train(&examples, &ticks, 60, 1e-2);
+        assert!(
+            losses[59] < losses[0] * 0.8,
+            "{:?}",
+            (losses[0], losses[59])
+        );
+    }
+
+    #[test]
+    fn the_trained_policy_only_takes_actions_the_cluster_accepts() {
+        let mut net = TorchNet::new(3);
+        let (examples, ticks) = oracle_examples();
+        net.train(&examples, &ticks, 40, 1e-2);
+        let scenario = Scenario {
+            ticks: 60,
+            requests_per_tick: 400,
+            request_weight: 25.0,
+            ..Scenario::three_regions(Family::ZipfianA, 9)
+        };
+        let mut planner = Planner::new(Some(net.export()), Mode::Model, Envelope::default());
+        let outcome = Sim::new(scenario).run(&mut planner);
+        assert_eq!(outcome.refused, 0);
+    }
+
+    /// The plain-Rust network the planner runs answers as Torch's forward pass does.
+    #[test]
+    fn the_exported_network_computes_what_torch_computes() {
+        let (examples, ticks) = oracle_examples();
+        let mut torch = TorchNet::new(2);
+        torch.train(&examples, &ticks, 30, 1e-2);
+        let net = torch.export();
+        let rows: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.features).collect();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let xs = Tensor::from_slice(&flat).reshape([rows.len() as i64, FEATURES as i64]);
+        let (action_logits, _) = tch::no_grad(|| torch.forward(&xs));
+        let probabilities = action_logits.softmax(-1, Kind::Float);
+        let (best, chosen) = probabilities.max_dim(-1, false);
+        let best = Vec::<f32>::try_from(best).unwrap();
+        let chosen = Vec::<i64>::try_from(chosen).unwrap();
+        let plain = net.decide(&rows);
+        assert_eq!(plain.len(), rows.len());
+        for (i, &(action, p, _)) in plain.iter().enumerate() {
+            assert_eq!(action as i64, chosen[i], "row {i}");
+            assert!(
+                (p - f64::from(best[i])).abs() < 1e-5,
+                "row {i}: {p} vs {}",
+                best[i]
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("planner.safetensors");
+        net.save(&path).unwrap();
+        assert_eq!(PlannerNet::load(&path).unwrap().decide(&rows), plain);
+        for tick in &ticks {
+            assert!(net.choose(&tick.features) < CHOICES);
+        }
+    }
+
+    #[test]
+    fn training_and_comparison_cover_every_family_and_policy() {
+        let options = TrainOptions {
+            families: vec![Family::MovingHotspot { speed: 0.001 }],
+            seeds: vec![1],
+            ticks: 30,
+            horizon: 4,
+            epochs: 20,
+            requests_per_tick: 300,
+            ..TrainOptions::default()
+        };
+        let mut steps = Vec::new();
+        let (net, losses) = train(&options, 7, &mut |done, total| steps.push((done, total)));
+        assert_eq!(losses.len(), 20);
+        // Two rounds (the oracle acting, then the network): one run and 20 epochs each;
+        // then each selector margin.
+        let total = 42 + SELECTOR_MARGINS.len();
+        assert_eq!(steps.last(), Some(&(total, total)));
+        assert!(SELECTOR_MARGINS.contains(&net.selector_margin()));
+        let families = [Family::HotKey, Family::Uniform];
+        let tuned = [LoadSplit::tikv().with_thresholds(900.0, 3)];
+        let mut runs = 0;
+        let comparison = Comparison {
+            net: Some(&net),
+            tuned: &tuned,
+            families: &families,
+            seeds: &[1, 2],
+            oracle_seeds: &[1],
+            ticks: 20,
+            requests_per_tick: 300,
+        };
+        let rows = compare(&comparison, &mut |done, total| {
+            runs = done;
+            assert_eq!(total, 2 * 8 * 2 + 2);
+        });
+        assert_eq!(runs, 34);
+        let policies: Vec<&str> = rows[..9].iter().map(|r| r.policy.as_str()).collect();
+        assert_eq!(
+            policies,
+            [
+                "size-only",
+                "tikv",
+                "cockroach",
+                "cockroach-follow",
+                "tikv-tuned",
+                "tikv-tuned-tail",
+                "model-per-shard",
+                "model",
+                "size-only"
+            ]
+        );
+        assert_eq!(rows.len(), 18);
+        assert!(
+            rows[16..]
+                .iter()
+                .all(|r| r.policy == "oracle" && r.seeds == 1)
+        );
+        let improvements = improvement_vs_best_heuristic(&rows);
+        assert_eq!(improvements.len(), 2);
+        assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));
+    }
+}

@@ -1,0 +1,84 @@
+//! `hanse-planner-train`: what `hanse planner train` runs (in a process of its own, the
+//! only one that loads libtorch). Labels the training families with the look-ahead oracle,
+//! trains the network, tunes its selector margin and writes its weights.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hanse_planner::sim::trace::{Replay, read_trace};
+use hanse_planner::train::TrainOptions;
+
+#[derive(Parser)]
+#[command(name = "hanse planner train", about = "Trains the planner's network")]
+struct Args {
+    #[arg(
+        long,
+        default_value = "planner/weights/planner.safetensors",
+        value_name = "PATH"
+    )]
+    out: PathBuf,
+    /// Seeds per training family.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Simulated ticks per run.
+    #[arg(long, default_value_t = 200)]
+    ticks: u64,
+    #[arg(long, default_value_t = 300)]
+    epochs: usize,
+    /// Rounds in which the trained network acts and the oracle labels where it goes
+    /// (DAgger), each followed by training afresh on everything labelled.
+    #[arg(long, default_value_t = TrainOptions::default().dagger_rounds)]
+    dagger_rounds: usize,
+    /// A load recorded by `hanse planner record`, replayed beside the workload families
+    /// (repeatable).
+    #[arg(long, value_name = "FILE")]
+    trace: Vec<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut traces = Vec::new();
+    for path in &args.trace {
+        let trace = read_trace(path).with_context(|| format!("reading {}", path.display()))?;
+        traces.push(Arc::new(Replay::new(&trace)));
+    }
+    let options = TrainOptions {
+        seeds: (1..=args.seeds).collect(),
+        ticks: args.ticks,
+        epochs: args.epochs,
+        traces,
+        dagger_rounds: args.dagger_rounds,
+        ..TrainOptions::default()
+    };
+    eprintln!(
+        "labelling {} runs with the look-ahead oracle, then {} epochs; again for each of {} \
+         rounds with the network acting",
+        (options.families.len() + options.traces.len()) * options.seeds.len(),
+        args.epochs,
+        args.dagger_rounds
+    );
+    let mut shown = 0;
+    let (net, losses) = hanse_planner_train::train(&options, 1, &mut |done, total| {
+        let percent = done * 100 / total.max(1);
+        if percent >= shown + 5 || done == total {
+            shown = percent;
+            eprintln!("  {percent:3} % ({done}/{total} steps)");
+        }
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    net.save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "loss {:.4} -> {:.4}; selector margin {} (tuned on the training runs); weights in {}",
+        losses.first().copied().unwrap_or(f64::NAN),
+        losses.last().copied().unwrap_or(f64::NAN),
+        net.selector_margin(),
+        args.out.display()
+    );
+    Ok(())
+}
