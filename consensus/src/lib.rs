@@ -17,6 +17,8 @@ mod hosting;
 pub mod latency;
 mod log_store;
 mod network;
+#[cfg(feature = "grpc")]
+pub mod peer_channels;
 mod proposer;
 #[cfg(feature = "grpc")]
 mod raft_service;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::Raft;
+use crate::peer_channels::PEER_MESSAGE_BYTES_MAX;
 use crate::transport::{decode, encode};
 
 /// The shard groups this node hosts, by shard id.
@@ -57,7 +58,9 @@ impl RaftService {
 
     /// The gRPC server for this service.
     pub fn into_server(self) -> raft_server::RaftServer<Self> {
-        raft_server::RaftServer::new(self).max_decoding_message_size(64 * 1024 * 1024)
+        raft_server::RaftServer::new(self)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
 
     async fn handle(&self, message: RaftMessage) -> RaftResult {

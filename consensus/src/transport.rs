@@ -8,7 +8,6 @@
 //! snapshot chunk) does not hold every heartbeat behind it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +27,12 @@ use openraft::{AnyError, Entry, EntryPayload, LogId, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::batching::{BatchLimits, drain_in_batches};
 use crate::latency::LatencyMatrix;
 use crate::network::Campaigner;
+use crate::peer_channels::{PEER_MESSAGE_BYTES_MAX, PeerChannels};
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -47,15 +47,12 @@ pub struct TransportOptions {
     pub batch_bytes_max: usize,
     /// Batches on the wire to one peer at once.
     pub in_flight_max: usize,
-    pub connect_timeout: Duration,
     /// Deadline of one batch call, plus the time its bytes take at
     /// `slow_link_bytes_per_sec`; openraft retries what fails.
     pub request_timeout: Duration,
     /// The slowest a link (and a loaded peer) is assumed to carry bytes: a large batch
     /// gets the time it needs at this rate on top of `request_timeout`.
     pub slow_link_bytes_per_sec: u64,
-    /// The local address connections to peers start from (default: the kernel's pick).
-    pub source_ip: Option<IpAddr>,
     /// This node's region, and the round trips injected toward other regions (none by
     /// default).
     pub region: String,
@@ -69,10 +66,8 @@ impl Default for TransportOptions {
             batch_messages_max: 256,
             batch_bytes_max: 16 * 1024 * 1024,
             in_flight_max: 4,
-            connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             slow_link_bytes_per_sec: 1024 * 1024,
-            source_ip: None,
             region: String::new(),
             latency: LatencyMatrix::default(),
         }
@@ -121,15 +116,21 @@ struct Counters {
 pub struct Transport {
     node_id: NodeId,
     options: TransportOptions,
+    channels: Arc<PeerChannels>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     counters: Arc<Counters>,
 }
 
 impl Transport {
-    pub fn new(node_id: NodeId, options: TransportOptions) -> Arc<Self> {
+    pub fn new(
+        node_id: NodeId,
+        options: TransportOptions,
+        channels: Arc<PeerChannels>,
+    ) -> Arc<Self> {
         Arc::new(Transport {
             node_id,
             options,
+            channels,
             peers: Mutex::new(HashMap::new()),
             counters: Arc::default(),
         })
@@ -162,20 +163,23 @@ impl Transport {
         {
             return Ok(peer.queue.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = self
+            .channels
+            .channel(addr)
             .map_err(|e| TransportError::Unreachable {
                 node,
                 addr: addr.to_string(),
-                detail: format!("bad address: {e}"),
-            })?
-            .connect_timeout(self.options.connect_timeout)
-            .local_address(self.options.source_ip);
+                detail: e.to_string(),
+            })?;
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let (queue, outgoing) = mpsc::channel(self.options.queue_messages_max);
         tokio::spawn(send_batches(
             self.node_id,
             node,
             addr.to_string(),
-            RaftClient::new(endpoint.connect_lazy()),
+            client,
             outgoing,
             self.options.clone(),
             self.counters.clone(),

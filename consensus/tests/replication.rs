@@ -154,7 +154,7 @@ async fn start_node(
         };
         served.unwrap();
     });
-    let transport = Transport::new(id, TransportOptions::default());
+    let transport = Transport::new(id, TransportOptions::default(), Default::default());
     let mut node = Node {
         id,
         addr,

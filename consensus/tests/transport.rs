@@ -35,7 +35,7 @@ fn vote(shard: u64) -> RaftMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_for_unhosted_shards_are_answered_and_batched() {
     let (addr, server) = empty_peer(21).await;
-    let transport = Transport::new(1, TransportOptions::default());
+    let transport = Transport::new(1, TransportOptions::default(), Default::default());
     let mut sends = Vec::new();
     for shard in 0..200u64 {
         let transport = transport.clone();
@@ -78,6 +78,7 @@ async fn a_message_to_another_region_waits_out_the_injected_round_trip() {
             latency: LatencyMatrix::parse("eu-hamburg:ap-china=400ms", millis).unwrap(),
             ..TransportOptions::default()
         },
+        Default::default(),
     );
     // Warm the connection, so only the injected time is measured below.
     transport

@@ -2,7 +2,6 @@
 //! and membership changes. A change for a shard this node does not lead is forwarded
 //! once to the leader it knows of.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use hanse_consensus::ReplicaNode;
 use hanse_planner::decide::Mode;
 use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
-use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
 use hanse_shard::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use hanse_storage::Store;
@@ -28,8 +26,9 @@ use crate::actors::{
     ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
 };
 use crate::follower;
+use crate::peers::unreachable;
 use crate::reporter::{now_ms, read_routing_table, send_report};
-use crate::server::NodeState;
+use crate::state::NodeState;
 use hanse_proto::convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
 };
@@ -50,8 +49,6 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 const MERGE_STEP_WAIT: Duration = Duration::from_secs(10);
 /// How long Split waits for the new shard to elect its leader.
 const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
-/// Connecting to another node for a forwarded or node-local step.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub(crate) struct AdminService {
@@ -103,23 +100,6 @@ fn refuse_while_merging(replica: &ReplicaHandle) -> Result<(), Status> {
 
 fn stopped() -> Status {
     Status::unavailable("the node is shutting down")
-}
-
-/// An Admin client for the node at `addr`, connecting from `source` (this node's own
-/// address, so that a proxy between nodes can tell who is calling).
-pub(crate) async fn connect(
-    addr: &str,
-    source: Option<IpAddr>,
-) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .local_address(source);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach node at {addr}: {e}")))?;
-    Ok(AdminClient::new(channel))
 }
 
 fn forwarded<T>(message: T) -> Request<T> {
@@ -252,10 +232,13 @@ impl AdminService {
                     shard_ids: vec![shard],
                     ..req.clone()
                 };
-                let answer = connect(&addr, self.state.source_ip)
-                    .await?
+                let answer = self
+                    .state
+                    .peers
+                    .admin(&addr)?
                     .add_node(forwarded(one))
-                    .await?;
+                    .await
+                    .map_err(unreachable(&addr))?;
                 return Ok(answer.into_inner().shards);
             }
         };
@@ -267,10 +250,12 @@ impl AdminService {
             leader_term: vote.leader_id().term,
             leader_node: vote.leader_id().voted_for().unwrap_or_default(),
         };
-        connect(&req.addr, self.state.source_ip)
-            .await?
+        self.state
+            .peers
+            .admin(&req.addr)?
             .open_replica(open)
-            .await?;
+            .await
+            .map_err(unreachable(&req.addr))?;
         let change = ReplicaChange::Add {
             node: req.node_id,
             at: ReplicaNode {
@@ -311,10 +296,13 @@ impl AdminService {
         };
         let replica = match self.leadership(shard, request).await? {
             Leadership::Elsewhere { addr, .. } => {
-                let answer = connect(&addr, self.state.source_ip)
-                    .await?
+                let answer = self
+                    .state
+                    .peers
+                    .admin(&addr)?
                     .remove_node(forwarded(one))
-                    .await?;
+                    .await
+                    .map_err(unreachable(&addr))?;
                 return Ok(answer.into_inner().shards);
             }
             Leadership::Here(replica) if node == self.state.node_id => {
@@ -325,10 +313,13 @@ impl AdminService {
                     .await
                     .map_err(replica_status)?;
                 let addr = replica.member_addr(Some(to));
-                let answer = connect(&addr, self.state.source_ip)
-                    .await?
+                let answer = self
+                    .state
+                    .peers
+                    .admin(&addr)?
                     .remove_node(forwarded(one))
-                    .await?;
+                    .await
+                    .map_err(unreachable(&addr))?;
                 return Ok(answer.into_inner().shards);
             }
             Leadership::Here(replica) => replica,
@@ -348,10 +339,12 @@ impl AdminService {
         // The removed node deletes its copy; if it is down, the copy stays (it no longer
         // takes part in the group) until it is destroyed by hand.
         let destroy = async {
-            connect(&removed_addr, self.state.source_ip)
-                .await?
+            self.state
+                .peers
+                .admin(&removed_addr)?
                 .destroy_replica(pb::DestroyReplicaRequest { shard_id: shard })
                 .await
+                .map_err(unreachable(&removed_addr))
         };
         if let Err(e) = destroy.await {
             tracing::warn!(shard, node, "the removed replica was not deleted: {e}");
@@ -434,8 +427,9 @@ impl AdminService {
                     shard_id: replica.shard,
                     to_node: me,
                 };
-                connect(&replica.member_addr(Some(leader)), self.state.source_ip)
-                    .await?
+                self.state
+                    .peers
+                    .admin(&replica.member_addr(Some(leader)))?
                     .transfer_leader(request)
                     .await?;
             }
@@ -482,10 +476,12 @@ impl AdminService {
                 } else {
                     let addr = source.member_addr(Some(replica.node));
                     let status = async {
-                        connect(&addr, self.state.source_ip)
-                            .await?
+                        self.state
+                            .peers
+                            .admin(&addr)?
                             .status(pb::StatusRequest {})
                             .await
+                            .map_err(unreachable(&addr))
                             .map(|r| r.into_inner())
                     };
                     match status.await {
@@ -680,13 +676,8 @@ impl AdminService {
                 reported_at_ms: now_ms(),
             })
             .collect();
-        if let Err(e) = send_report(
-            &self.state.routes,
-            records,
-            Vec::new(),
-            self.state.source_ip,
-        )
-        .await
+        if let Err(e) =
+            send_report(&self.state.routes, &self.state.peers, records, Vec::new()).await
         {
             tracing::debug!("reporting a split or merge failed: {}", e.message());
         }
@@ -855,12 +846,13 @@ impl Admin for AdminService {
             Leadership::Here(meta) => Ok(Response::new(pb::ShardsResponse {
                 shards: self.routing_table(&meta).await?,
             })),
-            Leadership::Elsewhere { addr, .. } => {
-                connect(&addr, self.state.source_ip)
-                    .await?
-                    .shards(forwarded(pb::ShardsRequest {}))
-                    .await
-            }
+            Leadership::Elsewhere { addr, .. } => self
+                .state
+                .peers
+                .admin(&addr)?
+                .shards(forwarded(pb::ShardsRequest {}))
+                .await
+                .map_err(unreachable(&addr)),
         }
     }
 
@@ -888,10 +880,12 @@ impl Admin for AdminService {
             }
             Leadership::Elsewhere { addr, .. } => {
                 let again = request.into_inner();
-                connect(&addr, self.state.source_ip)
-                    .await?
+                self.state
+                    .peers
+                    .admin(&addr)?
                     .report(forwarded(again))
                     .await
+                    .map_err(unreachable(&addr))
             }
         }
     }
@@ -945,10 +939,12 @@ impl Admin for AdminService {
                     return Ok(Response::new(pb::TransferLeaderResponse {}));
                 }
                 let again = pb::TransferLeaderRequest { shard_id, to_node };
-                connect(&addr, self.state.source_ip)
-                    .await?
+                self.state
+                    .peers
+                    .admin(&addr)?
                     .transfer_leader(forwarded(again))
                     .await
+                    .map_err(unreachable(&addr))
             }
         }
     }
@@ -972,10 +968,12 @@ impl Admin for AdminService {
             Leadership::Here(replica) => Ok(Response::new(self.split_here(&replica, key).await?)),
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::SplitRequest { key };
-                connect(&addr, self.state.source_ip)
-                    .await?
+                self.state
+                    .peers
+                    .admin(&addr)?
                     .split(forwarded(again))
                     .await
+                    .map_err(unreachable(&addr))
             }
         }
     }
@@ -998,10 +996,12 @@ impl Admin for AdminService {
             }
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::MergeRequest { shard_id: shard };
-                connect(&addr, self.state.source_ip)
-                    .await?
+                self.state
+                    .peers
+                    .admin(&addr)?
                     .merge(forwarded(again))
                     .await
+                    .map_err(unreachable(&addr))
             }
         }
     }
@@ -1019,10 +1019,13 @@ impl Admin for AdminService {
         let replica = match self.leadership(req.shard_id, &request).await? {
             Leadership::Here(replica) => replica,
             Leadership::Elsewhere { addr, .. } => {
-                return connect(&addr, self.state.source_ip)
-                    .await?
+                return self
+                    .state
+                    .peers
+                    .admin(&addr)?
                     .change_role(forwarded(req))
-                    .await;
+                    .await
+                    .map_err(unreachable(&addr));
             }
         };
         refuse_while_merging(&replica)?;

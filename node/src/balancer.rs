@@ -9,7 +9,6 @@
 //! here, so a new meta leader waits one cool-down before it acts.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::actors::Routes;
-use crate::admin_service::connect;
 use crate::config::{BalanceConfig, PlannerMode};
+use crate::peers::Peers;
 use crate::reporter::{now_ms, read_routing_table};
 
 /// A routing-table entry's load as the planner takes it.
@@ -67,8 +66,7 @@ const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
 pub(crate) struct Balancer {
     /// This node's Admin address.
     addr: String,
-    /// The source address of this node's outgoing connections.
-    source_ip: Option<IpAddr>,
+    peers: Arc<Peers>,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
     options: BalanceOptions,
@@ -123,7 +121,7 @@ pub(crate) fn planner_envelope(config: &BalanceConfig) -> Envelope {
 impl Balancer {
     pub(crate) fn new(
         addr: String,
-        source_ip: Option<IpAddr>,
+        peers: Arc<Peers>,
         engine: Arc<Engine>,
         routes: Arc<Routes>,
         config: &BalanceConfig,
@@ -131,7 +129,7 @@ impl Balancer {
     ) -> Self {
         Balancer {
             addr,
-            source_ip,
+            peers,
             engine,
             routes,
             options: config.options(),
@@ -152,7 +150,7 @@ impl Balancer {
         directory: &Directory<'_>,
     ) -> Result<AdminClient<Channel>, Status> {
         let addr = directory.host_of(shard).unwrap_or(&self.addr);
-        connect(addr, self.source_ip).await
+        self.peers.admin(addr)
     }
 
     /// Balances every `BALANCE_INTERVAL` until the task is aborted.

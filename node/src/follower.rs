@@ -11,7 +11,7 @@ use hanse_proto::v1 as pb;
 use hanse_shard::ShardId;
 
 use crate::actors::{ReadIndex, ReplicaHandle};
-use crate::server::NodeState;
+use crate::state::NodeState;
 
 /// Why a follower could not catch up in time.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ async fn leader_read_index(
     let mut kv = state
         .peers
         .kv(&addr)
-        .ok_or(FollowerError::NoLeader { shard })?;
+        .map_err(|_| FollowerError::NoLeader { shard })?;
     let request = state
         .peers
         .request(pb::ReadIndexRequest { shard_id: shard });

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::actors::{Ingest, Propose, ProposeTogether, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::follower;
-use crate::server::NodeState;
+use crate::state::NodeState;
 use hanse_proto::convert::to_proto;
 
 /// Messages up to this size are accepted: a 16 MiB value plus its key and framing.

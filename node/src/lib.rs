@@ -18,4 +18,5 @@ mod peers;
 pub mod progress;
 mod reporter;
 pub mod server;
+mod state;
 pub mod units;

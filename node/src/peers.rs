@@ -1,51 +1,50 @@
-//! This node's clients of other nodes' Kv services (follower reads ask leaders for read
-//! indexes; ingest nodes forward batches to leaders): one lazily connected channel per
-//! node, requests tagged with this node's region so the latency matrix applies.
+//! This node's clients of the other nodes' Kv and Admin services (forwarded batches, read
+//! indexes for follower reads, admin steps run on a shard's leader, reports to the meta
+//! shard), over the node's one set of peer channels (`hanse_consensus::peer_channels`,
+//! which the Raft transport shares). Kv requests are tagged with this node's region, so
+//! the latency matrix applies to them.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
+use hanse_consensus::peer_channels::{PEER_MESSAGE_BYTES_MAX, PeerChannels};
+use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::kv_client::KvClient;
 use tonic::Request;
+use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-
-/// How long a connection to another node may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+use tonic::transport::Channel;
 
 pub(crate) struct Peers {
-    source_ip: Option<IpAddr>,
+    channels: Arc<PeerChannels>,
     region: Option<MetadataValue<Ascii>>,
-    kv: Mutex<HashMap<String, KvClient<Channel>>>,
 }
 
 impl Peers {
-    pub(crate) fn new(source_ip: Option<IpAddr>, region: &str) -> Peers {
+    pub(crate) fn new(channels: Arc<PeerChannels>, region: &str) -> Peers {
         Peers {
-            source_ip,
+            channels,
             region: region.parse().ok(),
-            kv: Mutex::default(),
         }
     }
 
-    /// The Kv client of the node at `addr` (none for an address that is no URI).
-    pub(crate) fn kv(&self, addr: &str) -> Option<KvClient<Channel>> {
-        let mut kv = self.kv.lock().expect("peers lock");
-        if let Some(client) = kv.get(addr) {
-            return Some(client.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .local_address(self.source_ip)
-            .connect_lazy();
-        let client = KvClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024);
-        kv.insert(addr.to_string(), client.clone());
-        Some(client)
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        self.channels
+            .channel(addr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// The Kv client of the node at `addr`.
+    pub(crate) fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.channel(addr)?)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
+
+    /// The Admin client of the node at `addr`.
+    pub(crate) fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, Status> {
+        Ok(AdminClient::new(self.channel(addr)?)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
     }
 
     /// `message` as a request from this node's region.
@@ -57,5 +56,16 @@ impl Peers {
                 .insert(hanse_proto::REGION_HEADER, region.clone());
         }
         request
+    }
+}
+
+/// A failed call to the node at `addr` as its caller should hear of it: a node that could
+/// not be reached is named.
+pub(crate) fn unreachable(addr: &str) -> impl Fn(Status) -> Status + '_ {
+    move |status| match status.code() {
+        tonic::Code::Unavailable => {
+            Status::unavailable(format!("cannot reach node at {addr}: {}", status.message()))
+        }
+        _ => status,
     }
 }

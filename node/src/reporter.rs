@@ -7,7 +7,6 @@
 
 use hanse_storage::Store;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +21,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 
 use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle, Routes};
+use crate::peers::Peers;
 use hanse_proto::convert::{node_to_proto, report_to_proto};
 
 /// How long a read of the routing table waits out a busy meta shard.
@@ -50,8 +50,7 @@ pub(crate) struct Reporter {
     node: NodeRecord,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
-    /// The source address of this node's outgoing connections.
-    source_ip: Option<IpAddr>,
+    peers: Arc<Peers>,
     measured: Mutex<HashMap<ShardId, Measured>>,
     last_report: Mutex<Instant>,
 }
@@ -67,13 +66,13 @@ impl Reporter {
         node: NodeRecord,
         engine: Arc<Engine>,
         routes: Arc<Routes>,
-        source_ip: Option<IpAddr>,
+        peers: Arc<Peers>,
     ) -> Self {
         Reporter {
             node,
             engine,
             routes,
-            source_ip,
+            peers,
             measured: Mutex::new(HashMap::new()),
             last_report: Mutex::new(Instant::now()),
         }
@@ -177,7 +176,7 @@ impl Reporter {
             reported_at_ms,
             ..self.node.clone()
         };
-        send_report(&self.routes, shards, vec![node], self.source_ip).await
+        send_report(&self.routes, &self.peers, shards, vec![node]).await
     }
 }
 
@@ -235,9 +234,9 @@ pub(crate) async fn read_routing_table(
 /// else sent to its leader.
 pub(crate) async fn send_report(
     routes: &Routes,
+    peers: &Peers,
     shards: Vec<ShardRecord>,
     nodes: Vec<NodeRecord>,
-    source_ip: Option<IpAddr>,
 ) -> Result<(), Status> {
     let meta = routes
         .get(META_SHARD)
@@ -257,9 +256,6 @@ pub(crate) async fn send_report(
         nodes: nodes.iter().map(node_to_proto).collect(),
     };
     let addr = meta.member_addr(Some(leader));
-    crate::admin_service::connect(&addr, source_ip)
-        .await?
-        .report(request)
-        .await?;
+    peers.admin(&addr)?.report(request).await?;
     Ok(())
 }

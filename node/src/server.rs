@@ -4,13 +4,13 @@
 
 use hanse_storage::Store;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Addr};
-use hanse_consensus::latency::LatencyMatrix;
+use hanse_consensus::peer_channels::{ChannelOptions, PeerChannels};
 use hanse_consensus::{
     RaftService, ReplicaNode, ShardGroup, ShardRegistry, Transport, TransportOptions,
 };
@@ -31,6 +31,7 @@ use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
+use crate::state::NodeState;
 
 /// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
 const FIRST_SHARD: ShardId = 1;
@@ -71,35 +72,6 @@ pub fn system() -> actix_rt::SystemRunner {
             .build()
             .expect("the tokio runtime starts")
     })
-}
-
-/// What the services of a running node share.
-pub(crate) struct NodeState {
-    pub node_id: u64,
-    pub region: String,
-    /// The address peers and clients reach this node at.
-    pub addr: String,
-    /// The source address of this node's outgoing connections.
-    pub source_ip: Option<IpAddr>,
-    pub engine: Arc<Engine>,
-    pub limits: Limits,
-    /// The hosted replicas, kept by the node actor.
-    pub routes: Arc<Routes>,
-    pub node: Addr<NodeActor>,
-    /// Replicas restarted after their actor or Raft group died.
-    pub restarts: Arc<AtomicU64>,
-    /// A deliberate bug for the chaos harness to catch: writes are answered before Raft
-    /// commits them. Only set by the environment variable [`ACK_BEFORE_COMMIT_VAR`].
-    pub ack_before_commit: bool,
-    /// The planner (asked by the balancer while this node leads the meta shard).
-    pub planner: Option<Addr<PlannerActor>>,
-    /// Round trips injected for clients in other regions.
-    pub latency: LatencyMatrix,
-    /// The ingest actor, on a node of the ingest region with batching enabled.
-    pub ingest: Option<Addr<IngestActor>>,
-    pub ingest_counters: Arc<IngestCounters>,
-    /// Other nodes' Kv services (read indexes for follower reads, forwarded batches).
-    pub peers: Arc<Peers>,
 }
 
 /// The planner actor `balance` asks for, with its network: the configured weights (a
@@ -235,14 +207,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         );
     }
     let latency = config.latency_matrix()?;
+    let channels = Arc::new(PeerChannels::new(ChannelOptions {
+        source_ip,
+        ..ChannelOptions::default()
+    }));
+    let peers = Arc::new(Peers::new(channels.clone(), &config.region));
     let transport = Transport::new(
         config.node_id,
         TransportOptions {
-            source_ip,
             region: config.region.clone(),
             latency: latency.clone(),
             ..TransportOptions::default()
         },
+        channels,
     );
     let registry = ShardRegistry::default();
     let group_options = config.group_options()?;
@@ -296,13 +273,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         },
         engine.clone(),
         routes.clone(),
-        source_ip,
+        peers.clone(),
     ));
     let reporting = tokio::spawn(reporter.run());
     let balancing = config.balance.enabled.then(|| {
         let balancer = Balancer::new(
             config.advertised(),
-            source_ip,
+            peers.clone(),
             engine.clone(),
             routes.clone(),
             &config.balance,
@@ -311,7 +288,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         tokio::spawn(Arc::new(balancer).run())
     });
     let ingest_counters = Arc::new(IngestCounters::default());
-    let peers = Arc::new(Peers::new(source_ip, &config.region));
     let ingest = (config.ingest.enabled && config.region == config.ingest_region).then(|| {
         let options = config.ingest.options();
         IngestActor::new(options, ingest_counters.clone(), peers.clone()).start()
@@ -320,7 +296,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         node_id: config.node_id,
         region: config.region.clone(),
         addr: config.advertised(),
-        source_ip,
         latency,
         engine,
         limits: Limits {

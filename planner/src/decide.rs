@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 
 use crate::envelope::{Envelope, Refusal};
-use crate::model::{FEATURES, features, model_actions, per_shard_actions};
-use crate::net::PlannerNet;
+use crate::model::{features, model_actions, per_shard_actions};
+use crate::net::{FEATURES, PlannerNet};
 use crate::sim::policy::LoadSplit;
 use crate::vocab::{Action, Policy, View};
 

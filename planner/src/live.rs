@@ -678,7 +678,7 @@ mod tests {
             report
                 .decisions
                 .iter()
-                .all(|d| d.features.len() == crate::model::FEATURES)
+                .all(|d| d.features.len() == crate::net::FEATURES)
         );
     }
 

@@ -3,46 +3,22 @@
 //! itself is [`crate::net`]; training it, `hanse-planner-train`).
 //!
 //! Each shard is judged with its neighbours and the nodes it lives on ([`features`]); the
-//! network answers one of [`ACTIONS`] and, for a split, which of [`SPLIT_QUANTILES`]
+//! network answers one of [`ACTIONS`](crate::net::ACTIONS) and, for a split, which of [`SPLIT_QUANTILES`]
 //! quantiles of the shard's sampled keys to split at; [`per_shard_actions`] turns those
 //! answers into simulator actions. A selector head on the whole tick's features chooses
 //! whose actions to take instead, the tuned heuristic's or one of the oracle's proposers'
 //! ([`model_actions`]): the design the planner runs.
 
-use crate::net::PlannerNet;
-use crate::sim::policy::{PROPOSERS, follow_workload_transfer, load_split_key, oracle_proposers};
+use crate::net::{CHOICES, FEATURES, PlannerNet, SPLIT_QUANTILES, TICK_FEATURES};
+use crate::sim::policy::{follow_workload_transfer, load_split_key, oracle_proposers};
 use crate::vocab::{Action, View};
 
-/// What the network may answer for a shard.
-pub const ACTIONS: [&str; 6] = [
-    "none",
-    "split",
-    "merge-right",
-    "transfer-leader",
-    "move-replica",
-    "follow-workload",
-];
 /// The share of a shard's requests one region must send for "follow-workload" to move
 /// its leader there.
 const FOLLOW_SHARE_MIN: f64 = 0.5;
-/// Split points: the 1/8 .. 7/8 quantiles of the sampled keys.
-pub const SPLIT_QUANTILES: usize = 7;
-/// Features per shard.
-pub const FEATURES: usize = 16;
-/// What the selector chooses among each tick: the tuned heuristic or one of the oracle's
-/// proposers.
-pub const CHOICES: usize = 1 + PROPOSERS;
-/// The selector's margin (see [`PlannerNet::set_selector_margin`]) before it is tuned.
-pub const ADVANTAGE_MIN_DEFAULT: f32 = 0.01;
-/// Rollout cost differences are hundredths; the selector learns them scaled up by this,
-/// in the range of the other heads' losses.
-pub const ADVANTAGE_SCALE: f32 = 10.0;
 /// Ticks since a shard's last change count up to this (a live cluster runs far longer
 /// than a training run; past this, age says nothing new).
 const AGE_MAX: u64 = 120;
-/// How far outside the training data's range (a fraction of it) a feature may lie before
-/// the network's answer is not trusted.
-pub const RANGE_MARGIN: f64 = 0.5;
 /// Actions the policy takes per tick at most.
 const ACTIONS_PER_TICK: usize = 2;
 
@@ -121,10 +97,6 @@ pub fn features(view: &View, i: usize) -> [f32; FEATURES] {
     ]
     .map(|x| x as f32)
 }
-
-/// Features of a whole tick, for choosing a proposer: the mean and the max over the
-/// shards of each shard feature.
-pub const TICK_FEATURES: usize = 2 * FEATURES;
 
 pub fn tick_features(view: &View) -> [f32; TICK_FEATURES] {
     let rows: Vec<[f32; FEATURES]> = (0..view.shards.len()).map(|i| features(view, i)).collect();

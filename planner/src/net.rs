@@ -12,10 +12,35 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::model::{
-    ACTIONS, ADVANTAGE_MIN_DEFAULT, ADVANTAGE_SCALE, CHOICES, FEATURES, RANGE_MARGIN,
-    SPLIT_QUANTILES, TICK_FEATURES,
-};
+use crate::sim::policy::PROPOSERS;
+
+/// What the network may answer for a shard.
+pub const ACTIONS: [&str; 6] = [
+    "none",
+    "split",
+    "merge-right",
+    "transfer-leader",
+    "move-replica",
+    "follow-workload",
+];
+/// Features per shard.
+pub const FEATURES: usize = 16;
+/// Split points: the 1/8 .. 7/8 quantiles of the sampled keys.
+pub const SPLIT_QUANTILES: usize = 7;
+/// Features of a whole tick, for choosing a proposer: the mean and the max over the
+/// shards of each shard feature.
+pub const TICK_FEATURES: usize = 2 * FEATURES;
+/// What the selector chooses among each tick: the tuned heuristic or one of the oracle's
+/// proposers.
+pub const CHOICES: usize = 1 + PROPOSERS;
+/// The selector's margin (see [`PlannerNet::set_selector_margin`]) before it is tuned.
+pub const ADVANTAGE_MIN_DEFAULT: f32 = 0.01;
+/// Rollout cost differences are hundredths; the selector learns them scaled up by this,
+/// in the range of the other heads' losses.
+pub const ADVANTAGE_SCALE: f32 = 10.0;
+/// How far outside the training data's range (a fraction of it) a feature may lie before
+/// the network's answer is not trusted.
+pub const RANGE_MARGIN: f64 = 0.5;
 
 /// Units in each hidden layer.
 pub const HIDDEN: usize = 64;

@@ -233,6 +233,8 @@ impl Store for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FencedStore;
+    use std::sync::Arc;
 
     fn put(store: &MemStore, key: &str, sync: bool) {
         let mut batch = Batch::default();
@@ -302,5 +304,26 @@ mod tests {
             .scan(Cf::Data, b"", b"", 1, ScanOrder::Reverse)
             .unwrap();
         assert_eq!(reversed[0].0, b"d");
+    }
+
+    #[test]
+    fn a_closed_fence_refuses_writes_and_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemStore::new(dir.path()));
+        let fenced = FencedStore::new(store.clone());
+        let mut batch = Batch::default();
+        batch.put(Cf::Data, "a", "1");
+        fenced.write(batch.clone(), true).unwrap();
+        fenced.close();
+        assert!(matches!(
+            fenced.write(batch.clone(), true),
+            Err(Error::Closed)
+        ));
+        let appended = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(fenced.append_log(batch, None));
+        assert!(matches!(appended, Err(Error::Closed)));
+        assert_eq!(fenced.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
     }
 }

@@ -225,30 +225,3 @@ impl Store for FencedStore {
         self.inner.ingest_range(start, end, files)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::MemStore;
-
-    #[test]
-    fn a_closed_fence_refuses_writes_and_still_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MemStore::new(dir.path()));
-        let fenced = FencedStore::new(store.clone());
-        let mut batch = Batch::default();
-        batch.put(Cf::Data, "a", "1");
-        fenced.write(batch.clone(), true).unwrap();
-        fenced.close();
-        assert!(matches!(
-            fenced.write(batch.clone(), true),
-            Err(Error::Closed)
-        ));
-        let appended = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(fenced.append_log(batch, None));
-        assert!(matches!(appended, Err(Error::Closed)));
-        assert_eq!(fenced.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
-    }
-}

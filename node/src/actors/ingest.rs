@@ -205,6 +205,7 @@ async fn forward(
     let addr = replica.member_addr(leader);
     let mut kv = peers
         .kv(&addr)
+        .ok()
         .filter(|_| leader.is_some())
         .ok_or_else(not_leader)?;
     let request = peers.request(pb::ProposeBatchRequest {

@@ -14,6 +14,7 @@
 
 mod ingest;
 mod node;
+mod notice;
 mod replica;
 
 use std::collections::HashMap;

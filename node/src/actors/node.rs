@@ -19,6 +19,7 @@ use hanse_shard::{NodeId, ShardDescriptor, ShardId};
 use hanse_storage_rocksdb::Engine;
 use tokio::sync::oneshot;
 
+use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 use super::replica::{ReplicaLimits, ShardReplica};
 use super::{ReplicaHandle, Routes};
 
@@ -40,21 +41,6 @@ pub enum NodeActorError {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeActorError>>;
-
-/// Sent by a replica actor as it stops.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReplicaStopped {
-    pub shard: ShardId,
-    pub generation: u64,
-}
-
-/// Sent by a replica actor when its shard's descriptor changed (split, membership).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DescriptorChanged {
-    pub shard: ShardId,
-}
 
 /// Host an (empty) replica of the shard `descriptor` names, so its leader can add this
 /// node to the group. Nothing happens when the shard is hosted already.
@@ -143,7 +129,8 @@ impl NodeActor {
             group.clone(),
             network,
             self.limits.clone(),
-            ctx.address(),
+            ctx.address().recipient(),
+            ctx.address().recipient(),
             self.generations,
         )
         .start();
@@ -208,19 +195,6 @@ impl NodeActor {
         self.routes.remove(shard);
         hosted.handle.addr.do_send(StopReplica);
         Some(hosted.handle.group)
-    }
-}
-
-/// Tells a replica actor to stop without being restarted (its node has unhosted it).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopReplica;
-
-impl Handler<StopReplica> for ShardReplica {
-    type Result = ();
-
-    fn handle(&mut self, _: StopReplica, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
 

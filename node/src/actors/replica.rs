@@ -19,7 +19,7 @@ use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::node::{DescriptorChanged, NodeActor, ReplicaStopped};
+use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 
 /// Bounds of one replica actor.
 #[derive(Debug, Clone)]
@@ -153,7 +153,9 @@ pub struct ShardReplica {
     network: ShardNetwork,
     limits: ReplicaLimits,
     permits: Arc<Semaphore>,
-    node: Addr<NodeActor>,
+    /// Where this actor tells its node that it stopped, and that its descriptor changed.
+    stopped: Recipient<ReplicaStopped>,
+    changed: Recipient<DescriptorChanged>,
     /// Which start of this shard's replica this actor is, so the node ignores the stop
     /// of one it has already replaced.
     generation: u64,
@@ -164,7 +166,8 @@ impl ShardReplica {
         group: ShardGroup,
         network: ShardNetwork,
         limits: ReplicaLimits,
-        node: Addr<NodeActor>,
+        stopped: Recipient<ReplicaStopped>,
+        changed: Recipient<DescriptorChanged>,
         generation: u64,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.requests_in_flight_max));
@@ -173,7 +176,8 @@ impl ShardReplica {
             network,
             limits,
             permits,
-            node,
+            stopped,
+            changed,
             generation,
         }
     }
@@ -214,12 +218,12 @@ impl Actor for ShardReplica {
         }));
         // A split or membership change: the node re-reads what storage now holds.
         let mut descriptor = self.group.descriptor.clone();
-        let node = self.node.clone();
+        let changed = self.changed.clone();
         let shard = self.group.shard;
         ctx.spawn(
             async move {
                 while descriptor.changed().await.is_ok() {
-                    node.do_send(DescriptorChanged { shard });
+                    changed.do_send(DescriptorChanged { shard });
                 }
             }
             .into_actor(self),
@@ -227,7 +231,7 @@ impl Actor for ShardReplica {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.node.do_send(ReplicaStopped {
+        self.stopped.do_send(ReplicaStopped {
             shard: self.group.shard,
             generation: self.generation,
         });
@@ -352,5 +356,13 @@ impl Handler<TransferLeader> for ShardReplica {
             };
             let _ = msg.reply.send(result);
         });
+    }
+}
+
+impl Handler<StopReplica> for ShardReplica {
+    type Result = ();
+
+    fn handle(&mut self, _: StopReplica, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

@@ -5,11 +5,11 @@
 
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::envelope::Envelope;
-use hanse_planner::model::{
-    ACTIONS, ADVANTAGE_MIN_DEFAULT, ADVANTAGE_SCALE, CHOICES, Example, FEATURES, SPLIT_QUANTILES,
-    TICK_FEATURES, TickExample,
+use hanse_planner::model::{Example, TickExample};
+use hanse_planner::net::{
+    self as planner_net, ACTIONS, ADVANTAGE_MIN_DEFAULT, ADVANTAGE_SCALE, CHOICES, FEATURES,
+    PlannerNet, SPLIT_QUANTILES, TICK_FEATURES, Tensors,
 };
-use hanse_planner::net::{self as planner_net, PlannerNet, Tensors};
 use hanse_planner::sim::Sim;
 use hanse_planner::train::{TrainOptions, collect_examples, training_scenarios};
 use tch::nn::{self, Module, OptimizerConfig};
