@@ -10,12 +10,14 @@
 //! - [`meta`]: the meta shard's routing table and node directory records.
 //! - [`range`]: key ranges and the system keyspace.
 //! - [`routing`]: which hosted shard serves a key, and whether a client's route is current.
+//! - [`coordinate`]: the split and merge coordinators, as state machines.
 //! - [`hosting`]: which shard groups a node starts and retires after a split or merge.
 //! - [`knobs`] and [`limits`]: the limits every crate agrees on, and their checks.
 
 pub mod apply;
 mod bytes;
 pub mod command;
+pub mod coordinate;
 pub mod descriptor;
 pub mod hosting;
 pub mod knobs;
