@@ -10,7 +10,7 @@ use hanse_planner::decide::Mode;
 use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
-use hanse_shard::{MergeError, NodeId, ReplicaRole, ShardDescriptor, ShardId};
+use hanse_shard::{NodeId, ReplicaRole, ShardId};
 use hanse_storage::Store;
 use openraft::ServerState;
 use tokio::io::AsyncReadExt;
@@ -18,16 +18,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use hanse_consensus::PlaceholderError;
-use hanse_shard::meta::{META_SHARD, ShardRecord, ShardStats};
+use hanse_shard::meta::META_SHARD;
 use hanse_shard::{ShardRequest, ShardResponse};
 
 use crate::actors::{
     ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
     ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
 };
+use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
 use crate::peers::unreachable;
-use crate::reporter::{now_ms, read_routing_table, send_report};
+use crate::reporter::read_routing_table;
 use crate::state::NodeState;
 use hanse_proto::convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
@@ -44,11 +45,9 @@ const FORWARDED: &str = "hanse-forwarded";
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a request waits for a shard's leader to become known before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// How long Merge waits for every replica of the right shard to apply its PrepareMerge,
-/// and for a leadership move it asks for.
-const MERGE_STEP_WAIT: Duration = Duration::from_secs(10);
-/// How long Split waits for the new shard to elect its leader.
-const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
+/// The longest a WaitApplied call may ask this node to wait: a caller's own step timeout
+/// is shorter; a request for more holds a handler for nothing.
+const WAIT_APPLIED_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub(crate) struct AdminService {
@@ -117,6 +116,16 @@ impl AdminService {
 
     pub(crate) fn into_server(self) -> AdminServer<Self> {
         AdminServer::new(self)
+    }
+
+    /// This node's runtime for split and merge coordinators.
+    fn runtime(&self) -> NodeRuntime {
+        NodeRuntime {
+            node_id: self.state.node_id,
+            engine: self.state.engine.clone(),
+            routes: self.state.routes.clone(),
+            peers: self.state.peers.clone(),
+        }
     }
 
     /// The cluster's shards from the meta shard's routing table (read on its leader, this
@@ -352,164 +361,6 @@ impl AdminService {
         Ok(vec![to_proto(&after)])
     }
 
-    /// Splits the shard of `key` at `key` on its leader (this node), then waits until this
-    /// node hosts the new shard and it has a leader.
-    async fn split_here(
-        &self,
-        replica: &ReplicaHandle,
-        key: Vec<u8>,
-    ) -> Result<pb::SplitResponse, Status> {
-        let shard = replica.shard;
-        let current = replica.descriptor();
-        if key == current.start {
-            return Err(Status::invalid_argument(format!(
-                "the key is already the first key of shard {shard}"
-            )));
-        }
-        let new_shard_id = self
-            .state
-            .engine
-            .allocate_shard_id(self.state.node_id)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let request = ShardRequest::Split {
-            at: key,
-            new_shard_id,
-            expected_epoch: current.epoch,
-        };
-        let (left, right) = match replica
-            .ask(|reply| Propose { request, reply })
-            .await
-            .map_err(replica_status)?
-        {
-            ShardResponse::Split { left, right } => (left, right),
-            ShardResponse::Rejected(rejection) => {
-                return Err(Status::failed_precondition(format!(
-                    "shard {shard}: {rejection}; retry"
-                )));
-            }
-            other => return Err(Status::internal(format!("unexpected answer {other:?}"))),
-        };
-        let deadline = tokio::time::Instant::now() + NEW_SHARD_LEADER_WAIT;
-        loop {
-            let led = self
-                .state
-                .routes
-                .get(right.id)
-                .is_some_and(|r| r.group.raft.metrics().borrow().current_leader.is_some());
-            if led {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "shard {shard} split into {} and {}, but shard {} elected no leader \
-                     within {NEW_SHARD_LEADER_WAIT:?}",
-                    left.id, right.id, right.id
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.report_changed(&[&left, &right]).await;
-        Ok(pb::SplitResponse {
-            left: Some(to_proto(&left)),
-            right: Some(to_proto(&right)),
-        })
-    }
-
-    /// Makes this node the leader of `replica`'s shard, asking its current leader to hand
-    /// over when it is elsewhere.
-    async fn lead_here(&self, replica: &ReplicaHandle) -> Result<(), Status> {
-        let me = self.state.node_id;
-        let leader = replica.group.raft.metrics().borrow().current_leader;
-        match leader {
-            Some(leader) if leader == me => return Ok(()),
-            Some(leader) => {
-                let request = pb::TransferLeaderRequest {
-                    shard_id: replica.shard,
-                    to_node: me,
-                };
-                self.state
-                    .peers
-                    .admin(&replica.member_addr(Some(leader)))?
-                    .transfer_leader(request)
-                    .await?;
-            }
-            None => {
-                return Err(Status::unavailable(format!(
-                    "shard {} has no leader at the moment; retry shortly",
-                    replica.shard
-                )));
-            }
-        }
-        replica
-            .group
-            .raft
-            .wait(Some(MERGE_STEP_WAIT))
-            .metrics(|m| m.current_leader == Some(me), "this node leads")
-            .await
-            .map(|_| ())
-            .map_err(|_| {
-                Status::unavailable(format!(
-                    "shard {}: leadership did not move here; retry",
-                    replica.shard
-                ))
-            })
-    }
-
-    /// Waits until every replica of `source` has applied its PrepareMerge.
-    async fn wait_merge_prepared(
-        &self,
-        source: &ReplicaHandle,
-        frozen: &ShardDescriptor,
-    ) -> Result<(), Status> {
-        let index = frozen.merging.map_or(0, |m| m.index);
-        let deadline = tokio::time::Instant::now() + MERGE_STEP_WAIT;
-        for replica in &frozen.replicas {
-            loop {
-                let applied = if replica.node == self.state.node_id {
-                    source
-                        .group
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .last_applied
-                        .map_or(0, |id| id.index)
-                } else {
-                    let addr = source.member_addr(Some(replica.node));
-                    let status = async {
-                        self.state
-                            .peers
-                            .admin(&addr)?
-                            .status(pb::StatusRequest {})
-                            .await
-                            .map_err(unreachable(&addr))
-                            .map(|r| r.into_inner())
-                    };
-                    match status.await {
-                        Ok(status) => status
-                            .shards
-                            .iter()
-                            .filter_map(|s| s.descriptor.as_ref().map(|d| (d.id, s.applied_index)))
-                            .find(|(id, _)| *id == source.shard)
-                            .map_or(0, |(_, applied)| applied),
-                        Err(_) => 0,
-                    }
-                };
-                if applied >= index {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Status::unavailable(format!(
-                        "shard {}: node {} did not apply the merge preparation within \
-                         {MERGE_STEP_WAIT:?}",
-                        source.shard, replica.node
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        Ok(())
-    }
-
     async fn propose_here(
         &self,
         replica: &ReplicaHandle,
@@ -519,168 +370,6 @@ impl AdminService {
             .ask(|reply| Propose { request, reply })
             .await
             .map_err(replica_status)
-    }
-
-    /// Gives up the merge of `frozen` (led by `source`) into `into`: first fences `into`
-    /// so that no commit of it can apply any more (another coordinator's included), then
-    /// unfreezes the source. Answers the merged shard when the fence finds that the merge
-    /// committed after all, and `reason` extended with what happened otherwise.
-    async fn roll_back(
-        &self,
-        into: &ReplicaHandle,
-        source: &ReplicaHandle,
-        frozen: &ShardDescriptor,
-        reason: Status,
-    ) -> Result<ShardDescriptor, Status> {
-        let still_frozen = |step: &str, outcome: String| {
-            Status::new(
-                reason.code(),
-                format!(
-                    "{}; {step} failed ({outcome}), so shard {} stays frozen until the merge \
-                     runs again",
-                    reason.message(),
-                    source.shard
-                ),
-            )
-        };
-        let fence = ShardRequest::FenceMerge {
-            source: frozen.clone(),
-        };
-        match self.propose_here(into, fence).await {
-            Ok(ShardResponse::Merge(current)) if current.covers(frozen) => return Ok(current),
-            Ok(ShardResponse::Merge(_)) => {}
-            Ok(other) => return Err(still_frozen("fencing the merge", format!("{other:?}"))),
-            Err(e) => return Err(still_frozen("fencing the merge", e.message().to_string())),
-        }
-        let request = ShardRequest::RollbackMerge { into: into.shard };
-        match self.propose_here(source, request).await {
-            Ok(ShardResponse::Merge(_)) => Err(Status::new(
-                reason.code(),
-                format!("{}; the merge was rolled back", reason.message()),
-            )),
-            Ok(other) => Err(still_frozen("the rollback", format!("{other:?}"))),
-            Err(e) => Err(still_frozen("the rollback", e.message().to_string())),
-        }
-    }
-
-    /// Merges `left` (led here) with its right neighbour: PrepareMerge in the right shard
-    /// (after moving its leadership here), wait until each of its replicas applied it,
-    /// CommitMerge in the left. Rolls back only when the commit was refused or never
-    /// proposed; when its outcome is unknown the right shard stays frozen and running the
-    /// merge again finishes it.
-    async fn merge_here(&self, left: &ReplicaHandle) -> Result<pb::MergeResponse, Status> {
-        let l = left.descriptor();
-        if l.end.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "shard {} is the last shard; merge its left neighbour into it instead",
-                l.id
-            )));
-        }
-        if let Some(m) = l.merging {
-            return Err(Status::failed_precondition(format!(
-                "shard {} is itself frozen for a merge into shard {}; finish that first",
-                l.id, m.into
-            )));
-        }
-        let right = self
-            .state
-            .routes
-            .lookup(&l.end)
-            .filter(|r| r.descriptor().start == l.end)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "this node holds no replica of the shard right of shard {}",
-                    l.id
-                ))
-            })?;
-        let r = right.descriptor();
-        if l.id == META_SHARD || r.id == META_SHARD {
-            return Err(Status::failed_precondition(
-                "the meta shard holds the routing table and does not merge",
-            ));
-        }
-        if !l.same_replicas(&r) {
-            return Err(Status::failed_precondition(
-                MergeError::ReplicasDiffer {
-                    left: l.id,
-                    right: r.id,
-                }
-                .to_string(),
-            ));
-        }
-        self.lead_here(&right).await?;
-        let frozen = match r.merging {
-            Some(m) if m.into == l.id => r,
-            Some(m) => {
-                return Err(Status::failed_precondition(format!(
-                    "shard {} is being merged into shard {}",
-                    r.id, m.into
-                )));
-            }
-            None => {
-                let prepare = ShardRequest::PrepareMerge {
-                    into: l.clone(),
-                    expected_epoch: r.epoch,
-                };
-                match self.propose_here(&right, prepare).await? {
-                    ShardResponse::Merge(frozen) => frozen,
-                    ShardResponse::Rejected(rejection) => {
-                        return Err(Status::failed_precondition(format!(
-                            "shard {}: {rejection}",
-                            r.id
-                        )));
-                    }
-                    other => return Err(Status::internal(format!("unexpected {other:?}"))),
-                }
-            }
-        };
-        let merged = |merged: ShardDescriptor| pb::MergeResponse {
-            merged: Some(to_proto(&merged)),
-        };
-        if let Err(e) = self.wait_merge_prepared(&right, &frozen).await {
-            return self.roll_back(left, &right, &frozen, e).await.map(merged);
-        }
-        let commit = ShardRequest::CommitMerge {
-            source: frozen.clone(),
-            expected_epoch: l.epoch,
-        };
-        match self.propose_here(left, commit).await {
-            Ok(ShardResponse::Merge(done)) => {
-                self.report_changed(&[&done]).await;
-                Ok(merged(done))
-            }
-            Ok(ShardResponse::Rejected(rejection)) => {
-                let reason = Status::failed_precondition(format!("shard {}: {rejection}", l.id));
-                self.roll_back(left, &right, &frozen, reason)
-                    .await
-                    .map(merged)
-            }
-            Ok(other) => Err(Status::internal(format!("unexpected {other:?}"))),
-            Err(e) => Err(Status::unavailable(format!(
-                "the merge's outcome is unknown ({}); run it again to finish it",
-                e.message()
-            ))),
-        }
-    }
-
-    /// Tells the meta shard about shards a split or merge led here just changed, so the
-    /// routing table has them before the next periodic report. Best effort: that report
-    /// repeats them.
-    async fn report_changed(&self, shards: &[&ShardDescriptor]) {
-        let records = shards
-            .iter()
-            .map(|&descriptor| ShardRecord {
-                descriptor: descriptor.clone(),
-                leader: Some(self.state.node_id),
-                stats: ShardStats::default(),
-                reported_at_ms: now_ms(),
-            })
-            .collect();
-        if let Err(e) =
-            send_report(&self.state.routes, &self.state.peers, records, Vec::new()).await
-        {
-            tracing::debug!("reporting a split or merge failed: {}", e.message());
-        }
     }
 
     /// The planner's report, if this node runs it (it leads the meta shard and has a
@@ -965,7 +654,13 @@ impl Admin for AdminService {
             .map(|r| r.shard)
             .ok_or_else(|| Status::not_found("no shard on this node holds the key"))?;
         match self.leadership(shard, &request).await? {
-            Leadership::Here(replica) => Ok(Response::new(self.split_here(&replica, key).await?)),
+            Leadership::Here(replica) => {
+                let (left, right) = self.runtime().split(&replica, key).await?;
+                Ok(Response::new(pb::SplitResponse {
+                    left: Some(to_proto(&left)),
+                    right: Some(to_proto(&right)),
+                }))
+            }
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::SplitRequest { key };
                 self.state
@@ -985,14 +680,10 @@ impl Admin for AdminService {
         let shard = request.get_ref().shard_id;
         match self.leadership(shard, &request).await? {
             Leadership::Here(left) => {
-                // The coordinator runs on its own: a caller that goes away mid-merge must
-                // not leave the right shard frozen.
-                let service = self.clone();
-                let coordinator = tokio::spawn(async move { service.merge_here(&left).await });
-                let merged = coordinator.await.map_err(|e| {
-                    Status::internal(format!("the merge coordinator failed: {e}"))
-                })??;
-                Ok(Response::new(merged))
+                let merged = self.runtime().merge(&left).await?;
+                Ok(Response::new(pb::MergeResponse {
+                    merged: Some(to_proto(&merged)),
+                }))
             }
             Leadership::Elsewhere { addr, .. } => {
                 let again = pb::MergeRequest { shard_id: shard };
@@ -1077,6 +768,26 @@ impl Admin for AdminService {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(node_status)?;
         Ok(Response::new(pb::OpenReplicaResponse {}))
+    }
+
+    async fn wait_applied(
+        &self,
+        request: Request<pb::WaitAppliedRequest>,
+    ) -> Result<Response<pb::WaitAppliedResponse>, Status> {
+        let pb::WaitAppliedRequest {
+            shard_id,
+            index,
+            timeout_ms,
+        } = request.into_inner();
+        let replica = self.state.routes.get(shard_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "node {} holds no replica of shard {shard_id}",
+                self.state.node_id
+            ))
+        })?;
+        let timeout = Duration::from_millis(timeout_ms.into()).min(WAIT_APPLIED_MAX);
+        let applied_index = wait_applied(&replica, index, timeout).await?;
+        Ok(Response::new(pb::WaitAppliedResponse { applied_index }))
     }
 
     async fn destroy_replica(

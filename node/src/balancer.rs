@@ -2,10 +2,10 @@
 //! leader: every few seconds it reads the routing table, asks for splits and merges
 //! (with the replica moves that give merge partners the same replicas first) or, when
 //! there are none, role changes and leadership moves toward the preferred region or an
-//! even spread,
-//! and carries them out through this node's Admin service (which forwards each to the
-//! shard's leader). Every node runs the loop; only the meta leader acts, so a new meta
-//! leader takes over by itself. How long each shard has been unchanged is remembered
+//! even spread, and carries them out: a split or merge of a shard led here runs its
+//! coordinator here, anything else goes to the Admin service of the node that leads the
+//! shard. Every node runs the loop; only the meta leader acts, so a new meta leader takes
+//! over by itself. How long each shard has been unchanged is remembered
 //! here, so a new meta leader waits one cool-down before it acts.
 
 use std::collections::HashMap;
@@ -32,6 +32,7 @@ use tonic::transport::Channel;
 
 use crate::actors::Routes;
 use crate::config::{BalanceConfig, PlannerMode};
+use crate::coordination::NodeRuntime;
 use crate::peers::Peers;
 use crate::reporter::{now_ms, read_routing_table};
 
@@ -67,6 +68,8 @@ pub(crate) struct Balancer {
     /// This node's Admin address.
     addr: String,
     peers: Arc<Peers>,
+    /// Splits and merges of shards led here run here.
+    runtime: NodeRuntime,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
     options: BalanceOptions,
@@ -121,17 +124,16 @@ pub(crate) fn planner_envelope(config: &BalanceConfig) -> Envelope {
 impl Balancer {
     pub(crate) fn new(
         addr: String,
-        peers: Arc<Peers>,
-        engine: Arc<Engine>,
-        routes: Arc<Routes>,
+        runtime: NodeRuntime,
         config: &BalanceConfig,
         planner: Option<Addr<PlannerActor>>,
     ) -> Self {
         Balancer {
             addr,
-            peers,
-            engine,
-            routes,
+            peers: runtime.peers.clone(),
+            engine: runtime.engine.clone(),
+            routes: runtime.routes.clone(),
+            runtime,
             options: config.options(),
             preferred_leader_region: config.preferred_leader_region.clone(),
             learner_regions: learner_regions(&config.placement),
@@ -208,10 +210,9 @@ impl Balancer {
             (view.stable_for >= MERGE_RESUME_AFTER).then_some((merging.into, view.id))
         });
         if let Some((into, frozen)) = stalled {
-            let request = pb::MergeRequest { shard_id: into };
-            let mut admin = self.admin_for(into, &directory).await?;
-            match tokio::time::timeout(ACTION_WAIT, admin.merge(request)).await {
-                Ok(Ok(_)) => tracing::warn!(into, frozen, "resumed a stalled merge"),
+            let resumed = tokio::time::timeout(ACTION_WAIT, self.merge(into, &directory)).await;
+            match resumed {
+                Ok(Ok(())) => tracing::warn!(into, frozen, "resumed a stalled merge"),
                 Ok(Err(e)) => tracing::info!(into, frozen, "stalled merge: {}", e.message()),
                 Err(_) => tracing::info!(into, frozen, "stalled merge: no answer yet"),
             }
@@ -409,6 +410,26 @@ impl Balancer {
         self.carry_out(action, directory).await
     }
 
+    /// The shard's replica here, if this node leads it: its split or merge runs here.
+    fn led_here(&self, shard: ShardId) -> Option<crate::actors::ReplicaHandle> {
+        self.routes.get(shard).filter(|r| r.leads())
+    }
+
+    /// Merges `left` with its right neighbour: here when this node leads `left`, else on
+    /// its leader through the Admin service.
+    async fn merge(&self, left: ShardId, directory: &Directory<'_>) -> Result<(), Status> {
+        match self.led_here(left) {
+            Some(replica) => self.runtime.merge(&replica).await.map(|_| ()),
+            None => {
+                let mut admin = self.admin_for(left, directory).await?;
+                admin
+                    .merge(pb::MergeRequest { shard_id: left })
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
     /// Carries out one action through the Admin service of a node hosting the shard; a
     /// refusal is logged and left for the next round.
     async fn carry_out(&self, action: Action, directory: &Directory<'_>) -> Result<(), Status> {
@@ -432,14 +453,14 @@ impl Balancer {
         };
         let call = async {
             match &action {
-                Action::Split { at, .. } => admin
-                    .split(pb::SplitRequest { key: at.clone() })
-                    .await
-                    .map(|_| ()),
-                Action::Merge { .. } => admin
-                    .merge(pb::MergeRequest { shard_id: shard })
-                    .await
-                    .map(|_| ()),
+                Action::Split { at, .. } => match self.led_here(shard) {
+                    Some(replica) => self.runtime.split(&replica, at.clone()).await.map(|_| ()),
+                    None => admin
+                        .split(pb::SplitRequest { key: at.clone() })
+                        .await
+                        .map(|_| ()),
+                },
+                Action::Merge { .. } => self.merge(shard, directory).await,
                 Action::TransferLeader { to, .. } => admin
                     .transfer_leader(pb::TransferLeaderRequest {
                         shard_id: shard,

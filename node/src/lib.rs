@@ -12,6 +12,7 @@ mod admin_service;
 mod balancer;
 pub mod chart;
 pub mod config;
+mod coordination;
 mod follower;
 mod kv_service;
 mod peers;

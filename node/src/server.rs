@@ -28,6 +28,7 @@ use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Route
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
+use crate::coordination::NodeRuntime;
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
@@ -277,11 +278,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     ));
     let reporting = tokio::spawn(reporter.run());
     let balancing = config.balance.enabled.then(|| {
+        let runtime = NodeRuntime {
+            node_id: config.node_id,
+            engine: engine.clone(),
+            routes: routes.clone(),
+            peers: peers.clone(),
+        };
         let balancer = Balancer::new(
             config.advertised(),
-            peers.clone(),
-            engine.clone(),
-            routes.clone(),
+            runtime,
             &config.balance,
             planner.clone(),
         );
