@@ -100,7 +100,7 @@ pub(crate) fn sibling(name: &str, package: &str, args: &[String]) -> anyhow::Res
     let exe = std::env::current_exe()?.with_file_name(name);
     anyhow::ensure!(
         exe.exists(),
-        "{} is not built: run `cargo build -p {package}` (scripts/demo.sh builds it too)",
+        "{} is not built: run `cargo build -p {package}` (scripts/test.sh builds every binary)",
         exe.display()
     );
     let status = std::process::Command::new(&exe).args(args).status()?;

@@ -1,5 +1,8 @@
 //! Starting and restarting one shard's Raft group on this node.
 
+use crate::knobs::{
+    CATCH_UP_TIMEOUT, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_TIMEOUT,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +11,8 @@ use hanse_shard::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
 use hanse_storage::{FencedStore, Store};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
-use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::{ChangeMembers, CommittedLeaderId, Config, LogId, SnapshotPolicy};
 use tokio::sync::watch;
 
 use hanse_shard::{Routed, ShardRequest, ShardResponse};
@@ -16,18 +20,9 @@ use hanse_shard::{Routed, ShardRequest, ShardResponse};
 use crate::network::Campaigner;
 
 use crate::{
-    LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode, StateMachine,
-    StorageError, TypeConfig,
+    AddedBy, AppliedIndexes, LogStore, ProposeError, Proposer, ProposerOptions, Raft, ReplicaNode,
+    StateMachine, StorageError, TypeConfig,
 };
-
-/// The size of one snapshot chunk on the wire, and how long it may take to arrive.
-const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
-const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long adding a replica waits for it to catch up with the log.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
-/// How long adding a replica waits for the snapshot (and log purge) it starts from.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
 /// Tuning of every group on a node.
 #[derive(Debug, Clone)]
@@ -52,6 +47,8 @@ pub struct GroupOptions {
     /// Simulations give each node a fixed timeout of its own instead of a random one.
     pub election_timeout_max: Duration,
     pub proposer: ProposerOptions,
+    /// The applied indexes of every replica on the node (clones share them).
+    pub applied_indexes: AppliedIndexes,
 }
 
 impl Default for GroupOptions {
@@ -64,6 +61,7 @@ impl Default for GroupOptions {
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
             proposer: ProposerOptions::default(),
+            applied_indexes: AppliedIndexes::default(),
         }
     }
 }
@@ -134,14 +132,29 @@ pub struct ShardGroup {
     pub descriptor: watch::Receiver<ShardDescriptor>,
     /// How long a follower refuses to vote after it last heard from its leader.
     leader_lease: Duration,
-    /// Held by membership changes and by PrepareMerge proposals, which must not
-    /// interleave: a merge relies on the replica set its source froze with.
+    /// Held by membership changes and by merge preparations and commits, which must not
+    /// interleave (see [`holds_changes_back`]).
     changes: Arc<tokio::sync::Mutex<()>>,
+    /// The log position below which this replica votes for no candidate (see
+    /// [`crate::AddedBy`]).
+    vote_floor: Option<LogId<NodeId>>,
     /// The store as this group writes to it; closed when the group stops, since
     /// openraft's state-machine worker may still be finishing a command (a snapshot
     /// install, say) after `Raft::shutdown` returns, and such a late write must not land
     /// after the replica was deleted, retired or started again.
     store: Arc<FencedStore>,
+}
+
+/// Whether `request` must not interleave with a membership change of its shard. A
+/// PrepareMerge freezes the source with the replica set the merge relies on. A
+/// CommitMerge takes over the source's range with the data of each node's own replica of
+/// it: a replica being added must start from a snapshot taken after the commit, never
+/// replay the commit on a node that holds no replica of the source.
+fn holds_changes_back(request: &ShardRequest) -> bool {
+    matches!(
+        request,
+        ShardRequest::PrepareMerge { .. } | ShardRequest::CommitMerge { .. }
+    )
 }
 
 impl Routed for ShardGroup {
@@ -184,11 +197,18 @@ impl ShardGroup {
         let fenced = Arc::new(FencedStore::new(store));
         let store: Arc<dyn Store> = fenced.clone();
         let log_store = LogStore::new(shard, store.clone());
-        let state_machine =
-            StateMachine::open(shard, store).map_err(|source| GroupError::Storage {
+        let vote_floor = log_store
+            .vote_floor()
+            .map_err(|source| GroupError::Storage {
                 shard,
                 source: Box::new(source),
             })?;
+        let state_machine = StateMachine::open(shard, store)
+            .map_err(|source| GroupError::Storage {
+                shard,
+                source: Box::new(source),
+            })?
+            .with_applied_indexes(options.applied_indexes.clone());
         let descriptor = state_machine.watch_descriptor();
         // openraft 0.9 derives the lease from the longest election timeout.
         let leader_lease = Duration::from_millis(config.election_timeout_max);
@@ -212,6 +232,7 @@ impl ShardGroup {
             descriptor,
             leader_lease,
             changes: Arc::default(),
+            vote_floor,
             store: fenced,
         })
     }
@@ -224,11 +245,50 @@ impl ShardGroup {
         self.store.close();
     }
 
-    /// Proposes `request` and waits for its response. A PrepareMerge waits for a
-    /// membership change in progress here to finish, and holds the next one back until
-    /// it is applied.
+    /// What this replica, as its shard's leader, tells a node it adds an empty replica on
+    /// (see [`crate::AddedBy`]); `None` while it does not lead. The leader's last entry is
+    /// of its own term (its first act as leader appends one), so the floor is that term and
+    /// its last index: never below its real last entry, which holds every committed one.
+    pub fn added_by(&self) -> Option<AddedBy> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.vote.leader_id();
+        let node = leader.voted_for()?;
+        if node != metrics.id || metrics.current_leader != Some(metrics.id) {
+            return None;
+        }
+        Some(AddedBy {
+            term: leader.term,
+            node,
+            last_log: metrics
+                .last_log_index
+                .map(|index| LogId::new(CommittedLeaderId::new(leader.term, node), index)),
+        })
+    }
+
+    /// Handles a candidate's vote request: refused without asking Raft when the candidate's
+    /// log ends below this replica's vote floor (see [`crate::AddedBy`]), else Raft's.
+    pub async fn vote(
+        &self,
+        rpc: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        if self.vote_floor.is_some() && rpc.last_log_id < self.vote_floor {
+            let vote = self.raft.metrics().borrow().vote;
+            tracing::info!(
+                shard = self.shard,
+                candidate = rpc.vote.leader_id().voted_for(),
+                "vote refused: the candidate's log ends before the leader that added this replica"
+            );
+            // The candidate looks at the refusal's vote only (a newer one deposes it).
+            return Ok(VoteResponse::new(vote, None, false));
+        }
+        self.raft.vote(rpc).await
+    }
+
+    /// Proposes `request` and waits for its response. A merge step that membership
+    /// changes must not interleave with (see [`holds_changes_back`]) waits for a change in
+    /// progress here to finish, and holds the next one back until it is applied.
     pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ProposeError> {
-        if matches!(request, ShardRequest::PrepareMerge { .. }) {
+        if holds_changes_back(&request) {
             let _changes = self.changes.lock().await;
             return self.proposer.propose(request).await;
         }
@@ -240,9 +300,7 @@ impl ShardGroup {
         &self,
         requests: Vec<ShardRequest>,
     ) -> Vec<Result<ShardResponse, ProposeError>> {
-        let merge = requests
-            .iter()
-            .any(|r| matches!(r, ShardRequest::PrepareMerge { .. }));
+        let merge = requests.iter().any(holds_changes_back);
         let _changes = match merge {
             true => Some(self.changes.lock().await),
             false => None,
@@ -383,11 +441,11 @@ impl ShardGroup {
         self.purge_log_to_snapshot().await?;
         // Bounded, so that a replica that cannot catch up does not hold the shard's
         // membership changes (and merges) back for good; the caller may try again.
-        tokio::time::timeout(CATCH_UP_WAIT, self.raft.add_learner(node, at, true))
+        tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(node, at, true))
             .await
             .map_err(|_| GroupError::Membership {
                 shard: self.shard,
-                detail: format!("node {node} did not catch up within {CATCH_UP_WAIT:?}"),
+                detail: format!("node {node} did not catch up within {CATCH_UP_TIMEOUT:?}"),
             })?
             .map_err(|e| self.write_error(e))?;
         if role == ReplicaRole::Voter {
@@ -421,14 +479,14 @@ impl ShardGroup {
         };
         let snapshot = self
             .raft
-            .wait(Some(SNAPSHOT_WAIT))
+            .wait(Some(SNAPSHOT_TIMEOUT))
             .metrics(
                 |m| m.snapshot.is_some_and(|s| s.index >= applied),
                 "a snapshot of the applied state",
             )
             .await
             .map_err(|_| {
-                membership_wait("the snapshot before adding a replica was", SNAPSHOT_WAIT)
+                membership_wait("the snapshot before adding a replica was", SNAPSHOT_TIMEOUT)
             })?
             .snapshot
             .expect("waited for it");
@@ -438,14 +496,17 @@ impl ShardGroup {
             .await
             .map_err(|e| self.fatal(e))?;
         self.raft
-            .wait(Some(SNAPSHOT_WAIT))
+            .wait(Some(SNAPSHOT_TIMEOUT))
             .metrics(
                 |m| m.purged.is_some_and(|p| p.index >= snapshot.index),
                 "the log purged up to the snapshot",
             )
             .await
             .map_err(|_| {
-                membership_wait("purging the log before adding a replica was", SNAPSHOT_WAIT)
+                membership_wait(
+                    "purging the log before adding a replica was",
+                    SNAPSHOT_TIMEOUT,
+                )
             })?;
         Ok(())
     }
@@ -536,22 +597,36 @@ impl ShardGroup {
             .await
             .map_err(|_| failed(format!("it did not catch up within {timeout:?}")))?;
 
-        self.raft.runtime_config().heartbeat(false);
-        let handed_over = async {
-            tokio::time::sleep(self.leader_lease + self.leader_lease / 4).await;
-            network
-                .timeout_now(to, target)
-                .await
-                .map_err(|e| failed(format!("it could not be told to campaign: {e}")))?;
-            self.raft
-                .wait(Some(timeout))
-                .metrics(|m| m.current_leader == Some(to), "the target leads")
-                .await
-                .map_err(|_| failed(format!("it did not win an election within {timeout:?}")))
-        }
-        .await;
-        // Always: this node leads again if the transfer did not happen.
-        self.raft.runtime_config().heartbeat(true);
-        handed_over.map(|_| ())
+        // Heartbeats resume however this ends, a dropped call included: this node leads
+        // again if the transfer did not happen.
+        let _silent = Silence::start(&self.raft);
+        tokio::time::sleep(self.leader_lease + self.leader_lease / 4).await;
+        network
+            .timeout_now(to, target)
+            .await
+            .map_err(|e| failed(format!("it could not be told to campaign: {e}")))?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader == Some(to), "the target leads")
+            .await
+            .map_err(|_| failed(format!("it did not win an election within {timeout:?}")))?;
+        Ok(())
+    }
+}
+
+/// A leader's heartbeats held back, so that its followers' leases run out for a transfer;
+/// they resume when this is dropped.
+struct Silence<'a>(&'a Raft);
+
+impl<'a> Silence<'a> {
+    fn start(raft: &'a Raft) -> Self {
+        raft.runtime_config().heartbeat(false);
+        Silence(raft)
+    }
+}
+
+impl Drop for Silence<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
     }
 }

@@ -4,7 +4,7 @@
 use hanse_shard::{NodeId, ShardDescriptor, ShardId};
 use hanse_storage::codec::{self, StateKey};
 use hanse_storage::{Batch, Cf, Store};
-use openraft::Vote;
+use openraft::{LogId, Vote};
 
 /// Why a node does not host an empty replica for a leader to fill.
 #[derive(Debug, thiserror::Error)]
@@ -18,18 +18,32 @@ pub enum PlaceholderError {
     Storage(#[from] hanse_storage::Error),
 }
 
+/// The leader that adds an empty replica to its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedBy {
+    pub term: u64,
+    pub node: NodeId,
+    /// The last entry of that leader's log when it added the replica. The replica has
+    /// promised nothing yet, and a node down since before its old replica was removed
+    /// may still count this one in the membership it last saw: were the empty replica to
+    /// vote for that node's stale log, the two could elect a leader missing committed
+    /// entries. So it never votes for a candidate whose log ends before this one.
+    pub last_log: Option<LogId<u64>>,
+}
+
 /// Stores `descriptor` as the placeholder of a replica about to be added to its shard
 /// (its leader's snapshot replaces it), unless one is stored already. Refused while
 /// another shard here overlaps its range: that one is a lagging replica whose own log
 /// will still split or merge it, and two shards must never serve the same keys here.
 ///
-/// `leader` is the (term, node) of the leader adding it. The empty replica starts out
-/// knowing that leader, so it refuses what a deposed leader of an older term still
-/// sends (an old snapshot, from before splits whose new shards may be on this node).
+/// `added_by` is the leader adding it. The empty replica starts out knowing that leader,
+/// so it refuses what a deposed leader of an older term still sends (an old snapshot,
+/// from before splits whose new shards may be on this node), and it never votes for a
+/// candidate whose log ends before that leader's did (see [`AddedBy::last_log`]).
 pub fn store_placeholder(
     store: &dyn Store,
     descriptor: &ShardDescriptor,
-    leader: Option<(u64, NodeId)>,
+    added_by: Option<AddedBy>,
 ) -> Result<(), PlaceholderError> {
     let stored = store.load_descriptors()?;
     if stored.iter().any(|d| d.id == descriptor.id) {
@@ -46,11 +60,16 @@ pub fn store_placeholder(
     }
     let mut batch = Batch::default();
     batch.put_descriptor(descriptor);
-    if let Some((term, node)) = leader {
+    if let Some(leader) = added_by {
         batch.put(
             Cf::RaftState,
             codec::state_key(descriptor.id, StateKey::Vote),
-            codec::encode(&Vote::new_committed(term, node)),
+            codec::encode(&Vote::new_committed(leader.term, leader.node)),
+        );
+        batch.put(
+            Cf::RaftState,
+            codec::state_key(descriptor.id, StateKey::VoteFloor),
+            codec::encode(&leader.last_log),
         );
     }
     store.write(batch, true)?;
@@ -67,7 +86,16 @@ mod tests {
         let store = hanse_storage::MemStore::new(dir.path());
         let whole = ShardDescriptor::whole_keyspace(1, vec![]);
         let (left, right) = whole.split(b"m", 2, whole.epoch).unwrap();
-        store_placeholder(&store, &whole, Some((3, 1))).unwrap();
+        store_placeholder(
+            &store,
+            &whole,
+            Some(AddedBy {
+                term: 3,
+                node: 1,
+                last_log: None,
+            }),
+        )
+        .unwrap();
         let vote = store
             .get(Cf::RaftState, &codec::state_key(1, StateKey::Vote))
             .unwrap()

@@ -11,9 +11,11 @@
 // helpers that build those results return the same type rather than boxing and unboxing.
 #![allow(clippy::result_large_err)]
 
+mod applied;
 mod batching;
 mod group;
 mod hosting;
+pub mod knobs;
 pub mod latency;
 mod log_store;
 mod network;
@@ -24,12 +26,15 @@ mod proposer;
 mod raft_service;
 mod snapshot;
 mod state_machine;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "grpc")]
 mod transport;
 pub mod types;
 
+pub use applied::AppliedIndexes;
 pub use group::{GroupError, GroupOptions, ShardGroup};
-pub use hosting::{PlaceholderError, store_placeholder};
+pub use hosting::{AddedBy, PlaceholderError, store_placeholder};
 pub use log_store::LogStore;
 pub use network::{Campaigner, SingleVoterNetwork};
 pub use proposer::{ProposeError, Proposer, ProposerOptions};

@@ -35,6 +35,14 @@ impl LogStore {
         LogStore { shard, store }
     }
 
+    /// The log position below which this replica votes for no candidate, if its leader
+    /// created it empty (see [`crate::AddedBy`]).
+    pub(crate) fn vote_floor(&self) -> Result<Option<LogId<u64>>, StorageError> {
+        Ok(self
+            .read_state::<Option<LogId<u64>>>(StateKey::VoteFloor)?
+            .flatten())
+    }
+
     fn read_state<T: serde::de::DeserializeOwned>(
         &self,
         kind: StateKey,

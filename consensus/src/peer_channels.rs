@@ -10,16 +10,11 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-/// The largest message one node sends another: a batch of Raft messages (the transport
-/// keeps its batches well under this), a forwarded batch of writes, a snapshot chunk.
-pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
-
 /// How connections to other nodes are made.
 #[derive(Debug, Clone)]
 pub struct ChannelOptions {
-    /// How long a connection may take before the call fails (and is retried by whoever
-    /// made it): long enough for a loaded machine, short enough that a dead node is
-    /// noticed within a heartbeat or two of the caller's patience.
+    /// How long a connection may take before the call fails (default
+    /// [`CONNECT_TIMEOUT`](crate::knobs::CONNECT_TIMEOUT)).
     pub connect_timeout: Duration,
     /// The local address connections start from (default: the kernel's pick). A node
     /// binds its own, so that a proxy between nodes can tell who calls whom.
@@ -29,7 +24,7 @@ pub struct ChannelOptions {
 impl Default for ChannelOptions {
     fn default() -> Self {
         ChannelOptions {
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: crate::knobs::CONNECT_TIMEOUT,
             source_ip: None,
         }
     }

@@ -7,6 +7,7 @@
 //! and become the next, larger proposal. One lone writer pays no extra delay; many
 //! concurrent writers share entries, log appends and fsyncs.
 
+use crate::knobs;
 use hanse_shard::{NodeId, ShardId};
 use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
@@ -37,10 +38,10 @@ pub struct ProposerOptions {
 impl Default for ProposerOptions {
     fn default() -> Self {
         ProposerOptions {
-            mailbox_requests_max: 4096,
-            proposal_requests_max: 512,
-            proposal_bytes_max: 1024 * 1024,
-            in_flight_max: 2,
+            mailbox_requests_max: knobs::PROPOSER_MAILBOX_REQUESTS_MAX,
+            proposal_requests_max: knobs::PROPOSAL_REQUESTS_MAX,
+            proposal_bytes_max: knobs::PROPOSAL_BYTES_MAX,
+            in_flight_max: knobs::PROPOSALS_IN_FLIGHT_MAX,
         }
     }
 }

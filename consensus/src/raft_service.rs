@@ -14,29 +14,29 @@ use openraft::error::RaftError;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::Raft;
-use crate::peer_channels::PEER_MESSAGE_BYTES_MAX;
+use crate::ShardGroup;
+use crate::knobs::PEER_MESSAGE_BYTES_MAX;
 use crate::transport::{decode, encode};
 
 /// The shard groups this node hosts, by shard id.
 #[derive(Clone, Default)]
 pub struct ShardRegistry {
-    groups: Arc<RwLock<HashMap<ShardId, Raft>>>,
+    groups: Arc<RwLock<HashMap<ShardId, ShardGroup>>>,
 }
 
 impl ShardRegistry {
-    pub fn insert(&self, shard: ShardId, raft: Raft) {
+    pub fn insert(&self, group: ShardGroup) {
         self.groups
             .write()
             .expect("registry lock")
-            .insert(shard, raft);
+            .insert(group.shard, group);
     }
 
-    pub fn remove(&self, shard: ShardId) -> Option<Raft> {
+    pub fn remove(&self, shard: ShardId) -> Option<ShardGroup> {
         self.groups.write().expect("registry lock").remove(&shard)
     }
 
-    pub fn get(&self, shard: ShardId) -> Option<Raft> {
+    pub fn get(&self, shard: ShardId) -> Option<ShardGroup> {
         self.groups
             .read()
             .expect("registry lock")
@@ -64,19 +64,20 @@ impl RaftService {
     }
 
     async fn handle(&self, message: RaftMessage) -> RaftResult {
-        let Some(raft) = self.registry.get(message.shard_id) else {
+        let Some(group) = self.registry.get(message.shard_id) else {
             return outcome(raft_result::Outcome::ShardNotHosted(ShardNotHosted {
                 shard_id: message.shard_id,
                 node_id: self.node_id,
             }));
         };
+        let raft = &group.raft;
         match message.body {
             Some(raft_message::Body::AppendEntries(bytes)) => match decode(&bytes) {
                 Ok(rpc) => answer(raft.append_entries(rpc).await),
                 Err(e) => malformed(e),
             },
             Some(raft_message::Body::Vote(bytes)) => match decode(&bytes) {
-                Ok(rpc) => answer(raft.vote(rpc).await),
+                Ok(rpc) => answer(group.vote(rpc).await),
                 Err(e) => malformed(e),
             },
             Some(raft_message::Body::InstallSnapshot(bytes)) => match decode(&bytes) {

@@ -4,6 +4,7 @@
 //! Layout: the magic `HNSNAP01`, a big-endian u64 header length, the postcard-encoded
 //! [`SnapshotHeader`], then the bytes of each SST file in the order the header lists them.
 
+use crate::knobs::SST_FILE_BYTES_MAX;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -13,8 +14,6 @@ use hanse_storage::{Store, codec};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"HNSNAP01";
-/// SST files of a snapshot are cut at this size so none needs to fit in memory at once.
-const SST_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotHeader {

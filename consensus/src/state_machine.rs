@@ -6,12 +6,13 @@
 //! or none: a command is never applied twice. That batch is not synced on its own: the
 //! log entries it came from were synced first, and a restart re-applies from the log.
 
+use crate::knobs::{MERGE_SOURCE_WAIT_MAX, MERGE_WAIT_WARNING};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hanse_shard::apply;
+use hanse_shard::apply::{self, Precondition};
 use hanse_shard::meta::{self, NodeRecord, ShardRecord};
 use hanse_shard::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_shard::{ShardDescriptor, ShardId};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
+use crate::applied::AppliedIndexes;
 use crate::log_store::put_entries;
 use crate::snapshot::{self, SnapshotFile};
 use crate::types::{ReplicaNode, replicas_of};
@@ -33,8 +35,6 @@ use crate::{StorageError, TypeConfig};
 
 type Membership = StoredMembership<u64, ReplicaNode>;
 
-/// How often a merge that waits for its source's replica on this node says so.
-const MERGE_WAIT_WARNING: std::time::Duration = std::time::Duration::from_secs(5);
 type Meta = SnapshotMeta<u64, ReplicaNode>;
 
 /// The current snapshot's metadata and the file that holds it, kept in `raft_state`.
@@ -53,6 +53,18 @@ pub struct StateMachine {
     membership: Membership,
     /// Publishes the descriptor after every change, for routing on this node.
     published: watch::Sender<ShardDescriptor>,
+    /// The applied indexes of the node's replicas, this one's included.
+    applied_indexes: AppliedIndexes,
+}
+
+/// An invariant of the replicated state that an applied entry would break: the replica
+/// stops (openraft treats it as a storage failure) rather than serve wrong data.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {shard}: invariant violated at log index {index}: {what}; the replica stops")]
+pub struct InvariantViolated {
+    pub shard: ShardId,
+    pub index: u64,
+    pub what: String,
 }
 
 fn sm_read_error(e: impl std::error::Error + 'static) -> StorageError {
@@ -92,12 +104,26 @@ impl StateMachine {
             applied,
             membership,
             published,
+            applied_indexes: AppliedIndexes::default(),
         };
         if let Some(pending) = pending {
             tracing::warn!(shard, snapshot = %pending.meta.snapshot_id, "finishing a snapshot installation a crash interrupted");
             state_machine.finish_install(&pending)?;
         }
         Ok(state_machine)
+    }
+
+    /// Shares `indexes` with the node's other replicas (a fresh state machine has its own).
+    pub fn with_applied_indexes(mut self, indexes: AppliedIndexes) -> Self {
+        self.applied_indexes = indexes;
+        self.publish_applied();
+        self
+    }
+
+    fn publish_applied(&self) {
+        if let Some(applied) = self.applied {
+            self.applied_indexes.publish(self.shard, applied.index);
+        }
     }
 
     /// The shard's descriptor as of the last applied command.
@@ -113,6 +139,42 @@ impl StateMachine {
     /// Tells the watchers the descriptor, if it changed. Called only once the batch that
     /// changed it is written: a watcher that reads storage then finds what the change
     /// created (a split's new shard).
+    /// Fails with [`InvariantViolated`] unless `holds`.
+    fn check(
+        &self,
+        holds: bool,
+        index: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        if holds {
+            return Ok(());
+        }
+        let violated = InvariantViolated {
+            shard: self.shard,
+            index,
+            what: what(),
+        };
+        tracing::error!("{violated}");
+        Err(StorageIOError::write_state_machine(AnyError::new(&violated)).into())
+    }
+
+    /// The descriptor an applied entry leaves: of this shard, and its epoch never falls.
+    fn set_descriptor(&mut self, next: ShardDescriptor, index: u64) -> Result<(), StorageError> {
+        let (was, now) = (self.descriptor.epoch, next.epoch);
+        self.check(
+            next.id == self.shard && now.version >= was.version && now.conf_ver >= was.conf_ver,
+            index,
+            || {
+                format!(
+                    "the descriptor would go from {} {was:?} to {} {now:?}",
+                    self.shard, next.id
+                )
+            },
+        )?;
+        self.descriptor = next;
+        Ok(())
+    }
+
     fn publish_descriptor(&self) {
         self.published.send_if_modified(|published| {
             let changed = *published != self.descriptor;
@@ -181,39 +243,55 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Waits until this node's replica of `source`, a shard frozen for a merge into this
-    /// one, has applied up to its PrepareMerge, so its data here is complete. Returns at
-    /// once when this node holds no replica of it.
-    async fn wait_for_merge_source(&self, source: &ShardDescriptor) -> Result<(), StorageError> {
-        let Some(merge) = source.merging else {
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let mut warned = started;
+    /// Waits until `precondition` holds (see [`Precondition`]), woken by the replica it
+    /// waits for; stops this replica with an error if that replica is not here, or the
+    /// precondition does not hold within [`MERGE_SOURCE_WAIT_MAX`].
+    async fn satisfy(&self, precondition: Precondition, index: u64) -> Result<(), StorageError> {
+        let Precondition::Applied {
+            shard: source,
+            index: through,
+        } = precondition;
+        // Subscribed before looking, so an application in between still wakes us.
+        let mut applied_here = self.applied_indexes.watch(source);
+        let started = tokio::time::Instant::now();
         loop {
-            if self
+            // A merge needs the same replicas on both shards, and a replica cannot be
+            // added to the target between the merge's commit and the snapshot it starts
+            // from (see the group): a node applying the commit holds the source.
+            let held = self
                 .store
-                .descriptor(source.id)
+                .descriptor(source)
                 .map_err(sm_read_error)?
-                .is_none()
-            {
-                return Ok(());
-            }
+                .is_some();
+            self.check(held, index, || {
+                format!(
+                    "the merge takes over shard {source}'s range, but this node holds no \
+                     replica of it, so not its data"
+                )
+            })?;
             let applied: Option<LogId<u64>> =
-                read_state(self.store.as_ref(), source.id, StateKey::Applied)?.flatten();
-            if applied.is_some_and(|id| id.index >= merge.index) {
+                read_state(self.store.as_ref(), source, StateKey::Applied)?.flatten();
+            if applied.is_some_and(|id| id.index >= through) {
                 return Ok(());
             }
-            if warned.elapsed() > MERGE_WAIT_WARNING {
-                warned = std::time::Instant::now();
+            let waited = started.elapsed();
+            self.check(waited < MERGE_SOURCE_WAIT_MAX, index, || {
+                format!(
+                    "the merge waited {waited:?} for this node's replica of shard {source} to \
+                     apply through index {through}; restore that shard's quorum and restart"
+                )
+            })?;
+            if tokio::time::timeout(MERGE_WAIT_WARNING, applied_here.changed())
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     shard = self.shard,
-                    source = source.id,
+                    source,
                     waited = ?started.elapsed(),
                     "the merge waits for this node's replica of the source to catch up"
                 );
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
@@ -307,6 +385,20 @@ impl StateMachine {
             }
         }
         if let Some(right) = &effect.created {
+            let parent = &self.descriptor;
+            self.check(
+                right.start >= parent.start
+                    && !right.start.is_empty()
+                    && (parent.end.is_empty()
+                        || (!right.end.is_empty() && right.end <= parent.end)),
+                index,
+                || {
+                    format!(
+                        "the split's new shard {} lies outside its parent {}",
+                        right.id, parent.id
+                    )
+                },
+            )?;
             self.create_split_child(batch, right)?;
         }
         if let Some(source) = &effect.absorbed {
@@ -314,7 +406,7 @@ impl StateMachine {
             batch.delete(Cf::Meta, codec::descriptor_key(source.id));
         }
         if let Some(descriptor) = effect.descriptor {
-            self.descriptor = descriptor;
+            self.set_descriptor(descriptor, index)?;
         }
         Ok(effect.response)
     }
@@ -332,15 +424,19 @@ impl StateMachine {
         }
     }
 
-    /// Replaces the shard's data and pointers with the snapshot `pending` names. Safe to
-    /// run again after a crash: it clears the range before it ingests.
-    fn finish_install(&mut self, pending: &StoredSnapshot) -> Result<(), StorageError> {
+    /// Unpacks the snapshot `pending` names into `staging` and checks that it may replace
+    /// this replica: it is of this shard, and no shard here at its version or newer
+    /// overlaps its range. Answers its descriptor, its data files, and the shards here it
+    /// absorbed (merged into it in the part of the log it replaces). Changes nothing.
+    fn check_install(
+        &self,
+        pending: &StoredSnapshot,
+        staging: &Path,
+    ) -> Result<(ShardDescriptor, Vec<PathBuf>, Vec<ShardId>), StorageError> {
         let meta = &pending.meta;
         let err = |e: io::Error| snapshot_error(Some(meta), e);
-        let dir = self.snapshot_dir();
-        let path = dir.join(&pending.file_name);
-        let staging = tempfile::tempdir_in(&dir).map_err(err)?;
-        let (descriptor, files) = snapshot::unpack(&path, staging.path()).map_err(err)?;
+        let path = self.snapshot_dir().join(&pending.file_name);
+        let (descriptor, files) = snapshot::unpack(&path, staging).map_err(err)?;
         if descriptor.id != self.shard {
             return Err(err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -352,8 +448,8 @@ impl StateMachine {
         }
         // Other shards on this node that the snapshot's range overlaps were merged into
         // this one in the part of the log the snapshot replaces: their replicas here never
-        // applied the commit, so they are retired now, with this batch, not left to serve
-        // a range that is no longer theirs.
+        // applied the commit, so they are retired with the install, not left to serve a
+        // range that is no longer theirs.
         let mut absorbed = Vec::new();
         for local in self.store.load_descriptors().map_err(sm_read_error)? {
             if local.id == self.shard || !local.overlaps(&descriptor.start, &descriptor.end) {
@@ -371,6 +467,17 @@ impl StateMachine {
             }
             absorbed.push(local.id);
         }
+        Ok((descriptor, files, absorbed))
+    }
+
+    /// Replaces the shard's data and pointers with the snapshot `pending` names (checked
+    /// by [`Self::check_install`] before it was recorded). Safe to run again after a
+    /// crash: it clears the range before it ingests.
+    fn finish_install(&mut self, pending: &StoredSnapshot) -> Result<(), StorageError> {
+        let meta = &pending.meta;
+        let err = |e: io::Error| snapshot_error(Some(meta), e);
+        let staging = tempfile::tempdir_in(self.snapshot_dir()).map_err(err)?;
+        let (descriptor, files, absorbed) = self.check_install(pending, staging.path())?;
         // Clear what this replica held of the old range, then load the snapshot's range.
         if (descriptor.start.as_slice(), descriptor.end.as_slice())
             != (
@@ -412,6 +519,7 @@ impl StateMachine {
             .write(batch, true)
             .map_err(|e| snapshot_error(Some(meta), e))?;
         self.publish_descriptor();
+        self.publish_applied();
         self.remove_snapshots_except(&pending.file_name);
         Ok(())
     }
@@ -524,14 +632,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let descriptor_before = self.descriptor.clone();
         let mut table = None;
         for entry in entries {
+            self.check(
+                Some(entry.log_id) > self.applied,
+                entry.log_id.index,
+                || format!("entry {} applied after {:?}", entry.log_id, self.applied),
+            )?;
             self.applied = Some(entry.log_id);
-            if let EntryPayload::Normal(proposal) = &entry.payload {
-                for request in &proposal.requests {
-                    if let ShardRequest::CommitMerge { source, .. } = request {
-                        self.wait_for_merge_source(source).await?;
-                    }
-                }
-            }
             let response = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
@@ -539,24 +645,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // the same log index on every replica (see `with_replicas` for conf_ver).
                     let replicas = replicas_of(&membership);
                     let changed = self.descriptor.with_replicas(replicas, entry.log_id.index);
-                    self.descriptor = changed;
+                    self.set_descriptor(changed, entry.log_id.index)?;
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
                 }
-                EntryPayload::Normal(proposal) => proposal
-                    .requests
-                    .into_iter()
-                    .map(|request| {
-                        let index = entry.log_id.index;
-                        self.apply_request(request, index, &mut batch, &mut pending, &mut table)
-                    })
-                    .collect::<Result<_, _>>()?,
+                EntryPayload::Normal(proposal) => {
+                    let index = entry.log_id.index;
+                    let mut answers = Vec::with_capacity(proposal.requests.len());
+                    for request in proposal.requests {
+                        if let Some(needed) = apply::precondition(&self.descriptor, &request) {
+                            self.satisfy(needed, index).await?;
+                        }
+                        answers.push(self.apply_request(
+                            request,
+                            index,
+                            &mut batch,
+                            &mut pending,
+                            &mut table,
+                        )?);
+                    }
+                    answers
+                }
             };
             responses.push(response);
         }
         self.put_pointers(&mut batch, self.descriptor != descriptor_before);
         self.store.write(batch, false).map_err(sm_write_error)?;
         self.publish_descriptor();
+        self.publish_applied();
         Ok(responses)
     }
 
@@ -617,12 +733,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .and_then(|d| d.sync_all())
             .map_err(err)?;
 
-        // Recorded (synced) before any data changes: a crash from here on is finished by
-        // the next open, never left as new data under the old applied pointer.
         let pending = StoredSnapshot {
             meta: meta.clone(),
             file_name,
         };
+        // Checked before it is recorded: a snapshot that may not replace this replica is
+        // refused here and changes nothing, rather than fail at every restart.
+        {
+            let staging = tempfile::tempdir_in(&dir).map_err(err)?;
+            self.check_install(&pending, staging.path())?;
+        }
+        // Recorded (synced) before any data changes: a crash from here on is finished by
+        // the next open, never left as new data under the old applied pointer.
         let mut batch = Batch::default();
         batch.put(
             Cf::RaftState,
@@ -672,6 +794,42 @@ mod tests {
         let mut batch = Batch::default();
         batch.put(Cf::Data, key, value);
         store.write(batch, true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_breaks_an_invariant_stops_the_replica_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = engine_with_shard(dir.path());
+        let mut machine = StateMachine::open(SHARD, store.clone()).unwrap();
+        let entry = |index| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Blank,
+        };
+        machine.apply(vec![entry(5)]).await.unwrap();
+        // The applied index only grows: an entry at or before it is refused.
+        let refused = machine.apply(vec![entry(5)]).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("invariant violated at log index 5"),
+            "{refused}"
+        );
+        assert_eq!(
+            machine.applied_state().await.unwrap().0,
+            Some(entry(5).log_id)
+        );
+        // An epoch never falls.
+        let mut older = machine.descriptor.clone();
+        older.epoch.version = 0;
+        let mut newer = machine.descriptor.clone();
+        newer.epoch.version += 1;
+        let refused = machine.set_descriptor(older, 6).unwrap_err();
+        assert!(
+            refused.to_string().contains("descriptor would go"),
+            "{refused}"
+        );
+        machine.set_descriptor(newer.clone(), 6).unwrap();
+        assert_eq!(machine.descriptor, newer);
     }
 
     #[tokio::test]

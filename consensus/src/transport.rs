@@ -7,6 +7,7 @@
 //! `in_flight_max` batches per peer are on the wire at once, so one slow message (a
 //! snapshot chunk) does not hold every heartbeat behind it.
 
+use crate::knobs::{APPEND_BYTES_MAX, LARGE_APPEND_BYTES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,9 +31,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use crate::batching::{BatchLimits, drain_in_batches};
+use crate::knobs::PEER_MESSAGE_BYTES_MAX;
 use crate::latency::LatencyMatrix;
 use crate::network::Campaigner;
-use crate::peer_channels::{PEER_MESSAGE_BYTES_MAX, PeerChannels};
+use crate::peer_channels::PeerChannels;
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -383,15 +385,6 @@ pub struct ShardPeer {
     large: Option<LargeAppend>,
 }
 
-/// An AppendEntries with at least this many bytes of entries is sent on a task of its
-/// own, which openraft's timeout of each attempt (one heartbeat interval) does not cancel:
-/// on a loaded machine a large entry can take longer than that to arrive and be written,
-/// and if every attempt were cancelled and sent anew it would never get through (while
-/// the copies queued up behind it starved the other shards' heartbeats). A retry of the
-/// same request waits for that send instead, and a heartbeat sent meanwhile keeps the
-/// follower from starting an election.
-const LARGE_APPEND_BYTES: usize = 64 * 1024;
-
 type AppendResult =
     Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>;
 
@@ -575,12 +568,6 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NetworkError> {
     postcard::from_bytes(bytes).map_err(|e| NetworkError::new(&AnyError::new(&e)))
 }
-
-/// The most entry bytes one AppendEntries carries (at least one entry is always sent).
-/// openraft bounds a message by entry count only, and a message must arrive within one
-/// heartbeat interval: with large values and batched proposals, 300 entries could be
-/// tens of megabytes that never arrive in time, so replication would stall for good.
-const APPEND_BYTES_MAX: usize = 512 * 1024;
 
 /// Cuts `rpc`'s entries to about [`APPEND_BYTES_MAX`] bytes; returns the last entry
 /// kept when some were cut.

@@ -178,7 +178,7 @@ async fn start_group(node: &mut Node, options: &GroupOptions) {
     let group = ShardGroup::start(SHARD, node.store.clone(), &options, network)
         .await
         .unwrap();
-    node.registry.insert(SHARD, group.raft.clone());
+    node.registry.insert(group.clone());
     node.group = Some(group);
 }
 

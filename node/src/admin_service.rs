@@ -2,17 +2,20 @@
 //! and membership changes. A change for a shard this node does not lead is forwarded
 //! once to the leader it knows of.
 
+use crate::knobs::{
+    BACKUP_CATCH_UP_TIMEOUT, BACKUP_CHUNK_BYTES, CATCH_UP_TIMEOUT, LEADER_TIMEOUT, WAIT_APPLIED_MAX,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hanse_consensus::ReplicaNode;
+use hanse_consensus::{AddedBy, ReplicaNode};
 use hanse_planner::decide::Mode;
 use hanse_planner::live::Report;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::admin_server::{Admin, AdminServer};
 use hanse_shard::{NodeId, ReplicaRole, ShardId};
 use hanse_storage::Store;
-use openraft::ServerState;
+use openraft::{CommittedLeaderId, LogId, ServerState};
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -34,20 +37,8 @@ use hanse_proto::convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
 };
 
-/// How long a follower may take to catch up with its leader before a backup copy.
-const BACKUP_CATCH_UP: Duration = Duration::from_secs(30);
-/// Bytes of a backup copy per streamed chunk.
-const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
-
 /// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
 const FORWARDED: &str = "hanse-forwarded";
-/// How long a joining replica may take to catch up before AddNode gives up waiting.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a request waits for a shard's leader to become known before giving up.
-const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// The longest a WaitApplied call may ask this node to wait: a caller's own step timeout
-/// is shorter; a request for more holds a handler for nothing.
-const WAIT_APPLIED_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub(crate) struct AdminService {
@@ -208,7 +199,7 @@ impl AdminService {
         let leader = replica
             .group
             .raft
-            .wait(Some(LEADER_WAIT))
+            .wait(Some(LEADER_TIMEOUT))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
             .ok()
@@ -223,7 +214,7 @@ impl AdminService {
                 addr: replica.member_addr(Some(node)),
             }),
             None => Err(Status::unavailable(format!(
-                "shard {shard} has had no leader for {LEADER_WAIT:?}; retry shortly"
+                "shard {shard} has had no leader for {LEADER_TIMEOUT:?}; retry shortly"
             ))),
         }
     }
@@ -253,11 +244,18 @@ impl AdminService {
         };
         refuse_while_merging(&replica)?;
         // The new node hosts an empty replica before the group sends it anything.
-        let vote = replica.group.raft.metrics().borrow().vote;
+        let added_by = replica
+            .group
+            .added_by()
+            .ok_or_else(|| Status::unavailable(format!("shard {shard}: leadership moved")))?;
+        let last_log = added_by.last_log;
         let open = pb::OpenReplicaRequest {
             descriptor: Some(to_proto(&replica.descriptor())),
-            leader_term: vote.leader_id().term,
-            leader_node: vote.leader_id().voted_for().unwrap_or_default(),
+            leader_term: added_by.term,
+            leader_node: added_by.node,
+            last_log_term: last_log.map_or(0, |id| id.leader_id.term),
+            last_log_node: last_log.map_or(0, |id| id.leader_id.node_id),
+            last_log_index: last_log.map_or(0, |id| id.index),
         };
         self.state
             .peers
@@ -444,9 +442,14 @@ impl Admin for AdminService {
                 .await
                 .map_err(replica_status)?;
         } else {
-            follower::barrier(&self.state, &replica, Duration::ZERO, BACKUP_CATCH_UP)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            follower::barrier(
+                &self.state,
+                &replica,
+                Duration::ZERO,
+                BACKUP_CATCH_UP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         }
         let applied_index = replica
             .group
@@ -750,8 +753,16 @@ impl Admin for AdminService {
         request: Request<pb::OpenReplicaRequest>,
     ) -> Result<Response<pb::OpenReplicaResponse>, Status> {
         let request = request.into_inner();
-        let leader = (request.leader_term > 0 && request.leader_node > 0)
-            .then_some((request.leader_term, request.leader_node));
+        let added_by = (request.leader_term > 0 && request.leader_node > 0).then(|| AddedBy {
+            term: request.leader_term,
+            node: request.leader_node,
+            last_log: (request.last_log_term > 0).then(|| {
+                LogId::new(
+                    CommittedLeaderId::new(request.last_log_term, request.last_log_node),
+                    request.last_log_index,
+                )
+            }),
+        });
         let descriptor = request
             .descriptor
             .and_then(from_proto)
@@ -761,7 +772,7 @@ impl Admin for AdminService {
             .node
             .send(OpenReplica {
                 descriptor,
-                leader,
+                added_by,
                 reply,
             })
             .await

@@ -8,9 +8,13 @@
 //! over by itself. How long each shard has been unchanged is remembered
 //! here, so a new meta leader waits one cool-down before it acts.
 
+use crate::knobs::{
+    ACTION_TIMEOUT, ACTIONS_PER_ROUND_MAX, BALANCE_INTERVAL, LEADER_MOVES_PER_ROUND_MAX,
+    MERGE_RESUME_AFTER, NODE_LIVE_MS,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Addr;
 use hanse_planner::balance::{
@@ -48,21 +52,6 @@ fn live_load(stats: &ShardStats) -> LiveLoad {
         origins: stats.origins.clone(),
     }
 }
-
-/// How long one split, merge or replica move may take before the round gives it up.
-const ACTION_WAIT: Duration = Duration::from_secs(90);
-/// A shard frozen for a merge this long without a change has lost its coordinator.
-const MERGE_RESUME_AFTER: Duration = Duration::from_secs(30);
-/// A node that reported within this long counts as live for new replicas.
-const NODE_LIVE_MS: u64 = 10_000;
-/// How often the meta leader looks at the routing table.
-const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
-/// At most this many splits and merges per look: each takes a moment, and the table is
-/// read afresh for the next.
-const ACTIONS_PER_ROUND_MAX: usize = 4;
-/// At most this many leadership moves or role changes per look: each pauses its shard's
-/// writes briefly or changes its quorum.
-const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
 
 pub(crate) struct Balancer {
     /// This node's Admin address.
@@ -210,7 +199,7 @@ impl Balancer {
             (view.stable_for >= MERGE_RESUME_AFTER).then_some((merging.into, view.id))
         });
         if let Some((into, frozen)) = stalled {
-            let resumed = tokio::time::timeout(ACTION_WAIT, self.merge(into, &directory)).await;
+            let resumed = tokio::time::timeout(ACTION_TIMEOUT, self.merge(into, &directory)).await;
             match resumed {
                 Ok(Ok(())) => tracing::warn!(into, frozen, "resumed a stalled merge"),
                 Ok(Err(e)) => tracing::info!(into, frozen, "stalled merge: {}", e.message()),
@@ -482,11 +471,11 @@ impl Balancer {
             }
         };
         // A stuck step must not stop the balancing: it is given up and tried again.
-        let outcome = tokio::time::timeout(ACTION_WAIT, call)
+        let outcome = tokio::time::timeout(ACTION_TIMEOUT, call)
             .await
             .unwrap_or_else(|_| {
                 Err(Status::deadline_exceeded(format!(
-                    "no answer within {ACTION_WAIT:?}"
+                    "no answer within {ACTION_TIMEOUT:?}"
                 )))
             });
         match outcome {

@@ -16,8 +16,8 @@
 //! region = "eu-hamburg"
 //!
 //! [balance]                             # optional; the size heuristic
-//! split_size_bytes = 67108864
-//! merge_size_bytes = 8388608
+//! split_size_bytes = 100663296
+//! merge_size_bytes = 20971520
 //!
 //! [raft]                                # optional; derived from `latency` by default
 //! heartbeat_ms = 100
@@ -162,9 +162,9 @@ pub struct RaftConfig {
 pub struct BalanceConfig {
     /// Split and merge shards by size (default true).
     pub enabled: bool,
-    /// A shard larger than this splits at its middle key (default 64 MiB).
+    /// A shard larger than this splits at its middle key (default 96 MiB).
     pub split_size_bytes: u64,
-    /// Small cold neighbours below this merge (default 8 MiB).
+    /// Small cold neighbours below this merge (default 20 MiB).
     pub merge_size_bytes: u64,
     /// ...when each serves fewer operations per second than this (default 50).
     pub cold_ops_per_sec: u64,

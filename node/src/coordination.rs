@@ -3,6 +3,7 @@
 //! node through the peer channels. The Admin service and the balancer both start
 //! coordinators here; the coordinators' logic is the shard layer's, tested there.
 
+use crate::knobs::{MERGE_STEP_TIMEOUT, NEW_SHARD_LEADER_TIMEOUT, NEW_SHARD_POLL_INTERVAL};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +19,6 @@ use tonic::{Code, Status};
 use crate::actors::{Propose, ReplicaError, ReplicaHandle, Routes};
 use crate::peers::{Peers, unreachable};
 use crate::reporter::{now_ms, send_report};
-
-/// How long a merge waits for each replica of the right shard to apply its preparation,
-/// and for a leadership move it asks for: several elections' worth, on a loaded machine.
-const MERGE_STEP_WAIT: Duration = Duration::from_secs(10);
-/// How long a split waits for its new shard to elect a leader.
-const NEW_SHARD_LEADER_WAIT: Duration = Duration::from_secs(10);
-/// How often the wait for a new shard looks whether the node hosts it yet (its group is
-/// started by the node actor once the split applied).
-const NEW_SHARD_POLL: Duration = Duration::from_millis(10);
 
 /// What a node's coordinators work with.
 #[derive(Clone)]
@@ -155,14 +147,14 @@ impl NodeRuntime {
         let led = replica
             .group
             .raft
-            .wait(Some(MERGE_STEP_WAIT))
+            .wait(Some(MERGE_STEP_TIMEOUT))
             .metrics(|m| m.current_leader == Some(me), "this node leads")
             .await;
         match led {
             Ok(_) => Event::Done,
             Err(_) => failed(
                 ErrorKind::Unavailable,
-                format!("this node did not lead within {MERGE_STEP_WAIT:?}"),
+                format!("this node did not lead within {MERGE_STEP_TIMEOUT:?}"),
             ),
         }
     }
@@ -175,7 +167,7 @@ impl NodeRuntime {
             Err(f) => return Event::Failed(f),
         };
         if node == self.node_id {
-            return match wait_applied(&replica, index, MERGE_STEP_WAIT).await {
+            return match wait_applied(&replica, index, MERGE_STEP_TIMEOUT).await {
                 Ok(_) => Event::Done,
                 Err(e) => failed(ErrorKind::DeadlineExceeded, e.message()),
             };
@@ -184,7 +176,7 @@ impl NodeRuntime {
         let request = hanse_proto::v1::WaitAppliedRequest {
             shard_id: shard,
             index,
-            timeout_ms: MERGE_STEP_WAIT.as_millis() as u32,
+            timeout_ms: MERGE_STEP_TIMEOUT.as_millis() as u32,
         };
         let waited = match self.peers.admin(&addr) {
             Ok(mut admin) => admin
@@ -204,7 +196,7 @@ impl NodeRuntime {
 
     /// Waits until this node hosts `shard` and it has a leader.
     async fn await_leader(&self, shard: ShardId) -> Event {
-        let deadline = tokio::time::Instant::now() + NEW_SHARD_LEADER_WAIT;
+        let deadline = tokio::time::Instant::now() + NEW_SHARD_LEADER_TIMEOUT;
         loop {
             if self.routes.get(shard).is_some_and(|r| r.leader().is_some()) {
                 return Event::Done;
@@ -212,10 +204,10 @@ impl NodeRuntime {
             if tokio::time::Instant::now() >= deadline {
                 return failed(
                     ErrorKind::DeadlineExceeded,
-                    format!("none within {NEW_SHARD_LEADER_WAIT:?}"),
+                    format!("none within {NEW_SHARD_LEADER_TIMEOUT:?}"),
                 );
             }
-            tokio::time::sleep(NEW_SHARD_POLL).await;
+            tokio::time::sleep(NEW_SHARD_POLL_INTERVAL).await;
         }
     }
 

@@ -5,6 +5,7 @@
 //! the shard's is answered `EpochMismatch` with every descriptor this node has covering
 //! the request, checked here before proposing and again when the command is applied.
 
+use crate::knobs::{KV_MESSAGE_BYTES_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
 use hanse_storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,15 +24,9 @@ use tonic::{Request, Response, Status};
 
 use crate::actors::{Ingest, Propose, ProposeTogether, ReadBarrier, ReplicaError, ReplicaHandle};
 use crate::follower;
+use crate::requests::{KvRequests, origin};
 use crate::state::NodeState;
 use hanse_proto::convert::to_proto;
-
-/// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
-const MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
-/// Scans return at most this many pairs per call, whatever the client asks.
-const SCAN_LIMIT_MAX: u32 = 10_000;
-/// How long a client should wait when the group has no quorum at the moment.
-const RETRY_AFTER_MS: u32 = 100;
 
 pub(crate) struct KvService {
     state: Arc<NodeState>,
@@ -133,10 +128,13 @@ impl KvService {
         KvService { state }
     }
 
-    pub(crate) fn into_server(self) -> KvServer<Self> {
-        KvServer::new(self)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    /// The gRPC service, behind the layer every Kv request passes first.
+    pub(crate) fn into_server(self) -> KvRequests<KvServer<Self>> {
+        let state = self.state.clone();
+        let server = KvServer::new(self)
+            .max_decoding_message_size(KV_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(KV_MESSAGE_BYTES_MAX);
+        KvRequests::new(server, state)
     }
 
     /// `EpochMismatch` with every hosted shard overlapping `[start, end)`.
@@ -260,6 +258,7 @@ impl KvService {
             )));
         }
         let request = ShardRequest::Write { epoch, mutations };
+        #[cfg(feature = "failpoints")]
         if self.state.ack_before_commit {
             let replica = replica.clone();
             tokio::spawn(async move { replica.ask(|reply| Propose { request, reply }).await });
@@ -287,33 +286,6 @@ impl KvService {
             })
             .max_by(|a, b| a.descriptor().start.cmp(&b.descriptor().start))
     }
-
-    /// The region `request`'s client named, once the request has travelled from there:
-    /// the round trip the latency matrix puts between that region and this node's.
-    async fn arrive<T>(&self, request: &Request<T>) -> String {
-        let origin = origin(request);
-        if !origin.is_empty() {
-            let trip = self.state.latency.round_trip(&origin, &self.state.region);
-            if !trip.is_zero() {
-                tokio::time::sleep(trip).await;
-            }
-        }
-        origin
-    }
-}
-
-/// Longest region name a request may carry; a longer one counts as untagged.
-const REGION_NAME_MAX: usize = 64;
-
-/// The region a request's client named in its metadata, or "" for none.
-fn origin<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(hanse_proto::REGION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .filter(|name| name.len() <= REGION_NAME_MAX)
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tonic::async_trait]
@@ -322,7 +294,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::GetRequest {
             route,
             key,
@@ -377,7 +349,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.arrive(&request).await;
         let shard_id = request.get_ref().shard_id;
         let answer = match self.state.routes.get(shard_id) {
             Some(replica) => self.read_barrier(&replica).await,
@@ -398,7 +369,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ProposeBatchRequest>,
     ) -> Result<Response<pb::ProposeBatchResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::ProposeBatchRequest { shard_id, commands } = request.into_inner();
         let answer = async {
             let replica = self.state.routes.get(shard_id).ok_or_else(|| {
@@ -452,7 +423,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
             .write(vec![Mutation::Put { key, value }], route, &origin)
@@ -465,7 +436,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
             .write(vec![Mutation::Delete { key }], route, &origin)
@@ -478,7 +449,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::BatchRequest { route, mutations } = request.into_inner();
         let mutations: Result<Vec<Mutation>, Refusal> = mutations
             .into_iter()
@@ -502,7 +473,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::CompareAndSwapRequest {
             route,
             key,
@@ -547,7 +518,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        let origin = self.arrive(&request).await;
+        let origin = origin(&request);
         let pb::ScanRequest {
             route,
             start,

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use hanse_consensus::peer_channels::{PEER_MESSAGE_BYTES_MAX, PeerChannels};
+use hanse_consensus::knobs::PEER_MESSAGE_BYTES_MAX;
+use hanse_consensus::peer_channels::PeerChannels;
 use hanse_proto::v1::admin_client::AdminClient;
 use hanse_proto::v1::kv_client::KvClient;
 use tonic::Request;

@@ -5,6 +5,9 @@
 //! A shard's size comes from a pass over its range ([`Engine::range_size`]), repeated only
 //! when the shard changed (its epoch) or took enough new writes since the last pass.
 
+use crate::knobs::{
+    BUSY_WAIT, REMEASURE_AFTER, REMEASURE_BYTES_MIN, REMEASURE_FRACTION, REPORT_INTERVAL,
+};
 use hanse_storage::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,18 +26,6 @@ use tonic::Status;
 use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle, Routes};
 use crate::peers::Peers;
 use hanse_proto::convert::{node_to_proto, report_to_proto};
-
-/// How long a read of the routing table waits out a busy meta shard.
-const BUSY_WAIT: Duration = Duration::from_secs(3);
-/// How often a node reports.
-pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// A shard is measured again once the bytes written to or deleted from it reach an
-/// eighth of its size...
-const REMEASURE_FRACTION: u64 = 8;
-/// ...or this much, whichever is more (measuring a small shard is cheap)...
-const REMEASURE_BYTES_MIN: u64 = 16 << 10;
-/// ...or, after any write at all, once the measurement is this old.
-const REMEASURE_AFTER: Duration = Duration::from_secs(10);
 
 /// A shard's last measurement.
 #[derive(Debug, Clone)]

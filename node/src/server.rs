@@ -55,6 +55,11 @@ pub enum ServerError {
     Storage(#[from] hanse_storage::Error),
     #[error(transparent)]
     Group(#[from] Box<hanse_consensus::GroupError>),
+    #[error(
+        "{ACK_BEFORE_COMMIT_VAR} is set, but this build has no test fault hooks (build with the \
+         `hanse-node/failpoints` feature, as scripts/test.sh does)"
+    )]
+    NoFailpoints,
 }
 
 impl From<hanse_consensus::GroupError> for ServerError {
@@ -107,6 +112,7 @@ fn start_planner(balance: &BalanceConfig) -> Result<Option<Addr<PlannerActor>>, 
 
 /// Setting this environment variable to `1` breaks the node on purpose (see
 /// [`NodeState::ack_before_commit`]); tests use it to show the chaos checker catches it.
+/// Only a build with the `failpoints` feature obeys it; others refuse to start.
 pub const ACK_BEFORE_COMMIT_VAR: &str = "HANSE_TEST_ACK_BEFORE_COMMIT";
 
 /// A started node; dropping it stops the node.
@@ -201,6 +207,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
 
     let source_ip = config.source_ip();
     let ack_before_commit = std::env::var(ACK_BEFORE_COMMIT_VAR).is_ok_and(|v| v == "1");
+    if ack_before_commit && !cfg!(feature = "failpoints") {
+        return Err(ServerError::NoFailpoints);
+    }
     if ack_before_commit {
         tracing::error!(
             "{ACK_BEFORE_COMMIT_VAR}=1: this node acknowledges writes before they commit \
@@ -310,6 +319,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         routes,
         node,
         restarts,
+        #[cfg(feature = "failpoints")]
         ack_before_commit,
         planner,
         ingest,

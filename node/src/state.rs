@@ -28,7 +28,9 @@ pub(crate) struct NodeState {
     /// Replicas restarted after their actor or Raft group died.
     pub restarts: Arc<AtomicU64>,
     /// A deliberate bug for the chaos harness to catch: writes are answered before Raft
-    /// commits them. Only set by the environment variable [`ACK_BEFORE_COMMIT_VAR`](crate::server::ACK_BEFORE_COMMIT_VAR).
+    /// commits them. Only set by the environment variable [`ACK_BEFORE_COMMIT_VAR`](crate::server::ACK_BEFORE_COMMIT_VAR),
+    /// and only in a build with the `failpoints` feature.
+    #[cfg(feature = "failpoints")]
     pub ack_before_commit: bool,
     /// The planner (asked by the balancer while this node leads the meta shard).
     pub planner: Option<Addr<PlannerActor>>,

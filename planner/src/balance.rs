@@ -8,16 +8,23 @@ use std::time::Duration;
 
 use hanse_shard::{NodeId, ReplicaRole, ShardId};
 
+use crate::knobs::{FOLLOW_SHARE_MIN, MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES};
 use crate::vocab::ClusterAction;
+
+/// Whether neighbours of these sizes may merge: both below `merge_size`, and together
+/// below half `split_size`, so that the merged shard does not split again soon. One rule
+/// for the simulator and the live heuristic.
+pub fn sizes_merge(left: f64, right: f64, split_size: f64, merge_size: f64) -> bool {
+    left < merge_size && right < merge_size && (left + right) * 2.0 < split_size
+}
 
 /// The thresholds, each with why its default is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceOptions {
-    /// A shard larger than this splits (default 64 MiB: a snapshot of it still moves in
-    /// seconds, and a few thousand shards cover a large node).
+    /// A shard larger than this splits (default [`SPLIT_SIZE_BYTES`]).
     pub split_size_bytes: u64,
-    /// Neighbours merge only when both are below this (default split size / 8) and their
-    /// sum is below half the split size, so a merged shard does not split again soon.
+    /// Neighbours merge only when both are below this (default [`MERGE_SIZE_BYTES`]) and
+    /// their sum is below half the split size (see [`sizes_merge`]).
     pub merge_size_bytes: u64,
     /// ...and when both serve fewer operations per second than this (default 50): a busy
     /// shard is worth its own leader even when small.
@@ -30,8 +37,8 @@ pub struct BalanceOptions {
 impl Default for BalanceOptions {
     fn default() -> Self {
         BalanceOptions {
-            split_size_bytes: 64 << 20,
-            merge_size_bytes: 8 << 20,
+            split_size_bytes: SPLIT_SIZE_BYTES,
+            merge_size_bytes: MERGE_SIZE_BYTES,
             cold_ops_per_sec: 50,
             cool_down: Duration::from_secs(60),
         }
@@ -85,9 +92,15 @@ pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action
         if used[i] || used[i + 1] {
             continue;
         }
+        let sizes = |s: &ShardView| s.size_bytes as f64;
         if small_and_cold(left)
             && small_and_cold(right)
-            && (left.size_bytes + right.size_bytes) * 2 < options.split_size_bytes
+            && sizes_merge(
+                sizes(left),
+                sizes(right),
+                options.split_size_bytes as f64,
+                options.merge_size_bytes as f64,
+            )
         {
             let step = match left.replicas == right.replicas {
                 true => Some(Action::Merge { shard: left.id }),
@@ -145,13 +158,11 @@ pub struct LeaderMove {
     pub to: NodeId,
 }
 
-/// Share of a shard's requests one region must send for its leader to follow them there.
-pub const FOLLOW_SHARE_MIN: f64 = 2.0 / 3.0;
 /// Requests per second a shard must see before its leader follows them: an idle shard's
 /// few requests say nothing about where its clients are.
 pub const FOLLOW_REQUESTS_MIN: u64 = 1;
 
-/// The region that sent at least [`FOLLOW_SHARE_MIN`] of a shard's requests (`origins`:
+/// The region that sent more than [`FOLLOW_SHARE_MIN`] of a shard's requests (`origins`:
 /// requests per second by client region; untagged requests under ""), when it sent at
 /// least [`FOLLOW_REQUESTS_MIN`] per second. CockroachDB's follow-the-workload, by share.
 pub fn writers_region(origins: &[(String, u64)]) -> Option<String> {
@@ -159,7 +170,7 @@ pub fn writers_region(origins: &[(String, u64)]) -> Option<String> {
     let (region, most) = origins.iter().max_by_key(|(_, n)| *n)?;
     let leads = !region.is_empty()
         && *most >= FOLLOW_REQUESTS_MIN
-        && *most as f64 >= total as f64 * FOLLOW_SHARE_MIN;
+        && *most as f64 > total as f64 * FOLLOW_SHARE_MIN;
     leads.then(|| region.clone())
 }
 
@@ -577,9 +588,17 @@ mod tests {
             writers_region(&origins(&[("ap-china", 10), ("eu-hamburg", 30)])),
             Some("eu-hamburg".into())
         );
-        // Not two thirds, untagged, or too few to say.
+        // Not more than half, untagged, or too few to say.
         assert_eq!(
-            writers_region(&origins(&[("ap-china", 20), ("eu-hamburg", 30)])),
+            writers_region(&origins(&[("ap-china", 30), ("eu-hamburg", 30)])),
+            None
+        );
+        assert_eq!(
+            writers_region(&origins(&[
+                ("ap-china", 20),
+                ("au-sydney", 10),
+                ("eu-hamburg", 30)
+            ])),
             None
         );
         assert_eq!(writers_region(&origins(&[("", 30)])), None);

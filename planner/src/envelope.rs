@@ -31,7 +31,7 @@ impl Default for Envelope {
     fn default() -> Self {
         Envelope {
             split_size_min: 1024.0 * 1024.0,
-            merge_size_max: 96.0 * 1024.0 * 1024.0,
+            merge_size_max: crate::knobs::SPLIT_SIZE_BYTES as f64,
             cool_down_ticks: 30,
             actions_per_tick_max: 4,
         }

@@ -9,13 +9,11 @@
 //! whose actions to take instead, the tuned heuristic's or one of the oracle's proposers'
 //! ([`model_actions`]): the design the planner runs.
 
+use crate::knobs::FOLLOW_SHARE_MIN;
 use crate::net::{CHOICES, FEATURES, PlannerNet, SPLIT_QUANTILES, TICK_FEATURES};
 use crate::sim::policy::{follow_workload_transfer, load_split_key, oracle_proposers};
 use crate::vocab::{Action, View};
 
-/// The share of a shard's requests one region must send for "follow-workload" to move
-/// its leader there.
-const FOLLOW_SHARE_MIN: f64 = 0.5;
 /// Ticks since a shard's last change count up to this (a live cluster runs far longer
 /// than a training run; past this, age says nothing new).
 const AGE_MAX: u64 = 120;
@@ -229,7 +227,7 @@ pub fn model_actions(
 
 /// The network's per-shard answers as actions, the most confident first, at most
 /// [`ACTIONS_PER_TICK`]: the first design, kept as a contender in the evaluation (it
-/// loses to choosing a proposer; see the README).
+/// loses to choosing a proposer; see docs/planner.md).
 pub fn per_shard_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, OutOfRange> {
     let rows = trusted_rows(net, view)?;
     let mut answers: Vec<(usize, (usize, f64, usize))> =

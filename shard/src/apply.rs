@@ -3,7 +3,7 @@
 //! a stale request before it reaches the log.
 
 use crate::command::{Mutation, Rejection, ShardRequest, ShardResponse};
-use crate::descriptor::{Epoch, ShardDescriptor};
+use crate::descriptor::{Epoch, ShardDescriptor, ShardId};
 
 /// What one command does when applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,35 @@ pub fn check_route<'k>(
             current: shard.clone(),
         }),
         None => Ok(()),
+    }
+}
+
+/// What must hold on this node before a command may be applied here; the runtime waits
+/// for it (with a bound), so that applying stays a decision on local state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// This node's replica of `shard` has applied through `index`: a merge commits the
+    /// source's data as this node holds it, which is complete only once the source's
+    /// replica here applied its PrepareMerge.
+    Applied { shard: ShardId, index: u64 },
+}
+
+/// The precondition of applying `request` to `shard` here, if it has one. A merge
+/// commit that would change nothing (a repeat, or one the target's epoch refuses) has
+/// none.
+pub fn precondition(shard: &ShardDescriptor, request: &ShardRequest) -> Option<Precondition> {
+    match request {
+        ShardRequest::CommitMerge {
+            source,
+            expected_epoch,
+        } => match (source.merging, shard.commit_merge(source, *expected_epoch)) {
+            (Some(merge), Ok(_)) => Some(Precondition::Applied {
+                shard: source.id,
+                index: merge.index,
+            }),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -353,6 +382,17 @@ mod tests {
             source: frozen.clone(),
             expected_epoch: left.epoch,
         };
+        // It applies only once the source's replica here applied its preparation.
+        let prepared_at = frozen.merging.unwrap().index;
+        assert_eq!(
+            precondition(&left, &commit),
+            Some(Precondition::Applied {
+                shard: frozen.id,
+                index: prepared_at
+            })
+        );
+        let rollback = ShardRequest::RollbackMerge { into: 1 };
+        assert_eq!(precondition(&frozen, &rollback), None);
         let committed = decide(&left, commit, 9, no_read).unwrap();
         assert_eq!(committed.absorbed.as_ref(), Some(&frozen));
         let merged = committed.descriptor.unwrap();
@@ -362,6 +402,8 @@ mod tests {
             source: frozen.clone(),
             expected_epoch: left.epoch,
         };
+        // A repeat waits for nothing: the source's replica here may be gone by now.
+        assert_eq!(precondition(&merged, &again), None);
         let repeated = decide(&merged, again, 10, no_read).unwrap();
         assert_eq!(repeated.response, ShardResponse::Merge(merged.clone()));
         assert!(repeated.descriptor.is_none() && repeated.absorbed.is_none());

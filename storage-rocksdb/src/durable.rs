@@ -10,13 +10,13 @@
 //! more, after a last sync, when the engine closes), so it never runs ahead of what is
 //! durable, and an open that recovers less than it refuses to start.
 
+use crate::knobs::MARK_SAVE_INTERVAL;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use rocksdb::DB;
 
@@ -24,9 +24,6 @@ use hanse_storage::{Error, Result};
 
 /// The mark's file in the data directory.
 pub(crate) const MARK_FILE: &str = "durable";
-/// How often the mark is saved when it moved: often enough that a WAL damaged by more
-/// than about this much is caught, seldom enough to cost nothing (one small fsync).
-const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Refuses `db` (just opened from `path`) when it recovered fewer writes than the mark
 /// says were durable.
@@ -132,7 +129,7 @@ fn save_loop(shared: &Shared, file: &Path) {
     while !*stop {
         stop = shared
             .wake
-            .wait_timeout(stop, SAVE_INTERVAL)
+            .wait_timeout(stop, MARK_SAVE_INTERVAL)
             .expect("mark lock")
             .0;
         let synced = shared.synced.load(Ordering::Acquire);

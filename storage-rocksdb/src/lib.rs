@@ -11,6 +11,7 @@
 
 mod durable;
 mod engine;
+pub mod knobs;
 mod log_writer;
 mod rocks;
 

@@ -11,6 +11,7 @@
 //! would say nothing about them, and acknowledging a later write would claim more than is
 //! known (PostgreSQL's "fsyncgate"). Every write after the failure is refused.
 
+use crate::knobs::{GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, QUEUE_REQUESTS_MAX};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::JoinHandle;
@@ -74,12 +75,6 @@ struct Request {
     written: oneshot::Sender<Result<()>>,
     on_durable: Option<OnDurable>,
 }
-
-/// Queue depth before `submit` blocks its caller: back-pressure instead of unbounded memory.
-const QUEUE_REQUESTS_MAX: usize = 4096;
-/// One group never exceeds these, so one huge burst cannot stall every shard's sync.
-const GROUP_REQUESTS_MAX: usize = 1024;
-const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Two threads in a pipeline: the writer merges queued requests into one write batch and
 /// writes it (the entries are readable from then on); the syncer makes everything written

@@ -29,9 +29,12 @@ pub(crate) fn fill_batch(db: &DB, batch: &mut WriteBatch, ops: &[WriteOp]) {
         match op {
             WriteOp::Put { cf, key, value } => batch.put_cf(cf_handle(db, *cf), key, value),
             WriteOp::Delete { cf, key } => batch.delete_cf(cf_handle(db, *cf), key),
-            WriteOp::DeleteRange { cf, start, end } => {
+            // An empty range is no write: RocksDB would refuse an inverted one (and count
+            // an empty one in the batch's sequence numbers without replaying it).
+            WriteOp::DeleteRange { cf, start, end } if start < end => {
                 batch.delete_range_cf(cf_handle(db, *cf), start, end)
             }
+            WriteOp::DeleteRange { .. } => {}
         }
     }
 }

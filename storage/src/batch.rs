@@ -81,6 +81,8 @@ impl Batch {
         &self.ops
     }
 
+    /// Deletes every key in `[start, end)`; nothing when `start >= end` (an empty `end`
+    /// is no bound here: see [`crate::exclusive_upper_bound`] for "to the end").
     pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
         self.ops.push(WriteOp::DeleteRange {
             cf,
@@ -119,7 +121,7 @@ pub enum WriteOp {
         cf: Cf,
         key: Vec<u8>,
     },
-    /// Deletes every key in `[start, end)`.
+    /// Deletes every key in `[start, end)` (nothing when `start >= end`).
     DeleteRange {
         cf: Cf,
         start: Vec<u8>,

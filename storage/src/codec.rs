@@ -38,6 +38,9 @@ pub enum StateKey {
     SnapshotMeta = 6,
     /// A received snapshot whose installation has begun but not finished; redone at open.
     InstallingSnapshot = 7,
+    /// The log position below which this replica never votes for a candidate (a replica
+    /// created empty by its leader: see `hanse_consensus::AddedBy`).
+    VoteFloor = 8,
 }
 
 /// Encodes the `raft_state` key of `kind` for shard `shard`.

@@ -120,7 +120,7 @@ fn apply_ops(families: &mut Families, ops: &[WriteOp]) {
             WriteOp::Delete { cf, key } => {
                 families[cf_index(*cf)].remove(key);
             }
-            WriteOp::DeleteRange { cf, start, end } => {
+            WriteOp::DeleteRange { cf, start, end } if start < end => {
                 let family = &mut families[cf_index(*cf)];
                 let doomed: Vec<Vec<u8>> = family
                     .range::<[u8], _>(key_range(start, end))
@@ -130,6 +130,7 @@ fn apply_ops(families: &mut Families, ops: &[WriteOp]) {
                     family.remove(&key);
                 }
             }
+            WriteOp::DeleteRange { .. } => {}
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The chaos harness in the suite: short runs of a real 3-node cluster under every fault
 //! kind must be judged valid, and a cluster broken on purpose (writes acknowledged before
-//! they commit) must be judged invalid. `hanse chaos run` runs longer ones (README).
+//! they commit) must be judged invalid. `hanse chaos run` runs longer ones (docs/testing.md).
 
 use std::process::Command;
 

@@ -12,6 +12,7 @@
 //! their order in the batch and in the entry. At most `queue_max` writes wait or are under
 //! way at once; more are answered `Busy` at once (back-pressure, never an unbounded queue).
 
+use crate::knobs::BATCHES_IN_FLIGHT_MAX;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,9 +29,6 @@ use hanse_storage::codec;
 
 use super::{ProposeTogether, ReplicaError, ReplicaHandle};
 use crate::peers::Peers;
-
-/// Batches of one shard awaiting their commit before new writes wait to be batched.
-pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// Bounds of the ingest actor.
 #[derive(Debug, Clone, PartialEq, Eq)]

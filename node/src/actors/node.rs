@@ -3,29 +3,25 @@
 //! opens and destroys replicas when membership changes, and restarts a replica whose
 //! actor or Raft group died, from what storage holds.
 
+use crate::knobs::SUPERVISION_INTERVAL;
 use hanse_storage::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use actix::prelude::*;
 use hanse_consensus::{
-    GroupOptions, PlaceholderError, ShardGroup, ShardRegistry, Transport, destroy_replica,
+    AddedBy, GroupOptions, PlaceholderError, ShardGroup, ShardRegistry, Transport, destroy_replica,
     retire_merged, store_placeholder,
 };
 use hanse_shard::hosting_changes;
-use hanse_shard::{NodeId, ShardDescriptor, ShardId};
+use hanse_shard::{ShardDescriptor, ShardId};
 use hanse_storage_rocksdb::Engine;
 use tokio::sync::oneshot;
 
 use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 use super::replica::{ReplicaLimits, ShardReplica};
 use super::{ReplicaHandle, Routes};
-
-/// How often the node checks that each replica actor is alive (one that panicked leaves
-/// no stop notice behind).
-const SUPERVISION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a node-level replica operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +44,8 @@ type Reply<T> = oneshot::Sender<Result<T, NodeActorError>>;
 #[rtype(result = "()")]
 pub struct OpenReplica {
     pub descriptor: ShardDescriptor,
-    /// The (term, node) of the leader adding it (see `store_placeholder`).
-    pub leader: Option<(u64, NodeId)>,
+    /// The leader adding it (see `store_placeholder`).
+    pub added_by: Option<AddedBy>,
     pub reply: Reply<()>,
 }
 
@@ -150,7 +146,7 @@ impl NodeActor {
             ctx.spawn(async move { group.shutdown().await }.into_actor(self));
             return;
         }
-        self.registry.insert(shard, handle.group.raft.clone());
+        self.registry.insert(handle.group.clone());
         self.hosted.insert(
             shard,
             Hosted {
@@ -318,10 +314,10 @@ impl Handler<OpenReplica> for NodeActor {
         let engine = self.engine.clone();
         let options = self.group_options.clone();
         let network = self.transport.shard_network(shard);
-        let (descriptor, leader) = (msg.descriptor, msg.leader);
+        let (descriptor, added_by) = (msg.descriptor, msg.added_by);
         let opened = async move {
             // The descriptor is a placeholder until the leader's snapshot replaces it.
-            store_placeholder(engine.as_ref(), &descriptor, leader)?;
+            store_placeholder(engine.as_ref(), &descriptor, added_by)?;
             Ok::<_, NodeActorError>(ShardGroup::start(shard, engine, &options, network).await?)
         };
         ctx.wait(

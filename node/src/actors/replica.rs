@@ -8,6 +8,7 @@
 //! group stops by itself (a fatal storage error), the actor stops, and its node restarts
 //! the replica from storage.
 
+use crate::knobs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +37,9 @@ pub struct ReplicaLimits {
 impl Default for ReplicaLimits {
     fn default() -> Self {
         ReplicaLimits {
-            mailbox_max: 1024,
-            requests_in_flight_max: 4096,
-            transfer_timeout: Duration::from_secs(5),
+            mailbox_max: knobs::REPLICA_MAILBOX_MAX,
+            requests_in_flight_max: knobs::REQUESTS_IN_FLIGHT_MAX,
+            transfer_timeout: knobs::TRANSFER_STEP_TIMEOUT,
         }
     }
 }

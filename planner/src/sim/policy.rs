@@ -24,13 +24,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::quorum_ms;
+use crate::balance::sizes_merge;
 use crate::envelope::Envelope;
+use crate::knobs::{MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES};
 use crate::vocab::{Action, Policy, Shard, ShardStats, View};
 
-/// Splits a shard past this size (TiKV's region-split-size, 96 MiB).
-const SPLIT_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
-/// Merges neighbours both under this size (PD's max-merge-region-size, 20 MiB).
-const MERGE_BYTES: f64 = 20.0 * 1024.0 * 1024.0;
 /// TiKV's split.split-balance-score and split.split-contained-score.
 pub const BALANCE_SCORE_MAX: f64 = 0.25;
 pub const CONTAINED_SCORE_MAX: f64 = 0.5;
@@ -74,7 +72,7 @@ fn size_actions(view: &View, merge_allowed: impl Fn(usize) -> bool) -> Vec<Actio
     let mut actions = Vec::new();
     let mut touched = vec![false; view.shards.len()];
     for (i, shard) in view.shards.iter().enumerate() {
-        if shard.size_bytes > SPLIT_BYTES {
+        if shard.size_bytes > SPLIT_SIZE_BYTES as f64 {
             let at = shard.start + (shard.end - shard.start) / 2;
             actions.push(Action::Split { shard: i, at });
             touched[i] = true;
@@ -85,9 +83,12 @@ fn size_actions(view: &View, merge_allowed: impl Fn(usize) -> bool) -> Vec<Actio
         if touched[i] || touched[i + 1] {
             continue;
         }
-        let small = left.size_bytes + right.size_bytes < MERGE_BYTES * 2.0
-            && left.size_bytes < MERGE_BYTES
-            && right.size_bytes < MERGE_BYTES;
+        let small = sizes_merge(
+            left.size_bytes,
+            right.size_bytes,
+            SPLIT_SIZE_BYTES as f64,
+            MERGE_SIZE_BYTES as f64,
+        );
         if small && merge_allowed(i) && merge_allowed(i + 1) {
             actions.push(Action::Merge { shard: i });
             touched[i] = true;

@@ -1,0 +1,81 @@
+//! Every limit, timeout and threshold of the consensus layer, each defined once with why
+//! it is what it is; units come last in the names. Tunables a node sets per run live in
+//! [`crate::GroupOptions`], [`crate::ProposerOptions`] and
+//! [`crate::peer_channels::ChannelOptions`], whose defaults are the constants here.
+
+use std::time::Duration;
+
+/// How often a merge that waits for its source's replica on this node says so (and looks
+/// again whether that replica is still here).
+pub const MERGE_WAIT_WARNING: Duration = Duration::from_secs(5);
+
+/// How long a merge waits for its source's replica on this node before the target's
+/// replica stops with an error: the source's group may have lost its quorum for good,
+/// and an operator is better told than left with a replica stuck in apply. Catching up
+/// from a snapshot takes well under this.
+pub const MERGE_SOURCE_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// The size of one snapshot chunk on the wire: like an AppendEntries, each chunk must
+/// arrive within its timeout on a loaded machine, so chunks are small...
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
+
+/// ...and have time to arrive.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long adding a replica waits for it to catch up with the log.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long adding a replica waits for the snapshot (and log purge) it starts from.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SST files of a snapshot are cut at this size so none needs to fit in memory at once.
+pub const SST_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// An AppendEntries with at least this many bytes of entries is sent on a task of its
+/// own, which openraft's timeout of each attempt (one heartbeat interval) does not cancel:
+/// on a loaded machine a large entry can take longer than that to arrive and be written,
+/// and if every attempt were cancelled and sent anew it would never get through (while
+/// the copies queued up behind it starved the other shards' heartbeats). A retry of the
+/// same request waits for that send instead, and a heartbeat sent meanwhile keeps the
+/// follower from starting an election.
+pub const LARGE_APPEND_BYTES: usize = 64 * 1024;
+
+/// The most entry bytes one AppendEntries carries (at least one entry is always sent).
+/// openraft bounds a message by entry count only, and a message must arrive within one
+/// heartbeat interval: with large values and batched proposals, 300 entries could be
+/// tens of megabytes that never arrive in time, so replication would stall for good.
+pub const APPEND_BYTES_MAX: usize = 512 * 1024;
+
+/// The largest message one node sends another: a batch of Raft messages (the transport
+/// keeps its batches well under this), a forwarded batch of writes, a snapshot chunk.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long a connection to a peer may take before the call fails (and is retried by
+/// whoever made it): long enough for a loaded machine, short enough that a dead node is
+/// noticed within a heartbeat or two of the caller's patience.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Requests (or groups of them) a shard's proposer holds while a proposal is under way;
+/// senders wait when it is full. The node admits no more requests per shard than this
+/// (`hanse-node`'s knobs assert it), so an admitted request never waits for room.
+pub const PROPOSER_MAILBOX_REQUESTS_MAX: usize = 4096;
+
+/// Requests in one proposal (one log entry).
+pub const PROPOSAL_REQUESTS_MAX: usize = 512;
+
+/// Bytes of keys and values in one proposal (one that is larger on its own goes alone):
+/// an entry must reach the followers within openraft's AppendEntries timeout.
+pub const PROPOSAL_BYTES_MAX: usize = 1024 * 1024;
+
+/// Proposals waiting for commit at once: deep enough to keep the log writer busy,
+/// shallow enough that waiting requests form large proposals.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+
+const _: () = assert!(PROPOSAL_REQUESTS_MAX <= PROPOSER_MAILBOX_REQUESTS_MAX);
+// An AppendEntries's entries, a proposal (sent alone when larger than that budget) and a
+// snapshot chunk each fit in one message to a peer.
+const _: () = assert!(
+    PROPOSAL_BYTES_MAX < PEER_MESSAGE_BYTES_MAX
+        && ((APPEND_BYTES_MAX as u64) < PEER_MESSAGE_BYTES_MAX as u64)
+        && SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX as u64
+);

@@ -1,0 +1,110 @@
+//! Every limit, timeout and interval of the node runtime, each defined once with why it
+//! is what it is; units come last in the names. What an operator sets per node lives in
+//! the config (`crate::config`); these are the fixed ones.
+
+use std::time::Duration;
+
+use hanse_consensus::knobs::{
+    PEER_MESSAGE_BYTES_MAX, PROPOSALS_IN_FLIGHT_MAX, PROPOSER_MAILBOX_REQUESTS_MAX,
+};
+use hanse_shard::knobs::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+/// How often the node checks that each replica actor is alive (one that panicked leaves
+/// no stop notice behind).
+pub const SUPERVISION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Batches of one shard awaiting their commit before new writes wait to be batched.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// How long a read of the routing table waits out a busy meta shard.
+pub const BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a node reports.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A shard is measured again once the bytes written to or deleted from it reach an
+/// eighth of its size...
+pub const REMEASURE_FRACTION: u64 = 8;
+
+/// ...or this much, whichever is more (measuring a small shard is cheap)...
+pub const REMEASURE_BYTES_MIN: u64 = 16 << 10;
+
+/// ...or, after any write at all, once the measurement is this old.
+pub const REMEASURE_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a merge waits for each replica of the right shard to apply its preparation,
+/// and for a leadership move it asks for: several elections' worth, on a loaded machine.
+pub const MERGE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a split waits for its new shard to elect a leader.
+pub const NEW_SHARD_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the wait for a new shard looks whether the node hosts it yet (its group is
+/// started by the node actor once the split applied).
+pub const NEW_SHARD_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Messages up to this size are accepted: a 16 MiB value plus its key and framing.
+pub const KV_MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
+
+/// Scans return at most this many pairs per call, whatever the client asks.
+pub const SCAN_LIMIT_MAX: u32 = 10_000;
+
+/// How long a client should wait when the group has no quorum at the moment.
+pub const RETRY_AFTER_MS: u32 = 100;
+
+/// How long a follower may take to catch up with its leader before a backup copy.
+pub const BACKUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a backup copy per streamed chunk.
+pub const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How long a joining replica may take to catch up before AddNode gives up waiting.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a request waits for a shard's leader to become known before giving up.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest a WaitApplied call may ask this node to wait: a caller's own step timeout
+/// is shorter; a request for more holds a handler for nothing.
+pub const WAIT_APPLIED_MAX: Duration = Duration::from_secs(30);
+
+/// How long one split, merge or replica move may take before the round gives it up.
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A shard frozen for a merge this long without a change has lost its coordinator.
+pub const MERGE_RESUME_AFTER: Duration = Duration::from_secs(30);
+
+/// A node that reported within this long counts as live for new replicas.
+pub const NODE_LIVE_MS: u64 = 10_000;
+
+/// How often the meta leader looks at the routing table.
+pub const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// At most this many splits and merges per look: each takes a moment, and the table is
+/// read afresh for the next.
+pub const ACTIONS_PER_ROUND_MAX: usize = 4;
+
+/// At most this many leadership moves or role changes per look: each pauses its shard's
+/// writes briefly or changes its quorum.
+pub const LEADER_MOVES_PER_ROUND_MAX: usize = 2;
+
+/// Longest region name a request may carry; a longer one counts as untagged.
+pub const REGION_NAME_BYTES_MAX: usize = 64;
+
+/// Messages waiting in a replica actor's mailbox; more are answered `Busy`.
+pub const REPLICA_MAILBOX_MAX: usize = 1024;
+
+/// Requests a replica admitted and has not answered yet; more are answered `Busy`.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+
+/// How long a leadership transfer may take in each of its steps.
+pub const TRANSFER_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+// An admitted write never waits for room in its shard's proposer.
+const _: () = assert!(REQUESTS_IN_FLIGHT_MAX <= PROPOSER_MAILBOX_REQUESTS_MAX);
+// More batches in flight than proposals would only wait in the proposer's mailbox.
+const _: () = assert!(BATCHES_IN_FLIGHT_MAX <= PROPOSALS_IN_FLIGHT_MAX);
+// The largest key and value fit in a Kv message, and a Kv message forwarded to the
+// leader fits in a message between nodes.
+const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < KV_MESSAGE_BYTES_MAX);
+const _: () = assert!(KV_MESSAGE_BYTES_MAX <= PEER_MESSAGE_BYTES_MAX);
