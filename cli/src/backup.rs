@@ -9,6 +9,7 @@
 //! one after another. A restore checks every file against the manifest before it creates
 //! anything, then starts a new cluster and writes the keys into it.
 
+use hanse_shard::range::SYSTEM_KEYSPACE_START;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -231,6 +232,38 @@ async fn copy_shard(dir: &Path, id: u64, node: u64, addr: &str) -> Result<ShardC
     })
 }
 
+/// Whether the copies' ranges cover the user key space exactly once, in order: a backup
+/// whose manifest lost a shard (every checksum still valid) would restore a cluster with
+/// a hole where that shard's keys were.
+fn check_coverage<'a>(
+    copies: impl Iterator<Item = &'a hanse_shard::ShardDescriptor>,
+) -> std::result::Result<(), String> {
+    let mut copies: Vec<_> = copies.collect();
+    copies.sort_by(|a, b| a.start.cmp(&b.start));
+    let shown = |key: &[u8]| format!("{:?}", String::from_utf8_lossy(key));
+    let mut covered: &[u8] = b"";
+    for copy in copies {
+        if copy.start.as_slice() != covered {
+            return Err(match copy.start.as_slice() > covered {
+                true => format!(
+                    "no shard's copy holds the keys from {} to {}",
+                    shown(covered),
+                    shown(&copy.start)
+                ),
+                false => format!("shard {}'s copy overlaps another", copy.id),
+            });
+        }
+        covered = &copy.end;
+    }
+    match covered == SYSTEM_KEYSPACE_START {
+        true => Ok(()),
+        false => Err(format!(
+            "no shard's copy holds the keys from {} on",
+            shown(covered)
+        )),
+    }
+}
+
 pub fn restore(args: RestoreArgs) -> Result<()> {
     let manifest_path = args.from.join(MANIFEST);
     let manifest: Manifest = serde_json::from_slice(
@@ -279,6 +312,8 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         }
         unpacked.push((descriptor, ssts));
     }
+    check_coverage(unpacked.iter().map(|(descriptor, _)| descriptor))
+        .map_err(|gap| anyhow::anyhow!("the backup is incomplete: {gap}; nothing was restored"))?;
     let engine = Engine::open(
         staging.path().join("engine"),
         EngineOptions {
@@ -363,4 +398,31 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
     );
     println!("endpoints: {}", endpoints.join(","));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanse_shard::ShardDescriptor;
+
+    fn shard(id: u64, start: &[u8], end: &[u8]) -> ShardDescriptor {
+        ShardDescriptor {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            ..ShardDescriptor::whole_keyspace(id, vec![])
+        }
+    }
+
+    #[test]
+    fn copies_must_cover_the_user_key_space_once() {
+        let (a, b) = (shard(1, b"", b"m"), shard(2, b"m", SYSTEM_KEYSPACE_START));
+        assert_eq!(check_coverage([&b, &a].into_iter()), Ok(()));
+        let gap = check_coverage([&a].into_iter()).unwrap_err();
+        assert!(gap.contains("from \"m\" on"), "{gap}");
+        let hole = check_coverage([&b].into_iter()).unwrap_err();
+        assert!(hole.contains("from \"\" to \"m\""), "{hole}");
+        let wide = shard(3, b"k", SYSTEM_KEYSPACE_START);
+        let overlap = check_coverage([&a, &wide].into_iter()).unwrap_err();
+        assert!(overlap.contains("overlaps"), "{overlap}");
+    }
 }

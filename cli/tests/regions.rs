@@ -266,6 +266,20 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
         }
     });
 
+    // A manifest that lost a shard (every checksum still valid): refused, nothing made.
+    let manifest_path = format!("{backup}/manifest.json");
+    let intact = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut short: serde_json::Value = serde_json::from_str(&intact).unwrap();
+    short["shards"].as_array_mut().unwrap().remove(1);
+    std::fs::write(&manifest_path, short.to_string()).unwrap();
+    let elsewhere = work.path().join("short").to_str().unwrap().to_string();
+    let refused = common::hanse(&["restore", "--from", backup, "--dir", &elsewhere]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("the backup is incomplete"), "{stderr}");
+    assert!(!std::path::Path::new(&elsewhere).exists());
+    std::fs::write(&manifest_path, intact).unwrap();
+
     // One flipped byte: the restore refuses before it creates anything.
     let file = format!("{backup}/{}", copies[0]["file"].as_str().unwrap());
     let mut bytes = std::fs::read(&file).unwrap();

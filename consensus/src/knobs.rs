@@ -79,3 +79,8 @@ const _: () = assert!(
         && ((APPEND_BYTES_MAX as u64) < PEER_MESSAGE_BYTES_MAX as u64)
         && SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX as u64
 );
+
+/// The longest round trip a latency matrix may inject between two regions: far above
+/// any real one (the Earth's far side is about 300 ms away), and small enough that the
+/// Raft timings derived from it cannot overflow.
+pub const ROUND_TRIP_MAX: Duration = Duration::from_secs(60);

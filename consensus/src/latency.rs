@@ -23,6 +23,8 @@ pub enum LatencyError {
     SameRegion(String),
     #[error("the pair {0} is given twice")]
     Repeated(String),
+    #[error("`{0}` is longer than the longest round trip allowed ({max:?})", max = crate::knobs::ROUND_TRIP_MAX)]
+    TooLong(String),
 }
 
 impl LatencyMatrix {
@@ -45,6 +47,9 @@ impl LatencyMatrix {
                 return Err(LatencyError::SameRegion(entry.to_string()));
             }
             let time = parse_time(time.trim()).map_err(|_| malformed())?;
+            if time > crate::knobs::ROUND_TRIP_MAX {
+                return Err(LatencyError::TooLong(entry.to_string()));
+            }
             if round_trips.insert(pair_key(a, b), time).is_some() {
                 return Err(LatencyError::Repeated(format!("{a}:{b}")));
             }

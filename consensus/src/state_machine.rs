@@ -413,14 +413,10 @@ impl StateMachine {
 
     /// The metadata a snapshot of the current state carries.
     fn current_meta(&self) -> Meta {
-        let snapshot_id = match &self.applied {
-            Some(id) => format!("s{}-t{}-i{}", self.shard, id.leader_id.term, id.index),
-            None => format!("s{}-empty", self.shard),
-        };
         SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
-            snapshot_id,
+            snapshot_id: snapshot_name(self.shard, self.applied),
         }
     }
 
@@ -572,6 +568,18 @@ pub async fn destroy_replica(
     remove_snapshot_dir(store, descriptor.id)
 }
 
+/// A snapshot's name (and, with `.snap`, its file's) from the shard and the last entry it
+/// covers: made of numbers only, whoever sent it.
+fn snapshot_name(shard: ShardId, last: Option<LogId<u64>>) -> String {
+    match last {
+        Some(id) => format!(
+            "s{shard}-t{}-n{}-i{}",
+            id.leader_id.term, id.leader_id.node_id, id.index
+        ),
+        None => format!("s{shard}-empty"),
+    }
+}
+
 fn read_state<T: serde::de::DeserializeOwned>(
     store: &dyn Store,
     shard: ShardId,
@@ -679,7 +687,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Exported here, between two applies, so the files match `applied` exactly.
         let meta = self.current_meta();
-        let file_name = format!("{}.snap", meta.snapshot_id);
+        let file_name = format!("{}.snap", snapshot_name(self.shard, meta.last_log_id));
         let path = self.snapshot_dir().join(&file_name);
         let built = snapshot::write(self.store.as_ref(), &self.descriptor, &path)
             .map_err(|e| snapshot_error(Some(&meta), e))
@@ -721,7 +729,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let err = |e: io::Error| snapshot_error(Some(meta), e);
         let dir = self.snapshot_dir();
         std::fs::create_dir_all(&dir).map_err(err)?;
-        let file_name = format!("{}.snap", meta.snapshot_id);
+        // Named here, never after the sender's snapshot id, which is any string it chose
+        // (an absolute path or "../" would put the file outside the data directory).
+        let file_name = format!("{}.snap", snapshot_name(self.shard, meta.last_log_id));
         let path = dir.join(&file_name);
         let tmp = path.with_extension("recv");
         data.seek(io::SeekFrom::Start(0)).await.map_err(err)?;
@@ -833,6 +843,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_received_snapshot_is_stored_under_a_name_of_its_own() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = engine_with_shard(source_dir.path());
+        put(source.as_ref(), "a", "1");
+        let mut leader = StateMachine::open(SHARD, source.clone()).unwrap();
+        let blank = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 7),
+            payload: EntryPayload::Blank,
+        };
+        leader.apply(vec![blank]).await.unwrap();
+        let mut snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // A sender chooses the id: here one that would climb out of the data directory.
+        let outside = tempfile::tempdir().unwrap();
+        snapshot.meta.snapshot_id = outside.path().join("escaped").display().to_string();
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = engine_with_shard(target_dir.path());
+        let mut follower = StateMachine::open(SHARD, target.clone()).unwrap();
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(target.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let stored: Vec<_> = std::fs::read_dir(follower.snapshot_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(stored, ["s1-t3-n1-i7.snap"]);
+    }
+
+    #[tokio::test]
     async fn an_interrupted_snapshot_install_is_finished_at_open() {
         let source_dir = tempfile::tempdir().unwrap();
         let source = engine_with_shard(source_dir.path());
@@ -851,7 +898,7 @@ mod tests {
             .build_snapshot()
             .await
             .unwrap();
-        let file_name = format!("{}.snap", snapshot.meta.snapshot_id);
+        let file_name = format!("{}.snap", snapshot_name(SHARD, snapshot.meta.last_log_id));
 
         // The follower crashed after recording the install, before touching its data.
         let target_dir = tempfile::tempdir().unwrap();

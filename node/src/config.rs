@@ -37,6 +37,7 @@
 //! A node that joins a running cluster has no `initial_peers` and no `bootstrap`: it
 //! starts empty and gets its replicas from `hanse admin add-node`.
 
+use crate::knobs::{ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_MAX, KV_MESSAGE_BYTES_MAX};
 use hanse_consensus::GroupOptions;
 use hanse_consensus::latency::{LatencyError, LatencyMatrix};
 use hanse_planner::balance::{RegionRule, default_region_rules};
@@ -417,6 +418,39 @@ impl NodeConfig {
                 ));
             }
         }
+        if self
+            .raft
+            .heartbeat_ms
+            .is_some_and(|ms| ms > HEARTBEAT_MS_MAX)
+        {
+            return Err((
+                "raft.heartbeat_ms",
+                format!("must be at most {HEARTBEAT_MS_MAX}"),
+            ));
+        }
+        if self
+            .raft
+            .election_timeout_ms
+            .is_some_and(|ms| ms > ELECTION_TIMEOUT_MS_MAX)
+        {
+            return Err((
+                "raft.election_timeout_ms",
+                format!("must be at most {ELECTION_TIMEOUT_MS_MAX}"),
+            ));
+        }
+        // A key and a value at the limits travel in one Kv message.
+        if limits.max_key_bytes.saturating_add(limits.max_value_bytes) >= KV_MESSAGE_BYTES_MAX {
+            return Err((
+                "limits.max_value_bytes",
+                format!(
+                    "with limits.max_key_bytes must stay below the {KV_MESSAGE_BYTES_MAX}-byte \
+                     message limit"
+                ),
+            ));
+        }
+        if self.ingest.enabled && self.ingest.queue_max == 0 {
+            return Err(("ingest.queue_max", "must be 1 or more".into()));
+        }
         let raft = self
             .group_options()
             .map_err(|e| ("latency", e.to_string()))?;
@@ -514,6 +548,39 @@ region = "eu-hamburg"
             no_mailbox.contains("`limits.replica_mailbox_max`"),
             "{no_mailbox}"
         );
+        for (field, section) in [
+            (
+                "latency",
+                "latency = \"eu-hamburg:ap-china=18446744073709551615s\"\n",
+            ),
+            (
+                "raft.heartbeat_ms",
+                "[raft]\nheartbeat_ms = 9223372036854775807\n",
+            ),
+            (
+                "raft.election_timeout_ms",
+                "[raft]\nelection_timeout_ms = 9223372036854775807\n",
+            ),
+            (
+                "limits.max_value_bytes",
+                "[limits]\nmax_value_bytes = 17825792\n",
+            ),
+            (
+                "limits.max_value_bytes",
+                "[limits]\nmax_key_bytes = 9223372036854775807\n",
+            ),
+            ("ingest.queue_max", "[ingest]\nqueue_max = 0\n"),
+        ] {
+            let text = match section.starts_with('[') {
+                true => format!("{GOOD}\n{section}"),
+                false => format!("{section}{GOOD}"),
+            };
+            let refused = load(&text).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("`{field}`")),
+                "{section}: {refused}"
+            );
+        }
         let typo = load(&format!("{GOOD}\n[limits]\nmax_keys = 1\n"))
             .unwrap_err()
             .to_string();

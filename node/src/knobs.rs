@@ -108,3 +108,11 @@ const _: () = assert!(BATCHES_IN_FLIGHT_MAX <= PROPOSALS_IN_FLIGHT_MAX);
 // leader fits in a message between nodes.
 const _: () = assert!(KEY_BYTES_MAX + VALUE_BYTES_MAX < KV_MESSAGE_BYTES_MAX);
 const _: () = assert!(KV_MESSAGE_BYTES_MAX <= PEER_MESSAGE_BYTES_MAX);
+
+/// The longest heartbeat interval a node config may set (`raft.heartbeat_ms`): a leader
+/// silent for longer is as good as dead to its clients anyway.
+pub const HEARTBEAT_MS_MAX: u64 = 10_000;
+
+/// The longest election timeout a node config may set (`raft.election_timeout_ms`):
+/// failover would take minutes beyond it, and twice it must fit openraft's timers.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 120_000;

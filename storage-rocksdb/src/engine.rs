@@ -325,6 +325,7 @@ impl Store for Engine {
     /// by [`Store::export_range`]). Keys outside the range in the files are refused.
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
         self.log_writer.check_health()?;
+        check_keys_within(files, start, end)?;
         let data = cf_handle(&self.db, Cf::Data);
         if let Some(upper) = exclusive_upper_bound(self, start, end)? {
             self.db.delete_range_cf(data, start, &upper).or_engine()?;
@@ -339,6 +340,41 @@ impl Store for Engine {
             .or_engine()?;
         Ok(())
     }
+}
+
+/// Refuses files that hold a key outside `[start, end)` (an empty `end`: unbounded), before
+/// anything of them lands. rust-rocksdb reads no SST file directly, so each is ingested
+/// (copied) into a scratch RocksDB and its first and last keys compared with the range.
+fn check_keys_within(files: &[PathBuf], start: &[u8], end: &[u8]) -> Result<()> {
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    let db = DB::open(&options, scratch.path()).or_engine()?;
+    let mut copy = IngestExternalFileOptions::default();
+    copy.set_move_files(false);
+    for file in files {
+        db.ingest_external_file_opts(&copy, vec![file.clone()])
+            .map_err(|e| Error::Corrupted {
+                path: file.clone(),
+                detail: format!("not a readable range export: {e}"),
+            })?;
+        let mut keys = db.raw_iterator();
+        keys.seek_to_first();
+        let first = keys.key().map(<[u8]>::to_vec);
+        keys.seek_to_last();
+        let last = keys.key().map(<[u8]>::to_vec);
+        let inside = |key: &Option<Vec<u8>>| {
+            key.as_deref()
+                .is_none_or(|k| k >= start && (end.is_empty() || k < end))
+        };
+        if !inside(&first) || !inside(&last) {
+            return Err(Error::Corrupted {
+                path: file.clone(),
+                detail: "a range export holds a key outside its range".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn finish_sst(writer: Option<SstFileWriter>) -> Result<u64> {

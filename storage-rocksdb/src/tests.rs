@@ -164,6 +164,18 @@ fn export_and_ingest_replace_exactly_the_range() {
         target.get(Cf::Data, b"k0099").unwrap(),
         Some(b"outside".to_vec())
     );
+
+    // Files with keys outside the range they are ingested as (a snapshot whose sender
+    // lied about its range) are refused, and the range keeps what it held.
+    let err = target
+        .ingest_range(b"k0150", b"k0200", &export.files)
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+    assert_eq!(
+        target.get(Cf::Data, b"k0150").unwrap(),
+        Some(values[150].1.as_bytes().to_vec())
+    );
+    assert!(target.poisoned().is_none());
 }
 
 #[test]
