@@ -90,8 +90,11 @@ pub fn start(
     match contender {
         Contender::Hanse => {
             let cluster = LocalCluster::start(port)?;
-            let client = Client::new(&cluster.endpoints, ClientOptions::default())
-                .map_err(|e| e.to_string())?;
+            let options = ClientOptions {
+                tls: Some(cluster.root_tls()?),
+                ..ClientOptions::default()
+            };
+            let client = Client::new(&cluster.endpoints, options).map_err(|e| e.to_string())?;
             Ok((
                 Target::Cluster(Arc::new(client)),
                 Some(Servers::Hanse(cluster)),
@@ -169,6 +172,18 @@ impl LocalCluster {
             ));
         }
         Ok(cluster)
+    }
+}
+
+impl LocalCluster {
+    /// How the load reaches the cluster: as `root`, with the certificates `up` made.
+    fn root_tls(&self) -> Result<Arc<hanse_client::ClientTls>, String> {
+        let node = self.dir.path().join("cluster").join("node1.toml");
+        let config = hanse_node::config::NodeConfig::load(&node).map_err(|e| e.to_string())?;
+        let certs = config
+            .certs_dir
+            .ok_or("the cluster runs without certificates")?;
+        hanse_client::user_tls(&certs, "root").map_err(|e| e.to_string())
     }
 }
 

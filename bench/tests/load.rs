@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_bench::load::{Distribution, LoadSpec, Target, Workload, preload, run, run_at_rate};
-use hanse_client::{Client, ClientOptions};
+use hanse_client::{CertsDir, Client, ClientOptions, ClientTls, Identity};
 use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
@@ -33,6 +33,13 @@ async fn counted_and_timed() {
             region: "test".into(),
         })
         .collect();
+    let certs = CertsDir::new(dir.path().join("certs"));
+    let hosts: Vec<(u64, String)> = (1..)
+        .zip(addrs.iter().map(|a| a.ip().to_string()))
+        .collect();
+    hanse_security::issue::create_local_cluster(&certs, &hosts, &["root"]).unwrap();
+    let root = Identity::user("root").unwrap();
+    let tls = ClientTls::load(certs.files(&root), root).unwrap();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let config = NodeConfig {
@@ -41,6 +48,8 @@ async fn counted_and_timed() {
             listen_addr: *addr,
             advertise_addr: None,
             data_dir: dir.path().join(format!("n{i}")),
+            certs_dir: Some(certs.path().to_path_buf()),
+            insecure: false,
             bootstrap: i == 0,
             initial_peers: peers.clone(),
             sync: true,
@@ -54,7 +63,11 @@ async fn counted_and_timed() {
         nodes.push(hanse_node::server::start(config).await.unwrap());
     }
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let client = Arc::new(Client::new(&endpoints, ClientOptions::default()).unwrap());
+    let options = ClientOptions {
+        tls: Some(tls),
+        ..ClientOptions::default()
+    };
+    let client = Arc::new(Client::new(&endpoints, options).unwrap());
     let target = Target::Cluster(client.clone());
     let spec = LoadSpec {
         workload: Workload::Mixed,

@@ -5,9 +5,9 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hanse_client::proto;
-use hanse_client::proto::admin_client::AdminClient;
 use serde_json::json;
 
+use crate::connect::{ConnectArgs, Tls, admin};
 use crate::display;
 
 #[derive(Args)]
@@ -23,6 +23,8 @@ pub struct AdminArgs {
     /// JSON for scripts instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     op: AdminOp,
 }
@@ -90,12 +92,13 @@ enum AdminOp {
 
 pub fn run(args: AdminArgs) -> Result<()> {
     anyhow::ensure!(!args.endpoints.is_empty(), "give --endpoints HOST:PORT,...");
+    let tls = args.connect.tls()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(first_answer(&args.endpoints, async |endpoint| {
-        ask(endpoint, &args.op, args.json).await
+        ask(endpoint, &tls, &args.op, args.json).await
     }))
 }
 
@@ -122,9 +125,10 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 /// Adds a node to shards through the node at `endpoint`; returns the changed shards.
 pub async fn add_node(
     endpoint: &str,
+    tls: &Tls,
     request: proto::AddNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
-    let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+    let mut admin = admin(endpoint, tls)?;
     Ok(admin
         .add_node(request)
         .await
@@ -136,9 +140,10 @@ pub async fn add_node(
 /// Removes a node from shards through the node at `endpoint`; returns the changed shards.
 pub async fn remove_node(
     endpoint: &str,
+    tls: &Tls,
     request: proto::RemoveNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
-    let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+    let mut admin = admin(endpoint, tls)?;
     Ok(admin
         .remove_node(request)
         .await
@@ -181,8 +186,8 @@ fn replicas_text(d: &proto::ShardDescriptor) -> String {
         .join(",")
 }
 
-async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
-    let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+async fn ask(endpoint: &str, tls: &Tls, op: &AdminOp, json: bool) -> Result<()> {
+    let mut admin = admin(endpoint, tls)?;
     let (node, shards) = match op {
         AdminOp::AddNode {
             node_id,
@@ -198,7 +203,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 learner: *learner,
                 shard_ids: shards.clone(),
             };
-            print_changed(&add_node(endpoint, request).await?, json);
+            print_changed(&add_node(endpoint, tls, request).await?, json);
             return Ok(());
         }
         AdminOp::RemoveNode { node_id, shards } => {
@@ -206,7 +211,7 @@ async fn ask(endpoint: &str, op: &AdminOp, json: bool) -> Result<()> {
                 node_id: *node_id,
                 shard_ids: shards.clone(),
             };
-            print_changed(&remove_node(endpoint, request).await?, json);
+            print_changed(&remove_node(endpoint, tls, request).await?, json);
             return Ok(());
         }
         AdminOp::Split { key } => {

@@ -18,7 +18,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 use hanse_node::progress::{bar, end_bar};
 use hanse_storage::{Cf, ScanOrder, Store};
@@ -26,6 +25,7 @@ use hanse_storage_rocksdb::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::connect::{ConnectArgs, Tls, admin};
 use crate::display;
 
 const MANIFEST: &str = "manifest.json";
@@ -55,6 +55,8 @@ pub struct BackupArgs {
     /// region), else from its leader.
     #[arg(long, value_name = "REGION", default_value = "au-sydney")]
     from_region: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Args)]
@@ -71,6 +73,10 @@ pub struct RestoreArgs {
     /// The port every node of the new cluster listens on, each on its own 127.0.0.x.
     #[arg(long, default_value_t = 7400)]
     port: u16,
+    /// Where the new cluster's CA and certificates are, made when missing (default
+    /// DIR/certs).
+    #[arg(long, env = "HANSE_CERTS_DIR", value_name = "CERTS")]
+    certs_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,11 +119,12 @@ pub fn backup(args: BackupArgs) -> Result<()> {
         args.to.display()
     );
     fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
+    let tls = args.connect.tls()?;
     runtime()?.block_on(async {
         // Which node is where: each endpoint says who it is.
         let mut addrs = std::collections::HashMap::new();
         for endpoint in &args.endpoints {
-            if let Ok(mut admin) = AdminClient::connect(format!("http://{endpoint}")).await
+            if let Ok(mut admin) = admin(endpoint, &tls)
                 && let Ok(status) = admin.status(proto::StatusRequest {}).await
             {
                 addrs.insert(status.get_ref().node_id, endpoint.clone());
@@ -129,8 +136,7 @@ pub fn backup(args: BackupArgs) -> Result<()> {
             args.endpoints
         );
         let any = addrs.values().next().expect("not empty").clone();
-        let table = AdminClient::connect(format!("http://{any}"))
-            .await?
+        let table = admin(&any, &tls)?
             .shards(proto::ShardsRequest {})
             .await
             .map_err(|e| anyhow::anyhow!("reading the routing table: {}", e.message()))?
@@ -161,7 +167,7 @@ pub fn backup(args: BackupArgs) -> Result<()> {
                     descriptor.id
                 );
             };
-            copies.push(copy_shard(&args.to, descriptor.id, node, &addr).await?);
+            copies.push(copy_shard(&args.to, &tls, descriptor.id, node, &addr).await?);
         }
         end_bar();
         let manifest = Manifest {
@@ -187,10 +193,9 @@ pub fn backup(args: BackupArgs) -> Result<()> {
 }
 
 /// Streams shard `id`'s copy from the node at `addr` into `dir`, with its checksum.
-async fn copy_shard(dir: &Path, id: u64, node: u64, addr: &str) -> Result<ShardCopy> {
-    let mut admin = AdminClient::connect(format!("http://{addr}"))
-        .await
-        .with_context(|| format!("connecting to node {node} at {addr}"))?;
+async fn copy_shard(dir: &Path, tls: &Tls, id: u64, node: u64, addr: &str) -> Result<ShardCopy> {
+    let mut admin =
+        admin(addr, tls).with_context(|| format!("connecting to node {node} at {addr}"))?;
     let mut stream = admin
         .backup(proto::BackupRequest { shard_id: id })
         .await
@@ -365,8 +370,13 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         args.port,
         "",
         &hanse_consensus::latency::LatencyMatrix::default(),
+        args.certs_dir.clone(),
     )?;
-    let client = Arc::new(Client::new(&endpoints, ClientOptions::default())?);
+    let options = ClientOptions {
+        tls: crate::cluster::tls_of(&args.dir)?,
+        ..ClientOptions::default()
+    };
+    let client = Arc::new(Client::new(&endpoints, options)?);
     let restored = runtime()?.block_on(async {
         let mut restored = 0u64;
         let mut writes = tokio::task::JoinSet::new();

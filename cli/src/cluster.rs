@@ -16,6 +16,9 @@ use hanse_client::{Client, ClientOptions, proto};
 use hanse_consensus::latency::LatencyMatrix;
 use hanse_node::config::NodeConfig;
 use hanse_node::units::{parse_duration, parse_size};
+use hanse_security::CertsDir;
+
+use crate::connect::{Tls, admin, cluster_tls};
 
 #[cfg(test)]
 mod tests {
@@ -45,6 +48,8 @@ pub struct ClusterArgs {
     op: ClusterOp,
 }
 
+// Parsed once from the command line: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ClusterOp {
     /// Creates (or restarts) the cluster in DIR and waits until it serves.
@@ -99,6 +104,14 @@ enum ClusterOp {
         /// their region, wait that long; Raft's timeouts grow to match.
         #[arg(long, value_name = "A:B=TIME,...", value_parser = latency_spec)]
         latency: Option<LatencyMatrix>,
+        /// Run the nodes without TLS and authentication (by default `up` makes a CA and
+        /// certificates in DIR/certs and the nodes require them).
+        #[arg(long, conflicts_with = "certs_dir")]
+        insecure: bool,
+        /// Where the CA and the nodes' and root's certificates are, made when missing
+        /// (default DIR/certs).
+        #[arg(long, env = "HANSE_CERTS_DIR", value_name = "CERTS")]
+        certs_dir: Option<PathBuf>,
     },
     /// Starts one stopped node of the cluster in DIR without waiting for it.
     Start {
@@ -164,6 +177,8 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             ingest_region,
             ingest_settings,
             latency,
+            insecure,
+            certs_dir,
         } => {
             let balance = balance_section(
                 split_size,
@@ -183,6 +198,10 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 tables: &format!("{balance}{ingest}"),
                 ingest_region: &ingest_region,
                 latency: &latency.unwrap_or_default(),
+                security: match insecure {
+                    true => Security::Insecure,
+                    false => Security::Certs(certs_dir),
+                },
             };
             up(&dir, &layout, Duration::from_secs(wait))
         }
@@ -268,6 +287,17 @@ struct Layout<'a> {
     tables: &'a str,
     ingest_region: &'a str,
     latency: &'a LatencyMatrix,
+    security: Security,
+}
+
+/// How a new cluster's nodes run.
+#[derive(Clone)]
+enum Security {
+    /// No TLS and nobody authenticated.
+    Insecure,
+    /// TLS with the certificates in this directory (default `DIR/certs`), made when
+    /// missing.
+    Certs(Option<PathBuf>),
 }
 
 fn create(dir: &Path, layout: &Layout) -> Result<()> {
@@ -278,6 +308,7 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
         tables,
         ingest_region,
         latency,
+        ref security,
     } = *layout;
     ensure!(
         (1..=NODES_MAX).contains(&nodes),
@@ -288,6 +319,28 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
         "--regions needs at least one name"
     );
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let certs = match security {
+        Security::Insecure => None,
+        Security::Certs(certs) => {
+            let certs = match certs {
+                Some(certs) => {
+                    fs::create_dir_all(certs)?;
+                    certs.canonicalize()?
+                }
+                None => dir.canonicalize()?.join("certs"),
+            };
+            let hosts: Vec<(u64, String)> = (1..=nodes)
+                .map(|id| {
+                    (
+                        id,
+                        ports.addrs(id).1.rsplit_once(':').unwrap().0.to_string(),
+                    )
+                })
+                .collect();
+            hanse_security::issue::create_local_cluster(&CertsDir::new(&certs), &hosts, &["root"])?;
+            Some(certs)
+        }
+    };
     let region = |id: u64| regions[(id as usize - 1) % regions.len()].clone();
     let peers: String = (1..=nodes)
         .map(|id| {
@@ -306,6 +359,7 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
             bootstrap: id == 1,
             ingest_region,
             latency,
+            certs: certs.as_deref(),
         };
         write_config(dir, &node, &format!("{tables}{peers}"))?;
     }
@@ -321,6 +375,8 @@ struct NodeSettings<'a> {
     bootstrap: bool,
     ingest_region: &'a str,
     latency: &'a LatencyMatrix,
+    /// The certificates directory, `None` for an insecure node.
+    certs: Option<&'a Path>,
 }
 
 /// Writes a node's configuration; `tables` are its TOML tables (`[balance]`,
@@ -333,10 +389,18 @@ fn write_config(dir: &Path, node: &NodeSettings, tables: &str) -> Result<()> {
         bootstrap,
         ingest_region,
         latency,
+        certs,
     } = node;
     let data_dir = dir.join(format!("node{id}"));
+    let security = match certs {
+        Some(certs) => format!(
+            "certs_dir = {}",
+            toml::Value::from(certs.display().to_string())
+        ),
+        None => "insecure = true".to_string(),
+    };
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\nbootstrap = {bootstrap}\ningest_region = \"{ingest_region}\"\nlatency = \"{latency}\"\n\n{tables}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\n{security}\nbootstrap = {bootstrap}\ningest_region = \"{ingest_region}\"\nlatency = \"{latency}\"\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
@@ -416,7 +480,8 @@ pub const DEFAULT_REGIONS: [&str; 3] = ["eu-hamburg", "ap-china", "au-sydney"];
 
 /// Creates a cluster in `dir` with one node per entry of `regions` (in that region),
 /// listening on `port`, with `tables` as the nodes' extra TOML tables (`[balance]`...)
-/// and `latency` between regions; starts it and returns its endpoints. A directory that
+/// and `latency` between regions, secure with the certificates in `certs` (default
+/// `dir/certs`, made when missing); starts it and returns its endpoints. A directory that
 /// already holds a cluster is refused.
 pub fn up_new(
     dir: &Path,
@@ -424,6 +489,7 @@ pub fn up_new(
     port: u16,
     tables: &str,
     latency: &LatencyMatrix,
+    certs: Option<PathBuf>,
 ) -> Result<Vec<String>> {
     ensure!(
         !config_path(dir, 1).exists(),
@@ -440,12 +506,18 @@ pub fn up_new(
         tables,
         ingest_region: "eu-hamburg",
         latency,
+        security: Security::Certs(certs),
     };
     up(dir, &layout, Duration::from_secs(30))?;
     Ok(configs(&dir.canonicalize()?)?
         .iter()
         .map(NodeConfig::advertised)
         .collect())
+}
+
+/// How the commands reach the local cluster in `dir` (see [`cluster_tls`]).
+pub fn tls_of(dir: &Path) -> Result<Tls> {
+    cluster_tls(dir, &configs(dir)?)
 }
 
 fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
@@ -515,6 +587,21 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         .find(|&id| !config_path(&dir, id).exists() && !removed_config_path(&dir, id).exists())
         .context("the cluster directory has no free node id")?;
     let (listen, addr) = Ports::of(&configs[0]).addrs(id);
+    let tls = cluster_tls(&dir, &configs)?;
+    let certs = configs[0]
+        .certs_dir
+        .clone()
+        .filter(|_| !configs[0].insecure);
+    if let Some(certs) = &certs {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr.as_str(), |(host, _)| host);
+        hanse_security::issue::create_local_cluster(
+            &CertsDir::new(certs),
+            &[(id, host.to_string())],
+            &[],
+        )?;
+    }
     let region = region.unwrap_or_else(|| {
         let regions: Vec<&str> = configs.iter().map(|c| c.region.as_str()).collect();
         let distinct: Vec<&str> = regions
@@ -572,6 +659,7 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         bootstrap: false,
         ingest_region: &configs[0].ingest_region,
         latency: &latency,
+        certs: certs.as_deref(),
     };
     let i = &configs[0].ingest;
     let ingest = format!(
@@ -605,7 +693,7 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         .build()?;
     let changed = runtime
         .block_on(crate::admin::first_answer(&members, async |endpoint| {
-            crate::admin::add_node(endpoint, request.clone()).await
+            crate::admin::add_node(endpoint, &tls, request.clone()).await
         }))
         .with_context(|| format!("adding node {id} to the cluster"))?;
     if !json {
@@ -653,12 +741,13 @@ fn remove_node(dir: &Path, node: u64, json: bool) -> Result<()> {
         node_id: node,
         shard_ids: Vec::new(),
     };
+    let tls = cluster_tls(dir, &configs)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let changed = runtime
         .block_on(crate::admin::first_answer(&others, async |endpoint| {
-            crate::admin::remove_node(endpoint, request.clone()).await
+            crate::admin::remove_node(endpoint, &tls, request.clone()).await
         }))
         .with_context(|| format!("removing node {node} from the cluster"))?;
     if let Some(pid) = running_pid(dir, node) {
@@ -682,10 +771,12 @@ fn wait_until_serving(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let tls = cluster_tls(dir, configs)?;
     let client = Client::new(
         endpoints,
         ClientOptions {
             request_timeout: wait,
+            tls: tls.clone(),
             ..ClientOptions::default()
         },
     )?;
@@ -721,9 +812,7 @@ fn wait_until_serving(
     loop {
         let listed = runtime.block_on(async {
             for endpoint in endpoints {
-                let Ok(mut admin) =
-                    proto::admin_client::AdminClient::connect(format!("http://{endpoint}")).await
-                else {
+                let Ok(mut admin) = admin(endpoint, &tls) else {
                     continue;
                 };
                 if let Ok(shards) = admin.shards(proto::ShardsRequest {}).await {
@@ -746,6 +835,7 @@ fn wait_until_serving(
 
 fn status(dir: &Path, json: bool) -> Result<()> {
     let configs = configs(dir)?;
+    let tls = cluster_tls(dir, &configs)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -760,7 +850,7 @@ fn status(dir: &Path, json: bool) -> Result<()> {
         let state = match pid {
             None => "down",
             Some(_) if !accepts(&config.listen_addr.to_string()) => "starting",
-            Some(_) if runtime.block_on(leads(&config.advertised())) => "leader",
+            Some(_) if runtime.block_on(leads(&config.advertised(), &tls)) => "leader",
             Some(_) => "follower",
         };
         let pid_text = pid.map_or("-".to_string(), |p| p.to_string());
@@ -792,10 +882,11 @@ fn accepts(addr: &str) -> bool {
 }
 
 /// Whether the node answers a linearizable read itself, i.e. leads the first shard.
-async fn leads(addr: &str) -> bool {
-    let Ok(mut kv) = proto::kv_client::KvClient::connect(format!("http://{addr}")).await else {
+async fn leads(addr: &str, tls: &Tls) -> bool {
+    let Ok(channel) = hanse_client::connect(addr, tls.clone()) else {
         return false;
     };
+    let mut kv = proto::kv_client::KvClient::new(channel);
     let request = proto::GetRequest {
         route: None,
         key: b"hanse-cluster-status-probe".to_vec(),

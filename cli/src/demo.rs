@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 use hanse_consensus::latency::LatencyMatrix;
 use hanse_node::chart::{Series, line_chart};
 use hanse_node::units::parse_duration;
 
 use crate::admin::first_answer;
+use crate::connect::{Tls, admin};
 use crate::{cluster, display, tour};
 
 /// The nodes' regions in id order, and the round trips between the regions (roughly the
@@ -121,12 +121,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.port,
         &tables,
         &latency,
+        None,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let story = runtime.block_on(tell(&endpoints, args.duration))?;
+    let tls = cluster::tls_of(&cluster_dir)?;
+    let story = runtime.block_on(tell(&endpoints, &tls, args.duration))?;
     drop(runtime);
     print_summary(&story);
     let report = write_report(&args.out, &story)
@@ -228,20 +230,21 @@ fn zone_at(elapsed: Duration, duration: Duration) -> u64 {
     ((elapsed.as_secs_f64() / phase) as u64).min(ZONES - 1)
 }
 
-async fn tell(endpoints: &[String], duration: Duration) -> Result<Story> {
+async fn tell(endpoints: &[String], tls: &Tls, duration: Duration) -> Result<Story> {
     let client = Arc::new(Client::new(
         endpoints,
         ClientOptions {
             region: Some("eu-hamburg".into()),
+            tls: tls.clone(),
             ..ClientOptions::default()
         },
     )?);
-    let shards = routing_table(endpoints).await?;
+    let shards = routing_table(endpoints, tls).await?;
     println!("\nThe data starts led from ap-china, as if it had been loaded there:");
     for shard in shards.iter().filter(|s| !is_meta(s)) {
         let id = shard.descriptor.as_ref().map_or(0, |d| d.id);
         if shard.leader_node != CHINA_NODE {
-            transfer_leader(endpoints, id, CHINA_NODE).await?;
+            transfer_leader(endpoints, tls, id, CHINA_NODE).await?;
         }
         println!("  shard {id}: leader node {CHINA_NODE} (ap-china)");
     }
@@ -321,7 +324,7 @@ async fn tell(endpoints: &[String], duration: Duration) -> Result<Story> {
         }
         let at = started.elapsed();
         let taken = std::mem::take(&mut *window.lock().expect("lock"));
-        let look = watch.look(endpoints, at.as_secs_f64()).await;
+        let look = watch.look(endpoints, tls, at.as_secs_f64()).await;
         let sample = Sample {
             at: at.as_secs_f64(),
             zone: zone_at(at, duration),
@@ -362,8 +365,8 @@ async fn tell(endpoints: &[String], duration: Duration) -> Result<Story> {
     println!("\nReading back every key the load wrote...");
     let expected = std::mem::take(&mut *acknowledged.lock().expect("lock"));
     let wrong_keys = read_back(&client, &expected).await?;
-    let final_shards = routing_table(endpoints).await?;
-    let (ingest, planner) = node_status(endpoints).await;
+    let final_shards = routing_table(endpoints, tls).await?;
+    let (ingest, planner) = node_status(endpoints, tls).await;
     Ok(Story {
         samples,
         events: watch.events,
@@ -397,20 +400,20 @@ async fn read_back(client: &Client, expected: &HashMap<Vec<u8>, Vec<u8>>) -> Res
 }
 
 /// The routing table: every shard as the meta shard knows it.
-async fn routing_table(endpoints: &[String]) -> Result<Vec<proto::ShardStatus>> {
+async fn routing_table(endpoints: &[String], tls: &Tls) -> Result<Vec<proto::ShardStatus>> {
     first_answer(endpoints, async |endpoint| {
-        let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+        let mut admin = admin(endpoint, tls)?;
         let shards = admin.shards(proto::ShardsRequest {}).await?.into_inner();
         Ok(shards.shards)
     })
     .await
 }
 
-async fn transfer_leader(endpoints: &[String], shard: u64, to: u64) -> Result<()> {
+async fn transfer_leader(endpoints: &[String], tls: &Tls, shard: u64, to: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let moved = first_answer(endpoints, async |endpoint| {
-            let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+            let mut admin = admin(endpoint, tls)?;
             let request = proto::TransferLeaderRequest {
                 shard_id: shard,
                 to_node: to,
@@ -431,11 +434,14 @@ async fn transfer_leader(endpoints: &[String], shard: u64, to: u64) -> Result<()
 
 /// The ingest actors' counters summed over the nodes, and the planner's status from the
 /// node that runs it.
-async fn node_status(endpoints: &[String]) -> (IngestTotals, Option<proto::PlannerStatus>) {
+async fn node_status(
+    endpoints: &[String],
+    tls: &Tls,
+) -> (IngestTotals, Option<proto::PlannerStatus>) {
     let mut totals = IngestTotals::default();
     let mut planner = None;
     for endpoint in endpoints {
-        let Ok(mut admin) = AdminClient::connect(format!("http://{endpoint}")).await else {
+        let Ok(mut admin) = admin(endpoint, tls) else {
             continue;
         };
         let Ok(status) = admin.status(proto::StatusRequest {}).await else {
@@ -473,13 +479,13 @@ struct Look {
 }
 
 impl Watch {
-    async fn look(&mut self, endpoints: &[String], at: f64) -> Look {
+    async fn look(&mut self, endpoints: &[String], tls: &Tls, at: f64) -> Look {
         let first_new_event = self.events.len();
-        let (ingest, _) = node_status(endpoints).await;
+        let (ingest, _) = node_status(endpoints, tls).await;
         let ingest_batch = (ingest.writes.saturating_sub(self.ingest.writes)) as f64
             / (ingest.batches.saturating_sub(self.ingest.batches)).max(1) as f64;
         self.ingest = ingest;
-        if let Ok(table) = routing_table(endpoints).await {
+        if let Ok(table) = routing_table(endpoints, tls).await {
             let now: BTreeMap<u64, proto::ShardStatus> = table
                 .into_iter()
                 .filter_map(|s| Some((s.descriptor.as_ref()?.id, s)))

@@ -14,6 +14,8 @@ use hanse::{Db, Options};
 use hanse_client::{Client, ClientOptions};
 use hanse_node::units::parse_duration;
 
+use crate::connect::ConnectArgs;
+
 #[derive(Args)]
 pub struct KvArgs {
     /// The data directory of an embedded store (created when missing).
@@ -35,6 +37,8 @@ pub struct KvArgs {
     /// process, not of the machine).
     #[arg(long, global = true)]
     no_sync: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     op: KvOp,
 }
@@ -168,6 +172,7 @@ fn open_store(args: &KvArgs) -> Result<Store> {
             .context("starting the runtime")?;
         let options = ClientOptions {
             region: args.region.clone(),
+            tls: args.connect.tls()?,
             ..ClientOptions::default()
         };
         let client = Client::new(&args.endpoints, options)?;

@@ -2,7 +2,9 @@
 
 mod admin;
 mod backup;
+mod cert;
 mod cluster;
+mod connect;
 mod demo;
 mod display;
 mod kv;
@@ -43,6 +45,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Builds a new local cluster from a backup directory (checked first).
     Restore(backup::RestoreArgs),
+    /// Makes and lists the cluster's TLS certificates.
+    Cert(cert::CertArgs),
     /// Trains and evaluates the planner's network in the simulator.
     Planner(planner::PlannerArgs),
     /// Runs the load generator: `hanse bench run --endpoints ...` (see `hanse bench --help`).
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => admin::run(args).map(|()| ExitCode::SUCCESS),
         Command::Backup(args) => backup::backup(args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => backup::restore(args).map(|()| ExitCode::SUCCESS),
+        Command::Cert(args) => cert::run(args).map(|()| ExitCode::SUCCESS),
         Command::Planner(args) => planner::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench { args } => sibling("hanse-bench", "hanse-bench", &args),
         Command::Chaos { args } => sibling("hanse-chaos", "hanse-tests", &args),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::admin::first_answer;
+use crate::connect::{ConnectArgs, Tls, admin};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hanse_node::chart::{self, Series};
@@ -22,7 +23,6 @@ use hanse_planner::train::{
     training_families, tuned_baselines,
 };
 use hanse_proto::v1 as pb;
-use hanse_proto::v1::admin_client::AdminClient;
 use hanse_shard::meta::META_SHARD;
 use serde_json::json;
 
@@ -72,6 +72,8 @@ enum PlannerOp {
         interval: Duration,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Tunes the baselines' thresholds on the training families, runs every policy on
     /// every family (those held out of training first), and prints mean costs (95 %
@@ -110,7 +112,8 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             duration,
             interval,
             out,
-        } => record(&endpoints, duration, interval, &out),
+            connect,
+        } => record(&endpoints, &connect.tls()?, duration, interval, &out),
         PlannerOp::Train {
             out,
             seeds,
@@ -158,7 +161,13 @@ pub fn run(args: PlannerArgs) -> Result<()> {
 
 /// Asks the cluster for its routing table every `interval` for `duration` and appends each
 /// answer's data shards to `out` as one trace tick.
-fn record(endpoints: &[String], duration: Duration, interval: Duration, out: &Path) -> Result<()> {
+fn record(
+    endpoints: &[String],
+    tls: &Tls,
+    duration: Duration,
+    interval: Duration,
+    out: &Path,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -171,7 +180,7 @@ fn record(endpoints: &[String], duration: Duration, interval: Duration, out: &Pa
     while start.elapsed() < duration {
         let look = std::time::Instant::now();
         let shards = runtime.block_on(first_answer(endpoints, async |endpoint| {
-            let mut admin = AdminClient::connect(format!("http://{endpoint}")).await?;
+            let mut admin = admin(endpoint, tls)?;
             Ok(admin
                 .shards(pb::ShardsRequest {})
                 .await?

@@ -11,10 +11,13 @@ pub struct ServerArgs {
     /// The node's TOML configuration (see `hanse_node::config` for the fields).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Serve plaintext with nobody authenticated, as `insecure = true` in the config.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
-    let config = NodeConfig::load(&args.config)?;
+    let config = NodeConfig::load_as(&args.config, args.insecure)?;
     hanse_node::server::system().block_on(async {
         let node = hanse_node::server::start(config.clone())
             .await
@@ -26,9 +29,15 @@ pub fn run(args: ServerArgs) -> Result<()> {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+        let mut hang_up = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                // Certificates rotated: new connections use the new ones.
+                _ = hang_up.recv() => node.reload_certificates(),
+            }
         }
         node.stop().await;
         Ok(())

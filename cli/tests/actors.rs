@@ -10,8 +10,30 @@ use std::net::{SocketAddr, TcpListener};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
-use hanse_client::{Client, ClientOptions};
+use hanse_client::{CertsDir, Client, ClientOptions, ClientTls, Identity};
 use hanse_node::config::{IngestConfig, LimitsConfig, NodeConfig, PeerConfig};
+use std::sync::Arc;
+
+/// The certificates of the one-node cluster in `dir`, made when missing.
+fn certs(dir: &std::path::Path, addr: SocketAddr) -> CertsDir {
+    let certs = CertsDir::new(dir.join("certs"));
+    hanse_security::issue::create_local_cluster(&certs, &[(1, addr.ip().to_string())], &["root"])
+        .unwrap();
+    certs
+}
+
+/// What the tests connect as: `root`, with TLS.
+fn root(dir: &std::path::Path) -> Arc<ClientTls> {
+    let root = Identity::user("root").unwrap();
+    ClientTls::load(CertsDir::new(dir.join("certs")).files(&root), root).unwrap()
+}
+
+fn options(dir: &std::path::Path) -> ClientOptions {
+    ClientOptions {
+        tls: Some(root(dir)),
+        ..ClientOptions::default()
+    }
+}
 
 fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> NodeConfig {
     let addr: SocketAddr = TcpListener::bind(SocketAddr::from(([127, 0, 0, ip_last], 0)))
@@ -24,6 +46,8 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         listen_addr: addr,
         advertise_addr: None,
         data_dir: dir.join("n1"),
+        certs_dir: Some(certs(dir, addr).path().to_path_buf()),
+        insecure: false,
         bootstrap: true,
         initial_peers: vec![PeerConfig {
             id: 1,
@@ -47,7 +71,7 @@ fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
         let config = single_node(dir.path(), 61, LimitsConfig::default());
         let endpoint = config.listen_addr.to_string();
         let node = hanse_node::server::start(config).await.unwrap();
-        let client = Client::new(&[endpoint], ClientOptions::default()).unwrap();
+        let client = Client::new(&[endpoint], options(dir.path())).unwrap();
         client.put(b"before", b"1").await.unwrap();
         assert_eq!(node.replica_restarts(), 0);
 
@@ -78,11 +102,11 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
             },
             ..single_node(dir.path(), 62, limits)
         };
-        let endpoint = format!("http://{}", config.listen_addr);
+        let endpoint = config.listen_addr.to_string();
         let node = hanse_node::server::start(config).await.unwrap();
-        let kv = KvClient::connect(endpoint).await.unwrap();
+        let kv = KvClient::new(hanse_client::connect(&endpoint, Some(root(dir.path()))).unwrap());
         // Wait until the shard serves.
-        let client = Client::new(&[node.local_addr.to_string()], ClientOptions::default()).unwrap();
+        let client = Client::new(&[node.local_addr.to_string()], options(dir.path())).unwrap();
         client.put(b"ready", b"1").await.unwrap();
 
         // 64 durable writes at once against room for one: most are refused at the door.
@@ -134,12 +158,11 @@ fn the_ingest_actor_batches_concurrent_writes_and_keeps_each_writers_order() {
         let endpoint = config.listen_addr.to_string();
         let node = hanse_node::server::start(config).await.unwrap();
         let client = std::sync::Arc::new(
-            Client::new(std::slice::from_ref(&endpoint), ClientOptions::default()).unwrap(),
+            Client::new(std::slice::from_ref(&endpoint), options(dir.path())).unwrap(),
         );
         client.put(b"ready", b"1").await.unwrap();
-        let mut admin = AdminClient::connect(format!("http://{endpoint}"))
-            .await
-            .unwrap();
+        let mut admin =
+            AdminClient::new(hanse_client::connect(&endpoint, Some(root(dir.path()))).unwrap());
         let mut ingested = async || {
             let status = admin.status(proto::StatusRequest {}).await.unwrap();
             status.into_inner().ingest.expect("a Hamburg node batches")

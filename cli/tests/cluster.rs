@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hanse_client::{Client, ClientError, ClientOptions, proto};
+use hanse_client::{CertsDir, Client, ClientError, ClientOptions, proto};
 
 const NODES: u64 = 3;
 
@@ -54,11 +54,18 @@ impl Cluster {
                 )
             })
             .collect();
+        let certs = dir.path().join("certs");
+        let hosts: Vec<(u64, String)> = (1..)
+            .zip(addrs.iter().map(|a| a.ip().to_string()))
+            .collect();
+        hanse_security::issue::create_local_cluster(&CertsDir::new(&certs), &hosts, &["root"])
+            .unwrap();
         for id in 1..=NODES {
             let config = format!(
-                "node_id = {id}\nregion = \"r{id}\"\nlisten_addr = \"{}\"\ndata_dir = \"{}\"\nbootstrap = {}\n{peers}",
+                "node_id = {id}\nregion = \"r{id}\"\nlisten_addr = \"{}\"\ndata_dir = \"{}\"\ncerts_dir = \"{}\"\nbootstrap = {}\n{peers}",
                 addrs[id as usize - 1],
                 dir.path().join(format!("data{id}")).display(),
+                certs.display(),
                 id == 1
             );
             std::fs::write(config_path(dir.path(), id), config).unwrap();
@@ -101,6 +108,11 @@ impl Cluster {
         self.children[id as usize - 1] = Some(child);
     }
 
+    /// `root`'s TLS settings for this cluster's own certificates.
+    fn root_tls(&self) -> std::sync::Arc<hanse_client::ClientTls> {
+        hanse_client::user_tls(&self.dir.path().join("certs"), "root").unwrap()
+    }
+
     fn client(&self, ids: &[u64]) -> Client {
         let endpoints: Vec<String> = ids
             .iter()
@@ -108,6 +120,7 @@ impl Cluster {
             .collect();
         let options = ClientOptions {
             request_timeout: Duration::from_secs(20),
+            tls: Some(self.root_tls()),
             ..ClientOptions::default()
         };
         Client::new(&endpoints, options).unwrap()
@@ -121,11 +134,11 @@ impl Cluster {
                 if self.children[i].is_none() {
                     continue;
                 }
-                let Ok(mut kv) =
-                    proto::kv_client::KvClient::connect(format!("http://{addr}")).await
-                else {
+                let tls = self.root_tls();
+                let Ok(channel) = hanse_client::connect(&addr.to_string(), Some(tls)) else {
                     continue;
                 };
+                let mut kv = proto::kv_client::KvClient::new(channel);
                 let request = proto::GetRequest {
                     route: None,
                     key: b"probe".to_vec(),

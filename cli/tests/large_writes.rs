@@ -52,7 +52,7 @@ async fn large_entries_commit_under_load_and_the_shard_keeps_going() {
     let cluster = common::launch(&["--balance", "enabled=false"]);
     let options = ClientOptions {
         request_timeout: Duration::from_secs(120),
-        ..ClientOptions::default()
+        ..common::client_options()
     };
     let client = Client::new(&cluster.endpoints, options).unwrap();
     client.put(b"warm-up", b"1").await.unwrap();

@@ -175,6 +175,8 @@ fn a_python_client_generated_from_the_proto_reads_and_writes() {
         Command::new(&python)
             .arg(root.join("proto/python/hanse_kv.py"))
             .args(["--endpoints", &follower_first])
+            .arg("--certs-dir")
+            .arg(common::certs())
             .args(args)
             .env("PYTHONPATH", &generated)
             .output()
@@ -401,7 +403,7 @@ fn read_back(
         .enable_all()
         .build()
         .unwrap();
-    let client = hanse_client::Client::new(endpoints, Default::default()).unwrap();
+    let client = hanse_client::Client::new(endpoints, common::client_options()).unwrap();
     for key in keys {
         let read = runtime.block_on(client.get(key.as_bytes())).unwrap();
         assert_eq!(read.as_deref(), Some(value), "{key}");
@@ -421,7 +423,7 @@ fn write_until(
             .enable_all()
             .build()
             .unwrap();
-        let client = hanse_client::Client::new(&endpoints, Default::default()).unwrap();
+        let client = hanse_client::Client::new(&endpoints, common::client_options()).unwrap();
         let mut acknowledged = Vec::new();
         // Bounded even if the caller never says stop.
         for i in 0..20_000 {
@@ -494,7 +496,8 @@ fn a_node_joins_under_writes_takes_the_lead_and_a_founder_leaves() {
         .build()
         .unwrap();
     let client =
-        hanse_client::Client::new(std::slice::from_ref(&node4_addr), Default::default()).unwrap();
+        hanse_client::Client::new(std::slice::from_ref(&node4_addr), common::client_options())
+            .unwrap();
     for key in &acknowledged {
         let value = runtime.block_on(client.get(key.as_bytes())).unwrap();
         assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
@@ -643,7 +646,7 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
         .build()
         .unwrap();
     let client = std::sync::Arc::new(
-        hanse_client::Client::new(&cluster.endpoints, Default::default()).unwrap(),
+        hanse_client::Client::new(&cluster.endpoints, common::client_options()).unwrap(),
     );
     let keys: Vec<String> = (0..1200).map(|i| format!("grow-{i:05}")).collect();
     let value = vec![b'v'; 512];

@@ -53,7 +53,7 @@ fn leader_follows_hamburg_writes(extra: &[&str], planner_mode: &str) {
         .unwrap();
     let hamburg = ClientOptions {
         region: Some("eu-hamburg".into()),
-        ..ClientOptions::default()
+        ..common::client_options()
     };
     let client = Client::new(&cluster.endpoints, hamburg).unwrap();
     let mut written = 0;
@@ -135,7 +135,7 @@ fn a_follower_read_never_misses_a_write_acknowledged_before_its_bound() {
         endpoints.swap(0, nearest);
         let options = ClientOptions {
             region: Some(region.into()),
-            ..ClientOptions::default()
+            ..common::client_options()
         };
         Client::new(&endpoints, options).unwrap()
     };
@@ -216,7 +216,7 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
         .unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("saved-{i:04}")).collect();
     let client =
-        std::sync::Arc::new(Client::new(&cluster.endpoints, ClientOptions::default()).unwrap());
+        std::sync::Arc::new(Client::new(&cluster.endpoints, common::client_options()).unwrap());
     runtime.block_on(async {
         let mut writers = tokio::task::JoinSet::new();
         for part in keys.chunks(30) {
@@ -255,7 +255,7 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
         "restore", "--from", backup, "--dir", &restored, "--port", &port,
     ]);
     let restored_client =
-        Client::new(&common::endpoints_line(&out), ClientOptions::default()).unwrap();
+        Client::new(&common::endpoints_line(&out), common::client_options()).unwrap();
     runtime.block_on(async {
         for key in &keys {
             assert_eq!(
@@ -316,7 +316,7 @@ fn writes_entering_hamburg_for_a_leader_in_china_travel_there_in_batches() {
     }
     // The client knows only the Hamburg node: every write enters there.
     let client = std::sync::Arc::new(
-        Client::new(std::slice::from_ref(hamburg), ClientOptions::default()).unwrap(),
+        Client::new(std::slice::from_ref(hamburg), common::client_options()).unwrap(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

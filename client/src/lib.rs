@@ -13,14 +13,20 @@
 //! sending it again could apply it twice (a put undoing a later put, a compare-and-swap
 //! answering `false` after it swapped), so the call ends with
 //! [`ClientError::OutcomeUnknown`] instead and the caller decides.
+//!
+//! Nodes serve TLS and want a client certificate of the cluster's CA
+//! ([`ClientOptions::tls`], from `hanse cert create-client`); plaintext reaches only
+//! nodes that run `insecure`.
 
 pub mod routes;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use hanse_security::{CertsDir, ClientTls, Connector, Identity};
 
 pub use hanse_proto::v1 as proto;
 use hanse_proto::v1::kv_client::KvClient;
@@ -59,6 +65,9 @@ pub struct ClientOptions {
     /// The region this client runs in (for example `eu-hamburg`), sent with every request
     /// so that shard leaders can tell where their load comes from.
     pub region: Option<String>,
+    /// The client's certificate and the cluster CA (see [`ClientTls::load`]); `None`
+    /// talks plaintext, which only nodes that run `insecure` answer.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +76,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             region: None,
+            tls: None,
         }
     }
 }
@@ -165,6 +175,34 @@ pub struct StaleRead {
     pub staleness_bound: Duration,
 }
 
+/// The endpoint of the node at `endpoint` (`HOST:PORT`).
+fn endpoint_of(endpoint: &str, connect_timeout: Duration) -> Result<Endpoint, ClientError> {
+    Ok(Endpoint::from_shared(Connector::uri(endpoint))
+        .map_err(|e| ClientError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            detail: e.to_string(),
+        })?
+        .connect_timeout(connect_timeout))
+}
+
+/// A channel to the node at `endpoint` (`HOST:PORT`), with TLS when `tls` is given,
+/// connected on first use: for the other services of a node (`Admin`), which the
+/// [`Client`] does not wrap.
+pub fn connect(endpoint: &str, tls: Option<Arc<ClientTls>>) -> Result<Channel, ClientError> {
+    let timeout = ClientOptions::default().connect_timeout;
+    Ok(endpoint_of(endpoint, timeout)?.connect_with_connector_lazy(Connector::new(tls)))
+}
+
+/// The TLS settings of `user` from the certificates directory `dir` (the cluster's
+/// `ca.crt` and the user's `client-USER.crt` and `.key`, as `hanse cert` makes them).
+pub fn user_tls(
+    dir: &std::path::Path,
+    user: &str,
+) -> Result<Arc<ClientTls>, hanse_security::SecurityError> {
+    let identity = Identity::user(user)?;
+    ClientTls::load(CertsDir::new(dir).files(&identity), identity)
+}
+
 /// A connection to a Hanse cluster through any of its nodes.
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
@@ -211,12 +249,7 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         for endpoint in endpoints {
-            Endpoint::from_shared(format!("http://{endpoint}")).map_err(|e| {
-                ClientError::BadEndpoint {
-                    endpoint: endpoint.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+            endpoint_of(endpoint, options.connect_timeout)?;
         }
         let region_header = match &options.region {
             Some(region) => Some(MetadataValue::try_from(region.as_str()).map_err(|_| {
@@ -241,14 +274,9 @@ impl Client {
         if let Some(client) = channels.get(endpoint) {
             return Ok(client.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| ClientError::BadEndpoint {
-                endpoint: endpoint.to_string(),
-                detail: e.to_string(),
-            })?
-            .connect_timeout(self.options.connect_timeout)
+        let channel = endpoint_of(endpoint, self.options.connect_timeout)?
             .timeout(self.options.request_timeout)
-            .connect_lazy();
+            .connect_with_connector_lazy(Connector::new(self.options.tls.clone()));
         let client = KvClient::new(channel)
             .max_decoding_message_size(32 * 1024 * 1024)
             .max_encoding_message_size(32 * 1024 * 1024);

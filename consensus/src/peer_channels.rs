@@ -1,13 +1,14 @@
 //! How this node reaches other nodes: one HTTP/2 channel per address, made on first use
 //! and shared by everything that calls another node (the Raft transport, admin calls,
 //! forwarded write batches, read indexes). How a node connects (the timeout, the address
-//! it connects from, the message limit, and in time TLS and metrics) is set here once.
+//! it connects from, TLS with its node certificate) is set here once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hanse_security::{ClientTls, Connector};
 use tonic::transport::{Channel, Endpoint};
 
 /// How connections to other nodes are made.
@@ -19,6 +20,8 @@ pub struct ChannelOptions {
     /// The local address connections start from (default: the kernel's pick). A node
     /// binds its own, so that a proxy between nodes can tell who calls whom.
     pub source_ip: Option<IpAddr>,
+    /// The node's certificate and the cluster CA; `None` where the cluster runs insecure.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Default for ChannelOptions {
@@ -26,6 +29,7 @@ impl Default for ChannelOptions {
         ChannelOptions {
             connect_timeout: crate::knobs::CONNECT_TIMEOUT,
             source_ip: None,
+            tls: None,
         }
     }
 }
@@ -60,16 +64,14 @@ impl PeerChannels {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| BadAddress {
+        let endpoint = Endpoint::from_shared(Connector::uri(addr)).map_err(|e| BadAddress {
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
+        let connector = Connector::new(self.options.tls.clone()).from_ip(self.options.source_ip);
         let channel = endpoint
             .connect_timeout(self.options.connect_timeout)
-            .local_address(self.options.source_ip)
-            // No Nagle: small Raft and client messages must not wait for delayed ACKs.
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .connect_with_connector_lazy(connector);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -1,6 +1,10 @@
 //! The receiving side of the transport: the `hanse.v1.Raft` gRPC service. It hands each
 //! message of a batch to the local group of its shard; a message for a shard this node
 //! does not host is answered `ShardNotHosted` and creates nothing.
+//!
+//! Where nodes authenticate (TLS with node certificates), a batch must come from the node
+//! it names (`from_node` is the caller's certificate's), and every vote, append and
+//! snapshot in it must be that node's own: no node speaks for another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -9,7 +13,9 @@ use hanse_proto::v1::raft_server;
 use hanse_proto::v1::{
     RaftBatch, RaftBatchReply, RaftMessage, RaftResult, ShardNotHosted, raft_message, raft_result,
 };
+use hanse_security::Caller;
 use hanse_shard::{NodeId, ShardId};
+use openraft::Vote;
 use openraft::error::RaftError;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -63,7 +69,7 @@ impl RaftService {
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
 
-    async fn handle(&self, message: RaftMessage) -> RaftResult {
+    async fn handle(&self, from: NodeId, message: RaftMessage) -> RaftResult {
         let Some(group) = self.registry.get(message.shard_id) else {
             return outcome(raft_result::Outcome::ShardNotHosted(ShardNotHosted {
                 shard_id: message.shard_id,
@@ -72,18 +78,27 @@ impl RaftService {
         };
         let raft = &group.raft;
         match message.body {
-            Some(raft_message::Body::AppendEntries(bytes)) => match decode(&bytes) {
-                Ok(rpc) => answer(raft.append_entries(rpc).await),
-                Err(e) => malformed(e),
-            },
-            Some(raft_message::Body::Vote(bytes)) => match decode(&bytes) {
-                Ok(rpc) => answer(group.vote(rpc).await),
-                Err(e) => malformed(e),
-            },
-            Some(raft_message::Body::InstallSnapshot(bytes)) => match decode(&bytes) {
-                Ok(rpc) => answer(raft.install_snapshot(rpc).await),
-                Err(e) => malformed(e),
-            },
+            Some(raft_message::Body::AppendEntries(bytes)) => {
+                match decode::<openraft::raft::AppendEntriesRequest<crate::TypeConfig>>(&bytes) {
+                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
+                    Ok(rpc) => answer(raft.append_entries(rpc).await),
+                    Err(e) => malformed(e),
+                }
+            }
+            Some(raft_message::Body::Vote(bytes)) => {
+                match decode::<openraft::raft::VoteRequest<NodeId>>(&bytes) {
+                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
+                    Ok(rpc) => answer(group.vote(rpc).await),
+                    Err(e) => malformed(e),
+                }
+            }
+            Some(raft_message::Body::InstallSnapshot(bytes)) => {
+                match decode::<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>(&bytes) {
+                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
+                    Ok(rpc) => answer(raft.install_snapshot(rpc).await),
+                    Err(e) => malformed(e),
+                }
+            }
             Some(raft_message::Body::TimeoutNow(_)) => answer(
                 raft.trigger()
                     .elect()
@@ -110,6 +125,17 @@ fn answer<T: Serialize, E: Serialize>(result: Result<T, E>) -> RaftResult {
     })
 }
 
+/// Whether `vote` is one node `from` may send: its own candidacy or leadership.
+fn sent_by(vote: &Vote<NodeId>, from: NodeId) -> bool {
+    vote.leader_id().voted_for() == Some(from)
+}
+
+fn not_its_own(from: NodeId, vote: &Vote<NodeId>) -> RaftResult {
+    malformed(format!(
+        "node {from} sent a message for another node's term ({vote}); refused"
+    ))
+}
+
 fn malformed(e: impl std::fmt::Display) -> RaftResult {
     outcome(raft_result::Outcome::Malformed(e.to_string()))
 }
@@ -117,10 +143,17 @@ fn malformed(e: impl std::fmt::Display) -> RaftResult {
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchReply>, Status> {
+        let caller = Caller::of(&request);
         let batch = request.into_inner();
+        if !caller.may_speak_for_node(batch.from_node) {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not send Raft messages as node {}",
+                batch.from_node
+            )));
+        }
         let mut results = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
-            results.push(self.handle(message).await);
+            results.push(self.handle(batch.from_node, message).await);
         }
         Ok(Response::new(RaftBatchReply { results }))
     }

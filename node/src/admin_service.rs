@@ -36,6 +36,7 @@ use crate::state::NodeState;
 use hanse_proto::convert::{
     from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
 };
+use hanse_security::Caller;
 
 /// Marks a request one node forwarded to a shard's leader; it is not forwarded again.
 const FORWARDED: &str = "hanse-forwarded";
@@ -552,6 +553,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        check_report_claims(&Caller::of(&request), request.get_ref())?;
         match self.leadership(META_SHARD, &request).await? {
             Leadership::Here(meta) => {
                 let pb::ReportRequest { shards, nodes } = request.into_inner();
@@ -570,15 +572,11 @@ impl Admin for AdminService {
                     other => Err(Status::internal(format!("unexpected {other:?}"))),
                 }
             }
-            Leadership::Elsewhere { addr, .. } => {
-                let again = request.into_inner();
-                self.state
-                    .peers
-                    .admin(&addr)?
-                    .report(forwarded(again))
-                    .await
-                    .map_err(unreachable(&addr))
-            }
+            // Not forwarded: the meta shard's leader checks a report against the node
+            // that sends it, so each node sends its own (again next round).
+            Leadership::Elsewhere { node, addr } => Err(Status::unavailable(format!(
+                "node {node} at {addr} leads the meta shard; report there"
+            ))),
         }
     }
 
@@ -815,4 +813,41 @@ impl Admin for AdminService {
         answer.await.map_err(|_| stopped())?.map_err(node_status)?;
         Ok(Response::new(pb::DestroyReplicaResponse {}))
     }
+}
+
+/// A report may speak only for the node that sends it: the leader it names for each
+/// shard and every node record in it must be the caller's, and a shard's leader must be
+/// one of its replicas. Anything else could steer clients to an address of the
+/// sender's choosing.
+fn check_report_claims(caller: &Caller, report: &pb::ReportRequest) -> Result<(), Status> {
+    for shard in &report.shards {
+        if !caller.may_speak_for_node(shard.leader_node) {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not report node {} as a shard's leader",
+                shard.leader_node
+            )));
+        }
+        let replicas = shard.descriptor.as_ref().map(|d| d.replicas.as_slice());
+        if !replicas
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.node == shard.leader_node)
+        {
+            return Err(Status::invalid_argument(format!(
+                "a report names node {} as the leader of a shard it holds no replica of",
+                shard.leader_node
+            )));
+        }
+    }
+    if let Some(node) = report
+        .nodes
+        .iter()
+        .find(|n| !caller.may_speak_for_node(n.node_id))
+    {
+        return Err(Status::permission_denied(format!(
+            "{caller} may not report for node {}",
+            node.node_id
+        )));
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 //! advertise_addr = "127.0.0.11:7401"   # optional; defaults to listen_addr (a proxy's, say)
 //!                                       # connections to peers start from listen_addr's IP
 //! data_dir = "/var/lib/hanse/n1"
+//! certs_dir = "/etc/hanse/certs"        # ca.crt, node-1.crt, node-1.key (`hanse cert`)
+//! # insecure = true                     # no TLS and no authentication: refused by default
 //! bootstrap = true                      # on exactly one node of a new cluster
 //! latency = "eu-hamburg:ap-china=250ms" # optional; injected round trips between regions
 //!
@@ -44,11 +46,21 @@ use hanse_planner::balance::{RegionRule, default_region_rules};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use hanse_security::{CertsDir, ClientTls, Identity, SecurityError, ServerTls};
 
 use crate::units::parse_duration;
 
 use serde::Deserialize;
+
+/// A node's TLS settings: as a server, and towards its peers (same certificate).
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    pub server: Arc<ServerTls>,
+    pub client: Arc<ClientTls>,
+}
 
 /// One member of the cluster's first membership.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -70,6 +82,15 @@ pub struct NodeConfig {
     #[serde(default)]
     pub advertise_addr: Option<String>,
     pub data_dir: PathBuf,
+    /// The directory of this node's TLS files: the cluster CA's `ca.crt`, and
+    /// `node-ID.crt` and `node-ID.key` for this node (made by `hanse cert`). Required
+    /// unless `insecure`.
+    #[serde(default)]
+    pub certs_dir: Option<PathBuf>,
+    /// Serve and connect in plaintext, with nobody authenticated: any process that
+    /// reaches the port may read, write and administer everything. Off by default.
+    #[serde(default)]
+    pub insecure: bool,
     /// Initialise the first shard's Raft group with `initial_peers` when this node's store
     /// is new. Set it on one node of a new cluster; repeating it later changes nothing.
     #[serde(default)]
@@ -298,6 +319,12 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads and checks the configuration in `path`.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        Self::load_as(path, false)
+    }
+
+    /// Reads and checks the configuration in `path`; `insecure` turns TLS off whatever
+    /// the file says (`hanse server --insecure`).
+    pub fn load_as(path: &Path, insecure: bool) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -309,6 +336,10 @@ impl NodeConfig {
                     .map(|s| format!(" (at byte {})", s.start))
                     .unwrap_or_default(),
         })?;
+        let config = NodeConfig {
+            insecure: config.insecure || insecure,
+            ..config
+        };
         config
             .validate()
             .map_err(|(field, problem)| ConfigError::Invalid {
@@ -363,7 +394,36 @@ impl NodeConfig {
         })
     }
 
+    /// This node's TLS settings, as a server and towards its peers (`None` when it runs
+    /// `insecure`). A missing or unusable file is named in the error.
+    pub fn tls(&self) -> Result<Option<NodeTls>, SecurityError> {
+        if self.insecure {
+            return Ok(None);
+        }
+        let dir = self
+            .certs_dir
+            .as_ref()
+            .ok_or_else(|| SecurityError::Invalid {
+                what: "config",
+                detail: "no `certs_dir`".into(),
+            })?;
+        let identity = Identity::Node(self.node_id);
+        let files = CertsDir::new(dir).files(&identity);
+        let server = ServerTls::load(files.clone(), self.node_id)?;
+        let client = ClientTls::load(files, identity)?;
+        Ok(Some(NodeTls { server, client }))
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.insecure && self.certs_dir.is_none() {
+            return Err((
+                "certs_dir",
+                "missing: name the directory of this node's certificates (`hanse cert \
+                 create-ca` and `create-node` make them), or set `insecure = true` to run \
+                 without TLS and authentication"
+                    .into(),
+            ));
+        }
         if self.node_id == 0 || self.node_id >= 1 << 31 {
             // Shard ids a node allocates carry its id in their high 32 bits.
             return Err(("node_id", "must be 1 to 2147483647".into()));
@@ -495,6 +555,7 @@ node_id = 1
 region = "eu-hamburg"
 listen_addr = "127.0.0.11:7401"
 data_dir = "/tmp/n1"
+certs_dir = "/tmp/n1-certs"
 bootstrap = true
 [[initial_peers]]
 id = 1
@@ -507,6 +568,22 @@ region = "eu-hamburg"
         let config = load(GOOD).unwrap();
         assert_eq!(config.advertised(), "127.0.0.11:7401");
         assert!(config.sync);
+    }
+
+    #[test]
+    fn a_node_without_certificates_must_say_it_runs_insecure() {
+        let bare = GOOD.replace("certs_dir = \"/tmp/n1-certs\"\n", "");
+        let refused = load(&bare).unwrap_err().to_string();
+        assert!(refused.contains("`certs_dir`"), "{refused}");
+        assert!(refused.contains("insecure = true"), "{refused}");
+        let insecure = load(&format!("insecure = true\n{bare}")).unwrap();
+        assert!(insecure.tls().unwrap().is_none());
+        // With a directory that lacks the files, the error names the missing one.
+        let missing = load(GOOD).unwrap().tls().unwrap_err().to_string();
+        assert!(
+            missing.contains("/tmp/n1-certs/ca.crt does not exist"),
+            "{missing}"
+        );
     }
 
     #[test]

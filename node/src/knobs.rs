@@ -19,6 +19,11 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// How long a read of the routing table waits out a busy meta shard.
 pub const BUSY_WAIT: Duration = Duration::from_secs(3);
 
+/// How often a node looks whether its certificate, key or CA file changed (a rotation):
+/// cheap (three `stat` calls), and well inside the overlap an operator leaves between a
+/// new certificate and the old one's expiry.
+pub const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

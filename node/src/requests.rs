@@ -1,12 +1,18 @@
-//! The one layer every Kv request passes before its handler: what is true of a request
-//! whatever it asks (where its client is, and later who it is and what it may touch)
-//! is settled here once, not in each of the service's methods.
+//! The layers requests pass before their handlers: what is true of a request whatever it
+//! asks is settled here once, not in each of the services' methods.
+//!
+//! - [`Guard`], around every service: the calls nodes make of each other (the whole
+//!   `hanse.v1.Raft` service, forwarded writes and read indexes, reports, replica set-up)
+//!   are refused to anyone but a node, by the identity its TLS certificate proved.
+//! - [`KvRequests`], around the Kv service: where its client is.
 
 use crate::knobs::REGION_NAME_BYTES_MAX;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::codegen::http::{HeaderMap, Request};
+use hanse_proto::v1::{admin_server, kv_server, raft_server};
+use hanse_security::Caller;
+use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::{Context, Future, Pin, Poll, Service};
 use tonic::server::NamedService;
 
@@ -92,9 +98,98 @@ impl<S: NamedService> NamedService for KvRequests<S> {
     const NAME: &'static str = S::NAME;
 }
 
+/// The calls only nodes make, as (service, method); an empty method: all of them.
+const NODE_ONLY: [(&str, &str); 7] = [
+    (raft_server::SERVICE_NAME, ""),
+    (kv_server::SERVICE_NAME, "ProposeBatch"),
+    (kv_server::SERVICE_NAME, "ReadIndex"),
+    (admin_server::SERVICE_NAME, "Report"),
+    (admin_server::SERVICE_NAME, "OpenReplica"),
+    (admin_server::SERVICE_NAME, "DestroyReplica"),
+    (admin_server::SERVICE_NAME, "WaitApplied"),
+];
+
+/// Whether the gRPC method at `path` (`/package.Service/Method`) is one only nodes call.
+fn node_only(path: &str) -> bool {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return false;
+    };
+    NODE_ONLY
+        .iter()
+        .any(|(s, m)| *s == service && (m.is_empty() || *m == method))
+}
+
+/// Wraps every service of a node: refuses calls between nodes to callers that are not
+/// nodes, with `PERMISSION_DENIED` and before anything is decoded.
+#[derive(Clone)]
+pub(crate) struct Guard<S> {
+    inner: S,
+}
+
+impl<S> Guard<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Guard { inner }
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for Guard<S>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let caller = Caller::from_extensions(request.extensions());
+        let path = request.uri().path();
+        if node_only(path) && !caller.is_node() {
+            let refusal = tonic::Status::permission_denied(format!(
+                "{path} is a call between nodes; {caller} may not make it"
+            ));
+            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        }
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(ready.call(request))
+    }
+}
+
+/// [`Guard`] as a layer for tonic's server builder.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct GuardLayer;
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard::new(inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_between_nodes_are_named_by_service_and_method() {
+        assert!(node_only("/hanse.v1.Raft/Send"));
+        assert!(node_only("/hanse.v1.Kv/ProposeBatch"));
+        assert!(node_only("/hanse.v1.Admin/Report"));
+        assert!(node_only("/hanse.v1.Admin/DestroyReplica"));
+        assert!(!node_only("/hanse.v1.Kv/Put"));
+        assert!(!node_only("/hanse.v1.Admin/Shards"));
+        assert!(!node_only("/hanse.v1.Kv/ProposeBatchX"));
+        assert!(!node_only("garbage"));
+    }
 
     #[test]
     fn the_origin_is_the_named_region_unless_its_name_is_too_long() {

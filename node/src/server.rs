@@ -27,11 +27,13 @@ use tokio::sync::oneshot;
 use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
-use crate::config::{BalanceConfig, NodeConfig, PlannerMode};
+use crate::config::{BalanceConfig, NodeConfig, NodeTls, PlannerMode};
 use crate::coordination::NodeRuntime;
+use crate::knobs::CERTIFICATE_CHECK_INTERVAL;
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
+use crate::requests::GuardLayer;
 use crate::state::NodeState;
 
 /// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
@@ -51,6 +53,8 @@ pub enum ServerError {
     PlannerWeights { path: PathBuf, detail: String },
     #[error("config field `latency`: {0}")]
     Latency(#[from] hanse_consensus::latency::LatencyError),
+    #[error("TLS (config fields `certs_dir`, `insecure`): {0}")]
+    Security(#[from] hanse_security::SecurityError),
     #[error(transparent)]
     Storage(#[from] hanse_storage::Error),
     #[error(transparent)]
@@ -123,9 +127,53 @@ pub struct RunningNode {
     server: Option<tokio::task::JoinHandle<()>>,
     reporting: tokio::task::JoinHandle<()>,
     balancing: Option<tokio::task::JoinHandle<()>>,
+    certificates: Option<NodeTls>,
+    watching: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Both sides of a node's TLS settings are reloaded together.
+impl NodeTls {
+    /// Reads the files again; a failure keeps the settings in use and says why.
+    fn reload(&self) {
+        match self.server.reload().and_then(|()| self.client.reload()) {
+            Ok(()) => tracing::info!("reloaded the TLS certificates"),
+            Err(e) => tracing::error!("kept the TLS certificates in use: {e}"),
+        }
+    }
+
+    /// When the files last changed (as far as the file system says).
+    fn changed_at(&self) -> Vec<Option<std::time::SystemTime>> {
+        let files = self.server.files();
+        [&files.ca, &files.cert, &files.key]
+            .iter()
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Reloads whenever a file changes, checked every [`CERTIFICATE_CHECK_INTERVAL`].
+    async fn watch(self) {
+        let mut seen = self.changed_at();
+        loop {
+            tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL).await;
+            let now = self.changed_at();
+            if now != seen {
+                self.reload();
+                seen = now;
+            }
+        }
+    }
 }
 
 impl RunningNode {
+    /// Reads the node's certificate, key and CA files again (on SIGHUP; the node also
+    /// notices changed files by itself). New connections use them; a file that does not
+    /// load leaves the ones in use in place, and the log says why.
+    pub fn reload_certificates(&self) {
+        if let Some(certificates) = &self.certificates {
+            certificates.reload();
+        }
+    }
+
     /// Serves until `stop` is called or the process ends.
     pub async fn wait(mut self) {
         if let Some(server) = self.server.take() {
@@ -136,6 +184,9 @@ impl RunningNode {
     /// Stops serving and shuts the shard groups down.
     pub async fn stop(mut self) {
         self.reporting.abort();
+        if let Some(watching) = &self.watching {
+            watching.abort();
+        }
         if let Some(balancing) = &self.balancing {
             balancing.abort();
         }
@@ -179,6 +230,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         addr: config.listen_addr,
         source,
     })?;
+    // Certificates before the data directory: a node that cannot authenticate touches
+    // nothing.
+    let certificates = config.tls()?;
+    if certificates.is_none() {
+        tracing::warn!(
+            "insecure = true: serving plaintext gRPC on {local_addr}; anyone who reaches it \
+             can read, write and administer everything"
+        );
+    }
+    let server_tls = certificates.as_ref().map(|c| c.server.clone());
+    let client_tls = certificates.as_ref().map(|c| c.client.clone());
     let planner = start_planner(&config.balance)?;
     let engine = Arc::new(Engine::open(
         &config.data_dir,
@@ -219,6 +281,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     let latency = config.latency_matrix()?;
     let channels = Arc::new(PeerChannels::new(ChannelOptions {
         source_ip,
+        tls: client_tls.clone(),
         ..ChannelOptions::default()
     }));
     let peers = Arc::new(Peers::new(channels.clone(), &config.region));
@@ -327,9 +390,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         peers,
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    // No Nagle: small Raft and client messages must not wait for delayed ACKs (40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = hanse_security::incoming(listener, server_tls.clone());
     let router = tonic::transport::Server::builder()
+        .layer(GuardLayer)
         .add_service(RaftService::new(config.node_id, registry).into_server())
         .add_service(KvService::new(state.clone()).into_server())
         .add_service(AdminService::new(state.clone()).into_server());
@@ -344,6 +407,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             tracing::error!("gRPC server stopped: {e}");
         }
     });
+    let watching = certificates.clone().map(|c| tokio::spawn(c.watch()));
     Ok(RunningNode {
         local_addr,
         state,
@@ -351,5 +415,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         server: Some(server),
         reporting,
         balancing,
+        certificates,
+        watching,
     })
 }

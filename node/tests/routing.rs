@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
+use hanse_client::{CertsDir, ClientTls, Identity};
 use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
@@ -17,12 +18,21 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             .unwrap()
             .local_addr()
             .unwrap();
+        let certs = CertsDir::new(dir.path().join("certs"));
+        hanse_security::issue::create_local_cluster(
+            &certs,
+            &[(1, addr.ip().to_string())],
+            &["root"],
+        )
+        .unwrap();
         let config = NodeConfig {
             node_id: 1,
             region: "eu-hamburg".into(),
             listen_addr: addr,
             advertise_addr: None,
             data_dir: dir.path().join("n1"),
+            certs_dir: Some(certs.path().to_path_buf()),
+            insecure: false,
             bootstrap: true,
             initial_peers: vec![PeerConfig {
                 id: 1,
@@ -38,9 +48,11 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             ingest: Default::default(),
         };
         let node = hanse_node::server::start(config).await.unwrap();
-        let endpoint = format!("http://{addr}");
-        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
-        let mut admin = AdminClient::connect(endpoint).await.unwrap();
+        let root = Identity::user("root").unwrap();
+        let tls = ClientTls::load(certs.files(&root), root).unwrap();
+        let channel = hanse_client::connect(&addr.to_string(), Some(tls)).unwrap();
+        let mut kv = KvClient::new(channel.clone());
+        let mut admin = AdminClient::new(channel);
         let before = loop {
             let status = admin.status(proto::StatusRequest {}).await.unwrap();
             let first = status

@@ -4,8 +4,13 @@
 Generate the stubs once, then use it:
 
     python -m grpc_tools.protoc -I proto --python_out=gen --grpc_python_out=gen proto/hanse/v1/kv.proto
-    PYTHONPATH=gen python proto/python/hanse_kv.py --endpoints 127.0.0.11:7400 put city Hamburg
-    PYTHONPATH=gen python proto/python/hanse_kv.py --endpoints 127.0.0.11:7400 get city
+    PYTHONPATH=gen python proto/python/hanse_kv.py --certs-dir C/certs --endpoints 127.0.0.11:7400 put city Hamburg
+    PYTHONPATH=gen python proto/python/hanse_kv.py --certs-dir C/certs --endpoints 127.0.0.11:7400 get city
+
+Nodes serve TLS and want a client certificate of the cluster's CA: --certs-dir names the
+directory with ca.crt and client-USER.crt/.key (`hanse cert create-client --user USER`;
+a local cluster has them in its DIR/certs). --insecure talks plaintext to nodes that run
+`insecure = true`.
 
 A request that reaches a follower is answered NotLeader with the leader's address; the
 client retries there, as every Hanse client does.
@@ -22,7 +27,25 @@ from hanse.v1 import kv_pb2, kv_pb2_grpc
 DEADLINE_S = 10.0
 
 
-def call(endpoints, method, request):
+def credentials(certs_dir, user):
+    """TLS with the user's certificate, trusting only the cluster's CA."""
+    def read(name):
+        with open(f"{certs_dir}/{name}", "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("ca.crt"),
+        private_key=read(f"client-{user}.key"),
+        certificate_chain=read(f"client-{user}.crt"),
+    )
+
+
+def open_channel(endpoint, creds):
+    if creds is None:
+        return grpc.insecure_channel(endpoint)
+    return grpc.secure_channel(endpoint, creds)
+
+
+def call(endpoints, creds, method, request):
     """Sends `request` until a node serves it, following NotLeader hints."""
     deadline = time.monotonic() + DEADLINE_S
     candidates = list(endpoints)
@@ -32,7 +55,7 @@ def call(endpoints, method, request):
         endpoint = candidates[attempt % len(candidates)]
         attempt += 1
         try:
-            with grpc.insecure_channel(endpoint) as channel:
+            with open_channel(endpoint, creds) as channel:
                 stub = kv_pb2_grpc.KvStub(channel)
                 response = getattr(stub, method)(request, timeout=DEADLINE_S)
         except grpc.RpcError as e:
@@ -57,6 +80,9 @@ def call(endpoints, method, request):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", required=True, help="HOST:PORT,... of any nodes")
+    parser.add_argument("--certs-dir", help="ca.crt and client-USER.crt/.key")
+    parser.add_argument("--user", default="root", help="whose certificate to present")
+    parser.add_argument("--insecure", action="store_true", help="plaintext, no certificate")
     sub = parser.add_subparsers(dest="op", required=True)
     put = sub.add_parser("put")
     put.add_argument("key")
@@ -65,10 +91,13 @@ def main():
     get.add_argument("key")
     args = parser.parse_args()
     endpoints = args.endpoints.split(",")
+    if args.insecure == bool(args.certs_dir):
+        parser.error("give --certs-dir DIR (TLS) or --insecure (plaintext)")
+    creds = None if args.insecure else credentials(args.certs_dir, args.user)
     if args.op == "put":
-        call(endpoints, "Put", kv_pb2.PutRequest(key=args.key.encode(), value=args.value.encode()))
+        call(endpoints, creds, "Put", kv_pb2.PutRequest(key=args.key.encode(), value=args.value.encode()))
         return 0
-    response = call(endpoints, "Get", kv_pb2.GetRequest(key=args.key.encode()))
+    response = call(endpoints, creds, "Get", kv_pb2.GetRequest(key=args.key.encode()))
     if not response.found:
         print("not found", file=sys.stderr)
         return 1

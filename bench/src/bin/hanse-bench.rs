@@ -77,6 +77,13 @@ struct RunArgs {
     /// A running Hanse cluster's nodes.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     endpoints: Vec<String>,
+    /// The running cluster's certificates: its `ca.crt` and `client-root.crt`/`.key`
+    /// (a local cluster's are in its DIR/certs).
+    #[arg(long, env = "HANSE_CERTS_DIR", value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Talk plaintext to a running cluster whose nodes run `insecure = true`.
+    #[arg(long, conflicts_with = "certs_dir")]
+    insecure: bool,
     /// The port a store started for the run listens on (each process on its own
     /// 127.0.0.x address).
     #[arg(long, default_value_t = 7650)]
@@ -213,8 +220,16 @@ fn run_one(args: RunArgs) -> Result<()> {
         .build()?;
     let (store, servers) = match (args.target, args.endpoints.is_empty()) {
         (Contender::Hanse, false) => {
+            let tls = match (&args.certs_dir, args.insecure) {
+                (Some(dir), _) => Some(hanse_client::user_tls(dir, "root")?),
+                (None, true) => None,
+                (None, false) => {
+                    bail!("give --certs-dir DIR with the cluster's certificates, or --insecure")
+                }
+            };
             let options = ClientOptions {
                 region: args.region.clone(),
+                tls,
                 ..ClientOptions::default()
             };
             let client = Client::new(&args.endpoints, options)?;
@@ -329,11 +344,17 @@ async fn find_leader(dir: &Path) -> Result<(u64, i32)> {
             break;
         }
         let config = NodeConfig::load(&path)?;
-        let Ok(mut admin) = AdminClient::connect(format!("http://{}", config.advertised())).await
-        else {
+        let tls = match config.insecure {
+            true => None,
+            false => Some(hanse_client::user_tls(&dir.join("certs"), "root")?),
+        };
+        let channel = hanse_client::connect(&config.advertised(), tls)?;
+        let mut admin = AdminClient::new(channel);
+        // A node that is down is not the leader.
+        let Ok(status) = admin.status(proto::StatusRequest {}).await else {
             continue;
         };
-        let status = admin.status(proto::StatusRequest {}).await?.into_inner();
+        let status = status.into_inner();
         if status.shards.iter().any(|s| s.role == "leader") {
             let pid_path = dir.join(format!("node{id}.pid"));
             let pid = std::fs::read_to_string(&pid_path)

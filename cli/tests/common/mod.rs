@@ -5,12 +5,19 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use hanse_client::{CertsDir, ClientOptions, ClientTls};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 pub fn hanse(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hanse"))
         .args(args)
+        // The clusters these tests launch run secure, with the certificates of `certs`,
+        // and the commands reach them with its `root` certificate.
+        .env("HANSE_CERTS_DIR", certs())
         .output()
         .expect("run hanse")
 }
@@ -184,5 +191,34 @@ pub async fn write_in_turn(
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
+    }
+}
+
+/// The certificates of every cluster these tests launch: one CA, certificates for nodes
+/// 1 to 9 at their 127.0.0.(10+id), and one for `root`; made once (kept under the target
+/// directory's scratch space, reused by later runs).
+pub fn certs() -> &'static Path {
+    static CERTS: OnceLock<PathBuf> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-certs");
+        let nodes: Vec<(u64, String)> = (1..=9)
+            .map(|id| (id, format!("127.0.0.{}", 10 + id)))
+            .collect();
+        hanse_security::issue::create_local_cluster(&CertsDir::new(&dir), &nodes, &["root"])
+            .unwrap();
+        dir
+    })
+}
+
+/// What the tests' clients connect as: `root`, with TLS.
+pub fn root_tls() -> Arc<ClientTls> {
+    hanse_client::user_tls(certs(), "root").unwrap()
+}
+
+/// Client options for the tests' clusters.
+pub fn client_options() -> ClientOptions {
+    ClientOptions {
+        tls: Some(root_tls()),
+        ..ClientOptions::default()
     }
 }

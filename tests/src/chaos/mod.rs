@@ -301,13 +301,19 @@ async fn drive(
 
     let (stop, stopped) = watch::channel(false);
     let endpoints = cluster.member_endpoints();
+    let tls = cluster.root_tls()?;
+    let options = ClientOptions {
+        request_timeout: o.request_timeout,
+        tls: Some(tls.clone()),
+        ..ClientOptions::default()
+    };
     let clients: Vec<_> = (1..=o.clients)
         .map(|id| {
             tokio::spawn(workload::run_client(
                 id,
                 endpoints.clone(),
+                options.clone(),
                 o.keys,
-                o.request_timeout,
                 o.seed,
                 recorder.clone(),
                 stopped.clone(),
@@ -343,6 +349,7 @@ async fn drive(
         &cluster.member_endpoints(),
         ClientOptions {
             request_timeout: FINAL_READ_WAIT,
+            tls: Some(tls),
             ..ClientOptions::default()
         },
     )?;

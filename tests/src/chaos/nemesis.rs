@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -146,7 +146,26 @@ impl Cluster {
         let mut all = vec!["admin"];
         all.extend_from_slice(args);
         all.extend(["--endpoints", &endpoints]);
+        let certs = self.certs_dir().display().to_string();
+        all.extend(["--certs-dir", &certs]);
         self.hanse(&all).await
+    }
+
+    /// The certificates the cluster's nodes use (`hanse cluster up` made them, and one
+    /// for `root`).
+    pub fn certs_dir(&self) -> PathBuf {
+        hanse_node::config::NodeConfig::load(&self.dir.join("node1.toml"))
+            .ok()
+            .and_then(|config| config.certs_dir)
+            .unwrap_or_else(|| self.dir.join("certs"))
+    }
+
+    /// How the workload's clients connect: as `root`, with TLS.
+    pub fn root_tls(&self) -> Result<Arc<hanse_client::ClientTls>, ChaosError> {
+        hanse_client::user_tls(&self.certs_dir(), "root").map_err(|e| ChaosError::Command {
+            command: "loading the cluster's client certificate".into(),
+            detail: e.to_string(),
+        })
     }
 
     fn dir_arg(&self) -> String {

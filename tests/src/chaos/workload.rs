@@ -65,16 +65,12 @@ pub async fn perform(
 pub async fn run_client(
     client_id: u64,
     endpoints: Vec<String>,
+    options: ClientOptions,
     keys: u64,
-    request_timeout: Duration,
     seed: u64,
     recorder: Arc<Recorder>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
-    let options = ClientOptions {
-        request_timeout,
-        ..ClientOptions::default()
-    };
     let client = Client::new(&endpoints, options)?;
     let mut rng = StdRng::seed_from_u64(seed ^ client_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut seen: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();

@@ -1,0 +1,87 @@
+//! How the `hanse` commands reach a cluster: TLS with a client certificate of the
+//! cluster's CA (`--certs-dir`, `--user`), or plaintext with `--insecure` for a cluster
+//! whose nodes run without TLS. Nothing is plaintext unless asked for.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hanse_client::ClientTls;
+use hanse_client::proto::admin_client::AdminClient;
+use hanse_node::config::NodeConfig;
+use tonic::transport::Channel;
+
+/// The TLS settings of a command's connections (`None`: plaintext).
+pub type Tls = Option<Arc<ClientTls>>;
+
+/// The options every command that talks to a running cluster takes.
+#[derive(Args, Clone, Debug)]
+pub struct ConnectArgs {
+    /// The directory with the cluster CA (`ca.crt`) and the user's certificate and key
+    /// (`client-USER.crt`, `client-USER.key`), as `hanse cert` makes them; a local
+    /// cluster keeps them in `DIR/certs`.
+    #[arg(long, global = true, env = "HANSE_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The user whose certificate to present.
+    #[arg(
+        long,
+        global = true,
+        env = "HANSE_USER",
+        default_value = "root",
+        value_name = "NAME"
+    )]
+    pub user: String,
+    /// Talk plaintext, to a cluster whose nodes run `insecure = true`.
+    #[arg(long, global = true, env = "HANSE_INSECURE")]
+    pub insecure: bool,
+}
+
+impl ConnectArgs {
+    /// The TLS settings these options ask for.
+    pub fn tls(&self) -> Result<Tls> {
+        match (&self.certs_dir, self.insecure) {
+            (Some(_), true) => bail!("give --certs-dir or --insecure, not both"),
+            (None, true) => Ok(None),
+            (Some(dir), false) => user_tls(dir, &self.user),
+            (None, false) => bail!(
+                "no certificates: give --certs-dir DIR (or set HANSE_CERTS_DIR) with the \
+                 cluster's ca.crt and client-{}.crt/.key (`hanse cert create-client` makes \
+                 them), or --insecure for a cluster that runs without TLS",
+                self.user
+            ),
+        }
+    }
+}
+
+/// The TLS settings of `user` from the certificates in `dir`.
+pub fn user_tls(dir: &Path, user: &str) -> Result<Tls> {
+    Ok(Some(hanse_client::user_tls(dir, user)?))
+}
+
+/// How the commands that manage the local cluster in `dir` reach it: as `root` with the
+/// certificates its nodes use (which `hanse cluster up` made), or plaintext when its
+/// nodes run insecure.
+pub fn cluster_tls(dir: &Path, configs: &[NodeConfig]) -> Result<Tls> {
+    let Some(certs) = configs
+        .iter()
+        .find(|c| !c.insecure)
+        .and_then(|c| c.certs_dir.clone())
+    else {
+        return Ok(None);
+    };
+    user_tls(&certs, "root").with_context(|| {
+        format!(
+            "the certificates of the cluster in {} (made by `hanse cluster up`)",
+            dir.display()
+        )
+    })
+}
+
+/// The Admin service of the node at `endpoint`, connected on first use.
+pub fn admin(endpoint: &str, tls: &Tls) -> Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(hanse_client::connect(
+        endpoint,
+        tls.clone(),
+    )?))
+}

@@ -1,0 +1,168 @@
+//! The rustls settings of each end: a node's server side ([`ServerTls`]: its own
+//! certificate, and every caller must present one of the cluster's CA) and a caller's
+//! side ([`ClientTls`]: the CA a node's certificate must chain to, and the caller's own
+//! certificate). Both read their files again on [`reload`](ServerTls::reload): new
+//! connections use the new certificates, open ones keep theirs.
+
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::files::{read_certificates, read_private_key};
+use crate::{Identity, SecurityError, TlsFiles};
+
+/// gRPC runs on HTTP/2, which TLS peers agree on by ALPN (gRPC's own clients insist).
+const ALPN_HTTP2: &[u8] = b"h2";
+
+/// ring's algorithms: its build needs no cmake or C++ toolchain (aws-lc-rs, rustls's
+/// preferred provider, does), and its curves and suites cover TLS 1.2 and 1.3 with
+/// ECDSA; rustls marks it deprecated only for lacking post-quantum key exchange.
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Everything one end's settings are made of, read and checked.
+struct Material {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Material {
+    /// Reads `files`; the certificate must name `identity`.
+    fn read(files: &TlsFiles, identity: &Identity) -> Result<Material, SecurityError> {
+        let mut roots = RootCertStore::empty();
+        for ca in read_certificates(&files.ca)? {
+            roots.add(ca).map_err(|e| SecurityError::BadFile {
+                path: files.ca.clone(),
+                detail: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        let chain = read_certificates(&files.cert)?;
+        let named =
+            Identity::of_certificate(&chain[0]).map_err(|detail| SecurityError::BadFile {
+                path: files.cert.clone(),
+                detail,
+            })?;
+        if &named != identity {
+            return Err(SecurityError::WrongIdentity {
+                path: files.cert.clone(),
+                expected: identity.to_string(),
+                found: named.to_string(),
+            });
+        }
+        let key = read_private_key(&files.key)?;
+        Ok(Material {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
+    }
+
+    fn server_config(self) -> Result<ServerConfig, SecurityError> {
+        let tls = |e: rustls::Error| SecurityError::Tls(e.to_string());
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots, provider())
+            .build()
+            .map_err(|e| SecurityError::Tls(e.to_string()))?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain, self.key)
+            .map_err(tls)?;
+        config.alpn_protocols = vec![ALPN_HTTP2.to_vec()];
+        Ok(config)
+    }
+
+    fn client_config(self) -> Result<ClientConfig, SecurityError> {
+        let tls = |e: rustls::Error| SecurityError::Tls(e.to_string());
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_root_certificates(self.roots)
+            .with_client_auth_cert(self.chain, self.key)
+            .map_err(tls)?;
+        config.alpn_protocols = vec![ALPN_HTTP2.to_vec()];
+        Ok(config)
+    }
+}
+
+/// A node's TLS settings as a server.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    node: u64,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Reads node `node`'s files; its certificate must name it.
+    pub fn load(files: TlsFiles, node: u64) -> Result<Arc<ServerTls>, SecurityError> {
+        let config = Material::read(&files, &Identity::Node(node))?.server_config()?;
+        Ok(Arc::new(ServerTls {
+            files,
+            node,
+            config: RwLock::new(Arc::new(config)),
+        }))
+    }
+
+    /// Reads the files again; on an error the settings stay as they were.
+    pub fn reload(&self) -> Result<(), SecurityError> {
+        let config = Material::read(&self.files, &Identity::Node(self.node))?.server_config()?;
+        *self.config.write().expect("tls settings lock") = Arc::new(config);
+        Ok(())
+    }
+
+    /// The settings new connections use.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.read().expect("tls settings lock").clone()
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+/// A caller's TLS settings: a node's towards its peers, or a client's.
+#[derive(Debug)]
+pub struct ClientTls {
+    files: TlsFiles,
+    identity: Identity,
+    config: RwLock<Arc<ClientConfig>>,
+}
+
+impl ClientTls {
+    /// Reads the files of `identity`; its certificate must name it.
+    pub fn load(files: TlsFiles, identity: Identity) -> Result<Arc<ClientTls>, SecurityError> {
+        let config = Material::read(&files, &identity)?.client_config()?;
+        Ok(Arc::new(ClientTls {
+            files,
+            identity,
+            config: RwLock::new(Arc::new(config)),
+        }))
+    }
+
+    /// Reads the files again; on an error the settings stay as they were.
+    pub fn reload(&self) -> Result<(), SecurityError> {
+        let config = Material::read(&self.files, &self.identity)?.client_config()?;
+        *self.config.write().expect("tls settings lock") = Arc::new(config);
+        Ok(())
+    }
+
+    /// The settings new connections use.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.read().expect("tls settings lock").clone()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
