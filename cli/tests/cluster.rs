@@ -236,8 +236,21 @@ async fn a_port_in_use_is_refused_with_the_field_named() {
         ),
     )
     .unwrap();
+    // Without certificates the node refuses to start and says how to go on...
     let output = Command::new(env!("CARGO_BIN_EXE_hanse"))
         .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`certs_dir`") && stderr.contains("insecure = true"),
+        "{stderr}"
+    );
+    // ...and told to run insecure, it gets as far as the taken port.
+    let output = Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args(["server", "--insecure", "--config"])
         .arg(&config)
         .output()
         .unwrap();

@@ -1,0 +1,120 @@
+//! A real node (in process, real gRPC over TLS): the calls nodes make of each other are
+//! refused to a client's certificate, a node's certificate cannot send Raft messages as
+//! another node, a report naming another node as a leader is refused, and a caller
+//! without a certificate of the cluster's CA gets nowhere.
+
+use std::net::{SocketAddr, TcpListener};
+
+use hanse_client::proto::admin_client::AdminClient;
+use hanse_client::proto::kv_client::KvClient;
+use hanse_client::proto::raft_client::RaftClient;
+use hanse_client::proto::{self};
+use hanse_client::{CertsDir, ClientTls, Identity};
+use hanse_node::config::{NodeConfig, PeerConfig};
+
+#[test]
+fn only_nodes_make_node_calls_and_each_only_as_itself() {
+    hanse_node::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = TcpListener::bind("127.0.0.64:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let certs = CertsDir::new(dir.path().join("certs"));
+        let hosts = [(1, addr.ip().to_string()), (2, "127.0.0.65".to_string())];
+        hanse_security::issue::create_local_cluster(&certs, &hosts, &["root"]).unwrap();
+        let config = NodeConfig {
+            node_id: 1,
+            region: "eu-hamburg".into(),
+            listen_addr: addr,
+            advertise_addr: None,
+            data_dir: dir.path().join("n1"),
+            certs_dir: Some(certs.path().to_path_buf()),
+            insecure: false,
+            bootstrap: true,
+            initial_peers: vec![PeerConfig {
+                id: 1,
+                addr: addr.to_string(),
+                region: "eu-hamburg".into(),
+            }],
+            sync: true,
+            limits: Default::default(),
+            balance: Default::default(),
+            latency: String::new(),
+            raft: Default::default(),
+            ingest_region: "eu-hamburg".into(),
+            ingest: Default::default(),
+        };
+        let node = hanse_node::server::start(config).await.unwrap();
+        let endpoint = addr.to_string();
+        let tls = |identity: Identity| ClientTls::load(certs.files(&identity), identity).unwrap();
+        let root = tls(Identity::user("root").unwrap());
+        let as_root = hanse_client::connect(&endpoint, Some(root.clone())).unwrap();
+
+        // A user's certificate serves for client calls...
+        let mut kv = KvClient::new(as_root.clone());
+        let status = AdminClient::new(as_root.clone())
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap();
+        assert_eq!(status.get_ref().node_id, 1);
+
+        // ...and not for the calls between nodes, which change nothing.
+        let forged = proto::ProposeBatchRequest::default();
+        let refused = kv.propose_batch(forged).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message().contains("user root"),
+            "{}",
+            refused.message()
+        );
+        let report = proto::ReportRequest::default();
+        let refused = AdminClient::new(as_root.clone())
+            .report(report)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        let batch = proto::RaftBatch {
+            from_node: 1,
+            messages: Vec::new(),
+        };
+        let refused = RaftClient::new(as_root.clone())
+            .send(batch.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+        // Node 2's certificate speaks for node 2 only.
+        let node2 = hanse_client::connect(&endpoint, Some(tls(Identity::Node(2)))).unwrap();
+        let refused = RaftClient::new(node2.clone())
+            .send(batch)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("as node 1"),
+            "{}",
+            refused.message()
+        );
+        let claim = proto::ReportRequest {
+            shards: Vec::new(),
+            nodes: vec![proto::NodeInfo {
+                node_id: 1,
+                region: "x".into(),
+                addr: "10.9.9.9:1".into(),
+                reported_at_ms: 0,
+            }],
+        };
+        let refused = AdminClient::new(node2).report(claim).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+        // Plaintext gets no answer at all.
+        let plain = hanse_client::connect(&endpoint, None).unwrap();
+        let refused = AdminClient::new(plain)
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap_err();
+        assert_ne!(refused.code(), tonic::Code::Ok);
+        node.stop().await;
+    });
+}
