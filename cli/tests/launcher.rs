@@ -244,7 +244,7 @@ fn admin_reports_the_node_and_its_shards() {
         .unwrap();
     let options = hanse_client::ClientOptions {
         region: Some("eu-hamburg".into()),
-        ..Default::default()
+        ..common::client_options()
     };
     let client = hanse_client::Client::new(&cluster.endpoints, options).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
