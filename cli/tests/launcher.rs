@@ -304,6 +304,7 @@ fn admin_reports_the_node_and_its_shards() {
         ])
         .arg("--out")
         .arg(&trace)
+        .env("HANSE_CERTS_DIR", common::certs())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -17,17 +17,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::connect::Io;
+use crate::identity::Peer;
 use crate::knobs::{
     ACCEPT_ERROR_PAUSE, ACCEPTED_QUEUE_MAX, HANDSHAKE_TIMEOUT, HANDSHAKES_IN_FLIGHT_MAX,
 };
 use crate::{Caller, Identity, ServerTls};
-
-/// Where a connection came from and who is on the other end.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub caller: Caller,
-}
 
 /// A connection ready for HTTP/2.
 pub struct Accepted {

@@ -82,6 +82,14 @@ impl fmt::Display for Identity {
     }
 }
 
+/// Where a connection came from and who is on the other end; tonic puts it into the
+/// extensions of every request that came on the connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    pub caller: Caller,
+}
+
 /// Who sent a request, as the connection it came on proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -102,7 +110,7 @@ impl Caller {
     /// The same, from an HTTP request's extensions (for tower layers).
     pub fn from_extensions(extensions: &tonic::Extensions) -> Caller {
         extensions
-            .get::<crate::Peer>()
+            .get::<Peer>()
             .map(|peer| peer.caller.clone())
             .unwrap_or(Caller::Unauthenticated)
     }

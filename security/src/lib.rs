@@ -24,10 +24,10 @@ pub mod issue;
 pub mod knobs;
 pub mod tls;
 
-pub use accept::{Accepted, Peer, incoming};
+pub use accept::{Accepted, incoming};
 pub use connect::Connector;
 pub use files::{CertInfo, CertsDir, TlsFiles, describe};
-pub use identity::{Caller, Identity};
+pub use identity::{Caller, Identity, Peer};
 pub use tls::{ClientTls, ServerTls};
 
 use std::path::PathBuf;
