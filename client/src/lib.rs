@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use hanse_security::{CertsDir, ClientTls, Connector, Identity};
+pub use hanse_security::{CertsDir, ClientTls, Connector, Identity, never_sent};
 
 pub use hanse_proto::v1 as proto;
 use hanse_proto::v1::kv_client::KvClient;
@@ -121,27 +121,6 @@ fn with_causes(status: &tonic::Status) -> String {
     text
 }
 
-/// Whether a failed call certainly never reached the node: its connection was refused,
-/// or hyper dropped the request before writing it (a connection found closed).
-fn never_sent(status: &tonic::Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = cause {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        if error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
-}
-
 /// One write of a [`Client::batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchWrite {
@@ -176,13 +155,11 @@ pub struct StaleRead {
 }
 
 /// The endpoint of the node at `endpoint` (`HOST:PORT`).
-fn endpoint_of(endpoint: &str, connect_timeout: Duration) -> Result<Endpoint, ClientError> {
-    Ok(Endpoint::from_shared(Connector::uri(endpoint))
-        .map_err(|e| ClientError::BadEndpoint {
-            endpoint: endpoint.to_string(),
-            detail: e.to_string(),
-        })?
-        .connect_timeout(connect_timeout))
+fn endpoint_of(endpoint: &str) -> Result<Endpoint, ClientError> {
+    Endpoint::from_shared(Connector::uri(endpoint)).map_err(|e| ClientError::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// A channel to the node at `endpoint` (`HOST:PORT`), with TLS when `tls` is given,
@@ -190,7 +167,7 @@ fn endpoint_of(endpoint: &str, connect_timeout: Duration) -> Result<Endpoint, Cl
 /// [`Client`] does not wrap.
 pub fn connect(endpoint: &str, tls: Option<Arc<ClientTls>>) -> Result<Channel, ClientError> {
     let timeout = ClientOptions::default().connect_timeout;
-    Ok(endpoint_of(endpoint, timeout)?.connect_with_connector_lazy(Connector::new(tls)))
+    Ok(endpoint_of(endpoint)?.connect_with_connector_lazy(Connector::new(tls, timeout)))
 }
 
 /// The TLS settings of `user` from the certificates directory `dir` (the cluster's
@@ -249,7 +226,7 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         for endpoint in endpoints {
-            endpoint_of(endpoint, options.connect_timeout)?;
+            endpoint_of(endpoint)?;
         }
         let region_header = match &options.region {
             Some(region) => Some(MetadataValue::try_from(region.as_str()).map_err(|_| {
@@ -274,9 +251,10 @@ impl Client {
         if let Some(client) = channels.get(endpoint) {
             return Ok(client.clone());
         }
-        let channel = endpoint_of(endpoint, self.options.connect_timeout)?
+        let connector = Connector::new(self.options.tls.clone(), self.options.connect_timeout);
+        let channel = endpoint_of(endpoint)?
             .timeout(self.options.request_timeout)
-            .connect_with_connector_lazy(Connector::new(self.options.tls.clone()));
+            .connect_with_connector_lazy(connector);
         let client = KvClient::new(channel)
             .max_decoding_message_size(32 * 1024 * 1024)
             .max_encoding_message_size(32 * 1024 * 1024);

@@ -68,10 +68,9 @@ impl PeerChannels {
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
-        let connector = Connector::new(self.options.tls.clone()).from_ip(self.options.source_ip);
-        let channel = endpoint
-            .connect_timeout(self.options.connect_timeout)
-            .connect_with_connector_lazy(connector);
+        let connector = Connector::new(self.options.tls.clone(), self.options.connect_timeout)
+            .from_ip(self.options.source_ip);
+        let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

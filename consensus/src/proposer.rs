@@ -148,6 +148,12 @@ async fn run(
                 .flatten()
                 .map(|p| (p.request, p.respond))
                 .unzip();
+            // A node that knows it does not lead refuses before anything enters its log:
+            // only that refusal is a certain "not applied" (see `respond_when_applied`).
+            if let Some(leader) = not_leading(&raft) {
+                respond_all(responders, &ProposeError::NotLeader { shard, leader });
+                return None;
+            }
             // Sent here, in order, so proposals enter the log in the order requests
             // arrived.
             match raft.client_write_ff(Proposal { requests: batch }).await {
@@ -164,6 +170,16 @@ async fn run(
         }
     })
     .await;
+}
+
+/// `Some(leader as far as known)` when this replica is not its group's leader now.
+fn not_leading(raft: &Raft) -> Option<Option<NodeId>> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    match metrics.state.is_leader() {
+        true => None,
+        false => Some(metrics.current_leader),
+    }
 }
 
 /// Hands each caller of a proposal its own response once the proposal is applied.
@@ -185,11 +201,18 @@ async fn respond_when_applied(
                 detail: format!("{} responses for a proposal", written.data.len()),
             },
         ),
+        // The leader checked it led before proposing, so this comes (but for a race
+        // with an election) from a new leader's log replacing the entry here. Another
+        // replica may still hold it, and with five or more voters a later leader can
+        // commit it: only "unknown" is true.
         Ok(Err(ClientWriteError::ForwardToLeader(forward))) => respond_all(
             responders,
-            &ProposeError::NotLeader {
+            &ProposeError::OutcomeUnknown {
                 shard,
-                leader: forward.leader_id,
+                detail: format!(
+                    "this node lost its leadership (to {:?}) with the write in its log",
+                    forward.leader_id
+                ),
             },
         ),
         Ok(Err(other)) => respond_all(
@@ -199,8 +222,7 @@ async fn respond_when_applied(
                 detail: other.to_string(),
             },
         ),
-        // openraft answers ForwardToLeader (above) only for entries it never appended or
-        // truncated; a dropped answer means the group stopped with the entry in its log.
+        // A dropped answer means the group stopped with the entry in its log.
         Err(_) => respond_all(
             responders,
             &ProposeError::OutcomeUnknown {

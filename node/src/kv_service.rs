@@ -316,6 +316,11 @@ impl Kv for KvService {
                         .map_err(|_| not_leader(&replica))?,
                 ),
             };
+            // A split applied while the barrier waited may have moved the key to a shard
+            // led elsewhere, whose writes this replica does not see.
+            if !replica.descriptor().contains(&key) {
+                return Err(self.epoch_mismatch(single_key(&key)));
+            }
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
             replica.load.touched(&key, &origin);
             let value = self.state.engine.get(Cf::Data, &key).map_err(|_| busy())?;
@@ -557,6 +562,12 @@ impl Kv for KvService {
                 return Err(self.epoch_mismatch((start.clone(), end.clone())));
             }
             self.read_barrier(&replica).await?;
+            // The range as applied after the barrier: a split applied meanwhile hands
+            // part of it to a shard whose writes this replica no longer sees.
+            let applied = replica.descriptor();
+            if (&applied.start, &applied.end) != (&descriptor.start, &descriptor.end) {
+                return Err(self.epoch_mismatch((start.clone(), end.clone())));
+            }
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
             replica.load.touched(&start, &origin);
             let (lo, hi) = intersect(&descriptor, &start, &end);

@@ -25,7 +25,7 @@ pub mod knobs;
 pub mod tls;
 
 pub use accept::{Accepted, incoming};
-pub use connect::Connector;
+pub use connect::{ConnectFailed, Connector, never_sent};
 pub use files::{CertInfo, CertsDir, TlsFiles, describe};
 pub use identity::{Caller, Identity, Peer};
 pub use tls::{ClientTls, ServerTls};

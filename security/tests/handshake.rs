@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
 
 const NODE: u64 = 1;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -82,11 +83,19 @@ async fn a_node_and_a_user_are_known_by_their_certificates() {
         Identity::Node(NODE),
     )
     .unwrap();
-    let caller = handshake(server(&cluster), Connector::new(Some(node))).await;
+    let caller = handshake(
+        server(&cluster),
+        Connector::new(Some(node), CONNECT_TIMEOUT),
+    )
+    .await;
     assert_eq!(caller, Ok(Caller::Verified(Identity::Node(NODE))));
     let alice = Identity::user("alice").unwrap();
     let client = cluster.client(alice.clone(), issue::leaf_validity(None));
-    let caller = handshake(server(&cluster), Connector::new(Some(client))).await;
+    let caller = handshake(
+        server(&cluster),
+        Connector::new(Some(client), CONNECT_TIMEOUT),
+    )
+    .await;
     assert_eq!(caller, Ok(Caller::Verified(alice)));
 }
 
@@ -95,7 +104,7 @@ async fn callers_without_a_good_certificate_are_refused() {
     let cluster = Cluster::new();
     // Plaintext to a TLS port.
     assert!(
-        handshake(server(&cluster), Connector::new(None))
+        handshake(server(&cluster), Connector::new(None, CONNECT_TIMEOUT))
             .await
             .is_err()
     );
@@ -105,9 +114,12 @@ async fn callers_without_a_good_certificate_are_refused() {
     let bob = Identity::user("bob").unwrap();
     let foreign = stranger.client(bob.clone(), issue::leaf_validity(None));
     assert!(
-        handshake(server(&cluster), Connector::new(Some(foreign)))
-            .await
-            .is_err()
+        handshake(
+            server(&cluster),
+            Connector::new(Some(foreign), CONNECT_TIMEOUT)
+        )
+        .await
+        .is_err()
     );
 
     // An expired certificate of the right CA.
@@ -118,9 +130,12 @@ async fn callers_without_a_good_certificate_are_refused() {
     };
     let late = cluster.client(bob, expired);
     assert!(
-        handshake(server(&cluster), Connector::new(Some(late)))
-            .await
-            .is_err()
+        handshake(
+            server(&cluster),
+            Connector::new(Some(late), CONNECT_TIMEOUT)
+        )
+        .await
+        .is_err()
     );
 }
 
@@ -139,7 +154,7 @@ async fn a_node_must_hold_a_certificate_for_the_address_it_is_reached_at() {
     .unwrap();
     let impostor = ServerTls::load(cluster.certs.files(&Identity::Node(2)), 2).unwrap();
     let client = cluster.client(Identity::user("root").unwrap(), issue::leaf_validity(None));
-    let refused = handshake(impostor, Connector::new(Some(client)))
+    let refused = handshake(impostor, Connector::new(Some(client), CONNECT_TIMEOUT))
         .await
         .unwrap_err();
     assert!(refused.contains("certificate"), "{refused}");
@@ -187,6 +202,6 @@ async fn rotated_certificates_serve_new_connections_after_a_reload() {
     server.reload().unwrap();
     client.reload().unwrap();
     assert!(!Arc::ptr_eq(&before, &server.config()));
-    let caller = handshake(server, Connector::new(Some(client))).await;
+    let caller = handshake(server, Connector::new(Some(client), CONNECT_TIMEOUT)).await;
     assert_eq!(caller, Ok(Caller::Verified(root)));
 }

@@ -214,11 +214,18 @@ async fn forward(
         .propose_batch(request)
         .await
         .map_err(|status| {
-            ReplicaError::OutcomeUnknown(format!(
-                "shard {shard}: the batch forwarded to node {} failed on the way: {}",
-                leader.unwrap_or_default(),
-                status.message()
-            ))
+            let node = leader.unwrap_or_default();
+            match hanse_security::never_sent(&status) {
+                // It never left this node: refused, and worth a retry.
+                true => ReplicaError::Unavailable {
+                    shard,
+                    detail: format!("node {node} could not be reached: {}", status.message()),
+                },
+                false => ReplicaError::OutcomeUnknown(format!(
+                    "shard {shard}: the batch forwarded to node {node} failed on the way: {}",
+                    status.message()
+                )),
+            }
         })?
         .into_inner();
     if let Some(refusal) = answer.error.and_then(|e| e.kind) {
