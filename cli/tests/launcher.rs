@@ -963,3 +963,56 @@ fn the_planner_in_model_mode_splits_a_busy_shard_at_a_sampled_key() {
     // Nothing written was lost on the way.
     read_back(&cluster.endpoints, &acknowledged, &VALUE);
 }
+
+/// Destroying a replica the group still counts is refused: called on both followers of a
+/// three-replica shard it would have destroyed a quorum (the probe of the security issue).
+/// A user's certificate may not call it at all.
+#[test]
+fn destroying_replicas_a_quorum_still_needs_is_refused() {
+    use hanse_client::proto::admin_client::AdminClient;
+    let cluster = launch(&[]);
+    let endpoints = cluster.endpoints.join(",");
+    ok(&["kv", "put", "kept", "safe", "--endpoints", &endpoints]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let as_node = |id: u64| {
+        let identity = hanse_client::Identity::Node(id);
+        let files = hanse_client::CertsDir::new(common::certs()).files(&identity);
+        Some(hanse_client::ClientTls::load(files, identity).unwrap())
+    };
+    let destroy = |endpoint: &str, tls| {
+        let request = hanse_client::proto::DestroyReplicaRequest { shard_id: 1 };
+        runtime.block_on(async {
+            let channel = hanse_client::connect(endpoint, tls).unwrap();
+            AdminClient::new(channel).destroy_replica(request).await
+        })
+    };
+    let shards = admin_json_shards("shards", &cluster.endpoints[0]);
+    let first = shards.iter().find(|s| s["id"] == 1).expect("shard 1");
+    let leader = first["leader_node"].as_u64().unwrap();
+    for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+        let node = i as u64 + 1;
+        if node == leader {
+            continue;
+        }
+        let refused = destroy(endpoint, as_node(leader)).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("still a replica"),
+            "{}",
+            refused.message()
+        );
+        let refused = destroy(endpoint, Some(common::root_tls())).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    }
+    assert_eq!(
+        ok(&["kv", "get", "kept", "--endpoints", &endpoints]),
+        "safe\n"
+    );
+}

@@ -187,6 +187,57 @@ impl AdminService {
     /// under way, or a new shard this node has not heard from yet) gets a moment to find
     /// one. A request that was forwarded here already is not forwarded again: leadership
     /// moved meanwhile, and the caller retries.
+    /// Refuses to destroy this node's replica of `shard` unless the group no longer
+    /// counts it: a replica still in the group may be one its quorum needs, and
+    /// destroying two followers of three loses the shard. The other members say what the
+    /// group is (the newest descriptor among their answers; the leader that removed this
+    /// replica is one of them); when none answers, the replica stays.
+    async fn check_removed(&self, shard: ShardId, replica: &ReplicaHandle) -> Result<(), Status> {
+        let me = self.state.node_id;
+        let mut newest: Option<pb::ShardDescriptor> = None;
+        for member in replica
+            .descriptor()
+            .replicas
+            .iter()
+            .filter(|r| r.node != me)
+        {
+            let addr = replica.member_addr(Some(member.node));
+            let Ok(mut admin) = self.state.peers.admin(&addr) else {
+                continue;
+            };
+            let Ok(status) = admin.status(forwarded(pb::StatusRequest {})).await else {
+                continue;
+            };
+            let theirs = status
+                .into_inner()
+                .shards
+                .into_iter()
+                .filter_map(|s| s.descriptor);
+            for descriptor in theirs.filter(|d| d.id == shard) {
+                let epoch = |d: &pb::ShardDescriptor| d.epoch.map(|e| (e.version, e.conf_ver));
+                if newest
+                    .as_ref()
+                    .is_none_or(|n| epoch(&descriptor) > epoch(n))
+                {
+                    newest = Some(descriptor);
+                }
+            }
+        }
+        match newest {
+            None => Err(Status::failed_precondition(format!(
+                "no other replica of shard {shard} answered; a replica is destroyed only \
+                 once the group has removed it"
+            ))),
+            Some(group) if group.replicas.iter().any(|r| r.node == me) => {
+                Err(Status::failed_precondition(format!(
+                    "node {me} is still a replica of shard {shard}: remove it from the group \
+                     first (`hanse admin remove-node`)"
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     async fn leadership<T>(
         &self,
         shard: ShardId,
@@ -804,6 +855,9 @@ impl Admin for AdminService {
         request: Request<pb::DestroyReplicaRequest>,
     ) -> Result<Response<pb::DestroyReplicaResponse>, Status> {
         let shard = request.into_inner().shard_id;
+        if let Some(replica) = self.state.routes.get(shard) {
+            self.check_removed(shard, &replica).await?;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.state
             .node
