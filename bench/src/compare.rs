@@ -20,8 +20,12 @@ use crate::peers::{Etcd, Postgres};
 /// What a comparison runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Contender {
-    /// A 3-node Hanse cluster of real processes on 127.0.0.x (`hanse cluster up`).
+    /// A 3-node Hanse cluster of real processes on 127.0.0.x (`hanse cluster up`), with
+    /// mutual TLS as it runs by default.
     Hanse,
+    /// The same cluster run `--insecure` (plaintext, nobody authenticated): Hanse's ratio
+    /// to it is what TLS costs.
+    HanseInsecure,
     /// Hanse's embedded mode in this process.
     Embedded,
     /// Raw RocksDB with synced writes in this process.
@@ -36,6 +40,7 @@ impl Contender {
     pub fn name(self) -> &'static str {
         match self {
             Contender::Hanse => "hanse",
+            Contender::HanseInsecure => "hanse-insecure",
             Contender::Embedded => "embedded",
             Contender::Rocksdb => "rocksdb",
             Contender::Etcd => "etcd",
@@ -62,10 +67,12 @@ pub fn open_local(contender: Contender, dir: &Path) -> Result<Target, String> {
                 .map(|db| Target::RocksDb(Arc::new(db)))
                 .map_err(|e| format!("opening {}: {e}", dir.display()))
         }
-        Contender::Hanse | Contender::Etcd | Contender::Postgres => Err(format!(
-            "{} runs in its own processes, not in this one",
-            contender.name()
-        )),
+        Contender::Hanse | Contender::HanseInsecure | Contender::Etcd | Contender::Postgres => {
+            Err(format!(
+                "{} runs in its own processes, not in this one",
+                contender.name()
+            ))
+        }
     }
 }
 
@@ -88,10 +95,11 @@ pub fn start(
     runtime: &Runtime,
 ) -> Result<(Target, Option<Servers>), String> {
     match contender {
-        Contender::Hanse => {
-            let cluster = LocalCluster::start(port)?;
+        Contender::Hanse | Contender::HanseInsecure => {
+            let secure = contender == Contender::Hanse;
+            let cluster = LocalCluster::start(port, secure)?;
             let options = ClientOptions {
-                tls: Some(cluster.root_tls()?),
+                tls: cluster.root_tls()?,
                 ..ClientOptions::default()
             };
             let client = Client::new(&cluster.endpoints, options).map_err(|e| e.to_string())?;
@@ -144,13 +152,15 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn start(port: u16) -> Result<LocalCluster, String> {
+    /// Starts the cluster, with TLS when `secure`.
+    fn start(port: u16, secure: bool) -> Result<LocalCluster, String> {
         let hanse = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("hanse");
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out = Command::new(&hanse)
             .args(["cluster", "up", "--nodes", "3", "--port", &port.to_string()])
+            .args((!secure).then_some("--insecure"))
             .arg("--dir")
             .arg(dir.path().join("cluster"))
             .output()
@@ -176,14 +186,17 @@ impl LocalCluster {
 }
 
 impl LocalCluster {
-    /// How the load reaches the cluster: as `root`, with the certificates `up` made.
-    fn root_tls(&self) -> Result<Arc<hanse_client::ClientTls>, String> {
+    /// How the load reaches the cluster: as `root`, with the certificates `up` made
+    /// (`None`: the cluster runs insecure).
+    fn root_tls(&self) -> Result<Option<Arc<hanse_client::ClientTls>>, String> {
         let node = self.dir.path().join("cluster").join("node1.toml");
         let config = hanse_node::config::NodeConfig::load(&node).map_err(|e| e.to_string())?;
-        let certs = config
-            .certs_dir
-            .ok_or("the cluster runs without certificates")?;
-        hanse_client::user_tls(&certs, "root").map_err(|e| e.to_string())
+        match config.certs_dir.filter(|_| !config.insecure) {
+            Some(certs) => hanse_client::user_tls(&certs, "root")
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }
 }
 

@@ -297,6 +297,7 @@ async fn ask(endpoint: &str, tls: &Tls, op: &AdminOp, json: bool) -> Result<()> 
                     "region": status.region,
                     "addr": status.addr,
                     "storage_error": (!status.storage_error.is_empty()).then_some(&status.storage_error),
+                    "certificate_expires_unix_ms": (status.certificate_expires_unix_ms != 0).then_some(status.certificate_expires_unix_ms),
                     "shards": shards,
                     "planner": status.planner.as_ref().map(planner_json),
                     "ingest": status.ingest.as_ref().map(|i| json!({
@@ -326,6 +327,7 @@ async fn ask(endpoint: &str, tls: &Tls, op: &AdminOp, json: bool) -> Result<()> 
                     status.storage_error
                 );
             }
+            println!("{}", certificate_line(status.certificate_expires_unix_ms));
             print_local(&shards);
             match &status.ingest {
                 Some(ingest) => print_ingest(ingest),
@@ -494,4 +496,21 @@ fn shard_json(shard: &proto::ShardStatus) -> serde_json::Value {
         "replica_lag": load.replica_lag,
     });
     out
+}
+
+/// How long the node's certificate has left, for people.
+fn certificate_line(expires_unix_ms: u64) -> String {
+    if expires_unix_ms == 0 {
+        return "TLS: off (the node runs insecure: plaintext, nobody authenticated)".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match expires_unix_ms.checked_sub(now) {
+        Some(left) => format!("TLS: its certificate expires in {} days", left / 86_400_000),
+        None => {
+            "TLS: its certificate HAS EXPIRED: rotate it (`hanse cert create-node --overwrite`)"
+                .into()
+        }
+    }
 }

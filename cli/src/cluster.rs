@@ -105,8 +105,8 @@ enum ClusterOp {
         #[arg(long, value_name = "A:B=TIME,...", value_parser = latency_spec)]
         latency: Option<LatencyMatrix>,
         /// Run the nodes without TLS and authentication (by default `up` makes a CA and
-        /// certificates in DIR/certs and the nodes require them).
-        #[arg(long, conflicts_with = "certs_dir")]
+        /// certificates in DIR/certs and the nodes require them); wins over --certs-dir.
+        #[arg(long)]
         insecure: bool,
         /// Where the CA and the nodes' and root's certificates are, made when missing
         /// (default DIR/certs).

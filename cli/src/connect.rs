@@ -32,7 +32,8 @@ pub struct ConnectArgs {
         value_name = "NAME"
     )]
     pub user: String,
-    /// Talk plaintext, to a cluster whose nodes run `insecure = true`.
+    /// Talk plaintext, to a cluster whose nodes run `insecure = true` (wins over
+    /// --certs-dir, which HANSE_CERTS_DIR may set).
     #[arg(long, global = true, env = "HANSE_INSECURE")]
     pub insecure: bool,
 }
@@ -41,8 +42,7 @@ impl ConnectArgs {
     /// The TLS settings these options ask for.
     pub fn tls(&self) -> Result<Tls> {
         match (&self.certs_dir, self.insecure) {
-            (Some(_), true) => bail!("give --certs-dir or --insecure, not both"),
-            (None, true) => Ok(None),
+            (_, true) => Ok(None),
             (Some(dir), false) => user_tls(dir, &self.user),
             (None, false) => bail!(
                 "no certificates: give --certs-dir DIR (or set HANSE_CERTS_DIR) with the \

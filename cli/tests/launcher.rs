@@ -1016,3 +1016,111 @@ fn destroying_replicas_a_quorum_still_needs_is_refused() {
         "safe\n"
     );
 }
+
+/// The certificates of a running cluster rotate under load without a restart: every node
+/// serves its new certificate once it noticed the new files (its status shows the new
+/// expiry), new connections with a new client certificate work, and the writer that ran
+/// all along saw no error.
+#[test]
+fn certificates_rotate_under_load_without_a_restart() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let certs = tempfile::tempdir().unwrap();
+    let certs_dir = certs.path().join("certs");
+    let certs_arg = certs_dir.to_str().unwrap().to_string();
+    let cluster = launch(&["--certs-dir", &certs_arg]);
+    let options = hanse_client::ClientOptions {
+        tls: Some(hanse_client::user_tls(&certs_dir, "root").unwrap()),
+        ..hanse_client::ClientOptions::default()
+    };
+    let client = Arc::new(hanse_client::Client::new(&cluster.endpoints, options).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = runtime.spawn({
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            let (mut written, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("rotating-{written}");
+                match client.put(key.as_bytes(), b"v").await {
+                    Ok(()) => written += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (written, errors)
+        }
+    });
+    let expiry = |endpoint: &str| {
+        let status = ok(&[
+            "admin",
+            "status",
+            "--json",
+            "--endpoints",
+            endpoint,
+            "--certs-dir",
+            &certs_arg,
+        ]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["certificate_expires_unix_ms"].as_u64().unwrap()
+    };
+    let before: Vec<u64> = cluster.endpoints.iter().map(|e| expiry(e)).collect();
+    for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let host = endpoint.rsplit_once(':').unwrap().0;
+        ok(&[
+            "cert",
+            "create-node",
+            "--certs-dir",
+            &certs_arg,
+            "--node-id",
+            &id,
+            "--host",
+            host,
+            "--host",
+            "localhost",
+            "--days",
+            "30",
+            "--overwrite",
+        ]);
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now: Vec<u64> = cluster.endpoints.iter().map(|e| expiry(e)).collect();
+        if now.iter().zip(&before).all(|(now, before)| now < before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every node reloaded: {now:?} vs {before:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&[
+        "cert",
+        "create-client",
+        "--certs-dir",
+        &certs_arg,
+        "--user",
+        "root",
+        "--overwrite",
+    ]);
+    let endpoints = cluster.endpoints.join(",");
+    let read = [
+        "kv",
+        "get",
+        "rotating-0",
+        "--endpoints",
+        &endpoints,
+        "--certs-dir",
+        &certs_arg,
+    ];
+    assert_eq!(ok(&read), "v\n");
+    stop.store(true, Ordering::Relaxed);
+    let (written, errors) = runtime.block_on(writer).unwrap();
+    assert!(written > 0);
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+}

@@ -563,6 +563,10 @@ impl Admin for AdminService {
             region: self.state.region.clone(),
             addr: self.state.addr.clone(),
             storage_error: self.state.engine.poisoned().unwrap_or_default(),
+            certificate_expires_unix_ms: self.state.tls.as_ref().map_or(0, |tls| {
+                let expires = tls.expires().duration_since(std::time::UNIX_EPOCH);
+                expires.map_or(0, |d| d.as_millis() as u64)
+            }),
             shards: self.shard_statuses(),
             planner: self.planner_status().await,
             ingest: self.state.ingest.is_some().then(|| {

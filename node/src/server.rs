@@ -388,6 +388,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         ingest,
         ingest_counters,
         peers,
+        tls: server_tls.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = hanse_security::incoming(listener, server_tls.clone());

@@ -41,4 +41,6 @@ pub(crate) struct NodeState {
     pub ingest_counters: Arc<IngestCounters>,
     /// Other nodes' Kv services (read indexes for follower reads, forwarded batches).
     pub peers: Arc<Peers>,
+    /// The node's TLS settings (`None`: it runs insecure).
+    pub tls: Option<Arc<hanse_security::ServerTls>>,
 }

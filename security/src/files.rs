@@ -188,6 +188,21 @@ impl CertInfo {
     }
 }
 
+/// When `cert` expires (the epoch for a date before it).
+fn expiry(cert: &x509_parser::certificate::X509Certificate<'_>) -> SystemTime {
+    match u64::try_from(cert.validity().not_after.timestamp()) {
+        Ok(after) => SystemTime::UNIX_EPOCH + Duration::from_secs(after),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// When the DER certificate `der` expires, if it is one.
+pub fn expires(der: &[u8]) -> Option<SystemTime> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, cert)| expiry(&cert))
+}
+
 /// What the first certificate of the PEM file `path` says.
 pub fn describe(path: &Path) -> Result<CertInfo, SecurityError> {
     let bad = |detail: String| SecurityError::BadFile {
@@ -220,11 +235,7 @@ pub fn describe(path: &Path) -> Result<CertInfo, SecurityError> {
             }
         }
     }
-    let seconds = cert.validity().not_after.timestamp();
-    let not_after = match u64::try_from(seconds) {
-        Ok(after) => SystemTime::UNIX_EPOCH + Duration::from_secs(after),
-        Err(_) => SystemTime::UNIX_EPOCH,
-    };
+    let not_after = expiry(&cert);
     Ok(CertInfo {
         path: path.to_path_buf(),
         identity,

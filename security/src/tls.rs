@@ -5,13 +5,14 @@
 //! connections use the new certificates, open ones keep theirs.
 
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::files::{read_certificates, read_private_key};
+use crate::files::{expires, read_certificates, read_private_key};
 use crate::{Identity, SecurityError, TlsFiles};
 
 /// gRPC runs on HTTP/2, which TLS peers agree on by ALPN (gRPC's own clients insist).
@@ -96,30 +97,42 @@ impl Material {
 pub struct ServerTls {
     files: TlsFiles,
     node: u64,
-    config: RwLock<Arc<ServerConfig>>,
+    /// The settings and when their certificate expires.
+    current: RwLock<(Arc<ServerConfig>, SystemTime)>,
 }
 
 impl ServerTls {
     /// Reads node `node`'s files; its certificate must name it.
     pub fn load(files: TlsFiles, node: u64) -> Result<Arc<ServerTls>, SecurityError> {
-        let config = Material::read(&files, &Identity::Node(node))?.server_config()?;
+        let current = Self::read(&files, node)?;
         Ok(Arc::new(ServerTls {
             files,
             node,
-            config: RwLock::new(Arc::new(config)),
+            current: RwLock::new(current),
         }))
+    }
+
+    fn read(files: &TlsFiles, node: u64) -> Result<(Arc<ServerConfig>, SystemTime), SecurityError> {
+        let material = Material::read(files, &Identity::Node(node))?;
+        let expiry = expires(&material.chain[0]).unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok((Arc::new(material.server_config()?), expiry))
     }
 
     /// Reads the files again; on an error the settings stay as they were.
     pub fn reload(&self) -> Result<(), SecurityError> {
-        let config = Material::read(&self.files, &Identity::Node(self.node))?.server_config()?;
-        *self.config.write().expect("tls settings lock") = Arc::new(config);
+        let current = Self::read(&self.files, self.node)?;
+        *self.current.write().expect("tls settings lock") = current;
         Ok(())
     }
 
     /// The settings new connections use.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.config.read().expect("tls settings lock").clone()
+        self.current.read().expect("tls settings lock").0.clone()
+    }
+
+    /// When the certificate new connections are served with expires.
+    pub fn expires(&self) -> SystemTime {
+        self.current.read().expect("tls settings lock").1
     }
 
     pub fn files(&self) -> &TlsFiles {

@@ -183,25 +183,23 @@ async fn rotated_certificates_serve_new_connections_after_a_reload() {
     let client = cluster.client(root.clone(), issue::leaf_validity(None));
     // Both ends' files replaced by new ones of a new CA: after a reload the two still
     // agree, and the old settings no longer would.
-    let before = server.config();
+    let (before, expired_before) = (server.config(), server.expires());
     let (ca, files) = (cluster.certs.ca_key(), cluster.certs.ca_cert());
     std::fs::remove_file(&ca).unwrap();
     std::fs::remove_file(&files).unwrap();
     issue::create_ca(&cluster.certs, None).unwrap();
     let hosts = ["127.0.0.1".to_string()];
     let validity = issue::leaf_validity(None);
-    issue::create_leaf(
-        &cluster.certs,
-        &Identity::Node(NODE),
-        &hosts,
-        validity,
-        true,
-    )
-    .unwrap();
+    let shorter = issue::leaf_validity(Some(30));
+    issue::create_leaf(&cluster.certs, &Identity::Node(NODE), &hosts, shorter, true).unwrap();
     issue::create_leaf(&cluster.certs, &root, &[], validity, true).unwrap();
     server.reload().unwrap();
     client.reload().unwrap();
     assert!(!Arc::ptr_eq(&before, &server.config()));
+    assert!(
+        server.expires() < expired_before,
+        "the new certificate is served"
+    );
     let caller = handshake(server, Connector::new(Some(client), CONNECT_TIMEOUT)).await;
     assert_eq!(caller, Ok(Caller::Verified(root)));
 }

@@ -81,8 +81,9 @@ struct RunArgs {
     /// (a local cluster's are in its DIR/certs).
     #[arg(long, env = "HANSE_CERTS_DIR", value_name = "DIR")]
     certs_dir: Option<PathBuf>,
-    /// Talk plaintext to a running cluster whose nodes run `insecure = true`.
-    #[arg(long, conflicts_with = "certs_dir")]
+    /// Talk plaintext to a running cluster whose nodes run `insecure = true` (wins over
+    /// --certs-dir).
+    #[arg(long)]
     insecure: bool,
     /// The port a store started for the run listens on (each process on its own
     /// 127.0.0.x address).
@@ -221,8 +222,8 @@ fn run_one(args: RunArgs) -> Result<()> {
     let (store, servers) = match (args.target, args.endpoints.is_empty()) {
         (Contender::Hanse, false) => {
             let tls = match (&args.certs_dir, args.insecure) {
-                (Some(dir), _) => Some(hanse_client::user_tls(dir, "root")?),
-                (None, true) => None,
+                (_, true) => None,
+                (Some(dir), false) => Some(hanse_client::user_tls(dir, "root")?),
                 (None, false) => {
                     bail!("give --certs-dir DIR with the cluster's certificates, or --insecure")
                 }
