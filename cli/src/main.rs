@@ -11,6 +11,7 @@ mod kv;
 mod planner;
 mod server;
 mod tour;
+mod users;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,10 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Makes and lists the cluster's TLS certificates.
     Cert(cert::CertArgs),
+    /// Adds, removes and lists users and gives them roles.
+    User(users::UserArgs),
+    /// Adds, removes and lists roles and what keys they grant.
+    Role(users::RoleArgs),
     /// Trains and evaluates the planner's network in the simulator.
     Planner(planner::PlannerArgs),
     /// Runs the load generator: `hanse bench run --endpoints ...` (see `hanse bench --help`).
@@ -85,6 +90,8 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup::backup(args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => backup::restore(args).map(|()| ExitCode::SUCCESS),
         Command::Cert(args) => cert::run(args).map(|()| ExitCode::SUCCESS),
+        Command::User(args) => users::user(args).map(|()| ExitCode::SUCCESS),
+        Command::Role(args) => users::role(args).map(|()| ExitCode::SUCCESS),
         Command::Planner(args) => planner::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench { args } => sibling("hanse-bench", "hanse-bench", &args),
         Command::Chaos { args } => sibling("hanse-chaos", "hanse-tests", &args),

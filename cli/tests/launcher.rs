@@ -1124,3 +1124,109 @@ fn certificates_rotate_under_load_without_a_restart() {
     assert!(written > 0);
     assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
 }
+
+/// Users may do what their roles grant and nothing else: a reader of `a/` reads it and
+/// writes nothing, reads nothing of `b/` and scans nothing across `a/`'s end; a writer
+/// writes `a/`; only `admin` calls the Admin service and only `root` changes users and
+/// roles; a revoked role stops working. Each refusal names what was missing.
+#[test]
+fn users_may_do_what_their_roles_grant_and_nothing_else() {
+    let cluster = launch(&[]);
+    let certs = hanse_client::CertsDir::new(common::certs());
+    hanse_security::issue::create_local_cluster(&certs, &[], &["alice", "bob", "ops"]).unwrap();
+    let at = cluster.endpoints.join(",");
+    let root = |args: &[&str]| ok(&[args, &["--endpoints", &at]].concat());
+    root(&["role", "add", "reader"]);
+    root(&[
+        "role", "grant", "reader", "--prefix", "a/", "--access", "read",
+    ]);
+    root(&["role", "add", "writer"]);
+    root(&[
+        "role",
+        "grant",
+        "writer",
+        "--prefix",
+        "a/",
+        "--access",
+        "readwrite",
+    ]);
+    for (user, role) in [("alice", "reader"), ("bob", "writer"), ("ops", "admin")] {
+        root(&["user", "add", user]);
+        root(&["user", "grant", user, role]);
+    }
+    root(&["kv", "put", "a/1", "one"]);
+    root(&["kv", "put", "b/1", "two"]);
+    let listed = root(&["user", "list"]);
+    assert!(
+        listed.contains("alice") && listed.contains("reader"),
+        "{listed}"
+    );
+    assert!(root(&["role", "list"]).contains("readwrite [a/, a0)"));
+
+    let as_user =
+        |user: &str, args: &[&str]| hanse(&[args, &["--endpoints", &at, "--user", user]].concat());
+    // Every node has read the new grants within about a second.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    for endpoint in &cluster.endpoints {
+        loop {
+            let read = hanse(&[
+                "kv",
+                "get",
+                "a/1",
+                "--endpoints",
+                endpoint,
+                "--user",
+                "alice",
+            ]);
+            if read.status.success() {
+                assert_eq!(String::from_utf8_lossy(&read.stdout), "one\n");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{read:?}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let refused = |output: std::process::Output, says: &str| {
+        assert!(!output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "expected {says:?} in {stderr}");
+    };
+    refused(
+        as_user("alice", &["kv", "put", "a/2", "x"]),
+        "user alice may not readwrite a/2",
+    );
+    refused(
+        as_user("alice", &["kv", "get", "b/1"]),
+        "user alice may not read b/1",
+    );
+    refused(
+        as_user("alice", &["kv", "scan", "--from", "a/", "--to", "c"]),
+        "may not read a0",
+    );
+    let scanned = as_user("alice", &["kv", "scan", "--from", "a/", "--to", "a0"]);
+    assert_eq!(String::from_utf8_lossy(&scanned.stdout), "a/1\tone\n");
+    refused(as_user("alice", &["admin", "status"]), "the role `admin`");
+    refused(as_user("alice", &["user", "add", "eve"]), "the role `root`");
+    assert!(
+        as_user("bob", &["kv", "put", "a/3", "three"])
+            .status
+            .success()
+    );
+    refused(
+        as_user("bob", &["kv", "put", "b/3", "x"]),
+        "may not readwrite b/3",
+    );
+    assert!(as_user("ops", &["admin", "status"]).status.success());
+    refused(
+        as_user("ops", &["kv", "get", "a/1"]),
+        "user ops may not read a/1",
+    );
+    refused(as_user("ops", &["user", "add", "eve"]), "the role `root`");
+
+    root(&["user", "revoke", "alice", "reader"]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while as_user("alice", &["kv", "get", "a/1"]).status.success() {
+        assert!(Instant::now() < deadline, "the revocation took no effect");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -90,6 +90,10 @@ pub enum ClientError {
     BadEndpoint { endpoint: String, detail: String },
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// The node refused the caller (its certificate's user lacks a grant, say): nothing
+    /// was done, and asking again will not help.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("no node answered within {timeout:?}; last problem: {last}")]
     Timeout { timeout: Duration, last: String },
     /// A write may or may not have been applied (its node failed or fell silent after it
@@ -344,6 +348,9 @@ impl Client {
                 tokio::time::timeout_at(deadline, send(self.channel(&endpoint)?, request)).await;
             let response = match outcome {
                 Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+                    return Err(ClientError::PermissionDenied(status.message().to_string()));
+                }
                 Ok(Err(status)) => {
                     last = format!("{endpoint}: {}", with_causes(&status));
                     self.routes

@@ -30,6 +30,7 @@ use crate::actors::{
 };
 use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
+use crate::grants;
 use crate::peers::unreachable;
 use crate::reporter::read_routing_table;
 use crate::state::NodeState;
@@ -852,6 +853,48 @@ impl Admin for AdminService {
         let timeout = Duration::from_millis(timeout_ms.into()).min(WAIT_APPLIED_MAX);
         let applied_index = wait_applied(&replica, index, timeout).await?;
         Ok(Response::new(pb::WaitAppliedResponse { applied_index }))
+    }
+
+    async fn auth(
+        &self,
+        request: Request<pb::AuthRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(meta) => {
+                let change = grants::change_from(request.into_inner())?;
+                grants::change(&self.state.engine, &meta, change).await?;
+                Ok(Response::new(pb::AuthResponse {}))
+            }
+            // The guard let the caller through here (root); the leader lets this node.
+            Leadership::Elsewhere { addr, .. } => self
+                .state
+                .peers
+                .admin(&addr)?
+                .auth(forwarded(request.into_inner()))
+                .await
+                .map_err(unreachable(&addr)),
+        }
+    }
+
+    async fn list_auth(
+        &self,
+        request: Request<pb::ListAuthRequest>,
+    ) -> Result<Response<pb::ListAuthResponse>, Status> {
+        // From the meta shard's leader, which has applied every change it answered.
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(_) => {
+                let grants = grants::read(&self.state.engine)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                Ok(Response::new(grants::list(&grants)))
+            }
+            Leadership::Elsewhere { addr, .. } => self
+                .state
+                .peers
+                .admin(&addr)?
+                .list_auth(forwarded(pb::ListAuthRequest {}))
+                .await
+                .map_err(unreachable(&addr)),
+        }
     }
 
     async fn destroy_replica(

@@ -24,6 +24,14 @@ pub const BUSY_WAIT: Duration = Duration::from_secs(3);
 /// new certificate and the old one's expiry.
 pub const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often a node reads the table of users and roles from its meta replica: a grant or
+/// a revocation takes effect everywhere within about this long.
+pub const GRANTS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Compare-and-swaps one change of users and roles tries before it gives up: each failed
+/// one means another change came first, which operators make by hand, rarely.
+pub const GRANTS_CHANGE_ATTEMPTS_MAX: usize = 8;
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

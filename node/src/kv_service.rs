@@ -6,6 +6,8 @@
 //! the request, checked here before proposing and again when the command is applied.
 
 use crate::knobs::{KV_MESSAGE_BYTES_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
+use hanse_security::Caller;
+use hanse_security::grants::Access;
 use hanse_storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -167,6 +169,28 @@ impl KvService {
 
     /// The hosted replica that serves `key`, and the epoch to propose with: the client's
     /// when it routed the request itself (refused at once when stale), else the current.
+    /// Whether the request's caller may `access` each of `keys`; a refusal is
+    /// `PERMISSION_DENIED` naming the key and the grant missing.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+        keys: &[&[u8]],
+    ) -> Result<(), Status> {
+        let caller = Caller::of(request);
+        if caller.is_node() {
+            return Ok(());
+        }
+        let grants = self.state.grants.get();
+        for key in keys {
+            let after = [key, &[0u8][..]].concat();
+            grants
+                .check_keys(&caller, access, key, &after)
+                .map_err(|denied| Status::permission_denied(denied.to_string()))?;
+        }
+        Ok(())
+    }
+
     fn route(
         &self,
         key: &[u8],
@@ -294,6 +318,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.authorize(&request, Access::Read, &[&request.get_ref().key])?;
         let origin = origin(&request);
         let pb::GetRequest {
             route,
@@ -428,6 +453,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
         let origin = origin(&request);
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
@@ -441,6 +467,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
         let origin = origin(&request);
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
@@ -454,6 +481,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let keys: Vec<&[u8]> = request
+            .get_ref()
+            .mutations
+            .iter()
+            .filter_map(|m| match &m.op {
+                Some(pb::mutation::Op::Put(kv)) => Some(kv.key.as_slice()),
+                Some(pb::mutation::Op::Delete(key)) => Some(key.as_slice()),
+                None => None,
+            })
+            .collect();
+        self.authorize(&request, Access::Write, &keys)?;
         let origin = origin(&request);
         let pb::BatchRequest { route, mutations } = request.into_inner();
         let mutations: Result<Vec<Mutation>, Refusal> = mutations
@@ -478,6 +516,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
         let origin = origin(&request);
         let pb::CompareAndSwapRequest {
             route,
@@ -523,6 +562,13 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        // The whole range asked for, or nothing: a scan is refused, not clipped, so a
+        // caller never takes a partial answer for all there is.
+        let pb::ScanRequest { start, end, .. } = request.get_ref();
+        let grants = self.state.grants.get();
+        grants
+            .check_keys(&Caller::of(&request), Access::Read, start, end)
+            .map_err(|denied| Status::permission_denied(denied.to_string()))?;
         let origin = origin(&request);
         let pb::ScanRequest {
             route,

@@ -14,6 +14,7 @@ pub mod chart;
 pub mod config;
 mod coordination;
 mod follower;
+mod grants;
 pub mod knobs;
 mod kv_service;
 mod peers;

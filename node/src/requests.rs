@@ -3,7 +3,9 @@
 //!
 //! - [`Guard`], around every service: the calls nodes make of each other (the whole
 //!   `hanse.v1.Raft` service, forwarded writes and read indexes, reports, replica set-up)
-//!   are refused to anyone but a node, by the identity its TLS certificate proved.
+//!   are refused to anyone but a node, by the identity its TLS certificate proved; the
+//!   Admin service wants the role `admin`, and changing users and roles `root`. (What a
+//!   Kv request may touch depends on its keys: its handler checks that.)
 //! - [`KvRequests`], around the Kv service: where its client is.
 
 use crate::knobs::REGION_NAME_BYTES_MAX;
@@ -16,6 +18,7 @@ use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::{Context, Future, Pin, Poll, Service};
 use tonic::server::NamedService;
 
+use crate::grants::GrantsCache;
 use crate::state::NodeState;
 
 /// The region a request's client named in its metadata ("" for none), as the layer
@@ -120,16 +123,30 @@ fn node_only(path: &str) -> bool {
 }
 
 /// Wraps every service of a node: refuses calls between nodes to callers that are not
-/// nodes, with `PERMISSION_DENIED` and before anything is decoded.
+/// nodes, and Admin calls to users without the role they need, with
+/// `PERMISSION_DENIED` and before anything is decoded.
 #[derive(Clone)]
 pub(crate) struct Guard<S> {
     inner: S,
+    grants: Arc<GrantsCache>,
 }
 
-impl<S> Guard<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        Guard { inner }
+/// Why `caller` may not call the gRPC method at `path`, if it may not.
+fn refusal(path: &str, caller: &Caller, grants: &GrantsCache) -> Option<String> {
+    if node_only(path) {
+        return (!caller.is_node())
+            .then(|| format!("{path} is a call between nodes; {caller} may not make it"));
     }
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    if service != admin_server::SERVICE_NAME {
+        return None;
+    }
+    let grants = grants.get();
+    let checked = match method {
+        "Auth" => grants.check_root(caller),
+        _ => grants.check_admin(caller, &format!("call Admin.{method}")),
+    };
+    checked.err().map(|denied| denied.to_string())
 }
 
 impl<S, B, R> Service<Request<B>> for Guard<S>
@@ -150,12 +167,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let caller = Caller::from_extensions(request.extensions());
-        let path = request.uri().path();
-        if node_only(path) && !caller.is_node() {
-            let refusal = tonic::Status::permission_denied(format!(
-                "{path} is a call between nodes; {caller} may not make it"
-            ));
-            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        if let Some(refused) = refusal(request.uri().path(), &caller, &self.grants) {
+            let refused = tonic::Status::permission_denied(refused);
+            return Box::pin(std::future::ready(Ok(refused.into_http())));
         }
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
@@ -164,14 +178,25 @@ where
 }
 
 /// [`Guard`] as a layer for tonic's server builder.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct GuardLayer;
+#[derive(Clone)]
+pub(crate) struct GuardLayer {
+    grants: Arc<GrantsCache>,
+}
+
+impl GuardLayer {
+    pub(crate) fn new(grants: Arc<GrantsCache>) -> Self {
+        GuardLayer { grants }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for GuardLayer {
     type Service = Guard<S>;
 
     fn layer(&self, inner: S) -> Guard<S> {
-        Guard::new(inner)
+        Guard {
+            inner,
+            grants: self.grants.clone(),
+        }
     }
 }
 

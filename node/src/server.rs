@@ -29,6 +29,7 @@ use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, NodeTls, PlannerMode};
 use crate::coordination::NodeRuntime;
+use crate::grants::GrantsCache;
 use crate::knobs::CERTIFICATE_CHECK_INTERVAL;
 use crate::kv_service::KvService;
 use crate::peers::Peers;
@@ -127,6 +128,7 @@ pub struct RunningNode {
     server: Option<tokio::task::JoinHandle<()>>,
     reporting: tokio::task::JoinHandle<()>,
     balancing: Option<tokio::task::JoinHandle<()>>,
+    refreshing_grants: tokio::task::JoinHandle<()>,
     certificates: Option<NodeTls>,
     watching: Option<tokio::task::JoinHandle<()>>,
 }
@@ -184,6 +186,7 @@ impl RunningNode {
     /// Stops serving and shuts the shard groups down.
     pub async fn stop(mut self) {
         self.reporting.abort();
+        self.refreshing_grants.abort();
         if let Some(watching) = &self.watching {
             watching.abort();
         }
@@ -364,6 +367,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         );
         tokio::spawn(Arc::new(balancer).run())
     });
+    let grants = Arc::new(GrantsCache::default());
+    let refreshing_grants = tokio::spawn(grants.clone().refresh(engine.clone(), routes.clone()));
     let ingest_counters = Arc::new(IngestCounters::default());
     let ingest = (config.ingest.enabled && config.region == config.ingest_region).then(|| {
         let options = config.ingest.options();
@@ -388,12 +393,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         ingest,
         ingest_counters,
         peers,
+        grants: grants.clone(),
         tls: server_tls.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = hanse_security::incoming(listener, server_tls.clone());
     let router = tonic::transport::Server::builder()
-        .layer(GuardLayer)
+        .layer(GuardLayer::new(grants))
         .add_service(RaftService::new(config.node_id, registry).into_server())
         .add_service(KvService::new(state.clone()).into_server())
         .add_service(AdminService::new(state.clone()).into_server());
@@ -416,6 +422,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         server: Some(server),
         reporting,
         balancing,
+        refreshing_grants,
         certificates,
         watching,
     })

@@ -7,6 +7,8 @@
 //!   others may read is refused), and what a certificate says ([`describe`]).
 //! - [`identity`]: the identity a certificate names ([`Identity`]) and who sent a
 //!   request ([`Caller`]).
+//! - [`grants`]: users, roles and the key ranges they may read or write, and the
+//!   checks every node makes with them.
 //! - [`tls`]: the rustls settings of a node ([`ServerTls`]) and of a caller
 //!   ([`ClientTls`]), both reloadable, so certificates rotate without a restart.
 //! - [`connect`] and [`accept`]: the two ends of a connection, for tonic's channels and
@@ -18,6 +20,7 @@
 pub mod accept;
 pub mod connect;
 pub mod files;
+pub mod grants;
 pub mod identity;
 #[cfg(feature = "issue")]
 pub mod issue;

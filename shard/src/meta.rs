@@ -15,6 +15,7 @@ pub const META_SHARD: ShardId = 0;
 
 const ROUTE_PREFIX: &[u8] = b"\xffroute/";
 const NODE_PREFIX: &[u8] = b"\xffnode/";
+const GRANTS_KEY: &[u8] = b"\xffgrants";
 
 /// The meta shard of a new cluster: the whole system keyspace.
 pub fn meta_descriptor(replicas: Vec<ReplicaDescriptor>) -> ShardDescriptor {
@@ -91,6 +92,12 @@ fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut end = prefix.to_vec();
     *end.last_mut().expect("prefix is not empty") += 1;
     (prefix.to_vec(), end)
+}
+
+/// The system key of the table of users and roles (`hanse_security::grants`): one
+/// record, so a change is one compare-and-swap.
+pub fn grants_key() -> Vec<u8> {
+    GRANTS_KEY.to_vec()
 }
 
 /// The range of every routing record.
