@@ -151,13 +151,13 @@ async fn run(
             // A node that knows it does not lead refuses before anything enters its log:
             // only that refusal is a certain "not applied" (see `respond_when_applied`).
             if let Some(leader) = not_leading(&raft) {
-                respond_all(responders, &ProposeError::NotLeader { shard, leader });
-                return None;
+                let refused = Err(ProposeError::NotLeader { shard, leader });
+                return Some(respond_when_applied(shard, refused, responders));
             }
             // Sent here, in order, so proposals enter the log in the order requests
             // arrived.
             match raft.client_write_ff(Proposal { requests: batch }).await {
-                Ok(receiver) => Some(respond_when_applied(shard, receiver, responders)),
+                Ok(receiver) => Some(respond_when_applied(shard, Ok(receiver), responders)),
                 Err(fatal) => {
                     let error = ProposeError::Stopped {
                         shard,
@@ -182,12 +182,17 @@ fn not_leading(raft: &Raft) -> Option<Option<NodeId>> {
     }
 }
 
-/// Hands each caller of a proposal its own response once the proposal is applied.
+/// Hands each caller of a proposal its own response once the proposal is applied (or
+/// the refusal it got before it was proposed).
 async fn respond_when_applied(
     shard: ShardId,
-    receiver: AppliedReceiver,
+    proposed: Result<AppliedReceiver, ProposeError>,
     responders: Vec<Responder>,
 ) {
+    let receiver = match proposed {
+        Ok(receiver) => receiver,
+        Err(refused) => return respond_all(responders, &refused),
+    };
     match receiver.await {
         Ok(Ok(written)) if written.data.len() == responders.len() => {
             for (respond, response) in responders.into_iter().zip(written.data) {
