@@ -157,23 +157,26 @@ async fn a_write_a_new_leader_replaced_is_unknown_not_refused() {
         matches!(answer, Err(ProposeError::OutcomeUnknown { .. })),
         "{answer:?}"
     );
-    // A node that knows it does not lead refuses before anything enters its log.
-    let refused = group
-        .proposer
-        .propose(ShardRequest::Write {
-            epoch: Epoch::default(),
-            mutations: Vec::new(),
-        })
-        .await;
-    assert!(
-        matches!(
-            refused,
-            Err(ProposeError::NotLeader {
-                leader: Some(2),
-                ..
+    // A node that knows it does not lead refuses before anything enters its log, and
+    // keeps proposing (and refusing) after it did.
+    for _ in 0..2 {
+        let refused = group
+            .proposer
+            .propose(ShardRequest::Write {
+                epoch: Epoch::default(),
+                mutations: Vec::new(),
             })
-        ),
-        "{refused:?}"
-    );
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(ProposeError::NotLeader {
+                    leader: Some(2),
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
     group.shutdown().await;
 }
