@@ -50,6 +50,7 @@ async fn counted_and_timed() {
             data_dir: dir.path().join(format!("n{i}")),
             certs_dir: Some(certs.path().to_path_buf()),
             insecure: false,
+            redact: false,
             bootstrap: i == 0,
             initial_peers: peers.clone(),
             sync: true,

@@ -48,6 +48,7 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         data_dir: dir.join("n1"),
         certs_dir: Some(certs(dir, addr).path().to_path_buf()),
         insecure: false,
+        redact: false,
         bootstrap: true,
         initial_peers: vec![PeerConfig {
             id: 1,

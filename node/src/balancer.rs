@@ -75,6 +75,8 @@ pub(crate) struct Balancer {
     planner_acts: bool,
     /// Each shard's epoch and when this node first saw it.
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
+    /// Keep split keys out of the log.
+    redact: bool,
 }
 
 /// The planner's safety envelope for this balancer's settings: merged shards stay under
@@ -116,6 +118,7 @@ impl Balancer {
         runtime: NodeRuntime,
         config: &BalanceConfig,
         planner: Option<Addr<PlannerActor>>,
+        redact: bool,
     ) -> Self {
         Balancer {
             addr,
@@ -131,6 +134,17 @@ impl Balancer {
                 && matches!(config.planner, PlannerMode::Model | PlannerMode::Heuristic),
             planner,
             seen: Mutex::new(HashMap::new()),
+            redact,
+        }
+    }
+
+    /// `action` as the log shows it: without its split key where keys are redacted.
+    fn shown(&self, action: &LiveAction) -> String {
+        match action {
+            LiveAction::Split { shard, .. } if self.redact => {
+                format!("split shard {shard} at a key (redacted)")
+            }
+            action => action.to_string(),
         }
     }
 
@@ -388,7 +402,7 @@ impl Balancer {
         action: LiveAction,
         directory: &Directory<'_>,
     ) -> Result<(), Status> {
-        tracing::info!(%action, "the planner decided");
+        tracing::info!(action = self.shown(&action), "the planner decided");
         if let LiveAction::TransferLeader { shard, to } = action
             && let Some(region) = self.leader_region(shard, directory)
             && directory.nodes.get(&to).is_none_or(|n| n.region != region)
@@ -479,8 +493,8 @@ impl Balancer {
                 )))
             });
         match outcome {
-            Ok(()) => tracing::info!(?action, "balanced"),
-            Err(e) => tracing::info!(?action, "not done: {}", e.message()),
+            Ok(()) => tracing::info!(action = self.shown(&action), "balanced"),
+            Err(e) => tracing::info!(action = self.shown(&action), "not done: {}", e.message()),
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! data_dir = "/var/lib/hanse/n1"
 //! certs_dir = "/etc/hanse/certs"        # ca.crt, node-1.crt, node-1.key (`hanse cert`)
 //! # insecure = true                     # no TLS and no authentication: refused by default
+//! # redact = true                       # no user keys or values in logs and error messages
 //! bootstrap = true                      # on exactly one node of a new cluster
 //! latency = "eu-hamburg:ap-china=250ms" # optional; injected round trips between regions
 //!
@@ -91,6 +92,10 @@ pub struct NodeConfig {
     /// reaches the port may read, write and administer everything. Off by default.
     #[serde(default)]
     pub insecure: bool,
+    /// Keep user keys and values out of this node's logs and the messages of its errors
+    /// (a refusal says "a key" instead of which). Off by default.
+    #[serde(default)]
+    pub redact: bool,
     /// Initialise the first shard's Raft group with `initial_peers` when this node's store
     /// is new. Set it on one node of a new cluster; repeating it later changes nothing.
     #[serde(default)]

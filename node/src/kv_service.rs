@@ -7,7 +7,7 @@
 
 use crate::knobs::{KV_MESSAGE_BYTES_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
 use hanse_security::Caller;
-use hanse_security::grants::Access;
+use hanse_security::grants::{Access, Denied};
 use hanse_storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -186,9 +186,18 @@ impl KvService {
             let after = [key, &[0u8][..]].concat();
             grants
                 .check_keys(&caller, access, key, &after)
-                .map_err(|denied| Status::permission_denied(denied.to_string()))?;
+                .map_err(|denied| self.denied(denied))?;
         }
         Ok(())
+    }
+
+    /// A refusal as the caller hears it (without the key where keys are redacted).
+    fn denied(&self, denied: Denied) -> Status {
+        let denied = match self.state.redact {
+            true => denied.redacted(),
+            false => denied,
+        };
+        Status::permission_denied(denied.to_string())
     }
 
     fn route(
@@ -275,9 +284,12 @@ impl KvService {
         let (replica, epoch) = self.route(&first_key, route.as_ref())?;
         let descriptor = replica.descriptor();
         if let Some(outside) = mutations.iter().find(|m| !descriptor.contains(m.key())) {
+            let key = match self.state.redact {
+                true => "a key".to_string(),
+                false => format!("key {:?}", String::from_utf8_lossy(outside.key())),
+            };
             return Err(invalid(format!(
-                "a batch must stay within one shard; key {:?} is outside shard {}",
-                String::from_utf8_lossy(outside.key()),
+                "a batch must stay within one shard; {key} is outside shard {}",
                 descriptor.id
             )));
         }
@@ -568,7 +580,7 @@ impl Kv for KvService {
         let grants = self.state.grants.get();
         grants
             .check_keys(&Caller::of(&request), Access::Read, start, end)
-            .map_err(|denied| Status::permission_denied(denied.to_string()))?;
+            .map_err(|denied| self.denied(denied))?;
         let origin = origin(&request);
         let pb::ScanRequest {
             route,

@@ -364,6 +364,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             runtime,
             &config.balance,
             planner.clone(),
+            config.redact,
         );
         tokio::spawn(Arc::new(balancer).run())
     });
@@ -393,6 +394,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         ingest,
         ingest_counters,
         peers,
+        redact: config.redact,
         grants: grants.clone(),
         tls: server_tls.clone(),
     });

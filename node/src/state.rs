@@ -41,6 +41,8 @@ pub(crate) struct NodeState {
     pub ingest_counters: Arc<IngestCounters>,
     /// Other nodes' Kv services (read indexes for follower reads, forwarded batches).
     pub peers: Arc<Peers>,
+    /// Keep user keys and values out of logs and error messages.
+    pub redact: bool,
     /// The users and roles every request is checked against.
     pub grants: Arc<crate::grants::GrantsCache>,
     /// The node's TLS settings (`None`: it runs insecure).

@@ -33,6 +33,7 @@ fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
             data_dir: dir.path().join("n1"),
             certs_dir: Some(certs.path().to_path_buf()),
             insecure: false,
+            redact: false,
             bootstrap: true,
             initial_peers: vec![PeerConfig {
                 id: 1,

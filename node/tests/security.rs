@@ -1,7 +1,8 @@
 //! A real node (in process, real gRPC over TLS): the calls nodes make of each other are
 //! refused to a client's certificate, a node's certificate cannot send Raft messages as
-//! another node, a report naming another node as a leader is refused, and a caller
-//! without a certificate of the cluster's CA gets nowhere.
+//! another node, a report naming another node as a leader is refused, a user without
+//! grants reads nothing (and, with `redact`, hears no key named), and a caller without a
+//! certificate of the cluster's CA gets nowhere.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -22,7 +23,7 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
             .unwrap();
         let certs = CertsDir::new(dir.path().join("certs"));
         let hosts = [(1, addr.ip().to_string()), (2, "127.0.0.65".to_string())];
-        hanse_security::issue::create_local_cluster(&certs, &hosts, &["root"]).unwrap();
+        hanse_security::issue::create_local_cluster(&certs, &hosts, &["root", "alice"]).unwrap();
         let config = NodeConfig {
             node_id: 1,
             region: "eu-hamburg".into(),
@@ -31,6 +32,8 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
             data_dir: dir.path().join("n1"),
             certs_dir: Some(certs.path().to_path_buf()),
             insecure: false,
+            // Refusals must not say which key.
+            redact: true,
             bootstrap: true,
             initial_peers: vec![PeerConfig {
                 id: 1,
@@ -107,6 +110,27 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
         };
         let refused = AdminClient::new(node2).report(claim).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+        // A user no role grants anything may read nothing, and with `redact` the refusal
+        // does not say which key it was.
+        let alice = hanse_client::connect(&endpoint, Some(tls(Identity::user("alice").unwrap())));
+        let read = proto::GetRequest {
+            route: None,
+            key: b"secret-key".to_vec(),
+            max_staleness_ms: 0,
+        };
+        let refused = KvClient::new(alice.unwrap()).get(read).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("user alice may not read a key"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            !refused.message().contains("secret"),
+            "{}",
+            refused.message()
+        );
 
         // Plaintext gets no answer at all.
         let plain = hanse_client::connect(&endpoint, None).unwrap();

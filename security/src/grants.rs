@@ -140,14 +140,42 @@ pub struct Grants {
     pub roles: BTreeMap<String, BTreeSet<Permission>>,
 }
 
-/// A refused request: who, what, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{caller} may not {what}: {why}")]
+/// A refused request: who, what (and on which key), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     pub caller: String,
     pub what: String,
+    /// The first key the caller may not touch (`None`: no key, or it is not shown).
+    pub key: Option<Vec<u8>>,
     pub why: String,
 }
+
+impl Denied {
+    /// The same refusal without the key, for a node that keeps keys out of its
+    /// messages (`redact = true`).
+    pub fn redacted(self) -> Denied {
+        Denied {
+            what: match self.key {
+                Some(_) => format!("{} a key", self.what),
+                None => self.what,
+            },
+            key: None,
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} may not {}", self.caller, self.what)?;
+        if let Some(key) = &self.key {
+            write!(f, " {}", String::from_utf8_lossy(key))?;
+        }
+        write!(f, ": {}", self.why)
+    }
+}
+
+impl std::error::Error for Denied {}
 
 fn is_built_in(role: &str) -> bool {
     role == ROOT || role == ADMIN
@@ -256,6 +284,7 @@ impl Grants {
             Caller::Verified(Identity::User(user)) if !self.has_role(user, ROOT) => Err(Denied {
                 caller: caller.to_string(),
                 what: "change users and roles".into(),
+                key: None,
                 why: "that takes the role `root`".into(),
             }),
             _ => Ok(()),
@@ -273,6 +302,7 @@ impl Grants {
                 Err(Denied {
                     caller: caller.to_string(),
                     what: what.to_string(),
+                    key: None,
                     why: "that takes the role `admin`".into(),
                 })
             }
@@ -325,7 +355,8 @@ impl Grants {
         let roles: Vec<&String> = self.users.get(user).into_iter().flatten().collect();
         Err(Denied {
             caller: caller.to_string(),
-            what: format!("{access} {}", String::from_utf8_lossy(&covered_to)),
+            what: access.to_string(),
+            key: Some(covered_to),
             why: match roles.is_empty() {
                 true => "the user has no role".into(),
                 false => format!("none of the roles {roles:?} grants {access} on that key"),
@@ -405,6 +436,9 @@ mod tests {
             .check_keys(&alice, Access::Read, b"a/", b"c")
             .unwrap_err();
         assert!(across.to_string().contains("read a0"), "{across}");
+        let redacted = across.redacted().to_string();
+        assert!(!redacted.contains("a0"), "{redacted}");
+        assert!(redacted.contains("may not read a key"), "{redacted}");
         assert!(grants.check_keys(&alice, Access::Read, b"a/", b"").is_err());
         assert!(grants.check_admin(&alice, "split a shard").is_err());
     }
