@@ -192,6 +192,11 @@ pub fn backup(args: BackupArgs) -> Result<()> {
     })
 }
 
+/// The name of shard `id`'s file in a backup.
+fn shard_file(id: u64) -> String {
+    format!("shard-{id}.hsnap")
+}
+
 /// Streams shard `id`'s copy from the node at `addr` into `dir`, with its checksum.
 async fn copy_shard(dir: &Path, tls: &Tls, id: u64, node: u64, addr: &str) -> Result<ShardCopy> {
     let mut admin =
@@ -201,7 +206,7 @@ async fn copy_shard(dir: &Path, tls: &Tls, id: u64, node: u64, addr: &str) -> Re
         .await
         .map_err(|e| anyhow::anyhow!("shard {id} from node {node}: {}", e.message()))?
         .into_inner();
-    let file = format!("shard-{id}.hsnap");
+    let file = shard_file(id);
     let tmp = dir.join(format!("{file}.tmp"));
     let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
     let mut hash = Sha256::new();
@@ -286,6 +291,16 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
     let staging = tempfile::tempdir().context("creating a staging directory")?;
     let mut unpacked = Vec::new();
     for copy in &manifest.shards {
+        // The manifest names files in the backup directory, as the backup wrote them: a
+        // name that is not `shard-ID.hsnap` (a path, `..`) is never followed.
+        ensure!(
+            copy.file == shard_file(copy.id),
+            "the backup is damaged: the manifest names the file {:?} for shard {} (expected \
+             {:?}); nothing was restored",
+            copy.file,
+            copy.id,
+            shard_file(copy.id)
+        );
         let path = args.from.join(&copy.file);
         let damaged = |what: String| {
             anyhow::anyhow!(

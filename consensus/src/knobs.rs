@@ -80,6 +80,11 @@ const _: () = assert!(
         && SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX as u64
 );
 
+/// The largest term or log index a message from another node may carry: no real group
+/// gets near it (a new term or entry every microsecond for 146,000 years), while a forged
+/// one near `u64::MAX` would overflow where openraft adds to it.
+pub const TERM_AND_INDEX_MAX: u64 = 1 << 62;
+
 /// The longest round trip a latency matrix may inject between two regions: far above
 /// any real one (the Earth's far side is about 300 ms away), and small enough that the
 /// Raft timings derived from it cannot overflow.

@@ -15,13 +15,13 @@ use hanse_proto::v1::{
 };
 use hanse_security::Caller;
 use hanse_shard::{NodeId, ShardId};
-use openraft::Vote;
 use openraft::error::RaftError;
+use openraft::{LogId, Vote};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::ShardGroup;
-use crate::knobs::PEER_MESSAGE_BYTES_MAX;
+use crate::knobs::{PEER_MESSAGE_BYTES_MAX, TERM_AND_INDEX_MAX};
 use crate::transport::{decode, encode};
 
 /// The shard groups this node hosts, by shard id.
@@ -80,22 +80,35 @@ impl RaftService {
         match message.body {
             Some(raft_message::Body::AppendEntries(bytes)) => {
                 match decode::<openraft::raft::AppendEntriesRequest<crate::TypeConfig>>(&bytes) {
-                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
-                    Ok(rpc) => answer(raft.append_entries(rpc).await),
+                    Ok(rpc) => {
+                        let entries = rpc.entries.iter().map(|e| Some(&e.log_id));
+                        let ids = [rpc.prev_log_id.as_ref(), rpc.leader_commit.as_ref()];
+                        match admissible(from, &rpc.vote, ids.into_iter().chain(entries)) {
+                            Err(why) => malformed(why),
+                            Ok(()) => answer(raft.append_entries(rpc).await),
+                        }
+                    }
                     Err(e) => malformed(e),
                 }
             }
             Some(raft_message::Body::Vote(bytes)) => {
                 match decode::<openraft::raft::VoteRequest<NodeId>>(&bytes) {
-                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
-                    Ok(rpc) => answer(group.vote(rpc).await),
+                    Ok(rpc) => match admissible(from, &rpc.vote, [rpc.last_log_id.as_ref()]) {
+                        Err(why) => malformed(why),
+                        Ok(()) => answer(group.vote(rpc).await),
+                    },
                     Err(e) => malformed(e),
                 }
             }
             Some(raft_message::Body::InstallSnapshot(bytes)) => {
                 match decode::<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>(&bytes) {
-                    Ok(rpc) if !sent_by(&rpc.vote, from) => not_its_own(from, &rpc.vote),
-                    Ok(rpc) => answer(raft.install_snapshot(rpc).await),
+                    Ok(rpc) => {
+                        let ids = [rpc.meta.last_log_id.as_ref()];
+                        match admissible(from, &rpc.vote, ids) {
+                            Err(why) => malformed(why),
+                            Ok(()) => answer(raft.install_snapshot(rpc).await),
+                        }
+                    }
                     Err(e) => malformed(e),
                 }
             }
@@ -125,15 +138,31 @@ fn answer<T: Serialize, E: Serialize>(result: Result<T, E>) -> RaftResult {
     })
 }
 
-/// Whether `vote` is one node `from` may send: its own candidacy or leadership.
-fn sent_by(vote: &Vote<NodeId>, from: NodeId) -> bool {
-    vote.leader_id().voted_for() == Some(from)
-}
-
-fn not_its_own(from: NodeId, vote: &Vote<NodeId>) -> RaftResult {
-    malformed(format!(
-        "node {from} sent a message for another node's term ({vote}); refused"
-    ))
+/// Whether node `from` may send a message with `vote` and these log ids: its own
+/// candidacy or leadership, and terms and indexes no real group reaches (a forged one
+/// near `u64::MAX` would overflow where openraft adds to it).
+fn admissible<'a>(
+    from: NodeId,
+    vote: &Vote<NodeId>,
+    log_ids: impl IntoIterator<Item = Option<&'a LogId<NodeId>>>,
+) -> Result<(), String> {
+    if vote.leader_id().voted_for() != Some(from) {
+        return Err(format!(
+            "node {from} sent a message for another node's term ({vote}); refused"
+        ));
+    }
+    let too_large = |n: u64| n > TERM_AND_INDEX_MAX;
+    if too_large(vote.leader_id().term)
+        || log_ids
+            .into_iter()
+            .flatten()
+            .any(|id| too_large(id.index) || too_large(id.leader_id.term))
+    {
+        return Err(format!(
+            "node {from} sent a term or log index over {TERM_AND_INDEX_MAX}; refused"
+        ));
+    }
+    Ok(())
 }
 
 fn malformed(e: impl std::fmt::Display) -> RaftResult {

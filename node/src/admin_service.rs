@@ -31,6 +31,7 @@ use crate::actors::{
 use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
 use crate::grants;
+use crate::knobs::REPORT_CLOCK_SKEW_MAX_MS;
 use crate::peers::unreachable;
 use crate::reporter::read_routing_table;
 use crate::state::NodeState;
@@ -939,6 +940,20 @@ fn check_report_claims(caller: &Caller, report: &pb::ReportRequest) -> Result<()
                 shard.leader_node
             )));
         }
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let latest_ms = now_ms.saturating_add(REPORT_CLOCK_SKEW_MAX_MS);
+    let times = report.shards.iter().map(|s| s.reported_at_ms);
+    if times
+        .chain(report.nodes.iter().map(|n| n.reported_at_ms))
+        .any(|at| at > latest_ms)
+    {
+        return Err(Status::invalid_argument(format!(
+            "a report from the future: its time is more than {REPORT_CLOCK_SKEW_MAX_MS} ms \
+             after this node's clock"
+        )));
     }
     if let Some(node) = report
         .nodes

@@ -40,7 +40,9 @@
 //! A node that joins a running cluster has no `initial_peers` and no `bootstrap`: it
 //! starts empty and gets its replicas from `hanse admin add-node`.
 
-use crate::knobs::{ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_MAX, KV_MESSAGE_BYTES_MAX};
+use crate::knobs::{
+    ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_MAX, KV_MESSAGE_BYTES_MAX, REPLICA_QUEUE_MAX,
+};
 use hanse_consensus::GroupOptions;
 use hanse_consensus::latency::{LatencyError, LatencyMatrix};
 use hanse_planner::balance::{RegionRule, default_region_rules};
@@ -466,6 +468,17 @@ impl NodeConfig {
         ] {
             if value == 0 {
                 return Err((field, "must be 1 or more".into()));
+            }
+        }
+        for (field, value) in [
+            ("limits.replica_mailbox_max", limits.replica_mailbox_max),
+            (
+                "limits.replica_requests_in_flight_max",
+                limits.replica_requests_in_flight_max,
+            ),
+        ] {
+            if value > REPLICA_QUEUE_MAX {
+                return Err((field, format!("must be at most {REPLICA_QUEUE_MAX}")));
             }
         }
         let mut ids = BTreeSet::new();

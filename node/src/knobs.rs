@@ -32,6 +32,20 @@ pub const GRANTS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// one means another change came first, which operators make by hand, rarely.
 pub const GRANTS_CHANGE_ATTEMPTS_MAX: usize = 8;
 
+/// The most requests a replica's mailbox or its in-flight bound may be configured to
+/// hold: far more than a shard serves at once, far below what a semaphore or mailbox can
+/// count (tokio's semaphore panics past `usize::MAX >> 3`).
+pub const REPLICA_QUEUE_MAX: usize = 1 << 20;
+
+/// The longest staleness a follower read may ask for: the wait for a follower to catch
+/// up is bounded by it, and a client that accepts minutes-old data should say so with a
+/// smaller figure, not make a node wait for days.
+pub const MAX_STALENESS_MS_MAX: u32 = 60_000;
+
+/// How far in the future a report's time may lie (clocks differ a little); a node that
+/// reports itself alive for ever must not look so.
+pub const REPORT_CLOCK_SKEW_MAX_MS: u64 = 60_000;
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -5,7 +5,7 @@
 //! the shard's is answered `EpochMismatch` with every descriptor this node has covering
 //! the request, checked here before proposing and again when the command is applied.
 
-use crate::knobs::{KV_MESSAGE_BYTES_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
+use crate::knobs::{KV_MESSAGE_BYTES_MAX, MAX_STALENESS_MS_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
 use hanse_security::Caller;
 use hanse_security::grants::{Access, Denied};
 use hanse_storage::Store;
@@ -339,6 +339,12 @@ impl Kv for KvService {
         } = request.into_inner();
         let result = async {
             self.state.limits.check_key(&key).map_err(invalid)?;
+            if max_staleness_ms > MAX_STALENESS_MS_MAX {
+                return Err(invalid(format!(
+                    "max_staleness_ms is {max_staleness_ms}, over the limit of \
+                     {MAX_STALENESS_MS_MAX} ms"
+                )));
+            }
             let (replica, _) = self.route(&key, route.as_ref())?;
             let max_staleness = Duration::from_millis(max_staleness_ms.into());
             let asked = match max_staleness.is_zero() || replica.leads() {

@@ -207,18 +207,30 @@ pub(crate) async fn read_routing_table(
             .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
             .map_err(|e| Status::internal(e.to_string()))
     };
-    let decode_error = |e: hanse_storage::Error| Status::internal(e.to_string());
     let mut nodes = HashMap::new();
-    for (_, bytes) in read(meta::node_range())? {
-        let node: NodeRecord = codec::decode("node record", &bytes).map_err(decode_error)?;
-        nodes.insert(node.node, node);
+    for record in read(meta::node_range())? {
+        if let Some(node) = decoded::<NodeRecord>(&record, "node record") {
+            nodes.insert(node.node, node);
+        }
     }
     let mut shards = Vec::new();
-    for (_, bytes) in read(meta::route_range())? {
-        shards.push(codec::decode::<ShardRecord>("routing record", &bytes).map_err(decode_error)?);
+    for record in read(meta::route_range())? {
+        shards.extend(decoded::<ShardRecord>(&record, "routing record"));
     }
     shards.sort_by(|a, b| a.descriptor.start.cmp(&b.descriptor.start));
     Ok((shards, nodes))
+}
+
+/// One record of the routing table, decoded; one that does not decode (a bug, or a
+/// damaged store) is left out and logged: it must not take the whole table, and every
+/// client's routing, with it.
+fn decoded<T: serde::de::DeserializeOwned>(
+    (key, bytes): &(Vec<u8>, Vec<u8>),
+    what: &'static str,
+) -> Option<T> {
+    codec::decode(what, bytes)
+        .inspect_err(|e| tracing::error!(key = ?key, "left out of the routing table: {e}"))
+        .ok()
 }
 
 /// Records `shards` and `nodes` in the meta shard: proposed here when this node leads it,

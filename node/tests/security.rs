@@ -87,6 +87,31 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
+        // A term no real group reaches (adding to it would overflow) is refused, and the
+        // node goes on serving.
+        let forged = openraft::raft::VoteRequest::new(openraft::Vote::new(u64::MAX, 2u64), None);
+        let vote = proto::RaftBatch {
+            from_node: 2,
+            messages: vec![proto::RaftMessage {
+                shard_id: 1,
+                body: Some(proto::raft_message::Body::Vote(
+                    hanse_storage::codec::encode(&forged),
+                )),
+            }],
+        };
+        let as_node2 = hanse_client::connect(&endpoint, Some(tls(Identity::Node(2)))).unwrap();
+        let answer = RaftClient::new(as_node2).send(vote).await.unwrap().into_inner();
+        let outcome = answer.results[0].outcome.clone();
+        assert!(
+            matches!(&outcome, Some(proto::raft_result::Outcome::Malformed(why)) if why.contains("over")),
+            "{outcome:?}"
+        );
+        let status = AdminClient::new(as_root.clone())
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap();
+        assert_eq!(status.get_ref().node_id, 1);
+
         // Node 2's certificate speaks for node 2 only.
         let node2 = hanse_client::connect(&endpoint, Some(tls(Identity::Node(2)))).unwrap();
         let refused = RaftClient::new(node2.clone())
