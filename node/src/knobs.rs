@@ -46,6 +46,10 @@ pub const MAX_STALENESS_MS_MAX: u32 = 60_000;
 /// reports itself alive for ever must not look so.
 pub const REPORT_CLOCK_SKEW_MAX_MS: u64 = 60_000;
 
+/// How long a stopping node lets open calls finish before it closes their connections:
+/// a write under way gets to its answer, a client that never lets go holds nothing up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

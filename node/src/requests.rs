@@ -173,7 +173,31 @@ where
         }
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        Box::pin(ready.call(request))
+        let answer = ready.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            undecodable_is_invalid(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// tonic answers a request body that is no protobuf of the method's type with INTERNAL;
+/// it is the caller's mistake, INVALID_ARGUMENT, and says so.
+fn undecodable_is_invalid<R>(response: &mut Response<R>) {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get(tonic::Status::GRPC_STATUS)
+        .is_some_and(|code| code.as_bytes() == b"13");
+    let undecodable = headers
+        .get(tonic::Status::GRPC_MESSAGE)
+        .is_some_and(|message| {
+            let message = message.as_bytes();
+            message.starts_with(b"failed%20to%20decode") || message.starts_with(b"failed to decode")
+        });
+    if internal && undecodable {
+        let invalid = tonic::codegen::http::HeaderValue::from_static("3");
+        headers.insert(tonic::Status::GRPC_STATUS, invalid);
     }
 }
 

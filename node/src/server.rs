@@ -30,7 +30,7 @@ use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, NodeTls, PlannerMode};
 use crate::coordination::NodeRuntime;
 use crate::grants::GrantsCache;
-use crate::knobs::CERTIFICATE_CHECK_INTERVAL;
+use crate::knobs::{CERTIFICATE_CHECK_INTERVAL, SHUTDOWN_GRACE};
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
@@ -196,8 +196,16 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
+        if let Some(mut server) = self.server.take() {
+            // Open calls finish first, but a client that never lets go of its
+            // connection must not keep the node from stopping.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                server.abort();
+            }
         }
         let (reply, stopped) = oneshot::channel();
         self.state.node.do_send(StopReplicas { reply });
