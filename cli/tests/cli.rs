@@ -32,3 +32,56 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{stderr}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        // Each case runs the `hanse` binary; `PROPTEST_CASES` runs more.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// A backup's manifest of any content (arbitrary bytes, or JSON whose shards name
+    /// files, ranges and sizes at random) is refused with one line and changes nothing:
+    /// `hanse restore` never panics on it and never creates the cluster.
+    #[test]
+    fn a_damaged_manifest_is_refused_in_one_line(
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        file in "[a-z./-]{0,24}",
+        id in proptest::prelude::any::<u64>(),
+        bytes in proptest::prelude::any::<u64>(),
+        json in proptest::prelude::any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup");
+        std::fs::create_dir(&backup).unwrap();
+        let manifest = match json {
+            true => serde_json::json!({
+                "format": 1,
+                "taken_at_unix_ms": 0,
+                "shards": [{
+                    "id": id, "start_hex": "", "end_hex": "", "applied_index": 0, "node": 1,
+                    "file": file, "bytes": bytes, "sha256": "00",
+                }],
+            })
+            .to_string()
+            .into_bytes(),
+            false => raw,
+        };
+        std::fs::write(backup.join("manifest.json"), manifest).unwrap();
+        let target = dir.path().join("restored");
+        let output = common::hanse(&[
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--dir",
+            target.to_str().unwrap(),
+            "--port",
+            &common::free_port(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        proptest::prop_assert_eq!(output.status.code(), Some(2), "{}", stderr);
+        proptest::prop_assert_eq!(stderr.trim().lines().count(), 1, "{}", stderr);
+        proptest::prop_assert!(!target.join("node1.toml").exists());
+    }
+}

@@ -31,6 +31,11 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// SST files of a snapshot are cut at this size so none needs to fit in memory at once.
 pub const SST_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// The most SST files one snapshot may list: a 4 TiB shard in files of
+/// [`SST_FILE_BYTES_MAX`]; a forged header listing millions of empty files must not fill
+/// the receiver's disk with them.
+pub const SNAPSHOT_SST_FILES_MAX: usize = 65_536;
+
 /// An AppendEntries with at least this many bytes of entries is sent on a task of its
 /// own, which openraft's timeout of each attempt (one heartbeat interval) does not cancel:
 /// on a loaded machine a large entry can take longer than that to arrive and be written,

@@ -4,7 +4,7 @@
 //! Layout: the magic `HNSNAP01`, a big-endian u64 header length, the postcard-encoded
 //! [`SnapshotHeader`], then the bytes of each SST file in the order the header lists them.
 
-use crate::knobs::SST_FILE_BYTES_MAX;
+use crate::knobs::{SNAPSHOT_SST_FILES_MAX, SST_FILE_BYTES_MAX};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,15 @@ pub fn unpack(path: &Path, staging: &Path) -> io::Result<(ShardDescriptor, Vec<P
     input.read_exact(&mut header)?;
     let header: SnapshotHeader =
         codec::decode("snapshot header", &header).map_err(io::Error::other)?;
+    if header.sst_sizes.len() > SNAPSHOT_SST_FILES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the snapshot lists {} files, over the limit of {SNAPSHOT_SST_FILES_MAX}",
+                header.sst_sizes.len()
+            ),
+        ));
+    }
     let mut files = Vec::with_capacity(header.sst_sizes.len());
     for (i, size) in header.sst_sizes.iter().enumerate() {
         let file = staging.join(format!("{i:06}.sst"));
