@@ -31,7 +31,7 @@ use crate::actors::{
 use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
 use crate::grants;
-use crate::knobs::REPORT_CLOCK_SKEW_MAX_MS;
+use crate::knobs::{BACKUP_READER_STALL, BACKUPS_IN_FLIGHT_MAX, REPORT_CLOCK_SKEW_MAX_MS};
 use crate::peers::unreachable;
 use crate::reporter::read_routing_table;
 use crate::state::NodeState;
@@ -476,7 +476,7 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    type BackupStream = ReceiverStream<Result<pb::BackupChunk, Status>>;
+    type BackupStream = Counted<ReceiverStream<Result<pb::BackupChunk, Status>>>;
 
     async fn backup(
         &self,
@@ -489,6 +489,18 @@ impl Admin for AdminService {
                 self.state.node_id
             ))
         })?;
+        // Each backup stages a whole copy of its shard: only a few at once.
+        let permit = self
+            .state
+            .backups
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{BACKUPS_IN_FLIGHT_MAX} backups are under way on this node; try again when \
+                 one has finished"
+                ))
+            })?;
         // Every write acknowledged before the request goes into the copy.
         if replica.leads() {
             replica
@@ -543,8 +555,15 @@ impl Admin for AdminService {
                         applied_index,
                         data,
                     };
-                    if chunks.send(Ok(chunk)).await.is_err() {
-                        return Ok(());
+                    // A reader that stops reading gives its copy up after a while.
+                    let sent = tokio::time::timeout(BACKUP_READER_STALL, chunks.send(Ok(chunk)));
+                    match sent.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Ok(()),
+                        Err(_) => {
+                            tracing::warn!(shard, "a backup's reader stalled; its copy is dropped");
+                            return Ok(());
+                        }
                     }
                 }
             };
@@ -553,7 +572,11 @@ impl Admin for AdminService {
                 let _ = chunks.send(Err(failed)).await;
             }
         });
-        Ok(Response::new(ReceiverStream::new(stream)))
+        // The backup counts until its reader has taken the last chunk or gone away.
+        Ok(Response::new(Counted {
+            inner: ReceiverStream::new(stream),
+            _permit: permit,
+        }))
     }
 
     async fn status(
@@ -966,4 +989,21 @@ fn check_report_claims(caller: &Caller, report: &pb::ReportRequest) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// A stream that holds a permit (of the node's backups under way) until it is dropped.
+pub(crate) struct Counted<S> {
+    inner: S,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Counted<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }

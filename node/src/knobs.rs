@@ -50,6 +50,14 @@ pub const REPORT_CLOCK_SKEW_MAX_MS: u64 = 60_000;
 /// a write under way gets to its answer, a client that never lets go holds nothing up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Backups a node streams at once: each stages a whole copy of its shard in the node's
+/// temporary directory, so a handful of unread streams must not fill the disk.
+pub const BACKUPS_IN_FLIGHT_MAX: usize = 2;
+
+/// How long a backup waits for its reader to take the next chunk before it drops the
+/// copy: a reader that went away must not hold a staged copy for ever.
+pub const BACKUP_READER_STALL: Duration = Duration::from_secs(30);
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -30,7 +30,7 @@ use crate::balancer::{Balancer, planner_envelope};
 use crate::config::{BalanceConfig, NodeConfig, NodeTls, PlannerMode};
 use crate::coordination::NodeRuntime;
 use crate::grants::GrantsCache;
-use crate::knobs::{CERTIFICATE_CHECK_INTERVAL, SHUTDOWN_GRACE};
+use crate::knobs::{BACKUPS_IN_FLIGHT_MAX, CERTIFICATE_CHECK_INTERVAL, SHUTDOWN_GRACE};
 use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
@@ -403,6 +403,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         ingest_counters,
         peers,
         redact: config.redact,
+        backups: Arc::new(tokio::sync::Semaphore::new(BACKUPS_IN_FLIGHT_MAX)),
         grants: grants.clone(),
         tls: server_tls.clone(),
     });

@@ -41,6 +41,8 @@ pub(crate) struct NodeState {
     pub ingest_counters: Arc<IngestCounters>,
     /// Other nodes' Kv services (read indexes for follower reads, forwarded batches).
     pub peers: Arc<Peers>,
+    /// Backups under way may hold at most this many permits (each stages a copy).
+    pub backups: Arc<tokio::sync::Semaphore>,
     /// Keep user keys and values out of logs and error messages.
     pub redact: bool,
     /// The users and roles every request is checked against.

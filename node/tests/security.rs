@@ -157,6 +157,55 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
             refused.message()
         );
 
+        // Backups each stage a copy: two at once, a third is refused until one is read.
+        // (A copy larger than a stream's flow-control window waits for its reader.)
+        // 12 MiB in 12 batches: more than the channel and a stream's window hold.
+        let mut seed = 1u32;
+        for batch in 0..12 {
+            let mutations = (0..16)
+                .map(|i| {
+                    // Bytes that no compression shrinks.
+                    let value = (0..64 * 1024)
+                        .map(|_| {
+                            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                            (seed >> 24) as u8
+                        })
+                        .collect();
+                    let key = format!("large-{batch:02}-{i:02}").into_bytes();
+                    proto::Mutation {
+                        op: Some(proto::mutation::Op::Put(proto::KeyValue { key, value })),
+                    }
+                })
+                .collect();
+            let batch = proto::BatchRequest {
+                route: None,
+                mutations,
+            };
+            let answer = kv.batch(batch).await.unwrap().into_inner();
+            assert!(answer.error.is_none(), "{answer:?}");
+        }
+        let mut admin = AdminClient::new(as_root.clone());
+        let backup = proto::BackupRequest { shard_id: 1 };
+        let first = admin.backup(backup).await.unwrap();
+        let second = admin.backup(backup).await.unwrap();
+        let refused = admin.backup(backup).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        let mut first = first.into_inner();
+        while first.message().await.unwrap().is_some() {}
+        drop((first, second));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let third = loop {
+            match admin.backup(backup).await {
+                Ok(stream) => break stream,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("a finished backup still counts: {e:?}"),
+            }
+        };
+        drop(third);
+
         // Plaintext gets no answer at all.
         let plain = hanse_client::connect(&endpoint, None).unwrap();
         let refused = AdminClient::new(plain)
