@@ -1,7 +1,8 @@
 //! A shard makes progress whatever the entry sizes the limits allow, on a loaded machine:
 //! a batch of 100,000 puts (one log entry of about 3 MB) and three 8 MiB values commit on
 //! a real 3-node cluster while two threads keep both cores busy, and a small write right
-//! after them still commits. (Before, such entries cost so much CPU to encode and to read
+//! after them still commits, and a scan over the large values comes back whole, page by
+//! page. (Before, such entries cost so much CPU to encode and to read
 //! back, byte by byte, that the followers' heartbeats starved and the shard stalled in
 //! elections; `consensus/tests/replication.rs` covers the other half, entries slower to
 //! send than openraft's AppendEntries timeout.)
@@ -92,4 +93,20 @@ async fn large_entries_commit_under_load_and_the_shard_keeps_going() {
     assert_eq!(client.get(b"small").await.unwrap(), Some(b"1".to_vec()));
     let page = client.scan(b"big-", b"big.", 10_000, false).await.unwrap();
     assert_eq!(page.len(), 10_000);
+    // Three 8 MiB values are more than one message holds: pages stop at their byte
+    // bound and the client goes on from where each stopped, either way round.
+    for reverse in [false, true] {
+        let values = client.scan(b"huge-", b"huge.", 10, reverse).await.unwrap();
+        let keys: Vec<&[u8]> = values.iter().map(|(k, _)| k.as_slice()).collect();
+        let mut expected: Vec<&[u8]> = vec![b"huge-0", b"huge-1", b"huge-2"];
+        if reverse {
+            expected.reverse();
+        }
+        assert_eq!(keys, expected);
+        assert!(
+            values
+                .iter()
+                .all(|(k, v)| v.len() == 8 << 20 && v[0] == k[5] - b'0')
+        );
+    }
 }

@@ -605,6 +605,14 @@ impl Client {
                 .lock()
                 .expect("routes lock")
                 .learn(scanned.clone());
+            // A page cut at its byte bound: the same shard goes on from where it stopped.
+            if !response.resume_key.is_empty() {
+                match reverse {
+                    true => hi = response.resume_key,
+                    false => lo = response.resume_key,
+                }
+                continue;
+            }
             if reverse {
                 if scanned.start.is_empty() || scanned.start <= lo {
                     break;

@@ -88,6 +88,14 @@ pub const KV_MESSAGE_BYTES_MAX: usize = 17 * 1024 * 1024;
 /// Scans return at most this many pairs per call, whatever the client asks.
 pub const SCAN_LIMIT_MAX: u32 = 10_000;
 
+/// Bytes of keys and values in one scan page (one larger entry goes alone): a page must
+/// fit a Kv message whatever the values, and this leaves room for the largest entry.
+pub const SCAN_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// A page stops before the entry that would pass [`SCAN_PAGE_BYTES_MAX`], so it holds
+/// at most the bound or one entry, either of which fits a message.
+const _: () = assert!(SCAN_PAGE_BYTES_MAX < KV_MESSAGE_BYTES_MAX);
+
 /// How long a client should wait when the group has no quorum at the moment.
 pub const RETRY_AFTER_MS: u32 = 100;
 

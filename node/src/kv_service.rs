@@ -5,7 +5,9 @@
 //! the shard's is answered `EpochMismatch` with every descriptor this node has covering
 //! the request, checked here before proposing and again when the command is applied.
 
-use crate::knobs::{KV_MESSAGE_BYTES_MAX, MAX_STALENESS_MS_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX};
+use crate::knobs::{
+    KV_MESSAGE_BYTES_MAX, MAX_STALENESS_MS_MAX, RETRY_AFTER_MS, SCAN_LIMIT_MAX, SCAN_PAGE_BYTES_MAX,
+};
 use hanse_security::Caller;
 use hanse_security::grants::{Access, Denied};
 use hanse_storage::Store;
@@ -606,7 +608,7 @@ impl Kv for KvService {
                 end
             };
             if start >= end {
-                return Ok((Vec::new(), None));
+                return Ok((Vec::new(), None, Vec::new()));
             }
             let limit = limit.min(SCAN_LIMIT_MAX) as usize;
             let Some(replica) = self.scan_shard(&start, &end, reverse) else {
@@ -640,23 +642,31 @@ impl Kv for KvService {
             } else {
                 ScanOrder::Forward
             };
-            let rows = self
+            let page = self
                 .state
                 .engine
-                .scan(Cf::Data, &lo, &hi, limit, order)
+                .scan_page(Cf::Data, &lo, &hi, limit, SCAN_PAGE_BYTES_MAX, order)
                 .map_err(|_| busy())?;
-            let pairs = rows
+            // Cut short by its byte bound: the client goes on after the last key.
+            let resume_key = match (page.cut, page.entries.last()) {
+                (true, Some((last, _))) if reverse => last.clone(),
+                (true, Some((last, _))) => [last.as_slice(), &[0]].concat(),
+                _ => Vec::new(),
+            };
+            let pairs = page
+                .entries
                 .into_iter()
                 .map(|(key, value)| pb::KeyValue { key, value })
                 .collect();
-            Ok((pairs, Some(to_proto(&descriptor))))
+            Ok((pairs, Some(to_proto(&descriptor)), resume_key))
         }
         .await;
         Ok(Response::new(match result {
-            Ok((pairs, scanned)) => pb::ScanResponse {
+            Ok((pairs, scanned, resume_key)) => pb::ScanResponse {
                 error: None,
                 pairs,
                 scanned,
+                resume_key,
             },
             Err(error) => pb::ScanResponse {
                 error: Some(error),

@@ -13,8 +13,8 @@ use rocksdb::{
 
 use hanse_shard::{NodeId, ShardId};
 use hanse_storage::{
-    Batch, Cf, Error, OnDurable, RangeExport, RangeSize, Result, ScanOrder, Store, StoreFuture,
-    codec, exclusive_upper_bound,
+    Batch, Cf, Error, OnDurable, Page, RangeExport, RangeSize, Result, ScanOrder, Store,
+    StoreFuture, codec, exclusive_upper_bound,
 };
 
 use crate::durable;
@@ -217,16 +217,15 @@ impl Store for Engine {
             .map(|v| v.to_vec()))
     }
 
-    /// Reads up to `limit` entries of `cf` with keys in `[start, end)` (an empty `end` is
-    /// unbounded), in `order`.
-    fn scan(
+    fn scan_page(
         &self,
         cf: Cf,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        bytes_max: usize,
         order: ScanOrder,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Page> {
         let mut read_options = ReadOptions::default();
         read_options.set_iterate_lower_bound(start);
         if !end.is_empty() {
@@ -236,16 +235,18 @@ impl Store for Engine {
             ScanOrder::Forward => IteratorMode::From(start, Direction::Forward),
             ScanOrder::Reverse => IteratorMode::End,
         };
-        let mut out = Vec::new();
+        let (mut page, mut used) = (Page::default(), 0usize);
         for item in self
             .db
             .iterator_cf_opt(cf_handle(&self.db, cf), read_options, mode)
             .take(limit)
         {
             let (key, value) = item.or_engine()?;
-            out.push((key.into_vec(), value.into_vec()));
+            if !page.take(&mut used, (key.into_vec(), value.into_vec()), bytes_max) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// Applies `batch` atomically; with `sync` the WAL is synced before returning.

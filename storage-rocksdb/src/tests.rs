@@ -647,3 +647,41 @@ fn an_empty_range_delete_leaves_the_directory_reopenable() {
     let engine = open(dir.path());
     assert_eq!(engine.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
 }
+
+#[test]
+fn scan_pages_stop_at_their_byte_bound_in_both_stores_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(&dir.path().join("rocks"));
+    let memory = hanse_storage::MemStore::new(&dir.path().join("mem"));
+    let mut batch = Batch::default();
+    for (key, size) in [("a", 10usize), ("b", 40), ("c", 40), ("d", 5)] {
+        batch.put(Cf::Data, key, vec![b'x'; size]);
+    }
+    engine.write(batch.clone(), true).unwrap();
+    memory.write(batch, true).unwrap();
+    let stores: [&dyn Store; 2] = [&engine, &memory];
+    for store in stores {
+        let page = |order, bytes_max| {
+            store
+                .scan_page(Cf::Data, b"", b"", 10, bytes_max, order)
+                .unwrap()
+        };
+        // a (11 bytes) and b (41) fit 60; c would pass it: cut after b.
+        let forward = page(ScanOrder::Forward, 60);
+        assert_eq!(keys(&forward.entries), ["a", "b"]);
+        assert!(forward.cut);
+        let reverse = page(ScanOrder::Reverse, 60);
+        assert_eq!(keys(&reverse.entries), ["d", "c"]);
+        assert!(reverse.cut);
+        // The first entry comes whatever its size; nothing left is no cut.
+        let tiny = page(ScanOrder::Forward, 1);
+        assert_eq!(keys(&tiny.entries), ["a"]);
+        let all = page(ScanOrder::Forward, usize::MAX);
+        assert_eq!(keys(&all.entries), ["a", "b", "c", "d"]);
+        assert!(!all.cut);
+        let limited = store
+            .scan_page(Cf::Data, b"", b"", 2, usize::MAX, ScanOrder::Forward)
+            .unwrap();
+        assert!(!limited.cut, "the count, not the bytes, ended it");
+    }
+}

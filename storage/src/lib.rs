@@ -19,4 +19,4 @@ mod store;
 pub use batch::{Batch, Cf, OnDurable, RangeExport, RangeSize, ScanOrder, WriteOp};
 pub use error::{Error, Result};
 pub use mem::MemStore;
-pub use store::{FencedStore, Store, StoreFuture, exclusive_upper_bound};
+pub use store::{FencedStore, Page, Store, StoreFuture, exclusive_upper_bound};

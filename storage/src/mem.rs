@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::batch::{Batch, Cf, OnDurable, RangeExport, ScanOrder, WriteOp};
-use crate::store::{Store, StoreFuture, exclusive_upper_bound};
+use crate::store::{Page, Store, StoreFuture, exclusive_upper_bound};
 use crate::{Error, Result, codec};
 
 type Families = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
@@ -144,21 +144,28 @@ impl Store for MemStore {
         Ok(self.lock().live[cf_index(cf)].get(key).cloned())
     }
 
-    fn scan(
+    fn scan_page(
         &self,
         cf: Cf,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        bytes_max: usize,
         order: ScanOrder,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Page> {
         let state = self.lock();
         let range = state.live[cf_index(cf)].range::<[u8], _>(key_range(start, end));
-        let pairs = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(match order {
-            ScanOrder::Forward => range.take(limit).map(pairs).collect(),
-            ScanOrder::Reverse => range.rev().take(limit).map(pairs).collect(),
-        })
+        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = match order {
+            ScanOrder::Forward => Box::new(range),
+            ScanOrder::Reverse => Box::new(range.rev()),
+        };
+        let (mut page, mut used) = (Page::default(), 0usize);
+        for (key, value) in entries.take(limit) {
+            if !page.take(&mut used, (key.clone(), value.clone()), bytes_max) {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {

@@ -17,6 +17,29 @@ pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>
 
 /// A node's storage as the consensus layer uses it: four column families with atomic
 /// batches, an ordered log-write path, and range export/ingest for snapshots.
+/// What [`Store::scan_page`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The page stopped at its byte bound with more entries in range and limit.
+    pub cut: bool,
+}
+
+impl Page {
+    /// Adds an entry if it fits within `bytes_max` (the first always does); answers
+    /// whether it did, and marks the page cut when not.
+    pub fn take(&mut self, used: &mut usize, entry: (Vec<u8>, Vec<u8>), bytes_max: usize) -> bool {
+        let size = entry.0.len() + entry.1.len();
+        if *used > 0 && used.saturating_add(size) > bytes_max {
+            self.cut = true;
+            return false;
+        }
+        *used += size;
+        self.entries.push(entry);
+        true
+    }
+}
+
 pub trait Store: Send + Sync + 'static {
     /// The directory where snapshot files of this store live.
     fn path(&self) -> &Path;
@@ -33,7 +56,24 @@ pub trait Store: Send + Sync + 'static {
         end: &[u8],
         limit: usize,
         order: ScanOrder,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .scan_page(cf, start, end, limit, usize::MAX, order)?
+            .entries)
+    }
+
+    /// As [`scan`](Store::scan), and stops before the entry that would bring the keys
+    /// and values read past `bytes_max` (the first entry is read whatever its size), so a
+    /// page of large values fits a message.
+    fn scan_page(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        bytes_max: usize,
+        order: ScanOrder,
+    ) -> Result<Page>;
 
     /// Applies `batch` atomically; with `sync` it is durable before this returns.
     fn write(&self, batch: Batch, sync: bool) -> Result<()>;
@@ -186,15 +226,17 @@ impl Store for FencedStore {
         self.inner.get(cf, key)
     }
 
-    fn scan(
+    fn scan_page(
         &self,
         cf: Cf,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        bytes_max: usize,
         order: ScanOrder,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(cf, start, end, limit, order)
+    ) -> Result<Page> {
+        self.inner
+            .scan_page(cf, start, end, limit, bytes_max, order)
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<()> {
