@@ -58,6 +58,14 @@ pub const BACKUPS_IN_FLIGHT_MAX: usize = 2;
 /// copy: a reader that went away must not hold a staged copy for ever.
 pub const BACKUP_READER_STALL: Duration = Duration::from_secs(30);
 
+/// Distinct client regions a shard counts requests by between two reports (one more
+/// name holds the rest, [`OTHER_REGIONS`]): real deployments have a handful, and the
+/// counts go into the meta shard's log every second.
+pub const ORIGIN_REGIONS_MAX: usize = 16;
+
+/// The name the requests of regions past [`ORIGIN_REGIONS_MAX`] are counted under.
+pub const OTHER_REGIONS: &str = "(other)";
+
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 

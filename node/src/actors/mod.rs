@@ -29,6 +29,8 @@ use hanse_shard::routing::Overlap;
 use hanse_shard::{NodeId, RouteTable, Routed, ShardDescriptor, ShardId};
 use tokio::sync::oneshot;
 
+use crate::knobs::{ORIGIN_REGIONS_MAX, OTHER_REGIONS};
+
 pub use ingest::{Ingest, IngestActor, IngestCounters, IngestOptions};
 pub use node::{DestroyReplica, NodeActor, NodeActorError, OpenReplica, StopReplicas};
 pub use replica::{
@@ -47,7 +49,8 @@ pub struct ReplicaLoad {
     pub deletes: AtomicU64,
     /// A sample of the keys requests touched (for load splits).
     pub sampled: Mutex<KeySampler>,
-    /// Requests by the region their client named ("" for untagged ones).
+    /// Requests by the region their client named ("" for untagged ones; at most
+    /// [`ORIGIN_REGIONS_MAX`] names, the rest counted as [`OTHER_REGIONS`]).
     pub origins: Mutex<HashMap<String, u64>>,
 }
 
@@ -56,10 +59,16 @@ impl ReplicaLoad {
     pub fn touched(&self, key: &[u8], origin: &str) {
         self.sampled.lock().expect("sampler lock").offer(key);
         let mut origins = self.origins.lock().expect("origins lock");
-        match origins.get_mut(origin) {
+        // Clients name their region freely; what goes into the meta shard's log every
+        // second must not grow with the names they invent.
+        let counted = match origins.contains_key(origin) || origins.len() < ORIGIN_REGIONS_MAX {
+            true => origin,
+            false => OTHER_REGIONS,
+        };
+        match origins.get_mut(counted) {
             Some(count) => *count += 1,
             None => {
-                origins.insert(origin.to_string(), 1);
+                origins.insert(counted.to_string(), 1);
             }
         }
     }
@@ -189,5 +198,23 @@ impl Routes {
             .overlapping(start, end)
             .map(ReplicaHandle::descriptor)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_counts_a_bounded_number_of_client_regions() {
+        let load = ReplicaLoad::default();
+        for i in 0..1000 {
+            load.touched(b"k", &format!("invented-{i}"));
+        }
+        load.touched(b"k", "invented-0");
+        let origins = load.origins.lock().unwrap();
+        assert_eq!(origins.len(), ORIGIN_REGIONS_MAX + 1);
+        assert_eq!(origins["invented-0"], 2);
+        assert_eq!(origins[OTHER_REGIONS], 1000 - ORIGIN_REGIONS_MAX as u64);
     }
 }
