@@ -5,6 +5,7 @@ use crate::knobs::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hanse_shard::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
@@ -143,6 +144,9 @@ pub struct ShardGroup {
     /// install, say) after `Raft::shutdown` returns, and such a late write must not land
     /// after the replica was deleted, retired or started again.
     store: Arc<FencedStore>,
+    /// Set when the shard was merged into its neighbour and its group stops for good (see
+    /// [`ShardGroup::retire`]).
+    retired: Arc<AtomicBool>,
 }
 
 /// Whether `request` must not interleave with a membership change of its shard. A
@@ -224,7 +228,8 @@ impl ShardGroup {
             shard,
             source: Box::new(source),
         })?;
-        let proposer = Proposer::start(shard, raft.clone(), &options.proposer);
+        let retired = Arc::new(AtomicBool::new(false));
+        let proposer = Proposer::start(shard, raft.clone(), &options.proposer, retired.clone());
         Ok(ShardGroup {
             shard,
             raft,
@@ -234,7 +239,17 @@ impl ShardGroup {
             changes: Arc::default(),
             vote_floor,
             store: fenced,
+            retired,
         })
+    }
+
+    /// Stops the group of a shard its left neighbour has absorbed. Every write still
+    /// waiting in its log came after the merge's preparation (earlier ones were applied
+    /// before the neighbour could commit), so none will ever apply: their callers hear a
+    /// refusal they may retry, not "outcome unknown".
+    pub async fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.shutdown().await;
     }
 
     /// Stops the group: its Raft instance shuts down, and nothing of it writes to the

@@ -11,6 +11,8 @@ use crate::knobs;
 use hanse_shard::{NodeId, ShardId};
 use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batching::{BatchLimits, drain_in_batches};
@@ -58,6 +60,13 @@ pub enum ProposeError {
     Stopped { shard: ShardId, detail: String },
     #[error("shard {shard}: the write failed: {detail}")]
     Failed { shard: ShardId, detail: String },
+    /// The shard merged into its left neighbour first: the write did not apply and never
+    /// will; send it to the neighbour.
+    #[error(
+        "shard {shard} merged into its left neighbour before the write applied; it did not \
+         apply"
+    )]
+    Retired { shard: ShardId },
     /// Proposed, but no answer will come from here: it may still commit.
     #[error("shard {shard}: the write was proposed but its outcome is unknown: {detail}")]
     OutcomeUnknown { shard: ShardId, detail: String },
@@ -80,9 +89,16 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposing task of `shard` on the current tokio runtime.
-    pub fn start(shard: ShardId, raft: Raft, options: &ProposerOptions) -> Self {
+    /// `retired` turns true when the shard is retired after a merge (see
+    /// [`crate::ShardGroup::retire`]).
+    pub fn start(
+        shard: ShardId,
+        raft: Raft,
+        options: &ProposerOptions,
+        retired: Arc<AtomicBool>,
+    ) -> Self {
         let (mailbox, requests) = mpsc::channel(options.mailbox_requests_max);
-        tokio::spawn(run(shard, raft, requests, options.clone()));
+        tokio::spawn(run(shard, raft, requests, options.clone(), retired));
         Proposer { shard, mailbox }
     }
 
@@ -128,6 +144,7 @@ async fn run(
     raft: Raft,
     requests: mpsc::Receiver<Submission>,
     options: ProposerOptions,
+    retired: Arc<AtomicBool>,
 ) {
     let limits = BatchLimits {
         items_max: options.proposal_requests_max,
@@ -141,7 +158,7 @@ async fn run(
             .sum()
     };
     drain_in_batches(requests, limits, weigh, |submissions: Vec<Submission>| {
-        let raft = raft.clone();
+        let (raft, retired) = (raft.clone(), retired.clone());
         async move {
             let (batch, responders): (Vec<_>, Vec<_>) = submissions
                 .into_iter()
@@ -152,12 +169,17 @@ async fn run(
             // only that refusal is a certain "not applied" (see `respond_when_applied`).
             if let Some(leader) = not_leading(&raft) {
                 let refused = Err(ProposeError::NotLeader { shard, leader });
-                return Some(respond_when_applied(shard, refused, responders));
+                return Some(respond_when_applied(shard, refused, responders, retired));
             }
             // Sent here, in order, so proposals enter the log in the order requests
             // arrived.
             match raft.client_write_ff(Proposal { requests: batch }).await {
-                Ok(receiver) => Some(respond_when_applied(shard, Ok(receiver), responders)),
+                Ok(receiver) => Some(respond_when_applied(
+                    shard,
+                    Ok(receiver),
+                    responders,
+                    retired,
+                )),
                 Err(fatal) => {
                     let error = ProposeError::Stopped {
                         shard,
@@ -188,6 +210,7 @@ async fn respond_when_applied(
     shard: ShardId,
     proposed: Result<AppliedReceiver, ProposeError>,
     responders: Vec<Responder>,
+    retired: Arc<AtomicBool>,
 ) {
     let receiver = match proposed {
         Ok(receiver) => receiver,
@@ -227,6 +250,10 @@ async fn respond_when_applied(
                 detail: other.to_string(),
             },
         ),
+        // The shard merged into its neighbour: what its log still held never applies.
+        Err(_) if retired.load(Ordering::SeqCst) => {
+            respond_all(responders, &ProposeError::Retired { shard })
+        }
         // A dropped answer means the group stopped with the entry in its log.
         Err(_) => respond_all(
             responders,

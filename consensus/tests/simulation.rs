@@ -419,7 +419,7 @@ impl SimNode {
         for shard in changes.retire {
             let group = self.groups.remove(&shard).expect("hosted");
             net.lock().groups.remove(&(self.id, shard));
-            group.shutdown().await;
+            group.retire().await;
             retire_merged(process.as_ref(), shard)
                 .await
                 .map_err(|e| format!("n{}: retiring s{shard}: {e}", self.id))?;
@@ -597,6 +597,8 @@ async fn write_once(
             cache.set_leader(group.shard, leader.map(addr));
             Outcome::Failed
         }
+        // Claimed not applied: the final reads check that it never was.
+        Err(ProposeError::Retired { .. }) => Outcome::Failed,
         Err(_) => Outcome::Unknown,
     }
 }

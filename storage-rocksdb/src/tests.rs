@@ -652,7 +652,7 @@ fn an_empty_range_delete_leaves_the_directory_reopenable() {
 fn scan_pages_stop_at_their_byte_bound_in_both_stores_alike() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(&dir.path().join("rocks"));
-    let memory = hanse_storage::MemStore::new(&dir.path().join("mem"));
+    let memory = hanse_storage::MemStore::new(dir.path().join("mem"));
     let mut batch = Batch::default();
     for (key, size) in [("a", 10usize), ("b", 40), ("c", 40), ("d", 5)] {
         batch.put(Cf::Data, key, vec![b'x'; size]);

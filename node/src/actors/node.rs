@@ -246,7 +246,7 @@ impl Handler<DescriptorChanged> for NodeActor {
             let group = self.unhost(shard).expect("hosted");
             let engine = self.engine.clone();
             let retired = async move {
-                group.shutdown().await;
+                group.retire().await;
                 if let Err(e) = retire_merged(engine.as_ref(), shard).await {
                     tracing::error!(shard, "retiring the merged shard failed: {e}");
                 }

@@ -245,6 +245,10 @@ fn from_propose(e: ProposeError) -> ReplicaError {
         ProposeError::Stopped { shard, detail } | ProposeError::Failed { shard, detail } => {
             ReplicaError::Unavailable { shard, detail }
         }
+        retired @ ProposeError::Retired { shard } => ReplicaError::Unavailable {
+            shard,
+            detail: retired.to_string(),
+        },
         unknown @ ProposeError::OutcomeUnknown { .. } => {
             ReplicaError::OutcomeUnknown(unknown.to_string())
         }
