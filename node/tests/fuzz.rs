@@ -6,15 +6,16 @@
 //! `PROPTEST_CASES` sets how many bodies are sent (256 in the suite); a longer run:
 //! `PROPTEST_CASES=20000 cargo test -p hanse-node --test fuzz`.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
+use hanse_client::Identity;
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::{self};
-use hanse_client::{CertsDir, ClientTls, Identity};
-use hanse_node::config::{NodeConfig, PeerConfig};
+use hanse_node::config::NodeConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -79,36 +80,13 @@ const METHODS: [&str; 14] = [
 #[test]
 fn any_bytes_to_any_call_get_an_answer_and_the_node_serves_on() {
     let dir = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = TcpListener::bind("127.0.0.66:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let certs = CertsDir::new(dir.path().join("certs"));
-    let hosts = [(1, addr.ip().to_string())];
-    hanse_security::issue::create_local_cluster(&certs, &hosts, &["root"]).unwrap();
+    let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 66], &[]);
+    // Speed over durability: the bodies are garbage anyway.
     let config = NodeConfig {
-        node_id: 1,
-        region: "eu-hamburg".into(),
-        listen_addr: addr,
-        advertise_addr: None,
-        data_dir: dir.path().join("n1"),
-        certs_dir: Some(certs.path().to_path_buf()),
-        insecure: false,
-        redact: false,
-        bootstrap: true,
-        initial_peers: vec![PeerConfig {
-            id: 1,
-            addr: addr.to_string(),
-            region: "eu-hamburg".into(),
-        }],
         sync: false,
-        limits: Default::default(),
-        balance: Default::default(),
-        latency: String::new(),
-        raft: Default::default(),
-        ingest_region: "eu-hamburg".into(),
-        ingest: Default::default(),
+        ..config
     };
+    let addr = config.listen_addr;
     // The node runs on its own thread and runtime; the test drives it from this one.
     let (started, running) = mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -125,8 +103,7 @@ fn any_bytes_to_any_call_get_an_answer_and_the_node_serves_on() {
         .enable_all()
         .build()
         .unwrap();
-    let root = Identity::user("root").unwrap();
-    let tls = ClientTls::load(certs.files(&root), root).unwrap();
+    let tls = common::tls(&certs, Identity::user("root").unwrap());
     let channel = runtime.block_on(async { hanse_client::connect(&addr.to_string(), Some(tls)) });
     let channel = channel.unwrap();
 

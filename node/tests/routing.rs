@@ -2,56 +2,22 @@
 //! epoch from before a split is refused with the current descriptors covering it, applies
 //! nothing, and one retry with those descriptors succeeds.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
 
+use hanse_client::Identity;
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::{self, request_error::Kind};
-use hanse_client::{CertsDir, ClientTls, Identity};
-use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
 fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
     hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = TcpListener::bind("127.0.0.63:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let certs = CertsDir::new(dir.path().join("certs"));
-        hanse_security::issue::create_local_cluster(
-            &certs,
-            &[(1, addr.ip().to_string())],
-            &["root"],
-        )
-        .unwrap();
-        let config = NodeConfig {
-            node_id: 1,
-            region: "eu-hamburg".into(),
-            listen_addr: addr,
-            advertise_addr: None,
-            data_dir: dir.path().join("n1"),
-            certs_dir: Some(certs.path().to_path_buf()),
-            insecure: false,
-            redact: false,
-            bootstrap: true,
-            initial_peers: vec![PeerConfig {
-                id: 1,
-                addr: addr.to_string(),
-                region: "eu-hamburg".into(),
-            }],
-            sync: true,
-            limits: Default::default(),
-            balance: Default::default(),
-            latency: String::new(),
-            raft: Default::default(),
-            ingest_region: "eu-hamburg".into(),
-            ingest: Default::default(),
-        };
+        let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 63], &[]);
+        let addr = config.listen_addr;
         let node = hanse_node::server::start(config).await.unwrap();
-        let root = Identity::user("root").unwrap();
-        let tls = ClientTls::load(certs.files(&root), root).unwrap();
-        let channel = hanse_client::connect(&addr.to_string(), Some(tls)).unwrap();
+        let root = common::tls(&certs, Identity::user("root").unwrap());
+        let channel = hanse_client::connect(&addr.to_string(), Some(root)).unwrap();
         let mut kv = KvClient::new(channel.clone());
         let mut admin = AdminClient::new(channel);
         let before = loop {

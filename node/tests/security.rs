@@ -4,53 +4,32 @@
 //! grants reads nothing (and, with `redact`, hears no key named), and a caller without a
 //! certificate of the cluster's CA gets nowhere.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
 
+use hanse_client::Identity;
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::proto::kv_client::KvClient;
 use hanse_client::proto::raft_client::RaftClient;
 use hanse_client::proto::{self};
-use hanse_client::{CertsDir, ClientTls, Identity};
-use hanse_node::config::{NodeConfig, PeerConfig};
+use hanse_node::config::NodeConfig;
 
 #[test]
 fn only_nodes_make_node_calls_and_each_only_as_itself() {
     hanse_node::server::system().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = TcpListener::bind("127.0.0.64:0")
-            .unwrap()
-            .local_addr()
+        let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 64], &["alice"]);
+        // Node 2's certificate, for the calls that pretend to be it.
+        hanse_security::issue::create_local_cluster(&certs, &[(2, "127.0.0.65".into())], &[])
             .unwrap();
-        let certs = CertsDir::new(dir.path().join("certs"));
-        let hosts = [(1, addr.ip().to_string()), (2, "127.0.0.65".to_string())];
-        hanse_security::issue::create_local_cluster(&certs, &hosts, &["root", "alice"]).unwrap();
         let config = NodeConfig {
-            node_id: 1,
-            region: "eu-hamburg".into(),
-            listen_addr: addr,
-            advertise_addr: None,
-            data_dir: dir.path().join("n1"),
-            certs_dir: Some(certs.path().to_path_buf()),
-            insecure: false,
             // Refusals must not say which key.
             redact: true,
-            bootstrap: true,
-            initial_peers: vec![PeerConfig {
-                id: 1,
-                addr: addr.to_string(),
-                region: "eu-hamburg".into(),
-            }],
-            sync: true,
-            limits: Default::default(),
-            balance: Default::default(),
-            latency: String::new(),
-            raft: Default::default(),
-            ingest_region: "eu-hamburg".into(),
-            ingest: Default::default(),
+            ..config
         };
+        let addr = config.listen_addr;
         let node = hanse_node::server::start(config).await.unwrap();
         let endpoint = addr.to_string();
-        let tls = |identity: Identity| ClientTls::load(certs.files(&identity), identity).unwrap();
+        let tls = |identity: Identity| common::tls(&certs, identity);
         let root = tls(Identity::user("root").unwrap());
         let as_root = hanse_client::connect(&endpoint, Some(root.clone())).unwrap();
 
