@@ -12,7 +12,7 @@
 //! have been); a get's `ok` carries `value` (`null`: absent). An invocation without a
 //! completion (the run ended first) is unknown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -151,6 +151,46 @@ impl Recorder {
     }
 }
 
+/// Why operations ended with an unknown outcome, by cause, from the errors the history
+/// recorded with them. Unknown outcomes should be rare; this says which kinds are not.
+pub fn unknown_causes(path: &Path) -> Result<BTreeMap<&'static str, u64>, HistoryError> {
+    let file = File::open(path).map_err(|source| HistoryError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut causes = BTreeMap::new();
+    for line in BufReader::new(file).lines().map_while(Result::ok) {
+        let Ok(event) = serde_json::from_str::<Event>(&line) else {
+            continue;
+        };
+        if event.kind == "unknown" {
+            *causes
+                .entry(cause(event.error.as_deref().unwrap_or("")))
+                .or_insert(0) += 1;
+        }
+    }
+    Ok(causes)
+}
+
+/// The kind of an unknown outcome's error, in a few words.
+fn cause(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    let has = |word: &str| error.contains(word);
+    if has("lost its leadership") {
+        "leadership lost with the write in the log"
+    } else if has("group stopped") {
+        "the raft group stopped"
+    } else if has("did not answer within") || has("timed out") || has("timeout") {
+        "no answer in time"
+    } else if has("transport error") || has("connection") || has("broken pipe") {
+        "connection lost after sending"
+    } else if has("forwarded") {
+        "a forwarded batch's answer was lost"
+    } else {
+        "other"
+    }
+}
+
 /// Reads a history file back as operations (times in microseconds).
 pub fn read(path: &Path) -> Result<Vec<Operation>, HistoryError> {
     let name = path.display().to_string();
@@ -230,6 +270,32 @@ pub fn read(path: &Path) -> Result<Vec<Operation>, HistoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_outcomes_are_counted_by_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let recorder = Recorder::create(&path).unwrap();
+        let put = Call::Put(b"1-1".to_vec());
+        let errors = [
+            "shard 1: this node lost its leadership (to Some(2)) with the write in its log",
+            "127.0.0.12:7401: transport error: connection reset",
+            "127.0.0.12:7401 did not answer within 10s",
+            "127.0.0.13:7401 did not answer within 10s",
+        ];
+        for (op, error) in (1..).zip(errors) {
+            recorder.invoke(1, op, b"k", &put);
+            recorder.complete(1, op, &Return::Unknown, Some(error.into()));
+        }
+        recorder.invoke(1, 9, b"k", &put);
+        recorder.complete(1, 9, &Return::Written, None);
+        recorder.flush().unwrap();
+        let causes = unknown_causes(&path).unwrap();
+        assert_eq!(causes["no answer in time"], 2);
+        assert_eq!(causes["leadership lost with the write in the log"], 1);
+        assert_eq!(causes["connection lost after sending"], 1);
+        assert_eq!(causes.values().sum::<u64>(), 4);
+    }
 
     #[test]
     fn a_recorded_history_reads_back_as_the_same_operations() {

@@ -89,6 +89,8 @@ pub struct Report {
     pub faults: BTreeMap<FaultKind, u64>,
     /// Operations by function and outcome (`put ok`, `cas unknown`, ...).
     pub outcomes: BTreeMap<String, u64>,
+    /// Unknown outcomes by cause (see [`history::unknown_causes`]).
+    pub unknown_causes: BTreeMap<&'static str, u64>,
     /// Acknowledged operations per second while a fault was in force, and otherwise.
     pub throughput_faulted: f64,
     pub throughput_quiet: f64,
@@ -144,6 +146,14 @@ impl Report {
                 })
                 .collect();
             let _ = writeln!(out, "{f:<12} {}", counts.join(", "));
+        }
+        if !self.unknown_causes.is_empty() {
+            let causes: Vec<String> = self
+                .unknown_causes
+                .iter()
+                .map(|(cause, n)| format!("{n} {cause}"))
+                .collect();
+            let _ = writeln!(out, "unknown:     {}", causes.join(", "));
         }
         let _ = writeln!(
             out,
@@ -410,6 +420,7 @@ async fn drive(
         options: o.clone(),
         faults,
         outcomes,
+        unknown_causes: history::unknown_causes(&history_path)?,
         throughput_faulted,
         throughput_quiet,
         verdict,
