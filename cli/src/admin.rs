@@ -7,24 +7,13 @@ use clap::{Args, Subcommand};
 use hanse_client::proto;
 use serde_json::json;
 
-use crate::connect::{ConnectArgs, Tls, admin};
+use crate::connect::{Target, Tls, admin};
 use crate::display;
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// The node to ask, HOST:PORT (the first of a comma-separated list that answers).
-    #[arg(
-        long,
-        global = true,
-        value_name = "HOST:PORT,...",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
-    /// JSON for scripts instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(flatten)]
-    connect: ConnectArgs,
+    target: Target,
     #[command(subcommand)]
     op: AdminOp,
 }
@@ -91,14 +80,13 @@ enum AdminOp {
 }
 
 pub fn run(args: AdminArgs) -> Result<()> {
-    anyhow::ensure!(!args.endpoints.is_empty(), "give --endpoints HOST:PORT,...");
-    let tls = args.connect.tls()?;
+    let tls = args.target.tls()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(first_answer(&args.endpoints, async |endpoint| {
-        ask(endpoint, &tls, &args.op, args.json).await
+    runtime.block_on(first_answer(&args.target.endpoints, async |endpoint| {
+        ask(endpoint, &tls, &args.op, args.target.json).await
     }))
 }
 

@@ -54,6 +54,32 @@ impl ConnectArgs {
     }
 }
 
+/// Which nodes a command asks, how it reaches them, and how it answers.
+#[derive(Args)]
+pub struct Target {
+    /// Nodes of the cluster, HOST:PORT, comma-separated (the first that answers serves).
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// JSON for scripts instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl Target {
+    /// The TLS settings, once the endpoints are known to be given.
+    pub fn tls(&self) -> Result<Tls> {
+        anyhow::ensure!(!self.endpoints.is_empty(), "give --endpoints HOST:PORT,...");
+        self.connect.tls()
+    }
+}
+
 /// The TLS settings of `user` from the certificates in `dir`.
 pub fn user_tls(dir: &Path, user: &str) -> Result<Tls> {
     Ok(Some(hanse_client::user_tls(dir, user)?))

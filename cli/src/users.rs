@@ -10,7 +10,7 @@ use hanse_client::proto::{self, auth_request::Change};
 use serde_json::json;
 
 use crate::admin::first_answer;
-use crate::connect::{ConnectArgs, admin};
+use crate::connect::{Target, admin};
 
 #[derive(Args)]
 pub struct UserArgs {
@@ -26,24 +26,6 @@ pub struct RoleArgs {
     target: Target,
     #[command(subcommand)]
     op: RoleOp,
-}
-
-/// Which cluster, and how to reach it.
-#[derive(Args)]
-struct Target {
-    /// Nodes of the cluster, HOST:PORT (any of them).
-    #[arg(
-        long,
-        global = true,
-        value_name = "HOST:PORT,...",
-        value_delimiter = ','
-    )]
-    endpoints: Vec<String>,
-    /// JSON for scripts (`list`).
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
 #[derive(Subcommand)]
