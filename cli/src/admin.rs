@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use hanse_client::proto;
 use serde_json::json;
 
-use crate::connect::{Target, Tls, admin};
+use crate::connect::{Credentials, Target, admin};
 use crate::display;
 
 #[derive(Args)]
@@ -80,7 +80,7 @@ enum AdminOp {
 }
 
 pub fn run(args: AdminArgs) -> Result<()> {
-    let tls = args.target.tls()?;
+    let tls = args.target.credentials()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,7 +113,7 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 /// Adds a node to shards through the node at `endpoint`; returns the changed shards.
 pub async fn add_node(
     endpoint: &str,
-    tls: &Tls,
+    tls: &Credentials,
     request: proto::AddNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
     let mut admin = admin(endpoint, tls)?;
@@ -128,7 +128,7 @@ pub async fn add_node(
 /// Removes a node from shards through the node at `endpoint`; returns the changed shards.
 pub async fn remove_node(
     endpoint: &str,
-    tls: &Tls,
+    tls: &Credentials,
     request: proto::RemoveNodeRequest,
 ) -> Result<Vec<proto::ShardDescriptor>> {
     let mut admin = admin(endpoint, tls)?;
@@ -174,7 +174,7 @@ fn replicas_text(d: &proto::ShardDescriptor) -> String {
         .join(",")
 }
 
-async fn ask(endpoint: &str, tls: &Tls, op: &AdminOp, json: bool) -> Result<()> {
+async fn ask(endpoint: &str, tls: &Credentials, op: &AdminOp, json: bool) -> Result<()> {
     let mut admin = admin(endpoint, tls)?;
     let (node, shards) = match op {
         AdminOp::AddNode {

@@ -18,14 +18,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use hanse_client::{Client, ClientOptions, proto};
+use hanse_client::{Client, proto};
 use hanse_node::progress::{bar, end_bar};
 use hanse_storage::{Cf, ScanOrder, Store};
 use hanse_storage_rocksdb::{Engine, EngineOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::connect::{ConnectArgs, Tls, admin};
+use crate::connect::{ConnectArgs, Credentials, admin};
 use crate::display;
 
 const MANIFEST: &str = "manifest.json";
@@ -119,7 +119,7 @@ pub fn backup(args: BackupArgs) -> Result<()> {
         args.to.display()
     );
     fs::create_dir_all(&args.to).with_context(|| format!("creating {}", args.to.display()))?;
-    let tls = args.connect.tls()?;
+    let tls = args.connect.credentials()?;
     runtime()?.block_on(async {
         // Which node is where: each endpoint says who it is.
         let mut addrs = std::collections::HashMap::new();
@@ -198,7 +198,13 @@ fn shard_file(id: u64) -> String {
 }
 
 /// Streams shard `id`'s copy from the node at `addr` into `dir`, with its checksum.
-async fn copy_shard(dir: &Path, tls: &Tls, id: u64, node: u64, addr: &str) -> Result<ShardCopy> {
+async fn copy_shard(
+    dir: &Path,
+    tls: &Credentials,
+    id: u64,
+    node: u64,
+    addr: &str,
+) -> Result<ShardCopy> {
     let mut admin =
         admin(addr, tls).with_context(|| format!("connecting to node {node} at {addr}"))?;
     let mut stream = admin
@@ -387,10 +393,7 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         &hanse_consensus::latency::LatencyMatrix::default(),
         args.certs_dir.clone(),
     )?;
-    let options = ClientOptions {
-        tls: crate::cluster::tls_of(&args.dir)?,
-        ..ClientOptions::default()
-    };
+    let options = crate::cluster::tls_of(&args.dir)?.options();
     let client = Arc::new(Client::new(&endpoints, options)?);
     let restored = runtime()?.block_on(async {
         let mut restored = 0u64;

@@ -18,7 +18,7 @@ use hanse_node::config::NodeConfig;
 use hanse_node::units::{parse_duration, parse_size};
 use hanse_security::CertsDir;
 
-use crate::connect::{Tls, admin, cluster_tls};
+use crate::connect::{Credentials, admin, cluster_tls};
 
 #[cfg(test)]
 mod tests {
@@ -516,7 +516,7 @@ pub fn up_new(
 }
 
 /// How the commands reach the local cluster in `dir` (see [`cluster_tls`]).
-pub fn tls_of(dir: &Path) -> Result<Tls> {
+pub fn tls_of(dir: &Path) -> Result<Credentials> {
     cluster_tls(dir, &configs(dir)?)
 }
 
@@ -776,8 +776,7 @@ fn wait_until_serving(
         endpoints,
         ClientOptions {
             request_timeout: wait,
-            tls: tls.clone(),
-            ..ClientOptions::default()
+            ..tls.options()
         },
     )?;
     let started = Instant::now();
@@ -882,8 +881,8 @@ fn accepts(addr: &str) -> bool {
 }
 
 /// Whether the node answers a linearizable read itself, i.e. leads the first shard.
-async fn leads(addr: &str, tls: &Tls) -> bool {
-    let Ok(channel) = hanse_client::connect(addr, tls.clone()) else {
+async fn leads(addr: &str, tls: &Credentials) -> bool {
+    let Ok(channel) = hanse_client::connect(addr, tls.tls.clone()) else {
         return false;
     };
     let mut kv = proto::kv_client::KvClient::new(channel);

@@ -21,7 +21,7 @@ use hanse_node::chart::{Series, line_chart};
 use hanse_node::units::parse_duration;
 
 use crate::admin::first_answer;
-use crate::connect::{Tls, admin};
+use crate::connect::{Credentials, admin};
 use crate::{cluster, display, tour};
 
 /// The nodes' regions in id order, and the round trips between the regions (roughly the
@@ -230,13 +230,12 @@ fn zone_at(elapsed: Duration, duration: Duration) -> u64 {
     ((elapsed.as_secs_f64() / phase) as u64).min(ZONES - 1)
 }
 
-async fn tell(endpoints: &[String], tls: &Tls, duration: Duration) -> Result<Story> {
+async fn tell(endpoints: &[String], tls: &Credentials, duration: Duration) -> Result<Story> {
     let client = Arc::new(Client::new(
         endpoints,
         ClientOptions {
             region: Some("eu-hamburg".into()),
-            tls: tls.clone(),
-            ..ClientOptions::default()
+            ..tls.options()
         },
     )?);
     let shards = routing_table(endpoints, tls).await?;
@@ -400,7 +399,7 @@ async fn read_back(client: &Client, expected: &HashMap<Vec<u8>, Vec<u8>>) -> Res
 }
 
 /// The routing table: every shard as the meta shard knows it.
-async fn routing_table(endpoints: &[String], tls: &Tls) -> Result<Vec<proto::ShardStatus>> {
+async fn routing_table(endpoints: &[String], tls: &Credentials) -> Result<Vec<proto::ShardStatus>> {
     first_answer(endpoints, async |endpoint| {
         let mut admin = admin(endpoint, tls)?;
         let shards = admin.shards(proto::ShardsRequest {}).await?.into_inner();
@@ -409,7 +408,12 @@ async fn routing_table(endpoints: &[String], tls: &Tls) -> Result<Vec<proto::Sha
     .await
 }
 
-async fn transfer_leader(endpoints: &[String], tls: &Tls, shard: u64, to: u64) -> Result<()> {
+async fn transfer_leader(
+    endpoints: &[String],
+    tls: &Credentials,
+    shard: u64,
+    to: u64,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let moved = first_answer(endpoints, async |endpoint| {
@@ -436,7 +440,7 @@ async fn transfer_leader(endpoints: &[String], tls: &Tls, shard: u64, to: u64) -
 /// node that runs it.
 async fn node_status(
     endpoints: &[String],
-    tls: &Tls,
+    tls: &Credentials,
 ) -> (IngestTotals, Option<proto::PlannerStatus>) {
     let mut totals = IngestTotals::default();
     let mut planner = None;
@@ -479,7 +483,7 @@ struct Look {
 }
 
 impl Watch {
-    async fn look(&mut self, endpoints: &[String], tls: &Tls, at: f64) -> Look {
+    async fn look(&mut self, endpoints: &[String], tls: &Credentials, at: f64) -> Look {
         let first_new_event = self.events.len();
         let (ingest, _) = node_status(endpoints, tls).await;
         let ingest_batch = (ingest.writes.saturating_sub(self.ingest.writes)) as f64

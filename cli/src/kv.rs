@@ -172,8 +172,7 @@ fn open_store(args: &KvArgs) -> Result<Store> {
             .context("starting the runtime")?;
         let options = ClientOptions {
             region: args.region.clone(),
-            tls: args.connect.tls()?,
-            ..ClientOptions::default()
+            ..args.connect.credentials()?.options()
         };
         let client = Client::new(&args.endpoints, options)?;
         return Ok(Store::Cluster(runtime, client));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::admin::first_answer;
-use crate::connect::{ConnectArgs, Tls, admin};
+use crate::connect::{ConnectArgs, Credentials, admin};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hanse_node::chart::{self, Series};
@@ -113,7 +113,13 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             interval,
             out,
             connect,
-        } => record(&endpoints, &connect.tls()?, duration, interval, &out),
+        } => record(
+            &endpoints,
+            &connect.credentials()?,
+            duration,
+            interval,
+            &out,
+        ),
         PlannerOp::Train {
             out,
             seeds,
@@ -163,7 +169,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
 /// answer's data shards to `out` as one trace tick.
 fn record(
     endpoints: &[String],
-    tls: &Tls,
+    tls: &Credentials,
     duration: Duration,
     interval: Duration,
     out: &Path,

@@ -15,8 +15,9 @@
 //! [`ClientError::OutcomeUnknown`] instead and the caller decides.
 //!
 //! Nodes serve TLS and want a client certificate of the cluster's CA
-//! ([`ClientOptions::tls`], from `hanse cert create-client`); plaintext reaches only
-//! nodes that run `insecure`.
+//! ([`ClientOptions::tls`], from `hanse cert create-client`), or a token from a login
+//! ([`ClientOptions::token`], over TLS with the CA only: [`ClientTls::without_certificate`]);
+//! plaintext reaches only nodes that run `insecure`.
 
 pub mod routes;
 
@@ -32,6 +33,7 @@ pub use hanse_proto::v1 as proto;
 use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::request_error::Kind;
 use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::routes::RouteCache;
@@ -68,6 +70,9 @@ pub struct ClientOptions {
     /// The client's certificate and the cluster CA (see [`ClientTls::load`]); `None`
     /// talks plaintext, which only nodes that run `insecure` answer.
     pub tls: Option<Arc<ClientTls>>,
+    /// A token from a login (`hanse user login`, `Admin.Login`), sent with every request
+    /// by a client that has no certificate of its own.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -77,6 +82,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             region: None,
             tls: None,
+            token: None,
         }
     }
 }
@@ -94,6 +100,10 @@ pub enum ClientError {
     /// was done, and asking again will not help.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The node does not know who is calling: no certificate, and a token that is
+    /// missing, expired or revoked. Log in again.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
     #[error("no node answered within {timeout:?}; last problem: {last}")]
     Timeout { timeout: Duration, last: String },
     /// A write may or may not have been applied (its node failed or fell silent after it
@@ -184,6 +194,57 @@ pub fn user_tls(
     ClientTls::load(CertsDir::new(dir).files(&identity), identity)
 }
 
+/// Sends a token from a login with every request (nothing when there is none): for the
+/// services the [`Client`] does not wrap, as a tonic interceptor.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Result<Bearer, ClientError> {
+        let value = token
+            .map(|token| format!("{}{token}", hanse_proto::BEARER).parse())
+            .transpose()
+            .map_err(|_| {
+                ClientError::InvalidArgument(
+                    "a token is visible ASCII, as `hanse user login` prints it".into(),
+                )
+            })?;
+        Ok(Bearer(value))
+    }
+
+    fn add<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(hanse_proto::AUTHORIZATION_HEADER, value.clone());
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        self.add(&mut request);
+        Ok(request)
+    }
+}
+
+/// The Admin service of the node at `endpoint` (connected on first use), sending
+/// `token` with every call where one is given.
+pub fn admin(
+    endpoint: &str,
+    tls: Option<Arc<ClientTls>>,
+    token: Option<&str>,
+) -> Result<proto::admin_client::AdminClient<InterceptedService<Channel, Bearer>>, ClientError> {
+    let channel = connect(endpoint, tls)?;
+    Ok(proto::admin_client::AdminClient::with_interceptor(
+        channel,
+        Bearer::new(token)?,
+    ))
+}
+
 /// A connection to a Hanse cluster through any of its nodes.
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
@@ -194,6 +255,8 @@ pub struct Client {
     channels: Mutex<HashMap<String, KvClient<Channel>>>,
     /// `options.region` as request metadata.
     region_header: Option<MetadataValue<Ascii>>,
+    /// `options.token` as request metadata.
+    bearer: Bearer,
     options: ClientOptions,
 }
 
@@ -246,6 +309,7 @@ impl Client {
             fallback: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             region_header,
+            bearer: Bearer::new(options.token.as_deref())?,
             options,
         })
     }
@@ -309,6 +373,7 @@ impl Client {
                 .metadata_mut()
                 .insert(hanse_proto::REGION_HEADER, region.clone());
         }
+        self.bearer.add(&mut request);
         request
     }
 
@@ -350,6 +415,9 @@ impl Client {
                 Ok(Ok(response)) => response.into_inner(),
                 Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
                     return Err(ClientError::PermissionDenied(status.message().to_string()));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+                    return Err(ClientError::Unauthenticated(status.message().to_string()));
                 }
                 Ok(Err(status)) => {
                     last = format!("{endpoint}: {}", with_causes(&status));

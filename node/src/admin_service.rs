@@ -885,7 +885,10 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AuthResponse>, Status> {
         match self.leadership(META_SHARD, &request).await? {
             Leadership::Here(meta) => {
-                let change = grants::change_from(request.into_inner())?;
+                let request = request.into_inner();
+                let change = tokio::task::spawn_blocking(move || grants::change_from(request))
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the change failed: {e}")))??;
                 grants::change(&self.state.engine, &meta, change).await?;
                 Ok(Response::new(pb::AuthResponse {}))
             }
@@ -916,6 +919,26 @@ impl Admin for AdminService {
                 .peers
                 .admin(&addr)?
                 .list_auth(forwarded(pb::ListAuthRequest {}))
+                .await
+                .map_err(unreachable(&addr)),
+        }
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        // On the meta shard's leader, which has applied every password change it answered.
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(meta) => {
+                let answer = grants::login(&self.state.grants, &meta, request.into_inner());
+                Ok(Response::new(answer.await?))
+            }
+            Leadership::Elsewhere { addr, .. } => self
+                .state
+                .peers
+                .admin(&addr)?
+                .login(forwarded(request.into_inner()))
                 .await
                 .map_err(unreachable(&addr)),
         }

@@ -28,6 +28,15 @@ pub const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// a revocation takes effect everywhere within about this long.
 pub const GRANTS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Logins a node checks at once: each hashes a password for about a third of a second
+/// of one core, and guessing must not take the node's CPU.
+pub const LOGINS_IN_FLIGHT_MAX: usize = 2;
+
+/// How long a node waits for its meta replica to apply the index a token it does not
+/// know was made at (a token used on another node the moment it was made): a few
+/// heartbeats. A forged index costs its sender this wait and nothing else.
+pub const TOKEN_CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
 /// Compare-and-swaps one change of users and roles tries before it gives up: each failed
 /// one means another change came first, which operators make by hand, rarely.
 pub const GRANTS_CHANGE_ATTEMPTS_MAX: usize = 8;

@@ -1,7 +1,8 @@
 //! The layers requests pass before their handlers: what is true of a request whatever it
 //! asks is settled here once, not in each of the services' methods.
 //!
-//! - [`Guard`], around every service: the calls nodes make of each other (the whole
+//! - [`Guard`], around every service: a caller without a certificate is known by the
+//!   token it sends (or may only log in); the calls nodes make of each other (the whole
 //!   `hanse.v1.Raft` service, forwarded writes and read indexes, reports, replica set-up)
 //!   are refused to anyone but a node, by the identity its TLS certificate proved; the
 //!   Admin service wants the role `admin`, and changing users and roles `root`. (What a
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hanse_proto::v1::{admin_server, kv_server, raft_server};
-use hanse_security::Caller;
+use hanse_security::{Caller, Identity, Peer};
 use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::{Context, Future, Pin, Poll, Service};
 use tonic::server::NamedService;
@@ -144,6 +145,8 @@ fn refusal(path: &str, caller: &Caller, grants: &GrantsCache) -> Option<String> 
     let grants = grants.get();
     let checked = match method {
         "Auth" => grants.check_root(caller),
+        // Anyone may log in: a password decides.
+        "Login" => Ok(()),
         _ => grants.check_admin(caller, &format!("call Admin.{method}")),
     };
     checked.err().map(|denied| denied.to_string())
@@ -165,21 +168,62 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let caller = Caller::from_extensions(request.extensions());
-        if let Some(refused) = refusal(request.uri().path(), &caller, &self.grants) {
-            let refused = tonic::Status::permission_denied(refused);
-            return Box::pin(std::future::ready(Ok(refused.into_http())));
-        }
+        let token = bearer_token(request.headers());
+        let grants = self.grants.clone();
+        // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        let answer = ready.call(request);
         Box::pin(async move {
-            let mut response = answer.await?;
+            let path = request.uri().path().to_string();
+            let caller = match (caller, token) {
+                (Caller::Anonymous, Some(token)) => match grants.token_user(&token).await {
+                    Some(user) => {
+                        let caller = Caller::Verified(Identity::User(user));
+                        if let Some(peer) = request.extensions_mut().get_mut::<Peer>() {
+                            peer.caller = caller.clone();
+                        }
+                        caller
+                    }
+                    None => return Ok(unauthenticated(UNKNOWN_TOKEN)),
+                },
+                (Caller::Anonymous, None) if path != LOGIN_PATH => {
+                    return Ok(unauthenticated(NO_CREDENTIALS));
+                }
+                (caller, _) => caller,
+            };
+            if let Some(refused) = refusal(&path, &caller, &grants) {
+                return Ok(tonic::Status::permission_denied(refused).into_http());
+            }
+            let mut response = ready.call(request).await?;
             undecodable_is_invalid(&mut response);
             Ok(response)
         })
     }
+}
+
+/// The one call a caller with neither certificate nor token may make.
+const LOGIN_PATH: &str = "/hanse.v1.Admin/Login";
+
+const NO_CREDENTIALS: &str = "no client certificate and no token: connect with a certificate \
+     of the cluster's CA (`hanse cert create-client`), or log in (`hanse user login`) and send \
+     the token";
+
+const UNKNOWN_TOKEN: &str =
+    "the token is unknown, expired or revoked: log in again (`hanse user login`)";
+
+fn unauthenticated<R: Default>(why: &str) -> Response<R> {
+    tonic::Status::unauthenticated(why).into_http()
+}
+
+/// The token a request carries in its `authorization` header, if any.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers
+        .get(hanse_proto::AUTHORIZATION_HEADER)?
+        .to_str()
+        .ok()?;
+    value.strip_prefix(hanse_proto::BEARER).map(str::to_string)
 }
 
 /// tonic answers a request body that is no protobuf of the method's type with INTERNAL;

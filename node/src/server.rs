@@ -376,8 +376,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         );
         tokio::spawn(Arc::new(balancer).run())
     });
-    let grants = Arc::new(GrantsCache::default());
-    let refreshing_grants = tokio::spawn(grants.clone().refresh(engine.clone(), routes.clone()));
+    let grants = Arc::new(GrantsCache::new(engine.clone(), routes.clone()));
+    let refreshing_grants = tokio::spawn(grants.clone().refresh());
     let ingest_counters = Arc::new(IngestCounters::default());
     let ingest = (config.ingest.enabled && config.region == config.ingest_region).then(|| {
         let options = config.ingest.options();

@@ -195,3 +195,192 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
         node.stop().await;
     });
 }
+
+/// An Auth change made as `root`.
+async fn as_root(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    change: proto::auth_request::Change,
+) {
+    let request = proto::AuthRequest {
+        change: Some(change),
+    };
+    admin.auth(request).await.unwrap();
+}
+
+#[test]
+fn a_user_without_a_certificate_logs_in_and_its_token_opens_what_its_roles_grant() {
+    use hanse_client::{Client, ClientError, ClientOptions, ClientTls};
+    use proto::auth_request::Change;
+    use std::time::{Duration, Instant};
+
+    hanse_node::server::system().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 67], &[]);
+        let addr = config.listen_addr;
+        let node = hanse_node::server::start(config).await.unwrap();
+        let endpoint = addr.to_string();
+        let root_tls = common::tls(&certs, Identity::user("root").unwrap());
+        let mut root =
+            AdminClient::new(hanse_client::connect(&endpoint, Some(root_tls.clone())).unwrap());
+        // Carol has no certificate: she may read `c/` once she logs in.
+        as_root(&mut root, Change::AddUser("carol".into())).await;
+        as_root(&mut root, Change::AddRole("c-reader".into())).await;
+        let read_c = proto::KeyPermission {
+            start: b"c/".to_vec(),
+            end: b"c0".to_vec(),
+            write: false,
+        };
+        let grant = proto::RolePermission {
+            role: "c-reader".into(),
+            permission: Some(read_c),
+        };
+        as_root(&mut root, Change::GrantPermission(grant)).await;
+        let role = proto::UserRole {
+            user: "carol".into(),
+            role: "c-reader".into(),
+        };
+        as_root(&mut root, Change::GrantRole(role)).await;
+        let writer = Client::new(
+            std::slice::from_ref(&endpoint),
+            ClientOptions {
+                tls: Some(root_tls.clone()),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        writer.put(b"c/1", b"one").await.unwrap();
+
+        // With the CA only and no token, nothing but a login gets through.
+        let ca_only =
+            ClientTls::without_certificate(certs.files(&Identity::user("carol").unwrap())).unwrap();
+        let anonymous = hanse_client::connect(&endpoint, Some(ca_only.clone())).unwrap();
+        let refused = KvClient::new(anonymous.clone())
+            .get(proto::GetRequest {
+                route: None,
+                key: b"c/1".to_vec(),
+                max_staleness_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        assert!(
+            refused.message().contains("hanse user login"),
+            "{refused:?}"
+        );
+        let refused = AdminClient::new(anonymous.clone())
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let mut login = AdminClient::new(anonymous.clone());
+        let request = |password: &str, ttl_ms: u64| proto::LoginRequest {
+            user: "carol".into(),
+            password: password.into(),
+            ttl_ms,
+        };
+
+        // No password yet, a wrong one, and an unknown user all get the same answer.
+        let refused = login
+            .login(request("carol's password", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let password = proto::UserPassword {
+            user: "carol".into(),
+            password: "carol's password".into(),
+        };
+        as_root(&mut root, Change::SetPassword(password)).await;
+        let wrong = login
+            .login(request("carol's passwore", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        assert_eq!(wrong.message(), refused.message());
+        let too_long = login
+            .login(request("carol's password", 2 * 86_400_000))
+            .await
+            .unwrap_err();
+        assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+        let token = login
+            .login(request("carol's password", 0))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+
+        // The token opens what Carol's role grants, and nothing else.
+        let carol = |token: &str| {
+            Client::new(
+                std::slice::from_ref(&endpoint),
+                ClientOptions {
+                    tls: Some(ca_only.clone()),
+                    token: Some(token.to_string()),
+                    request_timeout: Duration::from_secs(5),
+                    ..ClientOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let with_token = carol(&token);
+        assert_eq!(with_token.get(b"c/1").await.unwrap(), Some(b"one".to_vec()));
+        let write = with_token.put(b"c/2", b"two").await.unwrap_err();
+        assert!(
+            matches!(write, ClientError::PermissionDenied(_)),
+            "{write:?}"
+        );
+        let other = with_token.get(b"d/1").await.unwrap_err();
+        assert!(
+            matches!(other, ClientError::PermissionDenied(_)),
+            "{other:?}"
+        );
+        let admin = hanse_client::admin(&endpoint, Some(ca_only.clone()), Some(&token)).unwrap();
+        let refused = { admin }.status(proto::StatusRequest {}).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("user carol"), "{refused:?}");
+
+        // A forged token, or one with a character changed, is unknown.
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == '0' { '1' } else { '0' });
+        for bad in [forged.as_str(), "hanse1.1.00", "not a token"] {
+            let refused = carol(bad).get(b"c/1").await.unwrap_err();
+            assert!(
+                matches!(refused, ClientError::Unauthenticated(_)),
+                "{bad}: {refused:?}"
+            );
+        }
+
+        // Revoked, the token stops working on every node within a refresh.
+        as_root(&mut root, Change::RevokeTokens("carol".into())).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match with_token.get(b"c/1").await {
+                Err(ClientError::Unauthenticated(_)) => break,
+                Ok(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("a revoked token still counts: {other:?}"),
+            }
+        }
+
+        // A token asked to live a second stops working after it.
+        let short = login
+            .login(request("carol's password", 1_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        let short_lived = carol(&short);
+        assert_eq!(
+            short_lived.get(b"c/1").await.unwrap(),
+            Some(b"one".to_vec())
+        );
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let expired = short_lived.get(b"c/1").await.unwrap_err();
+        assert!(
+            matches!(expired, ClientError::Unauthenticated(_)),
+            "{expired:?}"
+        );
+        node.stop().await;
+    });
+}

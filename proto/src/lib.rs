@@ -5,6 +5,13 @@
 /// `eu-hamburg`); shard leaders count requests by it for the planner.
 pub const REGION_HEADER: &str = "hanse-region";
 
+/// The gRPC metadata key of a token from `Admin.Login`, sent as `Bearer TOKEN` by a
+/// client without a certificate of its own.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// What precedes the token in the [`AUTHORIZATION_HEADER`].
+pub const BEARER: &str = "Bearer ";
+
 #[cfg(feature = "shard")]
 pub mod convert;
 

@@ -148,20 +148,22 @@ async fn handshake(
     let stream = tokio_rustls::TlsAcceptor::from(tls.config())
         .accept(stream)
         .await?;
-    // The verifier already required a certificate of the CA; what it names decides who
-    // this is. A certificate of the CA that names nobody is refused here.
+    // The verifier checked that a certificate, if one was sent, is the CA's; what it
+    // names decides who this is. A certificate of the CA that names nobody is refused
+    // here. A caller without one may only log in or send a token.
     let certificate = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .ok_or_else(|| std::io::Error::other("the caller sent no certificate"))?;
-    let identity = Identity::of_certificate(certificate).map_err(std::io::Error::other)?;
+        .and_then(|chain| chain.first());
+    let caller = match certificate {
+        Some(certificate) => {
+            Caller::Verified(Identity::of_certificate(certificate).map_err(std::io::Error::other)?)
+        }
+        None => Caller::Anonymous,
+    };
     Ok(Accepted {
         io: Box::new(stream),
-        peer: Peer {
-            addr,
-            caller: Caller::Verified(identity),
-        },
+        peer: Peer { addr, caller },
     })
 }

@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::knobs::TOKENS_PER_USER_MAX;
+use crate::tokens::{PasswordHash, Session};
 use crate::{Caller, Identity};
 
 /// The role that may do everything.
@@ -112,6 +114,20 @@ pub enum Change {
         role: String,
         permission: Permission,
     },
+    /// Sets a user's password, ending the tokens it had.
+    SetPassword {
+        user: String,
+        hash: PasswordHash,
+    },
+    /// Records a token (by its digest) a login gave; tokens expired by `now_unix_ms` are
+    /// dropped, and a user's oldest beyond [`TOKENS_PER_USER_MAX`].
+    AddToken {
+        digest: String,
+        session: Session,
+        now_unix_ms: u64,
+    },
+    /// Ends every token of a user.
+    RevokeTokens(String),
 }
 
 /// Why a change cannot be made.
@@ -129,6 +145,8 @@ pub enum GrantError {
     BuiltIn(String),
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
+    #[error("user {0:?} has no password: set one with `hanse user passwd`")]
+    NoPassword(String),
 }
 
 /// Every user and role, as the meta shard stores them.
@@ -138,6 +156,10 @@ pub struct Grants {
     pub users: BTreeMap<String, BTreeSet<String>>,
     /// Roles other than the built-in ones, with what they grant.
     pub roles: BTreeMap<String, BTreeSet<Permission>>,
+    /// The users that may log in, with their passwords.
+    pub passwords: BTreeMap<String, PasswordHash>,
+    /// The tokens logins gave that have not been ended, by their digest.
+    pub tokens: BTreeMap<String, Session>,
 }
 
 /// A refused request: who, what (and on which key), and why.
@@ -204,7 +226,11 @@ impl Grants {
                 self.users.insert(user, BTreeSet::new());
             }
             Change::RemoveUser(user) => {
-                self.users.remove(&user).ok_or(GrantError::NoUser(user))?;
+                self.users
+                    .remove(&user)
+                    .ok_or(GrantError::NoUser(user.clone()))?;
+                self.passwords.remove(&user);
+                self.tokens.retain(|_, session| session.user != user);
             }
             Change::GrantRole { user, role } => {
                 if !is_built_in(&role) && !self.roles.contains_key(&role) {
@@ -265,8 +291,53 @@ impl Grants {
                     });
                 }
             }
+            Change::SetPassword { user, hash } => {
+                if !self.users.contains_key(&user) {
+                    return Err(GrantError::NoUser(user));
+                }
+                self.tokens.retain(|_, session| session.user != user);
+                self.passwords.insert(user, hash);
+            }
+            Change::AddToken {
+                digest,
+                session,
+                now_unix_ms,
+            } => {
+                if !self.passwords.contains_key(&session.user) {
+                    return Err(GrantError::NoPassword(session.user));
+                }
+                self.tokens
+                    .retain(|_, kept| kept.expires_unix_ms > now_unix_ms);
+                let mut held: Vec<(u64, String)> = self
+                    .tokens
+                    .iter()
+                    .filter(|(_, kept)| kept.user == session.user)
+                    .map(|(digest, kept)| (kept.expires_unix_ms, digest.clone()))
+                    .collect();
+                held.sort();
+                let surplus = (held.len() + 1).saturating_sub(TOKENS_PER_USER_MAX);
+                for (_, oldest) in held.into_iter().take(surplus) {
+                    self.tokens.remove(&oldest);
+                }
+                self.tokens.insert(digest, session);
+            }
+            Change::RevokeTokens(user) => {
+                if !self.users.contains_key(&user) {
+                    return Err(GrantError::NoUser(user));
+                }
+                self.tokens.retain(|_, session| session.user != user);
+            }
         }
         Ok(())
+    }
+
+    /// The user whose token has the digest `digest`, if the token is known and good at
+    /// `now_unix_ms`.
+    pub fn token_user(&self, digest: &str, now_unix_ms: u64) -> Option<&str> {
+        self.tokens
+            .get(digest)
+            .filter(|session| session.expires_unix_ms > now_unix_ms)
+            .map(|session| session.user.as_str())
     }
 
     fn has_role(&self, user: &str, role: &str) -> bool {
@@ -280,8 +351,8 @@ impl Grants {
     /// Whether `caller` may change users and roles: a node, `root`, or anyone where
     /// nobody is authenticated.
     pub fn check_root(&self, caller: &Caller) -> Result<(), Denied> {
-        match caller {
-            Caller::Verified(Identity::User(user)) if !self.has_role(user, ROOT) => Err(Denied {
+        match self.user_of(caller) {
+            Some(user) if !self.has_role(user, ROOT) => Err(Denied {
                 caller: caller.to_string(),
                 what: "change users and roles".into(),
                 key: None,
@@ -291,14 +362,23 @@ impl Grants {
         }
     }
 
+    /// The user whose grants decide for `caller`: `None` for the callers that may do
+    /// everything (nodes, and anyone where nobody is authenticated); a caller without
+    /// certificate or token counts as a user no role grants anything.
+    fn user_of<'a>(&self, caller: &'a Caller) -> Option<&'a str> {
+        match caller {
+            Caller::Verified(Identity::User(user)) => Some(user),
+            Caller::Anonymous => Some(""),
+            Caller::Verified(Identity::Node(_)) | Caller::Unauthenticated => None,
+        }
+    }
+
     /// Whether `caller` may use the Admin service to `what` (membership, splits,
     /// backups): a node, a user with the role `admin` or `root`, or anyone where nobody
     /// is authenticated.
     pub fn check_admin(&self, caller: &Caller, what: &str) -> Result<(), Denied> {
-        match caller {
-            Caller::Verified(Identity::User(user))
-                if !self.has_role(user, ADMIN) && !self.has_role(user, ROOT) =>
-            {
+        match self.user_of(caller) {
+            Some(user) if !self.has_role(user, ADMIN) && !self.has_role(user, ROOT) => {
                 Err(Denied {
                     caller: caller.to_string(),
                     what: what.to_string(),
@@ -319,7 +399,7 @@ impl Grants {
         start: &[u8],
         end: &[u8],
     ) -> Result<(), Denied> {
-        let Caller::Verified(Identity::User(user)) = caller else {
+        let Some(user) = self.user_of(caller) else {
             return Ok(());
         };
         if self.has_role(user, ROOT) {
@@ -462,6 +542,14 @@ mod tests {
         assert!(nobody.unwrap_err().to_string().contains("has no role"));
         let stranger = grants.check_keys(&user("stranger"), Access::Read, b"a/", b"a0");
         assert!(stranger.is_err());
+        let anonymous = Caller::Anonymous;
+        assert!(
+            grants
+                .check_keys(&anonymous, Access::Read, b"a/", b"a0")
+                .is_err()
+        );
+        assert!(grants.check_admin(&anonymous, "x").is_err());
+        assert!(grants.check_root(&anonymous).is_err());
         for everything in [
             user("root"),
             Caller::Verified(Identity::Node(3)),
@@ -505,6 +593,66 @@ mod tests {
         }
         grants.apply(Change::RemoveRole("reader".into())).unwrap();
         assert!(grants.users["alice"].is_empty());
+    }
+
+    #[test]
+    fn tokens_need_a_password_expire_and_end_with_the_password_or_the_user() {
+        let mut grants = grants();
+        let token = |digest: &str, user: &str, expires_unix_ms: u64| Change::AddToken {
+            digest: digest.into(),
+            session: Session {
+                user: user.into(),
+                expires_unix_ms,
+            },
+            now_unix_ms: 1_000,
+        };
+        assert_eq!(
+            grants.apply(token("d0", "alice", 5_000)),
+            Err(GrantError::NoPassword("alice".into()))
+        );
+        let hash = PasswordHash::new("alice's secret").unwrap();
+        let set = Change::SetPassword {
+            user: "alice".into(),
+            hash,
+        };
+        grants.apply(set.clone()).unwrap();
+        grants.apply(token("d0", "alice", 5_000)).unwrap();
+        assert_eq!(grants.token_user("d0", 4_999), Some("alice"));
+        assert_eq!(grants.token_user("d0", 5_000), None);
+        assert_eq!(grants.token_user("d1", 10), None);
+        // A user holds a bounded number; the one that expires first goes.
+        for n in 0..TOKENS_PER_USER_MAX as u64 {
+            grants
+                .apply(token(&format!("n{n}"), "alice", 10_000 + n))
+                .unwrap();
+        }
+        assert_eq!(grants.tokens.len(), TOKENS_PER_USER_MAX);
+        assert_eq!(grants.token_user("d0", 10), None);
+        // Expired ones are dropped by the next login.
+        grants
+            .apply(Change::SetPassword {
+                user: "bob".into(),
+                hash: PasswordHash::new("bob's secret").unwrap(),
+            })
+            .unwrap();
+        grants
+            .apply(Change::AddToken {
+                digest: "b".into(),
+                session: Session {
+                    user: "bob".into(),
+                    expires_unix_ms: 20_000,
+                },
+                now_unix_ms: 11_000,
+            })
+            .unwrap();
+        assert_eq!(grants.tokens.keys().collect::<Vec<_>>(), ["b"]);
+        grants.apply(Change::RevokeTokens("bob".into())).unwrap();
+        assert_eq!(grants.token_user("b", 0), None);
+        grants.apply(set).unwrap();
+        assert!(grants.tokens.is_empty());
+        grants.apply(token("d2", "alice", 5_000)).unwrap();
+        grants.apply(Change::RemoveUser("alice".into())).unwrap();
+        assert!(grants.tokens.is_empty() && !grants.passwords.contains_key("alice"));
     }
 
     #[test]

@@ -97,8 +97,12 @@ pub enum Caller {
     /// service was served without this crate's listener (an in-process test). Every
     /// caller may do everything.
     Unauthenticated,
-    /// A certificate of the cluster's CA, checked in the TLS handshake.
+    /// A certificate of the cluster's CA, checked in the TLS handshake, or a token a
+    /// login gave the user (see [`crate::tokens`]).
     Verified(Identity),
+    /// A TLS connection without a client certificate: it may log in, and do anything
+    /// else only with a token, which makes it [`Caller::Verified`].
+    Anonymous,
 }
 
 impl Caller {
@@ -130,7 +134,7 @@ impl Caller {
         match self {
             Caller::Unauthenticated => true,
             Caller::Verified(Identity::Node(node)) => *node == id,
-            Caller::Verified(Identity::User(_)) => false,
+            Caller::Verified(Identity::User(_)) | Caller::Anonymous => false,
         }
     }
 }
@@ -140,6 +144,7 @@ impl fmt::Display for Caller {
         match self {
             Caller::Unauthenticated => f.write_str("an unauthenticated caller"),
             Caller::Verified(identity) => identity.fmt(f),
+            Caller::Anonymous => f.write_str("a caller without certificate or token"),
         }
     }
 }
@@ -188,5 +193,6 @@ mod tests {
         assert!(!node.may_speak_for_node(3));
         assert!(!user.is_node() && !user.may_speak_for_node(2));
         assert!(Caller::Unauthenticated.may_speak_for_node(7));
+        assert!(!Caller::Anonymous.is_node() && !Caller::Anonymous.may_speak_for_node(7));
     }
 }

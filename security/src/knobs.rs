@@ -31,3 +31,23 @@ pub const LEAF_VALIDITY_DAYS: u32 = 730;
 /// How far back a new certificate's validity starts, so that a machine whose clock is a
 /// little behind the issuer's still accepts it.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// The shortest password a user may be given: below this, guessing beats any hashing.
+pub const PASSWORD_BYTES_MIN: usize = 8;
+
+/// The longest password: a login hashes what it is sent, and that work stays bounded.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+
+/// PBKDF2-HMAC-SHA256 rounds per password hash (OWASP's recommendation for this hash):
+/// about a third of a second of one core per login, so that guessing is slow.
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+
+/// How long a token lives unless the login asks otherwise.
+pub const TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(3600);
+
+/// The longest a token may live: a leaked token should not be good for long.
+pub const TOKEN_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Tokens one user holds at once; a further login ends the one that expires first. The
+/// table is one record every node reads each second, and it must stay small.
+pub const TOKENS_PER_USER_MAX: usize = 16;

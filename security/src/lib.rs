@@ -26,6 +26,7 @@ pub mod identity;
 pub mod issue;
 pub mod knobs;
 pub mod tls;
+pub mod tokens;
 
 pub use accept::{Accepted, incoming};
 pub use connect::{ConnectFailed, Connector, never_sent};

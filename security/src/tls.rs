@@ -26,6 +26,33 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The CA certificates of `files`, which a peer's certificate must chain to.
+fn read_roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, SecurityError> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certificates(&files.ca)? {
+        roots.add(ca).map_err(|e| SecurityError::BadFile {
+            path: files.ca.clone(),
+            detail: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn with_alpn(mut config: ClientConfig) -> ClientConfig {
+    config.alpn_protocols = vec![ALPN_HTTP2.to_vec()];
+    config
+}
+
+/// A caller's settings without a certificate of its own (it logs in, or sends a token).
+fn anonymous_client_config(files: &TlsFiles) -> Result<ClientConfig, SecurityError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SecurityError::Tls(e.to_string()))?
+        .with_root_certificates(read_roots(files)?)
+        .with_no_client_auth();
+    Ok(with_alpn(config))
+}
+
 /// Everything one end's settings are made of, read and checked.
 struct Material {
     roots: Arc<RootCertStore>,
@@ -36,13 +63,7 @@ struct Material {
 impl Material {
     /// Reads `files`; the certificate must name `identity`.
     fn read(files: &TlsFiles, identity: &Identity) -> Result<Material, SecurityError> {
-        let mut roots = RootCertStore::empty();
-        for ca in read_certificates(&files.ca)? {
-            roots.add(ca).map_err(|e| SecurityError::BadFile {
-                path: files.ca.clone(),
-                detail: format!("not a usable CA certificate: {e}"),
-            })?;
-        }
+        let roots = read_roots(files)?;
         let chain = read_certificates(&files.cert)?;
         let named =
             Identity::of_certificate(&chain[0]).map_err(|detail| SecurityError::BadFile {
@@ -57,16 +78,15 @@ impl Material {
             });
         }
         let key = read_private_key(&files.key)?;
-        Ok(Material {
-            roots: Arc::new(roots),
-            chain,
-            key,
-        })
+        Ok(Material { roots, chain, key })
     }
 
     fn server_config(self) -> Result<ServerConfig, SecurityError> {
         let tls = |e: rustls::Error| SecurityError::Tls(e.to_string());
+        // A caller without a certificate may connect: it can only log in, or send a
+        // token (the node's request layer decides; see `Caller::Anonymous`).
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots, provider())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| SecurityError::Tls(e.to_string()))?;
         let mut config = ServerConfig::builder_with_provider(provider())
@@ -81,14 +101,13 @@ impl Material {
 
     fn client_config(self) -> Result<ClientConfig, SecurityError> {
         let tls = |e: rustls::Error| SecurityError::Tls(e.to_string());
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls)?
             .with_root_certificates(self.roots)
             .with_client_auth_cert(self.chain, self.key)
             .map_err(tls)?;
-        config.alpn_protocols = vec![ALPN_HTTP2.to_vec()];
-        Ok(config)
+        Ok(with_alpn(config))
     }
 }
 
@@ -144,14 +163,28 @@ impl ServerTls {
 #[derive(Debug)]
 pub struct ClientTls {
     files: TlsFiles,
-    identity: Identity,
+    /// Whom the caller's certificate names; `None`: it has none.
+    identity: Option<Identity>,
     config: RwLock<Arc<ClientConfig>>,
 }
 
 impl ClientTls {
     /// Reads the files of `identity`; its certificate must name it.
     pub fn load(files: TlsFiles, identity: Identity) -> Result<Arc<ClientTls>, SecurityError> {
-        let config = Material::read(&files, &identity)?.client_config()?;
+        Self::with_identity(files, Some(identity))
+    }
+
+    /// Settings with the cluster's CA only (`files.ca`): for a client that logs in, or
+    /// sends a token, instead of showing a certificate.
+    pub fn without_certificate(files: TlsFiles) -> Result<Arc<ClientTls>, SecurityError> {
+        Self::with_identity(files, None)
+    }
+
+    fn with_identity(
+        files: TlsFiles,
+        identity: Option<Identity>,
+    ) -> Result<Arc<ClientTls>, SecurityError> {
+        let config = Self::read(&files, identity.as_ref())?;
         Ok(Arc::new(ClientTls {
             files,
             identity,
@@ -159,9 +192,16 @@ impl ClientTls {
         }))
     }
 
+    fn read(files: &TlsFiles, identity: Option<&Identity>) -> Result<ClientConfig, SecurityError> {
+        match identity {
+            Some(identity) => Material::read(files, identity)?.client_config(),
+            None => anonymous_client_config(files),
+        }
+    }
+
     /// Reads the files again; on an error the settings stay as they were.
     pub fn reload(&self) -> Result<(), SecurityError> {
-        let config = Material::read(&self.files, &self.identity)?.client_config()?;
+        let config = Self::read(&self.files, self.identity.as_ref())?;
         *self.config.write().expect("tls settings lock") = Arc::new(config);
         Ok(())
     }
@@ -171,8 +211,8 @@ impl ClientTls {
         self.config.read().expect("tls settings lock").clone()
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     pub fn files(&self) -> &TlsFiles {

@@ -100,6 +100,32 @@ async fn a_node_and_a_user_are_known_by_their_certificates() {
 }
 
 #[tokio::test]
+async fn a_caller_without_a_certificate_gets_through_as_anonymous() {
+    // It may log in and send tokens; the node's request layer decides what else.
+    let cluster = Cluster::new();
+    let alice = Identity::user("alice").unwrap();
+    let ca_only = ClientTls::without_certificate(cluster.certs.files(&alice)).unwrap();
+    assert_eq!(ca_only.identity(), None);
+    let caller = handshake(
+        server(&cluster),
+        Connector::new(Some(ca_only), CONNECT_TIMEOUT),
+    )
+    .await;
+    assert_eq!(caller, Ok(Caller::Anonymous));
+    // One that trusts another CA does not trust the node.
+    let stranger = Cluster::new();
+    let trusting_another = ClientTls::without_certificate(stranger.certs.files(&alice)).unwrap();
+    assert!(
+        handshake(
+            server(&cluster),
+            Connector::new(Some(trusting_another), CONNECT_TIMEOUT)
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
 async fn callers_without_a_good_certificate_are_refused() {
     let cluster = Cluster::new();
     // Plaintext to a TLS port.
