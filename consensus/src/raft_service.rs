@@ -5,6 +5,12 @@
 //! Where nodes authenticate (TLS with node certificates), a batch must come from the node
 //! it names (`from_node` is the caller's certificate's), and every vote, append and
 //! snapshot in it must be that node's own: no node speaks for another.
+//!
+//! A vote request, and a leader's nudge to campaign (`TimeoutNow`), are taken only from a
+//! voter of the group as this replica knows it: a node outside the group cannot drive its
+//! terms up or make it elect. Appends and snapshots are taken from any node: a replica
+//! that missed membership changes must still hear from a leader it does not know yet
+//! (Raft's terms and log checks decide whether to follow it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -93,7 +99,9 @@ impl RaftService {
             }
             Some(raft_message::Body::Vote(bytes)) => {
                 match decode::<openraft::raft::VoteRequest<NodeId>>(&bytes) {
-                    Ok(rpc) => match admissible(from, &rpc.vote, [rpc.last_log_id.as_ref()]) {
+                    Ok(rpc) => match admissible(from, &rpc.vote, [rpc.last_log_id.as_ref()])
+                        .and_then(|()| known_voter(&group, from, "vote request"))
+                    {
                         Err(why) => malformed(why),
                         Ok(()) => answer(group.vote(rpc).await),
                     },
@@ -112,12 +120,17 @@ impl RaftService {
                     Err(e) => malformed(e),
                 }
             }
-            Some(raft_message::Body::TimeoutNow(_)) => answer(
-                raft.trigger()
-                    .elect()
-                    .await
-                    .map_err(RaftError::<NodeId>::Fatal),
-            ),
+            Some(raft_message::Body::TimeoutNow(_)) => {
+                match known_voter(&group, from, "request to campaign") {
+                    Err(why) => malformed(why),
+                    Ok(()) => answer(
+                        raft.trigger()
+                            .elect()
+                            .await
+                            .map_err(RaftError::<NodeId>::Fatal),
+                    ),
+                }
+            }
             None => outcome(raft_result::Outcome::Malformed(
                 "message without a body".into(),
             )),
@@ -163,6 +176,25 @@ fn admissible<'a>(
         ));
     }
     Ok(())
+}
+
+/// Whether `from` is a voter of `group`'s membership as this replica knows it (in a
+/// joint configuration, of either half).
+fn known_voter(group: &ShardGroup, from: NodeId, what: &str) -> Result<(), String> {
+    let metrics = group.raft.metrics();
+    let membership = metrics.borrow();
+    let voter = membership
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|id| id == from);
+    match voter {
+        true => Ok(()),
+        false => Err(format!(
+            "node {from} is no voter of shard {} as this replica knows it; its {what} is refused",
+            group.shard
+        )),
+    }
 }
 
 fn malformed(e: impl std::fmt::Display) -> RaftResult {

@@ -85,11 +85,38 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
             matches!(&outcome, Some(proto::raft_result::Outcome::Malformed(why)) if why.contains("over")),
             "{outcome:?}"
         );
+        // Node 2 holds a node certificate of the cluster but is no voter of shard 1: its
+        // vote request at a plausible term, and a nudge to campaign, are refused.
+        let plausible = openraft::raft::VoteRequest::new(openraft::Vote::new(7, 2u64), None);
+        let nudge = proto::raft_message::Body::TimeoutNow(proto::TimeoutNow::default());
+        for body in [
+            proto::raft_message::Body::Vote(hanse_storage::codec::encode(&plausible)),
+            nudge,
+        ] {
+            let batch = proto::RaftBatch {
+                from_node: 2,
+                messages: vec![proto::RaftMessage {
+                    shard_id: 1,
+                    body: Some(body),
+                }],
+            };
+            let as_node2 = hanse_client::connect(&endpoint, Some(tls(Identity::Node(2)))).unwrap();
+            let answer = RaftClient::new(as_node2).send(batch).await.unwrap().into_inner();
+            let outcome = answer.results[0].outcome.clone();
+            assert!(
+                matches!(&outcome, Some(proto::raft_result::Outcome::Malformed(why)) if why.contains("no voter")),
+                "{outcome:?}"
+            );
+        }
         let status = AdminClient::new(as_root.clone())
             .status(proto::StatusRequest {})
             .await
             .unwrap();
         assert_eq!(status.get_ref().node_id, 1);
+        assert!(
+            status.get_ref().shards.iter().all(|s| s.leader_node == 1),
+            "{status:?}"
+        );
 
         // Node 2's certificate speaks for node 2 only.
         let node2 = hanse_client::connect(&endpoint, Some(tls(Identity::Node(2)))).unwrap();

@@ -110,21 +110,45 @@ pub fn node_range() -> (Vec<u8>, Vec<u8>) {
     prefix_range(NODE_PREFIX)
 }
 
+/// How far past the table's epoch of a range a report's may be. Each split or merge adds
+/// one to a version and each membership change one to a conf_ver, and reports come every
+/// second: no real shard gets this far ahead of its record. A report that claims more
+/// (a huge version would make every genuine report look stale, and replace the records
+/// of every shard its range overlaps) is ignored.
+pub const REPORT_EPOCH_JUMP_MAX: u64 = 100_000;
+
 fn newer(a: Epoch, b: Epoch) -> bool {
     (a.version, a.conf_ver) > (b.version, b.conf_ver)
 }
 
 /// What recording `incoming` in the routing `table` (records by shard id) changes: `None`
-/// when the table already knows something newer about its range (the report is stale),
-/// else the ids of the records it replaces (older shards overlapping its range: a split's
-/// parent, a merge's absorbed neighbour).
+/// when the table already knows something newer about its range (the report is stale)
+/// or the report's epoch is past any the table's could have reached (see
+/// [`REPORT_EPOCH_JUMP_MAX`]), else the ids of the records it replaces (older shards
+/// overlapping its range: a split's parent, a merge's absorbed neighbour).
 pub fn record(
     table: &BTreeMap<ShardId, ShardRecord>,
     incoming: &ShardRecord,
 ) -> Option<Vec<ShardId>> {
     let new = &incoming.descriptor;
     if let Some(stored) = table.get(&new.id)
-        && newer(stored.descriptor.epoch, new.epoch)
+        && (newer(stored.descriptor.epoch, new.epoch)
+            || new.epoch.conf_ver
+                > stored
+                    .descriptor
+                    .epoch
+                    .conf_ver
+                    .saturating_add(REPORT_EPOCH_JUMP_MAX))
+    {
+        return None;
+    }
+    let known_version = table
+        .values()
+        .filter(|r| r.descriptor.id == new.id || r.descriptor.overlaps(&new.start, &new.end))
+        .map(|r| r.descriptor.epoch.version)
+        .max();
+    if known_version
+        .is_some_and(|known| new.epoch.version > known.saturating_add(REPORT_EPOCH_JUMP_MAX))
     {
         return None;
     }
@@ -226,6 +250,27 @@ mod tests {
         );
         // A late report of the absorbed shard changes nothing.
         assert_eq!(table_after(&[left, merged, right]), whole);
+    }
+
+    #[test]
+    fn a_report_far_past_the_known_epoch_is_ignored() {
+        let genuine = rec(1, "", "", 5, 3);
+        let table: BTreeMap<_, _> = [(1, genuine.clone())].into();
+        let jump = REPORT_EPOCH_JUMP_MAX;
+        assert_eq!(record(&table, &rec(1, "", "", 5 + jump + 1, 3)), None);
+        assert_eq!(record(&table, &rec(1, "", "", 5, 3 + jump + 1)), None);
+        assert_eq!(record(&table, &rec(9, "a", "b", u64::MAX, 1)), None);
+        assert_eq!(
+            record(&table, &rec(1, "", "", 5 + jump, 3 + jump)),
+            Some(vec![])
+        );
+        // A new shard's range is judged by the records it overlaps.
+        assert_eq!(record(&table, &rec(9, "a", "b", 6, 1)), Some(vec![1]));
+        // Into an empty table any report goes: there is nothing to judge it by.
+        assert_eq!(
+            record(&BTreeMap::new(), &rec(1, "", "", 1 << 40, 1)),
+            Some(vec![])
+        );
     }
 
     #[test]
