@@ -314,15 +314,20 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
                 path.display()
             )
         };
-        let data = fs::read(&path).map_err(|e| damaged(e.to_string()))?;
-        if data.len() as u64 != copy.bytes {
+        // Streamed: a shard's copy may be larger than this machine's memory.
+        let bytes = fs::metadata(&path)
+            .map_err(|e| damaged(e.to_string()))?
+            .len();
+        if bytes != copy.bytes {
             return Err(damaged(format!(
-                "{} bytes, the manifest says {}",
-                data.len(),
+                "{bytes} bytes, the manifest says {}",
                 copy.bytes
             )));
         }
-        let sha256 = hex(&Sha256::digest(&data));
+        let mut hasher = Sha256::new();
+        let mut file = fs::File::open(&path).map_err(|e| damaged(e.to_string()))?;
+        std::io::copy(&mut file, &mut hasher).map_err(|e| damaged(e.to_string()))?;
+        let sha256 = hex(&hasher.finalize());
         if sha256 != copy.sha256 {
             return Err(damaged(format!(
                 "checksum {sha256}, the manifest says {}",
@@ -419,8 +424,12 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
         end_bar();
         anyhow::Ok(restored)
     })?;
+    ensure!(
+        restored == keys,
+        "restored {restored} keys, but the backup's copies hold {keys}"
+    );
     println!(
-        "restored {restored} keys of {} shards into the cluster in {}",
+        "restored {restored} of the backup's {keys} keys, from {} shards, into the cluster in {}",
         unpacked.len(),
         args.dir.display()
     );

@@ -254,6 +254,8 @@ fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_ref
     let out = ok(&[
         "restore", "--from", backup, "--dir", &restored, "--port", &port,
     ]);
+    let all = format!("restored {n} of the backup's {n} keys", n = keys.len());
+    assert!(out.contains(&all), "{out}");
     let restored_client =
         Client::new(&common::endpoints_line(&out), common::client_options()).unwrap();
     runtime.block_on(async {

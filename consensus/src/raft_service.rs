@@ -7,8 +7,8 @@
 //! snapshot in it must be that node's own: no node speaks for another.
 //!
 //! A vote request, and a leader's nudge to campaign (`TimeoutNow`), are taken only from a
-//! voter of the group as this replica knows it: a node outside the group cannot drive its
-//! terms up or make it elect. Appends and snapshots are taken from any node: a replica
+//! voter of the group as this replica knows it (once it knows one): a node outside the
+//! group cannot drive its terms up or make it elect. Appends and snapshots are taken from any node: a replica
 //! that missed membership changes must still hear from a leader it does not know yet
 //! (Raft's terms and log checks decide whether to follow it).
 
@@ -179,15 +179,18 @@ fn admissible<'a>(
 }
 
 /// Whether `from` is a voter of `group`'s membership as this replica knows it (in a
-/// joint configuration, of either half).
+/// joint configuration, of either half). A replica that knows no membership yet (a new
+/// group's, before its first leader reached it) takes any node's word, as Raft must for
+/// the group's first election.
 fn known_voter(group: &ShardGroup, from: NodeId, what: &str) -> Result<(), String> {
     let metrics = group.raft.metrics();
-    let membership = metrics.borrow();
-    let voter = membership
+    let metrics = metrics.borrow();
+    let mut voters = metrics
         .membership_config
         .membership()
         .voter_ids()
-        .any(|id| id == from);
+        .peekable();
+    let voter = voters.peek().is_none() || voters.any(|id| id == from);
     match voter {
         true => Ok(()),
         false => Err(format!(
