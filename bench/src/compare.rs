@@ -14,6 +14,7 @@ use std::sync::Arc;
 use hanse_client::{Client, ClientOptions};
 use tokio::runtime::Runtime;
 
+use crate::cpu::{Processes, ms_per_kop};
 use crate::load::{LoadReport, LoadSpec, Target, Workload, preload, run};
 use crate::peers::{Etcd, Postgres};
 
@@ -51,6 +52,12 @@ impl Contender {
     fn is_hanse(self) -> bool {
         matches!(self, Contender::Hanse | Contender::Embedded)
     }
+
+    /// Whether it runs in the load generator's process (its CPU time includes the
+    /// generator's).
+    fn in_process(self) -> bool {
+        matches!(self, Contender::Embedded | Contender::Rocksdb)
+    }
 }
 
 /// Opens `contender`'s store in this process, in `dir`: the embedded mode or raw RocksDB
@@ -81,6 +88,32 @@ pub enum Servers {
     Hanse(LocalCluster),
     Etcd(Etcd),
     Postgres(Postgres),
+}
+
+impl Servers {
+    pub fn processes(&self) -> Processes {
+        match self {
+            Servers::Hanse(cluster) => cluster_processes(&cluster.dir.path().join("cluster")),
+            Servers::Etcd(etcd) => etcd.processes(),
+            Servers::Postgres(postgres) => postgres.processes(),
+        }
+    }
+}
+
+/// The server processes of the local cluster in `dir` (`hanse cluster up --dir`), by
+/// the pid files `up` wrote.
+pub fn cluster_processes(dir: &Path) -> Processes {
+    let pids = (1..)
+        .map(|id| dir.join(format!("node{id}.pid")))
+        .take_while(|path| path.exists())
+        .filter_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
+        .collect();
+    Processes(pids)
+}
+
+/// Whose CPU time a run of `servers` (none: a store in this process) costs.
+pub fn processes_of(servers: Option<&Servers>) -> Processes {
+    servers.map_or_else(Processes::this_process, Servers::processes)
 }
 
 /// Starts `contender` fresh and answers the target to drive, with the processes it runs
@@ -135,6 +168,15 @@ pub struct Measured {
     pub workload: Workload,
     pub contender: Contender,
     pub report: LoadReport,
+    /// The CPU time the store's processes spent in the run (see [`crate::cpu`]).
+    pub cpu: Option<std::time::Duration>,
+}
+
+impl Measured {
+    /// CPU milliseconds per 1,000 operations.
+    pub fn cpu_ms_per_kop(&self) -> Option<f64> {
+        ms_per_kop(self.cpu?, self.report.ops)
+    }
 }
 
 /// A contender that could not run, and why.
@@ -242,17 +284,23 @@ pub fn compare(
             });
             continue;
         }
+        let processes = processes_of(servers.as_ref());
         for &workload in workloads {
             progress(&format!("{} {}", contender.name(), workload_name(workload)));
             let spec = LoadSpec {
                 workload,
                 ..base.clone()
             };
+            let before = processes.cpu();
             let report = runtime.block_on(run(target.clone(), &spec, None, |_| {}));
+            let cpu = before
+                .zip(processes.cpu())
+                .map(|(b, a)| a.saturating_sub(b));
             measured.push(Measured {
                 workload,
                 contender,
                 report,
+                cpu,
             });
         }
         // Connections end with the runtime, then the servers stop; a store with its own
@@ -279,24 +327,42 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// The comparison as a markdown table: each workload and contender with its throughput
-/// and latency, and Hanse's throughput over each peer's.
+/// The comparison as a markdown table: each workload and contender with its throughput,
+/// latency and CPU per operation; Hanse's throughput over each peer's, and, for a peer
+/// in its own processes, Hanse's CPU per operation over the peer's (below 1: Hanse needs
+/// less).
 pub fn table(measured: &[Measured]) -> String {
     let peers: Vec<Contender> = unique(measured.iter().map(|m| m.contender))
         .into_iter()
         .filter(|c| !c.is_hanse())
         .collect();
-    let mut out = String::from("| workload | store | ops/s | p50 ms | p99 ms | p999 ms |");
+    let cpu_peers: Vec<Contender> = peers.iter().copied().filter(|p| !p.in_process()).collect();
+    let mut out =
+        String::from("| workload | store | ops/s | p50 ms | p99 ms | p999 ms | CPU ms/kop |");
     for peer in &peers {
         out += &format!(" ×{} |", peer.name());
     }
-    out += "\n| --- | --- | --- | --- | --- | --- |";
-    out += &" --- |".repeat(peers.len());
+    for peer in &cpu_peers {
+        out += &format!(" CPU ×{} |", peer.name());
+    }
+    out += "\n| --- | --- | --- | --- | --- | --- | --- |";
+    out += &" --- |".repeat(peers.len() + cpu_peers.len());
     out += "\n";
+    let theirs = |m: &Measured, peer: Contender| {
+        measured
+            .iter()
+            .find(|o| o.workload == m.workload && o.contender == peer)
+            .filter(|_| m.contender.is_hanse())
+    };
     for m in measured {
         let h = &m.report.latency_us;
+        let cpu = match (m.cpu_ms_per_kop(), m.contender.in_process()) {
+            (Some(cpu), false) => format!("{cpu:.1}"),
+            (Some(cpu), true) => format!("{cpu:.1}†"),
+            (None, _) => "-".to_string(),
+        };
         out += &format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} |",
             workload_name(m.workload),
             m.contender.name(),
             m.report.throughput(),
@@ -304,12 +370,9 @@ pub fn table(measured: &[Measured]) -> String {
             ms(h.value_at_quantile(0.99)),
             ms(h.value_at_quantile(0.999)),
         );
-        for peer in &peers {
-            let theirs = measured
-                .iter()
-                .find(|o| o.workload == m.workload && o.contender == *peer);
-            out += &match theirs {
-                Some(theirs) if m.contender.is_hanse() && theirs.report.throughput() > 0.0 => {
+        for &peer in &peers {
+            out += &match theirs(m, peer) {
+                Some(theirs) if theirs.report.throughput() > 0.0 => {
                     format!(
                         " {:.2} |",
                         m.report.throughput() / theirs.report.throughput()
@@ -318,7 +381,20 @@ pub fn table(measured: &[Measured]) -> String {
                 _ => " |".to_string(),
             };
         }
+        for &peer in &cpu_peers {
+            let ratio = theirs(m, peer)
+                .and_then(Measured::cpu_ms_per_kop)
+                .zip(m.cpu_ms_per_kop())
+                .filter(|(theirs, _)| *theirs > 0.0 && !m.contender.in_process());
+            out += &match ratio {
+                Some((theirs, ours)) => format!(" {:.2} |", ours / theirs),
+                None => " |".to_string(),
+            };
+        }
         out += "\n";
+    }
+    if measured.iter().any(|m| m.contender.in_process()) {
+        out += "\n† in the load generator's process: its CPU time includes the generator's.\n";
     }
     out
 }
@@ -338,6 +414,8 @@ pub fn json(measured: &[Measured], skipped: &[Skipped]) -> serde_json::Value {
                 "p50_ms": ms(h.value_at_quantile(0.5)),
                 "p99_ms": ms(h.value_at_quantile(0.99)),
                 "p999_ms": ms(h.value_at_quantile(0.999)),
+                "cpu_ms_per_kop": m.cpu_ms_per_kop(),
+                "cpu_includes_generator": m.contender.in_process(),
             })
         })
         .collect();

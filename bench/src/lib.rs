@@ -6,6 +6,7 @@
 //! multiple of the baseline's, next to the target for it.
 
 pub mod compare;
+pub mod cpu;
 pub mod load;
 pub mod peers;
 

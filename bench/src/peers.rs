@@ -180,6 +180,13 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The members' processes, for their CPU time.
+    pub fn processes(&self) -> crate::cpu::Processes {
+        crate::cpu::Processes(self.members.iter().map(|(c, _)| c.id()).collect())
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         for (child, _) in &mut self.members {
@@ -213,6 +220,11 @@ pub struct PgPool {
 }
 
 impl Postgres {
+    /// The server's processes (each connection's backend is a child of them).
+    pub fn processes(&self) -> crate::cpu::Processes {
+        crate::cpu::Processes(self.server.iter().map(|(c, _)| c.id()).collect())
+    }
+
     /// Creates the data directory and starts the server; [`Postgres::connect`] waits
     /// until it answers.
     pub fn start(port: u16) -> Result<Postgres, PeerError> {

@@ -59,13 +59,18 @@ fn compare_runs_each_store_and_writes_the_table_and_chart() {
     );
     for r in runs {
         assert!(r["ops"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
+        // Every store's processes spent CPU on the run, and it is counted.
+        assert!(r["cpu_ms_per_kop"].as_f64().unwrap() > 0.0, "{r}");
+        let in_process = matches!(r["store"].as_str(), Some("embedded" | "rocksdb"));
+        assert_eq!(r["cpu_includes_generator"], in_process, "{r}");
     }
     assert_eq!(report["skipped"], serde_json::json!([]));
     let table = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
     assert!(
-        table.contains("| ×rocksdb | ×etcd | ×postgres |"),
+        table.contains("| CPU ms/kop | ×rocksdb | ×etcd | ×postgres | CPU ×etcd | CPU ×postgres |"),
         "{table}"
     );
+    assert!(table.contains("includes the generator's"), "{table}");
     let chart = std::fs::read(out.path().join("compare.png")).unwrap();
     assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n");
 }
@@ -79,4 +84,29 @@ fn a_peer_that_is_not_installed_is_skipped_with_the_reason() {
     assert_eq!(report["skipped"][0]["store"], "etcd");
     let reason = report["skipped"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("etcd is not installed"), "{reason}");
+}
+
+#[test]
+fn a_run_against_a_fresh_local_cluster_counts_the_cpu_of_its_three_servers() {
+    let hanse = std::path::Path::new(env!("CARGO_BIN_EXE_hanse-bench")).with_file_name("hanse");
+    assert!(
+        hanse.exists(),
+        "{} is missing: build the workspace (`cargo build --workspace`)",
+        hanse.display()
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+        .args(["run", "--target", "hanse", "--workload", "write", "--json"])
+        .args(["--ops", "300", "--clients", "4", "--port", "7760"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["ops"], 300, "{report}");
+    // Three servers, each with a write-ahead log to sync, spend well over a tick on 300
+    // writes.
+    assert!(report["cpu_ms_per_kop"].as_f64().unwrap() > 0.0, "{report}");
 }

@@ -243,7 +243,15 @@ fn run_one(args: RunArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)?
         }
     };
-    let result = measure(&runtime, &store, &spec, &args);
+    // Whose CPU time the run costs: the servers started for it, a running cluster's (by
+    // its directory's pid files), or this process for a store inside it.
+    let processes = match (&servers, &args.cluster_dir, args.endpoints.is_empty()) {
+        (Some(servers), _, _) => Some(servers.processes()),
+        (None, Some(dir), false) => Some(compare::cluster_processes(dir)),
+        (None, None, false) => None,
+        (None, _, true) => Some(hanse_bench::cpu::Processes::this_process()),
+    };
+    let result = measure(&runtime, &store, &spec, &args, processes.as_ref());
     drop(runtime);
     drop(store);
     drop(servers);
@@ -256,6 +264,7 @@ fn measure(
     store: &load::Target,
     spec: &LoadSpec,
     args: &RunArgs,
+    processes: Option<&hanse_bench::cpu::Processes>,
 ) -> Result<()> {
     let RunArgs {
         target,
@@ -293,10 +302,15 @@ fn measure(
             }
             _ => None,
         };
+        let cpu_before = processes.and_then(|p| p.cpu());
         let report = match rate {
             Some(rate) => run_at_rate(store.clone(), spec, rate, |n| bar(n, ops)).await,
             None => run(store.clone(), spec, fault, |n| bar(n, ops)).await,
         };
+        let cpu = cpu_before
+            .zip(processes.and_then(|p| p.cpu()))
+            .map(|(before, after)| after.saturating_sub(before));
+        let cpu_ms_per_kop = cpu.and_then(|cpu| hanse_bench::cpu::ms_per_kop(cpu, report.ops));
         end_bar();
         let h = &report.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
@@ -313,6 +327,7 @@ fn measure(
                 "p99_ms": ms(h.value_at_quantile(0.99)),
                 "p999_ms": ms(h.value_at_quantile(0.999)),
                 "failover_ms": report.failover.map(|d| d.as_secs_f64() * 1000.0),
+                "cpu_ms_per_kop": cpu_ms_per_kop,
             });
             println!("{out}");
         } else {
@@ -329,6 +344,19 @@ fn measure(
                 ms(h.value_at_quantile(0.99)),
                 ms(h.value_at_quantile(0.999))
             );
+            match cpu_ms_per_kop {
+                Some(per_kop) => println!(
+                    "CPU {per_kop:.1} ms per 1,000 operations, {:.2} s in all, over the store's processes{}",
+                    cpu.unwrap_or_default().as_secs_f64(),
+                    match processes.is_some_and(|p| *p == hanse_bench::cpu::Processes::this_process()) {
+                        true => " (this process: the load generator's included)",
+                        false => "",
+                    }
+                ),
+                None => println!(
+                    "CPU per operation: not measured (give --cluster-dir for a running cluster's processes)"
+                ),
+            }
             if let Some(gap) = report.failover {
                 println!("failover: no acknowledgement for {gap:.2?} after the leader was killed");
             }
