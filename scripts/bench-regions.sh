@@ -23,6 +23,9 @@ cargo build --release --quiet -p hanse-cli -p hanse-bench
 hanse=target/release/hanse
 work=$(mktemp -d)
 cluster="$work/cluster"
+# The clusters run secure: every command reaches them as root with the certificates `up`
+# makes in the cluster's directory.
+export HANSE_CERTS_DIR="$cluster/certs"
 trap '"$hanse" cluster down --dir "$cluster" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 # up NODES LEADER-REGION CLUSTER-UP-ARGS...: a new cluster whose first shard is led from

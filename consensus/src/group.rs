@@ -13,11 +13,14 @@ use hanse_storage::{FencedStore, Store};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::raft::{VoteRequest, VoteResponse};
-use openraft::{ChangeMembers, CommittedLeaderId, Config, LogId, SnapshotPolicy};
+use openraft::storage::RaftLogStorage;
+use openraft::{ChangeMembers, CommittedLeaderId, Config, LogId, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use hanse_shard::{Routed, ShardRequest, ShardResponse};
 
+use crate::lease::{LeaseClock, Leased};
 use crate::network::Campaigner;
 
 use crate::{
@@ -133,6 +136,11 @@ pub struct ShardGroup {
     pub descriptor: watch::Receiver<ShardDescriptor>,
     /// How long a follower refuses to vote after it last heard from its leader.
     leader_lease: Duration,
+    /// What followers acknowledged of this replica's leadership: its lease for reads.
+    lease: Arc<LeaseClock>,
+    /// A replica that may have followed a leader before this start refuses to vote until
+    /// then (see [`crate::lease`]).
+    votes_refused_until: Option<Instant>,
     /// Held by membership changes and by merge preparations and commits, which must not
     /// interleave (see [`holds_changes_back`]).
     changes: Arc<tokio::sync::Mutex<()>>,
@@ -200,7 +208,21 @@ impl ShardGroup {
         .map_err(|source| GroupError::Config { shard, source })?;
         let fenced = Arc::new(FencedStore::new(store));
         let store: Arc<dyn Store> = fenced.clone();
-        let log_store = LogStore::new(shard, store.clone());
+        let mut log_store = LogStore::new(shard, store.clone());
+        // openraft 0.9 derives the followers' lease from the longest election timeout.
+        let leader_lease = Duration::from_millis(config.election_timeout_max);
+        // A replica with any Raft state may have acknowledged a leader before this start
+        // (a vote or an entry it did not sync may be gone after a power loss, so both
+        // count); a new one cannot have.
+        let storage = |source| GroupError::Storage {
+            shard,
+            source: Box::new(source),
+        };
+        let voted = log_store.read_vote().await.map_err(storage)?.is_some();
+        let logged = log_store.get_log_state().await.map_err(storage)?;
+        let known_before =
+            voted || logged.last_log_id.is_some() || logged.last_purged_log_id.is_some();
+        let votes_refused_until = known_before.then(|| Instant::now() + leader_lease);
         let vote_floor = log_store
             .vote_floor()
             .map_err(|source| GroupError::Storage {
@@ -214,12 +236,11 @@ impl ShardGroup {
             })?
             .with_applied_indexes(options.applied_indexes.clone());
         let descriptor = state_machine.watch_descriptor();
-        // openraft 0.9 derives the lease from the longest election timeout.
-        let leader_lease = Duration::from_millis(config.election_timeout_max);
+        let lease = Arc::new(LeaseClock::new(leader_lease));
         let raft = Raft::new(
             options.node_id,
             Arc::new(config),
-            network,
+            Leased::new(network, lease.clone()),
             log_store,
             state_machine,
         )
@@ -236,6 +257,8 @@ impl ShardGroup {
             proposer,
             descriptor,
             leader_lease,
+            lease,
+            votes_refused_until,
             changes: Arc::default(),
             vote_floor,
             store: fenced,
@@ -286,6 +309,14 @@ impl ShardGroup {
         &self,
         rpc: VoteRequest<NodeId>,
     ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        if self
+            .votes_refused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            // Restarted: the leader it followed may still hold a lease it cannot see.
+            let vote = self.raft.metrics().borrow().vote;
+            return Ok(VoteResponse::new(vote, None, false));
+        }
         if self.vote_floor.is_some() && rpc.last_log_id < self.vote_floor {
             let vote = self.raft.metrics().borrow().vote;
             tracing::info!(
@@ -321,6 +352,40 @@ impl ShardGroup {
             false => None,
         };
         self.proposer.propose_together(requests).await
+    }
+
+    /// The index a linearizable read may be served at on this replica, once its state
+    /// machine has applied it: at once from the applied state while this replica leads
+    /// and holds its lease (see [`crate::lease`]), else after a heartbeat round to a
+    /// quorum (openraft's read index).
+    pub async fn read_index(
+        &self,
+    ) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, ReplicaNode>>> {
+        if let Some(index) = self.leased_read_index() {
+            return Ok(index);
+        }
+        let read = self.raft.ensure_linearizable().await?;
+        Ok(read.map_or(0, |log| log.index))
+    }
+
+    /// The applied index, if a read may be served from it without asking a quorum: this
+    /// replica leads, has applied an entry of its own term (so everything earlier leaders
+    /// committed is applied too, and every write it acknowledged), and holds the lease.
+    pub fn leased_read_index(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leading = metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(metrics.id)
+            && metrics.vote.is_committed();
+        let applied = metrics.last_applied?;
+        let own_term = applied.leader_id.term == metrics.vote.leader_id().term;
+        let membership = metrics.membership_config.membership();
+        let leased = leading
+            && own_term
+            && self
+                .lease
+                .holds(metrics.id, &metrics.vote, membership, Instant::now());
+        leased.then_some(applied.index)
     }
 
     /// Taken before a membership change: waits for other changes on this leader, applies
@@ -612,8 +677,10 @@ impl ShardGroup {
             .await
             .map_err(|_| failed(format!("it did not catch up within {timeout:?}")))?;
 
-        // Heartbeats resume however this ends, a dropped call included: this node leads
-        // again if the transfer did not happen.
+        // No read is served from the lease from here on: the target campaigns once the
+        // followers' leases ran out. Heartbeats resume however this ends, a dropped call
+        // included: this node leads again if the transfer did not happen.
+        self.lease.end();
         let _silent = Silence::start(&self.raft);
         tokio::time::sleep(self.leader_lease + self.leader_lease / 4).await;
         network

@@ -94,3 +94,10 @@ pub const TERM_AND_INDEX_MAX: u64 = 1 << 62;
 /// any real one (the Earth's far side is about 300 ms away), and small enough that the
 /// Raft timings derived from it cannot overflow.
 pub const ROUND_TRIP_MAX: Duration = Duration::from_secs(60);
+
+/// The share of the followers' lease (the time they refuse votes after hearing from their
+/// leader, openraft's longest election timeout) a leader counts as its own lease for
+/// reads (see [`crate::lease`]). Monotonic clocks of sane machines differ in rate by far
+/// less than 1 %; the rest of the margin covers a follower whose clock runs fast under
+/// load, at a cost of nothing but a read-index round now and then.
+pub const LEASE_FRACTION: f64 = 0.8;

@@ -17,6 +17,7 @@ mod group;
 mod hosting;
 pub mod knobs;
 pub mod latency;
+pub mod lease;
 mod log_store;
 mod network;
 #[cfg(feature = "grpc")]

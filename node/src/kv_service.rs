@@ -1,6 +1,7 @@
 //! The `hanse.v1.Kv` gRPC service of a cluster node. Requests are served by the leader of
-//! the key's shard: writes through the shard's proposer, reads after
-//! `ensure_linearizable`. Anywhere else the answer is `NotLeader` with the leader's
+//! the key's shard: writes through the shard's proposer, reads after a read barrier (at
+//! once while the leader holds its lease, else after a heartbeat round to a quorum; see
+//! `hanse_consensus::lease`). Anywhere else the answer is `NotLeader` with the leader's
 //! address, so the client retries there at once. A request routed with an epoch older than
 //! the shard's is answered `EpochMismatch` with every descriptor this node has covering
 //! the request, checked here before proposing and again when the command is applied.

@@ -297,11 +297,11 @@ impl Handler<ReadBarrier> for ShardReplica {
         let Some((permit, reply)) = self.admit(msg.reply, 1) else {
             return;
         };
-        let raft = self.group.raft.clone();
+        let group = self.group.clone();
         let shard = self.group.shard;
         tokio::spawn(async move {
-            let result = match raft.ensure_linearizable().await {
-                Ok(read) => Ok(read.map_or(0, |log| log.index)),
+            let result = match group.read_index().await {
+                Ok(index) => Ok(index),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                     Err(ReplicaError::NotLeader {
                         shard,

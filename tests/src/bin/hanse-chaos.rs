@@ -43,11 +43,11 @@ struct RunArgs {
     /// How long faults run (e.g. 60s, 10m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Fault kinds, comma-separated: kill,pause,partition,latency,membership,shards.
+    /// Fault kinds, comma-separated: kill,pause,lease,partition,latency,membership,shards.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,partition,latency,membership,shards"
+        default_value = "kill,pause,lease,partition,latency,membership,shards"
     )]
     faults: Vec<FaultKind>,
     /// The schedule's seed (default: a random one, printed).

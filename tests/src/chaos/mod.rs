@@ -340,6 +340,9 @@ async fn drive(
         keys: o.keys,
         nodes_min: o.nodes as usize,
         ids_max,
+        reader_id: o.clients + 2,
+        client_timeout: o.request_timeout,
+        reads: 0,
     };
     let until = recorder.now_us() + o.duration.as_micros() as u64;
     if !o.faults.is_empty() {

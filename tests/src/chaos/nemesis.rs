@@ -25,6 +25,7 @@ use super::ChaosError;
 use super::history::Recorder;
 use super::proxy::{Faults, NodeId, Proxy};
 use super::workload;
+use crate::linearizability::{Call, Return};
 
 /// A kind of fault the nemesis can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,6 +34,10 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP a node, then SIGCONT it.
     Pause,
+    /// SIGSTOP a shard's leader until another node leads the shard, SIGCONT it, and read
+    /// from it the moment it wakes: a leader must not serve reads from a lease that ran
+    /// out while it was stopped.
+    Lease,
     /// Cut the network between nodes (several shapes), then heal it.
     Partition,
     /// Delay traffic between nodes, then remove the delay.
@@ -44,9 +49,10 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Pause,
+        FaultKind::Lease,
         FaultKind::Partition,
         FaultKind::Latency,
         FaultKind::Membership,
@@ -57,6 +63,7 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
+            FaultKind::Lease => "lease",
             FaultKind::Partition => "partition",
             FaultKind::Latency => "latency",
             FaultKind::Membership => "membership",
@@ -104,6 +111,10 @@ pub struct Cluster {
 const COMMAND_WAIT: Duration = Duration::from_secs(120);
 /// How long a membership change or a split or merge during another fault may take.
 const ACTION_WAIT: Duration = Duration::from_secs(20);
+/// How long the lease fault keeps a leader stopped waiting for another to take over.
+const LEASE_TAKEOVER_WAIT: Duration = Duration::from_secs(15);
+/// How long one of the lease fault's reads may take (it fails rather than waits).
+const LEASE_READ_WAIT: Duration = Duration::from_secs(2);
 
 impl Cluster {
     /// The proxy addresses of the current members, impaired nodes last.
@@ -284,6 +295,11 @@ pub struct Nemesis<'a> {
     pub nodes_min: usize,
     /// Node ids the proxy listens for; an addition beyond them is skipped.
     pub ids_max: NodeId,
+    /// The client id the nemesis's own reads are recorded under (a lease fault's).
+    pub reader_id: u64,
+    /// How long the workload's clients wait for an answer.
+    pub client_timeout: Duration,
+    pub reads: u64,
 }
 
 impl Nemesis<'_> {
@@ -380,6 +396,10 @@ impl Nemesis<'_> {
                 say(format!("pause: SIGSTOP node {node}"));
                 Ok(Some(Heal::Continue(node)))
             }
+            FaultKind::Lease => {
+                self.stale_lease(rng).await?;
+                Ok(None)
+            }
             FaultKind::Latency => {
                 let delay =
                     Duration::from_millis(*[50, 100, 200, 400].choose(rng).expect("delays"));
@@ -471,6 +491,127 @@ impl Nemesis<'_> {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// The lease fault: stops the leader of a data shard, cut off from the other nodes,
+    /// until another node says it leads it (at most [`LEASE_TAKEOVER_WAIT`]) and the
+    /// clients wrote through that one; continues it, reads every key of the current
+    /// generation from it alone, each read recorded, and heals the cut.
+    async fn stale_lease(&mut self, rng: &mut StdRng) -> Result<(), ChaosError> {
+        let shards = self.cluster.shards().await?;
+        let data: Vec<(u64, NodeId)> = shards
+            .iter()
+            .filter(|(_, leader, system)| !system && self.cluster.members.contains(leader))
+            .map(|&(id, leader, _)| (id, leader))
+            .collect();
+        let Some(&(shard, leader)) = data.choose(rng) else {
+            self.log
+                .line(self.recorder, "lease: no data shard with a known leader");
+            return Ok(());
+        };
+        let say = |text: String| self.log.line(self.recorder, &text);
+        // Cut off from the other nodes as well, so that nothing the new leader sends it
+        // waits in its sockets: when it wakes, only its lease decides whether it serves.
+        let others: Vec<NodeId> = self
+            .cluster
+            .members
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        let mut cut = Faults::default();
+        cut.cut(&[leader], &others);
+        self.proxy.set(cut);
+        self.cluster.signal(leader, libc::SIGSTOP);
+        self.cluster.impaired = vec![leader];
+        say(format!(
+            "lease: SIGSTOP node {leader}, leader of shard {shard}, and cut it off"
+        ));
+        let deadline = tokio::time::Instant::now() + LEASE_TAKEOVER_WAIT;
+        let mut successor = None;
+        while tokio::time::Instant::now() < deadline && successor.is_none() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            successor = self.leads_elsewhere(shard, leader).await;
+        }
+        // The clients write through the new leader for a moment (those that waited for
+        // the stopped one give up after their request timeout).
+        tokio::time::sleep(self.client_timeout + Duration::from_secs(1)).await;
+        self.cluster.signal(leader, libc::SIGCONT);
+        match successor {
+            Some(new) => say(format!(
+                "lease: node {new} leads shard {shard}; node {leader} continued, read from at once"
+            )),
+            None => say(format!(
+                "lease: no other leader of shard {shard} within {LEASE_TAKEOVER_WAIT:?}; node {leader} continued, read from at once"
+            )),
+        }
+        self.read_from(leader).await;
+        self.proxy.set(Faults::default());
+        self.cluster.impaired.clear();
+        Ok(())
+    }
+
+    /// A node other than `except` that says it leads `shard` (each asked for its own
+    /// view: the routing table may be served by the stopped node).
+    async fn leads_elsewhere(&self, shard: u64, except: NodeId) -> Option<NodeId> {
+        let tls = self.cluster.root_tls().ok()?;
+        for &node in self.cluster.members.iter().filter(|&&n| n != except) {
+            let endpoint = &self.cluster.endpoints[&node];
+            let Ok(mut admin) = hanse_client::admin(endpoint, Some(tls.clone()), None) else {
+                continue;
+            };
+            let request = hanse_client::proto::StatusRequest {};
+            let Ok(Ok(status)) = tokio::time::timeout(LEASE_READ_WAIT, admin.status(request)).await
+            else {
+                continue;
+            };
+            let leads = status.into_inner().shards.iter().any(|s| {
+                s.role == "leader" && s.descriptor.as_ref().is_some_and(|d| d.id == shard)
+            });
+            if leads {
+                return Some(node);
+            }
+        }
+        None
+    }
+
+    /// Reads every key of the current generation from node `node` alone (no retries, no
+    /// other node), recording each read; a refusal is a failed read, and so is every read
+    /// not answered within [`LEASE_READ_WAIT`] of the first.
+    async fn read_from(&mut self, node: NodeId) {
+        let Ok(tls) = self.cluster.root_tls() else {
+            return;
+        };
+        let Ok(channel) = hanse_client::connect(&self.cluster.endpoints[&node], Some(tls)) else {
+            return;
+        };
+        let mut kv = hanse_client::proto::kv_client::KvClient::new(channel);
+        let generation = workload::generation(self.recorder.now_us());
+        let deadline = tokio::time::Instant::now() + LEASE_READ_WAIT;
+        for index in 0..self.keys {
+            let key = workload::key(generation, index);
+            self.reads += 1;
+            let op = self.reads;
+            self.recorder.invoke(self.reader_id, op, &key, &Call::Get);
+            let request = hanse_client::proto::GetRequest {
+                route: None,
+                key: key.clone(),
+                max_staleness_ms: 0,
+            };
+            let answer = tokio::time::timeout_at(deadline, kv.get(request)).await;
+            let (ret, error) = match answer {
+                Ok(Ok(answer)) => {
+                    let answer = answer.into_inner();
+                    match answer.error {
+                        None => (Return::Read(answer.found.then_some(answer.value)), None),
+                        Some(refused) => (Return::Failed, Some(format!("{refused:?}"))),
+                    }
+                }
+                Ok(Err(status)) => (Return::Failed, Some(status.message().to_string())),
+                Err(_) => (Return::Failed, Some("no answer in time".into())),
+            };
+            self.recorder.complete(self.reader_id, op, &ret, error);
         }
     }
 
@@ -656,6 +797,6 @@ mod tests {
             assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
         }
         let error = "flood".parse::<FaultKind>().unwrap_err();
-        assert!(error.contains("kill,pause,partition"), "{error}");
+        assert!(error.contains("kill,pause,lease,partition"), "{error}");
     }
 }
