@@ -17,6 +17,7 @@ use tokio::runtime::Runtime;
 use crate::cpu::{Processes, ms_per_kop};
 use crate::load::{LoadReport, LoadSpec, Target, Workload, preload, run};
 use crate::peers::{Etcd, Postgres};
+use hanse_node::chart::Series;
 
 /// What a comparison runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +52,11 @@ impl Contender {
 
     fn is_hanse(self) -> bool {
         matches!(self, Contender::Hanse | Contender::Embedded)
+    }
+
+    /// Whether its keys can be split into shards (a Hanse cluster's can).
+    fn has_shards(self) -> bool {
+        matches!(self, Contender::Hanse | Contender::HanseInsecure)
     }
 
     /// Whether it runs in the load generator's process (its CPU time includes the
@@ -167,6 +173,9 @@ pub fn start(
 pub struct Measured {
     pub workload: Workload,
     pub contender: Contender,
+    /// Shards the store's keys were split into (1 for a store that has no shards).
+    pub shards: usize,
+    pub clients: usize,
     pub report: LoadReport,
     /// The CPU time the store's processes spent in the run (see [`crate::cpu`]).
     pub cpu: Option<std::time::Duration>,
@@ -242,6 +251,68 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// Runs `hanse admin ARGS` against the cluster as `root`; answers what it printed.
+    fn admin(&self, args: &[&str]) -> Result<String, String> {
+        let cluster = self.dir.path().join("cluster");
+        let config = hanse_node::config::NodeConfig::load(&cluster.join("node1.toml"))
+            .map_err(|e| e.to_string())?;
+        let mut command = Command::new(&self.hanse);
+        command
+            .arg("admin")
+            .args(args)
+            .args(["--endpoints", &self.endpoints.join(",")]);
+        match config.certs_dir.filter(|_| !config.insecure) {
+            Some(certs) => command.env("HANSE_CERTS_DIR", certs),
+            None => command.arg("--insecure"),
+        };
+        let out = command.output().map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            false => Err(format!(
+                "hanse admin {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        }
+    }
+
+    /// Splits the load's `key_count` keys into `shards` shards of about equal numbers of
+    /// keys, and moves their leadership round-robin over the nodes.
+    fn presplit(&self, shards: usize, key_count: u64) -> Result<(), String> {
+        for i in 1..shards as u64 {
+            let at = crate::load::load_key(key_count * i / shards as u64);
+            self.admin(&["split", &String::from_utf8_lossy(&at)])?;
+        }
+        let table: serde_json::Value = serde_json::from_str(&self.admin(&["shards", "--json"])?)
+            .map_err(|e| format!("hanse admin shards --json: {e}"))?;
+        let mut data: Vec<(String, u64, u64)> = table["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| !s["start"].as_str().unwrap_or("").starts_with("\\xff"))
+            .map(|s| {
+                let start = s["start"].as_str().unwrap_or("").to_string();
+                (
+                    start,
+                    s["id"].as_u64().unwrap_or(0),
+                    s["leader_node"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        data.sort();
+        let nodes = self.endpoints.len() as u64;
+        for (i, (_, shard, leader)) in data.iter().enumerate() {
+            let to = i as u64 % nodes + 1;
+            if *leader != to {
+                let (shard, to) = (shard.to_string(), to.to_string());
+                self.admin(&["transfer-leader", "--shard", &shard, "--to", &to])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         let _ = Command::new(&self.hanse)
@@ -251,57 +322,107 @@ impl Drop for LocalCluster {
     }
 }
 
+/// The points of a curve: each number of clients, and each number of shards a store
+/// that has shards is split into (one start of the store per number of shards).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub clients: Vec<usize>,
+    pub shards: Vec<usize>,
+}
+
 /// Runs every workload of `workloads` (with `base`'s other settings) against each of
-/// `contenders`; `port` is the local cluster's. `progress` hears each run's name.
+/// `contenders` at each point of `shape`; `port` is the local cluster's. `progress` hears
+/// each run's name.
 pub fn compare(
     contenders: &[Contender],
     workloads: &[Workload],
     base: &LoadSpec,
+    shape: &Shape,
     port: u16,
     progress: impl Fn(&str),
 ) -> (Vec<Measured>, Vec<Skipped>) {
     let mut measured = Vec::new();
     let mut skipped = Vec::new();
     for &contender in contenders {
+        let shard_counts = match contender.has_shards() {
+            true => shape.shards.clone(),
+            false => vec![1],
+        };
+        for shards in shard_counts {
+            let runs = measure_store(
+                contender,
+                shards,
+                workloads,
+                base,
+                &shape.clients,
+                port,
+                &progress,
+            );
+            match runs {
+                Ok(runs) => measured.extend(runs),
+                Err(reason) => skipped.push(Skipped { contender, reason }),
+            }
+        }
+    }
+    (measured, skipped)
+}
+
+/// Starts `contender` fresh, its keys split into `shards`, and runs every workload with
+/// each number of `clients` against it.
+fn measure_store(
+    contender: Contender,
+    shards: usize,
+    workloads: &[Workload],
+    base: &LoadSpec,
+    clients: &[usize],
+    port: u16,
+    progress: &impl Fn(&str),
+) -> Result<Vec<Measured>, String> {
+    let mut measured = Vec::new();
+    {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a runtime");
         let scratch = tempfile::tempdir().expect("a temporary directory");
-        let (target, servers) = match start(contender, scratch.path(), port, base.clients, &runtime)
-        {
-            Ok(started) => started,
-            Err(reason) => {
-                skipped.push(Skipped { contender, reason });
-                continue;
+        let most = clients.iter().copied().max().unwrap_or(base.clients);
+        let (target, servers) = start(contender, scratch.path(), port, most, &runtime)?;
+        if shards > 1 {
+            match &servers {
+                Some(Servers::Hanse(cluster)) => cluster.presplit(shards, base.key_count)?,
+                _ => return Err(format!("{} has no shards to split", contender.name())),
             }
-        };
-        let loaded = runtime.block_on(preload(&target, base, |_| {}));
-        if let Err(e) = loaded {
-            skipped.push(Skipped {
-                contender,
-                reason: format!("loading its keys failed: {e}"),
-            });
-            continue;
         }
+        runtime
+            .block_on(preload(&target, base, |_| {}))
+            .map_err(|e| format!("loading its keys failed: {e}"))?;
         let processes = processes_of(servers.as_ref());
-        for &workload in workloads {
-            progress(&format!("{} {}", contender.name(), workload_name(workload)));
-            let spec = LoadSpec {
-                workload,
-                ..base.clone()
-            };
-            let before = processes.cpu();
-            let report = runtime.block_on(run(target.clone(), &spec, None, |_| {}));
-            let cpu = before
-                .zip(processes.cpu())
-                .map(|(b, a)| a.saturating_sub(b));
-            measured.push(Measured {
-                workload,
-                contender,
-                report,
-                cpu,
-            });
+        for &clients in clients {
+            for &workload in workloads {
+                progress(&format!(
+                    "{} {} ({shards} shards, {clients} clients)",
+                    contender.name(),
+                    workload_name(workload)
+                ));
+                let spec = LoadSpec {
+                    workload,
+                    clients,
+                    ..base.clone()
+                };
+                let before = processes.cpu();
+                let report = runtime.block_on(run(target.clone(), &spec, None, |_| {}));
+                let cpu = before
+                    .zip(processes.cpu())
+                    .map(|(b, a)| a.saturating_sub(b));
+                measured.push(Measured {
+                    workload,
+                    contender,
+                    shards,
+                    clients,
+                    report,
+                    cpu,
+                });
+            }
         }
         // Connections end with the runtime, then the servers stop; a store with its own
         // runtime is dropped outside this one.
@@ -309,7 +430,7 @@ pub fn compare(
         drop(target);
         drop(servers);
     }
-    (measured, skipped)
+    Ok(measured)
 }
 
 pub fn workload_name(workload: Workload) -> &'static str {
@@ -337,21 +458,29 @@ pub fn table(measured: &[Measured]) -> String {
         .filter(|c| !c.is_hanse())
         .collect();
     let cpu_peers: Vec<Contender> = peers.iter().copied().filter(|p| !p.in_process()).collect();
-    let mut out =
-        String::from("| workload | store | ops/s | p50 ms | p99 ms | p999 ms | CPU ms/kop |");
+    let mut out = String::from(
+        "| workload | store | shards | clients | ops/s | p50 ms | p99 ms | p999 ms | CPU ms/kop |",
+    );
     for peer in &peers {
         out += &format!(" ×{} |", peer.name());
     }
     for peer in &cpu_peers {
         out += &format!(" CPU ×{} |", peer.name());
     }
-    out += "\n| --- | --- | --- | --- | --- | --- | --- |";
+    out += "\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |";
     out += &" --- |".repeat(peers.len() + cpu_peers.len());
     out += "\n";
+    // The peer's run of the same workload with as many clients (and, for a peer that
+    // has shards, as many shards).
     let theirs = |m: &Measured, peer: Contender| {
         measured
             .iter()
-            .find(|o| o.workload == m.workload && o.contender == peer)
+            .find(|o| {
+                o.workload == m.workload
+                    && o.contender == peer
+                    && o.clients == m.clients
+                    && (!peer.has_shards() || o.shards == m.shards)
+            })
             .filter(|_| m.contender.is_hanse())
     };
     for m in measured {
@@ -362,9 +491,11 @@ pub fn table(measured: &[Measured]) -> String {
             (None, _) => "-".to_string(),
         };
         out += &format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} |",
             workload_name(m.workload),
             m.contender.name(),
+            m.shards,
+            m.clients,
             m.report.throughput(),
             ms(h.value_at_quantile(0.5)),
             ms(h.value_at_quantile(0.99)),
@@ -408,6 +539,8 @@ pub fn json(measured: &[Measured], skipped: &[Skipped]) -> serde_json::Value {
             serde_json::json!({
                 "workload": workload_name(m.workload),
                 "store": m.contender.name(),
+                "shards": m.shards,
+                "clients": m.clients,
                 "ops": m.report.ops,
                 "errors": m.report.errors,
                 "ops_per_sec": m.report.throughput(),
@@ -426,13 +559,15 @@ pub fn json(measured: &[Measured], skipped: &[Skipped]) -> serde_json::Value {
     serde_json::json!({ "runs": rows, "skipped": skipped })
 }
 
-/// Writes `compare.md`, `compare.json` and `compare.png` (throughput per workload and
-/// store) into `dir`; answers the chart's path.
+/// Writes `compare.md` and `compare.json` into `dir`, and the charts: `compare.png`
+/// (throughput per workload and store) for a comparison at one point, else a curve per
+/// workload (`curve-WORKLOAD.png`: throughput over clients, a line per store and number
+/// of shards). Answers the charts' paths.
 pub fn write_report(
     dir: &Path,
     measured: &[Measured],
     skipped: &[Skipped],
-) -> std::io::Result<PathBuf> {
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("compare.md"), table(measured))?;
     std::fs::write(
@@ -440,31 +575,68 @@ pub fn write_report(
         serde_json::to_vec_pretty(&json(measured, skipped))?,
     )?;
     let workloads = unique(measured.iter().map(|m| m.workload));
-    let groups: Vec<String> = workloads
-        .iter()
-        .map(|w| workload_name(*w).to_string())
-        .collect();
-    let series: Vec<(String, Vec<f64>)> = unique(measured.iter().map(|m| m.contender))
-        .into_iter()
-        .map(|c| {
-            let values = workloads
+    let points = unique(measured.iter().map(|m| (m.clients, m.shards)));
+    if points.len() <= 1 {
+        let groups: Vec<String> = workloads
+            .iter()
+            .map(|w| workload_name(*w).to_string())
+            .collect();
+        let series: Vec<(String, Vec<f64>)> = unique(measured.iter().map(|m| m.contender))
+            .into_iter()
+            .map(|c| {
+                let values = workloads
+                    .iter()
+                    .map(|w| {
+                        measured
+                            .iter()
+                            .find(|m| m.contender == c && m.workload == *w)
+                            .map_or(0.0, |m| m.report.throughput())
+                    })
+                    .collect();
+                (c.name().to_string(), values)
+            })
+            .collect();
+        let chart = dir.join("compare.png");
+        std::fs::write(
+            &chart,
+            hanse_node::chart::bar_chart("throughput by store", "ops/s", &groups, &series),
+        )?;
+        return Ok(vec![chart]);
+    }
+    let mut charts = Vec::new();
+    for workload in workloads {
+        let lines = unique(
+            measured
                 .iter()
-                .map(|w| {
-                    measured
-                        .iter()
-                        .find(|m| m.contender == c && m.workload == *w)
-                        .map_or(0.0, |m| m.report.throughput())
-                })
-                .collect();
-            (c.name().to_string(), values)
-        })
-        .collect();
-    let chart = dir.join("compare.png");
-    std::fs::write(
-        &chart,
-        hanse_node::chart::bar_chart("throughput by store", "ops/s", &groups, &series),
-    )?;
-    Ok(chart)
+                .filter(|m| m.workload == workload)
+                .map(|m| (m.contender, m.shards)),
+        );
+        let series: Vec<Series> = lines
+            .into_iter()
+            .map(|(contender, shards)| Series {
+                name: match contender.has_shards() {
+                    true => format!("{} {shards} shards", contender.name()),
+                    false => contender.name().to_string(),
+                },
+                points: measured
+                    .iter()
+                    .filter(|m| {
+                        m.workload == workload && m.contender == contender && m.shards == shards
+                    })
+                    .map(|m| (m.clients as f64, m.report.throughput()))
+                    .collect(),
+            })
+            .collect();
+        let name = workload_name(workload);
+        let chart = dir.join(format!("curve-{name}.png"));
+        let title = format!("{name}: throughput by clients");
+        std::fs::write(
+            &chart,
+            hanse_node::chart::line_chart(&title, "clients", "ops/s", &series),
+        )?;
+        charts.push(chart);
+    }
+    Ok(charts)
 }
 
 /// The distinct items in their first order.

@@ -324,7 +324,8 @@ pub struct Fault {
     pub inject: Box<dyn FnOnce() -> Result<(), String> + Send>,
 }
 
-fn key(i: u64) -> Vec<u8> {
+/// The key of record `i` of a load (they sort by `i`).
+pub fn load_key(i: u64) -> Vec<u8> {
     format!("load{i:012}").into_bytes()
 }
 
@@ -349,7 +350,7 @@ pub async fn preload(
                 if i >= key_count {
                     return Ok::<(), TargetError>(());
                 }
-                target.put(key(i), value.clone()).await?;
+                target.put(load_key(i), value.clone()).await?;
             }
         }));
     }
@@ -377,7 +378,7 @@ async fn operate(
         Op::Put => target.put(k, value.clone()).await,
         Op::Scan { limit } => target.scan(k, limit).await.map(drop),
         Op::Insert => {
-            let new = key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
+            let new = load_key(spec.key_count + inserted.fetch_add(1, Ordering::Relaxed));
             target.put(new, value.clone()).await
         }
     }
@@ -415,7 +416,7 @@ pub async fn run_at_rate(
         if i % 64 == 0 {
             progress(done.load(Ordering::Relaxed));
         }
-        let (k, op) = (key(keys.pick(&mut rng)), spec.workload.next(&mut rng));
+        let (k, op) = (load_key(keys.pick(&mut rng)), spec.workload.next(&mut rng));
         let (target, spec, value) = (target.clone(), spec.clone(), value.clone());
         let (latency, done, errors, inserted) = (
             latency.clone(),
@@ -483,7 +484,7 @@ pub async fn run(
             let value: Arc<[u8]> = vec![b'x'; spec.value_size].into();
             let keys = Keys::of(&spec);
             while issued.fetch_add(1, Ordering::Relaxed) < spec.ops && Instant::now() < deadline {
-                let k = key(keys.pick(&mut rng));
+                let k = load_key(keys.pick(&mut rng));
                 let op = spec.workload.next(&mut rng);
                 let t = Instant::now();
                 let outcome = operate(&target, &spec, op, k, &value, &inserted).await;

@@ -110,3 +110,52 @@ fn a_run_against_a_fresh_local_cluster_counts_the_cpu_of_its_three_servers() {
     // writes.
     assert!(report["cpu_ms_per_kop"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn a_curve_runs_each_number_of_clients_against_each_number_of_shards() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+        .args(["compare", "--stores", "hanse,etcd", "--workloads", "write"])
+        .args(["--clients", "1,4", "--shards", "1,4", "--duration", "1s"])
+        .args(["--key-count", "200", "--port", "7770", "--json", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["skipped"], serde_json::json!([]), "{report}");
+    let points: Vec<(String, u64, u64)> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+            (
+                r["store"].as_str().unwrap().to_string(),
+                r["shards"].as_u64().unwrap(),
+                r["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The cluster at each number of shards; etcd, which has none, once.
+    let expected: Vec<(String, u64, u64)> = [
+        ("hanse", 1, 1),
+        ("hanse", 1, 4),
+        ("hanse", 4, 1),
+        ("hanse", 4, 4),
+        ("etcd", 1, 1),
+        ("etcd", 1, 4),
+    ]
+    .iter()
+    .map(|&(s, shards, clients)| (s.to_string(), shards, clients))
+    .collect();
+    assert_eq!(points, expected);
+    let curve = std::fs::read(out.path().join("curve-write.png")).unwrap();
+    assert_eq!(&curve[..8], b"\x89PNG\r\n\x1a\n");
+    let table = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
+    assert!(table.contains("| write | hanse | 4 | 4 |"), "{table}");
+}

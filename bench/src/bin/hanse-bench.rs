@@ -47,8 +47,15 @@ enum Command {
         /// How long each workload runs against each store.
         #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "30s")]
         duration: Duration,
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
+        /// Concurrent clients, comma-separated for a curve (each store runs every
+        /// workload at each).
+        #[arg(long, value_delimiter = ',', default_value = "32")]
+        clients: Vec<usize>,
+        /// Shards a Hanse cluster's keys are split into before its runs (evenly by key,
+        /// leaders spread over the nodes), comma-separated for a curve; stores without
+        /// shards run once.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        shards: Vec<usize>,
         #[arg(long, default_value_t = 10_000)]
         key_count: u64,
         #[arg(long, default_value_t = 256)]
@@ -151,6 +158,7 @@ fn bench() -> Result<()> {
             workloads,
             duration,
             clients,
+            shards,
             key_count,
             value_size,
             port,
@@ -158,12 +166,16 @@ fn bench() -> Result<()> {
             json,
         } => {
             ensure!(
-                clients >= 1 && key_count >= 1,
-                "--clients and --key-count must be at least 1"
+                clients.iter().chain(&shards).all(|&n| n >= 1) && key_count >= 1,
+                "--clients, --shards and --key-count must be at least 1"
+            );
+            ensure!(
+                shards.iter().all(|&n| n as u64 <= key_count),
+                "--shards cannot be more than --key-count"
             );
             let base = LoadSpec {
                 workload: Workload::Write,
-                clients,
+                clients: clients[0],
                 ops: u64::MAX,
                 duration,
                 key_count,
@@ -172,19 +184,23 @@ fn bench() -> Result<()> {
                 max_staleness: Duration::ZERO,
                 distribution: Distribution::Uniform,
             };
-            let (measured, skipped) = compare::compare(&stores, &workloads, &base, port, |run| {
-                eprintln!("running {run} for {duration:?}")
-            });
+            let shape = compare::Shape { clients, shards };
+            let (measured, skipped) =
+                compare::compare(&stores, &workloads, &base, &shape, port, |run| {
+                    eprintln!("running {run} for {duration:?}")
+                });
             for s in &skipped {
                 eprintln!("skipped {}: {}", s.contender.name(), s.reason);
             }
-            let chart = compare::write_report(&out, &measured, &skipped)
+            let charts = compare::write_report(&out, &measured, &skipped)
                 .with_context(|| format!("writing the report into {}", out.display()))?;
             if json {
                 println!("{}", compare::json(&measured, &skipped));
             } else {
                 print!("{}", compare::table(&measured));
-                println!("chart: {}", chart.display());
+                for chart in charts {
+                    println!("chart: {}", chart.display());
+                }
             }
             Ok(())
         }
