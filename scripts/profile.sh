@@ -29,7 +29,7 @@ fi
 tools=target/tools
 if [ ! -x "$tools/bin/inferno-flamegraph" ]; then
   log "installing inferno (flame graphs) into $tools"
-  cargo install --quiet --locked --root "$tools" inferno@0.12
+  cargo install --quiet --locked --root "$tools" inferno@^0.12
 fi
 
 cargo build --release --quiet -p hanse-cli -p hanse-bench
@@ -77,7 +77,7 @@ profile() {
   for role in leader follower; do
     perf script -i "$work/$name-$role.data" 2>/dev/null |
       "$tools/bin/inferno-collapse-perf" >"$work/$name-$role.folded"
-    "$tools/bin/inferno-flamegraph" --title "$name, $role ($clients clients)" \
+    "$tools/bin/inferno-flamegraph" --minwidth 0.5 --title "$name, $role ($clients clients)" \
       <"$work/$name-$role.folded" >"$out/$name-$role.svg"
   done
 }
