@@ -16,6 +16,11 @@ fn compare(stores: &str, workloads: &str, out: &Path, path: Option<&Path>) -> se
     if let Some(path) = path {
         command.env("PATH", path);
     }
+    json_of(&mut command)
+}
+
+/// What `command` (a `hanse-bench ... --json`) printed; it must succeed.
+fn json_of(command: &mut Command) -> serde_json::Value {
     let run = command.output().unwrap();
     assert!(
         run.status.success(),
@@ -94,17 +99,11 @@ fn a_run_against_a_fresh_local_cluster_counts_the_cpu_of_its_three_servers() {
         "{} is missing: build the workspace (`cargo build --workspace`)",
         hanse.display()
     );
-    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
-        .args(["run", "--target", "hanse", "--workload", "write", "--json"])
-        .args(["--ops", "300", "--clients", "4", "--port", "7760"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = json_of(
+        Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+            .args(["run", "--target", "hanse", "--workload", "write", "--json"])
+            .args(["--ops", "300", "--clients", "4", "--port", "7760"]),
     );
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(report["ops"], 300, "{report}");
     // Three servers, each with a write-ahead log to sync, spend well over a tick on 300
     // writes.
@@ -114,19 +113,13 @@ fn a_run_against_a_fresh_local_cluster_counts_the_cpu_of_its_three_servers() {
 #[test]
 fn a_curve_runs_each_number_of_clients_against_each_number_of_shards() {
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
-        .args(["compare", "--stores", "hanse,etcd", "--workloads", "write"])
-        .args(["--clients", "1,4", "--shards", "1,4", "--duration", "1s"])
-        .args(["--key-count", "200", "--port", "7770", "--json", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = json_of(
+        Command::new(env!("CARGO_BIN_EXE_hanse-bench"))
+            .args(["compare", "--stores", "hanse,etcd", "--workloads", "write"])
+            .args(["--clients", "1,4", "--shards", "1,4", "--duration", "1s"])
+            .args(["--key-count", "200", "--port", "7770", "--json", "--out"])
+            .arg(out.path()),
     );
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(report["skipped"], serde_json::json!([]), "{report}");
     let points: Vec<(String, u64, u64)> = report["runs"]
         .as_array()
