@@ -170,30 +170,39 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let caller = Caller::from_extensions(request.extensions());
-        let token = bearer_token(request.headers());
-        let grants = self.grants.clone();
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
+        if caller != Caller::Anonymous {
+            // Known by its certificate (or nobody is): decided here, at once.
+            if let Some(refused) = refusal(request.uri().path(), &caller, &self.grants) {
+                let refused = tonic::Status::permission_denied(refused);
+                return Box::pin(std::future::ready(Ok(refused.into_http())));
+            }
+            let answer = ready.call(request);
+            return Box::pin(async move {
+                let mut response = answer.await?;
+                undecodable_is_invalid(&mut response);
+                Ok(response)
+            });
+        }
+        // A caller without a certificate: known by its token, which may take a moment to
+        // look up, or only logging in.
+        let token = bearer_token(request.headers());
+        let grants = self.grants.clone();
         Box::pin(async move {
-            let path = request.uri().path().to_string();
-            let caller = match (caller, token) {
-                (Caller::Anonymous, Some(token)) => match grants.token_user(&token).await {
-                    Some(user) => {
-                        let caller = Caller::Verified(Identity::User(user));
-                        if let Some(peer) = request.extensions_mut().get_mut::<Peer>() {
-                            peer.caller = caller.clone();
-                        }
-                        caller
-                    }
+            let caller = match token {
+                Some(token) => match grants.token_user(&token).await {
+                    Some(user) => Caller::Verified(Identity::User(user)),
                     None => return Ok(unauthenticated(UNKNOWN_TOKEN)),
                 },
-                (Caller::Anonymous, None) if path != LOGIN_PATH => {
-                    return Ok(unauthenticated(NO_CREDENTIALS));
-                }
-                (caller, _) => caller,
+                None if request.uri().path() == LOGIN_PATH => Caller::Anonymous,
+                None => return Ok(unauthenticated(NO_CREDENTIALS)),
             };
-            if let Some(refused) = refusal(&path, &caller, &grants) {
+            if let Some(peer) = request.extensions_mut().get_mut::<Peer>() {
+                peer.caller = caller.clone();
+            }
+            if let Some(refused) = refusal(request.uri().path(), &caller, &grants) {
                 return Ok(tonic::Status::permission_denied(refused).into_http());
             }
             let mut response = ready.call(request).await?;
