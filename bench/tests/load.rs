@@ -42,24 +42,12 @@ async fn counted_and_timed() {
     let tls = ClientTls::load(certs.files(&root), root).unwrap();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
+        let data_dir = dir.path().join(format!("n{i}"));
         let config = NodeConfig {
-            node_id: i as u64 + 1,
-            region: "test".into(),
-            listen_addr: *addr,
-            advertise_addr: None,
-            data_dir: dir.path().join(format!("n{i}")),
             certs_dir: Some(certs.path().to_path_buf()),
-            insecure: false,
-            redact: false,
             bootstrap: i == 0,
             initial_peers: peers.clone(),
-            sync: true,
-            limits: Default::default(),
-            balance: Default::default(),
-            latency: String::new(),
-            raft: Default::default(),
-            ingest_region: "eu-hamburg".into(),
-            ingest: Default::default(),
+            ..NodeConfig::new(i as u64 + 1, "test", *addr, data_dir)
         };
         nodes.push(hanse_node::server::start(config).await.unwrap());
     }

@@ -41,27 +41,15 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
         .local_addr()
         .unwrap();
     NodeConfig {
-        node_id: 1,
-        region: "eu-hamburg".into(),
-        listen_addr: addr,
-        advertise_addr: None,
-        data_dir: dir.join("n1"),
         certs_dir: Some(certs(dir, addr).path().to_path_buf()),
-        insecure: false,
-        redact: false,
         bootstrap: true,
         initial_peers: vec![PeerConfig {
             id: 1,
             addr: addr.to_string(),
             region: "eu-hamburg".into(),
         }],
-        sync: true,
         limits,
-        balance: Default::default(),
-        latency: String::new(),
-        raft: Default::default(),
-        ingest_region: "eu-hamburg".into(),
-        ingest: Default::default(),
+        ..NodeConfig::new(1, "eu-hamburg", addr, dir.join("n1"))
     }
 }
 

@@ -324,6 +324,31 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// Node `node_id` of `region` on `listen_addr`, its data in `data_dir`, with every
+    /// other field as a config file that leaves it out has it (no certificates yet: set
+    /// `certs_dir` or `insecure`).
+    pub fn new(node_id: u64, region: &str, listen_addr: SocketAddr, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            node_id,
+            region: region.to_string(),
+            listen_addr,
+            advertise_addr: None,
+            data_dir,
+            certs_dir: None,
+            insecure: false,
+            redact: false,
+            bootstrap: false,
+            initial_peers: Vec::new(),
+            sync: default_true(),
+            limits: LimitsConfig::default(),
+            balance: BalanceConfig::default(),
+            latency: String::new(),
+            raft: RaftConfig::default(),
+            ingest_region: default_ingest_region(),
+            ingest: IngestConfig::default(),
+        }
+    }
+
     /// Reads and checks the configuration in `path`.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         Self::load_as(path, false)

@@ -23,27 +23,14 @@ pub fn single_node(dir: &Path, ip: [u8; 4], users: &[&str]) -> (NodeConfig, Cert
     hanse_security::issue::create_local_cluster(&certs, &[(1, addr.ip().to_string())], &users)
         .unwrap();
     let config = NodeConfig {
-        node_id: 1,
-        region: "eu-hamburg".into(),
-        listen_addr: addr,
-        advertise_addr: None,
-        data_dir: dir.join("n1"),
         certs_dir: Some(certs.path().to_path_buf()),
-        insecure: false,
-        redact: false,
         bootstrap: true,
         initial_peers: vec![PeerConfig {
             id: 1,
             addr: addr.to_string(),
             region: "eu-hamburg".into(),
         }],
-        sync: true,
-        limits: Default::default(),
-        balance: Default::default(),
-        latency: String::new(),
-        raft: Default::default(),
-        ingest_region: "eu-hamburg".into(),
-        ingest: Default::default(),
+        ..NodeConfig::new(1, "eu-hamburg", addr, dir.join("n1"))
     };
     (config, certs)
 }
