@@ -25,8 +25,8 @@ use hanse_shard::meta::META_SHARD;
 use hanse_shard::{ShardRequest, ShardResponse};
 
 use crate::actors::{
-    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, Propose, ReadBarrier,
-    ReplicaChange, ReplicaError, ReplicaHandle, TransferLeader,
+    ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, ReplicaChange, ReplicaError,
+    ReplicaHandle, TransferLeader,
 };
 use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
@@ -418,10 +418,7 @@ impl AdminService {
         replica: &ReplicaHandle,
         request: ShardRequest,
     ) -> Result<ShardResponse, Status> {
-        replica
-            .ask(|reply| Propose { request, reply })
-            .await
-            .map_err(replica_status)
+        replica.propose(request).await.map_err(replica_status)
     }
 
     /// The planner's report, if this node runs it (it leads the meta shard and has a
@@ -503,10 +500,7 @@ impl Admin for AdminService {
             })?;
         // Every write acknowledged before the request goes into the copy.
         if replica.leads() {
-            replica
-                .ask(|reply| ReadBarrier { reply })
-                .await
-                .map_err(replica_status)?;
+            replica.read_barrier().await.map_err(replica_status)?;
         } else {
             follower::barrier(
                 &self.state,

@@ -16,7 +16,7 @@ use hanse_shard::{NodeId, ShardDescriptor, ShardId};
 use hanse_storage_rocksdb::Engine;
 use tonic::{Code, Status};
 
-use crate::actors::{Propose, ReplicaError, ReplicaHandle, Routes};
+use crate::actors::{ReplicaError, ReplicaHandle, Routes};
 use crate::peers::{Peers, unreachable};
 use crate::reporter::{now_ms, send_report};
 
@@ -108,12 +108,7 @@ impl NodeRuntime {
             Ok(replica) => replica,
             Err(f) => return Event::Proposed(Err(f)),
         };
-        Event::Proposed(
-            replica
-                .ask(|reply| Propose { request, reply })
-                .await
-                .map_err(failure),
-        )
+        Event::Proposed(replica.propose(request).await.map_err(failure))
     }
 
     /// Makes this node the leader of `shard`, asking its current leader to hand over.

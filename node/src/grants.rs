@@ -21,7 +21,7 @@ use hanse_storage::{Cf, Store, codec};
 use hanse_storage_rocksdb::Engine;
 use tonic::Status;
 
-use crate::actors::{Propose, ReplicaHandle, Routes};
+use crate::actors::{ReplicaHandle, Routes};
 use crate::coordination::wait_applied;
 use crate::knobs::{
     GRANTS_CHANGE_ATTEMPTS_MAX, GRANTS_REFRESH_INTERVAL, LOGINS_IN_FLIGHT_MAX, TOKEN_CATCH_UP_WAIT,
@@ -195,7 +195,7 @@ pub(crate) async fn change(
             new: Some(codec::encode(&grants)),
         };
         let answer = meta
-            .ask(|reply| Propose { request, reply })
+            .propose(request)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         match answer {

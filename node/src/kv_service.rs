@@ -27,7 +27,7 @@ use hanse_storage::{Cf, ScanOrder};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::actors::{Ingest, Propose, ProposeTogether, ReadBarrier, ReplicaError, ReplicaHandle};
+use crate::actors::{Ingest, ReplicaError, ReplicaHandle};
 use crate::follower;
 use crate::requests::{KvRequests, origin};
 use crate::state::NodeState;
@@ -229,7 +229,7 @@ impl KvService {
     /// the read index.
     async fn read_barrier(&self, replica: &ReplicaHandle) -> Result<u64, Refusal> {
         replica
-            .ask(|reply| ReadBarrier { reply })
+            .read_barrier()
             .await
             .map_err(|e| replica_refusal(replica, e))
     }
@@ -262,7 +262,7 @@ impl KvService {
                     Err(SendError::Closed(_)) => Err(unavailable()),
                 }
             }
-            _ => replica.ask(|reply| Propose { request, reply }).await,
+            _ => replica.propose(request).await,
         };
         match answer {
             Ok(ShardResponse::Rejected(rejection)) => Err(self.rejected(rejection, key)),
@@ -300,7 +300,7 @@ impl KvService {
         #[cfg(feature = "failpoints")]
         if self.state.ack_before_commit {
             let replica = replica.clone();
-            tokio::spawn(async move { replica.ask(|reply| Propose { request, reply }).await });
+            tokio::spawn(async move { replica.propose(request).await });
             return Ok(());
         }
         let counted = request.clone();
@@ -442,7 +442,7 @@ impl Kv for KvService {
             }
             let counted: Vec<ShardRequest> = requests.clone();
             let answers = replica
-                .ask(|reply| ProposeTogether { requests, reply })
+                .propose_together(requests)
                 .await
                 .map_err(|e| replica_refusal(&replica, e))?;
             let mut responses = Vec::with_capacity(answers.len());

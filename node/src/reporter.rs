@@ -23,7 +23,7 @@ use hanse_storage_rocksdb::Engine;
 use tokio::sync::Mutex;
 use tonic::Status;
 
-use crate::actors::{Propose, ReadBarrier, ReplicaError, ReplicaHandle, Routes};
+use crate::actors::{ReplicaError, ReplicaHandle, Routes};
 use crate::peers::Peers;
 use hanse_proto::convert::{node_to_proto, report_to_proto};
 
@@ -194,7 +194,7 @@ pub(crate) async fn read_routing_table(
     // A moment of Busy (the meta shard's leadership or roles moving) is waited out.
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
-        match meta.ask(|reply| ReadBarrier { reply }).await {
+        match meta.read_barrier().await {
             Ok(_) => break,
             Err(ReplicaError::Busy { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -246,7 +246,7 @@ pub(crate) async fn send_report(
         .ok_or_else(|| Status::unavailable("this node holds no replica of the meta shard"))?;
     if meta.leads() {
         let request = ShardRequest::Report { shards, nodes };
-        meta.ask(|reply| Propose { request, reply })
+        meta.propose(request)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         return Ok(());

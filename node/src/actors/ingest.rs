@@ -27,7 +27,7 @@ use hanse_proto::v1 as pb;
 use hanse_proto::v1::request_error::Kind;
 use hanse_storage::codec;
 
-use super::{ProposeTogether, ReplicaError, ReplicaHandle};
+use super::{ReplicaError, ReplicaHandle};
 use crate::peers::Peers;
 
 /// Bounds of the ingest actor.
@@ -154,11 +154,7 @@ impl IngestActor {
         }
         tokio::spawn(async move {
             let answers = match forwarded {
-                false => {
-                    replica
-                        .ask(|reply| ProposeTogether { requests, reply })
-                        .await
-                }
+                false => replica.propose_together(requests).await,
                 true => forward(&peers, &replica, requests).await,
             };
             match answers {

@@ -8,9 +8,11 @@
 //! - [`IngestActor`]: one per node of the ingest region; batches client writes per shard
 //!   into shared log entries.
 //!
-//! gRPC handlers find a shard's actor in the node's [`Routes`] and talk to it through its
-//! `Addr`; a full mailbox is answered `Busy` at once, never queued without bound. The
-//! consensus and storage crates know nothing of actix.
+//! gRPC handlers find a shard's [`ReplicaHandle`] in the node's [`Routes`]: they propose
+//! and read through it (admitted against the replica's permits; more than it takes is
+//! answered `Busy` at once, never queued without bound) and send the actor the rarer
+//! commands that change the replica. The consensus and storage crates know nothing of
+//! actix.
 
 mod ingest;
 mod node;
@@ -27,15 +29,16 @@ use hanse_consensus::ShardGroup;
 use hanse_planner::stats::KeySampler;
 use hanse_shard::routing::Overlap;
 use hanse_shard::{NodeId, RouteTable, Routed, ShardDescriptor, ShardId};
-use tokio::sync::oneshot;
+use hanse_shard::{ShardRequest, ShardResponse};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 
 use crate::knobs::{ORIGIN_REGIONS_MAX, OTHER_REGIONS};
 
 pub use ingest::{Ingest, IngestActor, IngestCounters, IngestOptions};
 pub use node::{DestroyReplica, NodeActor, NodeActorError, OpenReplica, StopReplicas};
 pub use replica::{
-    ChangeReplicas, Propose, ProposeTogether, ReadBarrier, ReplicaChange, ReplicaError,
-    ReplicaLimits, ShardReplica, TransferLeader,
+    ChangeReplicas, ReplicaChange, ReplicaError, ReplicaLimits, ShardReplica, TransferLeader,
 };
 
 /// What this replica served since its node last reported (see the reporter).
@@ -92,9 +95,60 @@ pub struct ReplicaHandle {
     pub group: ShardGroup,
     pub load: Arc<ReplicaLoad>,
     pub read_index: Arc<Mutex<Option<ReadIndex>>>,
+    /// Requests that may be under way at once; shared with the actor, which takes them
+    /// all while it transfers leadership.
+    permits: Arc<Semaphore>,
 }
 
 impl ReplicaHandle {
+    /// Admits `requests` requests, or answers `Busy` at once.
+    fn admit(&self, requests: usize) -> Result<SemaphorePermit<'_>, ReplicaError> {
+        let requests = u32::try_from(requests).unwrap_or(u32::MAX);
+        self.permits
+            .try_acquire_many(requests)
+            .map_err(|_| ReplicaError::Busy { shard: self.shard })
+    }
+
+    /// Proposes `request` to the shard's log (leader only) and waits for its response.
+    pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ReplicaError> {
+        let _admitted = self.admit(1)?;
+        Ok(self.group.propose(request).await?)
+    }
+
+    /// Proposes `requests` in one log entry (leader only); one answer per request, in
+    /// order.
+    pub async fn propose_together(
+        &self,
+        requests: Vec<ShardRequest>,
+    ) -> Result<Vec<Result<ShardResponse, ReplicaError>>, ReplicaError> {
+        let _admitted = self.admit(requests.len())?;
+        let answers = self.group.propose_together(requests).await;
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.map_err(ReplicaError::from))
+            .collect())
+    }
+
+    /// Answers once this node may serve a linearizable read of the shard (leader only),
+    /// with the read index: every write acknowledged before the barrier is at or below it.
+    pub async fn read_barrier(&self) -> Result<u64, ReplicaError> {
+        let _admitted = self.admit(1)?;
+        let shard = self.shard;
+        match self.group.read_index().await {
+            Ok(index) => Ok(index),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(ReplicaError::NotLeader {
+                    shard,
+                    leader: forward.leader_id,
+                })
+            }
+            Err(e) => Err(ReplicaError::Unavailable {
+                shard,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
     /// The shard's descriptor as this replica has applied it.
     pub fn descriptor(&self) -> ShardDescriptor {
         self.group.descriptor.borrow().clone()
@@ -107,7 +161,8 @@ impl ReplicaHandle {
 
     /// Whether this node leads the shard.
     pub fn leads(&self) -> bool {
-        let metrics = self.group.raft.metrics().borrow().clone();
+        let metrics = self.group.raft.metrics();
+        let metrics = metrics.borrow();
         metrics.current_leader == Some(metrics.id)
     }
 

@@ -17,7 +17,7 @@ use hanse_consensus::{
 use hanse_shard::hosting_changes;
 use hanse_shard::{ShardDescriptor, ShardId};
 use hanse_storage_rocksdb::Engine;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 use super::replica::{ReplicaLimits, ShardReplica};
@@ -121,6 +121,7 @@ impl NodeActor {
         self.generations += 1;
         let shard = group.shard;
         let network = self.transport.shard_network(shard);
+        let permits = Arc::new(Semaphore::new(self.limits.requests_in_flight_max));
         let replica = ShardReplica::new(
             group.clone(),
             network,
@@ -128,6 +129,7 @@ impl NodeActor {
             ctx.address().recipient(),
             ctx.address().recipient(),
             self.generations,
+            permits.clone(),
         )
         .start();
         let handle = ReplicaHandle {
@@ -136,6 +138,7 @@ impl NodeActor {
             group,
             load: Default::default(),
             read_index: Default::default(),
+            permits,
         };
         // Two shards serving one key here would serve one of them wrong: the replica
         // stops rather than serve.

@@ -1,12 +1,13 @@
 //! `ShardReplica`: the actor that owns one shard's running Raft group on this node.
 //!
-//! Every request for the shard enters through its mailbox. The actor admits it (or
-//! answers `Busy` at once when the shard already has `requests_in_flight_max` requests
-//! under way) and hands the work to the shared runtime, so one slow commit never holds
-//! the mailbox. A leadership transfer takes every admission permit: requests arriving
-//! meanwhile are answered `Busy` instead of renewing the followers' leases. When the Raft
-//! group stops by itself (a fatal storage error), the actor stops, and its node restarts
-//! the replica from storage.
+//! The actor carries out what changes the replica itself (its replica set, its
+//! leadership) and watches its group: when the Raft group stops by itself (a fatal
+//! storage error), the actor stops, and its node restarts the replica from storage.
+//! Client requests do not pass its mailbox: the [`super::ReplicaHandle`] admits them
+//! against the same permits (at most `requests_in_flight_max` under way, more answered
+//! `Busy` at once) and proposes or reads straight through the group, one hand-off fewer
+//! per request. A leadership transfer takes every permit: requests arriving meanwhile
+//! are answered `Busy` instead of renewing the followers' leases.
 
 use crate::knobs;
 use std::sync::Arc;
@@ -15,10 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use hanse_consensus::{GroupError, ProposeError, ReplicaNode, ShardGroup, ShardNetwork};
 use hanse_shard::{NodeId, ReplicaRole, ShardDescriptor, ShardId};
-use hanse_shard::{ShardRequest, ShardResponse};
-use openraft::ServerState;
-use openraft::error::{CheckIsLeaderError, RaftError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 
@@ -92,31 +90,6 @@ impl ReplicaError {
 
 type Reply<T> = oneshot::Sender<Result<T, ReplicaError>>;
 
-/// Propose a command to the shard's log (leader only).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Propose {
-    pub request: ShardRequest,
-    pub reply: Reply<ShardResponse>,
-}
-
-/// Propose several commands in one log entry (leader only); one answer per command, in
-/// order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ProposeTogether {
-    pub requests: Vec<ShardRequest>,
-    pub reply: Reply<Vec<Result<ShardResponse, ReplicaError>>>,
-}
-
-/// Answer once this node may serve a linearizable read of the shard (leader only), with
-/// the read index: every write acknowledged before the barrier is at or below it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReadBarrier {
-    pub reply: Reply<u64>,
-}
-
 /// A change of the shard's replica set (leader only).
 pub enum ReplicaChange {
     Add {
@@ -170,8 +143,8 @@ impl ShardReplica {
         stopped: Recipient<ReplicaStopped>,
         changed: Recipient<DescriptorChanged>,
         generation: u64,
+        permits: Arc<Semaphore>,
     ) -> Self {
-        let permits = Arc::new(Semaphore::new(limits.requests_in_flight_max));
         ShardReplica {
             group,
             network,
@@ -182,24 +155,6 @@ impl ShardReplica {
             generation,
         }
     }
-
-    /// Admits `requests` requests, or answers `Busy`.
-    fn admit<T>(
-        &self,
-        reply: Reply<T>,
-        requests: usize,
-    ) -> Option<(OwnedSemaphorePermit, Reply<T>)> {
-        let requests = u32::try_from(requests).unwrap_or(u32::MAX);
-        match self.permits.clone().try_acquire_many_owned(requests) {
-            Ok(permit) => Some((permit, reply)),
-            Err(_) => {
-                let _ = reply.send(Err(ReplicaError::Busy {
-                    shard: self.group.shard,
-                }));
-                None
-            }
-        }
-    }
 }
 
 impl Actor for ShardReplica {
@@ -207,12 +162,11 @@ impl Actor for ShardReplica {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.limits.mailbox_max);
-        let mut metrics = self.group.raft.metrics();
-        let stopped = async move {
-            let _ = metrics
-                .wait_for(|m| m.running_state.is_err() || m.state == ServerState::Shutdown)
-                .await;
-        };
+        // The group's core drops this channel's sender when it stops, whatever the
+        // reason. Until then the channel changes only with the leader or the replica's
+        // role, not with every commit as the full metrics do: one wake-up fewer per write.
+        let mut server = self.group.raft.server_metrics();
+        let stopped = async move { while server.changed().await.is_ok() {} };
         ctx.spawn(stopped.into_actor(self).map(|(), replica, ctx| {
             tracing::warn!(shard = replica.group.shard, "raft group stopped");
             ctx.stop();
@@ -239,83 +193,21 @@ impl Actor for ShardReplica {
     }
 }
 
-fn from_propose(e: ProposeError) -> ReplicaError {
-    match e {
-        ProposeError::NotLeader { shard, leader } => ReplicaError::NotLeader { shard, leader },
-        ProposeError::Stopped { shard, detail } | ProposeError::Failed { shard, detail } => {
-            ReplicaError::Unavailable { shard, detail }
+impl From<ProposeError> for ReplicaError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::NotLeader { shard, leader } => ReplicaError::NotLeader { shard, leader },
+            ProposeError::Stopped { shard, detail } | ProposeError::Failed { shard, detail } => {
+                ReplicaError::Unavailable { shard, detail }
+            }
+            retired @ ProposeError::Retired { shard } => ReplicaError::Unavailable {
+                shard,
+                detail: retired.to_string(),
+            },
+            unknown @ ProposeError::OutcomeUnknown { .. } => {
+                ReplicaError::OutcomeUnknown(unknown.to_string())
+            }
         }
-        retired @ ProposeError::Retired { shard } => ReplicaError::Unavailable {
-            shard,
-            detail: retired.to_string(),
-        },
-        unknown @ ProposeError::OutcomeUnknown { .. } => {
-            ReplicaError::OutcomeUnknown(unknown.to_string())
-        }
-    }
-}
-
-impl Handler<Propose> for ShardReplica {
-    type Result = ();
-
-    fn handle(&mut self, msg: Propose, _: &mut Self::Context) {
-        let Some((permit, reply)) = self.admit(msg.reply, 1) else {
-            return;
-        };
-        let group = self.group.clone();
-        tokio::spawn(async move {
-            let result = group.propose(msg.request).await.map_err(from_propose);
-            drop(permit);
-            let _ = reply.send(result);
-        });
-    }
-}
-
-impl Handler<ProposeTogether> for ShardReplica {
-    type Result = ();
-
-    fn handle(&mut self, msg: ProposeTogether, _: &mut Self::Context) {
-        let Some((permit, reply)) = self.admit(msg.reply, msg.requests.len()) else {
-            return;
-        };
-        let group = self.group.clone();
-        tokio::spawn(async move {
-            let results = group.propose_together(msg.requests).await;
-            drop(permit);
-            let _ = reply.send(Ok(results
-                .into_iter()
-                .map(|r| r.map_err(from_propose))
-                .collect()));
-        });
-    }
-}
-
-impl Handler<ReadBarrier> for ShardReplica {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReadBarrier, _: &mut Self::Context) {
-        let Some((permit, reply)) = self.admit(msg.reply, 1) else {
-            return;
-        };
-        let group = self.group.clone();
-        let shard = self.group.shard;
-        tokio::spawn(async move {
-            let result = match group.read_index().await {
-                Ok(index) => Ok(index),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                    Err(ReplicaError::NotLeader {
-                        shard,
-                        leader: forward.leader_id,
-                    })
-                }
-                Err(e) => Err(ReplicaError::Unavailable {
-                    shard,
-                    detail: e.to_string(),
-                }),
-            };
-            drop(permit);
-            let _ = reply.send(result);
-        });
     }
 }
 
