@@ -168,9 +168,9 @@ fn main() {
     bench_scan(&mut c, &s);
     c.final_summary();
     let groups = [
-        ("get", Some(0.9)),
+        ("get", Some(0.95)),
         ("durable-put-1-writers", None),
-        ("durable-put-32-writers", Some(0.8)),
+        ("durable-put-32-writers", Some(0.9)),
         ("scan-100", None),
     ];
     println!(
