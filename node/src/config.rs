@@ -281,8 +281,9 @@ pub struct LimitsConfig {
     pub max_key_bytes: usize,
     /// Longest accepted value (default 16 MiB).
     pub max_value_bytes: usize,
-    /// Requests waiting in one shard replica's mailbox (default 1024); more are answered
-    /// `ServerBusy` at once.
+    /// Commands (replica-set changes, leadership transfers) waiting in one shard
+    /// replica's mailbox (default 1024); more are answered `ServerBusy` at once. Client
+    /// requests do not pass the mailbox: the next bound is theirs.
     pub replica_mailbox_max: usize,
     /// Requests one shard replica works on at once (default 4096, the proposer's queue);
     /// more are answered `ServerBusy`.

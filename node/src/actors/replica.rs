@@ -23,7 +23,8 @@ use super::notice::{DescriptorChanged, ReplicaStopped, StopReplica};
 /// Bounds of one replica actor.
 #[derive(Debug, Clone)]
 pub struct ReplicaLimits {
-    /// Messages waiting in the mailbox; more are answered `Busy`.
+    /// Commands (replica-set changes, leadership transfers) waiting in the mailbox; more
+    /// are answered `Busy`.
     pub mailbox_max: usize,
     /// Requests admitted and not yet answered. Matches the proposer's queue, so a write
     /// that is admitted never waits for room there.
