@@ -11,7 +11,7 @@ use hanse_node::config::{NodeConfig, PeerConfig};
 
 #[test]
 fn every_operation_is_counted_and_timed() {
-    hanse_node::server::system().block_on(counted_and_timed());
+    hanse_node::server::system(None).block_on(counted_and_timed());
 }
 
 async fn counted_and_timed() {

@@ -18,7 +18,7 @@ pub struct ServerArgs {
 
 pub fn run(args: ServerArgs) -> Result<()> {
     let config = NodeConfig::load_as(&args.config, args.insecure)?;
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(config.runtime_threads).block_on(async {
         let node = hanse_node::server::start(config.clone())
             .await
             .with_context(|| format!("starting node {}", config.node_id))?;

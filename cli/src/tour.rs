@@ -139,10 +139,9 @@ pub fn run(args: TourArgs) -> Result<()> {
     );
 
     let requests = loaded.requests - before.requests;
-    let batches = loaded.batches - before.batches;
     let syncs = loaded.syncs - before.syncs;
     println!(
-        "\nGroup commit: during the load the shards' Raft logs made {requests} log writes, merged into {batches} write batches and made durable by {syncs} fsyncs ({:.1} log writes per fsync).",
+        "\nGroup commit: during the load the shards' Raft logs made {requests} log writes, made durable by {syncs} fsyncs ({:.1} log writes per fsync).",
         requests as f64 / syncs.max(1) as f64
     );
     Ok(())

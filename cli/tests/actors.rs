@@ -55,7 +55,7 @@ fn single_node(dir: &std::path::Path, ip_last: u8, limits: LimitsConfig) -> Node
 
 #[test]
 fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let config = single_node(dir.path(), 61, LimitsConfig::default());
         let endpoint = config.listen_addr.to_string();
@@ -76,7 +76,7 @@ fn a_replica_whose_raft_group_dies_is_restarted_from_storage() {
 
 #[test]
 fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let limits = LimitsConfig {
             replica_mailbox_max: 1,
@@ -141,7 +141,7 @@ fn a_shard_past_its_request_bound_answers_server_busy_and_applies_nothing() {
 
 #[test]
 fn the_ingest_actor_batches_concurrent_writes_and_keeps_each_writers_order() {
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let config = single_node(dir.path(), 63, LimitsConfig::default());
         let endpoint = config.listen_addr.to_string();

@@ -51,6 +51,10 @@ enum Locate<'a> {
 const SCAN_SHARDS_MAX: usize = 100_000;
 /// The longest wait between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts while a shard elects a leader: an election
+/// ends within one election timeout, asking a follower who leads is cheap, and every
+/// millisecond waited past the election is a millisecond of failover.
+const ELECTION_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// `base` scaled by a random factor in [0.5, 1.5), so clients that failed together do
 /// not retry together.
@@ -466,8 +470,9 @@ impl Client {
                         }
                     } else {
                         // An election is under way: give it a moment.
+                        backoff = backoff.min(ELECTION_BACKOFF_MAX);
                         wait = jittered(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        backoff = (backoff * 2).min(ELECTION_BACKOFF_MAX);
                     }
                     let mut routes = self.routes.lock().expect("routes lock");
                     if let Some(descriptor) = hint.descriptor {

@@ -42,10 +42,11 @@ pub struct GroupOptions {
     /// How often a leader tells followers it is alive; openraft also gives up on an
     /// AppendEntries answer after this long.
     pub heartbeat_interval: Duration,
-    /// A follower that hears nothing for a random time between this and
-    /// `election_timeout_max` starts an election. Failover takes a few of these: 300 ms
-    /// (three heartbeats) brings a read after SIGKILL of the leader back in about 1.5 s
-    /// on loopback; shorter risks needless elections on a busy two-core machine.
+    /// A follower starts an election once it has heard nothing from its leader for
+    /// openraft's leader lease (`election_timeout_max`) plus a random time between this
+    /// and `election_timeout_max`: 600 to 800 ms of silence at the default 200 ms (six
+    /// heartbeats or more, so a busy two-core machine holds no needless elections), and
+    /// failover after SIGKILL of a leader takes about that long.
     pub election_timeout_min: Duration,
     /// The upper end of the election timeout (exclusive; twice the minimum by default).
     /// Simulations give each node a fixed timeout of its own instead of a random one.
@@ -62,8 +63,8 @@ impl Default for GroupOptions {
             snapshot_after_entries: 50_000,
             log_entries_kept: 1_000,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
+            election_timeout_min: Duration::from_millis(200),
+            election_timeout_max: Duration::from_millis(400),
             proposer: ProposerOptions::default(),
             applied_indexes: AppliedIndexes::default(),
         }

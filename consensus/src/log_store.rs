@@ -158,18 +158,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_state(StateKey::Vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        // Not synced: it only saves re-applying after a restart; losing it is harmless.
-        let batch = self.state_batch(StateKey::Committed, &committed);
-        self.store.write(batch, false).map_err(write_error)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        Ok(self
-            .read_state::<Option<LogId<u64>>>(StateKey::Committed)?
-            .flatten())
-    }
-
     async fn append<I>(
         &mut self,
         entries: I,

@@ -12,6 +12,7 @@
 //! # redact = true                       # no user keys or values in logs and error messages
 //! bootstrap = true                      # on exactly one node of a new cluster
 //! latency = "eu-hamburg:ap-china=250ms" # optional; injected round trips between regions
+//! # runtime_threads = 2                 # optional; the runtime's workers (default: one per core)
 //!
 //! [[initial_peers]]                     # every node of the first membership, itself included
 //! id = 1
@@ -24,7 +25,7 @@
 //!
 //! [raft]                                # optional; derived from `latency` by default
 //! heartbeat_ms = 100
-//! election_timeout_ms = 300
+//! election_timeout_ms = 200
 //!
 //! [ingest]                              # optional; on the nodes of `ingest_region`
 //! max_delay_ms = 2                      # (top-level key, default "eu-hamburg")
@@ -42,6 +43,7 @@
 
 use crate::knobs::{
     ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_MAX, KV_MESSAGE_BYTES_MAX, REPLICA_QUEUE_MAX,
+    RUNTIME_THREADS_MAX,
 };
 use hanse_consensus::GroupOptions;
 use hanse_consensus::latency::{LatencyError, LatencyMatrix};
@@ -127,6 +129,12 @@ pub struct NodeConfig {
     pub ingest_region: String,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Worker threads of the node's runtime (default: one per core). Several nodes on one
+    /// machine do better with their share of its cores each (`hanse cluster up` sets it
+    /// so): a node with more workers than it has cores to run them spends its CPU waking
+    /// and stealing between them.
+    #[serde(default)]
+    pub runtime_threads: Option<usize>,
 }
 
 fn default_ingest_region() -> String {
@@ -180,8 +188,9 @@ pub struct RaftConfig {
     /// 100 ms, or one and a half of the longest injected round trip plus 50 ms when that
     /// is more).
     pub heartbeat_ms: Option<u64>,
-    /// The shortest time a follower waits for its leader before it campaigns; it waits up
-    /// to twice this (default: 300 ms, or three heartbeats when that is more).
+    /// The shortest election timeout: a follower campaigns after hearing nothing from its
+    /// leader for twice this (openraft's leader lease) plus a random time between this
+    /// and twice this (default: 200 ms, or two heartbeats when that is more).
     pub election_timeout_ms: Option<u64>,
 }
 
@@ -347,6 +356,7 @@ impl NodeConfig {
             raft: RaftConfig::default(),
             ingest_region: default_ingest_region(),
             ingest: IngestConfig::default(),
+            runtime_threads: None,
         }
     }
 
@@ -417,7 +427,7 @@ impl NodeConfig {
             .raft
             .election_timeout_ms
             .map(Duration::from_millis)
-            .unwrap_or(defaults.election_timeout_min.max(heartbeat * 3));
+            .unwrap_or(defaults.election_timeout_min.max(heartbeat * 2));
         Ok(GroupOptions {
             node_id: self.node_id,
             heartbeat_interval: heartbeat,
@@ -552,6 +562,14 @@ impl NodeConfig {
                 ),
             ));
         }
+        if let Some(threads) = self.runtime_threads
+            && !(1..=RUNTIME_THREADS_MAX).contains(&threads)
+        {
+            return Err((
+                "runtime_threads",
+                format!("must be 1 to {RUNTIME_THREADS_MAX}"),
+            ));
+        }
         if self.ingest.enabled && self.ingest.queue_max == 0 {
             return Err(("ingest.queue_max", "must be 1 or more".into()));
         }
@@ -561,12 +579,12 @@ impl NodeConfig {
         if raft.heartbeat_interval.is_zero() {
             return Err(("raft.heartbeat_ms", "must be 1 or more".into()));
         }
-        if raft.election_timeout_min < raft.heartbeat_interval * 3 {
+        if raft.election_timeout_min < raft.heartbeat_interval * 2 {
             return Err((
                 "raft.election_timeout_ms",
                 format!(
-                    "must be at least three heartbeats ({} ms)",
-                    raft.heartbeat_interval.as_millis() * 3
+                    "must be at least two heartbeats ({} ms)",
+                    raft.heartbeat_interval.as_millis() * 2
                 ),
             ));
         }
@@ -691,6 +709,8 @@ region = "eu-hamburg"
                 "[limits]\nmax_key_bytes = 9223372036854775807\n",
             ),
             ("ingest.queue_max", "[ingest]\nqueue_max = 0\n"),
+            ("runtime_threads", "runtime_threads = 0\n"),
+            ("runtime_threads", "runtime_threads = 100000\n"),
         ] {
             let text = match section.starts_with('[') {
                 true => format!("{GOOD}\n{section}"),
@@ -750,15 +770,15 @@ region = "eu-hamburg"
     fn raft_timing_follows_the_latency_matrix_unless_set() {
         let plain = load(GOOD).unwrap().group_options().unwrap();
         assert_eq!(plain.heartbeat_interval, Duration::from_millis(100));
-        assert_eq!(plain.election_timeout_min, Duration::from_millis(300));
+        assert_eq!(plain.election_timeout_min, Duration::from_millis(200));
         let far = GOOD.replace(
             "bootstrap = true",
             "bootstrap = true\nlatency = \"eu-hamburg:ap-china=250ms, ap-china:au-sydney=1s\"",
         );
         let derived = load(&far).unwrap().group_options().unwrap();
         assert_eq!(derived.heartbeat_interval, Duration::from_millis(1550));
-        assert_eq!(derived.election_timeout_min, Duration::from_millis(4650));
-        assert_eq!(derived.election_timeout_max, Duration::from_millis(9300));
+        assert_eq!(derived.election_timeout_min, Duration::from_millis(3100));
+        assert_eq!(derived.election_timeout_max, Duration::from_millis(6200));
         let set = load(&format!(
             "{far}\n[raft]\nheartbeat_ms = 50\nelection_timeout_ms = 200\n"
         ))
@@ -782,7 +802,7 @@ region = "eu-hamburg"
             "{bad}"
         );
         let tight = load(&format!(
-            "{GOOD}\n[raft]\nheartbeat_ms = 100\nelection_timeout_ms = 200\n"
+            "{GOOD}\n[raft]\nheartbeat_ms = 100\nelection_timeout_ms = 150\n"
         ))
         .unwrap_err()
         .to_string();

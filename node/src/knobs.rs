@@ -180,3 +180,7 @@ pub const HEARTBEAT_MS_MAX: u64 = 10_000;
 /// The longest election timeout a node config may set (`raft.election_timeout_ms`):
 /// failover would take minutes beyond it, and twice it must fit openraft's timers.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 120_000;
+
+/// The most runtime worker threads a node config may set (`runtime_threads`): far more
+/// than any machine's cores, and few enough that a typo does not exhaust the thread limit.
+pub const RUNTIME_THREADS_MAX: usize = 1024;

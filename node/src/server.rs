@@ -74,10 +74,15 @@ impl From<hanse_consensus::GroupError> for ServerError {
 }
 
 /// Builds the runtime a node runs on: an actix system whose actors share a tokio
-/// multi-thread runtime with tonic and openraft. [`start`] must be called inside it.
-pub fn system() -> actix_rt::SystemRunner {
-    actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
+/// multi-thread runtime with tonic and openraft, with `threads` workers (default: one
+/// per core; see [`NodeConfig::runtime_threads`]). [`start`] must be called inside it.
+pub fn system(threads: Option<usize>) -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(move || {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = threads {
+            builder.worker_threads(threads);
+        }
+        builder
             .enable_all()
             .thread_name("hanse-node")
             .build()

@@ -91,7 +91,7 @@ fn any_bytes_to_any_call_get_an_answer_and_the_node_serves_on() {
     let (started, running) = mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let node = std::thread::spawn(move || {
-        hanse_node::server::system().block_on(async move {
+        hanse_node::server::system(None).block_on(async move {
             let node = hanse_node::server::start(config).await.unwrap();
             started.send(()).unwrap();
             let _ = stopped.await;

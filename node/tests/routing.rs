@@ -11,7 +11,7 @@ use hanse_client::proto::{self, request_error::Kind};
 
 #[test]
 fn a_stale_route_gets_the_covering_descriptors_and_one_retry_succeeds() {
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 63], &[]);
         let addr = config.listen_addr;

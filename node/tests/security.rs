@@ -15,7 +15,7 @@ use hanse_node::config::NodeConfig;
 
 #[test]
 fn only_nodes_make_node_calls_and_each_only_as_itself() {
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 64], &["alice"]);
         // Node 2's certificate, for the calls that pretend to be it.
@@ -240,7 +240,7 @@ fn a_user_without_a_certificate_logs_in_and_its_token_opens_what_its_roles_grant
     use proto::auth_request::Change;
     use std::time::{Duration, Instant};
 
-    hanse_node::server::system().block_on(async {
+    hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 67], &[]);
         let addr = config.listen_addr;

@@ -269,11 +269,12 @@ impl Store for Engine {
         self.log_writer.poisoned()
     }
 
-    /// Writes `batch` through the group-commit log writer and resolves once it is written
-    /// (readable, not yet synced); `on_durable`, if given, runs once it is durable.
+    /// Writes `batch` through the group-commit log writer, on this thread, and resolves
+    /// at once (written: readable, not yet synced); `on_durable`, if given, runs once it
+    /// is durable.
     fn append_log(&self, batch: Batch, on_durable: Option<OnDurable>) -> StoreFuture<'_> {
-        let written = self.log_writer.submit(batch.into_ops(), on_durable);
-        Box::pin(async move { written.await.map_err(|_| Error::WriterStopped)? })
+        let written = self.log_writer.submit(batch.ops(), on_durable);
+        Box::pin(std::future::ready(written))
     }
 
     /// Writes the user data in `[start, end)` as SST files of at most about

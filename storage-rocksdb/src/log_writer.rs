@@ -1,23 +1,24 @@
 //! The node-wide group-commit log writer.
 //!
-//! Every shard's Raft log store hands its appends (and vote/truncate/purge writes, which
-//! must stay ordered with them) to this writer. Whatever has queued up is merged into one
-//! RocksDB write batch; whatever has been written while the previous sync ran is made
-//! durable by one WAL sync; then each caller is told that its writes are durable. Under
-//! load, many appends of many shards share one batch and one fsync.
+//! Every shard's Raft log store writes its appends (and vote/truncate/purge writes, which
+//! must stay ordered with them) through this writer. A write goes into RocksDB on the
+//! caller's thread, unsynced (RocksDB merges concurrent writers into one WAL write); then
+//! a syncer thread makes everything written while the previous sync ran durable with one
+//! WAL sync and tells each caller that waits for it. Under load, many appends of many
+//! shards share one fsync. (A writer thread of its own cost two thread wake-ups per
+//! append and saved nothing: openraft waits for the write anyway.)
 //!
 //! A failed sync poisons the writer for good (until the process restarts): the kernel may
 //! have dropped the dirty pages that sync was to write, so a later sync that succeeds
 //! would say nothing about them, and acknowledging a later write would claim more than is
 //! known (PostgreSQL's "fsyncgate"). Every write after the failure is refused.
 
-use crate::knobs::{GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, QUEUE_REQUESTS_MAX};
+use crate::knobs::QUEUE_REQUESTS_MAX;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::JoinHandle;
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
-use tokio::sync::oneshot;
 
 use hanse_storage::{Error, OnDurable, Result, WriteOp};
 
@@ -29,17 +30,14 @@ use crate::rocks::{OrEngine, fill_batch};
 pub struct LogWriterStats {
     /// Write requests received from log stores.
     pub requests: u64,
-    /// RocksDB write batches that carried them.
-    pub batches: u64,
     /// WAL syncs that made them durable.
     pub syncs: u64,
 }
 
-/// What the writer, the syncer and the engine share.
+/// What the writers, the syncer and the engine share.
 #[derive(Default)]
 struct Shared {
     requests: AtomicU64,
-    batches: AtomicU64,
     syncs: AtomicU64,
     /// Why writes are refused, once a sync failed.
     poisoned: OnceLock<String>,
@@ -70,47 +68,30 @@ impl Shared {
     }
 }
 
-struct Request {
-    ops: Vec<WriteOp>,
-    written: oneshot::Sender<Result<()>>,
-    on_durable: Option<OnDurable>,
-}
-
-/// Two threads in a pipeline: the writer merges queued requests into one write batch and
-/// writes it (the entries are readable from then on); the syncer makes everything written
-/// so far durable with one WAL sync and then calls each request's `on_durable`. While the
-/// syncer waits on the disk, the writer already writes the next group.
+/// Writes on the caller's thread and syncs on its own: while the syncer waits on the
+/// disk, callers already write the next group.
 pub(crate) struct LogWriter {
-    queue: Option<mpsc::SyncSender<Request>>,
-    threads: Vec<JoinHandle<()>>,
+    db: Arc<DB>,
+    to_sync: Option<mpsc::SyncSender<OnDurable>>,
+    syncer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    /// Saved one last time once the threads have stopped.
+    /// Saved one last time once the syncer has stopped.
     mark: Mark,
 }
 
 impl LogWriter {
     pub(crate) fn start(db: Arc<DB>, sync: bool, mark: Mark) -> Self {
-        let (queue, requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
-        let (to_sync, sync_requests) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
+        let (to_sync, waiting) = mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let shared = Arc::new(Shared::default());
-        let mut threads = Vec::new();
-        let (writer_db, writer_shared) = (db.clone(), shared.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("hanse-log-writer".into())
-                .spawn(move || write_loop(&writer_db, &requests, &to_sync, &writer_shared))
-                .expect("spawning the log writer thread"),
-        );
-        let (syncer_shared, marks) = (shared.clone(), mark.writer());
-        threads.push(
-            std::thread::Builder::new()
-                .name("hanse-log-syncer".into())
-                .spawn(move || sync_loop(&db, sync, &sync_requests, &syncer_shared, &marks))
-                .expect("spawning the log syncer thread"),
-        );
+        let (syncer_db, syncer_shared, marks) = (db.clone(), shared.clone(), mark.writer());
+        let syncer = std::thread::Builder::new()
+            .name("hanse-log-syncer".into())
+            .spawn(move || sync_loop(&syncer_db, sync, &waiting, &syncer_shared, &marks))
+            .expect("spawning the log syncer thread");
         LogWriter {
-            queue: Some(queue),
-            threads,
+            db,
+            to_sync: Some(to_sync),
+            syncer: Some(syncer),
             shared,
             mark,
         }
@@ -135,40 +116,36 @@ impl LogWriter {
         self.shared.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
-    /// Queues `ops` for the next group. The returned receiver resolves once they are
-    /// written (readable); `on_durable` runs once they are synced.
-    pub(crate) fn submit(
-        &self,
-        ops: Vec<WriteOp>,
-        on_durable: Option<OnDurable>,
-    ) -> oneshot::Receiver<Result<()>> {
-        let (written, receiver) = oneshot::channel();
-        if let Err(e) = self.shared.check_health() {
-            if let Some(on_durable) = on_durable {
-                on_durable(Err(clone_error(&e)));
-            }
-            let _ = written.send(Err(e));
-            return receiver;
-        }
-        let request = Request {
-            ops,
-            written,
-            on_durable,
+    /// Writes `ops` (readable once this returns, in the order of calls); `on_durable`
+    /// runs once a sync covers them, or with the error that kept them from being written.
+    pub(crate) fn submit(&self, ops: &[WriteOp], on_durable: Option<OnDurable>) -> Result<()> {
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        // Nothing is written once a sync failed: it could never be acknowledged.
+        let written = self.shared.check_health().and_then(|()| {
+            let mut batch = WriteBatch::default();
+            fill_batch(&self.db, &mut batch, ops);
+            let mut write_options = WriteOptions::default();
+            // Durability comes from the syncer; the write itself only has to reach the WAL.
+            write_options.set_sync(false);
+            self.db.write_opt(batch, &write_options).or_engine()
+        });
+        let Some(on_durable) = on_durable else {
+            return written;
         };
-        let queue = self.queue.as_ref().expect("queue lives until drop");
-        if let Err(mpsc::SendError(request)) = queue.send(request) {
-            let _ = request.written.send(Err(Error::WriterStopped));
-            if let Some(on_durable) = request.on_durable {
-                on_durable(Err(Error::WriterStopped));
-            }
+        if let Err(e) = &written {
+            on_durable(Err(clone_error(e)));
+            return written;
         }
-        receiver
+        let to_sync = self.to_sync.as_ref().expect("the syncer lives until drop");
+        if let Err(mpsc::SendError(on_durable)) = to_sync.send(on_durable) {
+            on_durable(Err(Error::WriterStopped));
+        }
+        written
     }
 
     pub(crate) fn stats(&self) -> LogWriterStats {
         LogWriterStats {
             requests: self.shared.requests.load(Ordering::Relaxed),
-            batches: self.shared.batches.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
         }
     }
@@ -176,11 +153,10 @@ impl LogWriter {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        // Closing the queue lets the writer finish what is queued and exit; the syncer
-        // follows when the writer's channel to it closes.
-        self.queue.take();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        // Closing the queue lets the syncer sync what is queued and exit.
+        self.to_sync.take();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
         }
         if self.shared.poisoned.get().is_none() {
             self.mark.close();
@@ -188,74 +164,18 @@ impl Drop for LogWriter {
     }
 }
 
-fn write_loop(
-    db: &DB,
-    requests: &mpsc::Receiver<Request>,
-    to_sync: &mpsc::SyncSender<Vec<(OnDurable, Result<()>)>>,
-    shared: &Shared,
-) {
-    let mut write_options = WriteOptions::default();
-    // Durability comes from the syncer; the write itself only has to reach the WAL.
-    write_options.set_sync(false);
-    let mut group: Vec<Request> = Vec::with_capacity(GROUP_REQUESTS_MAX);
-    while let Ok(first) = requests.recv() {
-        let mut bytes: usize = first.ops.iter().map(WriteOp::approximate_bytes).sum();
-        group.push(first);
-        while group.len() < GROUP_REQUESTS_MAX && bytes < GROUP_BYTES_MAX {
-            match requests.try_recv() {
-                Ok(next) => {
-                    bytes += next
-                        .ops
-                        .iter()
-                        .map(WriteOp::approximate_bytes)
-                        .sum::<usize>();
-                    group.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        // Nothing is written once a sync failed: it could never be acknowledged.
-        let result = shared.check_health().and_then(|()| {
-            let mut batch = WriteBatch::default();
-            for request in &group {
-                fill_batch(db, &mut batch, &request.ops);
-            }
-            db.write_opt(batch, &write_options).or_engine()
-        });
-        shared
-            .requests
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        shared.batches.fetch_add(1, Ordering::Relaxed);
-        let mut waiting = Vec::new();
-        for request in group.drain(..) {
-            let _ = request.written.send(clone_result(&result));
-            if let Some(on_durable) = request.on_durable {
-                waiting.push((on_durable, clone_result(&result)));
-            }
-        }
-        if waiting.is_empty() {
-            continue;
-        }
-        if let Err(mpsc::SendError(waiting)) = to_sync.send(waiting) {
-            for (on_durable, _) in waiting {
-                on_durable(Err(Error::WriterStopped));
-            }
-        }
-    }
-}
-
 fn sync_loop(
     db: &DB,
     sync: bool,
-    groups: &mpsc::Receiver<Vec<(OnDurable, Result<()>)>>,
+    waiting: &mpsc::Receiver<OnDurable>,
     shared: &Shared,
     marks: &MarkWriter,
 ) {
-    while let Ok(mut waiting) = groups.recv() {
-        while let Ok(more) = groups.try_recv() {
-            waiting.extend(more);
-        }
-        // One sync covers every write that completed before it started.
+    while let Ok(first) = waiting.recv() {
+        let mut group = vec![first];
+        group.extend(waiting.try_iter());
+        // One sync covers every write that completed before it started: each caller
+        // queued its `on_durable` after its write returned.
         let synced = match shared.check_health() {
             Err(e) => Err(e),
             Ok(()) if sync => {
@@ -275,8 +195,8 @@ fn sync_loop(
             }
             Ok(()) => Ok(()),
         };
-        for (on_durable, written) in waiting {
-            on_durable(written.and_then(|()| clone_result(&synced)));
+        for on_durable in group {
+            on_durable(clone_result(&synced));
         }
     }
 }

@@ -26,8 +26,9 @@ pub fn log_key(shard: ShardId, index: u64) -> [u8; 16] {
 pub enum StateKey {
     /// The last vote this replica granted or cast.
     Vote = 1,
-    /// The last log id known to be committed (lets a restart re-apply without an election).
-    Committed = 2,
+    // 2 held the last log id known to be committed, no longer kept: saving it cost a
+    // RocksDB write on every commit, and a restarted replica learns the commit index from
+    // its leader's next message.
     /// The last log id removed from the log by compaction.
     LastPurged = 3,
     /// The last log id applied to the state machine.
