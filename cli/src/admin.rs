@@ -45,7 +45,8 @@ enum AdminOp {
     RemoveNode {
         #[arg(long)]
         node_id: u64,
-        /// Only these shards (default: every shard of the node asked).
+        /// Only these shards (default: every shard of the node asked that the node is a
+        /// replica of; `hanse cluster remove-node` removes it from every shard).
         #[arg(long = "shard", value_name = "ID")]
         shards: Vec<u64>,
     },

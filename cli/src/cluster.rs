@@ -750,18 +750,17 @@ fn remove_node(dir: &Path, node: u64, json: bool) -> Result<()> {
         !others.is_empty(),
         "node {node} is the only node; use `cluster down`"
     );
-    let request = proto::RemoveNodeRequest {
-        node_id: node,
-        shard_ids: Vec::new(),
-    };
+    let node_addr = configs
+        .iter()
+        .find(|c| c.node_id == node)
+        .map(NodeConfig::advertised)
+        .expect("checked above");
     let tls = cluster_tls(dir, &configs)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let changed = runtime
-        .block_on(crate::admin::first_answer(&others, async |endpoint| {
-            crate::admin::remove_node(endpoint, &tls, request.clone()).await
-        }))
+        .block_on(remove_everywhere(node, &node_addr, &others, &tls))
         .with_context(|| format!("removing node {node} from the cluster"))?;
     if let Some(pid) = running_pid(dir, node) {
         signal(pid, libc::SIGTERM);
@@ -773,6 +772,122 @@ fn remove_node(dir: &Path, node: u64, json: bool) -> Result<()> {
     }
     crate::admin::print_changed(&changed, json);
     Ok(())
+}
+
+/// How long `cluster remove-node` keeps removing a node from the shards that still count
+/// it (ones a split made meanwhile, ones whose leader was being elected) before it gives
+/// up and says which.
+const REMOVE_NODE_WAIT: Duration = Duration::from_secs(60);
+
+/// Removes `node` from every shard that counts it as a replica, until none does. Asking
+/// one node to remove it from "every shard" reaches only the shards that node holds: with
+/// more nodes than replicas per shard, or a shard split off meanwhile, the removed node
+/// would stay a voter of the others, and each of those groups a voter short once it is
+/// stopped (three such removals left a five-voter group without a quorum in a chaos run).
+async fn remove_everywhere(
+    node: u64,
+    node_addr: &str,
+    others: &[String],
+    tls: &Credentials,
+) -> Result<Vec<proto::ShardDescriptor>> {
+    let deadline = Instant::now() + REMOVE_NODE_WAIT;
+    let mut changed = Vec::new();
+    let mut refusals = std::collections::BTreeMap::new();
+    loop {
+        let pending = match shards_counting(node, node_addr, others, tls).await {
+            Ok(pending) if pending.is_empty() => return Ok(changed),
+            Ok(pending) => pending,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => Vec::new(),
+        };
+        if Instant::now() >= deadline {
+            let shards: Vec<String> = pending
+                .iter()
+                .map(|(id, _)| match refusals.get(id) {
+                    Some(why) => format!("{id} (last refusal: {why:#})"),
+                    None => id.to_string(),
+                })
+                .collect();
+            bail!(
+                "node {node} is still a replica of shard(s) {} after {REMOVE_NODE_WAIT:?}",
+                shards.join(", ")
+            );
+        }
+        for (shard, leader) in pending {
+            // Its leader first, then whoever holds it (they forward to the leader).
+            let targets: Vec<String> = leader.into_iter().chain(others.iter().cloned()).collect();
+            let request = proto::RemoveNodeRequest {
+                node_id: node,
+                shard_ids: vec![shard],
+            };
+            // A refusal (no leader yet, already removed) is judged by the next look.
+            match crate::admin::first_answer(&targets, async |endpoint| {
+                crate::admin::remove_node(endpoint, tls, request.clone()).await
+            })
+            .await
+            {
+                Ok(done) => changed.extend(done),
+                Err(why) => {
+                    refusals.insert(shard, why);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The shards that still count `node` as a replica, each with its leader's address when
+/// known: those the cluster's table lists it in (the meta shard's, which the nodes'
+/// reports bring up to date each second), and those the node itself, when it answers,
+/// says it belongs to and the table does not already show without it.
+async fn shards_counting(
+    node: u64,
+    node_addr: &str,
+    others: &[String],
+    tls: &Credentials,
+) -> Result<Vec<(u64, Option<String>)>> {
+    let table = crate::admin::first_answer(others, async |endpoint| {
+        Ok(admin(endpoint, tls)?
+            .shards(proto::ShardsRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner()
+            .shards)
+    })
+    .await?;
+    let own = match admin(node_addr, tls) {
+        Ok(mut client) => client
+            .status(proto::StatusRequest {})
+            .await
+            .map(|s| s.into_inner().shards)
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let counts = |d: &proto::ShardDescriptor| d.replicas.iter().any(|r| r.node == node);
+    let conf_ver = |d: &proto::ShardDescriptor| d.epoch.as_ref().map_or(0, |e| e.conf_ver);
+    let leader =
+        |s: &proto::ShardStatus| (!s.leader_addr.is_empty()).then(|| s.leader_addr.clone());
+    let mut pending = std::collections::BTreeMap::new();
+    for status in &table {
+        if let Some(d) = &status.descriptor
+            && counts(d)
+        {
+            pending.insert(d.id, leader(status));
+        }
+    }
+    for status in &own {
+        let Some(d) = status.descriptor.as_ref().filter(|d| counts(d)) else {
+            continue;
+        };
+        let removed_since = table
+            .iter()
+            .filter_map(|t| t.descriptor.as_ref())
+            .any(|t| t.id == d.id && !counts(t) && conf_ver(t) >= conf_ver(d));
+        if !removed_since {
+            pending.entry(d.id).or_insert_with(|| leader(status));
+        }
+    }
+    Ok(pending.into_iter().collect())
 }
 
 fn wait_until_serving(

@@ -388,7 +388,7 @@ fn admin_reports_the_node_and_its_shards() {
         "--endpoints",
         second,
     ];
-    refused(&stranger, "node 9 holds no replica of shard 1");
+    refused(&stranger, "node 9 is a replica of no shard node 2 holds");
     let after = ok(&["admin", "shards", "--endpoints", second, "--json"]);
     assert_eq!(after.matches("\"role\":\"voter\"").count(), 6, "{after}");
 }
@@ -438,6 +438,38 @@ fn write_until(
         }
         acknowledged
     })
+}
+
+#[test]
+fn a_removed_node_leaves_the_shards_the_node_asked_does_not_hold() {
+    let cluster = launch(&[]);
+    let dir = cluster.dir.as_str();
+    ok(&["cluster", "add-node", "--dir", dir, "--json"]);
+    // Node 1 leaves shard 1 and keeps the meta shard: asked first to remove node 4 from
+    // "every shard", it would reach only the meta shard.
+    let second = cluster.endpoints[1].as_str();
+    ok(&[
+        "admin",
+        "remove-node",
+        "--node-id",
+        "1",
+        "--shard",
+        "1",
+        "--endpoints",
+        second,
+    ]);
+    ok(&[
+        "cluster",
+        "remove-node",
+        "--dir",
+        dir,
+        "--node",
+        "4",
+        "--json",
+    ]);
+    let shards = ok(&["admin", "shards", "--json", "--endpoints", second]);
+    assert!(!shards.contains(r#""node":4,"#), "{shards}");
+    assert!(shards.contains(r#""node":1,"#), "{shards}");
 }
 
 #[test]

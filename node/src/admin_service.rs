@@ -678,8 +678,26 @@ impl Admin for AdminService {
         if request.get_ref().node_id == 0 {
             return Err(Status::invalid_argument("RemoveNode needs node_id (not 0)"));
         }
+        let node = request.get_ref().node_id;
+        let named = &request.get_ref().shard_ids;
+        let mut targets = self.target_shards(named)?;
+        if named.is_empty() {
+            // "Every shard": of this node's, those the removed node is a replica of.
+            targets.retain(|&shard| {
+                self.state
+                    .routes
+                    .get(shard)
+                    .is_some_and(|r| r.descriptor().replica_on(node).is_some())
+            });
+            if targets.is_empty() {
+                return Err(Status::not_found(format!(
+                    "node {node} is a replica of no shard node {} holds",
+                    self.state.node_id
+                )));
+            }
+        }
         let mut shards = Vec::new();
-        for shard in self.target_shards(&request.get_ref().shard_ids)? {
+        for shard in targets {
             shards.extend(self.remove_from_shard(shard, &request).await?);
         }
         Ok(Response::new(pb::MembershipResponse { shards }))
