@@ -382,13 +382,18 @@ struct NodeSettings<'a> {
     runtime_threads: usize,
 }
 
-/// Each of `nodes` nodes on this machine gets its share of the cores (at least one
-/// worker): workers beyond the cores that run them only wake and steal from each other,
-/// which measured about a tenth of a write's CPU with three nodes on two cores.
+/// Each of `nodes` nodes on this machine gets its share of the cores, but at least two
+/// workers: workers beyond the cores that run them only wake and steal from each other
+/// (one worker per node saved about a tenth of a write's CPU with three nodes on two
+/// cores), but a node with one worker sends no heartbeat while that worker applies a
+/// large batch, and under load that let a follower start an election.
 fn runtime_threads(nodes: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / nodes.max(1)).max(1)
+    (cores / nodes.max(1)).max(RUNTIME_THREADS_MIN)
 }
+
+/// The fewest runtime workers `hanse cluster up` gives a node (see [`runtime_threads`]).
+const RUNTIME_THREADS_MIN: usize = 2;
 
 /// Writes a node's configuration; `tables` are its TOML tables (`[balance]`,
 /// `[[initial_peers]]`; no peers for a node that joins a running cluster).
