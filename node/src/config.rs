@@ -131,8 +131,9 @@ pub struct NodeConfig {
     pub ingest: IngestConfig,
     /// Worker threads of the node's runtime (default: one per core). Several nodes on one
     /// machine do better with their share of its cores each (`hanse cluster up` sets it
-    /// so): a node with more workers than it has cores to run them spends its CPU waking
-    /// and stealing between them.
+    /// so, at least two): a node with more workers than it has cores to run them spends
+    /// its CPU waking and stealing between them, while with one worker it sends no
+    /// heartbeat while it applies a large batch.
     #[serde(default)]
     pub runtime_threads: Option<usize>,
 }
