@@ -21,6 +21,11 @@ fi
 # RocksDB from Debian (dynamic link: seconds instead of a 15-minute C++ build),
 # libclang for the rocksdb crate's bindgen.
 apt_install() {
+  local flags=()
+  if [ "${1:-}" = "--no-install-recommends" ]; then
+    flags+=("$1")
+    shift
+  fi
   local missing=()
   for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -30,13 +35,16 @@ apt_install() {
   local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ${flags[@]+"${flags[@]}"} "${missing[@]}" >/dev/null
 }
 apt_install librocksdb-dev libclang-dev pkg-config
 # The peers `hanse bench compare` runs beside Hanse (a 3-member etcd cluster and
 # PostgreSQL, each started by the benchmark itself), and protoc for the etcd client
 # crate's generated code.
 apt_install etcd-server postgresql protobuf-compiler
+# The operations tests: a real Prometheus scrapes a local cluster (and promtool checks
+# the shipped alert rules); curl asks the nodes' HTTP ports.
+apt_install --no-install-recommends prometheus curl
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   log "cargo (stable Rust) is required; this machine kind ships it under ~/.cargo/bin"

@@ -74,6 +74,10 @@ enum ClusterOp {
         /// the node's own address, so the proxy can tell who calls whom.
         #[arg(long, value_name = "PORT")]
         advertise_port: Option<u16>,
+        /// The port of each node's HTTP endpoints (metrics, health), on the node's
+        /// address [default: --port + 80]
+        #[arg(long, value_name = "PORT")]
+        http_port: Option<u16>,
         /// How long to wait for the cluster to serve.
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         wait: u64,
@@ -169,6 +173,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             regions,
             port,
             advertise_port,
+            http_port,
             wait,
             split_size,
             balance_cool_down,
@@ -190,6 +195,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             let ports = Ports {
                 listen: port,
                 advertise: advertise_port.unwrap_or(port),
+                http: http_port.map_or_else(|| default_http_port(port), Ok)?,
             };
             let layout = Layout {
                 nodes,
@@ -249,32 +255,69 @@ fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
     Ok(configs)
 }
 
-/// The port each node listens on and the one it is reached at (a proxy's, or the same).
+/// The port each node listens on, the one it is reached at (a proxy's, or the same),
+/// and its HTTP port.
 #[derive(Clone, Copy)]
 struct Ports {
     listen: u16,
     advertise: u16,
+    http: u16,
+}
+
+/// How far above the gRPC port a node's HTTP port is by default.
+const HTTP_PORT_OFFSET: u16 = 80;
+
+fn default_http_port(port: u16) -> Result<u16> {
+    port.checked_add(HTTP_PORT_OFFSET).with_context(|| {
+        format!("--port {port} leaves no room for the HTTP port; give --http-port")
+    })
 }
 
 impl Ports {
+    /// Ports for gRPC on `port` (reached there too) and HTTP on the default port above.
+    fn plain(port: u16) -> Result<Ports> {
+        Ok(Ports {
+            listen: port,
+            advertise: port,
+            http: default_http_port(port)?,
+        })
+    }
+
+    fn ip(id: u64) -> String {
+        format!("127.0.0.{}", 10 + id)
+    }
+
     /// Node `id`'s listen and advertised addresses.
     fn addrs(self, id: u64) -> (String, String) {
-        let ip = format!("127.0.0.{}", 10 + id);
+        let ip = Self::ip(id);
         (
             format!("{ip}:{}", self.listen),
             format!("{ip}:{}", self.advertise),
         )
     }
 
+    /// Node `id`'s HTTP address.
+    fn http_addr(self, id: u64) -> String {
+        format!("{}:{}", Self::ip(id), self.http)
+    }
+
     /// The ports the cluster whose first node is configured by `config` uses.
-    fn of(config: &NodeConfig) -> Ports {
+    fn of(config: &NodeConfig) -> Result<Ports> {
         let listen = config.listen_addr.port();
         let advertise = config
             .advertised()
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse().ok())
             .unwrap_or(listen);
-        Ports { listen, advertise }
+        let http = match config.http_addr {
+            Some(addr) => addr.port(),
+            None => default_http_port(listen)?,
+        };
+        Ok(Ports {
+            listen,
+            advertise,
+            http,
+        })
     }
 }
 
@@ -356,6 +399,7 @@ fn create(dir: &Path, layout: &Layout) -> Result<()> {
             id,
             region: &region(id),
             addrs: ports.addrs(id),
+            http: ports.http_addr(id),
             bootstrap: id == 1,
             ingest_region,
             latency,
@@ -373,6 +417,7 @@ struct NodeSettings<'a> {
     region: &'a str,
     /// Listen and advertised addresses.
     addrs: (String, String),
+    http: String,
     bootstrap: bool,
     ingest_region: &'a str,
     latency: &'a LatencyMatrix,
@@ -402,6 +447,7 @@ fn write_config(dir: &Path, node: &NodeSettings, tables: &str) -> Result<()> {
         id,
         region,
         addrs: (listen, advertise),
+        http,
         bootstrap,
         ingest_region,
         latency,
@@ -417,7 +463,7 @@ fn write_config(dir: &Path, node: &NodeSettings, tables: &str) -> Result<()> {
         None => "insecure = true".to_string(),
     };
     let config = format!(
-        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\ndata_dir = \"{}\"\n{security}\nbootstrap = {bootstrap}\ningest_region = \"{ingest_region}\"\nlatency = \"{latency}\"\nruntime_threads = {runtime_threads}\n\n{tables}",
+        "# Written by `hanse cluster`.\nnode_id = {id}\nregion = \"{region}\"\nlisten_addr = \"{listen}\"\nadvertise_addr = \"{advertise}\"\nhttp_addr = \"{http}\"\ndata_dir = \"{}\"\n{security}\nbootstrap = {bootstrap}\ningest_region = \"{ingest_region}\"\nlatency = \"{latency}\"\nruntime_threads = {runtime_threads}\n\n{tables}",
         data_dir
             .canonicalize()
             .unwrap_or(data_dir.clone())
@@ -516,10 +562,7 @@ pub fn up_new(
     let layout = Layout {
         nodes: regions.len() as u64,
         regions,
-        ports: Ports {
-            listen: port,
-            advertise: port,
-        },
+        ports: Ports::plain(port)?,
         tables,
         ingest_region: "eu-hamburg",
         latency,
@@ -560,14 +603,25 @@ fn up(dir: &Path, layout: &Layout, wait: Duration) -> Result<()> {
     }
     println!("cluster in {} is serving", dir.display());
     for config in &configs {
+        let http = config
+            .http_addr
+            .map(|addr| format!("  http {addr}"))
+            .unwrap_or_default();
         println!(
-            "  node {} {:<12} {}",
+            "  node {} {:<12} {}{http}",
             config.node_id,
             config.region,
             config.advertised()
         );
     }
     println!("endpoints: {}", endpoints.join(","));
+    let http: Vec<String> = configs
+        .iter()
+        .filter_map(|c| c.http_addr.map(|addr| addr.to_string()))
+        .collect();
+    if !http.is_empty() {
+        println!("http: {}", http.join(","));
+    }
     Ok(())
 }
 
@@ -603,7 +657,8 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
     let id = (1..=NODES_MAX)
         .find(|&id| !config_path(&dir, id).exists() && !removed_config_path(&dir, id).exists())
         .context("the cluster directory has no free node id")?;
-    let (listen, addr) = Ports::of(&configs[0]).addrs(id);
+    let ports = Ports::of(&configs[0])?;
+    let (listen, addr) = ports.addrs(id);
     let tls = cluster_tls(&dir, &configs)?;
     let certs = configs[0]
         .certs_dir
@@ -673,6 +728,7 @@ fn add_node(dir: &Path, region: Option<String>, learner: bool, json: bool) -> Re
         id,
         region: &region,
         addrs: (listen.clone(), addr.clone()),
+        http: ports.http_addr(id),
         bootstrap: false,
         ingest_region: &configs[0].ingest_region,
         latency: &latency,

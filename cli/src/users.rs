@@ -38,7 +38,7 @@ enum UserOp {
     Add { name: String },
     /// Removes a user.
     Remove { name: String },
-    /// Gives a user a role (`root`, `admin`, or one `hanse role add` made).
+    /// Gives a user a role (`root`, `admin`, `monitor`, or one `hanse role add` made).
     Grant { name: String, role: String },
     /// Takes a role from a user.
     Revoke { name: String, role: String },

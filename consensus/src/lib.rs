@@ -19,6 +19,7 @@ pub mod knobs;
 pub mod latency;
 pub mod lease;
 mod log_store;
+pub mod metrics;
 mod network;
 #[cfg(feature = "grpc")]
 pub mod peer_channels;

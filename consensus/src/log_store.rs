@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::time::Instant;
 
 use hanse_shard::ShardId;
 use hanse_storage::codec::{self, StateKey};
@@ -13,6 +14,7 @@ use hanse_storage::{Batch, Cf, OnDurable, ScanOrder, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageIOError, Vote};
 
+use crate::metrics::METRICS;
 use crate::{StorageError, TypeConfig};
 
 /// The Raft log and vote of one shard.
@@ -171,7 +173,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         put_entries(&mut batch, self.shard, entries);
         // Returns once the entries are written (readable); openraft hears of durability
         // from the syncer, so the next append does not wait for this one's fsync.
+        let started = Instant::now();
         let on_durable: OnDurable = Box::new(move |result| {
+            METRICS
+                .append_duration
+                .observe(started.elapsed().as_secs_f64());
             callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
         });
         self.store

@@ -8,11 +8,13 @@
 //! concurrent writers share entries, log appends and fsyncs.
 
 use crate::knobs;
+use crate::metrics::METRICS;
 use hanse_shard::{NodeId, ShardId};
 use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batching::{BatchLimits, drain_in_batches};
@@ -165,6 +167,7 @@ async fn run(
                 .flatten()
                 .map(|p| (p.request, p.respond))
                 .unzip();
+            METRICS.proposal_requests.observe(batch.len() as f64);
             // A node that knows it does not lead refuses before anything enters its log:
             // only that refusal is a certain "not applied" (see `respond_when_applied`).
             if let Some(leader) = not_leading(&raft) {
@@ -181,6 +184,7 @@ async fn run(
                     retired,
                 )),
                 Err(fatal) => {
+                    METRICS.proposal_ended("stopped");
                     let error = ProposeError::Stopped {
                         shard,
                         detail: fatal.to_string(),
@@ -214,9 +218,26 @@ async fn respond_when_applied(
 ) {
     let receiver = match proposed {
         Ok(receiver) => receiver,
-        Err(refused) => return respond_all(responders, &refused),
+        Err(refused) => {
+            METRICS.proposal_ended("not_leader");
+            return respond_all(responders, &refused);
+        }
     };
-    match receiver.await {
+    let started = Instant::now();
+    METRICS.proposals_pending.inc();
+    let answer = receiver.await;
+    METRICS.proposals_pending.dec();
+    METRICS
+        .proposal_duration
+        .observe(started.elapsed().as_secs_f64());
+    METRICS.proposal_ended(match &answer {
+        Ok(Ok(_)) => "applied",
+        Ok(Err(ClientWriteError::ForwardToLeader(_))) => "unknown",
+        Ok(Err(_)) => "failed",
+        Err(_) if retired.load(Ordering::SeqCst) => "retired",
+        Err(_) => "unknown",
+    });
+    match answer {
         Ok(Ok(written)) if written.data.len() == responders.len() => {
             for (respond, response) in responders.into_iter().zip(written.data) {
                 let _ = respond.send(Ok(response));

@@ -111,6 +111,9 @@ impl RaftService {
             Some(raft_message::Body::InstallSnapshot(bytes)) => {
                 match decode::<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>(&bytes) {
                     Ok(rpc) => {
+                        crate::metrics::METRICS
+                            .snapshot_received_bytes
+                            .inc_by(rpc.data.len() as u64);
                         let ids = [rpc.meta.last_log_id.as_ref()];
                         match admissible(from, &rpc.vote, ids) {
                             Err(why) => malformed(why),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use hanse_shard::apply::{self, Precondition};
 use hanse_shard::meta::{self, NodeRecord, ShardRecord};
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::applied::AppliedIndexes;
 use crate::log_store::put_entries;
+use crate::metrics::METRICS;
 use crate::snapshot::{self, SnapshotFile};
 use crate::types::{ReplicaNode, replicas_of};
 use crate::{StorageError, TypeConfig};
@@ -624,7 +626,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = Instant::now();
         let entries: Vec<_> = entries.into_iter().collect();
+        let count = entries.len() as u64;
         // Compare-and-swap must see the writes of earlier entries in this same call, which
         // are not in RocksDB yet; track them only when a CAS is present.
         let has_cas = entries.iter().any(|e| match &e.payload {
@@ -681,6 +685,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.write(batch, false).map_err(sm_write_error)?;
         self.publish_descriptor();
         self.publish_applied();
+        METRICS.entries_applied.inc_by(count);
+        METRICS
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(responses)
     }
 

@@ -628,6 +628,9 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, ReplicaNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        crate::metrics::METRICS
+            .snapshot_sent_bytes
+            .inc_by(rpc.data.len() as u64);
         self.call(raft_message::Body::InstallSnapshot(encode(&rpc)))
             .await
     }

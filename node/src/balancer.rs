@@ -258,7 +258,7 @@ impl Balancer {
             let adds = region_policy(&placements, &live, &self.rules, LEADER_MOVES_PER_ROUND_MAX);
             if !adds.is_empty() {
                 for action in adds {
-                    self.carry_out(action, &directory).await?;
+                    self.carry_out(action, &directory, "region_rule").await?;
                 }
                 return Ok(());
             }
@@ -269,6 +269,7 @@ impl Balancer {
             );
             if !changes.is_empty() {
                 for RoleChange { shard, node, role } in changes {
+                    decided("change_role", "placement_rule");
                     let role = match role {
                         ReplicaRole::Voter => pb::ReplicaRole::Voter,
                         ReplicaRole::Learner => pb::ReplicaRole::Learner,
@@ -326,6 +327,7 @@ impl Balancer {
             for LeaderMove { shard, to } in
                 leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX, spread)
             {
+                decided("transfer_leader", "leader_rule");
                 let request = pb::TransferLeaderRequest {
                     shard_id: shard,
                     to_node: to,
@@ -343,7 +345,7 @@ impl Balancer {
             return Ok(());
         }
         for action in actions.into_iter().take(ACTIONS_PER_ROUND_MAX) {
-            self.carry_out(action, &directory).await?;
+            self.carry_out(action, &directory, "size_rule").await?;
         }
         Ok(())
     }
@@ -410,7 +412,7 @@ impl Balancer {
             tracing::info!(shard, to, region, "leadership kept in its rule's region");
             return Ok(());
         }
-        self.carry_out(action, directory).await
+        self.carry_out(action, directory, "planner").await
     }
 
     /// The shard's replica here, if this node leads it: its split or merge runs here.
@@ -435,7 +437,13 @@ impl Balancer {
 
     /// Carries out one action through the Admin service of a node hosting the shard; a
     /// refusal is logged and left for the next round.
-    async fn carry_out(&self, action: Action, directory: &Directory<'_>) -> Result<(), Status> {
+    async fn carry_out(
+        &self,
+        action: Action,
+        directory: &Directory<'_>,
+        decided_by: &'static str,
+    ) -> Result<(), Status> {
+        decided(action_kind(&action), decided_by);
         let shard = action.shard();
         let mut admin = self.admin_for(shard, directory).await?;
         let add = |node: NodeId, role: ReplicaRole| match directory.nodes.get(&node) {
@@ -498,4 +506,24 @@ impl Balancer {
         }
         Ok(())
     }
+}
+
+/// The metrics' name of an action's kind.
+fn action_kind(action: &Action) -> &'static str {
+    match action {
+        Action::Split { .. } => "split",
+        Action::Merge { .. } => "merge",
+        Action::TransferLeader { .. } => "transfer_leader",
+        Action::AddReplica { .. } => "add_replica",
+        Action::RemoveReplica { .. } => "remove_replica",
+        Action::MoveReplica { .. } => "move_replica",
+    }
+}
+
+/// Counts an action about to be carried out, and who decided it.
+fn decided(kind: &'static str, decided_by: &'static str) {
+    crate::metrics::METRICS
+        .planner_decisions
+        .with_label_values(&[kind, decided_by])
+        .inc();
 }

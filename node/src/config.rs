@@ -6,6 +6,7 @@
 //! listen_addr = "127.0.0.11:7401"
 //! advertise_addr = "127.0.0.11:7401"   # optional; defaults to listen_addr (a proxy's, say)
 //!                                       # connections to peers start from listen_addr's IP
+//! http_addr = "127.0.0.11:7481"       # optional; /metrics, /livez, /readyz (same TLS)
 //! data_dir = "/var/lib/hanse/n1"
 //! certs_dir = "/etc/hanse/certs"        # ca.crt, node-1.crt, node-1.key (`hanse cert`)
 //! # insecure = true                     # no TLS and no authentication: refused by default
@@ -86,6 +87,10 @@ pub struct NodeConfig {
     /// The address peers and clients reach this node at (default: `listen_addr`).
     #[serde(default)]
     pub advertise_addr: Option<String>,
+    /// Where the node serves HTTP (Prometheus `/metrics`, the `/livez` and `/readyz`
+    /// probes), with the same TLS as `listen_addr`; none: no HTTP port.
+    #[serde(default)]
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The directory of this node's TLS files: the cluster CA's `ca.crt`, and
     /// `node-ID.crt` and `node-ID.key` for this node (made by `hanse cert`). Required
@@ -344,6 +349,7 @@ impl NodeConfig {
             region: region.to_string(),
             listen_addr,
             advertise_addr: None,
+            http_addr: None,
             data_dir,
             certs_dir: None,
             insecure: false,
@@ -571,6 +577,12 @@ impl NodeConfig {
                 format!("must be 1 to {RUNTIME_THREADS_MAX}"),
             ));
         }
+        if self.http_addr == Some(self.listen_addr) {
+            return Err((
+                "http_addr",
+                format!("must differ from listen_addr ({})", self.listen_addr),
+            ));
+        }
         if self.ingest.enabled && self.ingest.queue_max == 0 {
             return Err(("ingest.queue_max", "must be 1 or more".into()));
         }
@@ -712,6 +724,7 @@ region = "eu-hamburg"
             ("ingest.queue_max", "[ingest]\nqueue_max = 0\n"),
             ("runtime_threads", "runtime_threads = 0\n"),
             ("runtime_threads", "runtime_threads = 100000\n"),
+            ("http_addr", "http_addr = \"127.0.0.11:7401\"\n"),
         ] {
             let text = match section.starts_with('[') {
                 true => format!("{GOOD}\n{section}"),

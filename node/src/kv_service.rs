@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 use crate::actors::{Ingest, ReplicaError, ReplicaHandle};
 use crate::follower;
+use crate::metrics::{METRICS, RequestMetrics};
 use crate::requests::{KvRequests, origin};
 use crate::state::NodeState;
 use hanse_proto::convert::to_proto;
@@ -51,7 +52,9 @@ fn invalid(e: impl std::fmt::Display) -> Refusal {
     ))
 }
 
-fn busy() -> Refusal {
+/// `ServerBusy`, counted under `reason` (see [`crate::metrics::Metrics::busy_refusals`]).
+fn busy(reason: &'static str) -> Refusal {
+    METRICS.busy_refusals.with_label_values(&[reason]).inc();
     refusal(pb::request_error::Kind::ServerBusy(pb::ServerBusy {
         retry_after_ms: RETRY_AFTER_MS,
     }))
@@ -68,9 +71,8 @@ fn replica_refusal(replica: &ReplicaHandle, e: ReplicaError) -> Refusal {
             }))
         }
         // Busy, restarting, or no quorum at the moment: all worth a retry shortly.
-        ReplicaError::Busy { .. } | ReplicaError::Unavailable { .. } | ReplicaError::Group(_) => {
-            busy()
-        }
+        ReplicaError::Busy { .. } => busy("replica_busy"),
+        ReplicaError::Unavailable { .. } | ReplicaError::Group(_) => busy("unavailable"),
         ReplicaError::OutcomeUnknown(message) => refusal(pb::request_error::Kind::OutcomeUnknown(
             pb::OutcomeUnknown { message },
         )),
@@ -163,7 +165,7 @@ impl KvService {
                 self.epoch_mismatch(single_key(key))
             }
             // Frozen for a merge: the range moves to the left neighbour in a moment.
-            Rejection::Frozen { .. } => busy(),
+            Rejection::Frozen { .. } => busy("merging"),
             Rejection::Split(e) => invalid(e),
             Rejection::Merge(e) => invalid(e),
             Rejection::NotMetaShard { .. } => invalid(rejection),
@@ -333,7 +335,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        self.authorize(&request, Access::Read, &[&request.get_ref().key])?;
+        let request_metrics = RequestMetrics::start("get");
+        self.authorize(&request, Access::Read, &[&request.get_ref().key])
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::GetRequest {
             route,
@@ -369,7 +373,11 @@ impl Kv for KvService {
             }
             replica.load.reads.fetch_add(1, Ordering::Relaxed);
             replica.load.touched(&key, &origin);
-            let value = self.state.engine.get(Cf::Data, &key).map_err(|_| busy())?;
+            let value = self
+                .state
+                .engine
+                .get(Cf::Data, &key)
+                .map_err(|_| busy("storage"))?;
             // Rounded up, and never 0 (which says linearizable) for a follower's read.
             let staleness_ms = asked.map_or(0, |asked| {
                 let micros = asked.elapsed().as_micros().div_ceil(1000).max(1);
@@ -378,9 +386,15 @@ impl Kv for KvService {
             if staleness_ms > max_staleness_ms {
                 return Err(not_leader(&replica));
             }
+            if asked.is_some() {
+                METRICS.follower_reads.inc();
+                let staleness = f64::from(staleness_ms) / 1000.0;
+                METRICS.follower_read_staleness.observe(staleness);
+            }
             Ok((value, staleness_ms))
         }
         .await;
+        request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {
             Ok((value, staleness_bound_ms)) => pb::GetResponse {
                 error: None,
@@ -400,6 +414,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let request_metrics = RequestMetrics::start("read_index");
         let shard_id = request.get_ref().shard_id;
         let answer = match self.state.routes.get(shard_id) {
             Some(replica) => self.read_barrier(&replica).await,
@@ -407,6 +422,7 @@ impl Kv for KvService {
                 pb::ShardNotFound { shard_id },
             ))),
         };
+        request_metrics.answered(answer.as_ref().err());
         Ok(Response::new(match answer {
             Ok(index) => pb::ReadIndexResponse { error: None, index },
             Err(error) => pb::ReadIndexResponse {
@@ -420,6 +436,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ProposeBatchRequest>,
     ) -> Result<Response<pb::ProposeBatchResponse>, Status> {
+        let request_metrics = RequestMetrics::start("propose_batch");
         let origin = origin(&request);
         let pb::ProposeBatchRequest { shard_id, commands } = request.into_inner();
         let answer = async {
@@ -458,6 +475,7 @@ impl Kv for KvService {
             Ok(responses)
         }
         .await;
+        request_metrics.answered(answer.as_ref().err());
         Ok(Response::new(match answer {
             Ok(responses) => pb::ProposeBatchResponse {
                 error: None,
@@ -474,13 +492,16 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
+        let request_metrics = RequestMetrics::start("put");
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
             .write(vec![Mutation::Put { key, value }], route, &origin)
             .await
             .err();
+        request_metrics.answered(error.as_ref());
         Ok(Response::new(pb::PutResponse { error }))
     }
 
@@ -488,13 +509,16 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
+        let request_metrics = RequestMetrics::start("delete");
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
             .write(vec![Mutation::Delete { key }], route, &origin)
             .await
             .err();
+        request_metrics.answered(error.as_ref());
         Ok(Response::new(pb::DeleteResponse { error }))
     }
 
@@ -502,6 +526,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let request_metrics = RequestMetrics::start("batch");
         let keys: Vec<&[u8]> = request
             .get_ref()
             .mutations
@@ -512,7 +537,8 @@ impl Kv for KvService {
                 None => None,
             })
             .collect();
-        self.authorize(&request, Access::Write, &keys)?;
+        self.authorize(&request, Access::Write, &keys)
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::BatchRequest { route, mutations } = request.into_inner();
         let mutations: Result<Vec<Mutation>, Refusal> = mutations
@@ -530,6 +556,7 @@ impl Kv for KvService {
             Ok(mutations) => self.write(mutations, route, &origin).await.err(),
             Err(e) => Some(e),
         };
+        request_metrics.answered(error.as_ref());
         Ok(Response::new(pb::BatchResponse { error }))
     }
 
@@ -537,7 +564,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.authorize(&request, Access::Write, &[&request.get_ref().key])?;
+        let request_metrics = RequestMetrics::start("compare_and_swap");
+        self.authorize(&request, Access::Write, &[&request.get_ref().key])
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::CompareAndSwapRequest {
             route,
@@ -566,6 +595,7 @@ impl Kv for KvService {
             }
         }
         .await;
+        request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {
             Ok((swapped, previous_value)) => pb::CompareAndSwapResponse {
                 error: None,
@@ -583,13 +613,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        let request_metrics = RequestMetrics::start("scan");
         // The whole range asked for, or nothing: a scan is refused, not clipped, so a
         // caller never takes a partial answer for all there is.
         let pb::ScanRequest { start, end, .. } = request.get_ref();
         let grants = self.state.grants.get();
         grants
             .check_keys(&Caller::of(&request), Access::Read, start, end)
-            .map_err(|denied| self.denied(denied))?;
+            .map_err(|denied| self.denied(denied))
+            .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::ScanRequest {
             route,
@@ -647,7 +679,7 @@ impl Kv for KvService {
                 .state
                 .engine
                 .scan_page(Cf::Data, &lo, &hi, limit, SCAN_PAGE_BYTES_MAX, order)
-                .map_err(|_| busy())?;
+                .map_err(|_| busy("storage"))?;
             // Cut short by its byte bound: the client goes on after the last key.
             let resume_key = match (page.cut, page.entries.last()) {
                 (true, Some((last, _))) if reverse => last.clone(),
@@ -662,6 +694,7 @@ impl Kv for KvService {
             Ok((pairs, Some(to_proto(&descriptor)), resume_key))
         }
         .await;
+        request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {
             Ok((pairs, scanned, resume_key)) => pb::ScanResponse {
                 error: None,

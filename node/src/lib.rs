@@ -3,7 +3,7 @@
 //! A node owns one RocksDB, hosts a replica of each shard it belongs to (a
 //! `ShardReplica` actor around the shard's Raft group), and serves `hanse.v1.Kv` to
 //! clients, `hanse.v1.Admin` to operators and `hanse.v1.Raft` to its peers on one
-//! address. Beside them run the ingest actor (in the ingest region), the load reporter,
+//! address, and (with `http_addr`) metrics and health probes over HTTP. Beside them run the ingest actor (in the ingest region), the load reporter,
 //! the balancer and, on the meta shard's leader, the planner. [`server::start`] assembles
 //! it from a [`config::NodeConfig`]; the `hanse` binary (crate `hanse-cli`) runs it.
 
@@ -15,8 +15,10 @@ pub mod config;
 mod coordination;
 mod follower;
 mod grants;
+mod http;
 pub mod knobs;
 mod kv_service;
+mod metrics;
 mod peers;
 pub mod progress;
 mod reporter;

@@ -44,6 +44,52 @@ pub(crate) struct Reporter {
     peers: Arc<Peers>,
     measured: Mutex<HashMap<ShardId, Measured>>,
     last_report: Mutex<Instant>,
+    learners: Mutex<LearnerLag>,
+}
+
+/// How far behind the learners of the shards this node leads are, in time: when each
+/// last held every entry its leader had one report earlier.
+#[derive(Default)]
+struct LearnerLag {
+    /// Each led shard's last log index at the previous report.
+    last_log: HashMap<ShardId, u64>,
+    caught_up: HashMap<(ShardId, NodeId), Instant>,
+}
+
+impl LearnerLag {
+    /// Notes where the learners of `replica`'s shard (led here) stand now.
+    fn observe(&mut self, replica: &ReplicaHandle, now: Instant) {
+        let shard = replica.shard;
+        let metrics = replica.group.raft.metrics().borrow().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let target = self.last_log.insert(shard, last).unwrap_or(last);
+        let replication = metrics.replication.unwrap_or_default();
+        for learner in replica.descriptor().replicas.iter() {
+            if learner.role != hanse_shard::ReplicaRole::Learner {
+                continue;
+            }
+            let matched = replication
+                .get(&learner.node)
+                .copied()
+                .flatten()
+                .map_or(0, |id| id.index);
+            let since = self.caught_up.entry((shard, learner.node)).or_insert(now);
+            if matched >= target {
+                *since = now;
+            }
+        }
+    }
+
+    /// Forgets shards not led here any more; the furthest behind learner's lag.
+    fn worst(&mut self, led: &[ShardId], now: Instant) -> Duration {
+        self.last_log.retain(|shard, _| led.contains(shard));
+        self.caught_up.retain(|(shard, _), _| led.contains(shard));
+        self.caught_up
+            .values()
+            .map(|since| now - *since)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -66,6 +112,7 @@ impl Reporter {
             peers,
             measured: Mutex::new(HashMap::new()),
             last_report: Mutex::new(Instant::now()),
+            learners: Mutex::new(LearnerLag::default()),
         }
     }
 
@@ -128,6 +175,9 @@ impl Reporter {
         let reported_at_ms = now_ms();
         let mut shards = Vec::new();
         let per_sec = |count: u64| (count as f64 / elapsed).round() as u64;
+        let now = Instant::now();
+        let mut learners = self.learners.lock().await;
+        let mut led = Vec::new();
         for replica in self.routes.all() {
             // Every replica's counters start afresh each tick; a leader's are reported.
             let load = &replica.load;
@@ -140,6 +190,8 @@ impl Reporter {
             if !replica.leads() {
                 continue;
             }
+            learners.observe(&replica, now);
+            led.push(replica.shard);
             let size = self.size_of(&replica, written, deletes).await;
             let mut origins: Vec<(String, u64)> = origins
                 .into_iter()
@@ -163,6 +215,9 @@ impl Reporter {
                 reported_at_ms,
             });
         }
+        let worst = learners.worst(&led, now);
+        drop(learners);
+        crate::metrics::METRICS.learner_lag.set(worst.as_secs_f64());
         let node = NodeRecord {
             reported_at_ms,
             ..self.node.clone()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use actix::{Actor, Addr};
 use hanse_consensus::peer_channels::{ChannelOptions, PeerChannels};
@@ -17,6 +17,7 @@ use hanse_consensus::{
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::live::PlannerActor;
 use hanse_planner::net::PlannerNet;
+use hanse_security::Protocol;
 use hanse_shard::limits::Limits;
 use hanse_shard::meta::{self, META_SHARD, NodeRecord};
 use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardId};
@@ -43,8 +44,9 @@ const FIRST_SHARD: ShardId = 1;
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr} (config field `listen_addr`): {source}")]
+    #[error("cannot listen on {addr} (config field `{field}`): {source}")]
     Bind {
+        field: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -128,6 +130,10 @@ pub const ACK_BEFORE_COMMIT_VAR: &str = "HANSE_TEST_ACK_BEFORE_COMMIT";
 /// A started node; dropping it stops the node.
 pub struct RunningNode {
     pub local_addr: SocketAddr,
+    /// Where the HTTP port listens, if the node has one.
+    pub http_addr: Option<SocketAddr>,
+    /// Stops the HTTP port, and its task.
+    http: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     state: Arc<NodeState>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -188,8 +194,10 @@ impl RunningNode {
         }
     }
 
-    /// Stops serving and shuts the shard groups down.
+    /// Stops serving and shuts the shard groups down. The HTTP port answers until the
+    /// end, not ready from the start.
     pub async fn stop(mut self) {
+        self.state.draining.store(true, Ordering::SeqCst);
         self.reporting.abort();
         self.refreshing_grants.abort();
         if let Some(watching) = &self.watching {
@@ -215,6 +223,18 @@ impl RunningNode {
         let (reply, stopped) = oneshot::channel();
         self.state.node.do_send(StopReplicas { reply });
         let _ = stopped.await;
+        if let Some((stop, mut serving)) = self.http.take() {
+            let _ = stop.send(());
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut serving)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "HTTP connections still open after {SHUTDOWN_GRACE:?}; closing them"
+                );
+                serving.abort();
+            }
+        }
     }
 
     /// How many replicas were restarted after their actor or Raft group died.
@@ -233,19 +253,31 @@ impl RunningNode {
     }
 }
 
+/// A listener on `addr`, the config field `field` names, and the address it got.
+async fn bind(
+    field: &'static str,
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        field,
+        addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
 /// Starts the node `config` describes. Runs inside [`system`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     // Bind first: a port in use is refused before anything on disk is touched.
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen_addr,
-        source,
-    })?;
+    let (listener, local_addr) = bind("listen_addr", config.listen_addr).await?;
+    let http_listener = match config.http_addr {
+        Some(addr) => Some(bind("http_addr", addr).await?),
+        None => None,
+    };
     // Certificates before the data directory: a node that cannot authenticate touches
     // nothing.
     let certificates = config.tls()?;
@@ -411,9 +443,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         backups: Arc::new(tokio::sync::Semaphore::new(BACKUPS_IN_FLIGHT_MAX)),
         grants: grants.clone(),
         tls: server_tls.clone(),
+        draining: AtomicBool::new(false),
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = hanse_security::incoming(listener, server_tls.clone());
+    let incoming = hanse_security::incoming(listener, server_tls.clone(), Protocol::Grpc);
     let router = tonic::transport::Server::builder()
         .layer(GuardLayer::new(grants))
         .add_service(RaftService::new(config.node_id, registry).into_server())
@@ -431,8 +464,28 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         }
     });
     let watching = certificates.clone().map(|c| tokio::spawn(c.watch()));
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let http = match http_listener {
+        Some((listener, addr)) => {
+            let stopped = async {
+                let _ = http_stopped.await;
+            };
+            let serving =
+                crate::http::serve(listener, state.clone(), stopped).map_err(|source| {
+                    ServerError::Bind {
+                        field: "http_addr",
+                        addr,
+                        source,
+                    }
+                })?;
+            Some((addr, serving))
+        }
+        None => None,
+    };
     Ok(RunningNode {
         local_addr,
+        http_addr: http.as_ref().map(|(addr, _)| *addr),
+        http: http.map(|(_, serving)| (stop_http, serving)),
         state,
         stop: Some(stop),
         server: Some(server),

@@ -3,7 +3,7 @@
 //! assembly ([`crate::server::start`]) makes it.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use actix::Addr;
 use hanse_consensus::latency::LatencyMatrix;
@@ -12,7 +12,9 @@ use hanse_shard::limits::Limits;
 use hanse_storage_rocksdb::Engine;
 
 use crate::actors::{IngestActor, IngestCounters, NodeActor, Routes};
+use crate::metrics::METRICS;
 use crate::peers::Peers;
+use hanse_shard::ReplicaRole;
 
 /// What the services of a running node share.
 pub(crate) struct NodeState {
@@ -49,4 +51,32 @@ pub(crate) struct NodeState {
     pub grants: Arc<crate::grants::GrantsCache>,
     /// The node's TLS settings (`None`: it runs insecure).
     pub tls: Option<Arc<hanse_security::ServerTls>>,
+    /// The node is stopping: it reports itself not ready.
+    pub draining: AtomicBool,
+}
+
+impl NodeState {
+    /// Sets the replica gauges of the metrics from the hosted replicas as they are now.
+    pub(crate) fn publish_replica_counts(&self) {
+        let (mut voters, mut learners, mut leaders, mut leaderless) = (0, 0, 0, 0);
+        for replica in self.routes.all() {
+            let descriptor = replica.descriptor();
+            let own = descriptor.replicas.iter().find(|r| r.node == self.node_id);
+            match own.map(|r| r.role) {
+                Some(ReplicaRole::Learner) => learners += 1,
+                _ => voters += 1,
+            }
+            if replica.leads() {
+                leaders += 1;
+            }
+            if replica.leader().is_none() {
+                leaderless += 1;
+            }
+        }
+        METRICS.leaderless.set(leaderless);
+        let gauges = &METRICS.replicas;
+        gauges.with_label_values(&["voter"]).set(voters);
+        gauges.with_label_values(&["learner"]).set(learners);
+        gauges.with_label_values(&["leader"]).set(leaders);
+    }
 }

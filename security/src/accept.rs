@@ -21,6 +21,7 @@ use crate::identity::Peer;
 use crate::knobs::{
     ACCEPT_ERROR_PAUSE, ACCEPTED_QUEUE_MAX, HANDSHAKE_TIMEOUT, HANDSHAKES_IN_FLIGHT_MAX,
 };
+use crate::tls::Protocol;
 use crate::{Caller, Identity, ServerTls};
 
 /// A connection ready for HTTP/2.
@@ -78,21 +79,23 @@ impl AsyncWrite for Accepted {
 }
 
 /// The connections `listener` accepts, as tonic's `serve_with_incoming` takes them:
-/// after a TLS handshake in which the caller showed a certificate of the cluster's CA
-/// when `tls` is given, as they come otherwise. A connection whose handshake fails is
+/// after a TLS handshake offering `protocol`'s ALPN names, in which the caller showed a
+/// certificate of the cluster's CA or none, when `tls` is given; as they come otherwise. A connection whose handshake fails is
 /// dropped (and logged); the listener closes when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    protocol: Protocol,
 ) -> ReceiverStream<std::io::Result<Accepted>> {
     let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE_MAX);
-    tokio::spawn(accept_loop(listener, tls, sender));
+    tokio::spawn(accept_loop(listener, tls, protocol, sender));
     ReceiverStream::new(receiver)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    protocol: Protocol,
     sender: mpsc::Sender<std::io::Result<Accepted>>,
 ) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
@@ -116,7 +119,9 @@ async fn accept_loop(
         let sender = sender.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, addr, tls)).await;
+            let peer =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, addr, tls, protocol))
+                    .await;
             drop(permit);
             match peer {
                 Ok(Ok(accepted)) => {
@@ -135,6 +140,7 @@ async fn handshake(
     stream: TcpStream,
     addr: SocketAddr,
     tls: Option<Arc<ServerTls>>,
+    protocol: Protocol,
 ) -> std::io::Result<Accepted> {
     let Some(tls) = tls else {
         return Ok(Accepted {
@@ -145,7 +151,7 @@ async fn handshake(
             },
         });
     };
-    let stream = tokio_rustls::TlsAcceptor::from(tls.config())
+    let stream = tokio_rustls::TlsAcceptor::from(tls.config(protocol))
         .accept(stream)
         .await?;
     // The verifier checked that a certificate, if one was sent, is the CA's; what it

@@ -23,6 +23,8 @@ use crate::{Caller, Identity};
 pub const ROOT: &str = "root";
 /// The role that may call the Admin service.
 pub const ADMIN: &str = "admin";
+/// The role that may watch the cluster: its metrics and web console, nothing else.
+pub const MONITOR: &str = "monitor";
 
 /// What a request does to keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +202,7 @@ impl fmt::Display for Denied {
 impl std::error::Error for Denied {}
 
 fn is_built_in(role: &str) -> bool {
-    role == ROOT || role == ADMIN
+    [ROOT, ADMIN, MONITOR].contains(&role)
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), GrantError> {
@@ -377,15 +379,33 @@ impl Grants {
     /// backups): a node, a user with the role `admin` or `root`, or anyone where nobody
     /// is authenticated.
     pub fn check_admin(&self, caller: &Caller, what: &str) -> Result<(), Denied> {
+        self.check_built_in(caller, what, &[ADMIN, ROOT], "that takes the role `admin`")
+    }
+
+    /// Whether `caller` may watch the cluster (its metrics and web console): a node, a
+    /// user with the role `monitor`, `admin` or `root`, or anyone where nobody is
+    /// authenticated.
+    pub fn check_monitor(&self, caller: &Caller, what: &str) -> Result<(), Denied> {
+        let why = "that takes the role `monitor` (or `admin`)";
+        self.check_built_in(caller, what, &[MONITOR, ADMIN, ROOT], why)
+    }
+
+    /// Whether `caller` is a node, anyone where nobody is authenticated, or a user with
+    /// one of `roles`.
+    fn check_built_in(
+        &self,
+        caller: &Caller,
+        what: &str,
+        roles: &[&str],
+        why: &str,
+    ) -> Result<(), Denied> {
         match self.user_of(caller) {
-            Some(user) if !self.has_role(user, ADMIN) && !self.has_role(user, ROOT) => {
-                Err(Denied {
-                    caller: caller.to_string(),
-                    what: what.to_string(),
-                    key: None,
-                    why: "that takes the role `admin`".into(),
-                })
-            }
+            Some(user) if !roles.iter().any(|role| self.has_role(user, role)) => Err(Denied {
+                caller: caller.to_string(),
+                what: what.to_string(),
+                key: None,
+                why: why.into(),
+            }),
             _ => Ok(()),
         }
     }

@@ -32,7 +32,7 @@ pub use accept::{Accepted, incoming};
 pub use connect::{ConnectFailed, Connector, never_sent};
 pub use files::{CertInfo, CertsDir, TlsFiles, describe};
 pub use identity::{Caller, Identity, Peer};
-pub use tls::{ClientTls, ServerTls};
+pub use tls::{ClientTls, Protocol, ServerTls};
 
 use std::path::PathBuf;
 

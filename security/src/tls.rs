@@ -17,6 +17,17 @@ use crate::{Identity, SecurityError, TlsFiles};
 
 /// gRPC runs on HTTP/2, which TLS peers agree on by ALPN (gRPC's own clients insist).
 const ALPN_HTTP2: &[u8] = b"h2";
+/// The node's HTTP port also speaks HTTP/1.1 (Prometheus scrapes, probes, curl).
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// What a listener serves, which decides the protocols its TLS offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// gRPC: HTTP/2 only.
+    Grpc,
+    /// The HTTP port: HTTP/2 or HTTP/1.1.
+    Http,
+}
 
 /// ring's algorithms: its build needs no cmake or C++ toolchain (aws-lc-rs, rustls's
 /// preferred provider, does), and its curves and suites cover TLS 1.2 and 1.3 with
@@ -116,8 +127,15 @@ impl Material {
 pub struct ServerTls {
     files: TlsFiles,
     node: u64,
-    /// The settings and when their certificate expires.
-    current: RwLock<(Arc<ServerConfig>, SystemTime)>,
+    current: RwLock<ServerConfigs>,
+}
+
+/// A node's server settings for each [`Protocol`], and when their certificate expires.
+#[derive(Debug)]
+struct ServerConfigs {
+    grpc: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+    expires: SystemTime,
 }
 
 impl ServerTls {
@@ -131,10 +149,17 @@ impl ServerTls {
         }))
     }
 
-    fn read(files: &TlsFiles, node: u64) -> Result<(Arc<ServerConfig>, SystemTime), SecurityError> {
+    fn read(files: &TlsFiles, node: u64) -> Result<ServerConfigs, SecurityError> {
         let material = Material::read(files, &Identity::Node(node))?;
-        let expiry = expires(&material.chain[0]).unwrap_or(SystemTime::UNIX_EPOCH);
-        Ok((Arc::new(material.server_config()?), expiry))
+        let expires = expires(&material.chain[0]).unwrap_or(SystemTime::UNIX_EPOCH);
+        let grpc = material.server_config()?;
+        let mut http = grpc.clone();
+        http.alpn_protocols = vec![ALPN_HTTP2.to_vec(), ALPN_HTTP1.to_vec()];
+        Ok(ServerConfigs {
+            grpc: Arc::new(grpc),
+            http: Arc::new(http),
+            expires,
+        })
     }
 
     /// Reads the files again; on an error the settings stay as they were.
@@ -144,14 +169,18 @@ impl ServerTls {
         Ok(())
     }
 
-    /// The settings new connections use.
-    pub fn config(&self) -> Arc<ServerConfig> {
-        self.current.read().expect("tls settings lock").0.clone()
+    /// The settings new connections for `protocol` use.
+    pub fn config(&self, protocol: Protocol) -> Arc<ServerConfig> {
+        let current = self.current.read().expect("tls settings lock");
+        match protocol {
+            Protocol::Grpc => current.grpc.clone(),
+            Protocol::Http => current.http.clone(),
+        }
     }
 
     /// When the certificate new connections are served with expires.
     pub fn expires(&self) -> SystemTime {
-        self.current.read().expect("tls settings lock").1
+        self.current.read().expect("tls settings lock").expires
     }
 
     pub fn files(&self) -> &TlsFiles {

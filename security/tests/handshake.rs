@@ -40,7 +40,7 @@ impl Cluster {
 async fn handshake(server: Arc<ServerTls>, connector: Connector) -> Result<Caller, String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut accepted = incoming(listener, Some(server));
+    let mut accepted = incoming(listener, Some(server), hanse_security::Protocol::Grpc);
     let serving = tokio::spawn(async move {
         let mut connection = accepted.next().await.unwrap().unwrap();
         let caller = connection.connect_info().caller;
@@ -209,7 +209,10 @@ async fn rotated_certificates_serve_new_connections_after_a_reload() {
     let client = cluster.client(root.clone(), issue::leaf_validity(None));
     // Both ends' files replaced by new ones of a new CA: after a reload the two still
     // agree, and the old settings no longer would.
-    let (before, expired_before) = (server.config(), server.expires());
+    let (before, expired_before) = (
+        server.config(hanse_security::Protocol::Grpc),
+        server.expires(),
+    );
     let (ca, files) = (cluster.certs.ca_key(), cluster.certs.ca_cert());
     std::fs::remove_file(&ca).unwrap();
     std::fs::remove_file(&files).unwrap();
@@ -221,7 +224,10 @@ async fn rotated_certificates_serve_new_connections_after_a_reload() {
     issue::create_leaf(&cluster.certs, &root, &[], validity, true).unwrap();
     server.reload().unwrap();
     client.reload().unwrap();
-    assert!(!Arc::ptr_eq(&before, &server.config()));
+    assert!(!Arc::ptr_eq(
+        &before,
+        &server.config(hanse_security::Protocol::Grpc)
+    ));
     assert!(
         server.expires() < expired_before,
         "the new certificate is served"

@@ -13,6 +13,7 @@ mod durable;
 mod engine;
 pub mod knobs;
 mod log_writer;
+pub mod metrics;
 mod rocks;
 
 pub use engine::{Engine, EngineOptions, FORMAT_VERSION, rocksdb_options};

@@ -17,12 +17,14 @@ use crate::knobs::QUEUE_REQUESTS_MAX;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
 use hanse_storage::{Error, OnDurable, Result, WriteOp};
 
 use crate::durable::{Mark, MarkWriter};
+use crate::metrics::METRICS;
 use crate::rocks::{OrEngine, fill_batch};
 
 /// Counters that show how well appends are being grouped.
@@ -120,6 +122,7 @@ impl LogWriter {
     /// runs once a sync covers them, or with the error that kept them from being written.
     pub(crate) fn submit(&self, ops: &[WriteOp], on_durable: Option<OnDurable>) -> Result<()> {
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        METRICS.log_writes.inc();
         // Nothing is written once a sync failed: it could never be acknowledged.
         let written = self.shared.check_health().and_then(|()| {
             let mut batch = WriteBatch::default();
@@ -181,16 +184,24 @@ fn sync_loop(
             Ok(()) if sync => {
                 shared.syncs.fetch_add(1, Ordering::Relaxed);
                 let covered = db.latest_sequence_number();
+                let started = Instant::now();
                 let flushed = match shared.fail_next_sync.swap(false, Ordering::SeqCst) {
                     true => Err("injected sync failure".to_string()),
                     false => db.flush_wal(true).map_err(|e| e.to_string()),
                 };
+                METRICS
+                    .fsync_duration
+                    .observe(started.elapsed().as_secs_f64());
+                METRICS.fsync_group_writes.observe(group.len() as f64);
                 match flushed {
                     Ok(()) => {
                         marks.synced(covered);
                         Ok(())
                     }
-                    Err(detail) => Err(shared.poison(&detail)),
+                    Err(detail) => {
+                        METRICS.fsync_failures.inc();
+                        Err(shared.poison(&detail))
+                    }
                 }
             }
             Ok(()) => Ok(()),

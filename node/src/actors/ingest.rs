@@ -28,6 +28,7 @@ use hanse_proto::v1::request_error::Kind;
 use hanse_storage::codec;
 
 use super::{ReplicaError, ReplicaHandle};
+use crate::metrics::METRICS;
 use crate::peers::Peers;
 
 /// Bounds of the ingest actor.
@@ -133,6 +134,8 @@ impl IngestActor {
             .sum();
         let counters = &self.counters;
         counters.batches.fetch_add(1, Ordering::Relaxed);
+        METRICS.ingest_batches.inc();
+        METRICS.ingest_batch_writes.observe(count as f64);
         counters.writes.fetch_add(count as u64, Ordering::Relaxed);
         counters
             .largest_batch
@@ -151,6 +154,7 @@ impl IngestActor {
         let forwarded = !replica.leads();
         if forwarded {
             counters.forwarded_batches.fetch_add(1, Ordering::Relaxed);
+            METRICS.ingest_forwarded_batches.inc();
         }
         tokio::spawn(async move {
             let answers = match forwarded {

@@ -166,6 +166,7 @@ impl NodeActor {
             return;
         };
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::METRICS.replica_restarts.inc();
         tracing::warn!(shard, "restarting the replica from storage");
         let old = hosted.handle.group.clone();
         let engine = self.engine.clone();

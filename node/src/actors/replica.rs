@@ -167,7 +167,16 @@ impl Actor for ShardReplica {
         // reason. Until then the channel changes only with the leader or the replica's
         // role, not with every commit as the full metrics do: one wake-up fewer per write.
         let mut server = self.group.raft.server_metrics();
-        let stopped = async move { while server.changed().await.is_ok() {} };
+        let stopped = async move {
+            let mut leader = server.borrow().current_leader;
+            while server.changed().await.is_ok() {
+                let now = server.borrow().current_leader;
+                if now.is_some() && now != leader {
+                    crate::metrics::METRICS.leader_changes.inc();
+                }
+                leader = now;
+            }
+        };
         ctx.spawn(stopped.into_actor(self).map(|(), replica, ctx| {
             tracing::warn!(shard = replica.group.shard, "raft group stopped");
             ctx.stop();

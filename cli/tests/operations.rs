@@ -1,0 +1,214 @@
+//! Operating a real cluster: Debian's Prometheus scrapes a local 3-node cluster with the
+//! scrape config and alert rules the project ships (`deploy/prometheus/`), as a user with
+//! the role `monitor`, and computes rates and a latency quantile from what it scraped;
+//! promtool accepts the rules and their unit tests pass.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{certs, client_options, free_port, launch, ok};
+
+/// `deploy/prometheus/` in the source tree.
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// What curl got from `url` (plain HTTP, Prometheus' API), as JSON.
+fn get_json(url: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", url])
+        .output()
+        .expect("curl runs (scripts/setup.sh installs it)");
+    assert!(output.status.success(), "curl {url}: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{url}: {e}: {output:?}"))
+}
+
+/// A Prometheus server, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    api: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// The value of an instant query's first sample, if it has one.
+    fn query(&self, query: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query?query={}", self.api, urlencode(query));
+        let answer = get_json(&url);
+        assert_eq!(answer["status"], "success", "{query}: {answer}");
+        let value = answer["data"]["result"].get(0)?["value"][1]
+            .as_str()?
+            .to_string();
+        value.parse().ok()
+    }
+
+    /// Waits (up to a minute) for `query` to give a value `accept` takes.
+    fn wait_for(&self, query: &str, accept: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.query(query) {
+                Some(value) if accept(value) => return value,
+                last => assert!(
+                    Instant::now() < deadline,
+                    "{query}: {last:?} after a minute"
+                ),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool runs (scripts/setup.sh installs prometheus)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?}: {text}");
+    text
+}
+
+#[test]
+fn the_shipped_alert_rules_are_valid_and_their_unit_tests_pass() {
+    let out = promtool(&["check", "rules", "alerts.yml"], &shipped());
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    let out = promtool(&["test", "rules", "alerts_test.yml"], &shipped());
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_cluster_with_the_shipped_config() {
+    let cluster = launch(&[]);
+    let endpoint = cluster.endpoints[0].clone();
+    // The user Prometheus scrapes as, with the role that may read metrics and nothing else.
+    let certs = certs();
+    if !certs.join("client-prometheus.crt").exists() {
+        ok(&[
+            "cert",
+            "create-client",
+            "--user",
+            "prometheus",
+            "--overwrite",
+        ]);
+    }
+    ok(&["user", "add", "prometheus", "--endpoints", &endpoint]);
+    ok(&[
+        "user",
+        "grant",
+        "prometheus",
+        "monitor",
+        "--endpoints",
+        &endpoint,
+    ]);
+
+    // The shipped config, unchanged, beside the files it names.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path();
+    for file in ["prometheus.yml", "alerts.yml"] {
+        std::fs::copy(shipped().join(file), conf.join(file)).unwrap();
+    }
+    std::fs::create_dir_all(conf.join("certs")).unwrap();
+    for file in ["ca.crt", "client-prometheus.crt", "client-prometheus.key"] {
+        std::fs::copy(certs.join(file), conf.join("certs").join(file)).unwrap();
+    }
+    let targets: Vec<String> = (1..=3)
+        .map(|id| {
+            let config =
+                std::fs::read_to_string(Path::new(&cluster.dir).join(format!("node{id}.toml")))
+                    .unwrap();
+            let line = config
+                .lines()
+                .find_map(|l| l.strip_prefix("http_addr = "))
+                .expect("cluster up gives each node an HTTP port");
+            line.trim_matches('"').to_string()
+        })
+        .collect();
+    std::fs::create_dir_all(conf.join("targets")).unwrap();
+    let sd = serde_json::json!([{ "targets": targets }]);
+    std::fs::write(conf.join("targets/hanse.json"), sd.to_string()).unwrap();
+    promtool(&["check", "config", "prometheus.yml"], conf);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            conf.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            conf.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdout(std::fs::File::create(conf.join("prometheus.log")).unwrap())
+        .stderr(std::fs::File::create(conf.join("prometheus.err")).unwrap())
+        .spawn()
+        .expect("prometheus runs (scripts/setup.sh installs it)");
+    let prometheus = Prometheus {
+        child,
+        api: format!("http://{listen}"),
+    };
+
+    // Load while Prometheus scrapes: writes and reads through every node.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = hanse_client::Client::new(&cluster.endpoints, client_options()).unwrap();
+    let loading = Instant::now();
+    runtime.block_on(async {
+        let mut i = 0u64;
+        while loading.elapsed() < Duration::from_secs(20) {
+            let key = format!("ops/{}", i % 500);
+            client.put(key.as_bytes(), b"value").await.unwrap();
+            client.get(key.as_bytes()).await.unwrap();
+            i += 1;
+        }
+    });
+
+    // Every node is scraped, as the user with the role `monitor`.
+    let up = prometheus.wait_for(r#"sum(up{job="hanse"})"#, |v| v == 3.0);
+    assert_eq!(up, 3.0);
+    let puts = r#"sum(rate(hanse_kv_requests_total{op="put",outcome="ok"}[30s]))"#;
+    assert!(prometheus.wait_for(puts, |v| v > 0.0) > 0.0);
+    let fsyncs = "sum(rate(hanse_storage_fsync_duration_seconds_count[30s]))";
+    assert!(prometheus.wait_for(fsyncs, |v| v > 0.0) > 0.0);
+    let p99 = r#"histogram_quantile(0.99, sum by (le) (rate(hanse_kv_request_duration_seconds_bucket{op="put"}[30s])))"#;
+    let p99 = prometheus.wait_for(p99, f64::is_finite);
+    assert!(p99 > 0.0 && p99 < 10.0, "put p99 {p99} s");
+    let leaders = r#"sum(hanse_node_replicas{role="leader"})"#;
+    assert_eq!(prometheus.wait_for(leaders, |v| v >= 2.0), 2.0);
+    // The rules loaded, and with a healthy cluster none fires.
+    let rules = get_json(&format!("{}/api/v1/rules", prometheus.api));
+    let names: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"HanseShardWithoutLeader"), "{rules}");
+    let firing = get_json(&format!("{}/api/v1/alerts", prometheus.api));
+    assert_eq!(firing["data"]["alerts"], serde_json::json!([]), "{firing}");
+}
