@@ -24,8 +24,40 @@ use clap::{Parser, Subcommand};
     about = "Hanse: a geo-distributed, strongly consistent key-value store"
 )]
 struct Cli {
+    /// How log lines are written to standard error: `text` for people, `json` (one
+    /// object per line) for a log pipeline. RUST_LOG picks what is logged.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HANSE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What is logged when RUST_LOG does not say: a node's own events from `info` (its
+/// start, configuration, leadership moves, balancing), everything else's warnings.
+const SERVER_LOG: &str =
+    "warn,hanse=info,hanse_node=info,hanse_consensus=info,hanse_storage_rocksdb=info";
+
+/// Logs to standard error in `format`; RUST_LOG, else `default`, says what.
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -70,14 +102,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Server(_) => SERVER_LOG,
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_log);
     if matches!(cli.command, Command::Kv(_) | Command::Admin(_)) {
         die_quietly_on_closed_pipe();
     }

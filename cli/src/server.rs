@@ -18,6 +18,7 @@ pub struct ServerArgs {
 
 pub fn run(args: ServerArgs) -> Result<()> {
     let config = NodeConfig::load_as(&args.config, args.insecure)?;
+    config.log_effective();
     hanse_node::server::system(config.runtime_threads).block_on(async {
         let node = hanse_node::server::start(config.clone())
             .await

@@ -212,3 +212,92 @@ fn a_real_prometheus_scrapes_the_cluster_with_the_shipped_config() {
     let firing = get_json(&format!("{}/api/v1/alerts", prometheus.api));
     assert_eq!(firing["data"]["alerts"], serde_json::json!([]), "{firing}");
 }
+
+/// The JSON log lines of `log` (a node's log file also holds what it printed).
+fn json_lines(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// `hanse cluster up` of one node in `dir` on `port`, its logs in JSON with the node's
+/// debug events.
+fn up_logging_json(dir: &str, port: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args([
+            "cluster", "up", "--dir", dir, "--nodes", "1", "--port", port,
+        ])
+        .env("HANSE_CERTS_DIR", certs())
+        .env("HANSE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,hanse=info,hanse_node=debug")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn a_node_logs_json_with_its_configuration_and_request_ids_and_redacts_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster").to_str().unwrap().to_string();
+    let port = free_port();
+    let endpoint = format!("127.0.0.11:{port}");
+    let log = Path::new(&dir).join("node1.log");
+    /// Brings the cluster down however the test ends.
+    struct Down<'a>(&'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = common::hanse(&["cluster", "down", "--dir", self.0]);
+        }
+    }
+    let _down = Down(&dir);
+    up_logging_json(&dir, &port);
+    ok(&["kv", "put", "visible-key", "v", "--endpoints", &endpoint]);
+    let lines = json_lines(&log);
+    let message = |line: &serde_json::Value| line["fields"]["message"].as_str().map(str::to_string);
+    let config = lines
+        .iter()
+        .find(|l| message(l).as_deref() == Some("effective configuration"))
+        .unwrap_or_else(|| panic!("no configuration logged: {lines:?}"));
+    assert!(
+        config["fields"]["config"]
+            .as_str()
+            .unwrap()
+            .contains("node_id: 1"),
+        "{config}"
+    );
+    assert!(
+        config["fields"]["heartbeat_ms"].as_u64().is_some(),
+        "{config}"
+    );
+    // One put, followed through the write path under its request id.
+    let proposing = lines
+        .iter()
+        .find(|l| message(l).as_deref() == Some("proposing"))
+        .unwrap_or_else(|| panic!("no write logged: {lines:?}"));
+    assert_eq!(proposing["fields"]["key"], "visible-key", "{proposing}");
+    let id = proposing["span"]["id"].as_str().unwrap().to_string();
+    let answered = lines.iter().find(|l| {
+        message(l).as_deref() == Some("answered") && l["span"]["id"].as_str() == Some(id.as_str())
+    });
+    let answered = answered.unwrap_or_else(|| panic!("request {id} never answered: {lines:?}"));
+    assert_eq!(answered["fields"]["outcome"], "ok", "{answered}");
+    assert_eq!(answered["span"]["op"], "put", "{answered}");
+
+    // With `redact`, the same path logs no key.
+    ok(&["cluster", "down", "--dir", &dir]);
+    let config_path = Path::new(&dir).join("node1.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, format!("redact = true\n{config}")).unwrap();
+    up_logging_json(&dir, &port);
+    ok(&["kv", "put", "secret-key", "v", "--endpoints", &endpoint]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("secret-key"), "a redacted key was logged");
+    let writes = json_lines(&log)
+        .iter()
+        .filter(|l| message(l).as_deref() == Some("proposing"))
+        .count();
+    assert_eq!(writes, 2, "both writes logged");
+}

@@ -420,6 +420,28 @@ impl NodeConfig {
         LatencyMatrix::parse(&self.latency, parse_duration)
     }
 
+    /// Logs the configuration as the node will run it, with what it derives (the Raft
+    /// timings, the runtime's workers): the first thing to read when a node misbehaves.
+    pub fn log_effective(&self) {
+        let raft = self.group_options().ok();
+        let heartbeat_ms = raft
+            .as_ref()
+            .map(|r| r.heartbeat_interval.as_millis() as u64);
+        let election_timeout_ms = raft
+            .as_ref()
+            .map(|r| r.election_timeout_min.as_millis() as u64);
+        let runtime_threads = self.runtime_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        tracing::info!(
+            config = ?self,
+            heartbeat_ms,
+            election_timeout_ms,
+            runtime_threads,
+            "effective configuration"
+        );
+    }
+
     /// Raft timing for this node's groups: the configured values, or ones derived from
     /// the latency matrix (see [`RaftConfig`]).
     pub fn group_options(&self) -> Result<GroupOptions, LatencyError> {

@@ -33,6 +33,7 @@ use crate::metrics::{METRICS, RequestMetrics};
 use crate::requests::{KvRequests, origin};
 use crate::state::NodeState;
 use hanse_proto::convert::to_proto;
+use tracing::Instrument;
 
 pub(crate) struct KvService {
     state: Arc<NodeState>,
@@ -119,6 +120,14 @@ fn count_write(replica: &ReplicaHandle, request: &ShardRequest, origin: &str) {
             load.writes.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
+    }
+}
+
+/// How many mutations a write carries.
+fn counted_mutations(request: &ShardRequest) -> usize {
+    match request {
+        ShardRequest::Write { mutations, .. } => mutations.len(),
+        _ => 1,
     }
 }
 
@@ -306,7 +315,16 @@ impl KvService {
             return Ok(());
         }
         let counted = request.clone();
+        let (shard, count) = (descriptor.id, counted_mutations(&counted));
+        match self.state.redact {
+            true => tracing::debug!(shard, mutations = count, "proposing"),
+            false => {
+                let key = String::from_utf8_lossy(&first_key);
+                tracing::debug!(shard, mutations = count, %key, "proposing");
+            }
+        }
         self.propose(&replica, request, &first_key).await?;
+        tracing::debug!(shard, "committed and applied");
         count_write(&replica, &counted, origin);
         Ok(())
     }
@@ -335,7 +353,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let request_metrics = RequestMetrics::start("get");
+        let request_metrics = RequestMetrics::start("get", request.metadata());
         self.authorize(&request, Access::Read, &[&request.get_ref().key])
             .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
@@ -393,6 +411,7 @@ impl Kv for KvService {
             }
             Ok((value, staleness_ms))
         }
+        .instrument(request_metrics.span.clone())
         .await;
         request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {
@@ -414,7 +433,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        let request_metrics = RequestMetrics::start("read_index");
+        let request_metrics = RequestMetrics::start("read_index", request.metadata());
         let shard_id = request.get_ref().shard_id;
         let answer = match self.state.routes.get(shard_id) {
             Some(replica) => self.read_barrier(&replica).await,
@@ -436,7 +455,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ProposeBatchRequest>,
     ) -> Result<Response<pb::ProposeBatchResponse>, Status> {
-        let request_metrics = RequestMetrics::start("propose_batch");
+        let request_metrics = RequestMetrics::start("propose_batch", request.metadata());
         let origin = origin(&request);
         let pb::ProposeBatchRequest { shard_id, commands } = request.into_inner();
         let answer = async {
@@ -474,6 +493,7 @@ impl Kv for KvService {
             }
             Ok(responses)
         }
+        .instrument(request_metrics.span.clone())
         .await;
         request_metrics.answered(answer.as_ref().err());
         Ok(Response::new(match answer {
@@ -492,13 +512,14 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let request_metrics = RequestMetrics::start("put");
+        let request_metrics = RequestMetrics::start("put", request.metadata());
         self.authorize(&request, Access::Write, &[&request.get_ref().key])
             .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::PutRequest { route, key, value } = request.into_inner();
         let error = self
             .write(vec![Mutation::Put { key, value }], route, &origin)
+            .instrument(request_metrics.span.clone())
             .await
             .err();
         request_metrics.answered(error.as_ref());
@@ -509,13 +530,14 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let request_metrics = RequestMetrics::start("delete");
+        let request_metrics = RequestMetrics::start("delete", request.metadata());
         self.authorize(&request, Access::Write, &[&request.get_ref().key])
             .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
         let pb::DeleteRequest { route, key } = request.into_inner();
         let error = self
             .write(vec![Mutation::Delete { key }], route, &origin)
+            .instrument(request_metrics.span.clone())
             .await
             .err();
         request_metrics.answered(error.as_ref());
@@ -526,7 +548,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        let request_metrics = RequestMetrics::start("batch");
+        let request_metrics = RequestMetrics::start("batch", request.metadata());
         let keys: Vec<&[u8]> = request
             .get_ref()
             .mutations
@@ -553,7 +575,10 @@ impl Kv for KvService {
             })
             .collect();
         let error = match mutations {
-            Ok(mutations) => self.write(mutations, route, &origin).await.err(),
+            Ok(mutations) => {
+                let writing = self.write(mutations, route, &origin);
+                writing.instrument(request_metrics.span.clone()).await.err()
+            }
             Err(e) => Some(e),
         };
         request_metrics.answered(error.as_ref());
@@ -564,7 +589,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let request_metrics = RequestMetrics::start("compare_and_swap");
+        let request_metrics = RequestMetrics::start("compare_and_swap", request.metadata());
         self.authorize(&request, Access::Write, &[&request.get_ref().key])
             .inspect_err(|_| request_metrics.set("permission_denied"))?;
         let origin = origin(&request);
@@ -594,6 +619,7 @@ impl Kv for KvService {
                 other => Err(invalid(format!("unexpected response {other:?}"))),
             }
         }
+        .instrument(request_metrics.span.clone())
         .await;
         request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {
@@ -613,7 +639,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        let request_metrics = RequestMetrics::start("scan");
+        let request_metrics = RequestMetrics::start("scan", request.metadata());
         // The whole range asked for, or nothing: a scan is refused, not clipped, so a
         // caller never takes a partial answer for all there is.
         let pb::ScanRequest { start, end, .. } = request.get_ref();
@@ -693,6 +719,7 @@ impl Kv for KvService {
                 .collect();
             Ok((pairs, Some(to_proto(&descriptor)), resume_key))
         }
+        .instrument(request_metrics.span.clone())
         .await;
         request_metrics.answered(result.as_ref().err());
         Ok(Response::new(match result {

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use hanse_proto::v1 as pb;
@@ -147,20 +148,39 @@ pub(crate) fn register_all() {
     LazyLock::force(&hanse_storage_rocksdb::metrics::METRICS);
 }
 
-/// Times one Kv request and counts it once it is dropped, under the outcome last set:
-/// `cancelled` if the handler never said (the caller went away mid-request).
+/// The metadata key a client may name its request by (else the node numbers it).
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest request id taken from a client.
+const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// One Kv request as the node records it: timed, counted once dropped under the outcome
+/// last set (`cancelled` if the handler never said: the caller went away mid-request),
+/// and logged at debug level under its request id, which the span carries through the
+/// write path.
 pub(crate) struct RequestMetrics {
     op: &'static str,
     started: Instant,
     outcome: Cell<&'static str>,
+    pub span: tracing::Span,
 }
 
 impl RequestMetrics {
-    pub(crate) fn start(op: &'static str) -> Self {
+    pub(crate) fn start(op: &'static str, metadata: &tonic::metadata::MetadataMap) -> Self {
+        static NUMBERED: AtomicU64 = AtomicU64::new(0);
+        let named = metadata
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| !id.is_empty() && id.len() <= REQUEST_ID_BYTES_MAX)
+            .map(str::to_string);
+        let id = named.unwrap_or_else(|| format!("n{}", NUMBERED.fetch_add(1, Ordering::Relaxed)));
+        let span = tracing::debug_span!("request", id = %id, op);
+        span.in_scope(|| tracing::debug!("received"));
         RequestMetrics {
             op,
             started: Instant::now(),
             outcome: Cell::new("cancelled"),
+            span,
         }
     }
 
@@ -187,15 +207,18 @@ impl RequestMetrics {
 
 impl Drop for RequestMetrics {
     fn drop(&mut self) {
+        let (outcome, elapsed) = (self.outcome.get(), self.started.elapsed());
+        self.span
+            .in_scope(|| tracing::debug!(outcome, micros = elapsed.as_micros() as u64, "answered"));
         let metrics = &*METRICS;
         metrics
             .requests
-            .with_label_values(&[self.op, self.outcome.get()])
+            .with_label_values(&[self.op, outcome])
             .inc();
         metrics
             .request_duration
             .with_label_values(&[self.op])
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
 }
 
