@@ -45,6 +45,8 @@ apt_install etcd-server postgresql protobuf-compiler
 # The operations tests: a real Prometheus scrapes a local cluster (and promtool checks
 # the shipped alert rules); curl asks the nodes' HTTP ports.
 apt_install --no-install-recommends prometheus curl
+# The web console's test opens it in a real headless browser.
+apt_install --no-install-recommends chromium chromium-driver
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   log "cargo (stable Rust) is required; this machine kind ships it under ~/.cargo/bin"
@@ -78,6 +80,15 @@ GRPCIO_TOOLS_VERSION=1.85.1
 if ! .venv-grpc/bin/python -c "import importlib.metadata as m; assert m.version('grpcio-tools') == '$GRPCIO_TOOLS_VERSION'" 2>/dev/null; then
   log "installing grpcio-tools==$GRPCIO_TOOLS_VERSION (Python client of the .proto contract)"
   .venv-grpc/bin/pip install -q "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+fi
+
+# Selenium drives Debian's headless Chromium in the web console's test; its own venv for
+# the same reason as grpcio-tools'.
+SELENIUM_VERSION=4.51.0
+[ -x .venv-browser/bin/python ] || "$python" -m venv .venv-browser
+if ! .venv-browser/bin/python -c "import importlib.metadata as m; assert m.version('selenium') == '$SELENIUM_VERSION'" 2>/dev/null; then
+  log "installing selenium==$SELENIUM_VERSION (the console's browser test)"
+  .venv-browser/bin/pip install -q "selenium==$SELENIUM_VERSION"
 fi
 
 # sccache keeps compiled crates between runs on the same machine (CI reuses the machine).

@@ -238,6 +238,11 @@ fn removed_config_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// The configurations of the cluster's current nodes in `dir`, in id order.
+/// The HTTP addresses (console, metrics) of the nodes of the cluster in `dir`.
+pub fn http_addrs(dir: &Path) -> Result<Vec<std::net::SocketAddr>> {
+    Ok(configs(dir)?.iter().filter_map(|c| c.http_addr).collect())
+}
+
 fn configs(dir: &Path) -> Result<Vec<NodeConfig>> {
     let mut configs = Vec::new();
     for id in 1..=NODES_MAX {

@@ -128,7 +128,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let tls = cluster::tls_of(&cluster_dir)?;
-    let story = runtime.block_on(tell(&endpoints, &tls, args.duration))?;
+    let console = match cluster::http_addrs(&cluster_dir)?.first() {
+        Some(addr) => {
+            let token = runtime.block_on(console_token(&endpoints, &tls))?;
+            println!(
+                "\nThe web console (while the demo runs; the browser will not know the cluster's \
+                 CA, {}/certs/ca.crt):\n  https://{addr}/#token={token}",
+                cluster_dir.display()
+            );
+            Some(format!("https://{addr}/"))
+        }
+        None => None,
+    };
+    let mut story = runtime.block_on(tell(&endpoints, &tls, args.duration))?;
+    story.console = console;
     drop(runtime);
     print_summary(&story);
     let report = write_report(&args.out, &story)
@@ -188,6 +201,8 @@ enum EventKind {
 
 /// Everything the story gathered, for the summary and the report.
 struct Story {
+    /// Where the console was while the cluster ran.
+    console: Option<String>,
     samples: Vec<Sample>,
     events: Vec<Event>,
     interrupted: bool,
@@ -367,6 +382,7 @@ async fn tell(endpoints: &[String], tls: &Credentials, duration: Duration) -> Re
     let final_shards = routing_table(endpoints, tls).await?;
     let (ingest, planner) = node_status(endpoints, tls).await;
     Ok(Story {
+        console: None,
         samples,
         events: watch.events,
         interrupted,
@@ -396,6 +412,48 @@ async fn read_back(client: &Client, expected: &HashMap<Vec<u8>, Vec<u8>>) -> Res
         .collect();
     wrong.sort();
     Ok(wrong)
+}
+
+/// A token for the console: the user `viewer`, who may only watch (the role `monitor`),
+/// logged in with a password nobody else learns.
+async fn console_token(endpoints: &[String], tls: &Credentials) -> Result<String> {
+    use proto::auth_request::Change;
+    // Randomly keyed hashers: a password of 128 unpredictable bits without a crate.
+    let random =
+        || std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    let password = format!("{:016x}{:016x}", random(), random());
+    let changes = [
+        Change::AddUser("viewer".into()),
+        Change::GrantRole(proto::UserRole {
+            user: "viewer".into(),
+            role: "monitor".into(),
+        }),
+        Change::SetPassword(proto::UserPassword {
+            user: "viewer".into(),
+            password: password.clone(),
+        }),
+    ];
+    for change in changes {
+        first_answer(endpoints, async |endpoint| {
+            let request = proto::AuthRequest {
+                change: Some(change.clone()),
+            };
+            admin(endpoint, tls)?.auth(request).await?;
+            Ok(())
+        })
+        .await?;
+    }
+    let login = proto::LoginRequest {
+        user: "viewer".into(),
+        password,
+        ttl_ms: 0,
+    };
+    first_answer(endpoints, async |endpoint| {
+        let answer = admin(endpoint, tls)?.login(login.clone()).await?;
+        Ok(answer.into_inner().token)
+    })
+    .await
+    .context("logging the console's viewer in")
 }
 
 /// The routing table: every shard as the meta shard knows it.
@@ -754,6 +812,13 @@ fn write_report(dir: &Path, story: &Story) -> std::io::Result<PathBuf> {
         html += &format!("<li>{}</li>\n", escape(&line));
     }
     html += "</ul>\n";
+    if let Some(console) = &story.console {
+        html += &format!(
+            "<p>While the cluster ran, its web console was at <a href=\"{0}\">{0}</a> (the \
+             demo printed a token for it).</p>\n",
+            escape(console)
+        );
+    }
     for (name, png) in &charts {
         std::fs::write(dir.join(name), png)?;
         html += &format!("<p><img src=\"{name}\" width=\"960\"></p>\n");

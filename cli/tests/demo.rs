@@ -61,6 +61,8 @@ fn the_demo_tells_its_story_and_cleans_up_on_ctrl_c() {
         "every acknowledged write read back",
         "interrupted by Ctrl-C",
         "stopped the cluster's 4 nodes",
+        "The web console",
+        "/#token=",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -69,6 +71,7 @@ fn the_demo_tells_its_story_and_cleans_up_on_ctrl_c() {
         page.contains("every acknowledged write read back"),
         "{page}"
     );
+    assert!(page.contains("its web console was at"), "{page}");
     for chart in ["throughput.png", "latency.png", "shards.png", "ingest.png"] {
         assert!(page.contains(chart), "{chart} not in the page");
         let png = std::fs::read(out.join(chart)).unwrap();

@@ -24,6 +24,7 @@ use hanse_consensus::PlaceholderError;
 use hanse_shard::meta::META_SHARD;
 use hanse_shard::{ShardRequest, ShardResponse};
 
+use crate::activity::HEAT_COLUMN_INTERVAL;
 use crate::actors::{
     ChangeReplicas, DestroyReplica, NodeActorError, OpenReplica, ReplicaChange, ReplicaError,
     ReplicaHandle, TransferLeader,
@@ -33,10 +34,10 @@ use crate::follower;
 use crate::grants;
 use crate::knobs::{BACKUP_READER_STALL, BACKUPS_IN_FLIGHT_MAX, REPORT_CLOCK_SKEW_MAX_MS};
 use crate::peers::unreachable;
-use crate::reporter::read_routing_table;
+use crate::reporter::{now_ms, read_routing_table};
 use crate::state::NodeState;
 use hanse_proto::convert::{
-    from_proto, load_to_proto, node_from_proto, report_from_proto, to_proto,
+    from_proto, load_to_proto, node_from_proto, node_to_proto, report_from_proto, to_proto,
 };
 use hanse_security::Caller;
 
@@ -618,6 +619,32 @@ impl Admin for AdminService {
                 .peers
                 .admin(&addr)?
                 .shards(forwarded(pb::ShardsRequest {}))
+                .await
+                .map_err(unreachable(&addr)),
+        }
+    }
+
+    async fn activity(
+        &self,
+        request: Request<pb::ActivityRequest>,
+    ) -> Result<Response<pb::ActivityResponse>, Status> {
+        match self.leadership(META_SHARD, &request).await? {
+            Leadership::Here(meta) => {
+                let (_, nodes) = read_routing_table(&self.state.engine, &meta).await?;
+                let activity = self.state.activity.lock().expect("activity lock");
+                let (columns, actions) = activity.snapshot(now_ms());
+                Ok(Response::new(pb::ActivityResponse {
+                    columns,
+                    column_interval_ms: HEAT_COLUMN_INTERVAL.as_millis() as u64,
+                    actions,
+                    nodes: nodes.values().map(node_to_proto).collect(),
+                }))
+            }
+            Leadership::Elsewhere { addr, .. } => self
+                .state
+                .peers
+                .admin(&addr)?
+                .activity(forwarded(pb::ActivityRequest {}))
                 .await
                 .map_err(unreachable(&addr)),
         }

@@ -34,6 +34,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::activity::Activity;
 use crate::actors::Routes;
 use crate::config::{BalanceConfig, PlannerMode};
 use crate::coordination::NodeRuntime;
@@ -77,6 +78,8 @@ pub(crate) struct Balancer {
     seen: Mutex<HashMap<ShardId, (Epoch, Instant)>>,
     /// Keep split keys out of the log.
     redact: bool,
+    /// The heat map and the actions begun, for the console.
+    activity: Arc<std::sync::Mutex<Activity>>,
 }
 
 /// The planner's safety envelope for this balancer's settings: merged shards stay under
@@ -119,6 +122,7 @@ impl Balancer {
         config: &BalanceConfig,
         planner: Option<Addr<PlannerActor>>,
         redact: bool,
+        activity: Arc<std::sync::Mutex<Activity>>,
     ) -> Self {
         Balancer {
             addr,
@@ -135,7 +139,30 @@ impl Balancer {
             planner,
             seen: Mutex::new(HashMap::new()),
             redact,
+            activity,
         }
+    }
+
+    /// Counts an action about to be carried out and keeps it for the console.
+    fn decided(
+        &self,
+        kind: &'static str,
+        decided_by: &'static str,
+        shard: ShardId,
+        detail: String,
+    ) {
+        crate::metrics::METRICS
+            .planner_decisions
+            .with_label_values(&[kind, decided_by])
+            .inc();
+        let action = pb::BalanceAction {
+            unix_ms: now_ms(),
+            kind: kind.into(),
+            shard_id: shard,
+            decided_by: decided_by.into(),
+            detail,
+        };
+        self.activity.lock().expect("activity lock").action(action);
     }
 
     /// `action` as the log shows it: without its split key where keys are redacted.
@@ -176,6 +203,10 @@ impl Balancer {
             return Ok(());
         };
         let (table, nodes) = read_routing_table(&self.engine, &meta).await?;
+        self.activity
+            .lock()
+            .expect("activity lock")
+            .observe(&table, now_ms());
         let directory = Directory {
             table: &table,
             nodes: &nodes,
@@ -269,7 +300,8 @@ impl Balancer {
             );
             if !changes.is_empty() {
                 for RoleChange { shard, node, role } in changes {
-                    decided("change_role", "placement_rule");
+                    let detail = format!("node {node} becomes a {role:?}");
+                    self.decided("change_role", "placement_rule", shard, detail);
                     let role = match role {
                         ReplicaRole::Voter => pb::ReplicaRole::Voter,
                         ReplicaRole::Learner => pb::ReplicaRole::Learner,
@@ -327,7 +359,8 @@ impl Balancer {
             for LeaderMove { shard, to } in
                 leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX, spread)
             {
-                decided("transfer_leader", "leader_rule");
+                let detail = format!("leadership to node {to}");
+                self.decided("transfer_leader", "leader_rule", shard, detail);
                 let request = pb::TransferLeaderRequest {
                     shard_id: shard,
                     to_node: to,
@@ -443,8 +476,8 @@ impl Balancer {
         directory: &Directory<'_>,
         decided_by: &'static str,
     ) -> Result<(), Status> {
-        decided(action_kind(&action), decided_by);
         let shard = action.shard();
+        self.decided(action_kind(&action), decided_by, shard, self.shown(&action));
         let mut admin = self.admin_for(shard, directory).await?;
         let add = |node: NodeId, role: ReplicaRole| match directory.nodes.get(&node) {
             Some(record) => Ok(pb::AddNodeRequest {
@@ -518,12 +551,4 @@ fn action_kind(action: &Action) -> &'static str {
         Action::RemoveReplica { .. } => "remove_replica",
         Action::MoveReplica { .. } => "move_replica",
     }
-}
-
-/// Counts an action about to be carried out, and who decided it.
-fn decided(kind: &'static str, decided_by: &'static str) {
-    crate::metrics::METRICS
-        .planner_decisions
-        .with_label_values(&[kind, decided_by])
-        .inc();
 }

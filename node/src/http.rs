@@ -9,6 +9,8 @@
 //! - `/metrics`: Prometheus' text format ([`crate::metrics`]), for a node, a user with
 //!   the role `monitor` (or `admin`, `root`), or anyone where the node runs insecure. A
 //!   caller without a certificate sends a token (`Authorization: Bearer`).
+//! - `/`: the web console ([`crate::console`]); its data (`/api/...`) is guarded as
+//!   `/metrics` is.
 //!
 //! The probes are open to anyone: they say only whether the node is well, as etcd's
 //! `/health` does, and a Kubernetes probe sends no certificate.
@@ -20,8 +22,9 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{IncomingStream, Listener};
@@ -31,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::console;
 use crate::metrics;
 use crate::state::NodeState;
 
@@ -86,10 +90,22 @@ pub(crate) fn serve(
     let accepted = hanse_security::incoming(listener, state.tls.clone(), Protocol::Http);
     let listener = HttpListener { accepted, local };
     metrics::register_all();
+    let watched = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/api/cluster", get(console::cluster))
+        .route("/api/planner", get(console::planner))
+        .route("/api/heatmap", get(console::heatmap))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_monitor,
+        ));
     let router = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/", get(console::index))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .merge(watched)
         .with_state(state)
         .into_make_service_with_connect_info::<ConnectionCaller>();
     Ok(tokio::spawn(async move {
@@ -198,23 +214,27 @@ async fn caller_of(state: &NodeState, caller: Caller, headers: &HeaderMap) -> Op
     Some(Caller::Verified(Identity::User(user)))
 }
 
-async fn metrics_text(
+/// Lets through only callers who may watch the cluster (see the module's doc).
+async fn require_monitor(
     State(state): State<Arc<NodeState>>,
     ConnectInfo(ConnectionCaller(caller)): ConnectInfo<ConnectionCaller>,
     headers: HeaderMap,
+    request: Request,
+    next: Next,
 ) -> Response {
     let Some(caller) = caller_of(&state, caller, &headers).await else {
-        let why = "no client certificate and no valid token: scrape with a certificate of \
-                   the cluster's CA, or send a token of a user with the role `monitor`\n";
+        let why = "no client certificate and no valid token: connect with a certificate \
+                   of the cluster's CA, or send a token of a user with the role `monitor`\n";
         return (StatusCode::UNAUTHORIZED, why).into_response();
     };
-    if let Err(denied) = state
-        .grants
-        .get()
-        .check_monitor(&caller, "read the metrics")
-    {
+    let what = format!("read {}", request.uri().path());
+    if let Err(denied) = state.grants.get().check_monitor(&caller, &what) {
         return (StatusCode::FORBIDDEN, format!("{denied}\n")).into_response();
     }
+    next.run(request).await
+}
+
+async fn metrics_text(State(state): State<Arc<NodeState>>) -> Response {
     state.publish_replica_counts();
     let text = metrics::exposition(state.node_id, &state.region);
     (

@@ -7,11 +7,13 @@
 //! the balancer and, on the meta shard's leader, the planner. [`server::start`] assembles
 //! it from a [`config::NodeConfig`]; the `hanse` binary (crate `hanse-cli`) runs it.
 
+mod activity;
 mod actors;
 mod admin_service;
 mod balancer;
 pub mod chart;
 pub mod config;
+mod console;
 mod coordination;
 mod follower;
 mod grants;

@@ -25,6 +25,7 @@ use hanse_storage::Batch;
 use hanse_storage_rocksdb::{Engine, EngineOptions};
 use tokio::sync::oneshot;
 
+use crate::activity::Activity;
 use crate::actors::{IngestActor, IngestCounters, NodeActor, ReplicaLimits, Routes, StopReplicas};
 use crate::admin_service::AdminService;
 use crate::balancer::{Balancer, planner_envelope};
@@ -397,6 +398,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         peers.clone(),
     ));
     let reporting = tokio::spawn(reporter.run());
+    let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
     let balancing = config.balance.enabled.then(|| {
         let runtime = NodeRuntime {
             node_id: config.node_id,
@@ -410,6 +412,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             &config.balance,
             planner.clone(),
             config.redact,
+            activity.clone(),
         );
         tokio::spawn(Arc::new(balancer).run())
     });
@@ -444,6 +447,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         grants: grants.clone(),
         tls: server_tls.clone(),
         draining: AtomicBool::new(false),
+        activity,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = hanse_security::incoming(listener, server_tls.clone(), Protocol::Grpc);

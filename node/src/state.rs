@@ -53,6 +53,8 @@ pub(crate) struct NodeState {
     pub tls: Option<Arc<hanse_security::ServerTls>>,
     /// The node is stopping: it reports itself not ready.
     pub draining: AtomicBool,
+    /// The heat map and balancing actions, kept while this node leads the meta shard.
+    pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
 }
 
 impl NodeState {
