@@ -82,13 +82,15 @@ if ! .venv-grpc/bin/python -c "import importlib.metadata as m; assert m.version(
   .venv-grpc/bin/pip install -q "grpcio-tools==$GRPCIO_TOOLS_VERSION"
 fi
 
-# Selenium drives Debian's headless Chromium in the web console's test; its own venv for
-# the same reason as grpcio-tools'.
+# The operations tests' tools, in a venv of their own for the same reason as
+# grpcio-tools': Selenium drives Debian's headless Chromium through the web console, and
+# kubernetes-validate checks deploy/kubernetes/ against the Kubernetes schemas (offline).
 SELENIUM_VERSION=4.51.0
-[ -x .venv-browser/bin/python ] || "$python" -m venv .venv-browser
-if ! .venv-browser/bin/python -c "import importlib.metadata as m; assert m.version('selenium') == '$SELENIUM_VERSION'" 2>/dev/null; then
-  log "installing selenium==$SELENIUM_VERSION (the console's browser test)"
-  .venv-browser/bin/pip install -q "selenium==$SELENIUM_VERSION"
+KUBERNETES_VALIDATE_VERSION=1.37.0
+[ -x .venv-ops/bin/python ] || "$python" -m venv .venv-ops
+if ! .venv-ops/bin/python -c "import importlib.metadata as m; assert m.version('selenium') == '$SELENIUM_VERSION' and m.version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" 2>/dev/null; then
+  log "installing selenium==$SELENIUM_VERSION, kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (operations tests)"
+  .venv-ops/bin/pip install -q "selenium==$SELENIUM_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 # sccache keeps compiled crates between runs on the same machine (CI reuses the machine).

@@ -71,6 +71,14 @@ enum AdminOp {
         #[arg(long, value_parser = ["voter", "learner"])]
         role: String,
     },
+    /// Readies the node asked to stop (Kubernetes' preStop): it reports itself not ready,
+    /// takes no leadership any more, and hands every leadership it holds to another
+    /// voter. Lasts until the node restarts.
+    Drain {
+        /// How long to keep handing leaderships over.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
     /// Moves a shard's leadership to its voter on another node.
     TransferLeader {
         #[arg(long, value_name = "ID")]
@@ -236,6 +244,26 @@ async fn ask(endpoint: &str, tls: &Credentials, op: &AdminOp, json: bool) -> Res
                 .map_err(refused)?
                 .into_inner();
             print_changed(&changed.shard.into_iter().collect::<Vec<_>>(), json);
+            return Ok(());
+        }
+        AdminOp::Drain { timeout } => {
+            let request = proto::DrainRequest {
+                timeout_ms: timeout.saturating_mul(1000),
+            };
+            let drained = admin.drain(request).await.map_err(refused)?.into_inner();
+            if json {
+                println!("{}", json!({"moved": drained.moved, "kept": drained.kept}));
+            } else {
+                println!("leaderships handed over: shards {:?}", drained.moved);
+                if !drained.kept.is_empty() {
+                    println!("still led here when the time was up: shards {:?}", drained.kept);
+                }
+            }
+            anyhow::ensure!(
+                drained.kept.is_empty(),
+                "the node still leads shards {:?}",
+                drained.kept
+            );
             return Ok(());
         }
         AdminOp::TransferLeader { shard, to } => {

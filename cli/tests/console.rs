@@ -1,6 +1,6 @@
 //! The web console in a real browser: a local 3-node cluster split into three user
 //! ranges, load on the middle one, and Debian's headless Chromium (through Selenium, in
-//! the project's `.venv-browser`: `console_browser.py`) opening the console of a node that does not
+//! the project's `.venv-ops`: `console_browser.py`) opening the console of a node that does not
 //! lead the meta shard, as a user with the role `monitor` logged in by token. Screenshots
 //! land in the test's output directory (`target/tmp/console/`).
 
@@ -101,7 +101,7 @@ fn the_console_shows_nodes_shards_and_the_loaded_key_range_in_a_real_browser() {
         .trim_matches('"')
         .to_string();
     let url = format!("https://{http}/#token={token}");
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-browser/bin/python");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ops/bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
     let browser = Command::new(python)
         .arg(script)

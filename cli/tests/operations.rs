@@ -301,3 +301,199 @@ fn a_node_logs_json_with_its_configuration_and_request_ids_and_redacts_keys() {
         .count();
     assert_eq!(writes, 2, "both writes logged");
 }
+
+/// The leaders node `endpoint` has, as its own status says.
+fn leaders_on(endpoint: &str) -> Vec<u64> {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", endpoint])).unwrap();
+    status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["role"] == "leader")
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
+    let cluster = launch(&[]);
+    let node1 = cluster.endpoints[0].clone();
+    assert!(!leaders_on(&node1).is_empty(), "node 1 leads at start");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let (stop, endpoints) = (stop.clone(), cluster.endpoints.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let client = hanse_client::Client::new(&endpoints, client_options()).unwrap();
+                let mut acknowledged = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("drain/{i:06}");
+                    // A write that fails may or may not have happened; only the
+                    // acknowledged ones are checked.
+                    if client.put(key.as_bytes(), key.as_bytes()).await.is_ok() {
+                        acknowledged.push(key);
+                    }
+                    i += 1;
+                }
+                acknowledged
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    // What the preStop hook runs.
+    let drained: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "drain", "--json", "--endpoints", &node1])).unwrap();
+    assert_eq!(drained["kept"], serde_json::json!([]), "{drained}");
+    assert!(!drained["moved"].as_array().unwrap().is_empty(), "{drained}");
+    assert_eq!(leaders_on(&node1), Vec::<u64>::new());
+    // It stays without leadership while the balancer would spread leaders again, and
+    // tells a load balancer it is not ready.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(leaders_on(&node1), Vec::<u64>::new());
+    let config = std::fs::read_to_string(Path::new(&cluster.dir).join("node1.toml")).unwrap();
+    let http = config
+        .lines()
+        .find_map(|l| l.strip_prefix("http_addr = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let ca = certs().join("ca.crt");
+    let output = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://{http}/readyz?verbose"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.ends_with("503"), "{text}");
+    assert!(text.contains("[-]not_draining failed"), "{text}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writing.join().unwrap();
+    assert!(acknowledged.len() > 10, "{} writes", acknowledged.len());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = hanse_client::Client::new(&cluster.endpoints, client_options()).unwrap();
+        for key in &acknowledged {
+            let value = client.get(key.as_bytes()).await.unwrap();
+            assert_eq!(value.as_deref(), Some(key.as_bytes()), "{key} lost");
+        }
+    });
+}
+
+/// `deploy/kubernetes/` in the source tree.
+fn kubernetes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
+}
+
+/// kubernetes-validate (from the project's `.venv-ops`) on `files`, strictly: its
+/// verdict and what it said.
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ops/bin/kubernetes-validate");
+    let output = Command::new(tool)
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate runs (scripts/setup.sh installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+#[test]
+fn every_kubernetes_manifest_validates_against_the_schemas() {
+    let manifests: Vec<PathBuf> = std::fs::read_dir(kubernetes())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(manifests.len() >= 4, "{manifests:?}");
+    let (valid, said) = validate(&manifests);
+    assert!(valid, "{said}");
+    for kind in [
+        "statefulset/hanse-eu-hamburg",
+        "statefulset/hanse-ap-china",
+        "statefulset/hanse-au-sydney",
+        "service/hanse",
+        "poddisruptionbudget/hanse",
+        "configmap/hanse-start",
+    ] {
+        assert!(said.contains(&format!("passed for resource {kind}")), "{kind}: {said}");
+    }
+    // The validator does refuse a broken manifest.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    let text = std::fs::read_to_string(kubernetes().join("pdb.yaml")).unwrap();
+    std::fs::write(&broken, text.replace("maxUnavailable: 1", "maxUnavailable: [1]")).unwrap();
+    let (valid, said) = validate(&[broken]);
+    assert!(!valid, "{said}");
+}
+
+/// The start script of `start-configmap.yaml`, as the pods run it.
+fn start_script() -> String {
+    let manifest = std::fs::read_to_string(kubernetes().join("start-configmap.yaml")).unwrap();
+    let body = manifest.split_once("  start.sh: |\n").unwrap().1;
+    body.lines()
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_pods_start_script_writes_a_config_the_node_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, certs, data) = (
+        dir.path().join("secret"),
+        dir.path().join("certs"),
+        dir.path().join("data"),
+    );
+    std::fs::create_dir_all(&secret).unwrap();
+    for file in ["ca.crt", "client-operator.crt", "client-operator.key"] {
+        std::fs::write(secret.join(file), "x").unwrap();
+    }
+    for (pod, id, base, founding) in [
+        ("hanse-eu-hamburg-0", 1, 1, true),
+        ("hanse-ap-china-2", 103, 101, false),
+    ] {
+        for file in [format!("node-{id}.crt"), format!("node-{id}.key")] {
+            std::fs::write(secret.join(file), "x").unwrap();
+        }
+        let config = dir.path().join(format!("{pod}.toml"));
+        // The pod's paths here, and the config shown instead of a node started.
+        let script = start_script()
+            .replace("/etc/hanse/secret", secret.to_str().unwrap())
+            .replace("/run/hanse/certs", certs.to_str().unwrap())
+            .replace("/var/lib/hanse/data", data.to_str().unwrap())
+            .replace("/tmp/node.toml", config.to_str().unwrap())
+            .replace("exec hanse server", "exit 0; hanse server");
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", "db")
+            .env("HANSE_REGION", pod.trim_start_matches("hanse-").rsplit_once('-').unwrap().0)
+            .env("HANSE_ID_BASE", base.to_string())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let loaded = hanse_node::config::NodeConfig::load(&config)
+            .unwrap_or_else(|e| panic!("{pod}: {e}\n{}", std::fs::read_to_string(&config).unwrap()));
+        assert_eq!(loaded.node_id, id);
+        assert_eq!(loaded.bootstrap, id == 1);
+        assert_eq!(loaded.initial_peers.len(), if founding { 3 } else { 0 });
+        assert_eq!(
+            loaded.advertised(),
+            format!("{pod}.hanse.db.svc.cluster.local:7400")
+        );
+        assert!(loaded.http_addr.is_some());
+        let key = certs.join(format!("node-{id}.key"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        assert_eq!(mode & 0o077, 0, "the node's key is private");
+    }
+}

@@ -13,6 +13,7 @@
 //! (Raft's terms and log checks decide whether to follow it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hanse_proto::v1::raft_server;
@@ -61,11 +62,19 @@ impl ShardRegistry {
 pub struct RaftService {
     node_id: NodeId,
     registry: ShardRegistry,
+    /// The node is draining: it refuses a leader's nudge to campaign.
+    draining: Arc<AtomicBool>,
 }
 
 impl RaftService {
-    pub fn new(node_id: NodeId, registry: ShardRegistry) -> Self {
-        RaftService { node_id, registry }
+    /// The service of `node_id`'s groups; while `draining` holds, a leadership transfer
+    /// to this node is refused.
+    pub fn new(node_id: NodeId, registry: ShardRegistry, draining: Arc<AtomicBool>) -> Self {
+        RaftService {
+            node_id,
+            registry,
+            draining,
+        }
     }
 
     /// The gRPC server for this service.
@@ -126,6 +135,10 @@ impl RaftService {
             Some(raft_message::Body::TimeoutNow(_)) => {
                 match known_voter(&group, from, "request to campaign") {
                     Err(why) => malformed(why),
+                    Ok(()) if self.draining.load(Ordering::SeqCst) => malformed(format!(
+                        "node {} is draining: it takes no leadership",
+                        self.node_id
+                    )),
                     Ok(()) => answer(
                         raft.trigger()
                             .elect()

@@ -132,7 +132,7 @@ async fn start_node(
     batch.put_descriptor(descriptor);
     store.write(batch, true).unwrap();
     let registry = ShardRegistry::default();
-    let service = RaftService::new(id, registry.clone());
+    let service = RaftService::new(id, registry.clone(), Default::default());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
         let mut builder = tonic::transport::Server::builder();

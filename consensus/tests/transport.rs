@@ -19,7 +19,7 @@ async fn empty_peer(ip_last: u8) -> (String, JoinHandle<Result<(), tonic::transp
     let registry = ShardRegistry::default();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(RaftService::new(2, registry).into_server())
+            .add_service(RaftService::new(2, registry, Default::default()).into_server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (addr, server)

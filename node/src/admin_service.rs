@@ -32,7 +32,10 @@ use crate::actors::{
 use crate::coordination::{NodeRuntime, wait_applied};
 use crate::follower;
 use crate::grants;
-use crate::knobs::{BACKUP_READER_STALL, BACKUPS_IN_FLIGHT_MAX, REPORT_CLOCK_SKEW_MAX_MS};
+use crate::knobs::{
+    BACKUP_READER_STALL, BACKUPS_IN_FLIGHT_MAX, DRAIN_ROUND_PAUSE, DRAIN_TIMEOUT_DEFAULT,
+    DRAIN_TIMEOUT_MAX, REPORT_CLOCK_SKEW_MAX_MS,
+};
 use crate::peers::unreachable;
 use crate::reporter::{now_ms, read_routing_table};
 use crate::state::NodeState;
@@ -624,6 +627,61 @@ impl Admin for AdminService {
         }
     }
 
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let timeout = match request.get_ref().timeout_ms {
+            0 => DRAIN_TIMEOUT_DEFAULT,
+            ms => Duration::from_millis(ms),
+        };
+        if timeout > DRAIN_TIMEOUT_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a drain goes on at most {DRAIN_TIMEOUT_MAX:?}; {timeout:?} was asked for"
+            )));
+        }
+        let me = self.state.node_id;
+        self.state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("draining: handing every leadership over");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut moved = std::collections::BTreeSet::new();
+        let mut attempts: std::collections::HashMap<ShardId, usize> = Default::default();
+        loop {
+            let led: Vec<ReplicaHandle> = self
+                .state
+                .routes
+                .all()
+                .into_iter()
+                .filter(|r| r.leads())
+                .collect();
+            if led.is_empty() || tokio::time::Instant::now() >= deadline {
+                let mut kept: Vec<ShardId> = led.iter().map(|r| r.shard).collect();
+                kept.sort_unstable();
+                return Ok(Response::new(pb::DrainResponse {
+                    moved: moved.into_iter().collect(),
+                    kept,
+                }));
+            }
+            for replica in led {
+                let attempt = attempts.entry(replica.shard).or_default();
+                let Some(to) = successor(&replica.descriptor(), me, &self.state.region, *attempt)
+                else {
+                    continue;
+                };
+                *attempt += 1;
+                let asked = replica.ask(|reply| TransferLeader { to, reply });
+                match tokio::time::timeout_at(deadline, asked).await {
+                    Ok(Ok(())) => {
+                        moved.insert(replica.shard);
+                    }
+                    Ok(Err(e)) => tracing::info!(shard = replica.shard, to, "not moved yet: {e}"),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(DRAIN_ROUND_PAUSE).await;
+        }
+    }
+
     async fn activity(
         &self,
         request: Request<pb::ActivityRequest>,
@@ -1068,4 +1126,22 @@ impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for Counted<S> {
     ) -> std::task::Poll<Option<S::Item>> {
         std::pin::Pin::new(&mut self.inner).poll_next(cx)
     }
+}
+
+/// The voter to hand `descriptor`'s leadership to when node `me` drains, on its
+/// `attempt`th try: the other voters in turn, those in `region` first (a leader stays
+/// near its writers), so that one voter down does not hold the drain up.
+fn successor(
+    descriptor: &hanse_shard::ShardDescriptor,
+    me: NodeId,
+    region: &str,
+    attempt: usize,
+) -> Option<NodeId> {
+    let mut voters: Vec<_> = descriptor
+        .replicas
+        .iter()
+        .filter(|r| r.node != me && r.role == ReplicaRole::Voter)
+        .collect();
+    voters.sort_by_key(|r| (r.region != region, r.node));
+    (!voters.is_empty()).then(|| voters[attempt % voters.len()].node)
 }

@@ -554,7 +554,7 @@ impl NodeConfig {
                     format!("node id {} appears twice", peer.id),
                 ));
             }
-            if peer.addr.parse::<SocketAddr>().is_err() {
+            if !is_host_port(&peer.addr) {
                 return Err((
                     "initial_peers",
                     format!("node {}: `{}` is not HOST:PORT", peer.id, peer.addr),
@@ -636,8 +636,45 @@ impl NodeConfig {
     }
 }
 
+/// Whether `addr` is HOST:PORT: an IP address, or a host name (as Kubernetes gives a
+/// StatefulSet's pods, resolved when connecting), and a port.
+fn is_host_port(addr: &str) -> bool {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0)
+        && host.len() <= 253
+        && host.split('.').all(label)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peers_are_named_by_address_or_host_name_with_a_port() {
+        for good in [
+            "127.0.0.11:7400",
+            "[::1]:7400",
+            "localhost:1",
+            "hanse-eu-hamburg-0.hanse.db.svc.cluster.local:7400",
+        ] {
+            assert!(super::is_host_port(good), "{good}");
+        }
+        for bad in [
+            "nowhere", "host:", "host:0", "host:99999", "ho st:1", ":7400", "a..b:1", "-a:1",
+        ] {
+            assert!(!super::is_host_port(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn load(text: &str) -> Result<NodeConfig, ConfigError> {

@@ -184,3 +184,11 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 120_000;
 /// The most runtime worker threads a node config may set (`runtime_threads`): far more
 /// than any machine's cores, and few enough that a typo does not exhaust the thread limit.
 pub const RUNTIME_THREADS_MAX: usize = 1024;
+
+/// How long `Admin.Drain` keeps handing leaderships over when the caller does not say:
+/// a few transfers per shard, well inside Kubernetes' default 30 s grace period.
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// The longest a caller may ask a drain to go on.
+pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+/// How long a drain waits between rounds of transfers.
+pub const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(200);

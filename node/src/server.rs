@@ -399,6 +399,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     ));
     let reporting = tokio::spawn(reporter.run());
     let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
+    let draining = Arc::new(AtomicBool::new(false));
     let balancing = config.balance.enabled.then(|| {
         let runtime = NodeRuntime {
             node_id: config.node_id,
@@ -446,14 +447,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         backups: Arc::new(tokio::sync::Semaphore::new(BACKUPS_IN_FLIGHT_MAX)),
         grants: grants.clone(),
         tls: server_tls.clone(),
-        draining: AtomicBool::new(false),
+        draining: draining.clone(),
         activity,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = hanse_security::incoming(listener, server_tls.clone(), Protocol::Grpc);
     let router = tonic::transport::Server::builder()
         .layer(GuardLayer::new(grants))
-        .add_service(RaftService::new(config.node_id, registry).into_server())
+        .add_service(RaftService::new(config.node_id, registry, draining).into_server())
         .add_service(KvService::new(state.clone()).into_server())
         .add_service(AdminService::new(state.clone()).into_server());
     let server = tokio::spawn(async move {

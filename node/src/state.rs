@@ -51,8 +51,9 @@ pub(crate) struct NodeState {
     pub grants: Arc<crate::grants::GrantsCache>,
     /// The node's TLS settings (`None`: it runs insecure).
     pub tls: Option<Arc<hanse_security::ServerTls>>,
-    /// The node is stopping: it reports itself not ready.
-    pub draining: AtomicBool,
+    /// The node is stopping (or was drained): it reports itself not ready and takes no
+    /// leadership.
+    pub draining: Arc<AtomicBool>,
     /// The heat map and balancing actions, kept while this node leads the meta shard.
     pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
 }
