@@ -11,7 +11,9 @@
 # before rebuilding). Environment: WORKLOAD (write, read, mixed; default write), CLIENTS
 # (32), RUN_SECONDS (15), RATE (an open loop at this many ops/s instead of closed-loop
 # clients), COUNT=1 (also count the servers' fdatasync, futex and context switches per
-# operation with `perf stat` from 4 s to 10 s into each run; needs linux-perf and root).
+# operation with `perf stat` from 4 s to 10 s into each run; needs linux-perf and root),
+# SCRAPE=1 (fetch every node's /metrics every 5 s during each run, as Prometheus would, on
+# builds whose nodes serve HTTP).
 set -euo pipefail
 
 dir_a=${1:?usage: compare-builds.sh DIR_A DIR_B [ROUNDS]}
@@ -39,6 +41,20 @@ run_once() {
         --clients "$clients" ${RATE:+--rate "$RATE"} --ops 100000000 --duration "$seconds" \
         >"$scratch/bench.out" 2>&1 &
     local bench=$!
+    local scraping=""
+    if [[ ${SCRAPE:-0} == 1 ]]; then
+        (
+            c=$cluster/certs
+            while kill -0 $bench 2>/dev/null; do
+                for n in 1 2 3; do
+                    curl -s --cacert "$c/ca.crt" --cert "$c/client-root.crt" --key "$c/client-root.key" \
+                        "https://127.0.0.1$n:$((port + 80))/metrics" >/dev/null || true
+                done
+                sleep 5
+            done
+        ) &
+        scraping=$!
+    fi
     local counts=""
     if [[ ${COUNT:-0} == 1 ]]; then
         sleep 4
@@ -48,6 +64,7 @@ run_once() {
             -p "$pids" -- sleep 6 2>"$scratch/perf.out"
     fi
     wait $bench
+    [[ -n $scraping ]] && wait "$scraping"
     local ops cpu
     ops=$(grep -oE '\(([0-9]+) ops/s\)' "$scratch/bench.out" | grep -oE '[0-9]+')
     cpu=$(grep -oE 'CPU [0-9.]+' "$scratch/bench.out" | cut -d' ' -f2)

@@ -256,7 +256,10 @@ async fn ask(endpoint: &str, tls: &Credentials, op: &AdminOp, json: bool) -> Res
             } else {
                 println!("leaderships handed over: shards {:?}", drained.moved);
                 if !drained.kept.is_empty() {
-                    println!("still led here when the time was up: shards {:?}", drained.kept);
+                    println!(
+                        "still led here when the time was up: shards {:?}",
+                        drained.kept
+                    );
                 }
             }
             anyhow::ensure!(

@@ -93,14 +93,7 @@ fn the_console_shows_nodes_shards_and_the_loaded_key_range_in_a_real_browser() {
     let shards_file = out.join("shards.json");
     std::fs::write(&shards_file, &shards).unwrap();
     // Node 2's console: it leads no shard's meta replica at start, so it asks node 1.
-    let config = std::fs::read_to_string(Path::new(&cluster.dir).join("node2.toml")).unwrap();
-    let http = config
-        .lines()
-        .find_map(|l| l.strip_prefix("http_addr = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let url = format!("https://{http}/#token={token}");
+    let url = format!("https://{}/#token={token}", cluster.http_addr(2));
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ops/bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
     let browser = Command::new(python)

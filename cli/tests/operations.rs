@@ -78,18 +78,24 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-fn promtool(args: &[&str], dir: &Path) -> String {
-    let output = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
+/// Whether `command` succeeded, and all it printed; `installed` says where it comes from.
+fn run(command: &mut Command, installed: &str) -> (bool, String) {
+    let output = command
         .output()
-        .expect("promtool runs (scripts/setup.sh installs prometheus)");
-    let text = format!(
+        .unwrap_or_else(|e| panic!("{command:?} does not run ({installed}): {e}"));
+    let said = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "promtool {args:?}: {text}");
+    (output.status.success(), said)
+}
+
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let mut promtool = Command::new("promtool");
+    promtool.args(args).current_dir(dir);
+    let (ok, text) = run(&mut promtool, "scripts/setup.sh installs prometheus");
+    assert!(ok, "promtool {args:?}: {text}");
     text
 }
 
@@ -136,18 +142,7 @@ fn a_real_prometheus_scrapes_the_cluster_with_the_shipped_config() {
     for file in ["ca.crt", "client-prometheus.crt", "client-prometheus.key"] {
         std::fs::copy(certs.join(file), conf.join("certs").join(file)).unwrap();
     }
-    let targets: Vec<String> = (1..=3)
-        .map(|id| {
-            let config =
-                std::fs::read_to_string(Path::new(&cluster.dir).join(format!("node{id}.toml")))
-                    .unwrap();
-            let line = config
-                .lines()
-                .find_map(|l| l.strip_prefix("http_addr = "))
-                .expect("cluster up gives each node an HTTP port");
-            line.trim_matches('"').to_string()
-        })
-        .collect();
+    let targets: Vec<String> = (1..=3).map(|id| cluster.http_addr(id)).collect();
     std::fs::create_dir_all(conf.join("targets")).unwrap();
     let sd = serde_json::json!([{ "targets": targets }]);
     std::fs::write(conf.join("targets/hanse.json"), sd.to_string()).unwrap();
@@ -211,6 +206,34 @@ fn a_real_prometheus_scrapes_the_cluster_with_the_shipped_config() {
     assert!(names.contains(&"HanseShardWithoutLeader"), "{rules}");
     let firing = get_json(&format!("{}/api/v1/alerts", prometheus.api));
     assert_eq!(firing["data"]["alerts"], serde_json::json!([]), "{firing}");
+
+    // Every query of the shipped Grafana dashboard is valid PromQL on these metrics, and
+    // each panel but those of rare events (refusals, balancing) shows data.
+    let dashboard = shipped().join("../grafana/hanse.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        let mut series = 0;
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "30s");
+            let url = format!("{}/api/v1/query?query={}", prometheus.api, urlencode(&expr));
+            let answer = get_json(&url);
+            assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+            series += answer["data"]["result"].as_array().unwrap().len();
+        }
+        let rare = [
+            "Request outcomes other than ok",
+            "Planner and balancer actions",
+        ];
+        assert!(
+            series > 0 || rare.contains(&title),
+            "panel {title:?} shows nothing"
+        );
+    }
 }
 
 /// The JSON log lines of `log` (a node's log file also holds what it printed).
@@ -347,19 +370,16 @@ fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
     let drained: serde_json::Value =
         serde_json::from_str(&ok(&["admin", "drain", "--json", "--endpoints", &node1])).unwrap();
     assert_eq!(drained["kept"], serde_json::json!([]), "{drained}");
-    assert!(!drained["moved"].as_array().unwrap().is_empty(), "{drained}");
+    assert!(
+        !drained["moved"].as_array().unwrap().is_empty(),
+        "{drained}"
+    );
     assert_eq!(leaders_on(&node1), Vec::<u64>::new());
     // It stays without leadership while the balancer would spread leaders again, and
     // tells a load balancer it is not ready.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(leaders_on(&node1), Vec::<u64>::new());
-    let config = std::fs::read_to_string(Path::new(&cluster.dir).join("node1.toml")).unwrap();
-    let http = config
-        .lines()
-        .find_map(|l| l.strip_prefix("http_addr = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let http = cluster.http_addr(1);
     let ca = certs().join("ca.crt");
     let output = Command::new("curl")
         .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
@@ -393,17 +413,11 @@ fn kubernetes() -> PathBuf {
 /// verdict and what it said.
 fn validate(files: &[PathBuf]) -> (bool, String) {
     let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ops/bin/kubernetes-validate");
-    let output = Command::new(tool)
+    let mut validate = Command::new(tool);
+    validate
         .args(["--strict", "--kubernetes-version", "1.30.0"])
-        .args(files)
-        .output()
-        .expect("kubernetes-validate runs (scripts/setup.sh installs it)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), said)
+        .args(files);
+    run(&mut validate, "scripts/setup.sh installs it in .venv-ops")
 }
 
 #[test]
@@ -424,13 +438,20 @@ fn every_kubernetes_manifest_validates_against_the_schemas() {
         "poddisruptionbudget/hanse",
         "configmap/hanse-start",
     ] {
-        assert!(said.contains(&format!("passed for resource {kind}")), "{kind}: {said}");
+        assert!(
+            said.contains(&format!("passed for resource {kind}")),
+            "{kind}: {said}"
+        );
     }
     // The validator does refuse a broken manifest.
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(kubernetes().join("pdb.yaml")).unwrap();
-    std::fs::write(&broken, text.replace("maxUnavailable: 1", "maxUnavailable: [1]")).unwrap();
+    std::fs::write(
+        &broken,
+        text.replace("maxUnavailable: 1", "maxUnavailable: [1]"),
+    )
+    .unwrap();
     let (valid, said) = validate(&[broken]);
     assert!(!valid, "{said}");
 }
@@ -477,13 +498,17 @@ fn the_pods_start_script_writes_a_config_the_node_accepts() {
             .arg(&script)
             .env("POD_NAME", pod)
             .env("POD_NAMESPACE", "db")
-            .env("HANSE_REGION", pod.trim_start_matches("hanse-").rsplit_once('-').unwrap().0)
+            .env(
+                "HANSE_REGION",
+                pod.trim_start_matches("hanse-").rsplit_once('-').unwrap().0,
+            )
             .env("HANSE_ID_BASE", base.to_string())
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
-        let loaded = hanse_node::config::NodeConfig::load(&config)
-            .unwrap_or_else(|e| panic!("{pod}: {e}\n{}", std::fs::read_to_string(&config).unwrap()));
+        let loaded = hanse_node::config::NodeConfig::load(&config).unwrap_or_else(|e| {
+            panic!("{pod}: {e}\n{}", std::fs::read_to_string(&config).unwrap())
+        });
         assert_eq!(loaded.node_id, id);
         assert_eq!(loaded.bootstrap, id == 1);
         assert_eq!(loaded.initial_peers.len(), if founding { 3 } else { 0 });
@@ -493,7 +518,9 @@ fn the_pods_start_script_writes_a_config_the_node_accepts() {
         );
         assert!(loaded.http_addr.is_some());
         let key = certs.join(format!("node-{id}.key"));
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o077, 0, "the node's key is private");
     }
 }

@@ -103,11 +103,19 @@ impl Activity {
         self.actions.push_back(action);
     }
 
-    /// The kept columns, the one being gathered last (as of `now_ms`), and the actions.
-    pub(crate) fn snapshot(&self, now_ms: u64) -> (Vec<pb::HeatColumn>, Vec<pb::BalanceAction>) {
-        let mut columns: Vec<pb::HeatColumn> = self.columns.iter().cloned().collect();
-        if self.gathering.rounds > 0 {
-            columns.push(self.gathering.column(now_ms));
+    /// With `heat_map`, the kept columns and the one being gathered last (as of
+    /// `now_ms`); and the actions.
+    pub(crate) fn snapshot(
+        &self,
+        now_ms: u64,
+        heat_map: bool,
+    ) -> (Vec<pb::HeatColumn>, Vec<pb::BalanceAction>) {
+        let mut columns = Vec::new();
+        if heat_map {
+            columns.extend(self.columns.iter().cloned());
+            if self.gathering.rounds > 0 {
+                columns.push(self.gathering.column(now_ms));
+            }
         }
         (columns, self.actions.iter().cloned().collect())
     }
@@ -145,7 +153,7 @@ mod tests {
         let table = |reads| vec![record(2, b"m", b"", 0), record(1, b"", b"m", reads)];
         activity.observe(&table(10), 0);
         activity.observe(&table(30), step);
-        let (columns, _) = activity.snapshot(step);
+        let (columns, _) = activity.snapshot(step, true);
         assert_eq!(columns.len(), 1, "the column being gathered shows");
         let first = &columns[0].ranges;
         assert_eq!(first[0].start, b"", "key order");
@@ -154,7 +162,7 @@ mod tests {
         for round in 2..(HEAT_COLUMNS_KEPT as u64 * 2 + 10) {
             activity.observe(&table(round), round * step);
         }
-        let (columns, _) = activity.snapshot(u64::MAX);
+        let (columns, _) = activity.snapshot(u64::MAX, true);
         assert_eq!(columns.len(), HEAT_COLUMNS_KEPT + 1);
         assert!(columns.windows(2).all(|w| w[0].unix_ms <= w[1].unix_ms));
         for i in 0..ACTIONS_KEPT as u64 + 5 {
@@ -163,7 +171,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        let (_, actions) = activity.snapshot(0);
+        let (_, actions) = activity.snapshot(0, false);
         assert_eq!(actions.len(), ACTIONS_KEPT);
         assert_eq!(actions[0].unix_ms, 5, "the oldest go first");
     }

@@ -641,7 +641,9 @@ impl Admin for AdminService {
             )));
         }
         let me = self.state.node_id;
-        self.state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!("draining: handing every leadership over");
         let deadline = tokio::time::Instant::now() + timeout;
         let mut moved = std::collections::BTreeSet::new();
@@ -686,23 +688,26 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ActivityRequest>,
     ) -> Result<Response<pb::ActivityResponse>, Status> {
+        let heat_map = request.get_ref().heat_map;
         match self.leadership(META_SHARD, &request).await? {
             Leadership::Here(meta) => {
                 let (_, nodes) = read_routing_table(&self.state.engine, &meta).await?;
+                let planner = self.planner_status().await;
                 let activity = self.state.activity.lock().expect("activity lock");
-                let (columns, actions) = activity.snapshot(now_ms());
+                let (columns, actions) = activity.snapshot(now_ms(), heat_map);
                 Ok(Response::new(pb::ActivityResponse {
                     columns,
                     column_interval_ms: HEAT_COLUMN_INTERVAL.as_millis() as u64,
                     actions,
                     nodes: nodes.values().map(node_to_proto).collect(),
+                    planner,
                 }))
             }
             Leadership::Elsewhere { addr, .. } => self
                 .state
                 .peers
                 .admin(&addr)?
-                .activity(forwarded(pb::ActivityRequest {}))
+                .activity(forwarded(pb::ActivityRequest { heat_map }))
                 .await
                 .map_err(unreachable(&addr)),
         }

@@ -651,9 +651,7 @@ fn is_host_port(addr: &str) -> bool {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !l.starts_with('-')
     };
-    port.parse::<u16>().is_ok_and(|p| p > 0)
-        && host.len() <= 253
-        && host.split('.').all(label)
+    port.parse::<u16>().is_ok_and(|p| p > 0) && host.len() <= 253 && host.split('.').all(label)
 }
 
 #[cfg(test)]
@@ -669,7 +667,14 @@ mod tests {
             assert!(super::is_host_port(good), "{good}");
         }
         for bad in [
-            "nowhere", "host:", "host:0", "host:99999", "ho st:1", ":7400", "a..b:1", "-a:1",
+            "nowhere",
+            "host:",
+            "host:0",
+            "host:99999",
+            "ho st:1",
+            ":7400",
+            "a..b:1",
+            "-a:1",
         ] {
             assert!(!super::is_host_port(bad), "{bad}");
         }

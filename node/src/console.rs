@@ -13,7 +13,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hanse_proto::v1 as pb;
-use hanse_shard::meta::META_SHARD;
 use serde::Serialize;
 use tonic::Status;
 
@@ -99,20 +98,20 @@ struct Cluster {
     writes_per_sec: u64,
 }
 
-async fn shards_and_activity(
-    state: &NodeState,
-) -> Result<(Vec<pb::ShardStatus>, pb::ActivityResponse), Status> {
+/// The routing table, through this node's own Admin service (which forwards it to the
+/// meta shard's leader).
+async fn shards(state: &NodeState) -> Result<Vec<pb::ShardStatus>, Status> {
     let mut admin = state.peers.admin(&state.addr)?;
-    let shards = admin
-        .shards(state.peers.request(pb::ShardsRequest {}))
-        .await?
-        .into_inner()
-        .shards;
-    let activity = admin
-        .activity(state.peers.request(pb::ActivityRequest {}))
-        .await?
-        .into_inner();
-    Ok((shards, activity))
+    let request = state.peers.request(pb::ShardsRequest {});
+    Ok(admin.shards(request).await?.into_inner().shards)
+}
+
+/// What the meta shard's leader kept: nodes, actions, the planner, and with `heat_map`
+/// the heat map's columns.
+async fn activity(state: &NodeState, heat_map: bool) -> Result<pb::ActivityResponse, Status> {
+    let mut admin = state.peers.admin(&state.addr)?;
+    let request = state.peers.request(pb::ActivityRequest { heat_map });
+    Ok(admin.activity(request).await?.into_inner())
 }
 
 fn shard_of(state: &NodeState, status: &pb::ShardStatus) -> Shard {
@@ -146,7 +145,7 @@ fn shard_of(state: &NodeState, status: &pb::ShardStatus) -> Shard {
 }
 
 pub(crate) async fn cluster(State(state): State<Arc<NodeState>>) -> Response {
-    let (statuses, activity) = match shards_and_activity(&state).await {
+    let (statuses, activity) = match tokio::try_join!(shards(&state), activity(&state, false)) {
         Ok(answer) => answer,
         Err(status) => return unavailable(status),
     };
@@ -224,24 +223,8 @@ struct PlannerPage {
 }
 
 pub(crate) async fn planner(State(state): State<Arc<NodeState>>) -> Response {
-    let answer = async {
-        let (shards, activity) = shards_and_activity(&state).await?;
-        let meta_leader = shards
-            .iter()
-            .find(|s| s.descriptor.as_ref().is_some_and(|d| d.id == META_SHARD))
-            .map(|s| s.leader_addr.clone())
-            .filter(|addr| !addr.is_empty())
-            .ok_or_else(|| Status::unavailable("the meta shard has no leader"))?;
-        let status = state
-            .peers
-            .admin(&meta_leader)?
-            .status(state.peers.request(pb::StatusRequest {}))
-            .await?
-            .into_inner();
-        Ok::<_, Status>((status.planner, activity.actions))
-    };
-    let (planner, actions) = match answer.await {
-        Ok(answer) => answer,
+    let (planner, actions) = match activity(&state, false).await {
+        Ok(activity) => (activity.planner, activity.actions),
         Err(status) => return unavailable(status),
     };
     Json(PlannerPage {
@@ -276,52 +259,61 @@ pub(crate) async fn planner(State(state): State<Arc<NodeState>>) -> Response {
     .into_response()
 }
 
-#[derive(Serialize)]
-struct HeatRange {
-    shard: u64,
-    start: String,
-    end: String,
-    reads: u64,
-    writes: u64,
-}
-
-#[derive(Serialize)]
-struct HeatColumn {
-    unix_ms: u64,
-    ranges: Vec<HeatRange>,
-}
-
+/// The heat map on one key axis: a row per key range between the range boundaries any
+/// column saw (in key order), a column per interval; a cell holds the requests per second
+/// of the shard that held the row's keys then.
 #[derive(Serialize)]
 struct HeatMap {
     interval_ms: u64,
-    columns: Vec<HeatColumn>,
+    /// Each row's first key, as shown.
+    rows: Vec<String>,
+    /// When each column's interval ended (Unix time, ms).
+    times: Vec<u64>,
+    /// Per column, per row.
+    reads: Vec<Vec<u64>>,
+    writes: Vec<Vec<u64>>,
+}
+
+/// Each row's (reads, writes) in `column`, for rows starting at `rows` (sorted).
+fn cells(column: &pb::HeatColumn, rows: &[Vec<u8>]) -> (Vec<u64>, Vec<u64>) {
+    let ranges = &column.ranges;
+    let (mut reads, mut writes) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    let mut at = 0;
+    for key in rows {
+        while at + 1 < ranges.len() && ranges[at + 1].start <= *key {
+            at += 1;
+        }
+        let holds = ranges
+            .get(at)
+            .filter(|r| r.start <= *key && (r.end.is_empty() || *key < r.end));
+        reads.push(holds.map_or(0, |r| r.reads_per_sec));
+        writes.push(holds.map_or(0, |r| r.writes_per_sec));
+    }
+    (reads, writes)
 }
 
 pub(crate) async fn heatmap(State(state): State<Arc<NodeState>>) -> Response {
-    let activity = match shards_and_activity(&state).await {
-        Ok((_, activity)) => activity,
+    let activity = match activity(&state, true).await {
+        Ok(activity) => activity,
         Err(status) => return unavailable(status),
     };
+    let rows: Vec<Vec<u8>> = activity
+        .columns
+        .iter()
+        .flat_map(|c| c.ranges.iter().map(|r| r.start.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (reads, writes) = activity.columns.iter().map(|c| cells(c, &rows)).unzip();
     Json(HeatMap {
         interval_ms: activity.column_interval_ms,
-        columns: activity
-            .columns
-            .iter()
-            .map(|c| HeatColumn {
-                unix_ms: c.unix_ms,
-                ranges: c
-                    .ranges
-                    .iter()
-                    .map(|r| HeatRange {
-                        shard: r.shard_id,
-                        start: shown_key(&state, &r.start),
-                        end: shown_key(&state, &r.end),
-                        reads: r.reads_per_sec,
-                        writes: r.writes_per_sec,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        rows: rows.iter().map(|key| shown_key(&state, key)).collect(),
+        times: activity.columns.iter().map(|c| c.unix_ms).collect(),
+        reads,
+        writes,
     })
     .into_response()
 }

@@ -81,6 +81,16 @@ impl Launched {
         }
     }
 
+    /// Node `id`'s HTTP address (metrics, probes, console), as `cluster up` configured it.
+    pub fn http_addr(&self, id: u64) -> String {
+        let config = Path::new(&self.dir).join(format!("node{id}.toml"));
+        let config = hanse_node::config::NodeConfig::load(&config).unwrap();
+        config
+            .http_addr
+            .expect("cluster up gives each node an HTTP port")
+            .to_string()
+    }
+
     /// The last `lines` lines of each node's log, for a failing assertion's message.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut tails = String::new();

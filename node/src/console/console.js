@@ -129,18 +129,12 @@ function showPlanner(page) {
   }
 }
 
-// The heat map: one row per key interval between the range boundaries any column saw,
-// one column per interval of time; a cell holds the load of the shard holding its keys.
+// The heat map as the node sends it: rows of key ranges, columns of time, and per
+// column the reads and the writes of each row.
 function heatMatrix(map, kind) {
-  const boundaries = new Set();
-  for (const column of map.columns) for (const r of column.ranges) boundaries.add(r.start);
-  const rows = [...boundaries].sort();
-  const values = map.columns.map((column) => rows.map((key) => {
-    const r = column.ranges.find((r) => r.start <= key && (r.end === "" || key < r.end));
-    if (!r) return 0;
-    return kind === "reads" ? r.reads : kind === "writes" ? r.writes : r.reads + r.writes;
-  }));
-  return { rows, values, times: map.columns.map((c) => c.unix_ms) };
+  const values = map.times.map((_, c) => map.rows.map((_, r) =>
+    kind === "reads" ? map.reads[c][r] : kind === "writes" ? map.writes[c][r] : map.reads[c][r] + map.writes[c][r]));
+  return { rows: map.rows, values, times: map.times };
 }
 
 function showHeat(map) {
@@ -156,7 +150,8 @@ function showHeat(map) {
   keys.replaceChildren(...heat.rows.map((k) => element("div", k || "−∞")));
   keys.style.height = canvas.height + "px";
   if (!columns || !rows) return;
-  const max = Math.max(1, ...heat.values.flat());
+  let max = 1;
+  for (const column of heat.values) for (const v of column) if (v > max) max = v;
   const w = canvas.width / columns, h = canvas.height / rows;
   for (let c = 0; c < columns; c++) {
     for (let r = 0; r < rows; r++) {
@@ -171,18 +166,29 @@ function showHeat(map) {
     "brightest: " + max + " " + kind + "/s · " + columns + " columns of " + map.interval_ms / 1000 + " s";
 }
 
+function currentPage() {
+  return (location.hash.replace("#", "") || "overview").split("&")[0];
+}
+
 let heatData = null;
+let heatFetched = 0;
 async function refresh() {
   const status = document.getElementById("status");
   try {
+    // The heat map is the largest answer and changes once a column (10 s): it is fetched
+    // while shown, at most every ten seconds.
+    const wantHeat = currentPage() === "heatmap" && performance.now() - heatFetched > 10000;
     const [cluster, planner, heat] = await Promise.all([
-      api("/api/cluster"), api("/api/planner"), api("/api/heatmap"),
+      api("/api/cluster"), api("/api/planner"), wantHeat ? api("/api/heatmap") : null,
     ]);
     showOverview(cluster);
     showShards(cluster);
     showPlanner(planner);
-    heatData = heat;
-    showHeat(heat);
+    if (heat) {
+      heatData = heat;
+      heatFetched = performance.now();
+      showHeat(heat);
+    }
     status.textContent = "node " + cluster.served_by + " · " + new Date().toLocaleTimeString();
     if (window.hanseRendered === undefined) window.hanseRendered = performance.now();
   } catch (e) {
@@ -191,7 +197,8 @@ async function refresh() {
 }
 
 function showPage() {
-  const name = (location.hash.replace("#", "") || "overview").split("&")[0];
+  const name = currentPage();
+  if (name === "heatmap" && !heatData) refresh();
   for (const page of document.querySelectorAll(".page")) page.classList.toggle("active", page.id === name);
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === name);
 }
