@@ -6,7 +6,7 @@
 //! The balancer adds the routing table's loads every round (its leaders' one-second
 //! rates); every [`HEAT_COLUMN_INTERVAL`] the rounds so far become one column of their
 //! averages. [`HEAT_COLUMNS_KEPT`] columns cover half an hour; with `n` shards they hold
-//! about `HEAT_COLUMNS_KEPT × n` ranges (two keys and three numbers each: about 20 MiB
+//! about `HEAT_COLUMNS_KEPT × n` ranges (two keys and three numbers each: about 35 MiB
 //! for 1,000 shards with 60-byte keys).
 
 use std::collections::{BTreeMap, VecDeque};

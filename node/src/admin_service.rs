@@ -130,20 +130,7 @@ impl AdminService {
     /// node), with each leader's address and region from the node directory.
     async fn routing_table(&self, meta: &ReplicaHandle) -> Result<Vec<pb::ShardStatus>, Status> {
         let (shards, nodes) = read_routing_table(&self.state.engine, meta).await?;
-        Ok(shards
-            .into_iter()
-            .map(|record| {
-                let leader = record.leader.and_then(|id| nodes.get(&id));
-                pb::ShardStatus {
-                    descriptor: Some(to_proto(&record.descriptor)),
-                    leader_node: record.leader.unwrap_or(0),
-                    leader_addr: leader.map(|n| n.addr.clone()).unwrap_or_default(),
-                    leader_region: leader.map(|n| n.region.clone()).unwrap_or_default(),
-                    load: Some(load_to_proto(&record.stats)),
-                    ..Default::default()
-                }
-            })
-            .collect())
+        Ok(shard_table(shards, &nodes))
     }
 
     fn shard_statuses(&self) -> Vec<pb::ShardStatus> {
@@ -691,7 +678,7 @@ impl Admin for AdminService {
         let heat_map = request.get_ref().heat_map;
         match self.leadership(META_SHARD, &request).await? {
             Leadership::Here(meta) => {
-                let (_, nodes) = read_routing_table(&self.state.engine, &meta).await?;
+                let (table, nodes) = read_routing_table(&self.state.engine, &meta).await?;
                 let planner = self.planner_status().await;
                 let activity = self.state.activity.lock().expect("activity lock");
                 let (columns, actions) = activity.snapshot(now_ms(), heat_map);
@@ -701,6 +688,7 @@ impl Admin for AdminService {
                     actions,
                     nodes: nodes.values().map(node_to_proto).collect(),
                     planner,
+                    shards: shard_table(table, &nodes),
                 }))
             }
             Leadership::Elsewhere { addr, .. } => self
@@ -1149,4 +1137,26 @@ fn successor(
         .collect();
     voters.sort_by_key(|r| (r.region != region, r.node));
     (!voters.is_empty()).then(|| voters[attempt % voters.len()].node)
+}
+
+/// The routing table's records as `Shards` answers them, with each leader's address and
+/// region from the node directory.
+fn shard_table(
+    shards: Vec<hanse_shard::meta::ShardRecord>,
+    nodes: &std::collections::HashMap<NodeId, hanse_shard::meta::NodeRecord>,
+) -> Vec<pb::ShardStatus> {
+    shards
+        .into_iter()
+        .map(|record| {
+            let leader = record.leader.and_then(|id| nodes.get(&id));
+            pb::ShardStatus {
+                descriptor: Some(to_proto(&record.descriptor)),
+                leader_node: record.leader.unwrap_or(0),
+                leader_addr: leader.map(|n| n.addr.clone()).unwrap_or_default(),
+                leader_region: leader.map(|n| n.region.clone()).unwrap_or_default(),
+                load: Some(load_to_proto(&record.stats)),
+                ..Default::default()
+            }
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! The web console on the HTTP port: a read-only page (`/`, its script and style built
-//! into the binary) and the JSON it reads (`/api/cluster`, `/api/planner`,
-//! `/api/heatmap`). Any node serves it: the data comes from the meta shard's leader
+//! into the binary) and the JSON it reads (`/api/cluster`: nodes, shards, the planner
+//! and the balancing actions; `/api/heatmap`). Any node serves it: the data comes from the meta shard's leader
 //! through the node's own Admin service, which forwards there. The page is static and
 //! public; the data needs the role `monitor` (or a node's or `admin`'s certificate, or
 //! a token of such a user, which the page sends from its address's `#token=`).
@@ -89,6 +89,7 @@ struct Shard {
     writes_per_sec: u64,
 }
 
+/// Everything the console shows but the heat map, from one call to the meta leader.
 #[derive(Serialize)]
 struct Cluster {
     served_by: u64,
@@ -96,14 +97,9 @@ struct Cluster {
     shards: Vec<Shard>,
     reads_per_sec: u64,
     writes_per_sec: u64,
-}
-
-/// The routing table, through this node's own Admin service (which forwards it to the
-/// meta shard's leader).
-async fn shards(state: &NodeState) -> Result<Vec<pb::ShardStatus>, Status> {
-    let mut admin = state.peers.admin(&state.addr)?;
-    let request = state.peers.request(pb::ShardsRequest {});
-    Ok(admin.shards(request).await?.into_inner().shards)
+    /// The planner on the meta shard's leader; none where it runs without one.
+    planner: Option<Planner>,
+    actions: Vec<Action>,
 }
 
 /// What the meta shard's leader kept: nodes, actions, the planner, and with `heat_map`
@@ -145,10 +141,11 @@ fn shard_of(state: &NodeState, status: &pb::ShardStatus) -> Shard {
 }
 
 pub(crate) async fn cluster(State(state): State<Arc<NodeState>>) -> Response {
-    let (statuses, activity) = match tokio::try_join!(shards(&state), activity(&state, false)) {
-        Ok(answer) => answer,
+    let activity = match activity(&state, false).await {
+        Ok(activity) => activity,
         Err(status) => return unavailable(status),
     };
+    let statuses = &activity.shards;
     let shards: Vec<Shard> = statuses.iter().map(|s| shard_of(&state, s)).collect();
     let now = now_ms();
     let mut nodes: BTreeMap<u64, Node> = activity
@@ -184,6 +181,8 @@ pub(crate) async fn cluster(State(state): State<Arc<NodeState>>) -> Response {
         writes_per_sec: shards.iter().map(|s| s.writes_per_sec).sum(),
         nodes: nodes.into_values().collect(),
         shards,
+        planner: activity.planner.map(planner_of),
+        actions: activity.actions.into_iter().map(action_of).collect(),
     })
     .into_response()
 }
@@ -215,48 +214,34 @@ struct Action {
     detail: String,
 }
 
-#[derive(Serialize)]
-struct PlannerPage {
-    /// The planner on the meta shard's leader; none where it runs without one.
-    planner: Option<Planner>,
-    actions: Vec<Action>,
-}
-
-pub(crate) async fn planner(State(state): State<Arc<NodeState>>) -> Response {
-    let (planner, actions) = match activity(&state, false).await {
-        Ok(activity) => (activity.planner, activity.actions),
-        Err(status) => return unavailable(status),
-    };
-    Json(PlannerPage {
-        planner: planner.map(|p| Planner {
-            mode: p.mode,
-            acting: p.acting,
-            fallback: p.fallback,
-            ticks: p.ticks,
-            decisions: p
-                .decisions
-                .into_iter()
-                .map(|d| Decision {
-                    tick: d.tick,
-                    policy: d.policy,
-                    action: d.action,
-                    features: d.features,
-                })
-                .collect(),
-            refused: p.refused,
-        }),
-        actions: actions
+fn planner_of(p: pb::PlannerStatus) -> Planner {
+    Planner {
+        mode: p.mode,
+        acting: p.acting,
+        fallback: p.fallback,
+        ticks: p.ticks,
+        decisions: p
+            .decisions
             .into_iter()
-            .map(|a| Action {
-                unix_ms: a.unix_ms,
-                kind: a.kind,
-                shard_id: a.shard_id,
-                decided_by: a.decided_by,
-                detail: a.detail,
+            .map(|d| Decision {
+                tick: d.tick,
+                policy: d.policy,
+                action: d.action,
+                features: d.features,
             })
             .collect(),
-    })
-    .into_response()
+        refused: p.refused,
+    }
+}
+
+fn action_of(a: pb::BalanceAction) -> Action {
+    Action {
+        unix_ms: a.unix_ms,
+        kind: a.kind,
+        shard_id: a.shard_id,
+        decided_by: a.decided_by,
+        detail: a.detail,
+    }
 }
 
 /// The heat map on one key axis: a row per key range between the range boundaries any

@@ -93,7 +93,6 @@ pub(crate) fn serve(
     let watched = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/api/cluster", get(console::cluster))
-        .route("/api/planner", get(console::planner))
         .route("/api/heatmap", get(console::heatmap))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -178,12 +178,12 @@ async function refresh() {
     // The heat map is the largest answer and changes once a column (10 s): it is fetched
     // while shown, at most every ten seconds.
     const wantHeat = currentPage() === "heatmap" && performance.now() - heatFetched > 10000;
-    const [cluster, planner, heat] = await Promise.all([
-      api("/api/cluster"), api("/api/planner"), wantHeat ? api("/api/heatmap") : null,
+    const [cluster, heat] = await Promise.all([
+      api("/api/cluster"), wantHeat ? api("/api/heatmap") : null,
     ]);
     showOverview(cluster);
     showShards(cluster);
-    showPlanner(planner);
+    showPlanner(cluster);
     if (heat) {
       heatData = heat;
       heatFetched = performance.now();
