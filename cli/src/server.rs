@@ -18,11 +18,12 @@ pub struct ServerArgs {
 
 pub fn run(args: ServerArgs) -> Result<()> {
     let config = NodeConfig::load_as(&args.config, args.insecure)?;
-    config.log_effective();
     hanse_node::server::system(config.runtime_threads).block_on(async {
         let node = hanse_node::server::start(config.clone())
             .await
             .with_context(|| format!("starting node {}", config.node_id))?;
+        // Once started: a node that cannot start says only why.
+        config.log_effective();
         println!(
             "hanse node {} ({}) serving on {}",
             config.node_id, config.region, node.local_addr
