@@ -4,7 +4,9 @@ several loads. Used by scripts/console-load.sh."""
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 
 from selenium import webdriver
@@ -17,6 +19,9 @@ parser.add_argument("--shards", type=int, required=True)
 parser.add_argument("--loads", type=int, default=5)
 args = parser.parse_args()
 
+# Chromium leaves a directory in TMPDIR behind per run: one that goes with this run.
+scratch = tempfile.TemporaryDirectory()
+os.environ["TMPDIR"] = scratch.name
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
 for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -40,6 +45,7 @@ try:
         rendered.append(browser.execute_script("return window.hanseRendered"))
 finally:
     browser.quit()
+    scratch.cleanup()
 print(json.dumps({
     "shards": args.shards,
     "first_render_ms_median": statistics.median(rendered),

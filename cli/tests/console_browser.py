@@ -9,8 +9,10 @@ time until the first full render into the output directory.
 
 import argparse
 import json
+import os
 import pathlib
 import sys
+import tempfile
 import time
 
 from selenium import webdriver
@@ -46,6 +48,9 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    # Chromium leaves a directory in TMPDIR behind per run: one that goes with this run.
+    scratch = tempfile.TemporaryDirectory()
+    os.environ["TMPDIR"] = scratch.name
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
@@ -127,6 +132,7 @@ def main():
         (out / "render.json").write_text(json.dumps({"first_render_ms": rendered_ms}))
     finally:
         browser.quit()
+        scratch.cleanup()
 
 
 if __name__ == "__main__":
