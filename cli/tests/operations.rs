@@ -340,12 +340,18 @@ fn leaders_on(endpoint: &str) -> Vec<u64> {
 
 #[test]
 fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
-    let cluster = launch(&[]);
+    // The balancer spreads leaders from the first second: once node 1 leads nothing, it
+    // would move some back there if the drain did not keep them away.
+    let cluster = launch(&["--balance-cool-down", "1"]);
     let node1 = cluster.endpoints[0].clone();
+    for key in ["b", "d", "f", "h"] {
+        ok(&["admin", "split", key, "--endpoints", &node1]);
+    }
     assert!(!leaders_on(&node1).is_empty(), "node 1 leads at start");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writing = {
-        let (stop, endpoints) = (stop.clone(), cluster.endpoints.clone());
+        let (stop, written, endpoints) = (stop.clone(), written.clone(), cluster.endpoints.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
@@ -358,6 +364,7 @@ fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
                     // acknowledged ones are checked.
                     if client.put(key.as_bytes(), key.as_bytes()).await.is_ok() {
                         acknowledged.push(key);
+                        written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     i += 1;
                 }
@@ -365,7 +372,15 @@ fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
             })
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // Drained under writes: once some have been acknowledged.
+    let started = Instant::now();
+    while written.load(std::sync::atomic::Ordering::Relaxed) < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no writes acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // What the preStop hook runs.
     let drained: serde_json::Value =
         serde_json::from_str(&ok(&["admin", "drain", "--json", "--endpoints", &node1])).unwrap();
@@ -374,11 +389,13 @@ fn a_drained_node_hands_its_leaderships_over_under_load_and_loses_nothing() {
         !drained["moved"].as_array().unwrap().is_empty(),
         "{drained}"
     );
-    assert_eq!(leaders_on(&node1), Vec::<u64>::new());
-    // It stays without leadership while the balancer would spread leaders again, and
-    // tells a load balancer it is not ready.
-    std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(leaders_on(&node1), Vec::<u64>::new());
+    // It stays without leadership while the balancer rounds go by (every 2 s), and tells
+    // a load balancer it is not ready.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(6) {
+        assert_eq!(leaders_on(&node1), Vec::<u64>::new());
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let http = cluster.http_addr(1);
     let ca = certs().join("ca.crt");
     let output = Command::new("curl")

@@ -578,6 +578,10 @@ impl Admin for AdminService {
                 expires.map_or(0, |d| d.as_millis() as u64)
             }),
             shards: self.shard_statuses(),
+            draining: self
+                .state
+                .draining
+                .load(std::sync::atomic::Ordering::SeqCst),
             planner: self.planner_status().await,
             ingest: self.state.ingest.is_some().then(|| {
                 let counters = &self.state.ingest_counters;

@@ -9,8 +9,8 @@
 //! here, so a new meta leader waits one cool-down before it acts.
 
 use crate::knobs::{
-    ACTION_TIMEOUT, ACTIONS_PER_ROUND_MAX, BALANCE_INTERVAL, LEADER_MOVES_PER_ROUND_MAX,
-    MERGE_RESUME_AFTER, NODE_LIVE_MS,
+    ACTION_TIMEOUT, ACTIONS_PER_ROUND_MAX, BALANCE_INTERVAL, DRAIN_CHECK_TIMEOUT,
+    LEADER_MOVES_PER_ROUND_MAX, MERGE_RESUME_AFTER, NODE_LIVE_MS,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -140,6 +140,26 @@ impl Balancer {
             seen: Mutex::new(HashMap::new()),
             redact,
             activity,
+        }
+    }
+
+    /// Whether node `node` was drained (it would refuse the leadership, after the shard's
+    /// leader had held its heartbeats back for nothing); a node that does not answer is
+    /// left to the transfer to find out.
+    async fn drained(&self, node: NodeId, directory: &Directory<'_>) -> bool {
+        let Some(record) = directory.nodes.get(&node) else {
+            return false;
+        };
+        let Ok(mut admin) = self.peers.admin(&record.addr) else {
+            return false;
+        };
+        let asked = admin.status(self.peers.request(pb::StatusRequest {}));
+        match tokio::time::timeout(DRAIN_CHECK_TIMEOUT, asked).await {
+            Ok(Ok(status)) if status.get_ref().draining => {
+                tracing::info!(node, "not moving leadership to a drained node");
+                true
+            }
+            _ => false,
         }
     }
 
@@ -359,6 +379,9 @@ impl Balancer {
             for LeaderMove { shard, to } in
                 leader_policy(&leaders, preferred, LEADER_MOVES_PER_ROUND_MAX, spread)
             {
+                if self.drained(to, &directory).await {
+                    continue;
+                }
                 let detail = format!("leadership to node {to}");
                 self.decided("transfer_leader", "leader_rule", shard, detail);
                 let request = pb::TransferLeaderRequest {
@@ -476,6 +499,11 @@ impl Balancer {
         directory: &Directory<'_>,
         decided_by: &'static str,
     ) -> Result<(), Status> {
+        if let Action::TransferLeader { to, .. } = action
+            && self.drained(to, directory).await
+        {
+            return Ok(());
+        }
         let shard = action.shard();
         self.decided(action_kind(&action), decided_by, shard, self.shown(&action));
         let mut admin = self.admin_for(shard, directory).await?;

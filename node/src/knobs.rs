@@ -192,3 +192,6 @@ pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// How long a drain waits between rounds of transfers.
 pub const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(200);
+/// How long the balancer waits for a node to say whether it was drained before moving a
+/// leadership there.
+pub const DRAIN_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
