@@ -62,7 +62,7 @@ impl Prometheus {
                     "{query}: {last:?} after a minute"
                 ),
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 }

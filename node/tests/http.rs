@@ -39,6 +39,33 @@ async fn curl(url: &str, certs: &CertsDir, who: Option<&Identity>) -> (u16, Stri
     (code.parse().unwrap(), body.to_string())
 }
 
+/// What curl got from `url` once it answered 200, or its last answer after `within`.
+async fn curl_until_ok(
+    url: &str,
+    certs: &CertsDir,
+    who: Option<&Identity>,
+    within: Duration,
+) -> (u16, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, body) = curl(url, certs, who).await;
+        if code == 200 || Instant::now() > deadline {
+            return (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node 1 alone on `ip`, as `common::single_node` makes it, with an HTTP port there.
+fn with_http(dir: &std::path::Path, ip: [u8; 4], users: &[&str]) -> (NodeConfig, CertsDir) {
+    let (config, certs) = common::single_node(dir, ip, users);
+    let config = NodeConfig {
+        http_addr: Some(free_addr(ip)),
+        ..config
+    };
+    (config, certs)
+}
+
 fn free_addr(ip: [u8; 4]) -> SocketAddr {
     TcpListener::bind(SocketAddr::from((ip, 0)))
         .unwrap()
@@ -50,12 +77,8 @@ fn free_addr(ip: [u8; 4]) -> SocketAddr {
 fn probes_answer_anyone_and_metrics_only_whom_a_role_allows() {
     hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 70], &["alice", "mo"]);
-        let http = free_addr([127, 0, 0, 70]);
-        let config = NodeConfig {
-            http_addr: Some(http),
-            ..config
-        };
+        let (config, certs) = with_http(dir.path(), [127, 0, 0, 70], &["alice", "mo"]);
+        let http = config.http_addr.unwrap();
         let endpoint = config.listen_addr.to_string();
         let node = hanse_node::server::start(config).await.unwrap();
         assert_eq!(node.http_addr, Some(http));
@@ -64,14 +87,13 @@ fn probes_answer_anyone_and_metrics_only_whom_a_role_allows() {
         // Without a certificate: the probes answer, the metrics do not.
         let (code, body) = curl(&url("/livez"), &certs, None).await;
         assert_eq!((code, body.as_str()), (200, "ok\n"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ready = loop {
-            let (code, body) = curl(&url("/readyz?verbose"), &certs, None).await;
-            if code == 200 || Instant::now() > deadline {
-                break (code, body);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let ready = curl_until_ok(
+            &url("/readyz?verbose"),
+            &certs,
+            None,
+            Duration::from_secs(20),
+        )
+        .await;
         assert_eq!(ready.0, 200, "{}", ready.1);
         for check in ["storage", "replicas_open", "shard_leaders", "not_draining"] {
             assert!(ready.1.contains(&format!("[+]{check} ok")), "{}", ready.1);
@@ -151,14 +173,8 @@ fn probes_answer_anyone_and_metrics_only_whom_a_role_allows() {
             admin.auth(request).await.unwrap();
         }
         let mo = Identity::user("mo").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let granted = loop {
-            let (code, body) = curl(&url("/metrics"), &certs, Some(&mo)).await;
-            if code == 200 || Instant::now() > deadline {
-                break (code, body);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let granted =
+            curl_until_ok(&url("/metrics"), &certs, Some(&mo), Duration::from_secs(10)).await;
         assert_eq!(granted.0, 200, "{}", granted.1);
         // The monitor role grants nothing else: not the Admin service, not a key.
         let as_mo = hanse_client::connect(&endpoint, Some(common::tls(&certs, mo))).unwrap();
@@ -175,18 +191,14 @@ fn probes_answer_anyone_and_metrics_only_whom_a_role_allows() {
 fn a_node_without_a_leader_is_live_but_not_ready() {
     hanse_node::server::system(None).block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let (config, certs) = common::single_node(dir.path(), [127, 0, 0, 71], &[]);
+        let (mut config, certs) = with_http(dir.path(), [127, 0, 0, 71], &[]);
         // Three founding members of which only this one ever runs: no quorum, no leader.
         let others = [(2, [127, 0, 0, 72]), (3, [127, 0, 0, 73])].map(|(id, ip)| PeerConfig {
             id,
             addr: free_addr(ip).to_string(),
             region: "eu-hamburg".into(),
         });
-        let http = free_addr([127, 0, 0, 71]);
-        let mut config = NodeConfig {
-            http_addr: Some(http),
-            ..config
-        };
+        let http = config.http_addr.unwrap();
         config.initial_peers.extend(others);
         let node = hanse_node::server::start(config).await.unwrap();
         let (code, _) = curl(&format!("https://{http}/livez"), &certs, None).await;
