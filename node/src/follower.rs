@@ -67,10 +67,26 @@ async fn leader_read_index(
     wait: Duration,
 ) -> Result<u64, FollowerError> {
     let shard = replica.shard;
-    let leader = replica
-        .leader()
-        .filter(|&node| node != state.node_id)
-        .ok_or(FollowerError::NoLeader { shard })?;
+    let started = Instant::now();
+    let me = state.node_id;
+    // A replica that has just been created (a split, a move) or has seen an election
+    // learns its leader within a heartbeat: wait for that instead of refusing at once.
+    let known = replica.leader().filter(|&node| node != me);
+    let leader = match known {
+        Some(leader) => leader,
+        None => replica
+            .group
+            .raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some_and(|node| node != me),
+                "a leader on another node",
+            )
+            .await
+            .ok()
+            .and_then(|m| m.current_leader)
+            .ok_or(FollowerError::NoLeader { shard })?,
+    };
     let addr = replica.member_addr(Some(leader));
     let mut kv = state
         .peers
@@ -79,7 +95,8 @@ async fn leader_read_index(
     let request = state
         .peers
         .request(pb::ReadIndexRequest { shard_id: shard });
-    match tokio::time::timeout(wait, kv.read_index(request)).await {
+    let left = wait.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, kv.read_index(request)).await {
         Ok(Ok(answer)) if answer.get_ref().error.is_none() => Ok(answer.get_ref().index),
         _ => Err(FollowerError::NoReadIndex { shard }),
     }
