@@ -319,6 +319,11 @@ async fn ask(endpoint: &str, tls: &Credentials, op: &AdminOp, json: bool) -> Res
                     "storage_error": (!status.storage_error.is_empty()).then_some(&status.storage_error),
                     "certificate_expires_unix_ms": (status.certificate_expires_unix_ms != 0).then_some(status.certificate_expires_unix_ms),
                     "shards": shards,
+                    "round_trips": status.round_trips.iter().map(|t| json!({
+                        "node_id": t.node_id,
+                        "region": t.region,
+                        "micros": t.micros,
+                    })).collect::<Vec<_>>(),
                     "planner": status.planner.as_ref().map(planner_json),
                     "ingest": status.ingest.as_ref().map(|i| json!({
                         "writes": i.writes,
@@ -348,6 +353,7 @@ async fn ask(endpoint: &str, tls: &Credentials, op: &AdminOp, json: bool) -> Res
                 );
             }
             println!("{}", certificate_line(status.certificate_expires_unix_ms));
+            print_round_trips(&status.round_trips);
             print_local(&shards);
             match &status.ingest {
                 Some(ingest) => print_ingest(ingest),
@@ -429,6 +435,41 @@ fn print_planner(planner: &proto::PlannerStatus) {
     for refusal in &planner.refused {
         println!("  refused: {refusal}");
     }
+    let between: Vec<String> = planner
+        .region_latency
+        .iter()
+        .filter(|l| l.from < l.to)
+        .map(|l| {
+            let how = if l.measured { "measured" } else { "assumed" };
+            format!("{}-{} {:.1} ms ({how})", l.from, l.to, l.one_way_ms)
+        })
+        .collect();
+    if !between.is_empty() {
+        println!("  one-way latency planned with: {}", between.join(", "));
+    }
+}
+
+/// This node's measured round trip to each peer.
+fn print_round_trips(trips: &[proto::PeerRoundTrip]) {
+    if trips.is_empty() {
+        println!("round trips: none measured yet (no peer called in the last 30 s)");
+        return;
+    }
+    let each: Vec<String> = trips
+        .iter()
+        .map(|t| {
+            format!(
+                "node {} ({}) {:.1} ms",
+                t.node_id,
+                t.region,
+                t.micros as f64 / 1_000.0
+            )
+        })
+        .collect();
+    println!(
+        "round trips (Raft transport, smoothed): {}",
+        each.join(", ")
+    );
 }
 
 fn planner_json(planner: &proto::PlannerStatus) -> serde_json::Value {
@@ -446,6 +487,12 @@ fn planner_json(planner: &proto::PlannerStatus) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "shadow": planner.shadow,
         "refused": planner.refused,
+        "region_latency": planner.region_latency.iter().map(|l| json!({
+            "from": l.from,
+            "to": l.to,
+            "one_way_ms": l.one_way_ms,
+            "measured": l.measured,
+        })).collect::<Vec<_>>(),
     })
 }
 

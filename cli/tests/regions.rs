@@ -121,6 +121,68 @@ fn leader_follows_hamburg_writes(extra: &[&str], planner_mode: &str) {
 }
 
 #[test]
+fn nodes_measure_their_round_trips_and_the_planner_plans_with_them() {
+    let matrix = "eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms";
+    let injected_ms = |a: &str, b: &str| {
+        let pair = |x: &str, y: &str| (a == x && b == y) || (a == y && b == x);
+        if pair("eu-hamburg", "ap-china") {
+            250.0
+        } else if pair("eu-hamburg", "au-sydney") {
+            300.0
+        } else if pair("ap-china", "au-sydney") {
+            150.0
+        } else {
+            panic!("no round trip injected between {a} and {b}")
+        }
+    };
+    let cluster = launch_nodes(3, &["--latency", matrix]);
+    // Each node measures both peers: no less than the injected time, and not much more
+    // (the fastest call of a window meets no log write ahead of it).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for endpoint in &cluster.endpoints {
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&ok(&["admin", "status", "--json", "--endpoints", endpoint]))
+                    .unwrap();
+            let region = status["region"].as_str().unwrap();
+            let trips = status["round_trips"].as_array().unwrap();
+            let near = |t: &serde_json::Value| {
+                let ms = t["micros"].as_f64().unwrap() / 1_000.0;
+                let injected = injected_ms(region, t["region"].as_str().unwrap());
+                (injected..injected + 100.0).contains(&ms)
+            };
+            if trips.len() == 2 && trips.iter().all(near) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // The planner plans with half of each measured round trip, not an assumed figure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let planner = cluster.planner_running();
+        let latency = planner["region_latency"].as_array().unwrap();
+        let between: Vec<_> = latency.iter().filter(|l| l["from"] != l["to"]).collect();
+        let planned = |l: &&serde_json::Value| {
+            let half = injected_ms(l["from"].as_str().unwrap(), l["to"].as_str().unwrap()) / 2.0;
+            let ms = l["one_way_ms"].as_f64().unwrap();
+            l["measured"] == true && (half..half + 50.0).contains(&ms)
+        };
+        if between.len() == 6 && between.iter().all(planned) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{planner}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = ok(&["admin", "status", "--endpoints", &cluster.endpoints[0]]);
+    assert!(
+        text.contains("round trips (Raft transport, smoothed): node 2"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_follower_read_never_misses_a_write_acknowledged_before_its_bound() {
     // Hamburg (node 1, leading), China, Sydney; every pair 100 ms apart.
     let matrix = "eu-hamburg:ap-china=100ms,eu-hamburg:au-sydney=100ms,ap-china:au-sydney=100ms";

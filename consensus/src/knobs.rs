@@ -101,3 +101,16 @@ pub const ROUND_TRIP_MAX: Duration = Duration::from_secs(60);
 /// less than 1 %; the rest of the margin covers a follower whose clock runs fast under
 /// load, at a cost of nothing but a read-index round now and then.
 pub const LEASE_FRACTION: f64 = 0.8;
+
+/// The measurements of a peer's round trip the transport keeps the fastest of (see
+/// [`crate::round_trip`]): heartbeats go out every 100 ms per shard, so a window always
+/// holds a few calls that met no log write ahead of them.
+pub const ROUND_TRIP_WINDOW: Duration = Duration::from_secs(2);
+
+/// How far one window's fastest round trip moves the estimate: a quarter, so a path that
+/// changes shows in about ten seconds and one odd window moves it little.
+pub const ROUND_TRIP_SMOOTHING: f64 = 0.25;
+
+/// A peer not called for this long is left out of the round trips a node reports: the
+/// estimate may no longer hold (the peer is down, or moved).
+pub const ROUND_TRIP_STALE_AFTER: Duration = Duration::from_secs(30);

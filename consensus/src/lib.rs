@@ -26,6 +26,8 @@ pub mod peer_channels;
 mod proposer;
 #[cfg(feature = "grpc")]
 mod raft_service;
+#[cfg(feature = "grpc")]
+pub mod round_trip;
 mod snapshot;
 mod state_machine;
 #[cfg(feature = "testing")]

@@ -11,7 +11,7 @@ use crate::knobs::{APPEND_BYTES_MAX, LARGE_APPEND_BYTES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hanse_proto::v1::raft_client::RaftClient;
 use hanse_proto::v1::{RaftBatch, RaftMessage, RaftResult, TimeoutNow, raft_message, raft_result};
@@ -35,6 +35,7 @@ use crate::knobs::PEER_MESSAGE_BYTES_MAX;
 use crate::latency::LatencyMatrix;
 use crate::network::Campaigner;
 use crate::peer_channels::PeerChannels;
+use crate::round_trip::{PeerRoundTrip, RoundTrips};
 use crate::{ReplicaNode, TypeConfig};
 
 /// Bounds of the transport.
@@ -121,6 +122,7 @@ pub struct Transport {
     channels: Arc<PeerChannels>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     counters: Arc<Counters>,
+    round_trips: RoundTrips,
 }
 
 impl Transport {
@@ -135,6 +137,7 @@ impl Transport {
             channels,
             peers: Mutex::new(HashMap::new()),
             counters: Arc::default(),
+            round_trips: RoundTrips::default(),
         })
     }
 
@@ -142,6 +145,49 @@ impl Transport {
         TransportStats {
             messages: self.counters.messages.load(Ordering::Relaxed),
             batches: self.counters.batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The smoothed round trip to each peer called lately (see [`crate::round_trip`]).
+    pub fn round_trips(&self) -> Vec<PeerRoundTrip> {
+        self.round_trips.current(Instant::now())
+    }
+
+    /// Sends each of `peers` that no call measured within the last window an empty batch,
+    /// whose answer measures the round trip (see [`crate::round_trip`]); returns at once.
+    pub fn probe_unmeasured(
+        self: &Arc<Self>,
+        peers: impl IntoIterator<Item = (NodeId, ReplicaNode)>,
+    ) {
+        let now = Instant::now();
+        for (node, peer) in peers {
+            if node == self.node_id || self.round_trips.measured_lately(node, now) {
+                continue;
+            }
+            let transport = self.clone();
+            tokio::spawn(async move { transport.probe(node, &peer.addr, &peer.region).await });
+        }
+    }
+
+    /// One empty batch to `node`, measured like every other call.
+    async fn probe(&self, node: NodeId, addr: &str, region: &str) {
+        let Ok(channel) = self.channels.channel(addr) else {
+            return;
+        };
+        let mut client = RaftClient::new(channel);
+        let started = Instant::now();
+        let one_way = self.options.latency.one_way(&self.options.region, region);
+        tokio::time::sleep(one_way).await;
+        let empty = RaftBatch {
+            from_node: self.node_id,
+            messages: Vec::new(),
+        };
+        let answered = tokio::time::timeout(self.options.request_timeout, client.send(empty)).await;
+        tokio::time::sleep(one_way).await;
+        if let Ok(Ok(_)) = answered {
+            let now = Instant::now();
+            self.round_trips
+                .observe(node, region, now.duration_since(started), now);
         }
     }
 
@@ -205,6 +251,7 @@ impl Transport {
         region: &str,
         message: RaftMessage,
     ) -> Result<RaftResult, TransportError> {
+        let started = Instant::now();
         let one_way = self.options.latency.one_way(&self.options.region, region);
         if !one_way.is_zero() {
             tokio::time::sleep(one_way).await;
@@ -212,6 +259,11 @@ impl Transport {
         let result = self.send_now(node, addr, message).await;
         if !one_way.is_zero() {
             tokio::time::sleep(one_way).await;
+        }
+        if result.is_ok() {
+            let now = Instant::now();
+            self.round_trips
+                .observe(node, region, now.duration_since(started), now);
         }
         result
     }

@@ -5,6 +5,7 @@
 use crate::knobs::{
     BACKUP_CATCH_UP_TIMEOUT, BACKUP_CHUNK_BYTES, CATCH_UP_TIMEOUT, LEADER_TIMEOUT, WAIT_APPLIED_MAX,
 };
+use crate::round_trips;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +124,7 @@ impl AdminService {
             engine: self.state.engine.clone(),
             routes: self.state.routes.clone(),
             peers: self.state.peers.clone(),
+            round_trips: self.state.round_trips.clone(),
         }
     }
 
@@ -441,6 +443,16 @@ impl AdminService {
                 .collect(),
             shadow: report.shadow,
             refused: report.refused,
+            region_latency: report
+                .region_latency
+                .into_iter()
+                .map(|l| pb::RegionLatency {
+                    from: l.from,
+                    to: l.to,
+                    one_way_ms: l.one_way_ms,
+                    measured: l.measured,
+                })
+                .collect(),
         })
     }
 
@@ -582,6 +594,13 @@ impl Admin for AdminService {
                 .state
                 .draining
                 .load(std::sync::atomic::Ordering::SeqCst),
+            round_trips: self
+                .state
+                .transport
+                .round_trips()
+                .iter()
+                .map(round_trips::to_proto)
+                .collect(),
             planner: self.planner_status().await,
             ingest: self.state.ingest.is_some().then(|| {
                 let counters = &self.state.ingest_counters;
@@ -712,7 +731,16 @@ impl Admin for AdminService {
         check_report_claims(&Caller::of(&request), request.get_ref())?;
         match self.leadership(META_SHARD, &request).await? {
             Leadership::Here(meta) => {
-                let pb::ReportRequest { shards, nodes } = request.into_inner();
+                let pb::ReportRequest {
+                    shards,
+                    nodes,
+                    round_trips,
+                } = request.into_inner();
+                // Round trips are the one reporting node's own (its claim was checked).
+                if let [node] = nodes.as_slice() {
+                    let trips = round_trips.into_iter().map(round_trips::from_proto);
+                    self.state.round_trips.record(node.node_id, trips.collect());
+                }
                 let shards = shards
                     .into_iter()
                     .map(|s| {

@@ -434,6 +434,13 @@ impl Balancer {
                 .map(|n| LiveNode {
                     id: n.node,
                     region: n.region.clone(),
+                    round_trips_ms: self
+                        .runtime
+                        .round_trips
+                        .of(n.node)
+                        .iter()
+                        .map(|t| (t.node, t.round_trip.as_secs_f64() * 1_000.0))
+                        .collect(),
                 })
                 .collect(),
         };

@@ -27,6 +27,8 @@ pub(crate) struct NodeRuntime {
     pub engine: Arc<Engine>,
     pub routes: Arc<Routes>,
     pub peers: Arc<Peers>,
+    /// Every node's round trips, as reported here while this node leads the meta shard.
+    pub round_trips: Arc<crate::round_trips::ClusterRoundTrips>,
 }
 
 /// A replica's refusal as a coordinator's failure.
@@ -216,7 +218,7 @@ impl NodeRuntime {
                 reported_at_ms: now_ms(),
             })
             .collect();
-        match send_report(&self.routes, &self.peers, records, Vec::new()).await {
+        match send_report(&self.routes, &self.peers, records, Vec::new(), None).await {
             Ok(()) => Event::Done,
             Err(e) => {
                 tracing::debug!("reporting a split or merge failed: {}", e.message());

@@ -25,6 +25,7 @@ mod peers;
 pub mod progress;
 mod reporter;
 mod requests;
+mod round_trips;
 pub mod server;
 mod state;
 pub mod units;

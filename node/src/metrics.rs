@@ -16,9 +16,10 @@ use std::time::Instant;
 use hanse_proto::v1 as pb;
 use prometheus::proto::LabelPair;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    TextEncoder, exponential_buckets, register_gauge, register_histogram, register_histogram_vec,
-    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, TextEncoder, exponential_buckets, register_gauge, register_gauge_vec,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec,
 };
 
 pub(crate) struct Metrics {
@@ -44,6 +45,8 @@ pub(crate) struct Metrics {
     pub ingest_forwarded_batches: IntCounter,
     /// Planner and balancer actions carried out, by kind and by who decided.
     pub planner_decisions: IntCounterVec,
+    /// The smoothed round trip to each peer node, as the Raft transport measures it.
+    pub peer_round_trip: GaugeVec,
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -129,6 +132,13 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
          remove_replica, move_replica, change_role) and by who decided (planner, or the \
          balancer's size_rule, region_rule, placement_rule, leader_rule).",
         &["kind", "decided_by"]
+    )
+    .expect("registered once"),
+    peer_round_trip: register_gauge_vec!(
+        "hanse_raft_peer_round_trip_seconds",
+        "The smoothed round trip to each peer node (by its id), as this node's Raft \
+         transport measures it: the fastest call of each two-second window.",
+        &["peer"]
     )
     .expect("registered once"),
 }

@@ -25,6 +25,8 @@ use tonic::Status;
 
 use crate::actors::{ReplicaError, ReplicaHandle, Routes};
 use crate::peers::Peers;
+use crate::round_trips::{self, ClusterRoundTrips};
+use hanse_consensus::round_trip::PeerRoundTrip;
 use hanse_proto::convert::{node_to_proto, report_to_proto};
 
 /// A shard's last measurement.
@@ -39,6 +41,8 @@ pub(crate) struct Measured {
 
 pub(crate) struct Reporter {
     node: NodeRecord,
+    transport: Arc<hanse_consensus::Transport>,
+    round_trips: Arc<ClusterRoundTrips>,
     engine: Arc<Engine>,
     routes: Arc<Routes>,
     peers: Arc<Peers>,
@@ -101,12 +105,15 @@ pub(crate) fn now_ms() -> u64 {
 impl Reporter {
     pub(crate) fn new(
         node: NodeRecord,
+        (transport, round_trips): (Arc<hanse_consensus::Transport>, Arc<ClusterRoundTrips>),
         engine: Arc<Engine>,
         routes: Arc<Routes>,
         peers: Arc<Peers>,
     ) -> Self {
         Reporter {
             node,
+            transport,
+            round_trips,
             engine,
             routes,
             peers,
@@ -178,7 +185,13 @@ impl Reporter {
         let now = Instant::now();
         let mut learners = self.learners.lock().await;
         let mut led = Vec::new();
+        // Every node this one shares a shard with, for the round trips.
+        let mut peers = std::collections::BTreeMap::new();
         for replica in self.routes.all() {
+            let metrics = replica.group.raft.metrics();
+            for (&node, member) in metrics.borrow().membership_config.membership().nodes() {
+                peers.entry(node).or_insert_with(|| member.clone());
+            }
             // Every replica's counters start afresh each tick; a leader's are reported.
             let load = &replica.load;
             let reads = load.reads.swap(0, Ordering::Relaxed);
@@ -222,7 +235,16 @@ impl Reporter {
             reported_at_ms,
             ..self.node.clone()
         };
-        send_report(&self.routes, &self.peers, shards, vec![node]).await
+        self.transport.probe_unmeasured(peers);
+        let trips = self.transport.round_trips();
+        for trip in &trips {
+            crate::metrics::METRICS
+                .peer_round_trip
+                .with_label_values(&[&trip.node.to_string()])
+                .set(trip.round_trip.as_secs_f64());
+        }
+        let measured = Some((self.round_trips.as_ref(), trips));
+        send_report(&self.routes, &self.peers, shards, vec![node], measured).await
     }
 }
 
@@ -289,17 +311,23 @@ fn decoded<T: serde::de::DeserializeOwned>(
 }
 
 /// Records `shards` and `nodes` in the meta shard: proposed here when this node leads it,
-/// else sent to its leader.
+/// else sent to its leader; with them the round trips the one node of `nodes` measured,
+/// kept in the meta leader's memory (`measured`: where this node keeps them).
 pub(crate) async fn send_report(
     routes: &Routes,
     peers: &Peers,
     shards: Vec<ShardRecord>,
     nodes: Vec<NodeRecord>,
+    measured: Option<(&ClusterRoundTrips, Vec<PeerRoundTrip>)>,
 ) -> Result<(), Status> {
     let meta = routes
         .get(META_SHARD)
         .ok_or_else(|| Status::unavailable("this node holds no replica of the meta shard"))?;
+    let (kept, trips) = measured.map_or((None, Vec::new()), |(kept, trips)| (Some(kept), trips));
     if meta.leads() {
+        if let (Some(kept), [node]) = (kept, nodes.as_slice()) {
+            kept.record(node.node, trips);
+        }
         let request = ShardRequest::Report { shards, nodes };
         meta.propose(request)
             .await
@@ -312,6 +340,7 @@ pub(crate) async fn send_report(
     let request = pb::ReportRequest {
         shards: shards.iter().map(report_to_proto).collect(),
         nodes: nodes.iter().map(node_to_proto).collect(),
+        round_trips: trips.iter().map(round_trips::to_proto).collect(),
     };
     let addr = meta.member_addr(Some(leader));
     peers.admin(&addr)?.report(request).await?;

@@ -37,6 +37,7 @@ use crate::kv_service::KvService;
 use crate::peers::Peers;
 use crate::reporter::Reporter;
 use crate::requests::GuardLayer;
+use crate::round_trips::ClusterRoundTrips;
 use crate::state::NodeState;
 
 /// The first data shard of a new cluster (shard 0 is reserved for the meta shard).
@@ -371,10 +372,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     }
 
     let routes = Arc::new(Routes::default());
+    let round_trips = Arc::new(ClusterRoundTrips::default());
     let restarts = Arc::new(AtomicU64::new(0));
     let node = NodeActor::new(
         engine.clone(),
-        transport,
+        transport.clone(),
         registry.clone(),
         group_options,
         ReplicaLimits {
@@ -393,6 +395,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             addr: config.advertised(),
             reported_at_ms: 0,
         },
+        (transport.clone(), round_trips.clone()),
         engine.clone(),
         routes.clone(),
         peers.clone(),
@@ -406,6 +409,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             engine: engine.clone(),
             routes: routes.clone(),
             peers: peers.clone(),
+            round_trips: round_trips.clone(),
         };
         let balancer = Balancer::new(
             config.advertised(),
@@ -449,6 +453,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         tls: server_tls.clone(),
         draining: draining.clone(),
         activity,
+        transport,
+        round_trips,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = hanse_security::incoming(listener, server_tls.clone(), Protocol::Grpc);

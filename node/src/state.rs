@@ -56,6 +56,10 @@ pub(crate) struct NodeState {
     pub draining: Arc<AtomicBool>,
     /// The heat map and balancing actions, kept while this node leads the meta shard.
     pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
+    /// This node's Raft transport: its round trips to its peers.
+    pub transport: Arc<hanse_consensus::Transport>,
+    /// Every node's round trips, as reported to this node while it leads the meta shard.
+    pub round_trips: Arc<crate::round_trips::ClusterRoundTrips>,
 }
 
 impl NodeState {

@@ -138,6 +138,12 @@ fn only_nodes_make_node_calls_and_each_only_as_itself() {
                 addr: "10.9.9.9:1".into(),
                 reported_at_ms: 0,
             }],
+            // A forged measurement rides with the forged claim and is refused with it.
+            round_trips: vec![proto::PeerRoundTrip {
+                node_id: 3,
+                region: "x".into(),
+                micros: 1,
+            }],
         };
         let refused = AdminClient::new(node2).report(claim).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);

@@ -13,15 +13,18 @@ use actix::prelude::*;
 use hanse_shard::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 
 use crate::decide::{Mode, Planner, Status};
-use crate::knobs::SAMPLED_KEYS;
+use crate::stats::summarize_counted;
 use crate::vocab::KEY_SPACE;
 use crate::vocab::{Action, ClusterAction, Node, Policy, Shard, ShardStats, View};
 
 /// Operations per second a live node serves at full utilisation unless configured (the
 /// simulator's node capacity per tick).
 pub const NODE_CAPACITY: f64 = 4_000.0;
-/// One-way latency the planner assumes between any two regions of a live cluster.
-pub const ASSUMED_REGION_LATENCY_MS: f64 = 100.0;
+/// One-way latency the planner assumes between two regions no node has measured (a
+/// region whose nodes have not called each other yet, the first seconds after a start).
+pub const UNMEASURED_REGION_LATENCY_MS: f64 = 100.0;
+/// ... and within a region no two nodes of which have measured each other.
+pub const UNMEASURED_LOCAL_LATENCY_MS: f64 = 0.5;
 /// Reports per shard the window averages.
 pub const WINDOW: usize = 10;
 /// Decisions the report keeps.
@@ -72,6 +75,19 @@ pub struct LiveShard {
 pub struct LiveNode {
     pub id: NodeId,
     pub region: String,
+    /// Its measured round trip to each peer it called lately, in ms.
+    pub round_trips_ms: Vec<(NodeId, f64)>,
+}
+
+/// The one-way latency between two regions the planner works with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionLatency {
+    pub from: String,
+    pub to: String,
+    pub one_way_ms: f64,
+    /// Half the mean of the round trips measured between the regions' nodes; else
+    /// assumed ([`UNMEASURED_REGION_LATENCY_MS`]).
+    pub measured: bool,
 }
 
 /// A decision on the real cluster.
@@ -83,9 +99,10 @@ pub struct Frame {
     pub shards: Vec<Shard>,
     pub stats: Vec<ShardStats>,
     pub node_load: Vec<f64>,
-    /// One-way latency between the regions; the cluster does not measure it, so every
-    /// pair of regions counts as [`ASSUMED_REGION_LATENCY_MS`] apart.
+    /// One-way latency between the regions (see [`region_latency`]).
     pub region_latency_ms: Vec<Vec<f64>>,
+    /// The same, named, and whether each was measured.
+    pub region_latency: Vec<RegionLatency>,
     node_ids: Vec<NodeId>,
     shard_ids: Vec<ShardId>,
     /// The real key at each position that stands for one.
@@ -254,21 +271,14 @@ pub fn frame(
             origins,
         });
     }
+    let region_latency = region_latency(nodes, &regions);
     Frame {
         node_load: node_ops.iter().map(|ops| ops / NODE_CAPACITY).collect(),
-        region_latency_ms: (0..regions.len())
-            .map(|from| {
-                (0..regions.len())
-                    .map(|to| {
-                        if from == to {
-                            0.5
-                        } else {
-                            ASSUMED_REGION_LATENCY_MS
-                        }
-                    })
-                    .collect()
-            })
+        region_latency_ms: region_latency
+            .chunks(regions.len().max(1))
+            .map(|row| row.iter().map(|pair| pair.one_way_ms).collect())
             .collect(),
+        region_latency,
         nodes: sim_nodes,
         middles: planned.iter().map(|s| s.load.split_key.clone()).collect(),
         shard_ids: planned.iter().map(|s| s.descriptor.id).collect(),
@@ -277,6 +287,50 @@ pub fn frame(
         node_ids,
         keys,
     }
+}
+
+/// The one-way latency between every pair of `regions` (row by row): half the mean round
+/// trip the nodes of one measured to the nodes of the other, either way; assumed where
+/// none was measured.
+pub fn region_latency(nodes: &[LiveNode], regions: &[&str]) -> Vec<RegionLatency> {
+    let n = regions.len();
+    let region_of = |id: NodeId| {
+        let node = nodes.iter().find(|node| node.id == id)?;
+        regions.iter().position(|r| *r == node.region)
+    };
+    let (mut sum, mut count) = (vec![0.0; n * n], vec![0u32; n * n]);
+    for node in nodes {
+        let Some(from) = region_of(node.id) else {
+            continue;
+        };
+        for &(peer, ms) in &node.round_trips_ms {
+            if let Some(to) = region_of(peer) {
+                for cell in [from * n + to, to * n + from] {
+                    sum[cell] += ms / 2.0;
+                    count[cell] += 1;
+                }
+            }
+        }
+    }
+    let mut latency = Vec::with_capacity(n * n);
+    for (from, from_name) in regions.iter().enumerate() {
+        for (to, to_name) in regions.iter().enumerate() {
+            let cell = from * n + to;
+            let measured = count[cell] > 0;
+            let one_way_ms = match (measured, from == to) {
+                (true, _) => sum[cell] / f64::from(count[cell]),
+                (false, true) => UNMEASURED_LOCAL_LATENCY_MS,
+                (false, false) => UNMEASURED_REGION_LATENCY_MS,
+            };
+            latency.push(RegionLatency {
+                from: from_name.to_string(),
+                to: to_name.to_string(),
+                one_way_ms,
+                measured,
+            });
+        }
+    }
+    latency
 }
 
 /// The last [`WINDOW`] reports of each shard, and when each shard last changed.
@@ -330,25 +384,23 @@ impl Window {
     }
 }
 
-/// The mean of `reports`: rates and origins averaged, sampled keys counted together (the
-/// most frequent kept), size and middle key the latest.
+/// The mean of `reports`: rates and origins averaged, sampled keys counted together and
+/// summarised again, size and middle key the latest.
 fn mean(reports: &VecDeque<LiveLoad>) -> LiveLoad {
     let n = reports.len().max(1) as f64;
     let latest = reports.back().cloned().unwrap_or_default();
-    let mut sampled: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut origins: BTreeMap<String, u64> = BTreeMap::new();
     for report in reports {
-        for (key, count) in &report.sampled_keys {
-            *sampled.entry(key.clone()).or_default() += count;
-        }
         for (region, per_sec) in &report.origins {
             *origins.entry(region.clone()).or_default() += per_sec;
         }
     }
-    let mut sampled: Vec<(Vec<u8>, u64)> = sampled.into_iter().collect();
-    sampled.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    sampled.truncate(SAMPLED_KEYS);
-    sampled.sort();
+    let sampled = summarize_counted(
+        reports
+            .iter()
+            .flat_map(|r| r.sampled_keys.iter().cloned())
+            .collect(),
+    );
     LiveLoad {
         reads_per_sec: reports.iter().map(|r| r.reads_per_sec).sum::<f64>() / n,
         writes_per_sec: reports.iter().map(|r| r.writes_per_sec).sum::<f64>() / n,
@@ -388,6 +440,8 @@ pub struct PlannerReport {
     pub shadow: Vec<String>,
     /// What the envelope refused in the last tick, and why.
     pub refused: Vec<String>,
+    /// The latency between regions the last tick was planned with.
+    pub region_latency: Vec<RegionLatency>,
 }
 
 /// The planner actor: one per node, asked only on the meta shard's leader.
@@ -401,6 +455,7 @@ pub struct PlannerActor {
     decisions: VecDeque<LiveDecision>,
     shadow: Vec<String>,
     refused: Vec<String>,
+    region_latency: Vec<RegionLatency>,
 }
 
 impl PlannerActor {
@@ -414,6 +469,7 @@ impl PlannerActor {
             decisions: VecDeque::new(),
             shadow: Vec::new(),
             refused: Vec::new(),
+            region_latency: Vec::new(),
         }
     }
 
@@ -456,6 +512,7 @@ impl PlannerActor {
             .iter()
             .map(|(action, why)| format!("{}: {why}", named(action)))
             .collect();
+        self.region_latency = frame.region_latency.clone();
         if status.mode == Mode::Model {
             admitted.iter().filter_map(|a| frame.live(a)).collect()
         } else {
@@ -474,6 +531,7 @@ impl PlannerActor {
             decisions: self.decisions.iter().cloned().collect(),
             shadow: self.shadow.clone(),
             refused: self.refused.clone(),
+            region_latency: self.region_latency.clone(),
         }
     }
 }
@@ -525,6 +583,7 @@ mod tests {
             .map(|id| LiveNode {
                 id,
                 region: REGIONS[id as usize - 1].into(),
+                round_trips_ms: Vec::new(),
             })
             .collect()
     }

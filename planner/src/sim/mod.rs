@@ -20,7 +20,6 @@ pub mod request;
 pub mod trace;
 pub mod workload;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -29,7 +28,8 @@ use request::{Op, Request};
 use workload::Workload;
 
 use crate::knobs::RESERVOIR_REQUESTS;
-use crate::vocab::{Action, KEY_SPACE, Node, Policy, SAMPLED_KEYS, Shard, ShardStats, View};
+use crate::stats::summarize;
+use crate::vocab::{Action, KEY_SPACE, Node, Policy, Shard, ShardStats, View};
 
 /// What the look-ahead oracle asks each tick (see [`Sim::run_oracle`]): given the view,
 /// each candidate's first actions and its rollout's cost, which candidate to carry out.
@@ -380,14 +380,7 @@ impl Sim {
             }
         }
         for ((s, (_, reservoir)), scans) in stats.iter_mut().zip(reservoirs).zip(scans_from) {
-            let mut counted: HashMap<u64, u64> = HashMap::new();
-            for key in reservoir {
-                *counted.entry(key).or_default() += 1;
-            }
-            let mut sampled: Vec<(u64, u64)> = counted.into_iter().collect();
-            sampled.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            sampled.truncate(SAMPLED_KEYS);
-            sampled.sort_unstable();
+            let sampled = summarize(reservoir);
             // How many of the scans that started in the shard spanned each sampled key.
             s.crossing = sampled
                 .iter()
