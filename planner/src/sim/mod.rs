@@ -78,6 +78,39 @@ impl Scenario {
         }
     }
 
+    /// Four regions (Hamburg, China, Sydney and Virginia), two nodes in each, four
+    /// shards: the three regions' matrix with Virginia 45, 110 and 100 ms one way from the
+    /// others (about the public clouds' round trips).
+    pub fn four_regions(family: workload::Family, seed: u64) -> Scenario {
+        let three = Scenario::three_regions(family, seed);
+        Scenario {
+            nodes: (0..8)
+                .map(|i| Node {
+                    region: i % 4,
+                    capacity: 4_000.0,
+                })
+                .collect(),
+            region_latency_ms: vec![
+                vec![0.5, 125.0, 150.0, 45.0],
+                vec![125.0, 0.5, 75.0, 110.0],
+                vec![150.0, 75.0, 0.5, 100.0],
+                vec![45.0, 110.0, 100.0, 0.5],
+            ],
+            // As much load per node as in three regions.
+            request_weight: three.request_weight * 8.0 / 6.0,
+            ..three
+        }
+    }
+
+    /// The cluster `family` runs on: four regions for [`workload::Family::FourRegions`],
+    /// three for the others.
+    pub fn for_family(family: workload::Family, seed: u64) -> Scenario {
+        match family {
+            workload::Family::FourRegions => Scenario::four_regions(family, seed),
+            _ => Scenario::three_regions(family, seed),
+        }
+    }
+
     /// The three regions under a recorded load, as heavy on average as the recording.
     pub fn recorded(replay: Arc<trace::Replay>, seed: u64) -> Scenario {
         let base = Scenario::three_regions(workload::Family::Recorded, seed);

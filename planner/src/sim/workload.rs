@@ -45,6 +45,16 @@ pub enum Family {
     /// Load recorded from a live cluster, replayed (see [`super::trace`]); without a
     /// recording, uniform.
     Recorded,
+    /// Uniform reads and writes until tick `at`; then for `lasting` ticks 70 % of all
+    /// requests, nine in ten of them reads, fall on 0.5 % of the key space at a place
+    /// the seed picks (a news item, a sale).
+    FlashCrowd { at: u64, lasting: u64 },
+    /// The moving hotspot, turning back every `period` ticks: a policy that splits ahead
+    /// of the hotspot's path is wrong after every turn.
+    ReversingHotspot { speed: f64, period: u64 },
+    /// YCSB A from four regions (Hamburg, China, Sydney and Virginia; see
+    /// [`super::Scenario::four_regions`]).
+    FourRegions,
 }
 
 impl Family {
@@ -59,9 +69,13 @@ impl Family {
             Family::Sequential => "sequential".into(),
             Family::HotKey => "hot-key".into(),
             Family::ScanHeavy => "scan-heavy".into(),
-            Family::Diurnal { .. } => "diurnal".into(),
+            Family::Diurnal { day_ticks: 200 } => "diurnal".into(),
+            Family::Diurnal { day_ticks } => format!("diurnal-{day_ticks}-tick-days"),
             Family::Regional => "regional".into(),
             Family::Recorded => "recorded".into(),
+            Family::FlashCrowd { .. } => "flash-crowd".into(),
+            Family::ReversingHotspot { .. } => "hotspot-reversing".into(),
+            Family::FourRegions => "four-regions".into(),
         }
     }
 }
@@ -119,6 +133,8 @@ pub struct Workload {
     pub family: Family,
     regions: usize,
     rng: StdRng,
+    /// Where the flash crowd falls (drawn from the seed).
+    crowd_at: u64,
     zipf: Zipf,
     /// The recording a [`Family::Recorded`] workload replays.
     replay: Option<Arc<Replay>>,
@@ -128,10 +144,12 @@ const VALUE_BYTES: u32 = 256;
 
 impl Workload {
     pub fn new(family: Family, regions: usize, seed: u64) -> Workload {
+        let mut rng = StdRng::seed_from_u64(seed);
         Workload {
             family,
             regions: regions.max(1),
-            rng: StdRng::seed_from_u64(seed),
+            crowd_at: rng.random_range(0..KEY_SPACE - KEY_SPACE / 200),
+            rng,
             zipf: Zipf::new(ZIPF_ITEMS, ZIPF_THETA),
             replay: None,
         }
@@ -179,8 +197,32 @@ impl Workload {
                 let key = self.uniform_key();
                 self.read_or_write(key, 0.5, origin)
             }
-            Family::ZipfianA => {
+            Family::ZipfianA | Family::FourRegions => {
                 let key = self.zipf_key();
+                self.read_or_write(key, 0.5, origin)
+            }
+            Family::FlashCrowd { at, lasting } => {
+                if (at..at + lasting).contains(&tick) && self.rng.random_bool(0.7) {
+                    let key = self.crowd_at + self.rng.random_range(0..KEY_SPACE / 200);
+                    self.read_or_write(key, 0.1, origin)
+                } else {
+                    let key = self.uniform_key();
+                    self.read_or_write(key, 0.5, origin)
+                }
+            }
+            Family::ReversingHotspot { speed, period } => {
+                // The centre goes up for a period, then back down: a triangle wave.
+                let period = period.max(1);
+                let leg = tick % (2 * period);
+                let along = if leg < period { leg } else { 2 * period - leg };
+                let key = if self.rng.random_bool(0.8) {
+                    let start = 0.3;
+                    let center =
+                        ((start + along as f64 * speed).rem_euclid(1.0) * KEY_SPACE as f64) as u64;
+                    (center + self.rng.random_range(0..KEY_SPACE / 100)) % KEY_SPACE
+                } else {
+                    self.uniform_key()
+                };
                 self.read_or_write(key, 0.5, origin)
             }
             Family::ZipfianC => {
@@ -304,6 +346,12 @@ mod tests {
             Family::HotKey,
             Family::ScanHeavy,
             Family::Diurnal { day_ticks: 100 },
+            Family::FlashCrowd { at: 2, lasting: 10 },
+            Family::ReversingHotspot {
+                speed: 0.004,
+                period: 50,
+            },
+            Family::FourRegions,
         ];
         for family in families {
             let a = Workload::new(family, 3, 7).tick(5, 200);
@@ -331,6 +379,39 @@ mod tests {
         let top_hundred: u64 = by_count.iter().take(100).sum();
         assert!((3_000..5_500).contains(&top), "{top}");
         assert!((18_000..25_000).contains(&top_hundred), "{top_hundred}");
+    }
+
+    #[test]
+    fn the_flash_crowd_comes_and_goes_and_the_reversing_hotspot_turns_back() {
+        let crowd = Family::FlashCrowd { at: 10, lasting: 5 };
+        let in_crowd = |tick| {
+            let mut w = Workload::new(crowd, 3, 4);
+            let at = w.crowd_at;
+            let keys = w.tick(tick, 1_000);
+            keys.iter()
+                .filter(|r| (at..at + KEY_SPACE / 200).contains(&r.key))
+                .count()
+        };
+        assert!(in_crowd(9) < 50 && in_crowd(15) < 50);
+        assert!((600..800).contains(&in_crowd(12)), "{}", in_crowd(12));
+        let turning = Family::ReversingHotspot {
+            speed: 0.01,
+            period: 10,
+        };
+        let center = |tick| {
+            let mut w = Workload::new(turning, 1, 3);
+            let mut keys: Vec<u64> = w.tick(tick, 2_000).iter().map(|r| r.key).collect();
+            keys.sort_unstable();
+            keys[keys.len() / 2] / (KEY_SPACE / 100)
+        };
+        // Up for ten ticks, then back: tick 15 is where tick 5 was.
+        assert!(center(10) > center(5));
+        assert!(
+            center(15).abs_diff(center(5)) <= 1,
+            "{} {}",
+            center(15),
+            center(5)
+        );
     }
 
     #[test]
