@@ -69,22 +69,41 @@ fn evaluation_covers_every_family_and_marks_those_held_out() {
     for family in held_out.iter().chain(&seen) {
         let of: Vec<&serde_json::Value> = rows.iter().filter(|r| r["family"] == *family).collect();
         let policies: Vec<&str> = of.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-        for policy in ["size-only", "cockroach-tuned", "model", "oracle"] {
+        for policy in [
+            "size-only",
+            "cockroach-tuned",
+            "cockroach-family-tuned",
+            "model",
+            "oracle",
+        ] {
             assert!(policies.contains(&policy), "{family}: {policies:?}");
         }
+        // No policy's cost lies below the family's floor.
+        assert!(
+            of.iter()
+                .all(|r| r["mean_cost"].as_f64().unwrap() > r["mean_floor"].as_f64().unwrap()),
+            "{family}: {of:?}"
+        );
         assert!(
             of.iter()
                 .all(|r| r["held_out"] == held_out.contains(family)),
             "{family}"
         );
-        assert!(
-            json["improvement_vs_best_heuristic"][family].is_f64(),
-            "{family}: {json}"
-        );
+        let judged = json["model"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["family"] == *family)
+            .unwrap_or_else(|| panic!("{family}: {json}"));
+        let gap = judged["gap_closed"].as_f64().unwrap();
+        let [lo, hi] = [0, 1].map(|i| judged["gap_closed_ci95"][i].as_f64().unwrap());
+        assert!(lo <= gap && gap <= hi, "{judged}");
+        assert!(judged["headroom"].as_f64().unwrap() > 0.0, "{judged}");
         assert!(report.join(format!("imbalance-{family}.png")).exists());
     }
-    assert!(json["overall_improvement_vs_best_heuristic"].is_f64());
-    assert!(json["training_families_improvement_vs_best_heuristic"].is_f64());
+    assert!(json["held_out_mean_gap_closed"].is_f64(), "{json}");
+    assert!(json["held_out_mean_model_vs_best_heuristic"].is_f64());
+    assert!(json["training_mean_model_vs_best_heuristic"].is_f64());
     for file in ["eval.json", "eval.md", "cost.png"] {
         assert!(report.join(file).exists(), "{file}");
     }

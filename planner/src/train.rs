@@ -207,8 +207,20 @@ pub struct Comparison<'a> {
     pub families: &'a [Family],
     pub seeds: &'a [u64],
     pub oracle_seeds: &'a [u64],
+    /// Seeds the CockroachDB-style rule is tuned on for each family by itself (none:
+    /// no such contender); they should not be among `seeds`.
+    pub family_tuning_seeds: &'a [u64],
     pub ticks: u64,
     pub requests_per_tick: usize,
+}
+
+/// The contender tuned on each family by itself: a reference, not a deployable rule.
+pub const FAMILY_TUNED: &str = "cockroach-family-tuned";
+
+/// Whether `policy` (a contender's name) is one of the heuristics a policy is judged
+/// against: not the network, the oracle, or the rule tuned on each family by itself.
+pub fn is_heuristic(policy: &str) -> bool {
+    !policy.starts_with("model") && policy != "oracle" && policy != FAMILY_TUNED
 }
 
 /// Every policy on each of `families` over `seeds`: the floor, TiKV- and
@@ -223,10 +235,29 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
         families,
         seeds,
         oracle_seeds,
+        family_tuning_seeds,
         ticks,
         requests_per_tick,
     } = *comparison;
     let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
+    let family_tuned: Vec<(String, LoadSplit)> = if family_tuning_seeds.is_empty() {
+        Vec::new()
+    } else {
+        families
+            .iter()
+            .map(|family| {
+                let base = LoadSplit::cockroach();
+                let tuned = tune(
+                    &base,
+                    &TUNING_GRID,
+                    &[*family],
+                    family_tuning_seeds,
+                    &scenario,
+                );
+                (family.name(), tuned)
+            })
+            .collect()
+    };
     let mut contenders = vec![
         Contender::policy(|| Box::new(SizeOnly)),
         Contender::policy(|| Box::new(LoadSplit::tikv())),
@@ -246,6 +277,17 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
                 inner: inner.clone(),
                 ..TailLeaders::tuned()
             })
+        }));
+    }
+    if !family_tuned.is_empty() {
+        let family_tuned = &family_tuned;
+        contenders.push(Contender::custom(FAMILY_TUNED, move |sim| {
+            let family = sim.family().name();
+            let tuned = family_tuned
+                .iter()
+                .find(|(name, _)| *name == family)
+                .map_or_else(LoadSplit::tuned, |(_, tuned)| tuned.clone());
+            sim.run(&mut Envelope::default().guard(tuned))
         }));
     }
     if let Some(net) = net {
@@ -276,32 +318,6 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
         ));
     }
     rows
-}
-
-/// Per family, the network's improvement over the best heuristic (a fraction of the
-/// heuristic's cost; negative where it loses).
-pub fn improvement_vs_best_heuristic(rows: &[Row]) -> Vec<(String, f64)> {
-    let mut families: Vec<&str> = Vec::new();
-    for row in rows {
-        if !families.contains(&row.family.as_str()) {
-            families.push(&row.family);
-        }
-    }
-    families
-        .into_iter()
-        .filter_map(|family| {
-            let of = |pred: &dyn Fn(&Row) -> bool| {
-                rows.iter()
-                    .filter(|r| r.family == family && pred(r))
-                    .map(|r| r.mean_cost)
-                    .fold(f64::INFINITY, f64::min)
-            };
-            let model = of(&|r| r.policy == "model");
-            let heuristic = of(&|r| !r.policy.starts_with("model") && r.policy != "oracle");
-            (model.is_finite() && heuristic.is_finite())
-                .then(|| (family.to_string(), (heuristic - model) / heuristic))
-        })
-        .collect()
 }
 
 #[cfg(test)]

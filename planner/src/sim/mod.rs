@@ -15,6 +15,7 @@
 //! M/M/1 queueing at the busiest node a request meets), and the moves made.
 
 pub mod eval;
+pub mod floor;
 pub mod policy;
 pub mod request;
 pub mod trace;
@@ -151,6 +152,8 @@ pub struct Outcome {
     /// its shard, ...).
     pub refused: u64,
     pub shards_at_end: usize,
+    /// Per tick, the floor no policy's cost passes (see [`floor`]).
+    pub floor: Vec<floor::TickFloor>,
 }
 
 impl Outcome {
@@ -180,6 +183,17 @@ impl Outcome {
     /// (each replica move as much as 1 % more imbalance for the whole run).
     pub fn cost(&self) -> f64 {
         self.imbalance() + self.mean_p99_ms() / 100.0 + self.moves as f64 * 0.01
+    }
+
+    /// The cost's floor over the run: the mean of the ticks' floors.
+    pub fn floor_cost(&self) -> f64 {
+        let sum: f64 = self.floor.iter().map(floor::TickFloor::cost).sum();
+        sum / self.floor.len().max(1) as f64
+    }
+
+    /// What the cost exceeds its floor by: what a policy controls.
+    pub fn excess(&self) -> f64 {
+        self.cost() - self.floor_cost()
     }
 }
 
@@ -236,6 +250,11 @@ impl Sim {
             sampler: StdRng::seed_from_u64(scenario_seed ^ 0x5eed),
             tick: 0,
         }
+    }
+
+    /// The workload family the run serves.
+    pub fn family(&self) -> workload::Family {
+        self.scenario.family
     }
 
     fn shard_of(&self, key: u64) -> usize {
@@ -308,9 +327,10 @@ impl Sim {
         let requests = self
             .workload
             .tick(self.tick, self.scenario.requests_per_tick);
-        let (stats, load, p99) = self.serve(&requests);
+        let (stats, load, p99, floor) = self.serve(&requests);
         outcome.node_load.push(load.clone());
         outcome.p99_ms.push(p99);
+        outcome.floor.push(floor);
         let view = View {
             tick: self.tick,
             nodes: &self.scenario.nodes,
@@ -334,8 +354,12 @@ impl Sim {
         }
     }
 
-    /// Serves one tick: the shards' statistics, each node's utilisation, and the p99.
-    fn serve(&mut self, requests: &[Request]) -> (Vec<ShardStats>, Vec<f64>, f64) {
+    /// Serves one tick: the shards' statistics, each node's utilisation, the p99, and the
+    /// tick's floor.
+    fn serve(
+        &mut self,
+        requests: &[Request],
+    ) -> (Vec<ShardStats>, Vec<f64>, f64, floor::TickFloor) {
         let weight = self.scenario.request_weight;
         let regions = self.scenario.region_latency_ms.len();
         let nodes = &self.scenario.nodes;
@@ -431,11 +455,7 @@ impl Sim {
             .zip(nodes)
             .map(|(ops, node)| ops / node.capacity)
             .collect();
-        // M/M/1 at each node: the p99 of a wait is ln(100) mean waits.
-        let wait = |node: usize| {
-            let u = load[node].min(0.99);
-            SERVICE_MS / (1.0 - u) * 100f64.ln()
-        };
+        let wait = |node: usize| queue_p99_ms(load[node]);
         let mut latencies: Vec<f64> = paths
             .iter()
             .map(|(network, touched)| {
@@ -451,7 +471,15 @@ impl Sim {
             *left = left.saturating_sub(1);
             *left > 0
         });
-        (stats, load, p99)
+        let floor = floor::tick_floor(
+            requests,
+            weight,
+            nodes,
+            &self.scenario.region_latency_ms,
+            &ops,
+            &queue_p99_ms,
+        );
+        (stats, load, p99, floor)
     }
 
     fn quorum_ms(&self, shard: usize) -> f64 {
@@ -569,6 +597,12 @@ impl Sim {
     }
 }
 
+/// The p99 wait at a node of utilisation `load`, as an M/M/1 queue: ln(100) mean waits.
+fn queue_p99_ms(load: f64) -> f64 {
+    let u = load.min(0.99);
+    SERVICE_MS / (1.0 - u) * 100f64.ln()
+}
+
 /// The index of the lowest of `costs` (the first of equals; 0 when empty).
 pub fn cheapest(costs: &[f64]) -> usize {
     (0..costs.len())
@@ -643,6 +677,40 @@ mod tests {
             "oracle {} floor {floor_cost} eager {eager_cost}",
             oracle.cost()
         );
+    }
+
+    #[test]
+    fn no_policy_runs_below_the_floor() {
+        use policy::{TailLeaders, oracle_proposers};
+        let families = [
+            Family::ZipfianC,
+            Family::HotKey,
+            Family::MovingHotspot { speed: 0.004 },
+            Family::Regional,
+            Family::FourRegions,
+        ];
+        for family in families {
+            let mut runs = vec![
+                Sim::new(short(family, 2)).run(&mut SizeOnly),
+                Sim::new(short(family, 2)).run(&mut TailLeaders::tuned()),
+            ];
+            for make in oracle_proposers() {
+                runs.push(Sim::new(short(family, 2)).run(make().as_mut()));
+            }
+            for outcome in runs {
+                // The p99's floor bounds every tick; the imbalance's noise only on average.
+                for (p99, floor) in outcome.p99_ms.iter().zip(&outcome.floor) {
+                    assert!(*p99 >= floor.p99_ms, "{}: {p99} < {floor:?}", family.name());
+                }
+                assert!(
+                    outcome.cost() > outcome.floor_cost(),
+                    "{}: {} vs {}",
+                    family.name(),
+                    outcome.cost(),
+                    outcome.floor_cost()
+                );
+            }
+        }
     }
 
     #[test]
