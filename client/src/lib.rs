@@ -34,7 +34,9 @@ use hanse_proto::v1::kv_client::KvClient;
 use hanse_proto::v1::request_error::Kind;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+/// The connection [`connect`] opens, for the generated clients of [`proto`].
+pub use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 use crate::routes::RouteCache;
 

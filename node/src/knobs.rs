@@ -144,6 +144,9 @@ pub const NODE_LIVE_MS: u64 = 10_000;
 /// How often the meta leader looks at the routing table.
 pub const BALANCE_INTERVAL: Duration = Duration::from_secs(2);
 
+// The planner's simulator counts a tick as one balancing round.
+const _: () = assert!(BALANCE_INTERVAL.as_millis() == hanse_planner::knobs::ROUND_MS as u128);
+
 /// At most this many splits and merges per look: each takes a moment, and the table is
 /// read afresh for the next.
 pub const ACTIONS_PER_ROUND_MAX: usize = 4;

@@ -28,3 +28,26 @@ pub const MERGE_SIZE_BYTES: u64 = 20 << 20;
 pub const FOLLOW_SHARE_MIN: f64 = 0.5;
 
 const _: () = assert!(2 * MERGE_SIZE_BYTES < SPLIT_SIZE_BYTES);
+
+/// Rounds of load reports the live planner averages each shard's load over (each round
+/// brings the routing table's newest report), and ticks the simulator's policies see
+/// averaged: a decision follows the load of the last 20 seconds, not the last round.
+pub const WINDOW_ROUNDS: usize = 10;
+
+/// The time between two of the balancer's rounds, which is one planner tick (the node's
+/// `BALANCE_INTERVAL` is this).
+pub const ROUND_MS: u64 = 2_000;
+
+/// How long a shard's writes wait after its leadership moves to another region: the
+/// longest gap between acknowledgements measured with `hanse bench run
+/// --transfer-leader-after` on a local cluster with the 250/300/150 ms matrix (3.55 s for
+/// Hamburg to Sydney, against gaps under a second without the move), rounded down. The
+/// old leader stops serving, the new one campaigns, and clients find it.
+pub const TRANSFER_STALL_MS: f64 = 3_000.0;
+
+/// How long the requests to the right half of a split wait for its first leader: the
+/// slowest write measured with `hanse bench run --split-after` on the same cluster
+/// (5.0 s, against 1.5 s without the split), less a write's usual time. The new shard's
+/// group elects its leader after an election timeout, which the long round trips
+/// lengthen.
+pub const SPLIT_STALL_MS: f64 = 4_000.0;

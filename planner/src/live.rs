@@ -13,6 +13,7 @@ use actix::prelude::*;
 use hanse_shard::{Epoch, NodeId, ReplicaRole, ShardDescriptor, ShardId};
 
 use crate::decide::{Mode, Planner, Status};
+use crate::knobs::WINDOW_ROUNDS;
 use crate::stats::summarize_counted;
 use crate::vocab::KEY_SPACE;
 use crate::vocab::{Action, ClusterAction, Node, Policy, Shard, ShardStats, View};
@@ -25,8 +26,6 @@ pub const NODE_CAPACITY: f64 = 4_000.0;
 pub const UNMEASURED_REGION_LATENCY_MS: f64 = 100.0;
 /// ... and within a region no two nodes of which have measured each other.
 pub const UNMEASURED_LOCAL_LATENCY_MS: f64 = 0.5;
-/// Reports per shard the window averages.
-pub const WINDOW: usize = 10;
 /// Decisions the report keeps.
 const DECISIONS_KEPT: usize = 32;
 
@@ -333,7 +332,7 @@ pub fn region_latency(nodes: &[LiveNode], regions: &[&str]) -> Vec<RegionLatency
     latency
 }
 
-/// The last [`WINDOW`] reports of each shard, and when each shard last changed.
+/// The last [`WINDOW_ROUNDS`] reports of each shard, and when each shard last changed.
 #[derive(Default)]
 struct Window {
     reports: HashMap<ShardId, VecDeque<LiveLoad>>,
@@ -366,7 +365,7 @@ impl Window {
                 }
                 let reports = self.reports.entry(d.id).or_default();
                 reports.push_back(shard.load.clone());
-                while reports.len() > WINDOW {
+                while reports.len() > WINDOW_ROUNDS {
                     reports.pop_front();
                 }
                 LiveShard {

@@ -125,6 +125,15 @@ struct RunArgs {
     /// SIGKILL the leader this many seconds into the run (needs --cluster-dir).
     #[arg(long, value_name = "SECONDS", requires = "cluster_dir")]
     kill_leader_after: Option<f64>,
+    /// Move the first data shard's leadership to a voter in another region this many
+    /// seconds into the run (needs --cluster-dir): the stall a planner's leader move
+    /// costs, which the planner's simulator is calibrated with.
+    #[arg(long, value_name = "SECONDS", requires = "cluster_dir", conflicts_with_all = ["kill_leader_after", "rate"])]
+    transfer_leader_after: Option<f64>,
+    /// Split the first data shard in the middle of the loaded keys this many seconds
+    /// into the run (needs --cluster-dir): what a planner's split costs the clients.
+    #[arg(long, value_name = "SECONDS", requires = "cluster_dir", conflicts_with_all = ["kill_leader_after", "transfer_leader_after", "rate"])]
+    split_after: Option<f64>,
     /// The `hanse cluster up --dir` directory, to find the leader's process.
     #[arg(long, value_name = "DIR")]
     cluster_dir: Option<PathBuf>,
@@ -290,6 +299,8 @@ fn measure(
         key_count,
         rate,
         kill_leader_after,
+        transfer_leader_after,
+        split_after,
         json,
         ..
     } = *args;
@@ -316,7 +327,56 @@ fn measure(
                     }),
                 })
             }
-            _ => None,
+            _ => match (transfer_leader_after.or(split_after), &args.cluster_dir) {
+                (Some(after), Some(dir)) => {
+                    let (leader, mut admin, descriptor) = first_shard_leader(dir).await?;
+                    let what = match transfer_leader_after {
+                        Some(_) => {
+                            let here = descriptor.replicas.iter().find(|r| r.node == leader);
+                            let to = descriptor
+                                .replicas
+                                .iter()
+                                .filter(|r| r.node != leader && r.role == proto::ReplicaRole::Voter as i32)
+                                .max_by_key(|r| here.is_some_and(|h| h.region != r.region))
+                                .context("the first shard has no other voter")?
+                                .node;
+                            eprintln!("will move shard {}'s leadership from node {leader} to node {to} after {after}s", descriptor.id);
+                            Calibration::Transfer { shard: descriptor.id, to }
+                        }
+                        None => {
+                            eprintln!("will split shard {} after {after}s", descriptor.id);
+                            Calibration::Split {
+                                key: load::load_key(key_count / 2),
+                            }
+                        }
+                    };
+                    Some(Fault {
+                        after: Duration::from_secs_f64(after),
+                        inject: Box::new(move || {
+                            tokio::spawn(async move {
+                                let done = match what {
+                                    Calibration::Transfer { shard, to } => admin
+                                        .transfer_leader(proto::TransferLeaderRequest {
+                                            shard_id: shard,
+                                            to_node: to,
+                                        })
+                                        .await
+                                        .map(drop),
+                                    Calibration::Split { key } => admin
+                                        .split(proto::SplitRequest { key })
+                                        .await
+                                        .map(drop),
+                                };
+                                if let Err(e) = done {
+                                    eprintln!("the calibration step failed: {}", e.message());
+                                }
+                            });
+                            Ok(())
+                        }),
+                    })
+                }
+                _ => None,
+            },
         };
         let cpu_before = processes.and_then(|p| p.cpu());
         let report = match rate {
@@ -343,6 +403,7 @@ fn measure(
                 "p99_ms": ms(h.value_at_quantile(0.99)),
                 "p999_ms": ms(h.value_at_quantile(0.999)),
                 "failover_ms": report.failover.map(|d| d.as_secs_f64() * 1000.0),
+                "max_ms": ms(h.max()),
                 "cpu_ms_per_kop": cpu_ms_per_kop,
             });
             println!("{out}");
@@ -374,11 +435,53 @@ fn measure(
                 ),
             }
             if let Some(gap) = report.failover {
-                println!("failover: no acknowledgement for {gap:.2?} after the leader was killed");
+                let after = match (transfer_leader_after, split_after) {
+                    (Some(_), _) => "the leadership moved",
+                    (_, Some(_)) => "the split",
+                    _ => "the leader was killed",
+                };
+                println!("failover: no acknowledgement for {gap:.2?} after {after}");
             }
+            println!("slowest operation {:.2} ms", ms(h.max()));
         }
         Ok(())
     })
+}
+
+type LeaderAdmin = AdminClient<hanse_client::Channel>;
+
+/// A step whose cost to the clients the planner's simulator is calibrated with.
+enum Calibration {
+    Transfer { shard: u64, to: u64 },
+    Split { key: Vec<u8> },
+}
+
+/// The node leading the first data shard of the cluster in `dir`, an admin client of it,
+/// and the shard.
+async fn first_shard_leader(dir: &Path) -> Result<(u64, LeaderAdmin, proto::ShardDescriptor)> {
+    for id in 1.. {
+        let path = dir.join(format!("node{id}.toml"));
+        if !path.exists() {
+            break;
+        }
+        let config = NodeConfig::load(&path)?;
+        let tls = match config.insecure {
+            true => None,
+            false => Some(hanse_client::user_tls(&dir.join("certs"), "root")?),
+        };
+        let channel = hanse_client::connect(&config.advertised(), tls)?;
+        let mut admin = AdminClient::new(channel);
+        let Ok(status) = admin.status(proto::StatusRequest {}).await else {
+            continue;
+        };
+        let first = status.into_inner().shards.into_iter().find(|s| {
+            s.role == "leader" && s.descriptor.as_ref().is_some_and(|d| d.start.is_empty())
+        });
+        if let Some(descriptor) = first.and_then(|s| s.descriptor) {
+            return Ok((id, admin, descriptor));
+        }
+    }
+    bail!("no node in {} leads the first data shard", dir.display())
 }
 
 /// The leader of the first shard in the cluster in `dir`, and its process id.

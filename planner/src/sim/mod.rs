@@ -21,6 +21,7 @@ pub mod request;
 pub mod trace;
 pub mod workload;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -28,8 +29,10 @@ use rand::{Rng, SeedableRng};
 use request::{Op, Request};
 use workload::Workload;
 
-use crate::knobs::RESERVOIR_REQUESTS;
-use crate::stats::summarize;
+use crate::knobs::{
+    RESERVOIR_REQUESTS, ROUND_MS, SPLIT_STALL_MS, TRANSFER_STALL_MS, WINDOW_ROUNDS,
+};
+use crate::stats::{summarize, summarize_counted};
 use crate::vocab::{Action, KEY_SPACE, Node, Policy, Shard, ShardStats, View};
 
 /// What the look-ahead oracle asks each tick (see [`Sim::run_oracle`]): given the view,
@@ -52,6 +55,9 @@ pub struct Scenario {
     pub initial_shards: usize,
     /// The recording a [`workload::Family::Recorded`] scenario replays.
     pub replay: Option<Arc<trace::Replay>>,
+    /// Ticks of load the policies see averaged, as the live planner averages its rounds
+    /// ([`WINDOW_ROUNDS`]); 1 shows them the last tick alone.
+    pub window: usize,
 }
 
 impl Scenario {
@@ -76,6 +82,7 @@ impl Scenario {
             seed,
             initial_shards: 4,
             replay: None,
+            window: WINDOW_ROUNDS,
         }
     }
 
@@ -208,6 +215,14 @@ pub struct Sim {
     /// Draws the key samples.
     sampler: StdRng,
     tick: u64,
+    /// Each shard's last ticks of load (by its range: a changed shard starts afresh)
+    /// and the nodes' last ticks of load, for the averaged view.
+    recent: HashMap<(u64, u64), VecDeque<ShardStats>>,
+    recent_load: VecDeque<Vec<f64>>,
+    /// Shards (by their start) whose requests wait, and how much longer from the next
+    /// tick's start (ms): a leadership that moved to another region, a split's new half
+    /// without its first leader.
+    stalls: HashMap<u64, f64>,
 }
 
 impl Sim {
@@ -249,6 +264,9 @@ impl Sim {
             copying: Vec::new(),
             sampler: StdRng::seed_from_u64(scenario_seed ^ 0x5eed),
             tick: 0,
+            recent: HashMap::new(),
+            recent_load: VecDeque::new(),
+            stalls: HashMap::new(),
         }
     }
 
@@ -331,6 +349,7 @@ impl Sim {
         outcome.node_load.push(load.clone());
         outcome.p99_ms.push(p99);
         outcome.floor.push(floor);
+        let (stats, load) = self.averaged(stats, load);
         let view = View {
             tick: self.tick,
             nodes: &self.scenario.nodes,
@@ -342,6 +361,36 @@ impl Sim {
         let actions = decide(&view);
         self.apply_all(actions, outcome);
         self.tick += 1;
+    }
+
+    /// This tick's shard statistics and node loads averaged with the last ticks' (see
+    /// [`Scenario::window`]), as the live planner sees them.
+    fn averaged(&mut self, stats: Vec<ShardStats>, load: Vec<f64>) -> (Vec<ShardStats>, Vec<f64>) {
+        let window = self.scenario.window.max(1);
+        let ranges: Vec<(u64, u64)> = self.shards.iter().map(|s| (s.start, s.end)).collect();
+        self.recent.retain(|range, _| ranges.contains(range));
+        let averaged = ranges
+            .iter()
+            .zip(stats)
+            .map(|(range, now)| {
+                let recent = self.recent.entry(*range).or_default();
+                recent.push_back(now);
+                while recent.len() > window {
+                    recent.pop_front();
+                }
+                mean_stats(recent)
+            })
+            .collect();
+        self.recent_load.push_back(load);
+        while self.recent_load.len() > window {
+            self.recent_load.pop_front();
+        }
+        let n = self.recent_load.len() as f64;
+        let nodes = self.scenario.nodes.len();
+        let load = (0..nodes)
+            .map(|i| self.recent_load.iter().map(|l| l[i]).sum::<f64>() / n)
+            .collect();
+        (averaged, load)
     }
 
     fn apply_all(&mut self, mut actions: Vec<Action>, outcome: &mut Outcome) {
@@ -380,8 +429,15 @@ impl Sim {
         }
         // The nodes each request waits on, and its network time, for the latency pass.
         let mut paths: Vec<(f64, Vec<usize>)> = Vec::with_capacity(requests.len());
-        for request in requests {
+        let count = requests.len().max(1) as f64;
+        for (i, request) in requests.iter().enumerate() {
             let first = self.shard_of(request.key);
+            // Requests arrive spread over the tick; a stalled shard's wait for the rest.
+            let arrival = ROUND_MS as f64 * (i as f64 + 0.5) / count;
+            let stalled = self
+                .stalls
+                .get(&self.shards[first].start)
+                .map_or(0.0, |left| (left - arrival).max(0.0));
             let (seen, reservoir) = &mut reservoirs[first];
             *seen += 1;
             if reservoir.len() < RESERVOIR_REQUESTS {
@@ -394,7 +450,8 @@ impl Sim {
             }
             let shard = &self.shards[first];
             let leader_region = nodes[shard.leader].region;
-            let network = 2.0 * self.scenario.region_latency_ms[request.origin][leader_region];
+            let network =
+                2.0 * self.scenario.region_latency_ms[request.origin][leader_region] + stalled;
             stats[first].origins[request.origin] += weight;
             match request.op {
                 Op::Read => {
@@ -471,6 +528,10 @@ impl Sim {
             *left = left.saturating_sub(1);
             *left > 0
         });
+        self.stalls.retain(|_, left| {
+            *left -= ROUND_MS as f64;
+            *left > 0.0
+        });
         let floor = floor::tick_floor(
             requests,
             weight,
@@ -512,6 +573,8 @@ impl Sim {
                 left.size_bytes *= share;
                 left.changed_at = self.tick;
                 self.shards.insert(shard + 1, right);
+                // The new half has no leader until its group elects one.
+                self.stalls.insert(at, SPLIT_STALL_MS);
                 outcome.splits += 1;
                 true
             }
@@ -542,7 +605,12 @@ impl Sim {
                 if !s.replicas.contains(&to) || s.leader == to {
                     return false;
                 }
+                let moved_away =
+                    self.scenario.nodes[s.leader].region != self.scenario.nodes[to].region;
                 s.leader = to;
+                if moved_away {
+                    self.stalls.insert(s.start, TRANSFER_STALL_MS);
+                }
                 outcome.transfers += 1;
                 true
             }
@@ -594,6 +662,48 @@ impl Sim {
                 true
             }
         }
+    }
+}
+
+/// The mean of a shard's last ticks of load: rates and origins averaged, the key samples
+/// counted together and summarised again, the scans crossing each summarised key summed
+/// over the ticks (as the samples' counts are).
+fn mean_stats(recent: &VecDeque<ShardStats>) -> ShardStats {
+    let n = recent.len().max(1) as f64;
+    let sum = |f: fn(&ShardStats) -> f64| recent.iter().map(f).sum::<f64>() / n;
+    let regions = recent.back().map_or(0, |s| s.origins.len());
+    let sampled = summarize_counted(
+        recent
+            .iter()
+            .flat_map(|s| s.sampled.iter().copied())
+            .collect(),
+    );
+    let crossing = sampled
+        .iter()
+        .map(|&(key, _)| {
+            recent
+                .iter()
+                .map(|s| {
+                    // The tick's count at its sampled key nearest this one.
+                    s.sampled
+                        .iter()
+                        .zip(&s.crossing)
+                        .min_by_key(|((k, _), _)| k.abs_diff(key))
+                        .map_or(0, |(_, &c)| c)
+                })
+                .sum()
+        })
+        .collect();
+    ShardStats {
+        reads: sum(|s| s.reads),
+        writes: sum(|s| s.writes),
+        scans: sum(|s| s.scans),
+        bytes_written: sum(|s| s.bytes_written),
+        origins: (0..regions)
+            .map(|r| recent.iter().map(|s| s.origins[r]).sum::<f64>() / n)
+            .collect(),
+        sampled,
+        crossing,
     }
 }
 
@@ -711,6 +821,72 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_leader_moved_to_another_region_and_a_new_split_half_stall_their_requests() {
+        let scenario = || Scenario {
+            initial_shards: 1,
+            window: 1,
+            ..short(Family::Uniform, 3)
+        };
+        // Tick 0 decides; tick 1 serves the first requests after the decision.
+        let second_tick = |first: Vec<Action>| {
+            let mut sim = Sim::new(scenario());
+            let mut outcome = Outcome::default();
+            let mut pending = Some(first);
+            for _ in 0..2 {
+                sim.step(&mut outcome, |_| pending.take().unwrap_or_default());
+            }
+            outcome.p99_ms[1]
+        };
+        let calm = second_tick(Vec::new());
+        // Node 1 is the shard's replica in China; its leader is in Hamburg.
+        let moved = second_tick(vec![Action::TransferLeader { shard: 0, to: 1 }]);
+        assert!(moved > calm + 1_000.0, "{moved} vs {calm}");
+        let split = second_tick(vec![Action::Split {
+            shard: 0,
+            at: KEY_SPACE / 2,
+        }]);
+        assert!(split > calm + 1_000.0, "{split} vs {calm}");
+        // Two ticks later the stalls are over.
+        let third_tick = |first: Vec<Action>| {
+            let mut sim = Sim::new(scenario());
+            let mut outcome = Outcome::default();
+            let mut pending = Some(first);
+            for _ in 0..4 {
+                sim.step(&mut outcome, |_| pending.take().unwrap_or_default());
+            }
+            outcome.p99_ms[3]
+        };
+        let later = third_tick(vec![Action::TransferLeader { shard: 0, to: 1 }]);
+        assert!(later < calm + 300.0, "{later} vs {calm}");
+    }
+
+    #[test]
+    fn policies_see_the_load_averaged_over_the_window() {
+        let mut seen = Vec::new();
+        let mut sim = Sim::new(Scenario {
+            initial_shards: 1,
+            window: 4,
+            ..short(Family::FlashCrowd { at: 3, lasting: 50 }, 1)
+        });
+        let mut outcome = Outcome::default();
+        for _ in 0..8 {
+            sim.step(&mut outcome, |view| {
+                seen.push((view.stats[0].reads, view.node_load[0]));
+                Vec::new()
+            });
+        }
+        // The crowd reads from tick 3: the view's reads climb over four ticks, then hold.
+        let reads: Vec<f64> = seen.iter().map(|s| s.0).collect();
+        assert!(
+            reads[3] < reads[4] && reads[4] < reads[5] && reads[5] < reads[6],
+            "{reads:?}"
+        );
+        assert!((reads[7] - reads[6]).abs() < reads[6] * 0.1, "{reads:?}");
+        let actual = outcome.node_load[..4].iter().map(|l| l[0]).sum::<f64>() / 4.0;
+        assert!((seen[3].1 - actual).abs() < 1e-9);
     }
 
     #[test]
