@@ -16,7 +16,7 @@ use hanse_node::units::parse_duration;
 use hanse_planner::net::PlannerNet;
 use hanse_planner::sim::eval::{Judgement, Row, judge};
 use hanse_planner::sim::policy::LoadSplit;
-use hanse_planner::sim::trace::{TraceShard, TraceTick, write_tick};
+use hanse_planner::sim::trace::{Replay, TraceShard, TraceTick, read_trace, write_tick};
 use hanse_planner::sim::workload::Family;
 use hanse_planner::train::{
     Comparison, TrainOptions, compare, held_out_families, is_heuristic, training_families,
@@ -100,6 +100,10 @@ enum PlannerOp {
         /// imbalance-FAMILY.png per family.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// A recorded (`hanse planner record`) or synthetic trace to evaluate on as a
+        /// family of its own, `trace-1` for the first (repeatable).
+        #[arg(long, value_name = "FILE")]
+        trace: Vec<PathBuf>,
     },
 }
 
@@ -158,6 +162,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             ticks,
             json,
             out,
+            trace,
         } => eval(&EvalArgs {
             weights,
             seeds: (1..=seeds).collect(),
@@ -166,6 +171,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             ticks,
             json,
             out,
+            traces: trace,
         }),
     }
 }
@@ -246,6 +252,7 @@ struct EvalArgs {
     ticks: u64,
     json: bool,
     out: Option<PathBuf>,
+    traces: Vec<PathBuf>,
 }
 
 fn eval(args: &EvalArgs) -> Result<()> {
@@ -277,6 +284,15 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let seen: Vec<String> = training_families().iter().map(Family::name).collect();
     let mut families = held_out_families();
     families.extend(training_families());
+    let mut traces = Vec::new();
+    for (i, path) in args.traces.iter().enumerate() {
+        let ticks = read_trace(path).with_context(|| format!("reading {}", path.display()))?;
+        anyhow::ensure!(!ticks.is_empty(), "{} holds no trace ticks", path.display());
+        let family = Family::Trace { index: i + 1 };
+        eprintln!("  {}: {}", family.name(), path.display());
+        families.push(family);
+        traces.push(std::sync::Arc::new(Replay::new(&ticks)));
+    }
     let comparison = Comparison {
         net: net.as_ref(),
         tuned: &tuned,
@@ -284,6 +300,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         seeds: &args.seeds,
         oracle_seeds: &args.oracle_seeds,
         family_tuning_seeds: &FAMILY_TUNING_SEEDS,
+        traces: &traces,
         ticks: args.ticks,
         requests_per_tick: EVAL_REQUESTS_PER_TICK,
     };
@@ -312,6 +329,9 @@ fn eval(args: &EvalArgs) -> Result<()> {
         "seeds": args.seeds.len(),
         "oracle_seeds": args.oracle_seeds.len(),
         "family_tuning_seeds": FAMILY_TUNING_SEEDS,
+        "traces": args.traces.iter().enumerate().map(|(i, path)| {
+            (Family::Trace { index: i + 1 }.name(), json!(path.display().to_string()))
+        }).collect::<serde_json::Map<_, _>>(),
         "ticks": args.ticks,
         "tuned": tuned.iter().map(|p| json!({
             "policy": p.name,
@@ -395,6 +415,7 @@ fn held_out_check(net: &PlannerNet, ticks: u64) {
         seeds: &CHECK_SEEDS,
         oracle_seeds: &[],
         family_tuning_seeds: &[],
+        traces: &[],
         ticks,
         requests_per_tick: EVAL_REQUESTS_PER_TICK,
     };

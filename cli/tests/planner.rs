@@ -5,6 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::ok;
+use hanse_planner::sim::trace::{TraceShard, TraceTick, write_tick};
 use hanse_planner::train::{held_out_families, training_families};
 
 fn names(families: &[hanse_planner::sim::workload::Family]) -> Vec<String> {
@@ -43,9 +44,32 @@ fn evaluation_covers_every_family_and_marks_those_held_out() {
     let report = dir.path().join("report");
     let weights =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/weights/planner.safetensors");
+    // A synthetic trace: one hot shard written from Hamburg, evaluated as its own family.
+    let trace = dir.path().join("hot.jsonl");
+    let mut file = std::fs::File::create(&trace).unwrap();
+    let hot = TraceTick {
+        shards: vec![TraceShard {
+            start: Vec::new(),
+            end: Vec::new(),
+            reads_per_sec: 500.0,
+            writes_per_sec: 2_500.0,
+            sampled_keys: vec![
+                (b"a".to_vec(), 10),
+                (b"k".to_vec(), 10),
+                (b"t".to_vec(), 10),
+            ],
+            origins: vec![("eu-hamburg".into(), 3_000.0)],
+        }],
+    };
+    for _ in 0..5 {
+        write_tick(&mut file, &hot).unwrap();
+    }
+    drop(file);
     let printed = ok(&[
         "planner",
         "eval",
+        "--trace",
+        trace.to_str().unwrap(),
         "--weights",
         weights.to_str().unwrap(),
         "--seeds",
@@ -65,8 +89,10 @@ fn evaluation_covers_every_family_and_marks_those_held_out() {
     let seen = names(&training_families());
     assert_eq!(json["held_out_families"], serde_json::json!(held_out));
     assert_eq!(json["training_families"], serde_json::json!(seen));
+    assert_eq!(json["traces"]["trace-1"], trace.to_str().unwrap());
     let rows = json["rows"].as_array().unwrap();
-    for family in held_out.iter().chain(&seen) {
+    let traced = vec!["trace-1".to_string()];
+    for family in held_out.iter().chain(&seen).chain(&traced) {
         let of: Vec<&serde_json::Value> = rows.iter().filter(|r| r["family"] == *family).collect();
         let policies: Vec<&str> = of.iter().map(|r| r["policy"].as_str().unwrap()).collect();
         for policy in [

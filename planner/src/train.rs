@@ -210,6 +210,8 @@ pub struct Comparison<'a> {
     /// Seeds the CockroachDB-style rule is tuned on for each family by itself (none:
     /// no such contender); they should not be among `seeds`.
     pub family_tuning_seeds: &'a [u64],
+    /// The recordings `families`' [`Family::Trace`] entries replay (index 1 first).
+    pub traces: &'a [Arc<Replay>],
     pub ticks: u64,
     pub requests_per_tick: usize,
 }
@@ -236,10 +238,18 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
         seeds,
         oracle_seeds,
         family_tuning_seeds,
+        traces,
         ticks,
         requests_per_tick,
     } = *comparison;
-    let scenario = |family, seed| scenario(family, seed, ticks, requests_per_tick);
+    let scenario = |family, seed| match family {
+        Family::Trace { index } if (1..=traces.len()).contains(&index) => sized(
+            Scenario::replaying(family, traces[index - 1].clone(), seed),
+            ticks,
+            requests_per_tick,
+        ),
+        _ => scenario(family, seed, ticks, requests_per_tick),
+    };
     let family_tuned: Vec<(String, LoadSplit)> = if family_tuning_seeds.is_empty() {
         Vec::new()
     } else {

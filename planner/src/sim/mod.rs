@@ -121,7 +121,13 @@ impl Scenario {
 
     /// The three regions under a recorded load, as heavy on average as the recording.
     pub fn recorded(replay: Arc<trace::Replay>, seed: u64) -> Scenario {
-        let base = Scenario::three_regions(workload::Family::Recorded, seed);
+        Scenario::replaying(workload::Family::Recorded, replay, seed)
+    }
+
+    /// [`Scenario::recorded`] under the name of `family` (an evaluation's
+    /// [`workload::Family::Trace`]).
+    pub fn replaying(family: workload::Family, replay: Arc<trace::Replay>, seed: u64) -> Scenario {
+        let base = Scenario::three_regions(family, seed);
         Scenario {
             request_weight: replay.mean_rate / base.requests_per_tick as f64,
             replay: Some(replay),

@@ -55,6 +55,8 @@ pub enum Family {
     /// YCSB A from four regions (Hamburg, China, Sydney and Virginia; see
     /// [`super::Scenario::four_regions`]).
     FourRegions,
+    /// The `index`th (from 1) recording given to an evaluation, as a family of its own.
+    Trace { index: usize },
 }
 
 impl Family {
@@ -76,6 +78,7 @@ impl Family {
             Family::FlashCrowd { .. } => "flash-crowd".into(),
             Family::ReversingHotspot { .. } => "hotspot-reversing".into(),
             Family::FourRegions => "four-regions".into(),
+            Family::Trace { index } => format!("trace-{index}"),
         }
     }
 }
@@ -314,7 +317,7 @@ impl Workload {
                 };
                 self.read_or_write(key, 0.5, origin)
             }
-            Family::Recorded => {
+            Family::Recorded | Family::Trace { .. } => {
                 let key = self.uniform_key();
                 self.read_or_write(key, 0.5, origin)
             }
