@@ -176,6 +176,17 @@ impl Routed for ShardGroup {
     }
 }
 
+/// Whether a replica that `voted` (or not) and holds the log `logged` may have accepted a
+/// leader before this start. One whose log holds only its group's first entry (index 0,
+/// written by `Raft::initialize` or by the split that created the shard) and that never
+/// voted has followed no leader: a leader's first act is an entry at index 1. Refusing
+/// its votes would leave a split's new shard leaderless for a whole lease.
+fn may_have_followed(voted: bool, logged: &openraft::storage::LogState<TypeConfig>) -> bool {
+    voted
+        || logged.last_log_id.is_some_and(|id| id.index > 0)
+        || logged.last_purged_log_id.is_some()
+}
+
 impl ShardGroup {
     /// Starts the group of `shard` from what `store` holds for it (its descriptor must be
     /// stored). A group that has never been initialised waits for [`ShardGroup::initialize`].
@@ -212,18 +223,17 @@ impl ShardGroup {
         let mut log_store = LogStore::new(shard, store.clone());
         // openraft 0.9 derives the followers' lease from the longest election timeout.
         let leader_lease = Duration::from_millis(config.election_timeout_max);
-        // A replica with any Raft state may have acknowledged a leader before this start
-        // (a vote or an entry it did not sync may be gone after a power loss, so both
-        // count); a new one cannot have.
+        // A replica that voted or holds a leader's entries may have acknowledged a leader
+        // before this start; a new one cannot have. (Accepting a leader's first append
+        // makes a follower save that leader's vote, durably, before it answers.)
         let storage = |source| GroupError::Storage {
             shard,
             source: Box::new(source),
         };
         let voted = log_store.read_vote().await.map_err(storage)?.is_some();
         let logged = log_store.get_log_state().await.map_err(storage)?;
-        let known_before =
-            voted || logged.last_log_id.is_some() || logged.last_purged_log_id.is_some();
-        let votes_refused_until = known_before.then(|| Instant::now() + leader_lease);
+        let votes_refused_until =
+            may_have_followed(voted, &logged).then(|| Instant::now() + leader_lease);
         let vote_floor = log_store
             .vote_floor()
             .map_err(|source| GroupError::Storage {
@@ -711,5 +721,37 @@ impl<'a> Silence<'a> {
 impl Drop for Silence<'_> {
     fn drop(&mut self) {
         self.0.runtime_config().heartbeat(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::LogState;
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn only_a_replica_that_voted_or_holds_a_leaders_entries_waits_out_a_lease() {
+        let first_entry_only = LogState::<TypeConfig> {
+            last_purged_log_id: None,
+            last_log_id: Some(LogId::default()),
+        };
+        // A split's new replica, or a bootstrapped one before any election.
+        assert!(!may_have_followed(false, &first_entry_only));
+        assert!(!may_have_followed(false, &LogState::default()));
+        assert!(may_have_followed(true, &first_entry_only));
+        let led = LogState::<TypeConfig> {
+            last_purged_log_id: None,
+            last_log_id: Some(log_id(1, 1)),
+        };
+        assert!(may_have_followed(false, &led));
+        let purged = LogState::<TypeConfig> {
+            last_purged_log_id: Some(log_id(2, 40)),
+            last_log_id: Some(log_id(2, 40)),
+        };
+        assert!(may_have_followed(false, &purged));
     }
 }

@@ -684,18 +684,24 @@ fn mean_stats(recent: &VecDeque<ShardStats>) -> ShardStats {
             .flat_map(|s| s.sampled.iter().copied())
             .collect(),
     );
+    let scanned = recent.iter().any(|s| s.crossing.iter().any(|&c| c > 0));
     let crossing = sampled
         .iter()
         .map(|&(key, _)| {
+            if !scanned {
+                return 0;
+            }
             recent
                 .iter()
                 .map(|s| {
-                    // The tick's count at its sampled key nearest this one.
-                    s.sampled
-                        .iter()
-                        .zip(&s.crossing)
-                        .min_by_key(|((k, _), _)| k.abs_diff(key))
-                        .map_or(0, |(_, &c)| c)
+                    // The tick's count at its sampled key nearest this one (in key order).
+                    let at = s.sampled.partition_point(|&(k, _)| k < key);
+                    let near = [at.checked_sub(1), Some(at)]
+                        .into_iter()
+                        .flatten()
+                        .filter(|&i| i < s.sampled.len())
+                        .min_by_key(|&i| s.sampled[i].0.abs_diff(key));
+                    near.and_then(|i| s.crossing.get(i)).copied().unwrap_or(0)
                 })
                 .sum()
         })
