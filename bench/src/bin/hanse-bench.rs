@@ -456,9 +456,10 @@ enum Calibration {
     Split { key: Vec<u8> },
 }
 
-/// The node leading the first data shard of the cluster in `dir`, an admin client of it,
-/// and the shard.
-async fn first_shard_leader(dir: &Path) -> Result<(u64, LeaderAdmin, proto::ShardDescriptor)> {
+/// Each node of the cluster in `dir` that answers, in id order: its id, an admin client
+/// of it, and its status.
+async fn node_statuses(dir: &Path) -> Result<Vec<(u64, LeaderAdmin, proto::StatusResponse)>> {
+    let mut answered = Vec::new();
     for id in 1.. {
         let path = dir.join(format!("node{id}.toml"));
         if !path.exists() {
@@ -471,10 +472,19 @@ async fn first_shard_leader(dir: &Path) -> Result<(u64, LeaderAdmin, proto::Shar
         };
         let channel = hanse_client::connect(&config.advertised(), tls)?;
         let mut admin = AdminClient::new(channel);
-        let Ok(status) = admin.status(proto::StatusRequest {}).await else {
-            continue;
-        };
-        let first = status.into_inner().shards.into_iter().find(|s| {
+        // A node that is down leads nothing.
+        if let Ok(status) = admin.status(proto::StatusRequest {}).await {
+            answered.push((id, admin, status.into_inner()));
+        }
+    }
+    Ok(answered)
+}
+
+/// The node leading the first data shard of the cluster in `dir`, an admin client of it,
+/// and the shard.
+async fn first_shard_leader(dir: &Path) -> Result<(u64, LeaderAdmin, proto::ShardDescriptor)> {
+    for (id, admin, status) in node_statuses(dir).await? {
+        let first = status.shards.into_iter().find(|s| {
             s.role == "leader" && s.descriptor.as_ref().is_some_and(|d| d.start.is_empty())
         });
         if let Some(descriptor) = first.and_then(|s| s.descriptor) {
@@ -486,23 +496,7 @@ async fn first_shard_leader(dir: &Path) -> Result<(u64, LeaderAdmin, proto::Shar
 
 /// The leader of the first shard in the cluster in `dir`, and its process id.
 async fn find_leader(dir: &Path) -> Result<(u64, i32)> {
-    for id in 1.. {
-        let path = dir.join(format!("node{id}.toml"));
-        if !path.exists() {
-            break;
-        }
-        let config = NodeConfig::load(&path)?;
-        let tls = match config.insecure {
-            true => None,
-            false => Some(hanse_client::user_tls(&dir.join("certs"), "root")?),
-        };
-        let channel = hanse_client::connect(&config.advertised(), tls)?;
-        let mut admin = AdminClient::new(channel);
-        // A node that is down is not the leader.
-        let Ok(status) = admin.status(proto::StatusRequest {}).await else {
-            continue;
-        };
-        let status = status.into_inner();
+    for (id, _, status) in node_statuses(dir).await? {
         if status.shards.iter().any(|s| s.role == "leader") {
             let pid_path = dir.join(format!("node{id}.pid"));
             let pid = std::fs::read_to_string(&pid_path)

@@ -843,35 +843,29 @@ mod tests {
             ..short(Family::Uniform, 3)
         };
         // Tick 0 decides; tick 1 serves the first requests after the decision.
-        let second_tick = |first: Vec<Action>| {
+        let p99_at = |tick: usize, first: Vec<Action>| {
             let mut sim = Sim::new(scenario());
             let mut outcome = Outcome::default();
             let mut pending = Some(first);
-            for _ in 0..2 {
+            for _ in 0..=tick {
                 sim.step(&mut outcome, |_| pending.take().unwrap_or_default());
             }
-            outcome.p99_ms[1]
+            outcome.p99_ms[tick]
         };
-        let calm = second_tick(Vec::new());
+        let calm = p99_at(1, Vec::new());
         // Node 1 is the shard's replica in China; its leader is in Hamburg.
-        let moved = second_tick(vec![Action::TransferLeader { shard: 0, to: 1 }]);
+        let moved = p99_at(1, vec![Action::TransferLeader { shard: 0, to: 1 }]);
         assert!(moved > calm + 1_000.0, "{moved} vs {calm}");
-        let split = second_tick(vec![Action::Split {
-            shard: 0,
-            at: KEY_SPACE / 2,
-        }]);
+        let split = p99_at(
+            1,
+            vec![Action::Split {
+                shard: 0,
+                at: KEY_SPACE / 2,
+            }],
+        );
         assert!(split > calm + 1_000.0, "{split} vs {calm}");
         // Two ticks later the stalls are over.
-        let third_tick = |first: Vec<Action>| {
-            let mut sim = Sim::new(scenario());
-            let mut outcome = Outcome::default();
-            let mut pending = Some(first);
-            for _ in 0..4 {
-                sim.step(&mut outcome, |_| pending.take().unwrap_or_default());
-            }
-            outcome.p99_ms[3]
-        };
-        let later = third_tick(vec![Action::TransferLeader { shard: 0, to: 1 }]);
+        let later = p99_at(3, vec![Action::TransferLeader { shard: 0, to: 1 }]);
         assert!(later < calm + 300.0, "{later} vs {calm}");
     }
 
