@@ -58,7 +58,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 7800)]
     port: u16,
     /// Who decides splits, merges and leader placement: the planner's tuned heuristic, or
-    /// its trained network (`model`).
+    /// its trained network (`model`). The heuristic by default: the network has not yet
+    /// shown itself at least as good (docs/planner.md, "Results").
     #[arg(long, value_enum, default_value = "heuristic")]
     planner: DemoPlanner,
     /// The short tour of the embedded store instead (single process, no cluster).
@@ -719,8 +720,15 @@ fn summary_lines(story: &Story) -> Vec<String> {
         story.ingest.waited_micros as f64 / story.ingest.writes.max(1) as f64 / 1000.0
     ));
     if let Some(planner) = &story.planner {
+        let why = match planner.mode.as_str() {
+            "heuristic" => {
+                " (the tuned heuristic by default: the trained network has not yet shown \
+                 itself at least as good, see docs/planner.md; --planner model runs it)"
+            }
+            _ => "",
+        };
         lines.push(format!(
-            "planner: {} ticks, the last decided by {}",
+            "planner: {} ticks, the last decided by {}{why}",
             planner.ticks, planner.acting
         ));
     }

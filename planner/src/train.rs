@@ -225,7 +225,7 @@ pub fn is_heuristic(policy: &str) -> bool {
     !policy.starts_with("model") && policy != "oracle" && policy != FAMILY_TUNED
 }
 
-/// Every policy on each of `families` over `seeds`: the floor, TiKV- and
+/// Every policy on each of `families` over `seeds`: the size-only rule, TiKV- and
 /// CockroachDB-style, the `tuned` baselines, the network when given (as the planner in
 /// model mode, which falls back to the tuned heuristic where it must), and the oracle
 /// when `oracle_seeds` is not empty (it is slow: every tick rolls each proposer out).

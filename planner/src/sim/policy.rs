@@ -1,7 +1,7 @@
-//! Heuristic policies, written from the rules TiKV and CockroachDB publish, and the floor
-//! that never splits by load.
+//! Heuristic policies, written from the rules TiKV and CockroachDB publish, and the size-only rule
+//! that never acts on load.
 //!
-//! - **Size only** (the floor): split a shard past `split_bytes` in the middle of its
+//! - **Size only** (the baseline that never acts on load): split a shard past `split_bytes` in the middle of its
 //!   range; merge small, cold neighbours.
 //! - **TiKV-style** ([`LoadSplit::tikv`]): the same size rules, plus TiKV's load-based
 //!   split: a shard over `qps_threshold` for `detect_ticks` ticks in a row splits at the
@@ -366,7 +366,7 @@ pub const PROPOSERS: usize = 5;
 
 /// What the look-ahead oracle (and the network's selector) weighs beside the tuned
 /// heuristic, each made fresh:
-/// the floor, TiKV-style splitting after one hot tick, CockroachDB-style,
+/// the size-only rule, TiKV-style splitting after one hot tick, CockroachDB-style,
 /// CockroachDB-style with follow-the-workload, and CockroachDB-style with leaders placed
 /// for the tail latency; each inside the envelope like every other policy.
 pub fn oracle_proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; PROPOSERS] {
@@ -387,7 +387,7 @@ pub fn oracle_proposers() -> [Box<dyn Fn() -> Box<dyn Policy>>; PROPOSERS] {
     ]
 }
 
-/// The floor: never splits by load.
+/// The size-only rule: never acts on load.
 #[derive(Debug, Default, Clone)]
 pub struct SizeOnly;
 
