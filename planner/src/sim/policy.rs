@@ -1,8 +1,8 @@
-//! Heuristic policies, written from the rules TiKV and CockroachDB publish, and the size-only rule
-//! that never acts on load.
+//! Heuristic policies, written from the rules TiKV and CockroachDB publish, and the
+//! size-only rule that never acts on load.
 //!
-//! - **Size only** (the baseline that never acts on load): split a shard past `split_bytes` in the middle of its
-//!   range; merge small, cold neighbours.
+//! - **Size only**: split a shard past `split_bytes` in the middle of its range; merge
+//!   small, cold neighbours.
 //! - **TiKV-style** ([`LoadSplit::tikv`]): the same size rules, plus TiKV's load-based
 //!   split: a shard over `qps_threshold` for `detect_ticks` ticks in a row splits at the
 //!   sampled key that best balances its requests (balance score `|left - right| / (left +
