@@ -300,10 +300,11 @@ fn batch(examples: &[Example]) -> Tensor {
 mod tests {
     use super::*;
     use hanse_planner::model;
+    use hanse_planner::sim::eval::judge;
     use hanse_planner::sim::policy::{LoadSplit, oracle_proposers};
     use hanse_planner::sim::workload::Family;
     use hanse_planner::sim::{Scenario, cheapest};
-    use hanse_planner::train::{Comparison, compare, improvement_vs_best_heuristic};
+    use hanse_planner::train::{Comparison, compare, is_heuristic};
     use hanse_planner::vocab::Policy;
 
     /// Examples from the oracle on a short hotspot run, per shard and per tick.
@@ -424,6 +425,8 @@ mod tests {
             families: &families,
             seeds: &[1, 2],
             oracle_seeds: &[1],
+            family_tuning_seeds: &[],
+            traces: &[],
             ticks: 20,
             requests_per_tick: 300,
         };
@@ -453,8 +456,13 @@ mod tests {
                 .iter()
                 .all(|r| r.policy == "oracle" && r.seeds == 1)
         );
-        let improvements = improvement_vs_best_heuristic(&rows);
-        assert_eq!(improvements.len(), 2);
-        assert!(improvements.iter().all(|(_, x)| x.is_finite() && *x < 1.0));
+        let judged = judge(&rows, "model", &is_heuristic);
+        assert_eq!(judged.len(), 2);
+        assert!(
+            judged
+                .iter()
+                .all(|j| j.relative.is_finite() && j.gap_closed.is_finite() && j.floor > 0.0),
+            "{judged:?}"
+        );
     }
 }
