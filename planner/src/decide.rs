@@ -211,13 +211,18 @@ mod tests {
         let net = PlannerNet::built_in().unwrap();
         let mut shadow = Planner::new(Some(net), Mode::Shadow, Envelope::default());
         let mut ticks_with_shadow = 0;
-        let shadowed = Sim::new(hotspot()).run(&mut FnPolicy(&mut |view: &View| {
+        // One 256 MiB shard: whatever the network chooses splits it by size at once.
+        let one_shard = || Scenario {
+            initial_shards: 1,
+            ..hotspot()
+        };
+        let shadowed = Sim::new(one_shard()).run(&mut FnPolicy(&mut |view: &View| {
             let actions = shadow.decide(view);
             assert_eq!(shadow.status().acting, LoadSplit::tuned().name);
             ticks_with_shadow += usize::from(!shadow.status().shadow.is_empty());
             actions
         }));
-        let alone = Sim::new(hotspot()).run(&mut Planner::new(
+        let alone = Sim::new(one_shard()).run(&mut Planner::new(
             None,
             Mode::Heuristic,
             Envelope::default(),

@@ -752,7 +752,8 @@ mod tests {
         let splits = |capacity: f64| {
             let planner = Planner::new(None, Mode::Model, Envelope::default());
             let mut actor = PlannerActor::new(planner, capacity);
-            (0..5).any(|_| !actor.observe(&table, &nodes()).is_empty())
+            // The tuned rule waits for 10 hot rounds in a row.
+            (0..15).any(|_| !actor.observe(&table, &nodes()).is_empty())
         };
         assert!(!splits(NODE_CAPACITY), "300 of 4,000 per second is not hot");
         assert!(splits(400.0), "300 of 400 per second is");
