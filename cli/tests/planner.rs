@@ -44,22 +44,22 @@ fn evaluation_covers_every_family_and_marks_those_held_out() {
     let report = dir.path().join("report");
     let weights =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/weights/planner.safetensors");
-    // A synthetic trace: one hot shard written from Hamburg, evaluated as its own family.
+    // A synthetic trace: a cold shard, and a hot one read from China, as its own family.
     let trace = dir.path().join("hot.jsonl");
     let mut file = std::fs::File::create(&trace).unwrap();
+    let shard = |start: &[u8], end: &[u8], reads_per_sec: f64, keys: &[&str]| TraceShard {
+        start: start.to_vec(),
+        end: end.to_vec(),
+        reads_per_sec,
+        writes_per_sec: reads_per_sec / 10.0,
+        sampled_keys: keys.iter().map(|k| (k.as_bytes().to_vec(), 4)).collect(),
+        origins: vec![("ap-china".into(), reads_per_sec * 1.1)],
+    };
     let hot = TraceTick {
-        shards: vec![TraceShard {
-            start: Vec::new(),
-            end: Vec::new(),
-            reads_per_sec: 500.0,
-            writes_per_sec: 2_500.0,
-            sampled_keys: vec![
-                (b"a".to_vec(), 10),
-                (b"k".to_vec(), 10),
-                (b"t".to_vec(), 10),
-            ],
-            origins: vec![("eu-hamburg".into(), 3_000.0)],
-        }],
+        shards: vec![
+            shard(b"", b"m", 50.0, &["c", "f"]),
+            shard(b"m", b"", 4_000.0, &["n", "p", "r", "x"]),
+        ],
     };
     for _ in 0..5 {
         write_tick(&mut file, &hot).unwrap();
