@@ -175,20 +175,43 @@ impl Transport {
             return;
         };
         let mut client = RaftClient::new(channel);
-        let started = Instant::now();
-        let one_way = self.options.latency.one_way(&self.options.region, region);
-        tokio::time::sleep(one_way).await;
         let empty = RaftBatch {
             from_node: self.node_id,
             messages: Vec::new(),
         };
-        let answered = tokio::time::timeout(self.options.request_timeout, client.send(empty)).await;
-        tokio::time::sleep(one_way).await;
-        if let Ok(Ok(_)) = answered {
+        let timeout = self.options.request_timeout;
+        let call = async {
+            match tokio::time::timeout(timeout, client.send(empty)).await {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(()),
+            }
+        };
+        let _ = self.across(node, region, call).await;
+    }
+
+    /// Runs `call` to `node` (in `region`) after the injected one-way time to that region,
+    /// answers after the same again, and measures the round trip of a call that succeeded.
+    async fn across<T, E>(
+        &self,
+        node: NodeId,
+        region: &str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let one_way = self.options.latency.one_way(&self.options.region, region);
+        if !one_way.is_zero() {
+            tokio::time::sleep(one_way).await;
+        }
+        let result = call.await;
+        if !one_way.is_zero() {
+            tokio::time::sleep(one_way).await;
+        }
+        if result.is_ok() {
             let now = Instant::now();
             self.round_trips
                 .observe(node, region, now.duration_since(started), now);
         }
+        result
     }
 
     /// The network factory for one shard's group.
@@ -251,21 +274,8 @@ impl Transport {
         region: &str,
         message: RaftMessage,
     ) -> Result<RaftResult, TransportError> {
-        let started = Instant::now();
-        let one_way = self.options.latency.one_way(&self.options.region, region);
-        if !one_way.is_zero() {
-            tokio::time::sleep(one_way).await;
-        }
-        let result = self.send_now(node, addr, message).await;
-        if !one_way.is_zero() {
-            tokio::time::sleep(one_way).await;
-        }
-        if result.is_ok() {
-            let now = Instant::now();
-            self.round_trips
-                .observe(node, region, now.duration_since(started), now);
-        }
-        result
+        self.across(node, region, self.send_now(node, addr, message))
+            .await
     }
 
     async fn send_now(
