@@ -205,13 +205,21 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts the cluster, with TLS when `secure`.
     fn start(port: u16, secure: bool) -> Result<LocalCluster, String> {
+        LocalCluster::start_with(port, (!secure).then_some("--insecure"))
+    }
+
+    /// Starts a 3-node cluster with TLS and `hanse cluster up`'s arguments `up`.
+    pub fn start_with<S: AsRef<std::ffi::OsStr>>(
+        port: u16,
+        up: impl IntoIterator<Item = S>,
+    ) -> Result<LocalCluster, String> {
         let hanse = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("hanse");
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out = Command::new(&hanse)
             .args(["cluster", "up", "--nodes", "3", "--port", &port.to_string()])
-            .args((!secure).then_some("--insecure"))
+            .args(up)
             .arg("--dir")
             .arg(dir.path().join("cluster"))
             .output()
@@ -237,9 +245,55 @@ impl LocalCluster {
 }
 
 impl LocalCluster {
+    /// The nodes' client addresses, node 1 first.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Each node's config as `up` wrote it, node 1 first.
+    pub fn configs(&self) -> Result<Vec<hanse_node::config::NodeConfig>, String> {
+        let cluster = self.dir.path().join("cluster");
+        (1..=self.endpoints.len())
+            .map(|id| {
+                hanse_node::config::NodeConfig::load(&cluster.join(format!("node{id}.toml")))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// Each node's `/metrics` page, fetched over HTTPS as `root` with curl.
+    pub fn metrics(&self) -> Result<Vec<String>, String> {
+        let mut pages = Vec::new();
+        for config in self.configs()? {
+            let (Some(http), Some(certs)) = (config.http_addr, config.certs_dir) else {
+                return Err(format!("node {} serves no HTTPS metrics", config.node_id));
+            };
+            let identity = hanse_client::Identity::user("root").map_err(|e| e.to_string())?;
+            let files = hanse_client::CertsDir::new(&certs).files(&identity);
+            let out = Command::new("curl")
+                .args(["-sS", "--fail", "--cacert"])
+                .arg(&files.ca)
+                .arg("--cert")
+                .arg(&files.cert)
+                .arg("--key")
+                .arg(&files.key)
+                .arg(format!("https://{http}/metrics"))
+                .output()
+                .map_err(|e| format!("running curl (scripts/setup.sh installs it): {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "curl https://{http}/metrics: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            pages.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Ok(pages)
+    }
+
     /// How the load reaches the cluster: as `root`, with the certificates `up` made
     /// (`None`: the cluster runs insecure).
-    fn root_tls(&self) -> Result<Option<Arc<hanse_client::ClientTls>>, String> {
+    pub fn root_tls(&self) -> Result<Option<Arc<hanse_client::ClientTls>>, String> {
         let node = self.dir.path().join("cluster").join("node1.toml");
         let config = hanse_node::config::NodeConfig::load(&node).map_err(|e| e.to_string())?;
         match config.certs_dir.filter(|_| !config.insecure) {
@@ -279,7 +333,7 @@ impl LocalCluster {
 
     /// Splits the load's `key_count` keys into `shards` shards of about equal numbers of
     /// keys, and moves their leadership round-robin over the nodes.
-    fn presplit(&self, shards: usize, key_count: u64) -> Result<(), String> {
+    pub fn presplit(&self, shards: usize, key_count: u64) -> Result<(), String> {
         for i in 1..shards as u64 {
             let at = crate::load::load_key(key_count * i / shards as u64);
             self.admin(&["split", &String::from_utf8_lossy(&at)])?;
@@ -640,7 +694,7 @@ pub fn write_report(
 }
 
 /// The distinct items in their first order.
-fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+pub(crate) fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
     for item in items {
         if !out.contains(&item) {

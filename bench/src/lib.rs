@@ -9,6 +9,7 @@ pub mod compare;
 pub mod cpu;
 pub mod load;
 pub mod peers;
+pub mod planner_ab;
 
 use std::path::{Path, PathBuf};
 

@@ -171,7 +171,7 @@ pub enum Distribution {
 }
 
 /// The operation a client runs next.
-enum Op {
+pub enum Op {
     Get,
     Put,
     Scan { limit: u32 },
@@ -394,30 +394,62 @@ pub async fn run_at_rate(
     rate: f64,
     progress: impl Fn(u64),
 ) -> LoadReport {
+    let keys = Keys::of(spec);
+    let draw = |_: f64, rng: &mut rand::rngs::StdRng| Due {
+        target: 0,
+        record: keys.pick(rng),
+        op: spec.workload.next(rng),
+    };
+    open_loop(&[target], spec, rate, draw, progress).await.0
+}
+
+/// One operation of an open loop: the target that serves it (one per client region),
+/// what it does, and the record it names.
+pub struct Due {
+    pub target: usize,
+    pub op: Op,
+    pub record: u64,
+}
+
+/// The open loop of [`run_at_rate`] over several targets: `draw` answers each operation,
+/// given how far into `spec.duration` it is due (0 to 1). Answers the whole run's report
+/// and each target's latency.
+pub async fn open_loop(
+    targets: &[Target],
+    spec: &LoadSpec,
+    rate: f64,
+    mut draw: impl FnMut(f64, &mut rand::rngs::StdRng) -> Due,
+    progress: impl Fn(u64),
+) -> (LoadReport, Vec<Histogram<u64>>) {
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
     let slots = Arc::new(tokio::sync::Semaphore::new(spec.clients));
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-    ));
+    let histogram =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let latency = Arc::new(Mutex::new(vec![histogram(); targets.len()]));
     let (done, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let inserted = Arc::new(AtomicU64::new(0));
-    let keys = Keys::of(spec);
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let value: Arc<[u8]> = vec![b'x'; spec.value_size].into();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..spec.ops {
-        let due = started + interval.mul_f64(i as f64);
-        if due > started + spec.duration {
+        let offset = interval.mul_f64(i as f64);
+        // An overloaded loop falls behind its schedule: it stops at the end of the run
+        // all the same, and what it could not issue is not counted.
+        if offset > spec.duration || started.elapsed() > spec.duration {
             break;
         }
+        let due = started + offset;
         tokio::time::sleep_until(due.into()).await;
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         if i % 64 == 0 {
             progress(done.load(Ordering::Relaxed));
         }
-        let (k, op) = (load_key(keys.pick(&mut rng)), spec.workload.next(&mut rng));
-        let (target, spec, value) = (target.clone(), spec.clone(), value.clone());
+        let at = offset.as_secs_f64() / spec.duration.as_secs_f64().max(f64::EPSILON);
+        let Due { target, op, record } = draw(at, &mut rng);
+        let k = load_key(record);
+        let (spec, value) = (spec.clone(), value.clone());
+        let client = targets[target].clone();
         let (latency, done, errors, inserted) = (
             latency.clone(),
             done.clone(),
@@ -425,10 +457,10 @@ pub async fn run_at_rate(
             inserted.clone(),
         );
         tasks.spawn(async move {
-            match operate(&target, &spec, op, k, &value, &inserted).await {
+            match operate(&client, &spec, op, k, &value, &inserted).await {
                 Ok(()) => {
                     let micros = due.elapsed().as_micros().max(1) as u64;
-                    let _ = latency.lock().expect("latency lock").record(micros);
+                    let _ = latency.lock().expect("latency lock")[target].record(micros);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) => {
@@ -439,14 +471,19 @@ pub async fn run_at_rate(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let latency_us = latency.lock().expect("latency lock").clone();
-    LoadReport {
+    let by_target = std::mem::take(&mut *latency.lock().expect("latency lock"));
+    let mut latency_us = histogram();
+    for h in &by_target {
+        latency_us.add(h).expect("same bounds");
+    }
+    let report = LoadReport {
         ops: done.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         latency_us,
         failover: None,
-    }
+    };
+    (report, by_target)
 }
 
 /// Runs `spec` against `target`, injecting `fault` if given; `progress` hears the

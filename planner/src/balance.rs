@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hanse_shard::{NodeId, ReplicaRole, ShardId};
 
-use crate::knobs::{FOLLOW_SHARE_MIN, MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES};
+use crate::knobs::{COLD_OPS_PER_SEC, FOLLOW_SHARE_MIN, MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES};
 use crate::vocab::ClusterAction;
 
 /// Whether neighbours of these sizes may merge: both below `merge_size`, and together
@@ -39,7 +39,7 @@ impl Default for BalanceOptions {
         BalanceOptions {
             split_size_bytes: SPLIT_SIZE_BYTES,
             merge_size_bytes: MERGE_SIZE_BYTES,
-            cold_ops_per_sec: 50,
+            cold_ops_per_sec: COLD_OPS_PER_SEC,
             cool_down: Duration::from_secs(60),
         }
     }

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::knobs::COLD_OPS_PER_SEC;
 use crate::vocab::{Action, Policy, View};
 
 /// The envelope's limits.
@@ -48,6 +49,7 @@ pub enum Refusal {
     SplitKeyOutsideRange,
     TooSmallToSplit,
     TooLargeToMerge,
+    TooBusyToMerge,
     ReplicasDiffer,
     CoolingDown,
     NotAReplica,
@@ -64,6 +66,7 @@ impl fmt::Display for Refusal {
             Refusal::SplitKeyOutsideRange => "the split key is not inside the shard",
             Refusal::TooSmallToSplit => "the shard is below the minimum split size",
             Refusal::TooLargeToMerge => "the merged shard would exceed the merge size limit",
+            Refusal::TooBusyToMerge => "a busy shard keeps its own leader (merges stall both)",
             Refusal::ReplicasDiffer => "the neighbours' replicas differ",
             Refusal::CoolingDown => "the range changed within the cool-down",
             Refusal::NotAReplica => "the node holds no replica of the shard",
@@ -129,6 +132,14 @@ impl Envelope {
                 }
                 if shard.size_bytes + right.size_bytes > self.merge_size_max {
                     return Err(Refusal::TooLargeToMerge);
+                }
+                let busy = |i: usize| {
+                    view.stats
+                        .get(i)
+                        .is_some_and(|s| s.ops() >= COLD_OPS_PER_SEC as f64)
+                };
+                if busy(index) || busy(index + 1) {
+                    return Err(Refusal::TooBusyToMerge);
                 }
                 if cooling(Some(shard.changed_at)) || cooling(Some(right.changed_at)) {
                     return Err(Refusal::CoolingDown);
@@ -262,20 +273,34 @@ mod tests {
             size_bytes: mib * MIB,
             replicas: replicas.to_vec(),
             leader: replicas[0],
+            learners: Vec::new(),
             changed_at: 0,
             merged_at: None,
         }
     }
 
     fn admit(shards: &[Shard], tick: u64, actions: Vec<Action>) -> Vec<Option<Refusal>> {
+        admit_with(
+            shards,
+            &vec![ShardStats::default(); shards.len()],
+            tick,
+            actions,
+        )
+    }
+
+    fn admit_with(
+        shards: &[Shard],
+        stats: &[ShardStats],
+        tick: u64,
+        actions: Vec<Action>,
+    ) -> Vec<Option<Refusal>> {
         let nodes = nodes();
-        let stats = vec![ShardStats::default(); shards.len()];
         let load = vec![0.0; nodes.len()];
         let view = View {
             tick,
             nodes: &nodes,
             shards,
-            stats: &stats,
+            stats,
             node_load: &load,
             region_latency_ms: &[],
         };
@@ -350,6 +375,19 @@ mod tests {
         assert_eq!(
             admit(&shards, 100, vec![Action::Merge { shard: 2 }]),
             vec![Some(Refusal::TooLargeToMerge)]
+        );
+        shards[2].size_bytes = 10.0 * MIB;
+        let mut stats = vec![ShardStats::default(); shards.len()];
+        stats[3].reads = COLD_OPS_PER_SEC as f64;
+        assert_eq!(
+            admit_with(&shards, &stats, 100, vec![Action::Merge { shard: 2 }]),
+            vec![Some(Refusal::TooBusyToMerge)],
+            "a small shard as busy as the cold limit keeps its leader"
+        );
+        stats[3].reads = COLD_OPS_PER_SEC as f64 - 1.0;
+        assert_eq!(
+            admit_with(&shards, &stats, 100, vec![Action::Merge { shard: 2 }]),
+            vec![None]
         );
         shards[2].merged_at = Some(80);
         assert_eq!(

@@ -228,16 +228,21 @@ pub fn frame(
     let mut stats = Vec::new();
     for s in &planned {
         let d = &s.descriptor;
-        let replicas: Vec<usize> = d
-            .replicas
-            .iter()
-            .filter(|r| r.role == ReplicaRole::Voter)
-            .filter_map(|r| index_of(r.node))
-            .collect();
+        let with_role = |role: ReplicaRole| -> Vec<usize> {
+            d.replicas
+                .iter()
+                .filter(|r| r.role == role)
+                .filter_map(|r| index_of(r.node))
+                .collect()
+        };
+        let (replicas, learners) = (
+            with_role(ReplicaRole::Voter),
+            with_role(ReplicaRole::Learner),
+        );
         let leader = s.leader.and_then(index_of).expect("filtered above");
         let load = &s.load;
         node_ops[leader] += load.reads_per_sec + load.writes_per_sec;
-        for &r in replicas.iter().filter(|&&r| r != leader) {
+        for &r in replicas.iter().chain(&learners).filter(|&&r| r != leader) {
             node_ops[r] += load.writes_per_sec / 2.0;
         }
         let (changed_at, merged_at) = changed(d.id);
@@ -251,6 +256,7 @@ pub fn frame(
             size_bytes: load.size_bytes as f64,
             replicas,
             leader,
+            learners,
             changed_at,
             merged_at,
         });

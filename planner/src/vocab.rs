@@ -27,9 +27,12 @@ pub struct Shard {
     pub start: u64,
     pub end: u64,
     pub size_bytes: f64,
-    /// Node indices; the leader is one of them.
+    /// Node indices of its voters; the leader is one of them.
     pub replicas: Vec<usize>,
     pub leader: usize,
+    /// Node indices of its learners: they receive its writes and may serve reads within
+    /// a staleness bound, but never vote or lead.
+    pub learners: Vec<usize>,
     /// The tick of its last split or merge.
     pub changed_at: u64,
     /// The tick of its last merge, if any.

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use hanse_bench::compare::{self, Contender};
 use hanse_bench::load::{self, Distribution, Fault, LoadSpec, Workload, preload, run, run_at_rate};
+use hanse_bench::planner_ab;
 use hanse_client::proto::admin_client::AdminClient;
 use hanse_client::{Client, ClientOptions, proto};
 use hanse_node::config::NodeConfig;
@@ -72,6 +73,50 @@ enum Command {
     },
     /// Runs one workload and prints what it measured.
     Run(RunArgs),
+    /// The planner's A/B on a real cluster: each load against a fresh local 3-region
+    /// cluster (250/300/150 ms round trips) once per planner mode and run, an open loop
+    /// from every region at about 70 % of capacity; prints a table of means with 95 %
+    /// intervals and writes it, every run's JSON and two charts into --out.
+    Planner {
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "moving-hotspot,diurnal,sequential"
+        )]
+        loads: Vec<planner_ab::Load>,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "model,heuristic,off"
+        )]
+        modes: Vec<planner_ab::Mode>,
+        /// Runs of each load under each mode.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// How long each run's load lasts (a fresh cluster's start and key load come
+        /// first).
+        #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "75s")]
+        duration: Duration,
+        /// Operations per second for every run (default: 70 % of what a 20 s run far
+        /// above capacity, with the planner off, served of each load).
+        #[arg(long, value_name = "OPS_PER_SEC")]
+        rate: Option<f64>,
+        /// Records loaded before each run.
+        #[arg(long, default_value_t = 5_000)]
+        key_count: u64,
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        /// Operations under way at most.
+        #[arg(long, default_value_t = 2_048)]
+        in_flight: usize,
+        /// The first cluster's port (each run moves on by 10).
+        #[arg(long, default_value_t = 7700)]
+        port: u16,
+        #[arg(long, value_name = "DIR", default_value = "bench-planner")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -134,6 +179,11 @@ struct RunArgs {
     /// into the run (needs --cluster-dir): what a planner's split costs the clients.
     #[arg(long, value_name = "SECONDS", requires = "cluster_dir", conflicts_with_all = ["kill_leader_after", "transfer_leader_after", "rate"])]
     split_after: Option<f64>,
+    /// Split the first data shard in the middle of the loaded keys before the run, and
+    /// merge the halves again this many seconds into it (needs --cluster-dir): what a
+    /// planner's merge costs the clients.
+    #[arg(long, value_name = "SECONDS", requires = "cluster_dir", conflicts_with_all = ["kill_leader_after", "transfer_leader_after", "split_after", "rate"])]
+    merge_after: Option<f64>,
     /// The `hanse cluster up --dir` directory, to find the leader's process.
     #[arg(long, value_name = "DIR")]
     cluster_dir: Option<PathBuf>,
@@ -214,6 +264,46 @@ fn bench() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run_one(args),
+        Command::Planner {
+            loads,
+            modes,
+            runs,
+            duration,
+            rate,
+            key_count,
+            value_size,
+            in_flight,
+            port,
+            out,
+        } => {
+            ensure!(
+                runs >= 1 && key_count >= 100 && in_flight >= 1,
+                "--runs and --in-flight must be at least 1, --key-count at least 100"
+            );
+            ensure!(rate.is_none_or(|r| r > 0.0), "--rate must be above 0");
+            let plan = planner_ab::Plan {
+                loads,
+                modes,
+                runs,
+                duration,
+                rate,
+                key_count,
+                value_size,
+                in_flight,
+                port,
+            };
+            let (results, failures) = planner_ab::run_plan(&plan, |line| eprintln!("{line}"))
+                .map_err(anyhow::Error::msg)?;
+            for failure in &failures {
+                eprintln!("failed: {failure}");
+            }
+            ensure!(!results.is_empty(), "no run succeeded");
+            planner_ab::write_report(&out, &results)
+                .with_context(|| format!("writing the report into {}", out.display()))?;
+            print!("{}", planner_ab::table(&results));
+            println!("report: {}", out.join("planner-ab.md").display());
+            Ok(())
+        }
     }
 }
 
@@ -301,6 +391,7 @@ fn measure(
         kill_leader_after,
         transfer_leader_after,
         split_after,
+        merge_after,
         json,
         ..
     } = *args;
@@ -327,10 +418,22 @@ fn measure(
                     }),
                 })
             }
-            _ => match (transfer_leader_after.or(split_after), &args.cluster_dir) {
+            _ => match (
+                transfer_leader_after.or(split_after).or(merge_after),
+                &args.cluster_dir,
+            ) {
                 (Some(after), Some(dir)) => {
                     let (leader, mut admin, descriptor) = first_shard_leader(dir).await?;
                     let what = match transfer_leader_after {
+                        None if merge_after.is_some() => {
+                            let key = load::load_key(key_count / 2);
+                            admin
+                                .split(proto::SplitRequest { key })
+                                .await
+                                .map_err(|e| anyhow::anyhow!("splitting before the merge: {}", e.message()))?;
+                            eprintln!("split shard {}; will merge it again after {after}s", descriptor.id);
+                            Calibration::Merge { shard: descriptor.id }
+                        }
                         Some(_) => {
                             let here = descriptor.replicas.iter().find(|r| r.node == leader);
                             let to = descriptor
@@ -364,6 +467,10 @@ fn measure(
                                         .map(drop),
                                     Calibration::Split { key } => admin
                                         .split(proto::SplitRequest { key })
+                                        .await
+                                        .map(drop),
+                                    Calibration::Merge { shard } => admin
+                                        .merge(proto::MergeRequest { shard_id: shard })
                                         .await
                                         .map(drop),
                                 };
@@ -435,9 +542,10 @@ fn measure(
                 ),
             }
             if let Some(gap) = report.failover {
-                let after = match (transfer_leader_after, split_after) {
-                    (Some(_), _) => "the leadership moved",
-                    (_, Some(_)) => "the split",
+                let after = match (transfer_leader_after, split_after, merge_after) {
+                    (Some(_), _, _) => "the leadership moved",
+                    (_, Some(_), _) => "the split",
+                    (_, _, Some(_)) => "the merge",
                     _ => "the leader was killed",
                 };
                 println!("failover: no acknowledgement for {gap:.2?} after {after}");
@@ -454,6 +562,7 @@ type LeaderAdmin = AdminClient<hanse_client::Channel>;
 enum Calibration {
     Transfer { shard: u64, to: u64 },
     Split { key: Vec<u8> },
+    Merge { shard: u64 },
 }
 
 /// Each node of the cluster in `dir` that answers, in id order: its id, an admin client

@@ -43,15 +43,19 @@ impl TickFloor {
 struct KeyLoad {
     /// Operations its leader serves for it.
     leader_ops: f64,
-    /// (origin region, whether a write) of each request.
+    /// (origin region, whether a write) of each request that its leader serves.
     requests: Vec<(usize, bool)>,
+    /// Origin regions of its follower reads.
+    follower_reads: Vec<usize>,
 }
 
-/// The floor of a tick that served `requests` (each standing for `weight`) on `nodes`
-/// whose total work was `node_ops`, with `latency` one way between regions; `wait` is the
-/// p99 queueing delay at a node of the given utilisation.
+/// The floor of a tick that served `requests` (each standing for `weight`; those marked
+/// in `follower_reads` may be served by any replica) on `nodes` whose total work was
+/// `node_ops`, with `latency` one way between regions; `wait` is the p99 queueing delay
+/// at a node of the given utilisation.
 pub fn tick_floor(
     requests: &[Request],
+    follower_reads: &[bool],
     weight: f64,
     nodes: &[Node],
     latency: &[Vec<f64>],
@@ -59,8 +63,13 @@ pub fn tick_floor(
     wait: &dyn Fn(f64) -> f64,
 ) -> TickFloor {
     let mut keys: HashMap<u64, KeyLoad> = HashMap::new();
-    for request in requests {
+    for (i, request) in requests.iter().enumerate() {
         let key = keys.entry(request.key).or_default();
+        // A follower read may be served in its own region, by an idle replica.
+        if follower_reads.get(i).copied().unwrap_or(false) {
+            key.follower_reads.push(request.origin);
+            continue;
+        }
         let write = matches!(request.op, Op::Write { .. });
         // A scan's work can be spread over shards; only its first step is the key's.
         key.leader_ops += match request.op {
@@ -110,6 +119,7 @@ pub fn tick_floor(
         .values()
         .map(|key| {
             let queue = wait(key.leader_ops / capacity);
+            let idle = wait(0.0);
             (0..regions)
                 .map(|leader| {
                     key.requests
@@ -118,6 +128,11 @@ pub fn tick_floor(
                             let trip = 2.0 * latency[origin][leader];
                             trip + if write { quorum[leader] } else { 0.0 } + queue
                         })
+                        .chain(
+                            key.follower_reads
+                                .iter()
+                                .map(|&origin| 2.0 * latency[origin][origin] + idle),
+                        )
                         .collect()
                 })
                 .collect()
@@ -223,7 +238,7 @@ mod tests {
             })
             .collect();
         let ops = vec![50.0; 6];
-        let floor = tick_floor(&requests, 1.0, &nodes, &latency, &ops, &|_| 0.0);
+        let floor = tick_floor(&requests, &[], 1.0, &nodes, &latency, &ops, &|_| 0.0);
         assert_eq!(floor.p99_ms, 250.0);
         // One key: the busiest node does all of it.
         assert!((floor.imbalance - 6.0).abs() < 1e-9, "{floor:?}");
@@ -240,7 +255,7 @@ mod tests {
             })
             .collect();
         let ops = vec![500.0; 6];
-        let floor = tick_floor(&requests, 1.0, &nodes, &latency, &ops, &|_| 0.0);
+        let floor = tick_floor(&requests, &[], 1.0, &nodes, &latency, &ops, &|_| 0.0);
         assert_eq!(floor.p99_ms, 1.0);
         // 3,000 requests on six nodes: about 1 + 1.27 * sqrt(6 / 3000).
         assert!((floor.imbalance - 1.0567).abs() < 1e-3, "{floor:?}");
@@ -252,7 +267,7 @@ mod tests {
                 ..*r
             })
             .collect();
-        let floor = tick_floor(&writes, 1.0, &nodes, &latency, &ops, &|_| 0.0);
+        let floor = tick_floor(&writes, &[], 1.0, &nodes, &latency, &ops, &|_| 0.0);
         // From Hamburg the nearest other region is 250 ms away and back; from China
         // or Sydney 150 ms.
         assert_eq!(floor.p99_ms, 1.0 + 250.0);

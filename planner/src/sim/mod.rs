@@ -30,10 +30,11 @@ use request::{Op, Request};
 use workload::Workload;
 
 use crate::knobs::{
-    RESERVOIR_REQUESTS, ROUND_MS, SPLIT_STALL_MS, TRANSFER_STALL_MS, WINDOW_ROUNDS,
+    MERGE_STALL_MS, RESERVOIR_REQUESTS, ROUND_MS, SPLIT_STALL_MS, TRANSFER_STALL_MS, WINDOW_ROUNDS,
 };
 use crate::stats::{summarize, summarize_counted};
 use crate::vocab::{Action, KEY_SPACE, Node, Policy, Shard, ShardStats, View};
+use hanse_shard::ReplicaRole;
 
 /// What the look-ahead oracle asks each tick (see [`Sim::run_oracle`]): given the view,
 /// each candidate's first actions and its rollout's cost, which candidate to carry out.
@@ -58,7 +59,19 @@ pub struct Scenario {
     /// Ticks of load the policies see averaged, as the live planner averages its rounds
     /// ([`WINDOW_ROUNDS`]); 1 shows them the last tick alone.
     pub window: usize,
+    /// The share of reads whose clients accept a bounded staleness (follower reads):
+    /// the replica (voter or learner) nearest the client serves them when it can keep
+    /// to [`Scenario::staleness_ms`], the leader otherwise.
+    pub stale_reads: f64,
+    /// The follower reads' bound: a replica keeps to it when its round trip to the leader
+    /// (for a read index, reused while younger than the bound) is shorter.
+    pub staleness_ms: f64,
 }
+
+/// The bound follower reads keep unless a scenario says otherwise, as
+/// `scripts/bench-regions.sh` measured them (1 s: China's and Sydney's replicas served in
+/// 2.4-2.5 ms at the p99 on 250/300 ms round trips to the leader).
+pub const STALENESS_MS: f64 = 1_000.0;
 
 impl Scenario {
     /// Three regions (Hamburg, China, Sydney), two nodes in each, four shards.
@@ -83,6 +96,8 @@ impl Scenario {
             initial_shards: 4,
             replay: None,
             window: WINDOW_ROUNDS,
+            stale_reads: 0.0,
+            staleness_ms: STALENESS_MS,
         }
     }
 
@@ -258,6 +273,7 @@ impl Sim {
                     size_bytes: INITIAL_BYTES / n as f64,
                     leader: replicas[0],
                     replicas,
+                    learners: Vec::new(),
                     changed_at: 0,
                     merged_at: None,
                 }
@@ -436,6 +452,15 @@ impl Sim {
         // The nodes each request waits on, and its network time, for the latency pass.
         let mut paths: Vec<(f64, Vec<usize>)> = Vec::with_capacity(requests.len());
         let count = requests.len().max(1) as f64;
+        let stale: Vec<bool> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                request.op == Op::Read
+                    && self.scenario.stale_reads > 0.0
+                    && unit_draw(self.scenario.seed, self.tick, i) < self.scenario.stale_reads
+            })
+            .collect();
         for (i, request) in requests.iter().enumerate() {
             let first = self.shard_of(request.key);
             // Requests arrive spread over the tick; a stalled shard's wait for the rest.
@@ -462,13 +487,29 @@ impl Sim {
             match request.op {
                 Op::Read => {
                     stats[first].reads += weight;
-                    ops[shard.leader] += weight;
-                    paths.push((network, vec![shard.leader]));
+                    match stale[i]
+                        .then(|| self.follower_for(first, request.origin))
+                        .flatten()
+                    {
+                        Some(replica) => {
+                            ops[replica] += weight;
+                            let region = nodes[replica].region;
+                            let trip =
+                                2.0 * self.scenario.region_latency_ms[request.origin][region];
+                            // Its cached read index lasts into a stall as long as the bound.
+                            let waited = (stalled - self.scenario.staleness_ms).max(0.0);
+                            paths.push((trip + waited, vec![replica]));
+                        }
+                        None => {
+                            ops[shard.leader] += weight;
+                            paths.push((network, vec![shard.leader]));
+                        }
+                    }
                 }
                 Op::Write { bytes } => {
                     stats[first].writes += weight;
                     stats[first].bytes_written += weight * bytes as f64;
-                    for &r in &shard.replicas {
+                    for &r in shard.replicas.iter().chain(&shard.learners) {
                         ops[r] += if r == shard.leader {
                             weight
                         } else {
@@ -540,6 +581,7 @@ impl Sim {
         });
         let floor = floor::tick_floor(
             requests,
+            &stale,
             weight,
             nodes,
             &self.scenario.region_latency_ms,
@@ -547,6 +589,24 @@ impl Sim {
             &queue_p99_ms,
         );
         (stats, load, p99, floor)
+    }
+
+    /// The replica other than the leader that serves `shard`'s follower reads from
+    /// `origin`: the nearest to it, if that one keeps to the staleness bound.
+    fn follower_for(&self, shard: usize, origin: usize) -> Option<usize> {
+        let shard = &self.shards[shard];
+        let latency = &self.scenario.region_latency_ms;
+        let nodes = &self.scenario.nodes;
+        let nearest = shard
+            .replicas
+            .iter()
+            .chain(&shard.learners)
+            .copied()
+            .min_by(|&a, &b| {
+                latency[origin][nodes[a].region].total_cmp(&latency[origin][nodes[b].region])
+            })?;
+        let leader_trip = 2.0 * latency[nodes[nearest].region][nodes[shard.leader].region];
+        (nearest != shard.leader && leader_trip < self.scenario.staleness_ms).then_some(nearest)
     }
 
     fn quorum_ms(&self, shard: usize) -> f64 {
@@ -592,7 +652,11 @@ impl Sim {
                 let mut right_set = self.shards[shard + 1].replicas.clone();
                 left_set.sort_unstable();
                 right_set.sort_unstable();
-                if left_set != right_set {
+                let mut left_learners = self.shards[shard].learners.clone();
+                let mut right_learners = self.shards[shard + 1].learners.clone();
+                left_learners.sort_unstable();
+                right_learners.sort_unstable();
+                if left_set != right_set || left_learners != right_learners {
                     return false;
                 }
                 let right = self.shards.remove(shard + 1);
@@ -601,6 +665,11 @@ impl Sim {
                 left.size_bytes += right.size_bytes;
                 left.changed_at = self.tick;
                 left.merged_at = Some(self.tick);
+                // Both halves' requests wait for the merge to commit.
+                let left_stall = self.stalls.remove(&left.start).unwrap_or(0.0);
+                let right_stall = self.stalls.remove(&right.start).unwrap_or(0.0);
+                self.stalls
+                    .insert(left.start, MERGE_STALL_MS.max(left_stall).max(right_stall));
                 outcome.merges += 1;
                 true
             }
@@ -625,7 +694,11 @@ impl Sim {
                 let Some(s) = self.shards.get_mut(shard) else {
                     return false;
                 };
-                if to >= nodes || !s.replicas.contains(&from) || s.replicas.contains(&to) {
+                if to >= nodes
+                    || !s.replicas.contains(&from)
+                    || s.replicas.contains(&to)
+                    || s.learners.contains(&to)
+                {
                     return false;
                 }
                 for r in s.replicas.iter_mut() {
@@ -641,18 +714,20 @@ impl Sim {
                 outcome.moves += 1;
                 true
             }
-            // The simulated cluster models no learners: a new replica votes.
-            Action::AddReplica { shard, node, .. } => {
+            Action::AddReplica { shard, node, role } => {
                 let nodes = self.scenario.nodes.len();
                 let Some(s) = self.shards.get_mut(shard) else {
                     return false;
                 };
-                if node >= nodes || s.replicas.contains(&node) {
+                if node >= nodes || s.replicas.contains(&node) || s.learners.contains(&node) {
                     return false;
                 }
                 // The copy comes from the leader.
                 let ticks = (s.size_bytes / MOVE_BYTES_PER_TICK).ceil().max(1.0) as u64;
-                s.replicas.push(node);
+                match role {
+                    ReplicaRole::Voter => s.replicas.push(node),
+                    ReplicaRole::Learner => s.learners.push(node),
+                }
                 self.copying.push((s.leader, node, ticks));
                 outcome.moves += 1;
                 true
@@ -661,6 +736,10 @@ impl Sim {
                 let Some(s) = self.shards.get_mut(shard) else {
                     return false;
                 };
+                if s.learners.contains(&node) {
+                    s.learners.retain(|&r| r != node);
+                    return true;
+                }
                 if s.leader == node || !s.replicas.contains(&node) || s.replicas.len() == 1 {
                     return false;
                 }
@@ -723,6 +802,17 @@ fn mean_stats(recent: &VecDeque<ShardStats>) -> ShardStats {
 fn queue_p99_ms(load: f64) -> f64 {
     let u = load.min(0.99);
     SERVICE_MS / (1.0 - u) * 100f64.ln()
+}
+
+/// A draw in [0, 1) fixed by the run's seed, the tick and the request's place in it
+/// (SplitMix64), so that which reads are follower reads takes nothing from the samplers.
+fn unit_draw(seed: u64, tick: u64, index: usize) -> f64 {
+    let mut z = seed ^ tick.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (index as u64).rotate_left(32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The index of the lowest of `costs` (the first of equals; 0 when empty).
@@ -867,6 +957,102 @@ mod tests {
         // Two ticks later the stalls are over.
         let later = p99_at(3, vec![Action::TransferLeader { shard: 0, to: 1 }]);
         assert!(later < calm + 300.0, "{later} vs {calm}");
+        // A merge stalls the merged shard's requests for less than a tick.
+        let two_halves = |sim: &mut Sim| {
+            let mut outcome = Outcome::default();
+            sim.apply(
+                &Action::Split {
+                    shard: 0,
+                    at: KEY_SPACE / 2,
+                },
+                &mut outcome,
+            );
+            sim.stalls.clear();
+        };
+        let mut sim = Sim::new(scenario());
+        two_halves(&mut sim);
+        let mut outcome = Outcome::default();
+        sim.step(&mut outcome, |_| vec![Action::Merge { shard: 0 }]);
+        sim.step(&mut outcome, |_| Vec::new());
+        assert_eq!(sim.shards.len(), 1);
+        let merged = outcome.p99_ms[1];
+        assert!(
+            merged > calm + MERGE_STALL_MS / 2.0 && merged < calm + MERGE_STALL_MS + 300.0,
+            "{merged} vs {calm}"
+        );
+    }
+
+    #[test]
+    fn follower_reads_are_served_nearby_while_the_bound_allows() {
+        let run = |stale_reads: f64, staleness_ms: f64| {
+            Sim::new(Scenario {
+                stale_reads,
+                staleness_ms,
+                ..short(Family::ZipfianC, 4)
+            })
+            .run(&mut SizeOnly)
+        };
+        let leader = run(0.0, STALENESS_MS);
+        // Every shard has a replica in every region: each read stays in its own.
+        let follower = run(1.0, STALENESS_MS);
+        assert!(
+            follower.mean_p99_ms() < 20.0 && leader.mean_p99_ms() > 200.0,
+            "{} vs {}",
+            follower.mean_p99_ms(),
+            leader.mean_p99_ms()
+        );
+        // Below the replicas' round trip to their leader (150-300 ms) they cannot keep to
+        // it: the leader serves, as for a linearizable read.
+        let tight = run(1.0, 100.0);
+        assert_eq!(tight.p99_ms, leader.p99_ms);
+        // Half of them: the slowest percent is still the leader's.
+        let half = run(0.5, STALENESS_MS);
+        assert!(half.mean_p99_ms() > 200.0);
+        for outcome in [&follower, &half] {
+            for (p99, floor) in outcome.p99_ms.iter().zip(&outcome.floor) {
+                assert!(*p99 >= floor.p99_ms, "{p99} < {floor:?}");
+            }
+        }
+        assert!(follower.floor_cost() < leader.floor_cost());
+    }
+
+    #[test]
+    fn a_learner_serves_follower_reads_and_takes_writes_but_never_counts_for_the_quorum() {
+        // Nodes 0-5 in regions 0, 1, 2, 0, 1, 2; shard 0's voters are nodes 0, 1, 2.
+        let mut sim = Sim::new(Scenario {
+            initial_shards: 1,
+            ..short(Family::Uniform, 5)
+        });
+        let mut outcome = Outcome::default();
+        let quorum = sim.quorum_ms(0);
+        // A voter in a region of its own would not change the quorum of three regions
+        // either; a learner must not make the write quorum four.
+        let learner = Action::AddReplica {
+            shard: 0,
+            node: 3,
+            role: ReplicaRole::Learner,
+        };
+        assert!(sim.apply(&learner, &mut outcome));
+        assert_eq!(sim.shards[0].learners, vec![3]);
+        assert_eq!(sim.shards[0].replicas, vec![0, 1, 2]);
+        assert_eq!(sim.quorum_ms(0), quorum);
+        assert!(!sim.apply(&learner, &mut outcome), "already a learner");
+        // From Hamburg the leader itself is nearest; from China, China's voter.
+        assert_eq!(
+            sim.follower_for(0, 0),
+            None,
+            "the leader is nearest Hamburg"
+        );
+        assert_eq!(sim.follower_for(0, 1), Some(1));
+        let step = |sim: &mut Sim, outcome: &mut Outcome| sim.step(outcome, |_| Vec::new());
+        step(&mut sim, &mut outcome);
+        let with_learner = outcome.node_load.last().unwrap()[3];
+        assert!(
+            with_learner > 0.0,
+            "the learner takes its share of the writes"
+        );
+        assert!(sim.apply(&Action::RemoveReplica { shard: 0, node: 3 }, &mut outcome));
+        assert!(sim.shards[0].learners.is_empty());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use super::quorum_ms;
 use crate::balance::sizes_merge;
 use crate::envelope::Envelope;
-use crate::knobs::{MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
+use crate::knobs::{COLD_OPS_PER_SEC, MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::vocab::{Action, Policy, Shard, ShardStats, View};
 
 /// Ticks a leadership rests after it moved: the averaged view the policies see (the
@@ -122,7 +122,8 @@ fn size_actions(view: &View, merge_allowed: impl Fn(usize) -> bool) -> Vec<Actio
             SPLIT_SIZE_BYTES as f64,
             MERGE_SIZE_BYTES as f64,
         );
-        if small && merge_allowed(i) && merge_allowed(i + 1) {
+        let cold = |i: usize| view.stats[i].ops() < COLD_OPS_PER_SEC as f64;
+        if small && cold(i) && cold(i + 1) && merge_allowed(i) && merge_allowed(i + 1) {
             actions.push(Action::Merge { shard: i });
             touched[i] = true;
             touched[i + 1] = true;
@@ -546,6 +547,7 @@ mod tests {
             size_bytes: 1.0,
             replicas: vec![0, 1, 2],
             leader: 0,
+            learners: Vec::new(),
             changed_at: 0,
             merged_at: None,
         }
@@ -589,6 +591,34 @@ mod tests {
         );
         assert_eq!(follow_workload_transfer(&view, 1, 0.5), None);
         assert_eq!(follow_workload_transfer(&view, 0, 0.8), None);
+    }
+
+    #[test]
+    fn small_neighbours_merge_only_while_both_are_cold() {
+        let (nodes, mut shards, mut stats, latency) = spread_over_regions();
+        shards[1].leader = 0;
+        for s in &mut shards {
+            s.size_bytes = 1024.0 * 1024.0;
+        }
+        let merges = |stats: &[ShardStats]| {
+            let view = View {
+                tick: 1_000,
+                nodes: &nodes,
+                shards: &shards,
+                stats,
+                node_load: &[0.0; 6],
+                region_latency_ms: &latency,
+            };
+            SizeOnly.decide(&view)
+        };
+        // 30 operations per tick each: below the cold limit.
+        assert_eq!(merges(&stats), vec![Action::Merge { shard: 0 }]);
+        stats[1].reads = COLD_OPS_PER_SEC as f64;
+        assert_eq!(
+            merges(&stats),
+            Vec::new(),
+            "a small hot shard keeps its leader"
+        );
     }
 
     /// Two shards on nodes 0-2 (Hamburg, China, Sydney), the first led from Hamburg, the
