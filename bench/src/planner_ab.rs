@@ -551,7 +551,7 @@ const FIGURES: [(&str, Figure); 9] = [
     }),
 ];
 
-fn of<'a>(results: &'a [RunResult], load: Load, mode: Mode) -> Vec<&'a RunResult> {
+fn of(results: &[RunResult], load: Load, mode: Mode) -> Vec<&RunResult> {
     results
         .iter()
         .filter(|r| r.load == load && r.mode == mode)
