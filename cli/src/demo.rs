@@ -721,11 +721,16 @@ fn summary_lines(story: &Story) -> Vec<String> {
     ));
     if let Some(planner) = &story.planner {
         let why = match planner.mode.as_str() {
-            "heuristic" => {
-                " (the tuned heuristic by default: the trained network has not yet shown \
-                 itself at least as good, see docs/planner.md; --planner model runs it)"
-            }
-            _ => "",
+            "heuristic" => " (the tuned heuristic by default: in the simulator and in the \
+                 real-cluster A/B the trained network has not yet shown itself at least as \
+                 good, see docs/planner.md; --planner model runs it)"
+                .to_string(),
+            "model" => format!(
+                " (the network's answer was not trusted, and the heuristic decided, in {} \
+                 of them)",
+                planner.fallback_ticks
+            ),
+            _ => String::new(),
         };
         lines.push(format!(
             "planner: {} ticks, the last decided by {}{why}",
