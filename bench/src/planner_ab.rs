@@ -203,9 +203,10 @@ pub struct RunResult {
     /// Per client region, in [`REGIONS`]' order.
     pub region_p99_ms: [f64; 3],
     /// Balancing actions begun (splits, merges, leader transfers, replica changes) by
-    /// whoever decided, and those that were splits or leader transfers.
+    /// whoever decided, and those that were splits, merges or leader transfers.
     pub actions: f64,
     pub splits: f64,
+    pub merges: f64,
     pub transfers: f64,
     /// Snapshot bytes the nodes sent (replica moves and catch-ups).
     pub bytes_moved: f64,
@@ -220,6 +221,7 @@ pub struct RunResult {
 pub struct Counters {
     pub actions: f64,
     pub splits: f64,
+    pub merges: f64,
     pub transfers: f64,
     pub bytes_moved: f64,
 }
@@ -240,6 +242,9 @@ impl Counters {
                 if series.contains("kind=\"split\"") {
                     counters.splits += value;
                 }
+                if series.contains("kind=\"merge\"") {
+                    counters.merges += value;
+                }
                 if series.contains("kind=\"transfer_leader\"") {
                     counters.transfers += value;
                 }
@@ -254,6 +259,7 @@ impl Counters {
         Counters {
             actions: self.actions - before.actions,
             splits: self.splits - before.splits,
+            merges: self.merges - before.merges,
             transfers: self.transfers - before.transfers,
             bytes_moved: self.bytes_moved - before.bytes_moved,
         }
@@ -415,6 +421,7 @@ pub fn run_once(
         region_p99_ms: std::array::from_fn(|r| by_region.get(r).map_or(0.0, p99)),
         actions: moved.actions,
         splits: moved.splits,
+        merges: moved.merges,
         transfers: moved.transfers,
         bytes_moved: moved.bytes_moved,
         planner_ticks,
@@ -637,6 +644,7 @@ pub fn json(results: &[RunResult]) -> serde_json::Value {
             "region_p99_ms": REGIONS.iter().zip(r.region_p99_ms).map(|(name, p)| (name.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
             "actions": r.actions,
             "splits": r.splits,
+            "merges": r.merges,
             "transfers": r.transfers,
             "bytes_moved": r.bytes_moved,
             "planner_ticks": r.planner_ticks,
@@ -772,6 +780,7 @@ mod tests {
             Counters {
                 actions: 8.0,
                 splits: 3.0,
+                merges: 2.0,
                 transfers: 3.0,
                 bytes_moved: 150.0
             }
