@@ -632,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn a_learner_is_framed_apart_from_the_voters_and_carries_its_share_of_the_writes() {
+        let mut learned = shard(3, b"", b"", 1, hot_load(10.0, &["x"]));
+        // Node 3 (Sydney, the recovery region) holds a learner; node 1 leads.
+        learned.descriptor.replicas[2].role = ReplicaRole::Learner;
+        learned.leader = Some(1);
+        let frame = frame(&[learned], &nodes(), &|_| (0, None));
+        let framed = &frame.shards[0];
+        assert_eq!(
+            (framed.replicas.clone(), framed.learners.clone()),
+            (vec![0, 1], vec![2])
+        );
+        assert!((frame.node_load[2] - 5.0 / NODE_CAPACITY).abs() < 1e-12);
+    }
+
+    #[test]
     fn the_frame_keeps_key_order_and_maps_decisions_back() {
         let shards = [
             shard(1, b"", b"k", 1, hot_load(10.0, &["c", "f"])),
