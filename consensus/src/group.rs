@@ -476,39 +476,6 @@ impl ShardGroup {
             })
     }
 
-    /// Campaigns now, and again every `retry` while the group has no leader, for at most
-    /// `within`. For a split's new group: its other replicas start only once they apply
-    /// the split, so the first campaign often reaches none of them, and without another
-    /// the shard would wait out an election timeout (1-2 s across 150-300 ms round
-    /// trips) for its first leader. `retry` must exceed a vote's round trip, or each
-    /// campaign would end the one before it.
-    pub fn campaign_until_led(
-        &self,
-        retry: Duration,
-        within: Duration,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (raft, shard) = (self.raft.clone(), self.shard);
-        async move {
-            let deadline = Instant::now() + within;
-            while Instant::now() < deadline {
-                if raft.metrics().borrow().current_leader.is_some() {
-                    return;
-                }
-                if let Err(e) = raft.trigger().elect().await {
-                    tracing::warn!(shard, "campaign for the new shard failed: {e}");
-                    return;
-                }
-                let led = raft
-                    .wait(Some(retry))
-                    .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-                    .await;
-                if led.is_ok() {
-                    return;
-                }
-            }
-        }
-    }
-
     /// Waits until the group has a leader and returns it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, GroupError> {
         let shard = self.shard;

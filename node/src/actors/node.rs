@@ -288,13 +288,8 @@ impl Handler<DescriptorChanged> for NodeActor {
                 let network = transport.shard_network(shard);
                 match ShardGroup::start(shard, engine.clone(), &options, network).await {
                     Ok(group) => {
-                        if leads_parent {
-                            // A heartbeat interval outlasts a vote's round trip (the
-                            // interval grows with the latency matrix).
-                            tokio::spawn(group.campaign_until_led(
-                                options.heartbeat_interval,
-                                options.election_timeout_max,
-                            ));
+                        if leads_parent && let Err(e) = group.campaign_unless_leader().await {
+                            tracing::warn!(shard, "campaign for the new shard failed: {e}");
                         }
                         groups.push(group);
                     }
