@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hanse_client::{Client, ClientOptions};
+use hanse_node::units::parse_duration;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -168,19 +169,44 @@ impl Mode {
     }
 }
 
-/// How the A/B runs.
-#[derive(Debug, Clone)]
+/// How the A/B runs (the arguments of `hanse bench planner`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Plan {
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "moving-hotspot,diurnal,sequential"
+    )]
     pub loads: Vec<Load>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "model,heuristic,off"
+    )]
     pub modes: Vec<Mode>,
+    /// Runs of each load under each mode.
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// How long each run's load lasts (a fresh cluster's start and key load come
+    /// first).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "75s")]
     pub duration: Duration,
-    /// Operations per second; none: [`CAPACITY_SHARE`] of what a calibration run served.
+    /// Operations per second for every run (default: 70 % of what a 20 s run far
+    /// above capacity, with the planner off, served of each load).
+    #[arg(long, value_name = "OPS_PER_SEC")]
     pub rate: Option<f64>,
+    /// Records loaded before each run.
+    #[arg(long, default_value_t = 5_000)]
     pub key_count: u64,
+    #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Operations under way at most (the open loop's bound).
+    #[arg(long, default_value_t = 2_048)]
     pub in_flight: usize,
+    /// The first cluster's port (each run moves on by 10).
+    #[arg(long, default_value_t = 7700)]
     pub port: u16,
 }
 

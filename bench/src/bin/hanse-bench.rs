@@ -78,42 +78,8 @@ enum Command {
     /// from every region at about 70 % of capacity; prints a table of means with 95 %
     /// intervals and writes it, every run's JSON and two charts into --out.
     Planner {
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "moving-hotspot,diurnal,sequential"
-        )]
-        loads: Vec<planner_ab::Load>,
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "model,heuristic,off"
-        )]
-        modes: Vec<planner_ab::Mode>,
-        /// Runs of each load under each mode.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// How long each run's load lasts (a fresh cluster's start and key load come
-        /// first).
-        #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "75s")]
-        duration: Duration,
-        /// Operations per second for every run (default: 70 % of what a 20 s run far
-        /// above capacity, with the planner off, served of each load).
-        #[arg(long, value_name = "OPS_PER_SEC")]
-        rate: Option<f64>,
-        /// Records loaded before each run.
-        #[arg(long, default_value_t = 5_000)]
-        key_count: u64,
-        #[arg(long, default_value_t = 256)]
-        value_size: usize,
-        /// Operations under way at most.
-        #[arg(long, default_value_t = 2_048)]
-        in_flight: usize,
-        /// The first cluster's port (each run moves on by 10).
-        #[arg(long, default_value_t = 7700)]
-        port: u16,
+        #[command(flatten)]
+        plan: planner_ab::Plan,
         #[arg(long, value_name = "DIR", default_value = "bench-planner")]
         out: PathBuf,
     },
@@ -264,34 +230,12 @@ fn bench() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run_one(args),
-        Command::Planner {
-            loads,
-            modes,
-            runs,
-            duration,
-            rate,
-            key_count,
-            value_size,
-            in_flight,
-            port,
-            out,
-        } => {
+        Command::Planner { plan, out } => {
             ensure!(
-                runs >= 1 && key_count >= 100 && in_flight >= 1,
+                plan.runs >= 1 && plan.key_count >= 100 && plan.in_flight >= 1,
                 "--runs and --in-flight must be at least 1, --key-count at least 100"
             );
-            ensure!(rate.is_none_or(|r| r > 0.0), "--rate must be above 0");
-            let plan = planner_ab::Plan {
-                loads,
-                modes,
-                runs,
-                duration,
-                rate,
-                key_count,
-                value_size,
-                in_flight,
-                port,
-            };
+            ensure!(plan.rate.is_none_or(|r| r > 0.0), "--rate must be above 0");
             let (results, failures) = planner_ab::run_plan(&plan, |line| eprintln!("{line}"))
                 .map_err(anyhow::Error::msg)?;
             for failure in &failures {
