@@ -228,14 +228,8 @@ pub struct RunResult {
     pub p99_ms: f64,
     /// Per client region, in [`REGIONS`]' order.
     pub region_p99_ms: [f64; 3],
-    /// Balancing actions begun (splits, merges, leader transfers, replica changes) by
-    /// whoever decided, and those that were splits, merges or leader transfers.
-    pub actions: f64,
-    pub splits: f64,
-    pub merges: f64,
-    pub transfers: f64,
-    /// Snapshot bytes the nodes sent (replica moves and catch-ups).
-    pub bytes_moved: f64,
+    /// The balancing the nodes did during the load.
+    pub moved: Counters,
     /// The planner's rounds in the run, and those in which the network's answer was not
     /// trusted and the tuned heuristic decided instead (model mode).
     pub planner_ticks: u64,
@@ -245,10 +239,13 @@ pub struct RunResult {
 /// Counters summed over the nodes' `/metrics` pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
+    /// Balancing actions begun (splits, merges, leader transfers, replica changes) by
+    /// whoever decided, and those that were splits, merges or leader transfers.
     pub actions: f64,
     pub splits: f64,
     pub merges: f64,
     pub transfers: f64,
+    /// Snapshot bytes the nodes sent (replica moves and catch-ups).
     pub bytes_moved: f64,
 }
 
@@ -445,11 +442,7 @@ pub fn run_once(
         errors: report.errors,
         p99_ms: p99(&report.latency_us),
         region_p99_ms: std::array::from_fn(|r| by_region.get(r).map_or(0.0, p99)),
-        actions: moved.actions,
-        splits: moved.splits,
-        merges: moved.merges,
-        transfers: moved.transfers,
-        bytes_moved: moved.bytes_moved,
+        moved,
         planner_ticks,
         fallback_ticks,
     })
@@ -521,7 +514,7 @@ pub fn run_plan(
                     mode.name(),
                     result.ops_per_sec,
                     result.p99_ms,
-                    result.actions,
+                    result.moved.actions,
                     result.errors
                 ));
                 results.push(result);
@@ -576,8 +569,8 @@ const FIGURES: [(&str, Figure); 9] = [
     ("p99 Hamburg", |r| r.region_p99_ms[0]),
     ("p99 China", |r| r.region_p99_ms[1]),
     ("p99 Sydney", |r| r.region_p99_ms[2]),
-    ("actions", |r| r.actions),
-    ("MiB moved", |r| r.bytes_moved / (1024.0 * 1024.0)),
+    ("actions", |r| r.moved.actions),
+    ("MiB moved", |r| r.moved.bytes_moved / (1024.0 * 1024.0)),
     ("errors", |r| r.errors as f64),
     ("% rounds on fallback", |r| {
         100.0 * r.fallback_ticks as f64 / r.planner_ticks.max(1) as f64
@@ -668,11 +661,11 @@ pub fn json(results: &[RunResult]) -> serde_json::Value {
             "errors": r.errors,
             "p99_ms": r.p99_ms,
             "region_p99_ms": REGIONS.iter().zip(r.region_p99_ms).map(|(name, p)| (name.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
-            "actions": r.actions,
-            "splits": r.splits,
-            "merges": r.merges,
-            "transfers": r.transfers,
-            "bytes_moved": r.bytes_moved,
+            "actions": r.moved.actions,
+            "splits": r.moved.splits,
+            "merges": r.moved.merges,
+            "transfers": r.moved.transfers,
+            "bytes_moved": r.moved.bytes_moved,
             "planner_ticks": r.planner_ticks,
             "fallback_ticks": r.fallback_ticks,
         }))
