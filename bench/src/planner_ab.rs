@@ -23,7 +23,8 @@ use crate::load::{Due, LoadSpec, Op, Target, Workload, open_loop, preload};
 
 /// The regions of the cluster's three nodes, node 1 first, and where the clients are.
 pub const REGIONS: [&str; 3] = ["eu-hamburg", "ap-china", "au-sydney"];
-/// The demo's round trips between them.
+/// The round trips between them that the planner's calibration and the regions
+/// benchmark inject (the demo's own are shorter).
 pub const LATENCY: &str =
     "eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms";
 /// Shards the keys start in, one led from each region.
@@ -80,10 +81,11 @@ impl Load {
     /// `inserted` counts the sequential load's new records.
     pub fn draw(self, at: f64, key_count: u64, inserted: &mut u64, rng: &mut StdRng) -> Due {
         let uniform_region = |rng: &mut StdRng| rng.random_range(0..REGIONS.len());
-        let read_or_write = |rng: &mut StdRng| match rng.random_bool(WRITE_SHARE) {
+        let write_or_read = |rng: &mut StdRng, share: f64| match rng.random_bool(share) {
             true => Op::Put,
             false => Op::Get,
         };
+        let read_or_write = |rng: &mut StdRng| write_or_read(rng, WRITE_SHARE);
         let (target, op, record) = match self {
             Load::MovingHotspot => {
                 let width = ((key_count as f64 * HOT_WIDTH) as u64).max(1);
@@ -122,11 +124,11 @@ impl Load {
             Load::Demo => {
                 let zone = ((at * DEMO_ZONES as f64) as u64).min(DEMO_ZONES - 1);
                 let width = (key_count / DEMO_ZONES).max(1);
-                let op = match rng.random_bool(0.9) {
-                    true => Op::Put,
-                    false => Op::Get,
-                };
-                (0, op, zone * width + rng.random_range(0..width))
+                (
+                    0,
+                    write_or_read(rng, 0.9),
+                    zone * width + rng.random_range(0..width),
+                )
             }
             Load::YcsbA => (
                 uniform_region(rng),
