@@ -1,6 +1,8 @@
-//! The planner's per-tick cost on 1,000 shards with the committed weights: feature
-//! extraction, the per-shard heads' forward pass, the selector's, and the planner's whole
-//! decision (the tuned heuristic, features, selector, the chosen actions, the envelope).
+//! The planner's per-tick cost on 1,000 shards with the committed weights: the scorer's
+//! proposals (the busiest shards' features and candidate actions) and their rating, the
+//! selector's and the per-shard heads' features and forward passes, and the planner's whole
+//! decision (the tuned heuristic kept current, the size rule, proposals, scores, the
+//! envelope).
 //! The planner issue's goal: under 1 ms per 1,000 shards per tick.
 //!
 //! `cargo bench -p hanse-bench --bench planner`; `cargo test` runs each once.
@@ -9,6 +11,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::Criterion;
+use hanse_planner::candidates::{Memory, chosen, proposals};
 use hanse_planner::decide::{Mode, Planner};
 use hanse_planner::envelope::Envelope;
 use hanse_planner::model::{features, tick_features_of};
@@ -87,6 +90,13 @@ fn main() {
     let view = tick.view();
     let rows: Vec<[f32; FEATURES]> = (0..SHARDS).map(|i| features(&view, i)).collect();
     let mut group = c.benchmark_group("planner-1000-shards");
+    let mut memory = Memory::default();
+    memory.observe(&view);
+    group.bench_function("proposals", |b| {
+        b.iter(|| black_box(proposals(&view, &memory, &[])))
+    });
+    let proposed = proposals(&view, &memory, &[]);
+    group.bench_function("scoring", |b| b.iter(|| black_box(chosen(&net, &proposed))));
     group.bench_function("features", |b| {
         b.iter(|| {
             let rows: Vec<[f32; FEATURES]> = (0..SHARDS).map(|i| features(&view, i)).collect();

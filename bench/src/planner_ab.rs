@@ -153,7 +153,7 @@ fn diurnal_weights(at: f64) -> [f64; 3] {
 /// Who decides balancing in a run: the node's `[balance] planner` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// The network acts (the tuned heuristic stands in where it cannot).
+    /// The network acts (the size rule alone where it cannot).
     Model,
     /// The tuned heuristic acts.
     Heuristic,
@@ -232,8 +232,8 @@ pub struct RunResult {
     pub region_p99_ms: [f64; 3],
     /// The balancing the nodes did during the load.
     pub moved: Counters,
-    /// The planner's rounds in the run, and those in which the network's answer was not
-    /// trusted and the tuned heuristic decided instead (model mode).
+    /// The planner's rounds in the run, and those in which the network's input lay
+    /// outside what it was trained on and the size rule alone decided (model mode).
     pub planner_ticks: u64,
     pub fallback_ticks: u64,
 }

@@ -726,8 +726,8 @@ fn summary_lines(story: &Story) -> Vec<String> {
                  good, see docs/planner.md; --planner model runs it)"
                 .to_string(),
             "model" => format!(
-                " (the network's answer was not trusted, and the heuristic decided, in {} \
-                 of them)",
+                " (the network's input lay outside what it was trained on, and the size \
+                 rule alone decided, in {} of them)",
                 planner.fallback_ticks
             ),
             _ => String::new(),

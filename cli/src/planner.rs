@@ -37,8 +37,9 @@ pub struct PlannerArgs {
 
 #[derive(Subcommand)]
 enum PlannerOp {
-    /// Trains the network from scratch on the look-ahead oracle's choices in the simulator
-    /// and writes its weights.
+    /// Trains the network from scratch in the simulator (the selector on the look-ahead
+    /// oracle's choices, the scorer on a privileged teacher's rollouts) and writes its
+    /// weights.
     Train {
         #[arg(long, default_value = WEIGHTS, value_name = "PATH")]
         out: PathBuf,
@@ -58,6 +59,10 @@ enum PlannerOp {
         /// families (repeatable).
         #[arg(long, value_name = "FILE")]
         trace: Vec<PathBuf>,
+        /// Keeps the selector and the per-shard heads of the weights at --out and trains
+        /// only the scorer.
+        #[arg(long)]
+        scorer_only: bool,
     },
     /// Records a running cluster's load (each shard's rates, sampled keys and client
     /// regions, from the routing table) as a trace `hanse planner train --trace` replays.
@@ -136,6 +141,7 @@ pub fn run(args: PlannerArgs) -> Result<()> {
             epochs,
             dagger_rounds,
             trace,
+            scorer_only,
         } => {
             // Training is the one thing that needs libtorch: it runs in its own process, so
             // this one (and every other command) starts without loading it.
@@ -147,6 +153,9 @@ pub fn run(args: PlannerArgs) -> Result<()> {
                 format!("--dagger-rounds={dagger_rounds}"),
             ];
             forwarded.extend(trace.iter().map(|t| format!("--trace={}", t.display())));
+            if scorer_only {
+                forwarded.push("--scorer-only".into());
+            }
             let status = crate::sibling("hanse-planner-train", "hanse-planner-train", &forwarded)?;
             anyhow::ensure!(status == std::process::ExitCode::SUCCESS, "training failed");
             let net = PlannerNet::load(&out)

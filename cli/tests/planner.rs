@@ -29,7 +29,8 @@ fn training_writes_weights_that_load_and_reports_the_loss_and_the_held_out_cost(
         weights.to_str().unwrap(),
     ]);
     hanse_planner::net::PlannerNet::load(&weights).expect("the written weights load");
-    assert!(printed.starts_with("loss "), "{printed}");
+    assert!(printed.starts_with("selector: loss "), "{printed}");
+    assert!(printed.contains("\nscorer: loss "), "{printed}");
     for family in names(&held_out_families()) {
         assert!(
             printed.contains(&format!("  {family}: model ")),

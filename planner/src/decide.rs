@@ -1,21 +1,23 @@
-//! The planner's decision step: the network decides, the tuned heuristic stands in when
-//! there is no network or its input lies outside what it was trained on, and the envelope
-//! has the last word. In shadow mode the heuristic acts and the network's choice is only
+//! The planner's decision step: the network decides, a fallback stands in when there is
+//! no network or its input lies outside what it was trained on (for the scorer, the size
+//! rule alone; for the earlier designs, the tuned heuristic), and the envelope has the
+//! last word. In shadow mode the heuristic acts and the network's choice is only
 //! recorded beside it. [`Status`] says which policy acted, why it fell back, what the
 //! envelope refused, and the last decisions with the features behind them.
 
 use std::collections::VecDeque;
 
+use crate::candidates::{Memory, chosen, proposals};
 use crate::envelope::{Envelope, Refusal};
 use crate::model::{features, model_actions, per_shard_actions};
 use crate::net::{FEATURES, PlannerNet};
-use crate::sim::policy::LoadSplit;
+use crate::sim::policy::{LoadSplit, SizeOnly};
 use crate::vocab::{Action, Policy, View};
 
 /// Which policy acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The network acts; the tuned heuristic stands in where it cannot.
+    /// The network acts; its fallback stands in where it cannot.
     Model,
     /// The tuned heuristic acts; what the network would have done is recorded.
     Shadow,
@@ -55,12 +57,25 @@ pub struct Status {
     pub refused: Vec<(Action, Refusal)>,
 }
 
+/// How the network decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    /// The size rule acts, and the scorer rates concrete actions for the busiest shards
+    /// ([`crate::candidates`]).
+    Scorer,
+    /// The selector chooses whose actions to take for the tick: the tuned heuristic's or
+    /// one of the oracle's proposers'.
+    Selector,
+    /// Per-shard heads answer an action kind for each shard (the first design).
+    PerShard,
+}
+
 /// The planner: a network (if loaded), the tuned heuristic, and the envelope.
 pub struct Planner {
     net: Option<PlannerNet>,
-    /// How the network decides: by choosing a proposer for the tick (the default), or
-    /// shard by shard (the first design, kept for comparison).
-    per_shard: bool,
+    design: Design,
+    /// What the scorer remembers of the shards' recent load, kept current every tick.
+    memory: Memory,
     heuristic: LoadSplit,
     envelope: Envelope,
     status: Status,
@@ -80,16 +95,17 @@ impl Planner {
                 refused: Vec::new(),
             },
             net,
-            per_shard: false,
+            design: Design::Scorer,
+            memory: Memory::default(),
             heuristic,
             envelope,
         }
     }
 
-    /// The planner in model mode with the network deciding shard by shard.
-    pub fn per_shard(net: PlannerNet, envelope: Envelope) -> Planner {
+    /// The planner in model mode with the network deciding by `design`.
+    pub fn designed(net: PlannerNet, design: Design, envelope: Envelope) -> Planner {
         Planner {
-            per_shard: true,
+            design,
             ..Planner::new(Some(net), Mode::Model, envelope)
         }
     }
@@ -102,21 +118,42 @@ impl Planner {
 impl Policy for Planner {
     fn name(&self) -> String {
         match self.status.mode {
-            Mode::Model if self.per_shard => "model-per-shard".into(),
-            Mode::Model => "model".into(),
+            Mode::Model => match self.design {
+                Design::Scorer => "model".into(),
+                Design::Selector => "model-selector".into(),
+                Design::PerShard => "model-per-shard".into(),
+            },
             Mode::Shadow => "shadow".into(),
             Mode::Heuristic => self.heuristic.name.clone(),
         }
     }
 
     fn decide(&mut self, view: &View) -> Vec<Action> {
-        // The heuristic sees every tick, acting or not: its hot streaks and load memory
-        // must be current when it has to stand in.
-        let heuristic = self.heuristic.decide(view);
+        // The heuristic sees every tick it may act or stand in on: its hot streaks and
+        // load memory must be current. The scorer stands in with the size rule, so in
+        // model mode it needs no heuristic.
+        let model_scorer = self.status.mode == Mode::Model && self.design == Design::Scorer;
+        let heuristic = if model_scorer {
+            Vec::new()
+        } else {
+            self.heuristic.decide(view)
+        };
+        self.memory.observe(view);
+        // Where the scorer cannot rate, the size rule it is trained against acts alone.
+        let (fallback_name, fallback) = match self.design {
+            Design::Scorer => (SizeOnly.name(), SizeOnly.decide(view)),
+            _ => (self.heuristic.name.clone(), heuristic.clone()),
+        };
+        let memory = &self.memory;
         let model = || match &self.net {
             None => Err("no model is loaded".to_string()),
-            Some(net) if self.per_shard => per_shard_actions(net, view).map_err(|e| e.to_string()),
-            Some(net) => model_actions(net, view, heuristic.clone()).map_err(|e| e.to_string()),
+            Some(net) => match self.design {
+                Design::PerShard => per_shard_actions(net, view).map_err(|e| e.to_string()),
+                Design::Selector => {
+                    model_actions(net, view, heuristic.clone()).map_err(|e| e.to_string())
+                }
+                Design::Scorer => scorer_actions(net, memory, view).map_err(|e| e.to_string()),
+            },
         };
         let status = &mut self.status;
         status.fallback = None;
@@ -127,7 +164,7 @@ impl Policy for Planner {
                 Err(reason) => {
                     status.fallback = Some(reason);
                     status.fallback_ticks += 1;
-                    (self.heuristic.name.clone(), heuristic)
+                    (fallback_name, fallback)
                 }
             },
             Mode::Shadow => {
@@ -156,6 +193,18 @@ impl Policy for Planner {
     }
 }
 
+/// The size rule's actions, and those the scorer chooses for the busiest shards.
+pub fn scorer_actions(
+    net: &PlannerNet,
+    memory: &Memory,
+    view: &View,
+) -> Result<Vec<Action>, crate::candidates::Untrusted> {
+    let mut actions = SizeOnly.decide(view);
+    let more = chosen(net, &proposals(view, memory, &actions))?;
+    actions.extend(more);
+    Ok(actions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,37 +222,53 @@ mod tests {
     }
 
     #[test]
-    fn without_a_network_the_tuned_heuristic_acts_and_says_why() {
+    fn without_a_network_the_fallback_acts_and_says_why() {
+        // The selector stands in with the tuned heuristic; the scorer with the size rule
+        // it was trained against.
+        for (design, fallback) in [
+            (Design::Selector, LoadSplit::tuned().name),
+            (Design::Scorer, SizeOnly.name()),
+        ] {
+            let mut planner = Planner::new(None, Mode::Model, Envelope::default());
+            planner.design = design;
+            Sim::new(hotspot()).run(&mut planner);
+            let status = planner.status();
+            assert_eq!(status.acting, fallback);
+            assert_eq!(status.fallback.as_deref(), Some("no model is loaded"));
+            assert_eq!(status.fallback_ticks, 60);
+        }
         let mut planner = Planner::new(None, Mode::Model, Envelope::default());
+        planner.design = Design::Selector;
         let outcome = Sim::new(hotspot()).run(&mut planner);
-        let status = planner.status();
-        assert_eq!(status.acting, LoadSplit::tuned().name);
-        assert_eq!(status.fallback.as_deref(), Some("no model is loaded"));
-        assert_eq!(status.fallback_ticks, 60);
         assert!(outcome.splits > 0, "the heuristic split the hotspot");
+        let status = planner.status();
         assert!(!status.recent.is_empty());
         assert!(status.recent.iter().all(|d| d.policy == status.acting));
     }
 
     #[test]
     fn an_untrained_network_trusts_none_of_its_input_and_falls_back() {
-        // Before training the trusted range is empty: every tick falls back.
-        let mut planner = Planner::new(
-            Some(PlannerNet::untrained()),
-            Mode::Model,
-            Envelope::default(),
-        );
-        Sim::new(hotspot()).run(&mut planner);
-        let status = planner.status();
-        assert_eq!(status.fallback_ticks, 60);
-        assert!(
-            status
-                .fallback
-                .as_deref()
-                .is_some_and(|why| why.contains("outside the training data's range")),
-            "{:?}",
-            status.fallback
-        );
+        // Before training the trusted range is empty: every tick the selector falls back,
+        // and the scorer on every tick it has something to rate.
+        for (design, why) in [
+            (Design::Selector, "outside the training data's range"),
+            (Design::Scorer, "outside the scorer's training range"),
+        ] {
+            let mut planner =
+                Planner::designed(PlannerNet::untrained(), design, Envelope::default());
+            Sim::new(hotspot()).run(&mut planner);
+            let status = planner.status();
+            assert!(
+                status.fallback_ticks >= 50,
+                "{design:?}: {}",
+                status.fallback_ticks
+            );
+            assert!(
+                status.fallback.as_deref().is_some_and(|f| f.contains(why)),
+                "{:?}",
+                status.fallback
+            );
+        }
     }
 
     #[test]

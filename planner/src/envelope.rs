@@ -212,7 +212,7 @@ impl Envelope {
 }
 
 /// The shard indices an action acts on: its shard, and a merge's right neighbour.
-fn touched(action: &Action) -> Vec<usize> {
+pub(crate) fn touched(action: &Action) -> Vec<usize> {
     match *action {
         Action::Merge { shard } => vec![shard, shard + 1],
         _ => vec![action.shard()],

@@ -16,6 +16,7 @@
 //! - [`live`]: the [`live::PlannerActor`] that plans for a running cluster.
 
 pub mod balance;
+pub mod candidates;
 pub mod decide;
 pub mod envelope;
 pub mod knobs;

@@ -518,10 +518,11 @@ impl PlannerActor {
             .map(|(action, why)| format!("{}: {why}", named(action)))
             .collect();
         self.region_latency = frame.region_latency.clone();
-        if status.mode == Mode::Model {
-            admitted.iter().filter_map(|a| frame.live(a)).collect()
-        } else {
+        // Model and heuristic modes act; shadow mode only records.
+        if status.mode == Mode::Shadow {
             Vec::new()
+        } else {
+            admitted.iter().filter_map(|a| frame.live(a)).collect()
         }
     }
 
@@ -724,13 +725,24 @@ mod tests {
     }
 
     #[test]
-    fn without_a_network_the_actor_splits_a_hot_shard_by_the_tuned_rule() {
-        let planner = Planner::new(None, Mode::Model, Envelope::default());
-        let mut actor = PlannerActor::new(planner, NODE_CAPACITY);
+    fn in_heuristic_mode_the_actor_splits_a_hot_shard_by_the_tuned_rule() {
         let table = [
             shard(1, b"", b"m", 1, hot_load(3_000.0, &["a", "c", "e", "g"])),
             shard(2, b"m", b"", 1, hot_load(5.0, &["x"])),
         ];
+        // In model mode without a network the size rule stands in: nothing is too big.
+        let mut actor = PlannerActor::new(
+            Planner::new(None, Mode::Model, Envelope::default()),
+            NODE_CAPACITY,
+        );
+        for _ in 0..LoadSplit::tuned().detect_ticks {
+            assert!(actor.observe(&table, &nodes()).is_empty());
+        }
+        let report = actor.report();
+        assert_eq!(report.fallback.as_deref(), Some("no model is loaded"));
+        assert_eq!(report.acting, "size-only");
+        let planner = Planner::new(None, Mode::Heuristic, Envelope::default());
+        let mut actor = PlannerActor::new(planner, NODE_CAPACITY);
         // The tuned rule waits for three hot ticks in a row.
         let tuned = LoadSplit::tuned();
         for _ in 1..tuned.detect_ticks {
@@ -745,7 +757,7 @@ mod tests {
             "{actions:?}"
         );
         let report = actor.report();
-        assert_eq!(report.fallback.as_deref(), Some("no model is loaded"));
+        assert_eq!(report.fallback, None);
         assert_eq!(report.acting, "cockroach-tuned");
         assert!(
             report
@@ -771,7 +783,7 @@ mod tests {
             hot_load(300.0, &["a", "c", "e", "g"]),
         )];
         let splits = |capacity: f64| {
-            let planner = Planner::new(None, Mode::Model, Envelope::default());
+            let planner = Planner::new(None, Mode::Heuristic, Envelope::default());
             let mut actor = PlannerActor::new(planner, capacity);
             // The tuned rule waits for 10 hot rounds in a row.
             (0..15).any(|_| !actor.observe(&table, &nodes()).is_empty())

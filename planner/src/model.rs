@@ -7,7 +7,8 @@
 //! quantiles of the shard's sampled keys to split at; [`per_shard_actions`] turns those
 //! answers into simulator actions. A selector head on the whole tick's features chooses
 //! whose actions to take instead, the tuned heuristic's or one of the oracle's proposers'
-//! ([`model_actions`]): the design the planner runs.
+//! ([`model_actions`]). The planner runs neither now but the scorer
+//! ([`crate::candidates`]); both stay as contenders in the evaluation.
 
 use crate::knobs::FOLLOW_SHARE_MIN;
 use crate::net::{CHOICES, FEATURES, PlannerNet, SPLIT_QUANTILES, TICK_FEATURES};

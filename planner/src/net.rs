@@ -2,7 +2,10 @@
 //! training with Torch (crate `hanse-planner-train`) wrote, so a node, the CLI and every
 //! command that does not train load no libtorch.
 //!
-//! Two small MLPs share the standardisation of their inputs. The per-shard one: features
+//! The scorer ([`PlannerNet::score`], what the planner runs): a small ensemble rating the
+//! actions proposed for the busiest shards ([`crate::candidates`]). Beside it two earlier
+//! designs, kept as contenders, two small MLPs that share the standardisation of their
+//! inputs. The per-shard one: features
 //! in, two hidden layers of [`HIDDEN`] with ReLU, an action head (softmax over
 //! [`ACTIONS`]) and a split head (the arg-max of [`SPLIT_QUANTILES`]). The selector: the
 //! tick's features in, one hidden layer, one expected rollout cost per choice out. Layer
@@ -44,6 +47,21 @@ pub const RANGE_MARGIN: f64 = 0.5;
 
 /// Units in each hidden layer.
 pub const HIDDEN: usize = 64;
+
+/// The candidate scorer's features of a shard (see [`crate::candidates`]).
+pub const SHARD_FEATURES: usize = 17;
+/// ... and of one action proposed for it.
+pub const CANDIDATE_FEATURES: usize = 13;
+/// Units in each of the scorer's hidden layers.
+pub const SCORER_HIDDEN: usize = 128;
+/// Scorers trained side by side from different starting weights; an action is rated by
+/// the most pessimistic of them, so that one member's confident error on a load unlike
+/// any it learnt from does not move a shard (a deep ensemble's disagreement as the
+/// uncertainty).
+pub const SCORER_MEMBERS: usize = 3;
+/// The scorer's margin before it is tuned: in the summed cost's units (one tick's p99
+/// lengthened by 100 ms is 1).
+pub const SCORER_MARGIN_DEFAULT: f32 = 1.0;
 
 /// The committed weights (see [`PlannerNet::built_in`]).
 const BUILT_IN_WEIGHTS: &[u8] = include_bytes!("../weights/planner.safetensors");
@@ -176,6 +194,150 @@ pub struct PlannerNet {
     /// How much cheaper than the tuned heuristic's (in cost over the oracle's horizon) the
     /// selector must expect a proposer's rollout to be before it follows the proposer.
     selector_margin: f32,
+    scorer: Scorer,
+}
+
+/// The candidate scorer: [`SCORER_MEMBERS`] members, each a per-shard encoder, a forecast
+/// head (the shard's load a few ticks ahead) and an advantage head that rates each action
+/// proposed for the shard from the encoding, the forecast and the action's own features:
+/// how much it would add to the run's summed cost against leaving the shard to the size
+/// rule (negative: cheaper).
+#[derive(Debug, Clone, PartialEq)]
+struct Scorer {
+    /// Per feature over the training examples: mean, standard deviation, and the range
+    /// the answers are trusted in, for the shard's features and the candidates'.
+    shard_mean: Vec<f32>,
+    shard_std: Vec<f32>,
+    shard_min: Vec<f32>,
+    shard_max: Vec<f32>,
+    candidate_mean: Vec<f32>,
+    candidate_std: Vec<f32>,
+    candidate_min: Vec<f32>,
+    candidate_max: Vec<f32>,
+    members: Vec<Member>,
+    /// How much cheaper (in summed cost) the scorer must expect an action to be before
+    /// the planner takes it.
+    margin: f32,
+}
+
+/// One of the scorer's members, its layers named `m{k}.e1` ... as Torch names them.
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    e1: Dense,
+    e2: Dense,
+    forecast: Dense,
+    c1: Dense,
+    c2: Dense,
+}
+
+const SCORER_INPUTS: usize = SCORER_HIDDEN + 1 + CANDIDATE_FEATURES;
+
+impl Member {
+    fn zeros() -> Member {
+        Member {
+            e1: Dense::zeros(SHARD_FEATURES, SCORER_HIDDEN),
+            e2: Dense::zeros(SCORER_HIDDEN, SCORER_HIDDEN),
+            forecast: Dense::zeros(SCORER_HIDDEN, 1),
+            c1: Dense::zeros(SCORER_INPUTS, SCORER_HIDDEN),
+            c2: Dense::zeros(SCORER_HIDDEN, 1),
+        }
+    }
+
+    fn take(t: &mut Tensors, k: usize) -> Result<Member, NetError> {
+        Ok(Member {
+            e1: Dense::take(t, &format!("m{k}.e1"), SHARD_FEATURES, SCORER_HIDDEN)?,
+            e2: Dense::take(t, &format!("m{k}.e2"), SCORER_HIDDEN, SCORER_HIDDEN)?,
+            forecast: Dense::take(t, &format!("m{k}.forecast"), SCORER_HIDDEN, 1)?,
+            c1: Dense::take(t, &format!("m{k}.c1"), SCORER_INPUTS, SCORER_HIDDEN)?,
+            c2: Dense::take(t, &format!("m{k}.c2"), SCORER_HIDDEN, 1)?,
+        })
+    }
+
+    fn put(&self, t: &mut Tensors, k: usize) {
+        self.e1.put(t, &format!("m{k}.e1"));
+        self.e2.put(t, &format!("m{k}.e2"));
+        self.forecast.put(t, &format!("m{k}.forecast"));
+        self.c1.put(t, &format!("m{k}.c1"));
+        self.c2.put(t, &format!("m{k}.c2"));
+    }
+}
+
+impl Scorer {
+    fn untrained() -> Scorer {
+        Scorer {
+            shard_mean: vec![0.0; SHARD_FEATURES],
+            shard_std: vec![1.0; SHARD_FEATURES],
+            shard_min: vec![0.0; SHARD_FEATURES],
+            shard_max: vec![0.0; SHARD_FEATURES],
+            candidate_mean: vec![0.0; CANDIDATE_FEATURES],
+            candidate_std: vec![1.0; CANDIDATE_FEATURES],
+            candidate_min: vec![0.0; CANDIDATE_FEATURES],
+            candidate_max: vec![0.0; CANDIDATE_FEATURES],
+            members: (0..SCORER_MEMBERS).map(|_| Member::zeros()).collect(),
+            margin: SCORER_MARGIN_DEFAULT,
+        }
+    }
+
+    fn take(t: &mut Tensors) -> Result<Scorer, NetError> {
+        Ok(Scorer {
+            shard_mean: take(t, "shard_mean", &[SHARD_FEATURES])?,
+            shard_std: take(t, "shard_std", &[SHARD_FEATURES])?,
+            shard_min: take(t, "shard_min", &[SHARD_FEATURES])?,
+            shard_max: take(t, "shard_max", &[SHARD_FEATURES])?,
+            candidate_mean: take(t, "candidate_mean", &[CANDIDATE_FEATURES])?,
+            candidate_std: take(t, "candidate_std", &[CANDIDATE_FEATURES])?,
+            candidate_min: take(t, "candidate_min", &[CANDIDATE_FEATURES])?,
+            candidate_max: take(t, "candidate_max", &[CANDIDATE_FEATURES])?,
+            members: (0..SCORER_MEMBERS)
+                .map(|k| Member::take(t, k))
+                .collect::<Result<_, _>>()?,
+            margin: take(t, "scorer_margin", &[1])?[0],
+        })
+    }
+
+    fn put(&self, t: &mut Tensors) {
+        for (name, v) in [
+            ("shard_mean", &self.shard_mean),
+            ("shard_std", &self.shard_std),
+            ("shard_min", &self.shard_min),
+            ("shard_max", &self.shard_max),
+            ("candidate_mean", &self.candidate_mean),
+            ("candidate_std", &self.candidate_std),
+            ("candidate_min", &self.candidate_min),
+            ("candidate_max", &self.candidate_max),
+        ] {
+            t.insert(name.to_string(), (vec![v.len()], v.clone()));
+        }
+        t.insert("scorer_margin".into(), (vec![1], vec![self.margin]));
+        for (k, member) in self.members.iter().enumerate() {
+            member.put(t, k);
+        }
+    }
+}
+
+/// A shard as each of the scorer's members encoded it: (forecast, hidden units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded(Vec<(f32, Vec<f32>)>);
+
+impl Encoded {
+    /// The members' mean forecast: `ln(1 + x)` of the shard's load
+    /// [`crate::candidates::FORECAST_TICKS`] ahead relative to the mean shard's.
+    pub fn forecast(&self) -> f32 {
+        self.0.iter().map(|(f, _)| f).sum::<f32>() / self.0.len().max(1) as f32
+    }
+}
+
+/// Where one row of features lies outside `[min, max]` widened by [`RANGE_MARGIN`] of
+/// the range, or is not finite: the first such feature.
+fn outside(row: &[f32], min: &[f32], max: &[f32]) -> Option<usize> {
+    row.iter()
+        .zip(min.iter().zip(max))
+        .position(|(&x, (&lo, &hi))| {
+            let slack = (f64::from(hi) - f64::from(lo)) * RANGE_MARGIN;
+            !x.is_finite()
+                || f64::from(x) < f64::from(lo) - slack
+                || f64::from(x) > f64::from(hi) + slack
+        })
 }
 
 impl PlannerNet {
@@ -196,6 +358,7 @@ impl PlannerNet {
             s1: Dense::zeros(TICK_FEATURES, HIDDEN),
             s2: Dense::zeros(HIDDEN, CHOICES),
             selector_margin: ADVANTAGE_MIN_DEFAULT,
+            scorer: Scorer::untrained(),
         }
     }
 
@@ -216,6 +379,13 @@ impl PlannerNet {
             s1: Dense::take(t, "s1", TICK_FEATURES, HIDDEN)?,
             s2: Dense::take(t, "s2", HIDDEN, CHOICES)?,
             selector_margin: take(t, "selector_margin", &[1])?[0],
+            // Weights saved before the scorer existed load with an untrained one, which
+            // trusts nothing: a planner running the scorer on them falls back.
+            scorer: if t.contains_key("m0.e1.weight") {
+                Scorer::take(t)?
+            } else {
+                Scorer::untrained()
+            },
         };
         match tensors.keys().next() {
             Some(extra) => Err(NetError::Format(format!("unknown tensor {extra}"))),
@@ -242,6 +412,7 @@ impl PlannerNet {
         self.split.put(&mut t, "split");
         self.s1.put(&mut t, "s1");
         self.s2.put(&mut t, "s2");
+        self.scorer.put(&mut t);
         t
     }
 
@@ -314,23 +485,79 @@ impl PlannerNet {
     /// data's range (widened by [`RANGE_MARGIN`]), if any: where the answers are not
     /// trusted.
     pub fn out_of_range(&self, rows: &[[f32; FEATURES]]) -> Option<(usize, usize)> {
-        let bounds: Vec<(f64, f64)> = self
-            .input_min
-            .iter()
-            .zip(&self.input_max)
-            .map(|(&lo, &hi)| {
-                let slack = (f64::from(hi) - f64::from(lo)) * RANGE_MARGIN;
-                (f64::from(lo) - slack, f64::from(hi) + slack)
-            })
-            .collect();
         rows.iter().enumerate().find_map(|(r, row)| {
-            row.iter()
-                .zip(&bounds)
-                .position(|(&x, &(lo, hi))| {
-                    !x.is_finite() || f64::from(x) < lo || f64::from(x) > hi
-                })
-                .map(|feature| (r, feature))
+            outside(row, &self.input_min, &self.input_max).map(|feature| (r, feature))
         })
+    }
+
+    /// A shard with these features as the scorer's members see it, for
+    /// [`PlannerNet::score`].
+    pub fn encode(&self, shard: &[f32; SHARD_FEATURES]) -> Encoded {
+        let s = &self.scorer;
+        let x = standardise(shard, &s.shard_mean, &s.shard_std);
+        Encoded(
+            s.members
+                .iter()
+                .map(|m| {
+                    let hidden = relu(m.e2.forward(&relu(m.e1.forward(&x))));
+                    (m.forecast.forward(&hidden)[0], hidden)
+                })
+                .collect(),
+        )
+    }
+
+    /// What each of the scorer's members expects an action with `candidate`'s features to
+    /// add to the run's summed cost against leaving the shard (`encoded`) to the size
+    /// rule.
+    pub fn member_scores(
+        &self,
+        encoded: &Encoded,
+        candidate: &[f32; CANDIDATE_FEATURES],
+    ) -> Vec<f32> {
+        let s = &self.scorer;
+        let standardised = standardise(candidate, &s.candidate_mean, &s.candidate_std);
+        s.members
+            .iter()
+            .zip(&encoded.0)
+            .map(|(m, (forecast, hidden))| {
+                let mut x = Vec::with_capacity(SCORER_INPUTS);
+                x.extend_from_slice(hidden);
+                x.push(*forecast);
+                x.extend_from_slice(&standardised);
+                m.c2.forward(&relu(m.c1.forward(&x)))[0]
+            })
+            .collect()
+    }
+
+    /// The scorer's rating of an action: the most pessimistic of its members'.
+    pub fn score(&self, encoded: &Encoded, candidate: &[f32; CANDIDATE_FEATURES]) -> f32 {
+        self.member_scores(encoded, candidate)
+            .into_iter()
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    /// The first feature of a shard's (`Ok`) or a candidate's (`Err`) row that lies
+    /// outside what the scorer was trained on, if any.
+    pub fn scorer_out_of_range(
+        &self,
+        shard: &[f32; SHARD_FEATURES],
+        candidate: Option<&[f32; CANDIDATE_FEATURES]>,
+    ) -> Option<Result<usize, usize>> {
+        let s = &self.scorer;
+        if let Some(feature) = outside(shard, &s.shard_min, &s.shard_max) {
+            return Some(Ok(feature));
+        }
+        candidate
+            .and_then(|c| outside(c, &s.candidate_min, &s.candidate_max))
+            .map(Err)
+    }
+
+    pub fn scorer_margin(&self) -> f32 {
+        self.scorer.margin
+    }
+
+    pub fn set_scorer_margin(&mut self, margin: f32) {
+        self.scorer.margin = margin;
     }
 
     pub fn selector_margin(&self) -> f32 {

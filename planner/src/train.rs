@@ -2,11 +2,15 @@
 //! families) and how every policy is judged on families the network never saw. The
 //! optimiser itself, which needs Torch, is the crate `hanse-planner-train`.
 
-use crate::decide::{Mode, Planner};
+use crate::candidates::{FORECAST_TICKS, Memory, proposals};
+use crate::decide::{Design, Planner, scorer_actions};
 use crate::envelope::{Envelope, Guarded};
+use crate::knobs::WINDOW_ROUNDS;
 use crate::model::{Example, TickExample, examples};
-use crate::net::PlannerNet;
+use crate::net::{CANDIDATE_FEATURES, PlannerNet, SHARD_FEATURES};
 use crate::sim::eval::{Contender, Row, evaluate, tune};
+use crate::sim::request::Request;
+use crate::vocab::{Action, View};
 use std::sync::Arc;
 
 use crate::sim::policy::{FollowWorkload, LoadSplit, SizeOnly, TailLeaders, oracle_proposers};
@@ -71,6 +75,11 @@ pub struct TrainOptions {
     /// ticks it leads to (DAgger): it learns what to do where its own choices take the
     /// cluster, not only where the oracle's do.
     pub dagger_rounds: usize,
+    /// Ticks the scorer's teacher rolls each action out over.
+    pub scorer_horizon: u64,
+    /// The scorer's teacher labels every this many ticks (each labelled tick rolls out
+    /// every proposed action).
+    pub label_every: u64,
 }
 
 impl Default for TrainOptions {
@@ -85,6 +94,8 @@ impl Default for TrainOptions {
             requests_per_tick: 500,
             traces: Vec::new(),
             dagger_rounds: 1,
+            scorer_horizon: 20,
+            label_every: 2,
         }
     }
 }
@@ -199,6 +210,150 @@ pub fn collect_examples(
     (collected, ticks)
 }
 
+/// One action the scorer's teacher rated: the shard's and the action's features, what
+/// the action added to the run's summed cost over the teacher's horizon against the size
+/// rule alone (negative: cheaper), and the shard's load [`FORECAST_TICKS`] ahead
+/// (`ln(1 + x)` of its share of the requests times the number of shards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreExample {
+    pub shard: [f32; SHARD_FEATURES],
+    pub candidate: [f32; CANDIDATE_FEATURES],
+    pub advantage: f32,
+    pub forecast: f32,
+}
+
+/// Shard `i`'s load in `future` as the forecast head learns it.
+fn future_load(view: &View, future: &[Request], i: usize) -> f32 {
+    let shard = &view.shards[i];
+    let inside = future
+        .iter()
+        .filter(|r| r.key >= shard.start && r.key < shard.end)
+        .count();
+    let share = inside as f64 / future.len().max(1) as f64;
+    (share * view.shards.len() as f64).ln_1p() as f32
+}
+
+/// Labels one run for the scorer. The teacher is privileged: it rolls every action
+/// proposed for the busiest shards out on a copy of the cluster, serving the very requests
+/// the workload will send, against the size rule alone, and it reads the shards' future
+/// load off the workload generator. With a `learner`, the learner's choices are carried
+/// out (DAgger); without, the teacher's: the size rule and the (at most two) actions whose
+/// rollouts were cheapest, if cheaper than none.
+fn label_run(
+    options: &TrainOptions,
+    scenario: Scenario,
+    learner: Option<&PlannerNet>,
+) -> Vec<ScoreExample> {
+    let envelope = Envelope::default();
+    let mut memory = Memory::default();
+    let mut labelled = Vec::new();
+    let sim = Sim::new(scenario);
+    let run_ticks = sim.run_ticks();
+    sim.run_looking_ahead(&mut |ahead, view| {
+        memory.observe(view);
+        let base = envelope.admit(view, SizeOnly.decide(view)).0;
+        let learnt =
+            learner.map(|net| scorer_actions(net, &memory, view).unwrap_or_else(|_| base.clone()));
+        if view.tick < WINDOW_ROUNDS as u64 || view.tick % options.label_every.max(1) != 0 {
+            return envelope.admit(view, learnt.unwrap_or(base)).0;
+        }
+        let cost_of = |first: Vec<Action>| {
+            let mut size_rule = envelope.guard(SizeOnly);
+            ahead
+                .rollout(first, &mut size_rule, options.scorer_horizon)
+                .summed_cost(run_ticks)
+        };
+        let base_cost = cost_of(base.clone());
+        let future = ahead.future_requests(FORECAST_TICKS);
+        let mut rated: Vec<(f64, Action)> = Vec::new();
+        for proposal in proposals(view, &memory, &base) {
+            let mut first = base.clone();
+            first.push(proposal.action.clone());
+            let (admitted, refused) = envelope.admit(view, first);
+            if !refused.is_empty() {
+                continue;
+            }
+            let advantage = cost_of(admitted) - base_cost;
+            labelled.push(ScoreExample {
+                shard: proposal.shard,
+                candidate: proposal.candidate,
+                advantage: advantage as f32,
+                forecast: future_load(view, &future, proposal.action.shard()),
+            });
+            rated.push((advantage, proposal.action));
+        }
+        let mut actions = learnt.unwrap_or_else(|| {
+            rated.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut taken = base.clone();
+            let mut picked = 0;
+            for (advantage, action) in rated {
+                if advantage >= 0.0 || picked == crate::candidates::ACTIONS_PER_TICK {
+                    break;
+                }
+                let shards = crate::envelope::touched(&action);
+                if taken
+                    .iter()
+                    .flat_map(crate::envelope::touched)
+                    .any(|s| shards.contains(&s))
+                {
+                    continue;
+                }
+                taken.push(action);
+                picked += 1;
+            }
+            taken
+        });
+        actions = envelope.admit(view, actions).0;
+        actions
+    });
+    labelled
+}
+
+/// The scorer's examples from every training run (see [`label_run`]), labelled on all
+/// cores. `progress` hears (runs done, runs in all).
+pub fn label_candidates(
+    options: &TrainOptions,
+    learner: Option<&PlannerNet>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<ScoreExample> {
+    let scenarios = training_scenarios(options);
+    let runs = scenarios.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(runs.max(1));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut by_run: Vec<Vec<ScoreExample>> = vec![Vec::new(); runs];
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (sender, next, scenarios) = (sender.clone(), &next, &scenarios);
+            scope.spawn(move || {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(scenario) = scenarios.get(k) else {
+                        break;
+                    };
+                    let examples = label_run(options, scenario.clone(), learner);
+                    if sender.send((k, examples)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        for (done, (k, examples)) in receiver.iter().enumerate() {
+            by_run[k] = examples;
+            progress(done + 1, runs);
+        }
+    });
+    by_run.concat()
+}
+
+/// The planner with the scorer deciding, under `net`'s scorer margin.
+pub fn scorer_planner(net: &PlannerNet) -> Planner {
+    Planner::designed(net.clone(), Design::Scorer, Envelope::default())
+}
+
 /// What [`compare`] runs.
 #[derive(Clone, Copy)]
 pub struct Comparison<'a> {
@@ -301,16 +456,11 @@ pub fn compare(comparison: &Comparison, progress: &mut dyn FnMut(usize, usize)) 
         }));
     }
     if let Some(net) = net {
-        contenders.push(Contender::policy(move || {
-            Box::new(Planner::per_shard(net.clone(), Envelope::default()))
-        }));
-        contenders.push(Contender::policy(move || {
-            Box::new(Planner::new(
-                Some(net.clone()),
-                Mode::Model,
-                Envelope::default(),
-            ))
-        }));
+        for design in [Design::PerShard, Design::Selector, Design::Scorer] {
+            contenders.push(Contender::policy(move || {
+                Box::new(Planner::designed(net.clone(), design, Envelope::default()))
+            }));
+        }
     }
     let policy_runs = families.len() * contenders.len() * seeds.len();
     let total = policy_runs + families.len() * oracle_seeds.len();
@@ -367,6 +517,52 @@ mod tests {
         let run = |seed| Sim::new(Scenario::recorded(options.traces[0].clone(), seed));
         let floor = |seed| run(seed).run(&mut SizeOnly);
         assert_eq!(floor(1), floor(1), "a replay is a function of its seed");
+    }
+
+    /// Options for a short labelling run.
+    fn quick() -> TrainOptions {
+        TrainOptions {
+            families: vec![Family::MovingHotspot { speed: 0.004 }, Family::ZipfianA],
+            seeds: vec![1],
+            ticks: 40,
+            requests_per_tick: 300,
+            scorer_horizon: 6,
+            label_every: 3,
+            ..TrainOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_privileged_teacher_finds_actions_that_pay_and_actions_that_cost() {
+        let options = quick();
+        let mut runs = Vec::new();
+        let examples =
+            label_candidates(&options, None, &mut |done, total| runs.push((done, total)));
+        assert_eq!(runs.last(), Some(&(2, 2)));
+        assert!(examples.len() > 50, "{}", examples.len());
+        assert!(
+            examples
+                .iter()
+                .all(|e| e.advantage.is_finite() && e.forecast >= 0.0)
+        );
+        assert!(
+            examples.iter().any(|e| e.advantage < -0.01),
+            "some action pays"
+        );
+        assert!(
+            examples.iter().any(|e| e.advantage > 0.01),
+            "some action costs"
+        );
+        // Splits, leaderships and replica moves were rated (merges need halves of a
+        // split, which these short runs may not make).
+        for kind in [0, 3, 4] {
+            assert!(
+                examples.iter().any(|e| e.candidate[kind] == 1.0),
+                "kind {kind} never rated"
+            );
+        }
+        // Labelling is a function of the options: the same examples on all cores.
+        assert_eq!(label_candidates(&options, None, &mut |_, _| {}), examples);
     }
 
     #[test]

@@ -219,6 +219,21 @@ impl Outcome {
         sum / self.floor.len().max(1) as f64
     }
 
+    /// What this outcome adds to the cost of a run of `run_ticks` ticks, times
+    /// `run_ticks`: each tick's imbalance and p99 (per 100 ms), and 0.01 of the run's cost
+    /// per replica move. Additive over ticks, so a rollout of a few ticks weighs a move
+    /// as the whole run does (a rollout's own [`Outcome::cost`] weighs it `run_ticks /
+    /// ticks` times more).
+    pub fn summed_cost(&self, run_ticks: u64) -> f64 {
+        let per_tick: f64 = self
+            .imbalance_per_tick()
+            .iter()
+            .zip(&self.p99_ms)
+            .map(|(imbalance, p99)| imbalance + p99 / 100.0)
+            .sum();
+        per_tick + self.moves as f64 * 0.01 * run_ticks as f64
+    }
+
     /// What the cost exceeds its floor by: what a policy controls.
     pub fn excess(&self) -> f64 {
         self.cost() - self.floor_cost()
@@ -321,45 +336,77 @@ impl Sim {
     /// then `proposers`' in order) and answers which to carry out: the oracle takes the
     /// [`cheapest`]; a learner being taught may take its own choice.
     pub fn run_oracle<B: Policy + Clone + 'static>(
-        mut self,
+        self,
         horizon: u64,
         mut base: B,
         proposers: &[&dyn Fn() -> Box<dyn Policy>],
         choose: &mut Choose,
     ) -> Outcome {
+        self.run_looking_ahead(&mut |ahead, view| {
+            let mut candidates: Vec<(Vec<Action>, Box<dyn Policy>)> = Vec::new();
+            candidates.push((base.decide(view), Box::new(base.clone())));
+            for make in proposers {
+                let mut proposer = make();
+                candidates.push((proposer.decide(view), proposer));
+            }
+            let (costs, mut firsts): (Vec<f64>, Vec<Vec<Action>>) = candidates
+                .into_iter()
+                .map(|(first, mut policy)| {
+                    let cost = ahead.rollout(first.clone(), &mut policy, horizon).cost();
+                    (cost, first)
+                })
+                .unzip();
+            let chosen = choose(view, &firsts, &costs).min(firsts.len() - 1);
+            firsts.swap_remove(chosen)
+        })
+    }
+
+    /// Runs every tick with `decide` seeing, beside the tick's view, the cluster as it was
+    /// before the tick: what a teacher rolls futures out from ([`Sim::rollout`]).
+    pub fn run_looking_ahead(
+        mut self,
+        decide: &mut dyn FnMut(&Sim, &View) -> Vec<Action>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         while self.tick < self.scenario.ticks {
             let ahead = self.clone();
-            self.step(&mut outcome, |view| {
-                let mut candidates: Vec<(Vec<Action>, Box<dyn Policy>)> = Vec::new();
-                candidates.push((base.decide(view), Box::new(base.clone())));
-                for make in proposers {
-                    let mut proposer = make();
-                    candidates.push((proposer.decide(view), proposer));
-                }
-                let rollout = |(first, mut policy): (Vec<Action>, Box<dyn Policy>)| {
-                    let mut trial = ahead.clone();
-                    trial.scenario.ticks = (trial.tick + 1 + horizon).min(trial.scenario.ticks);
-                    let mut future = Outcome::default();
-                    // The copy serves this tick again (the same requests), then the
-                    // policy's own decisions follow.
-                    let mut pending = Some(first.clone());
-                    while trial.tick < trial.scenario.ticks {
-                        trial.step(&mut future, |v| match pending.take() {
-                            Some(actions) => actions,
-                            None => policy.decide(v),
-                        });
-                    }
-                    (future.cost(), first)
-                };
-                let (costs, mut firsts): (Vec<f64>, Vec<Vec<Action>>) =
-                    candidates.into_iter().map(rollout).unzip();
-                let chosen = choose(view, &firsts, &costs).min(firsts.len() - 1);
-                firsts.swap_remove(chosen)
-            });
+            self.step(&mut outcome, |view| decide(&ahead, view));
         }
         outcome.shards_at_end = self.shards.len();
         outcome
+    }
+
+    /// On a copy of this cluster (as it was before its current tick): serves the tick
+    /// again (the same requests), carries out `first`, then lets `policy` decide for up to
+    /// `horizon` more ticks; what that future cost.
+    pub fn rollout(&self, first: Vec<Action>, policy: &mut dyn Policy, horizon: u64) -> Outcome {
+        let mut trial = self.clone();
+        trial.scenario.ticks = (trial.tick + 1 + horizon).min(trial.scenario.ticks);
+        let mut future = Outcome::default();
+        let mut pending = Some(first);
+        while trial.tick < trial.scenario.ticks {
+            trial.step(&mut future, |v| match pending.take() {
+                Some(actions) => actions,
+                None => policy.decide(v),
+            });
+        }
+        future
+    }
+
+    /// The ticks the run lasts.
+    pub fn run_ticks(&self) -> u64 {
+        self.scenario.ticks
+    }
+
+    /// The requests the workload will send `ahead` ticks after the current one: what only
+    /// a privileged teacher, one that sees the workload generator, may know.
+    pub fn future_requests(&self, ahead: u64) -> Vec<Request> {
+        let mut workload = self.workload.clone();
+        let mut requests = Vec::new();
+        for k in 0..=ahead {
+            requests = workload.tick(self.tick + k, self.scenario.requests_per_tick);
+        }
+        requests
     }
 
     /// Serves one tick, records it, and carries out what `decide` answers.
@@ -845,6 +892,49 @@ mod tests {
             ticks: 120,
             ..Scenario::three_regions(family, seed)
         }
+    }
+
+    #[test]
+    fn a_runs_summed_cost_is_its_cost_times_its_ticks() {
+        let scenario = Scenario {
+            ticks: 40,
+            requests_per_tick: 300,
+            ..Scenario::three_regions(Family::MovingHotspot { speed: 0.004 }, 2)
+        };
+        let outcome = Sim::new(scenario).run(&mut LoadSplit::tikv());
+        assert!(outcome.moves + outcome.splits > 0, "{outcome:?}");
+        let summed = outcome.summed_cost(40);
+        assert!(
+            (summed - 40.0 * outcome.cost()).abs() < 1e-9 * summed,
+            "{summed}"
+        );
+    }
+
+    #[test]
+    fn a_rollout_continues_the_run_and_the_future_is_the_workloads() {
+        let scenario = Scenario {
+            ticks: 30,
+            requests_per_tick: 300,
+            ..Scenario::three_regions(Family::MovingHotspot { speed: 0.004 }, 5)
+        };
+        let mut rolled = None;
+        let mut foreseen = None;
+        let mut seen_then = None;
+        let run = Sim::new(scenario).run_looking_ahead(&mut |ahead, view| {
+            let actions = SizeOnly.decide(view);
+            if view.tick == 10 {
+                rolled = Some(ahead.rollout(actions.clone(), &mut SizeOnly, 5));
+                foreseen = Some(ahead.future_requests(3));
+            }
+            if view.tick == 13 {
+                seen_then = Some(ahead.future_requests(0));
+            }
+            actions
+        });
+        let rolled = rolled.unwrap();
+        assert_eq!(rolled.p99_ms, run.p99_ms[10..16]);
+        assert_eq!(rolled.node_load, run.node_load[10..16]);
+        assert_eq!(foreseen, seen_then, "the teacher sees the requests to come");
     }
 
     #[test]

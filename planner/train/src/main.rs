@@ -35,6 +35,16 @@ struct Args {
     /// (repeatable).
     #[arg(long, value_name = "FILE")]
     trace: Vec<PathBuf>,
+    /// The scorer's teacher labels every this many ticks.
+    #[arg(long, default_value_t = TrainOptions::default().label_every)]
+    label_every: u64,
+    /// Ticks the scorer's teacher rolls each proposed action out over.
+    #[arg(long, default_value_t = TrainOptions::default().scorer_horizon)]
+    scorer_horizon: u64,
+    /// Keeps the selector and the per-shard heads of the weights at --out and trains only
+    /// the scorer.
+    #[arg(long)]
+    scorer_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -50,35 +60,60 @@ fn main() -> Result<()> {
         epochs: args.epochs,
         traces,
         dagger_rounds: args.dagger_rounds,
+        label_every: args.label_every,
+        scorer_horizon: args.scorer_horizon,
         ..TrainOptions::default()
     };
-    eprintln!(
-        "labelling {} runs with the look-ahead oracle, then {} epochs; again for each of {} \
-         rounds with the network acting",
-        (options.families.len() + options.traces.len()) * options.seeds.len(),
-        args.epochs,
-        args.dagger_rounds
-    );
+    let runs = (options.families.len() + options.traces.len()) * options.seeds.len();
     let mut shown = 0;
-    let (net, losses) = hanse_planner_train::train(&options, 1, &mut |done, total| {
+    let mut bar = |done: usize, total: usize| {
         let percent = done * 100 / total.max(1);
+        // A new phase starts from the beginning.
+        if percent < shown {
+            shown = 0;
+        }
         if percent >= shown + 5 || done == total {
             shown = percent;
             eprintln!("  {percent:3} % ({done}/{total} steps)");
         }
-    });
+    };
+    let net = if args.scorer_only {
+        hanse_planner::net::PlannerNet::load(&args.out)
+            .with_context(|| format!("reading {}", args.out.display()))?
+    } else {
+        eprintln!(
+            "selector: labelling {runs} runs with the look-ahead oracle, then {} epochs; again \
+             for each of {} rounds with the network acting",
+            args.epochs, args.dagger_rounds
+        );
+        let (net, losses) = hanse_planner_train::train(&options, 1, &mut bar);
+        println!(
+            "selector: loss {:.4} -> {:.4}; margin {} (tuned on the training runs)",
+            losses.first().copied().unwrap_or(f64::NAN),
+            losses.last().copied().unwrap_or(f64::NAN),
+            net.selector_margin(),
+        );
+        net
+    };
+    eprintln!(
+        "scorer: the privileged teacher rolls out every action proposed for the busiest \
+         shards every {} ticks of {runs} runs, then {} epochs; again for each of {} rounds \
+         with the scorer acting",
+        options.label_every, args.epochs, args.dagger_rounds
+    );
+    let (net, losses) = hanse_planner_train::train_scorer(&net, &options, 1, &mut bar);
+    println!(
+        "scorer: loss {:.4} -> {:.4}; margin {} (tuned on the training runs)",
+        losses.first().copied().unwrap_or(f64::NAN),
+        losses.last().copied().unwrap_or(f64::NAN),
+        net.scorer_margin(),
+    );
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     net.save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!(
-        "loss {:.4} -> {:.4}; selector margin {} (tuned on the training runs); weights in {}",
-        losses.first().copied().unwrap_or(f64::NAN),
-        losses.last().copied().unwrap_or(f64::NAN),
-        net.selector_margin(),
-        args.out.display()
-    );
+    println!("weights in {}", args.out.display());
     Ok(())
 }
