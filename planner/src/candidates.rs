@@ -16,7 +16,7 @@ use crate::envelope::{same_set, touched};
 use crate::knobs::{SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::model::quantile_key;
 use crate::net::{CANDIDATE_FEATURES, Encoded, PlannerNet, SHARD_FEATURES, SPLIT_QUANTILES};
-use crate::sim::policy::{load_split_key, request_trips};
+use crate::sim::policy::{load_split_key, relieving_move, request_trips};
 use crate::vocab::{Action, View};
 
 /// Shards whose actions are rated each tick: the busiest. Hot-region schedulers (TiKV's
@@ -234,7 +234,6 @@ pub fn shard_features(
 /// spread over regions).
 pub fn candidates(view: &View, memory: &Memory, i: usize) -> Vec<Action> {
     let (shard, stats) = (&view.shards[i], &view.stats[i]);
-    let loads = view.node_load;
     let mut out = Vec::new();
     let inside = |at: &u64| *at > shard.start && *at < shard.end;
     let median = quantile_key(&stats.sampled, SPLIT_QUANTILES / 2).filter(inside);
@@ -263,23 +262,7 @@ pub fn candidates(view: &View, memory: &Memory, i: usize) -> Vec<Action> {
             out.push(Action::TransferLeader { shard: i, to });
         }
     }
-    let from = shard
-        .replicas
-        .iter()
-        .copied()
-        .max_by(|&a, &b| loads[a].total_cmp(&loads[b]));
-    let to = from.and_then(|from| {
-        (0..view.nodes.len())
-            .filter(|&n| {
-                !shard.replicas.contains(&n)
-                    && !shard.learners.contains(&n)
-                    && view.nodes[n].region == view.nodes[from].region
-            })
-            .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
-    });
-    if let (Some(from), Some(to)) = (from, to) {
-        out.push(Action::MoveReplica { shard: i, from, to });
-    }
+    out.extend(relieving_move(view, i));
     out
 }
 

@@ -12,7 +12,9 @@
 
 use crate::knobs::FOLLOW_SHARE_MIN;
 use crate::net::{CHOICES, FEATURES, PlannerNet, SPLIT_QUANTILES, TICK_FEATURES};
-use crate::sim::policy::{follow_workload_transfer, load_split_key, oracle_proposers};
+use crate::sim::policy::{
+    follow_workload_transfer, load_split_key, oracle_proposers, relieving_move,
+};
 use crate::vocab::{Action, View};
 
 /// Ticks since a shard's last change count up to this (a live cluster runs far longer
@@ -256,25 +258,7 @@ pub fn per_shard_actions(net: &PlannerNet, view: &View) -> Result<Vec<Action>, O
                 .filter(|&r| r != shard.leader)
                 .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
                 .map(|to| Action::TransferLeader { shard: i, to }),
-            4 => {
-                let from = shard
-                    .replicas
-                    .iter()
-                    .copied()
-                    .max_by(|&a, &b| loads[a].total_cmp(&loads[b]));
-                // The idlest node in the region the replica leaves: the shard keeps its
-                // spread over the regions.
-                let to = from.and_then(|from| {
-                    (0..view.nodes.len())
-                        .filter(|&n| {
-                            !shard.replicas.contains(&n)
-                                && view.nodes[n].region == view.nodes[from].region
-                        })
-                        .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))
-                });
-                from.zip(to)
-                    .map(|(from, to)| Action::MoveReplica { shard: i, from, to })
-            }
+            4 => relieving_move(view, i),
             5 => follow_workload_transfer(view, i, FOLLOW_SHARE_MIN),
             _ => None,
         };

@@ -132,6 +132,26 @@ fn size_actions(view: &View, merge_allowed: impl Fn(usize) -> bool) -> Vec<Actio
     actions
 }
 
+/// Shard `i`'s replica on its busiest node moved to the idlest node of the same region
+/// that holds none of it (the shard keeps its spread over the regions), if there is one.
+pub fn relieving_move(view: &View, i: usize) -> Option<Action> {
+    let shard = &view.shards[i];
+    let loads = view.node_load;
+    let from = shard
+        .replicas
+        .iter()
+        .copied()
+        .max_by(|&a, &b| loads[a].total_cmp(&loads[b]))?;
+    let to = (0..view.nodes.len())
+        .filter(|&n| {
+            !shard.replicas.contains(&n)
+                && !shard.learners.contains(&n)
+                && view.nodes[n].region == view.nodes[from].region
+        })
+        .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))?;
+    Some(Action::MoveReplica { shard: i, from, to })
+}
+
 /// The leader transfer that best relieves the busiest node, if it carries over 1.2 times
 /// the mean load and a transfer lowers its peak.
 pub fn hot_leader_transfer(view: &View) -> Option<Action> {
