@@ -16,7 +16,7 @@ use crate::envelope::{same_set, touched};
 use crate::knobs::{SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::model::quantile_key;
 use crate::net::{CANDIDATE_FEATURES, Encoded, PlannerNet, SHARD_FEATURES, SPLIT_QUANTILES};
-use crate::sim::policy::{load_split_key, relieving_move, request_trips};
+use crate::sim::policy::{load_split_key, relieving_move, request_trips, slowest, trip_quantile};
 use crate::vocab::{Action, View};
 
 /// Shards whose actions are rated each tick: the busiest. Hot-region schedulers (TiKV's
@@ -130,16 +130,7 @@ impl TickContext {
         let mut trips: Vec<(f64, f64)> = (0..view.shards.len())
             .flat_map(|i| request_trips(view, i, view.shards[i].leader))
             .collect();
-        trips.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let total: f64 = trips.iter().map(|t| t.1).sum();
-        let mut seen = 0.0;
-        let tail_ms = trips
-            .iter()
-            .find(|t| {
-                seen += t.1;
-                seen >= 0.99 * total
-            })
-            .map_or(0.0, |t| t.0);
+        let tail_ms = trip_quantile(&mut trips, 0.99);
         let tail_weight = trips.iter().filter(|t| t.0 >= tail_ms).map(|t| t.1).sum();
         TickContext {
             total_ops: view.stats.iter().map(|s| s.ops()).sum(),
@@ -160,7 +151,7 @@ impl TickContext {
             .filter(|t| t.0 >= self.tail_ms)
             .map(|t| t.1)
             .sum();
-        let slowest = trips.iter().map(|t| t.0).fold(0.0, f64::max);
+        let slowest = slowest(&trips);
         let mean = trips.iter().map(|t| t.0 * t.1).sum::<f64>() / total.max(f64::MIN_POSITIVE);
         (
             in_tail / total.max(f64::MIN_POSITIVE),

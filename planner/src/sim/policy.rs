@@ -270,16 +270,16 @@ pub fn request_trips(view: &View, i: usize, leader: usize) -> Vec<(f64, f64)> {
 }
 
 /// The longest round trip among `trips`.
-fn slowest(trips: &[(f64, f64)]) -> f64 {
+pub(crate) fn slowest(trips: &[(f64, f64)]) -> f64 {
     trips.iter().map(|&(ms, _)| ms).fold(0.0, f64::max)
 }
 
-/// The round trip `q` of the requests (by weight) wait no longer than.
-fn trip_quantile(mut trips: Vec<(f64, f64)>, q: f64) -> f64 {
+/// The round trip `q` of the requests (by weight) wait no longer than (sorts `trips`).
+pub(crate) fn trip_quantile(trips: &mut [(f64, f64)], q: f64) -> f64 {
     trips.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let total: f64 = trips.iter().map(|&(_, n)| n).sum();
     let mut seen = 0.0;
-    for (ms, n) in trips {
+    for &(ms, n) in trips.iter() {
         seen += n;
         if seen >= q * total {
             return ms;
@@ -335,7 +335,7 @@ impl Policy for TailLeaders {
         let current: Vec<Vec<(f64, f64)>> = (0..view.shards.len())
             .map(|i| request_trips(view, i, view.shards[i].leader))
             .collect();
-        let tail = trip_quantile(current.concat(), 0.99);
+        let tail = trip_quantile(&mut current.concat(), 0.99);
         // (requests in the tail, shard, its other replicas by slowest round trip).
         let mut candidates: Vec<(f64, usize, Vec<usize>)> = Vec::new();
         for (i, shard) in view.shards.iter().enumerate() {
