@@ -16,7 +16,9 @@ use crate::envelope::{same_set, touched};
 use crate::knobs::{SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::model::quantile_key;
 use crate::net::{CANDIDATE_FEATURES, Encoded, PlannerNet, SHARD_FEATURES, SPLIT_QUANTILES};
-use crate::sim::policy::{load_split_key, relieving_move, request_trips, slowest, trip_quantile};
+use crate::sim::policy::{
+    load_split_key, relieving_move, request_trips, sampled_below, slowest, trip_quantile,
+};
 use crate::vocab::{Action, View};
 
 /// Shards whose actions are rated each tick: the busiest. Hot-region schedulers (TiKV's
@@ -276,12 +278,7 @@ pub fn candidate_features(
     match *action {
         Action::Split { at, .. } => {
             let total: u64 = stats.sampled.iter().map(|&(_, c)| c).sum();
-            let left: u64 = stats
-                .sampled
-                .iter()
-                .filter(|&&(k, _)| k < at)
-                .map(|&(_, c)| c)
-                .sum();
+            let left = sampled_below(stats, at);
             // The first split candidate is the median; the second, ahead of the drift.
             let median = quantile_key(&stats.sampled, SPLIT_QUANTILES / 2);
             f[if Some(at) == median { 0 } else { 1 }] = 1.0;
@@ -397,26 +394,33 @@ pub fn chosen(net: &PlannerNet, proposals: &[Rated]) -> Result<Vec<Action>, Untr
             encoded = Some((p.shard, net.encode(&p.shard)));
         }
         let code = &encoded.as_ref().expect("encoded above").1;
-        rated.push((net.score(code, &p.candidate), &p.action));
+        rated.push((f64::from(net.score(code, &p.candidate)), p.action.clone()));
     }
     if let (true, Some(why)) = (rated.is_empty(), untrusted) {
         return Err(why);
     }
+    Ok(best_of(rated, f64::from(net.scorer_margin())))
+}
+
+/// Of rated actions (what each would add to the cost, and the action), the best that
+/// lower it by more than `margin`, at most [`ACTIONS_PER_TICK`], no two touching the same
+/// shard: how the scorer and its teacher both act on their ratings.
+pub fn best_of(mut rated: Vec<(f64, Action)>, margin: f64) -> Vec<Action> {
     rated.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut busy: Vec<usize> = Vec::new();
     let mut out = Vec::new();
     for (score, action) in rated {
-        if out.len() == ACTIONS_PER_TICK || score >= -net.scorer_margin() {
+        if out.len() == ACTIONS_PER_TICK || score >= -margin {
             break;
         }
-        let shards = touched(action);
+        let shards = touched(&action);
         if shards.iter().any(|s| busy.contains(s)) {
             continue;
         }
         busy.extend(shards);
-        out.push(action.clone());
+        out.push(action);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

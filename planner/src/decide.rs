@@ -138,7 +138,10 @@ impl Policy for Planner {
         } else {
             self.heuristic.decide(view)
         };
-        self.memory.observe(view);
+        // The scorer's memory must be current wherever it may be asked.
+        if self.design == Design::Scorer && self.status.mode != Mode::Heuristic {
+            self.memory.observe(view);
+        }
         // Where the scorer cannot rate, the size rule it is trained against acts alone.
         let (fallback_name, fallback) = match self.design {
             Design::Scorer => (SizeOnly.name(), SizeOnly.decide(view)),

@@ -2,7 +2,7 @@
 //! families) and how every policy is judged on families the network never saw. The
 //! optimiser itself, which needs Torch, is the crate `hanse-planner-train`.
 
-use crate::candidates::{FORECAST_TICKS, Memory, proposals};
+use crate::candidates::{FORECAST_TICKS, Memory, best_of, proposals};
 use crate::decide::{Design, Planner, scorer_actions};
 use crate::envelope::{Envelope, Guarded};
 use crate::knobs::WINDOW_ROUNDS;
@@ -282,29 +282,13 @@ fn label_run(
             });
             rated.push((advantage, proposal.action));
         }
-        let mut actions = learnt.unwrap_or_else(|| {
-            rated.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Proposals leave the shards the size rule acts on alone.
+        let actions = learnt.unwrap_or_else(|| {
             let mut taken = base.clone();
-            let mut picked = 0;
-            for (advantage, action) in rated {
-                if advantage >= 0.0 || picked == crate::candidates::ACTIONS_PER_TICK {
-                    break;
-                }
-                let shards = crate::envelope::touched(&action);
-                if taken
-                    .iter()
-                    .flat_map(crate::envelope::touched)
-                    .any(|s| shards.contains(&s))
-                {
-                    continue;
-                }
-                taken.push(action);
-                picked += 1;
-            }
+            taken.extend(best_of(rated, 0.0));
             taken
         });
-        actions = envelope.admit(view, actions).0;
-        actions
+        envelope.admit(view, actions).0
     });
     labelled
 }

@@ -66,6 +66,16 @@ impl LeaderMoves {
 pub const BALANCE_SCORE_MAX: f64 = 0.25;
 pub const CONTAINED_SCORE_MAX: f64 = 0.5;
 
+/// The sampled requests on keys below `key`.
+pub fn sampled_below(stats: &ShardStats, key: u64) -> u64 {
+    stats
+        .sampled
+        .iter()
+        .filter(|&&(k, _)| k < key)
+        .map(|&(_, n)| n)
+        .sum()
+}
+
 /// The sampled key that splits a shard's load best, by TiKV's rule: among the sampled keys
 /// whose balance score is below [`BALANCE_SCORE_MAX`] and contained score below
 /// [`CONTAINED_SCORE_MAX`], the one with the smallest balance score.
@@ -76,12 +86,7 @@ pub fn load_split_key(shard: &Shard, stats: &ShardStats) -> Option<u64> {
         if key <= shard.start || key >= shard.end {
             continue;
         }
-        let left: u64 = stats
-            .sampled
-            .iter()
-            .filter(|&&(k, _)| k < key)
-            .map(|&(_, n)| n)
-            .sum();
+        let left = sampled_below(stats, key);
         let right = total - left;
         let contained = stats.crossing.get(i).copied().unwrap_or(0);
         if left + right == 0 {
