@@ -322,19 +322,10 @@ impl Balancer {
                 for RoleChange { shard, node, role } in changes {
                     let detail = format!("node {node} becomes a {role:?}");
                     self.decided("change_role", "placement_rule", shard, detail);
-                    let role = match role {
-                        ReplicaRole::Voter => pb::ReplicaRole::Voter,
-                        ReplicaRole::Learner => pb::ReplicaRole::Learner,
-                    };
-                    let request = pb::ChangeRoleRequest {
-                        shard_id: shard,
-                        node_id: node,
-                        role: role as i32,
-                    };
                     match self
                         .admin_for(shard, &directory)
                         .await?
-                        .change_role(request)
+                        .change_role(role_change(shard, node, role))
                         .await
                     {
                         Ok(_) => tracing::info!(shard, node, ?role, "replica role changed"),
@@ -461,7 +452,8 @@ impl Balancer {
     }
 
     /// Carries out one of the planner's actions; a leader move out of the region a rule
-    /// holds the shard's leader in is not carried out.
+    /// holds the shard's leader in, or a role swap that makes a recovery region's replica
+    /// vote, is not carried out.
     async fn carry_out_planned(
         &self,
         action: LiveAction,
@@ -473,6 +465,18 @@ impl Balancer {
             && directory.nodes.get(&to).is_none_or(|n| n.region != region)
         {
             tracing::info!(shard, to, region, "leadership kept in its rule's region");
+            return Ok(());
+        }
+        // The placement rule would demote it again: a recovery region's replicas learn.
+        if let LiveAction::SwapRoles { shard, promote, .. } = action
+            && let Some(node) = directory.nodes.get(&promote)
+            && self.learner_regions.contains(&node.region)
+        {
+            tracing::info!(
+                shard,
+                promote,
+                "a recovery region's replica stays a learner"
+            );
             return Ok(());
         }
         self.carry_out(action, directory, "planner").await
@@ -558,6 +562,18 @@ impl Balancer {
                     admin.add_node(add(*to, ReplicaRole::Voter)?).await?;
                     admin.remove_node(remove(*from)).await.map(|_| ())
                 }
+                // The new voter first, so the shard never has fewer voters than before.
+                Action::SwapRoles {
+                    promote, demote, ..
+                } => {
+                    admin
+                        .change_role(role_change(shard, *promote, ReplicaRole::Voter))
+                        .await?;
+                    admin
+                        .change_role(role_change(shard, *demote, ReplicaRole::Learner))
+                        .await
+                        .map(|_| ())
+                }
             }
         };
         // A stuck step must not stop the balancing: it is given up and tried again.
@@ -576,9 +592,23 @@ impl Balancer {
     }
 }
 
+/// The Admin request that makes the replica of `shard` on `node` a `role`.
+fn role_change(shard: ShardId, node: NodeId, role: ReplicaRole) -> pb::ChangeRoleRequest {
+    let role = match role {
+        ReplicaRole::Voter => pb::ReplicaRole::Voter,
+        ReplicaRole::Learner => pb::ReplicaRole::Learner,
+    };
+    pb::ChangeRoleRequest {
+        shard_id: shard,
+        node_id: node,
+        role: role as i32,
+    }
+}
+
 /// The metrics' name of an action's kind.
 fn action_kind(action: &Action) -> &'static str {
     match action {
+        Action::SwapRoles { .. } => "swap_roles",
         Action::Split { .. } => "split",
         Action::Merge { .. } => "merge",
         Action::TransferLeader { .. } => "transfer_leader",

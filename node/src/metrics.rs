@@ -129,7 +129,7 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     planner_decisions: register_int_counter_vec!(
         "hanse_planner_decisions_total",
         "Balancing actions begun, by kind (split, merge, transfer_leader, add_replica, \
-         remove_replica, move_replica, change_role) and by who decided (planner, or the \
+         remove_replica, move_replica, change_role, swap_roles) and by who decided (planner, or the \
          balancer's size_rule, region_rule, placement_rule, leader_rule).",
         &["kind", "decided_by"]
     )

@@ -375,7 +375,8 @@ pub fn region_policy(
 
 /// At most `changes_max` role changes that bring shards to the placement rules: a
 /// replica in one of `learner_regions` (the recovery region) is a learner, as long as
-/// [`VOTERS_MIN`] voters remain elsewhere; a learner elsewhere becomes a voter.
+/// [`VOTERS_MIN`] voters remain elsewhere; a learner elsewhere becomes a voter while
+/// fewer remain (beyond them, which replicas vote is the planner's: a role swap).
 pub fn placement_policy(
     shards: &[PlacementView],
     learner_regions: &[String],
@@ -391,7 +392,11 @@ pub fn placement_policy(
             .count();
         for (node, region, role) in &shard.replicas {
             let wanted = if !in_learner_region(region) {
-                ReplicaRole::Voter
+                if voters_elsewhere < VOTERS_MIN {
+                    ReplicaRole::Voter
+                } else {
+                    *role
+                }
             } else if voters_elsewhere >= VOTERS_MIN && shard.leader != Some(*node) {
                 ReplicaRole::Learner
             } else {
@@ -530,6 +535,15 @@ mod tests {
             (4, "eu-hamburg", Voter),
         ]);
         assert!(placement_policy(&[settled], &recovery, 10).is_empty());
+        // With three voters elsewhere, a learner outside the recovery region stays one
+        // (the planner swapped roles to shorten the write quorum).
+        let swapped = placed(&[
+            (1, "eu-hamburg", Voter),
+            (2, "ap-china", Learner),
+            (4, "eu-hamburg", Voter),
+            (5, "us-virginia", Voter),
+        ]);
+        assert!(placement_policy(&[swapped], &recovery, 10).is_empty());
     }
 
     fn led_by(id: ShardId, leader: NodeId) -> LeaderView {

@@ -1,7 +1,7 @@
 //! The per-shard policy: each tick the size rule acts, and for the busiest shards a
 //! handful of concrete actions are proposed (split at the load's median or ahead of where
 //! it drifts, merge with the right neighbour, the leadership to each other voter, a
-//! replica to an idler node of its region) and rated by the network's scorer
+//! replica to an idler node of its region, a learner and a voter swapping roles) and rated by the network's scorer
 //! ([`PlannerNet::score`]): what each would add to the run's cost against leaving the
 //! shard alone. The planner takes the best-rated actions that the scorer expects to pay
 //! for their stalls by a margin.
@@ -17,8 +17,10 @@ use crate::knobs::{SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::model::quantile_key;
 use crate::net::{CANDIDATE_FEATURES, Encoded, PlannerNet, SHARD_FEATURES, SPLIT_QUANTILES};
 use crate::sim::policy::{
-    load_split_key, relieving_move, request_trips, sampled_below, slowest, trip_quantile,
+    load_split_key, quorum_swap, relieving_move, request_trips, sampled_below, slowest,
+    trip_quantile,
 };
+use crate::sim::quorum_ms;
 use crate::vocab::{Action, View};
 
 /// Shards whose actions are rated each tick: the busiest. Hot-region schedulers (TiKV's
@@ -221,7 +223,8 @@ pub fn shard_features(
 }
 
 /// The actions proposed for shard `i`: split at its load's median, split ahead of where
-/// its keys drift, merge with its right neighbour (same voters and learners), and, unless
+/// its keys drift, merge with its right neighbour (same voters and learners), the role
+/// swap that shortens its write quorum most, and, unless
 /// its placement is still settling, the leadership to each other voter and its busiest
 /// replica to the idlest node of the same region that holds none (the shard keeps its
 /// spread over regions).
@@ -247,6 +250,8 @@ pub fn candidates(view: &View, memory: &Memory, i: usize) -> Vec<Action> {
     {
         out.push(Action::Merge { shard: i });
     }
+    // A role swap moves no load, so the averaged view's lag does not hold it back.
+    out.extend(quorum_swap(view, i));
     if memory.settling(view, i) {
         return out;
     }
@@ -264,7 +269,8 @@ pub fn candidates(view: &View, memory: &Memory, i: usize) -> Vec<Action> {
 /// requests from the new leader's region and whether it crosses regions (a stall); the
 /// load of the node it loads; for a split, the share of the sampled load left of the key;
 /// for a merge, the neighbour's load; the bytes it would merge or copy against the split
-/// size.
+/// size; for a role swap, how the write quorum's round trip would change and the shard's
+/// share of writes.
 pub fn candidate_features(
     view: &View,
     context: &TickContext,
@@ -311,6 +317,22 @@ pub fn candidate_features(
             f[4] = 1.0;
             f[8] = loads[to];
             f[12] = shard.size_bytes / split;
+        }
+        Action::SwapRoles {
+            promote, demote, ..
+        } => {
+            f[13] = 1.0;
+            let voters: Vec<usize> = shard
+                .replicas
+                .iter()
+                .map(|&v| if v == demote { promote } else { v })
+                .collect();
+            let quorum = |voters: &[usize]| {
+                quorum_ms(view.region_latency_ms, view.nodes, voters, shard.leader)
+            };
+            f[6] = (quorum(&voters) - quorum(&shard.replicas)) / 100.0;
+            f[7] = stats.writes / stats.ops().max(f64::MIN_POSITIVE);
+            f[8] = loads[promote];
         }
         Action::AddReplica { .. } | Action::RemoveReplica { .. } => {}
     }
@@ -455,6 +477,7 @@ mod tests {
                 assert!((0.0..=1.0).contains(&p.shard[1]), "{:?}", p.shard);
                 let kind = p.candidate[..5].iter().position(|&x| x == 1.0).unwrap();
                 kinds[kind] = true;
+                assert_eq!(p.candidate[13], 0.0, "no learners, no role swaps");
                 let valid = match p.action {
                     Action::Split { shard, at } => {
                         at > view.shards[shard].start && at < view.shards[shard].end
@@ -477,6 +500,39 @@ mod tests {
         }));
         // The moving hotspot drifts: a split ahead of it is proposed too.
         assert_eq!(kinds, [true; 5], "split, split ahead, merge, leader, move");
+    }
+
+    #[test]
+    fn where_shards_have_learners_a_swap_that_shortens_the_write_quorum_is_proposed() {
+        let scenario = Scenario {
+            ticks: 3,
+            requests_per_tick: 400,
+            ..Scenario::for_family(Family::FollowerReads, 1)
+        };
+        let mut swaps = Vec::new();
+        Sim::new(scenario).run(&mut FnPolicy(&mut |view: &View| {
+            let memory = Memory::default();
+            for p in proposals(view, &memory, &[]) {
+                if let Action::SwapRoles {
+                    shard,
+                    promote,
+                    demote,
+                } = p.action
+                {
+                    let s = &view.shards[shard];
+                    assert!(s.learners.contains(&promote) && s.replicas.contains(&demote));
+                    assert_ne!(demote, s.leader);
+                    assert_eq!(p.candidate[13], 1.0);
+                    // It shortens the quorum: the feature is the change per 100 ms.
+                    assert!(p.candidate[6] < 0.0, "{:?}", p.candidate);
+                    swaps.push(shard);
+                }
+            }
+            Vec::new()
+        }));
+        // Shard 0's leader is in Hamburg, its voters in China and Sydney, its learner in
+        // Virginia (45 ms away): Virginia should vote instead of China.
+        assert!(swaps.contains(&0), "{swaps:?}");
     }
 
     #[test]

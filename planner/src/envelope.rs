@@ -3,13 +3,15 @@
 //!
 //! - A shard smaller than `split_size_min` is not split (its halves would only merge back).
 //! - Two neighbours merge only when together they stay under `merge_size_max` (the size
-//!   rule would split the result again) and have the same replicas.
+//!   rule would split the result again) and have the same voters and learners.
 //! - Cool-down: a shard split or merged within `cool_down_ticks` is not merged, and one
 //!   merged within it is not split, so a range does not flap.
 //! - At most `actions_per_tick_max` actions per tick, and at most one per shard (a merge
 //!   counts for both shards).
 //! - Placement: a leader moves only to a replica; a replica moves only to a node that holds
-//!   none of the shard, and never so that the shard spans fewer regions than before.
+//!   none of the shard, and never so that the shard spans fewer regions than before; a
+//!   role swap promotes a learner and demotes a voter other than the leader, and leaves
+//!   the voters spanning as many regions.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -55,6 +57,8 @@ pub enum Refusal {
     NotAReplica,
     AlreadyAReplica,
     FewerRegions,
+    NotALearner,
+    DemotesTheLeader,
 }
 
 impl fmt::Display for Refusal {
@@ -72,6 +76,8 @@ impl fmt::Display for Refusal {
             Refusal::NotAReplica => "the node holds no replica of the shard",
             Refusal::AlreadyAReplica => "the target node already holds a replica",
             Refusal::FewerRegions => "the shard would span fewer regions",
+            Refusal::NotALearner => "the node to promote holds no learner of the shard",
+            Refusal::DemotesTheLeader => "the leader cannot become a learner",
         })
     }
 }
@@ -127,7 +133,9 @@ impl Envelope {
             }
             Action::Merge { .. } => {
                 let right = view.shards.get(index + 1).ok_or(Refusal::NoSuchShard)?;
-                if !same_set(&shard.replicas, &right.replicas) {
+                if !same_set(&shard.replicas, &right.replicas)
+                    || !same_set(&shard.learners, &right.learners)
+                {
                     return Err(Refusal::ReplicasDiffer);
                 }
                 if shard.size_bytes + right.size_bytes > self.merge_size_max {
@@ -154,18 +162,13 @@ impl Envelope {
                 if !shard.replicas.contains(&from) || to >= view.nodes.len() {
                     return Err(Refusal::NotAReplica);
                 }
-                if shard.replicas.contains(&to) {
+                if shard.replicas.contains(&to) || shard.learners.contains(&to) {
                     return Err(Refusal::AlreadyAReplica);
                 }
-                let regions = |replicas: &mut dyn Iterator<Item = usize>| {
-                    replicas
-                        .map(|r| view.nodes[r].region)
-                        .collect::<HashSet<_>>()
-                        .len()
-                };
-                let before = regions(&mut shard.replicas.iter().copied());
-                let after = regions(
-                    &mut shard
+                let before = regions_of(view, shard.replicas.iter().copied());
+                let after = regions_of(
+                    view,
+                    shard
                         .replicas
                         .iter()
                         .map(|&r| if r == from { to } else { r }),
@@ -178,23 +181,39 @@ impl Envelope {
                 if node >= view.nodes.len() {
                     return Err(Refusal::NotAReplica);
                 }
-                if shard.replicas.contains(&node) {
+                if shard.replicas.contains(&node) || shard.learners.contains(&node) {
                     return Err(Refusal::AlreadyAReplica);
                 }
             }
+            // A learner goes freely: it holds no vote and no region's spread.
+            Action::RemoveReplica { node, .. } if shard.learners.contains(&node) => {}
             Action::RemoveReplica { node, .. } => {
                 if !shard.replicas.contains(&node) || node == shard.leader {
                     return Err(Refusal::NotAReplica);
                 }
-                let regions = |replicas: &mut dyn Iterator<Item = usize>| {
-                    replicas
-                        .map(|r| view.nodes[r].region)
-                        .collect::<HashSet<_>>()
-                        .len()
-                };
-                let before = regions(&mut shard.replicas.iter().copied());
-                let after = regions(&mut shard.replicas.iter().copied().filter(|&r| r != node));
+                let before = regions_of(view, shard.replicas.iter().copied());
+                let after = regions_of(view, shard.replicas.iter().copied().filter(|&r| r != node));
                 if after < before {
+                    return Err(Refusal::FewerRegions);
+                }
+            }
+            Action::SwapRoles {
+                promote, demote, ..
+            } => {
+                if !shard.learners.contains(&promote) {
+                    return Err(Refusal::NotALearner);
+                }
+                if !shard.replicas.contains(&demote) {
+                    return Err(Refusal::NotAReplica);
+                }
+                if demote == shard.leader {
+                    return Err(Refusal::DemotesTheLeader);
+                }
+                let swapped = shard
+                    .replicas
+                    .iter()
+                    .map(|&r| if r == demote { promote } else { r });
+                if regions_of(view, swapped) < regions_of(view, shard.replicas.iter().copied()) {
                     return Err(Refusal::FewerRegions);
                 }
             }
@@ -209,6 +228,14 @@ impl Envelope {
             envelope: self.clone(),
         }
     }
+}
+
+/// How many regions `nodes` span.
+pub(crate) fn regions_of(view: &View, nodes: impl Iterator<Item = usize>) -> usize {
+    nodes
+        .map(|n| view.nodes[n].region)
+        .collect::<HashSet<_>>()
+        .len()
 }
 
 /// The shard indices an action acts on: its shard, and a merge's right neighbour.
@@ -276,6 +303,14 @@ mod tests {
             learners: Vec::new(),
             changed_at: 0,
             merged_at: None,
+        }
+    }
+
+    fn swap(shard: usize, promote: usize, demote: usize) -> Action {
+        Action::SwapRoles {
+            shard,
+            promote,
+            demote,
         }
     }
 
@@ -362,6 +397,7 @@ mod tests {
                 Refusal::NotAReplica,
             ),
             (Action::Split { shard: 7, at: 1 }, Refusal::NoSuchShard),
+            (swap(1, 3, 1), Refusal::NotALearner),
         ];
         for (action, reason) in cases {
             assert_eq!(
@@ -370,6 +406,26 @@ mod tests {
                 "{action:?}"
             );
         }
+        // Node 3 is in region 0 like the leader: voting instead of node 1 would leave
+        // region 1 without a voter.
+        shards[1].learners = vec![3];
+        assert_eq!(
+            admit(&shards, 100, vec![swap(1, 3, 1)]),
+            vec![Some(Refusal::FewerRegions)]
+        );
+        shards[1].replicas = vec![0, 1, 3];
+        shards[1].learners = vec![2];
+        assert_eq!(
+            admit(&shards, 100, vec![swap(1, 2, 0)]),
+            vec![Some(Refusal::DemotesTheLeader)]
+        );
+        assert_eq!(
+            admit(&shards, 100, vec![swap(1, 2, 5)]),
+            vec![Some(Refusal::NotAReplica)]
+        );
+        assert_eq!(admit(&shards, 100, vec![swap(1, 2, 3)]), vec![None]);
+        shards[1].replicas = vec![0, 1, 2];
+        shards[1].learners = Vec::new();
         shards[3].replicas = vec![0, 1, 2];
         shards[2].size_bytes = 90.0 * MIB;
         assert_eq!(
@@ -438,13 +494,18 @@ mod tests {
                     let shard = rng.random_range(0..view.shards.len() + 2);
                     let node = rng.random_range(0..view.nodes.len() + 1);
                     let other = rng.random_range(0..view.nodes.len());
-                    match rng.random_range(0..4) {
+                    match rng.random_range(0..5) {
                         0 => Action::Split {
                             shard,
                             at: rng.random_range(0..KEY_SPACE),
                         },
                         1 => Action::Merge { shard },
                         2 => Action::TransferLeader { shard, to: node },
+                        3 => Action::SwapRoles {
+                            shard,
+                            promote: other,
+                            demote: node,
+                        },
                         _ => Action::MoveReplica {
                             shard,
                             from: other,
@@ -462,10 +523,10 @@ mod tests {
         /// Whatever a policy proposes, what passes the envelope keeps every rule, checked
         /// here on the cluster the actions leave behind, tick after tick.
         #[test]
-        fn nothing_that_passes_breaks_the_envelope(seed in 0u64..1_000, family in 0usize..3) {
-            let family = [Family::ZipfianA, Family::MovingHotspot { speed: 0.002 }, Family::Uniform][family];
+        fn nothing_that_passes_breaks_the_envelope(seed in 0u64..1_000, family in 0usize..4) {
+            let family = [Family::ZipfianA, Family::MovingHotspot { speed: 0.002 }, Family::Uniform, Family::FollowerReads][family];
             let envelope = Envelope::default();
-            let scenario = Scenario { ticks: 80, requests_per_tick: 200, ..Scenario::three_regions(family, seed) };
+            let scenario = Scenario { ticks: 80, requests_per_tick: 200, ..Scenario::for_family(family, seed) };
             let regions = |s: &Shard, nodes: &[Node]| {
                 s.replicas.iter().map(|&r| nodes[r].region).collect::<HashSet<_>>().len()
             };
@@ -478,7 +539,8 @@ mod tests {
                 prop_assert!(actions.len() <= envelope.actions_per_tick_max);
                 for s in view.shards {
                     prop_assert!(s.replicas.contains(&s.leader));
-                    prop_assert_eq!(regions(s, &nodes), 3, "replicas spread over the regions");
+                    prop_assert_eq!(regions(s, &nodes), 3, "voters spread over the regions");
+                    prop_assert!(s.learners.iter().all(|l| !s.replicas.contains(l)), "a learner does not vote");
                 }
                 if let Some(before) = &previous {
                     // A shard that is new this tick came from a split or a merge: its

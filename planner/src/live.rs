@@ -165,6 +165,15 @@ impl Frame {
                 shard: self.shard_ids[shard],
                 node: self.node_ids[node],
             },
+            Action::SwapRoles {
+                shard,
+                promote,
+                demote,
+            } => LiveAction::SwapRoles {
+                shard: self.shard_ids[shard],
+                promote: self.node_ids[promote],
+                demote: self.node_ids[demote],
+            },
         })
     }
 }
@@ -699,6 +708,19 @@ mod tests {
         assert_eq!(
             frame.live(&Action::TransferLeader { shard: 1, to: 2 }),
             Some(LiveAction::TransferLeader { shard: 3, to: 3 })
+        );
+        let swap = Action::SwapRoles {
+            shard: 1,
+            promote: 2,
+            demote: 1,
+        };
+        assert_eq!(
+            frame.live(&swap),
+            Some(LiveAction::SwapRoles {
+                shard: 3,
+                promote: 3,
+                demote: 2
+            })
         );
     }
 

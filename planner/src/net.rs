@@ -51,7 +51,7 @@ pub const HIDDEN: usize = 64;
 /// The candidate scorer's features of a shard (see [`crate::candidates`]).
 pub const SHARD_FEATURES: usize = 17;
 /// ... and of one action proposed for it.
-pub const CANDIDATE_FEATURES: usize = 13;
+pub const CANDIDATE_FEATURES: usize = 14;
 /// Units in each of the scorer's hidden layers.
 pub const SCORER_HIDDEN: usize = 128;
 /// Scorers trained side by side from different starting weights; an action is rated by

@@ -28,6 +28,7 @@ pub fn training_families() -> Vec<Family> {
         Family::Sequential,
         Family::ScanHeavy,
         Family::Regional,
+        Family::FollowerReads,
     ]
 }
 

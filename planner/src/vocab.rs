@@ -96,6 +96,13 @@ pub enum Action<S = usize, N = usize, K = u64> {
         shard: S,
         node: N,
     },
+    /// The learner on `promote` becomes a voter and the voter on `demote` (not the
+    /// leader) a learner: the same replicas, the write quorum among other regions.
+    SwapRoles {
+        shard: S,
+        promote: N,
+        demote: N,
+    },
 }
 
 /// An action on a real cluster: shards and nodes by id, split keys as bytes.
@@ -110,7 +117,8 @@ impl<S: Copy, N, K> Action<S, N, K> {
             | Action::TransferLeader { shard, .. }
             | Action::MoveReplica { shard, .. }
             | Action::AddReplica { shard, .. }
-            | Action::RemoveReplica { shard, .. } => *shard,
+            | Action::RemoveReplica { shard, .. }
+            | Action::SwapRoles { shard, .. } => *shard,
         }
     }
 }
@@ -141,6 +149,14 @@ impl fmt::Display for ClusterAction {
             Action::RemoveReplica { shard, node } => {
                 write!(f, "remove shard {shard}'s replica on node {node}")
             }
+            Action::SwapRoles {
+                shard,
+                promote,
+                demote,
+            } => write!(
+                f,
+                "make shard {shard}'s learner on node {promote} a voter and its voter on node {demote} a learner"
+            ),
         }
     }
 }

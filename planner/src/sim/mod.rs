@@ -66,6 +66,9 @@ pub struct Scenario {
     /// The follower reads' bound: a replica keeps to it when its round trip to the leader
     /// (for a read index, reused while younger than the bound) is shorter.
     pub staleness_ms: f64,
+    /// Whether each shard starts with a learner on the node after its three voters (in
+    /// four regions, the region they leave out), as a recovery region's replica.
+    pub learners: bool,
 }
 
 /// The bound follower reads keep unless a scenario says otherwise, as
@@ -98,6 +101,7 @@ impl Scenario {
             window: WINDOW_ROUNDS,
             stale_reads: 0.0,
             staleness_ms: STALENESS_MS,
+            learners: false,
         }
     }
 
@@ -125,11 +129,17 @@ impl Scenario {
         }
     }
 
-    /// The cluster `family` runs on: four regions for [`workload::Family::FourRegions`],
-    /// three for the others.
+    /// The cluster `family` runs on: four regions for [`workload::Family::FourRegions`]
+    /// and [`workload::Family::FollowerReads`] (there three reads in four accept the
+    /// default staleness bound, and each shard has a learner), three for the others.
     pub fn for_family(family: workload::Family, seed: u64) -> Scenario {
         match family {
             workload::Family::FourRegions => Scenario::four_regions(family, seed),
+            workload::Family::FollowerReads => Scenario {
+                stale_reads: 0.75,
+                learners: true,
+                ..Scenario::four_regions(family, seed)
+            },
             _ => Scenario::three_regions(family, seed),
         }
     }
@@ -171,11 +181,12 @@ pub struct Outcome {
     pub node_load: Vec<Vec<f64>>,
     /// Per tick, the estimated p99 latency in ms.
     pub p99_ms: Vec<f64>,
-    /// Replica moves, splits, merges and leader transfers carried out.
+    /// Replica moves, splits, merges, leader transfers and role swaps carried out.
     pub moves: u64,
     pub splits: u64,
     pub merges: u64,
     pub transfers: u64,
+    pub role_swaps: u64,
     /// Actions refused as invalid (a merge of different replica sets, a split outside
     /// its shard, ...).
     pub refused: u64,
@@ -278,6 +289,10 @@ impl Sim {
                 let replicas: Vec<usize> = (0..3.min(nodes))
                     .map(|r| (i as usize + r) % nodes)
                     .collect();
+                let learners = match scenario.learners && nodes > 3 {
+                    true => vec![(i as usize + 3) % nodes],
+                    false => Vec::new(),
+                };
                 Shard {
                     start: i * (KEY_SPACE / n),
                     end: if i + 1 == n {
@@ -288,7 +303,7 @@ impl Sim {
                     size_bytes: INITIAL_BYTES / n as f64,
                     leader: replicas[0],
                     replicas,
-                    learners: Vec::new(),
+                    learners,
                     changed_at: 0,
                     merged_at: None,
                 }
@@ -793,6 +808,28 @@ impl Sim {
                 s.replicas.retain(|&r| r != node);
                 true
             }
+            Action::SwapRoles {
+                shard,
+                promote,
+                demote,
+            } => {
+                let Some(s) = self.shards.get_mut(shard) else {
+                    return false;
+                };
+                if !s.learners.contains(&promote) || !s.replicas.contains(&demote) {
+                    return false;
+                }
+                if s.leader == demote {
+                    return false;
+                }
+                // One membership change through the log: the writes go on meanwhile.
+                s.learners.retain(|&r| r != promote);
+                s.learners.push(demote);
+                s.replicas.retain(|&r| r != demote);
+                s.replicas.push(promote);
+                outcome.role_swaps += 1;
+                true
+            }
         }
     }
 }
@@ -883,8 +920,9 @@ pub fn quorum_ms(latency: &[Vec<f64>], nodes: &[Node], replicas: &[usize], leade
 
 #[cfg(test)]
 mod tests {
-    use super::policy::{LoadSplit, SizeOnly};
+    use super::policy::{LoadSplit, SizeOnly, quorum_swap};
     use super::*;
+    use crate::vocab::FnPolicy;
     use workload::Family;
 
     fn short(family: Family, seed: u64) -> Scenario {
@@ -1143,6 +1181,54 @@ mod tests {
         );
         assert!(sim.apply(&Action::RemoveReplica { shard: 0, node: 3 }, &mut outcome));
         assert!(sim.shards[0].learners.is_empty());
+    }
+
+    #[test]
+    fn a_role_swap_shortens_the_write_quorum_and_the_tail_rule_makes_it() {
+        // Four regions, shard 0: leader in Hamburg, voters in China and Sydney, a learner
+        // in Virginia (45 ms one way).
+        let scenario = || Scenario {
+            ticks: 40,
+            ..Scenario::for_family(Family::FollowerReads, 3)
+        };
+        let mut sim = Sim::new(scenario());
+        assert_eq!(sim.shards[0].learners, vec![3]);
+        let before = sim.quorum_ms(0);
+        let mut outcome = Outcome::default();
+        let demote_leader = Action::SwapRoles {
+            shard: 0,
+            promote: 3,
+            demote: 0,
+        };
+        assert!(!sim.apply(&demote_leader, &mut outcome));
+        let swap = Action::SwapRoles {
+            shard: 0,
+            promote: 3,
+            demote: 1,
+        };
+        assert!(sim.apply(&swap, &mut outcome));
+        assert_eq!(sim.shards[0].learners, vec![1]);
+        assert_eq!(sim.quorum_ms(0), 90.0);
+        assert_eq!(before, 250.0);
+        assert!(!sim.apply(&swap, &mut outcome), "node 3 is no learner now");
+        // The size rule with every swap that shortens a quorum: the writes' tail is
+        // shorter, and every swap is made once.
+        let swapped = Sim::new(scenario()).run(&mut FnPolicy(&mut |view: &View| {
+            let mut actions = SizeOnly.decide(view);
+            actions.extend((0..view.shards.len()).filter_map(|i| quorum_swap(view, i)));
+            actions
+        }));
+        let size_only = Sim::new(scenario()).run(&mut SizeOnly);
+        assert!(swapped.role_swaps > 0 && swapped.role_swaps <= 4);
+        assert!(
+            swapped.mean_p99_ms() < size_only.mean_p99_ms(),
+            "{} vs {}",
+            swapped.mean_p99_ms(),
+            size_only.mean_p99_ms()
+        );
+        // The tail rule makes them too.
+        let tail = Sim::new(scenario()).run(&mut super::policy::TailLeaders::tuned());
+        assert!(tail.role_swaps > 0);
     }
 
     #[test]

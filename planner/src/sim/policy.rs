@@ -19,13 +19,14 @@
 //! keep their parent's leader.
 //!
 //! - **Tail-latency leaders** ([`TailLeaders`]): a load-split rule whose leaders move to
-//!   where the slowest requests wait least (see there).
+//!   where the slowest requests wait least, and whose learners and voters swap roles
+//!   where that shortens the write quorum (see there).
 
 use std::collections::{HashMap, VecDeque};
 
 use super::quorum_ms;
 use crate::balance::sizes_merge;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, regions_of, touched};
 use crate::knobs::{COLD_OPS_PER_SEC, MERGE_SIZE_BYTES, SPLIT_SIZE_BYTES, WINDOW_ROUNDS};
 use crate::vocab::{Action, Policy, Shard, ShardStats, View};
 
@@ -138,9 +139,11 @@ fn size_actions(view: &View, merge_allowed: impl Fn(usize) -> bool) -> Vec<Actio
 }
 
 /// Shard `i`'s replica on its busiest node moved to the idlest node of the same region
-/// that holds none of it (the shard keeps its spread over the regions), if there is one.
+/// that holds none of it (the shard keeps its spread over the regions), if there is one
+/// and the move lowers the busier of the two nodes' load (a move that only carries the
+/// peak elsewhere costs its copy for nothing).
 pub fn relieving_move(view: &View, i: usize) -> Option<Action> {
-    let shard = &view.shards[i];
+    let (shard, stats) = (&view.shards[i], &view.stats[i]);
     let loads = view.node_load;
     let from = shard
         .replicas
@@ -154,7 +157,55 @@ pub fn relieving_move(view: &View, i: usize) -> Option<Action> {
                 && view.nodes[n].region == view.nodes[from].region
         })
         .min_by(|&a, &b| loads[a].total_cmp(&loads[b]))?;
-    Some(Action::MoveReplica { shard: i, from, to })
+    // What the replica costs its node: a leader serves the shard, a follower applies
+    // its writes (half an operation each).
+    let ops = match from == shard.leader {
+        true => stats.ops(),
+        false => stats.writes / 2.0,
+    };
+    let share = ops / view.nodes[from].capacity;
+    let after = (loads[from] - share).max(loads[to] + share);
+    (after < loads[from]).then_some(Action::MoveReplica { shard: i, from, to })
+}
+
+/// The write quorum a role swap must shorten by at least to be worth a membership change.
+pub const QUORUM_GAIN_MIN_MS: f64 = 20.0;
+
+/// The role swap that most shortens shard `i`'s write quorum from its leader: one of its
+/// learners becomes a voter in place of a voter other than the leader, if that shortens the
+/// quorum by [`QUORUM_GAIN_MIN_MS`] and the voters span as many regions as before (what
+/// CockroachDB's voter constraints place by hand).
+pub fn quorum_swap(view: &View, i: usize) -> Option<Action> {
+    let (shard, stats) = (&view.shards[i], &view.stats[i]);
+    if stats.writes <= 0.0 || view.region_latency_ms.is_empty() {
+        return None;
+    }
+    let latency = view.region_latency_ms;
+    let regions = |voters: &[usize]| regions_of(view, voters.iter().copied());
+    let now = quorum_ms(latency, view.nodes, &shard.replicas, shard.leader);
+    let mut best: Option<(f64, Action)> = None;
+    for &promote in &shard.learners {
+        for &demote in shard.replicas.iter().filter(|&&v| v != shard.leader) {
+            let voters: Vec<usize> = shard
+                .replicas
+                .iter()
+                .map(|&v| if v == demote { promote } else { v })
+                .collect();
+            if regions(&voters) < regions(&shard.replicas) {
+                continue;
+            }
+            let then = quorum_ms(latency, view.nodes, &voters, shard.leader);
+            if then <= now - QUORUM_GAIN_MIN_MS && best.as_ref().is_none_or(|(b, _)| then < *b) {
+                let swap = Action::SwapRoles {
+                    shard: i,
+                    promote,
+                    demote,
+                };
+                best = Some((then, swap));
+            }
+        }
+    }
+    best.map(|(_, action)| action)
 }
 
 /// The leader transfer that best relieves the busiest node, if it carries over 1.2 times
@@ -298,8 +349,10 @@ pub(crate) fn trip_quantile(trips: &mut [(f64, f64)], q: f64) -> f64 {
 /// with the most such requests first) get their leader moved to the replica whose region
 /// shortens their slowest round trip most, unless that would load its node past
 /// `load_max`. The rule's own load-balancing leader moves are kept only where they do not
-/// lengthen the shard's slowest round trip. Geo-distributed stores place leaders by hand
-/// for this (CockroachDB's lease preferences); here it follows the measured origins.
+/// lengthen the shard's slowest round trip. Then, for up to `moves_max` other shards, the
+/// [`quorum_swap`] that shortens their write quorum. Geo-distributed stores place leaders
+/// and voters by hand for this (CockroachDB's lease preferences and voter constraints);
+/// here it follows the measured origins and round trips.
 #[derive(Debug, Clone)]
 pub struct TailLeaders {
     pub inner: LoadSplit,
@@ -383,6 +436,13 @@ impl Policy for TailLeaders {
             }
         }
         self.moved.note(view, &actions);
+        // Then the voters: shards acted on this tick wait for the next.
+        let acted: Vec<usize> = actions.iter().flat_map(touched).collect();
+        let swaps = (0..view.shards.len())
+            .filter(|i| !acted.contains(i))
+            .filter_map(|i| quorum_swap(view, i))
+            .take(self.moves_max);
+        actions.extend(swaps);
         actions
     }
 }

@@ -55,6 +55,11 @@ pub enum Family {
     /// YCSB A from four regions (Hamburg, China, Sydney and Virginia; see
     /// [`super::Scenario::four_regions`]).
     FourRegions,
+    /// YCSB B (95 % reads) from four regions, three reads in four accepting a bounded
+    /// staleness (follower reads), every shard with a learner in the region its voters
+    /// leave out (see [`super::Scenario::for_family`]): which replicas vote decides how
+    /// long a write waits.
+    FollowerReads,
     /// The `index`th (from 1) recording given to an evaluation, as a family of its own.
     Trace { index: usize },
 }
@@ -78,6 +83,7 @@ impl Family {
             Family::FlashCrowd { .. } => "flash-crowd".into(),
             Family::ReversingHotspot { .. } => "hotspot-reversing".into(),
             Family::FourRegions => "four-regions".into(),
+            Family::FollowerReads => "follower-reads".into(),
             Family::Trace { index } => format!("trace-{index}"),
         }
     }
@@ -203,6 +209,10 @@ impl Workload {
             Family::ZipfianA | Family::FourRegions => {
                 let key = self.zipf_key();
                 self.read_or_write(key, 0.5, origin)
+            }
+            Family::FollowerReads => {
+                let key = self.zipf_key();
+                self.read_or_write(key, 0.05, origin)
             }
             Family::FlashCrowd { at, lasting } => {
                 if (at..at + lasting).contains(&tick) && self.rng.random_bool(0.7) {
@@ -355,6 +365,7 @@ mod tests {
                 period: 50,
             },
             Family::FourRegions,
+            Family::FollowerReads,
         ];
         for family in families {
             let a = Workload::new(family, 3, 7).tick(5, 200);
