@@ -322,11 +322,7 @@ pub fn candidate_features(
             promote, demote, ..
         } => {
             f[13] = 1.0;
-            let voters: Vec<usize> = shard
-                .replicas
-                .iter()
-                .map(|&v| if v == demote { promote } else { v })
-                .collect();
+            let voters = shard.voters_swapped(promote, demote);
             let quorum = |voters: &[usize]| {
                 quorum_ms(view.region_latency_ms, view.nodes, voters, shard.leader)
             };

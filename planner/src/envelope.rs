@@ -209,10 +209,7 @@ impl Envelope {
                 if demote == shard.leader {
                     return Err(Refusal::DemotesTheLeader);
                 }
-                let swapped = shard
-                    .replicas
-                    .iter()
-                    .map(|&r| if r == demote { promote } else { r });
+                let swapped = shard.voters_swapped(promote, demote).into_iter();
                 if regions_of(view, swapped) < regions_of(view, shard.replicas.iter().copied()) {
                     return Err(Refusal::FewerRegions);
                 }

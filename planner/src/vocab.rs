@@ -39,6 +39,16 @@ pub struct Shard {
     pub merged_at: Option<u64>,
 }
 
+impl Shard {
+    /// Its voters were the learner on `promote` to vote in place of the voter on `demote`.
+    pub fn voters_swapped(&self, promote: usize, demote: usize) -> Vec<usize> {
+        self.replicas
+            .iter()
+            .map(|&v| if v == demote { promote } else { v })
+            .collect()
+    }
+}
+
 /// A shard's load over the last tick, as its leader would report it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardStats {

@@ -186,11 +186,7 @@ pub fn quorum_swap(view: &View, i: usize) -> Option<Action> {
     let mut best: Option<(f64, Action)> = None;
     for &promote in &shard.learners {
         for &demote in shard.replicas.iter().filter(|&&v| v != shard.leader) {
-            let voters: Vec<usize> = shard
-                .replicas
-                .iter()
-                .map(|&v| if v == demote { promote } else { v })
-                .collect();
+            let voters = shard.voters_swapped(promote, demote);
             if regions(&voters) < regions(&shard.replicas) {
                 continue;
             }
