@@ -245,6 +245,11 @@ impl LocalCluster {
 }
 
 impl LocalCluster {
+    /// The directory `hanse cluster up` keeps the cluster in (configs, pid files, logs).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().join("cluster")
+    }
+
     /// The nodes' client addresses, node 1 first.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod load;
 pub mod peers;
 pub mod planner_ab;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 

@@ -102,6 +102,10 @@ enum ClusterOp {
         /// `--ingest enabled=false` or `--ingest max_delay_ms=5`.
         #[arg(long = "ingest", value_name = "KEY=VALUE", value_parser = setting)]
         ingest_settings: Vec<String>,
+        /// A `[raft]` setting of the node config, as KEY=VALUE (repeatable), e.g.
+        /// `--raft hibernate_after_ms=1000` or `--raft hibernate=false`.
+        #[arg(long = "raft", value_name = "KEY=VALUE", value_parser = setting)]
+        raft_settings: Vec<String>,
         /// Round trips to inject between regions, e.g.
         /// `eu-hamburg:ap-china=250ms,eu-hamburg:au-sydney=300ms,ap-china:au-sydney=150ms`:
         /// Raft traffic between the nodes of those regions, and client requests that name
@@ -181,6 +185,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             balance_settings,
             ingest_region,
             ingest_settings,
+            raft_settings,
             latency,
             insecure,
             certs_dir,
@@ -192,6 +197,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 &balance_settings,
             );
             let ingest = section("ingest", &ingest_settings);
+            let raft = section("raft", &raft_settings);
             let ports = Ports {
                 listen: port,
                 advertise: advertise_port.unwrap_or(port),
@@ -201,7 +207,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 nodes,
                 regions: &regions,
                 ports,
-                tables: &format!("{balance}{ingest}"),
+                tables: &format!("{balance}{ingest}{raft}"),
                 ingest_region: &ingest_region,
                 latency: &latency.unwrap_or_default(),
                 security: match insecure {
@@ -496,7 +502,7 @@ fn latency_spec(spec: &str) -> Result<LatencyMatrix, String> {
     LatencyMatrix::parse(spec, parse_duration).map_err(|e| e.to_string())
 }
 
-/// A `--balance KEY=VALUE` as the TOML line `KEY = VALUE` (a VALUE that is no TOML value
+/// A `--balance` (or `--ingest`, `--raft`) KEY=VALUE as the TOML line `KEY = VALUE` (a VALUE that is no TOML value
 /// is quoted as a string).
 fn setting(setting: &str) -> Result<String, String> {
     let (key, value) = setting

@@ -1309,3 +1309,130 @@ fn users_may_do_what_their_roles_grant_and_nothing_else() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Node `id`'s `hanse_raft_groups_hibernating` (plain HTTP: the cluster runs insecure).
+fn hibernating(cluster: &common::Launched, id: u64) -> Option<u64> {
+    let url = format!("http://{}/metrics", cluster.http_addr(id));
+    let output = Command::new("curl").args(["-sS", &url]).output().ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.starts_with("hanse_raft_groups_hibernating"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+#[test]
+fn idle_shards_hibernate_and_wake_when_their_leaders_node_dies() {
+    let cluster = launch(&[
+        "--insecure",
+        "--raft",
+        "hibernate_after_ms=1000",
+        "--balance",
+        "enabled=false",
+    ]);
+    let dir = &cluster.dir;
+    let endpoints = cluster.endpoints.join(",");
+    let keys = ["a", "c", "e", "g"];
+    for at in ["b", "d", "f"] {
+        ok(&[
+            "admin",
+            "split",
+            at,
+            "--endpoints",
+            &endpoints,
+            "--insecure",
+        ]);
+    }
+    for key in keys {
+        ok(&[
+            "kv",
+            "put",
+            key,
+            key,
+            "--endpoints",
+            &endpoints,
+            "--insecure",
+        ]);
+    }
+
+    // Idle: every data shard's replica sleeps on every node (the meta shard takes the
+    // nodes' reports every second and stays awake).
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let asleep = |id| hibernating(&cluster, id).unwrap_or(0);
+    while !(1..=3).all(|id| asleep(id) >= keys.len() as u64) {
+        assert!(
+            Instant::now() < deadline,
+            "hibernating per node: {:?}\n{}",
+            (1..=3).map(asleep).collect::<Vec<_>>(),
+            cluster.log_tails(20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    // The node leading most data shards dies while they sleep: its peers find it dead
+    // (one heartbeat per node pair) and wake those shards, which elect new leaders.
+    let shards = {
+        let answer = ok(&[
+            "admin",
+            "shards",
+            "--json",
+            "--endpoints",
+            &endpoints,
+            "--insecure",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()["shards"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let led_by = |node: u64| {
+        shards
+            .iter()
+            .filter(|s| !s["start"].as_str().unwrap_or("").starts_with("\\xff"))
+            .filter(|s| s["leader_node"].as_u64() == Some(node))
+            .count()
+    };
+    let victim = (1..=3).max_by_key(|n| led_by(*n)).unwrap();
+    assert!(led_by(victim) > 0, "{shards:?}");
+    let pid = status(dir)
+        .into_iter()
+        .find(|(id, _, _)| *id == victim)
+        .and_then(|(_, pid, _)| pid)
+        .unwrap();
+    let killed = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let others: Vec<&str> = cluster
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != victim)
+        .map(|(_, e)| e.as_str())
+        .collect();
+    let others = others.join(",");
+    for key in keys {
+        assert_eq!(
+            ok(&["kv", "get", key, "--endpoints", &others, "--insecure"]),
+            format!("{key}\n"),
+            "an acknowledged write survives"
+        );
+        ok(&[
+            "kv",
+            "put",
+            key,
+            "again",
+            "--endpoints",
+            &others,
+            "--insecure",
+        ]);
+    }
+    println!(
+        "{} sleeping shards of node {victim} read and written again {:?} after its SIGKILL",
+        led_by(victim),
+        killed.elapsed()
+    );
+}

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use hanse_shard::{Routed, ShardRequest, ShardResponse};
 
+use crate::hibernation::{HibernationOptions, Liveness, Sleep};
 use crate::lease::{LeaseClock, Leased};
 use crate::network::Campaigner;
 
@@ -54,6 +55,8 @@ pub struct GroupOptions {
     pub proposer: ProposerOptions,
     /// The applied indexes of every replica on the node (clones share them).
     pub applied_indexes: AppliedIndexes,
+    /// When idle groups stop ticking (see [`crate::hibernation`]).
+    pub hibernation: HibernationOptions,
 }
 
 impl Default for GroupOptions {
@@ -67,6 +70,7 @@ impl Default for GroupOptions {
             election_timeout_max: Duration::from_millis(400),
             proposer: ProposerOptions::default(),
             applied_indexes: AppliedIndexes::default(),
+            hibernation: HibernationOptions::default(),
         }
     }
 }
@@ -132,7 +136,7 @@ impl GroupError {
 pub struct ShardGroup {
     pub shard: ShardId,
     pub raft: Raft,
-    pub proposer: Proposer,
+    proposer: Proposer,
     /// The shard's descriptor as this replica has applied it.
     pub descriptor: watch::Receiver<ShardDescriptor>,
     /// How long a follower refuses to vote after it last heard from its leader.
@@ -156,6 +160,8 @@ pub struct ShardGroup {
     /// Set when the shard was merged into its neighbour and its group stops for good (see
     /// [`ShardGroup::retire`]).
     retired: Arc<AtomicBool>,
+    /// Whether the group hibernates (and when), and when it last had work.
+    sleep: Arc<Sleep>,
 }
 
 /// Whether `request` must not interleave with a membership change of its shard. A
@@ -203,8 +209,27 @@ impl ShardGroup {
         if let Some(detail) = store.poisoned() {
             return Err(GroupError::StorageFailed { shard, detail });
         }
+        let storage = |source| GroupError::Storage {
+            shard,
+            source: Box::new(source),
+        };
+        let fenced = Arc::new(FencedStore::new(store));
+        let store: Arc<dyn Store> = fenced.clone();
+        let mut log_store = LogStore::new(shard, store.clone());
+        let vote = log_store.read_vote().await.map_err(storage)?;
+        // A follower of a leader elsewhere starts asleep: that leader may sleep and send
+        // nothing, and waking it with an election would depose it for no reason. If its
+        // node is gone, liveness wakes the group (see `crate::hibernation`).
+        let asleep = options.hibernation.enabled
+            && vote.is_some_and(|v| {
+                v.is_committed()
+                    && v.leader_id()
+                        .voted_for()
+                        .is_some_and(|leader| leader != options.node_id)
+            });
         let config = Config {
             cluster_name: format!("hanse-shard-{shard}"),
+            enable_tick: !asleep,
             heartbeat_interval: options.heartbeat_interval.as_millis() as u64,
             election_timeout_min: options.election_timeout_min.as_millis() as u64,
             election_timeout_max: options.election_timeout_max.as_millis() as u64,
@@ -218,19 +243,12 @@ impl ShardGroup {
         }
         .validate()
         .map_err(|source| GroupError::Config { shard, source })?;
-        let fenced = Arc::new(FencedStore::new(store));
-        let store: Arc<dyn Store> = fenced.clone();
-        let mut log_store = LogStore::new(shard, store.clone());
         // openraft 0.9 derives the followers' lease from the longest election timeout.
         let leader_lease = Duration::from_millis(config.election_timeout_max);
         // A replica that voted or holds a leader's entries may have acknowledged a leader
         // before this start; a new one cannot have. (Accepting a leader's first append
         // makes a follower save that leader's vote, durably, before it answers.)
-        let storage = |source| GroupError::Storage {
-            shard,
-            source: Box::new(source),
-        };
-        let voted = log_store.read_vote().await.map_err(storage)?.is_some();
+        let voted = vote.is_some();
         let logged = log_store.get_log_state().await.map_err(storage)?;
         let votes_refused_until =
             may_have_followed(voted, &logged).then(|| Instant::now() + leader_lease);
@@ -274,7 +292,112 @@ impl ShardGroup {
             vote_floor,
             store: fenced,
             retired,
+            sleep: Arc::new(Sleep::new(options.hibernation, asleep)),
         })
+    }
+
+    /// Notes work for the group, and wakes it if it hibernates.
+    pub fn wake(&self) {
+        if self.sleep.options.enabled {
+            self.sleep.wake(|| self.raft.runtime_config().tick(true));
+        }
+    }
+
+    /// Wakes the group if this replica leads it: a client request or an admin step. A
+    /// follower stays asleep: its election timer ran out while it slept, and woken it
+    /// would campaign against a leader that is merely asleep too.
+    fn wake_if_leading(&self) {
+        let leading = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_leader == Some(metrics.id)
+        };
+        if leading {
+            self.wake();
+        }
+    }
+
+    /// Whether the group hibernates on this node.
+    pub fn asleep(&self) -> bool {
+        self.sleep.asleep()
+    }
+
+    /// Puts the group to sleep on this node if it is idle (see [`crate::hibernation`]):
+    /// as leader, no request for the idle time, every replica holding its whole log and
+    /// all of it applied; as follower, no new entries for half that, from a leader on a
+    /// node `liveness` holds alive. Answers whether it sleeps.
+    pub fn hibernate_if_idle(&self, liveness: &Liveness, now: Instant) -> bool {
+        if !self.sleep.options.enabled {
+            return false;
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let me = metrics.id;
+        let (idle, quiet) = match metrics.current_leader {
+            Some(leader) if leader == me && metrics.state == ServerState::Leader => {
+                let last = metrics.last_log_index;
+                let applied = metrics.last_applied.map(|id| id.index) == last;
+                let replicated = metrics
+                    .replication
+                    .as_ref()
+                    .is_some_and(|r| r.values().all(|matched| matched.map(|id| id.index) == last));
+                (self.sleep.options.idle, applied && replicated)
+            }
+            Some(leader) if leader != me => (
+                self.sleep.options.follower_idle(),
+                matches!(metrics.state, ServerState::Follower | ServerState::Learner)
+                    && liveness.is_alive(leader, now),
+            ),
+            _ => return false,
+        };
+        self.sleep.sleep_if_idle(
+            idle,
+            now,
+            || quiet,
+            || self.raft.runtime_config().tick(false),
+        )
+    }
+
+    /// Hands a leader's append to this replica; one that carries entries wakes it (its
+    /// leader is awake) once it was taken, so that the election timer starts from it
+    /// rather than from before the sleep. A bare heartbeat leaves a sleeping follower
+    /// asleep: its leader may be awake for reads alone.
+    pub async fn append_entries(
+        &self,
+        rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
+    ) -> Result<openraft::raft::AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        let carries_entries = !rpc.entries.is_empty();
+        let answer = self.raft.append_entries(rpc).await;
+        if carries_entries && answer.as_ref().is_ok_and(|a| a.is_success()) {
+            self.wake();
+        }
+        answer
+    }
+
+    /// Hands a leader's snapshot chunk to this replica, and wakes it once taken (as an
+    /// append with entries does).
+    pub async fn install_snapshot(
+        &self,
+        rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<NodeId>,
+        RaftError<NodeId, openraft::error::InstallSnapshotError>,
+    > {
+        let answer = self.raft.install_snapshot(rpc).await;
+        if answer.is_ok() {
+            self.wake();
+        }
+        answer
+    }
+
+    /// Wakes the group and starts an election now (a leader's `TimeoutNow`).
+    pub async fn campaign(&self) -> Result<(), GroupError> {
+        self.wake();
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|source| self.fatal(source))
     }
 
     /// Stops the group of a shard its left neighbour has absorbed. Every write still
@@ -345,6 +468,7 @@ impl ShardGroup {
     /// changes must not interleave with (see [`holds_changes_back`]) waits for a change in
     /// progress here to finish, and holds the next one back until it is applied.
     pub async fn propose(&self, request: ShardRequest) -> Result<ShardResponse, ProposeError> {
+        self.wake_if_leading();
         if holds_changes_back(&request) {
             let _changes = self.changes.lock().await;
             return self.proposer.propose(request).await;
@@ -357,6 +481,7 @@ impl ShardGroup {
         &self,
         requests: Vec<ShardRequest>,
     ) -> Vec<Result<ShardResponse, ProposeError>> {
+        self.wake_if_leading();
         let merge = requests.iter().any(holds_changes_back);
         let _changes = match merge {
             true => Some(self.changes.lock().await),
@@ -372,6 +497,7 @@ impl ShardGroup {
     pub async fn read_index(
         &self,
     ) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, ReplicaNode>>> {
+        self.wake_if_leading();
         if let Some(index) = self.leased_read_index() {
             return Ok(index);
         }
@@ -405,6 +531,7 @@ impl ShardGroup {
     /// replicas it no longer knows.
     async fn membership_change(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, GroupError> {
         let shard = self.shard;
+        self.wake_if_leading();
         let guard = self.changes.lock().await;
         self.raft.ensure_linearizable().await.map_err(|e| match e {
             RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
@@ -461,19 +588,11 @@ impl ShardGroup {
     /// Starts an election now instead of after the election timeout: used when this node
     /// is the group's only voter, or is the preferred leader of a new group.
     pub async fn campaign_unless_leader(&self) -> Result<(), GroupError> {
-        let shard = self.shard;
         let id = self.raft.metrics().borrow().id;
         if self.raft.current_leader().await == Some(id) {
             return Ok(());
         }
-        self.raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(|source| GroupError::Fatal {
-                shard,
-                source: Box::new(source),
-            })
+        self.campaign().await
     }
 
     /// Waits until the group has a leader and returns it.
@@ -654,6 +773,7 @@ impl ShardGroup {
         timeout: Duration,
     ) -> Result<(), GroupError> {
         let shard = self.shard;
+        self.wake_if_leading();
         let failed = |detail: String| GroupError::Transfer { shard, to, detail };
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(metrics.id) {

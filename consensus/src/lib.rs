@@ -14,10 +14,12 @@
 mod applied;
 mod batching;
 mod group;
+pub mod hibernation;
 mod hosting;
 pub mod knobs;
 pub mod latency;
 pub mod lease;
+pub mod liveness_watch;
 mod log_store;
 pub mod metrics;
 mod network;

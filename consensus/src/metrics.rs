@@ -32,6 +32,10 @@ pub struct Metrics {
     pub proposal_requests: Histogram,
     pub snapshot_sent_bytes: IntCounter,
     pub snapshot_received_bytes: IntCounter,
+    /// Replicas on this node whose group hibernates.
+    pub groups_hibernating: IntGauge,
+    /// Peers this node found dead (each death once).
+    pub peer_deaths: IntCounter,
 }
 
 /// Registered in the process's default registry on first use.
@@ -85,6 +89,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     snapshot_received_bytes: register_int_counter!(
         "hanse_raft_snapshot_received_bytes_total",
         "Bytes of shard snapshots received from leaders."
+    )
+    .expect("registered once"),
+    groups_hibernating: register_int_gauge!(
+        "hanse_raft_groups_hibernating",
+        "Replicas on this node whose Raft group hibernates (no ticks, no heartbeats)."
+    )
+    .expect("registered once"),
+    peer_deaths: register_int_counter!(
+        "hanse_raft_peer_deaths_total",
+        "Peers this node found dead (nothing heard for the liveness timeout)."
     )
     .expect("registered once"),
 });

@@ -28,6 +28,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::ShardGroup;
+use crate::hibernation::Liveness;
 use crate::knobs::{PEER_MESSAGE_BYTES_MAX, TERM_AND_INDEX_MAX};
 use crate::transport::{decode, encode};
 
@@ -49,6 +50,12 @@ impl ShardRegistry {
         self.groups.write().expect("registry lock").remove(&shard)
     }
 
+    /// Every group hosted now.
+    pub fn all(&self) -> Vec<ShardGroup> {
+        let groups = self.groups.read().expect("registry lock");
+        groups.values().cloned().collect()
+    }
+
     pub fn get(&self, shard: ShardId) -> Option<ShardGroup> {
         self.groups
             .read()
@@ -64,16 +71,24 @@ pub struct RaftService {
     registry: ShardRegistry,
     /// The node is draining: it refuses a leader's nudge to campaign.
     draining: Arc<AtomicBool>,
+    /// Every batch is news that its sender lives.
+    liveness: Arc<Liveness>,
 }
 
 impl RaftService {
     /// The service of `node_id`'s groups; while `draining` holds, a leadership transfer
-    /// to this node is refused.
-    pub fn new(node_id: NodeId, registry: ShardRegistry, draining: Arc<AtomicBool>) -> Self {
+    /// to this node is refused. Each batch's sender is heard of in `liveness`.
+    pub fn new(
+        node_id: NodeId,
+        registry: ShardRegistry,
+        draining: Arc<AtomicBool>,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         RaftService {
             node_id,
             registry,
             draining,
+            liveness,
         }
     }
 
@@ -100,7 +115,7 @@ impl RaftService {
                         let ids = [rpc.prev_log_id.as_ref(), rpc.leader_commit.as_ref()];
                         match admissible(from, &rpc.vote, ids.into_iter().chain(entries)) {
                             Err(why) => malformed(why),
-                            Ok(()) => answer(raft.append_entries(rpc).await),
+                            Ok(()) => answer(group.append_entries(rpc).await),
                         }
                     }
                     Err(e) => malformed(e),
@@ -126,7 +141,7 @@ impl RaftService {
                         let ids = [rpc.meta.last_log_id.as_ref()];
                         match admissible(from, &rpc.vote, ids) {
                             Err(why) => malformed(why),
-                            Ok(()) => answer(raft.install_snapshot(rpc).await),
+                            Ok(()) => answer(group.install_snapshot(rpc).await),
                         }
                     }
                     Err(e) => malformed(e),
@@ -139,12 +154,13 @@ impl RaftService {
                         "node {} is draining: it takes no leadership",
                         self.node_id
                     )),
-                    Ok(()) => answer(
+                    Ok(()) => answer({
+                        group.wake();
                         raft.trigger()
                             .elect()
                             .await
-                            .map_err(RaftError::<NodeId>::Fatal),
-                    ),
+                            .map_err(RaftError::<NodeId>::Fatal)
+                    }),
                 }
             }
             None => outcome(raft_result::Outcome::Malformed(
@@ -231,6 +247,8 @@ impl raft_server::Raft for RaftService {
                 batch.from_node
             )));
         }
+        self.liveness
+            .heard(batch.from_node, tokio::time::Instant::now());
         let mut results = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
             results.push(self.handle(batch.from_node, message).await);

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use crate::batching::{BatchLimits, drain_in_batches};
+use crate::hibernation::Liveness;
 use crate::knobs::PEER_MESSAGE_BYTES_MAX;
 use crate::latency::LatencyMatrix;
 use crate::network::Campaigner;
@@ -60,6 +61,8 @@ pub struct TransportOptions {
     /// default).
     pub region: String,
     pub latency: LatencyMatrix,
+    /// A peer heard nothing from for this long is dead (see [`crate::hibernation`]).
+    pub peer_dead_after: Duration,
 }
 
 impl Default for TransportOptions {
@@ -73,6 +76,7 @@ impl Default for TransportOptions {
             slow_link_bytes_per_sec: 1024 * 1024,
             region: String::new(),
             latency: LatencyMatrix::default(),
+            peer_dead_after: crate::hibernation::HibernationOptions::default().dead_after,
         }
     }
 }
@@ -123,6 +127,9 @@ pub struct Transport {
     peers: Mutex<HashMap<NodeId, Peer>>,
     counters: Arc<Counters>,
     round_trips: RoundTrips,
+    liveness: Arc<Liveness>,
+    /// Peers with a probe under way.
+    probing: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl Transport {
@@ -133,12 +140,18 @@ impl Transport {
     ) -> Arc<Self> {
         Arc::new(Transport {
             node_id,
+            liveness: Arc::new(Liveness::new(options.peer_dead_after)),
             options,
             channels,
             peers: Mutex::new(HashMap::new()),
             counters: Arc::default(),
             round_trips: RoundTrips::default(),
+            probing: Mutex::default(),
         })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     pub fn stats(&self) -> TransportStats {
@@ -153,19 +166,59 @@ impl Transport {
         self.round_trips.current(Instant::now())
     }
 
+    /// When each peer was last heard from: every answered call counts, and so does every
+    /// batch a peer sends (the Raft service notes those).
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    /// Sends each of `peers` that was not heard from within `within` an empty batch (a
+    /// node-level heartbeat: its answer is news that the peer lives); returns at once.
+    pub fn heartbeat_silent(
+        self: &Arc<Self>,
+        peers: impl IntoIterator<Item = (NodeId, ReplicaNode)>,
+        within: Duration,
+    ) {
+        self.probe_each(peers, |transport, node, now| {
+            transport.liveness.heard_within(node, within, now.into())
+        });
+    }
+
     /// Sends each of `peers` that no call measured within the last window an empty batch,
     /// whose answer measures the round trip (see [`crate::round_trip`]); returns at once.
     pub fn probe_unmeasured(
         self: &Arc<Self>,
         peers: impl IntoIterator<Item = (NodeId, ReplicaNode)>,
     ) {
+        self.probe_each(peers, |transport, node, now| {
+            transport.round_trips.measured_lately(node, now)
+        });
+    }
+
+    /// Probes each peer of `peers` but this node, those `fresh` holds fresh enough and
+    /// those with a probe still under way (a dead peer's would pile up).
+    fn probe_each(
+        self: &Arc<Self>,
+        peers: impl IntoIterator<Item = (NodeId, ReplicaNode)>,
+        fresh: impl Fn(&Transport, NodeId, Instant) -> bool,
+    ) {
         let now = Instant::now();
         for (node, peer) in peers {
-            if node == self.node_id || self.round_trips.measured_lately(node, now) {
+            if node == self.node_id || fresh(self, node, now) {
+                continue;
+            }
+            if !self.probing.lock().expect("probing lock").insert(node) {
                 continue;
             }
             let transport = self.clone();
-            tokio::spawn(async move { transport.probe(node, &peer.addr, &peer.region).await });
+            tokio::spawn(async move {
+                transport.probe(node, &peer.addr, &peer.region).await;
+                transport
+                    .probing
+                    .lock()
+                    .expect("probing lock")
+                    .remove(&node);
+            });
         }
     }
 
@@ -179,7 +232,10 @@ impl Transport {
             from_node: self.node_id,
             messages: Vec::new(),
         };
-        let timeout = self.options.request_timeout;
+        let timeout = self
+            .options
+            .request_timeout
+            .min(self.options.peer_dead_after);
         let call = async {
             match tokio::time::timeout(timeout, client.send(empty)).await {
                 Ok(Ok(_)) => Ok(()),
@@ -210,6 +266,7 @@ impl Transport {
             let now = Instant::now();
             self.round_trips
                 .observe(node, region, now.duration_since(started), now);
+            self.liveness.heard(node, now.into());
         }
         result
     }

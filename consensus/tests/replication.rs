@@ -132,7 +132,13 @@ async fn start_node(
     batch.put_descriptor(descriptor);
     store.write(batch, true).unwrap();
     let registry = ShardRegistry::default();
-    let service = RaftService::new(id, registry.clone(), Default::default());
+    let transport = Transport::new(id, TransportOptions::default(), Default::default());
+    let service = RaftService::new(
+        id,
+        registry.clone(),
+        Default::default(),
+        transport.liveness(),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
         let mut builder = tonic::transport::Server::builder();
@@ -154,7 +160,6 @@ async fn start_node(
         };
         served.unwrap();
     });
-    let transport = Transport::new(id, TransportOptions::default(), Default::default());
     let mut node = Node {
         id,
         addr,
@@ -235,7 +240,6 @@ async fn three_replicas_replicate_refuse_on_followers_and_fail_over() {
         .group
         .as_ref()
         .unwrap()
-        .proposer
         .propose(put("k1"))
         .await
         .unwrap();
@@ -249,7 +253,6 @@ async fn three_replicas_replicate_refuse_on_followers_and_fail_over() {
         .group
         .as_ref()
         .unwrap()
-        .proposer
         .propose(put("k-follower"))
         .await;
     assert_eq!(
@@ -281,7 +284,6 @@ async fn three_replicas_replicate_refuse_on_followers_and_fail_over() {
         .group
         .as_ref()
         .unwrap()
-        .proposer
         .propose(put("k2"))
         .await
         .unwrap();
@@ -323,7 +325,7 @@ async fn a_replica_behind_the_purged_log_catches_up_by_snapshot() {
     for key in &keys {
         let group = nodes[leader_at].group.as_ref().unwrap();
         assert_eq!(
-            group.proposer.propose(put(key)).await.unwrap(),
+            group.propose(put(key)).await.unwrap(),
             ShardResponse::Applied
         );
     }
@@ -370,7 +372,7 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
         let mut acknowledged = Vec::new();
         for i in 0..200 {
             let key = format!("during-{i:03}");
-            if writer_group.proposer.propose(put(&key)).await == Ok(ShardResponse::Applied) {
+            if writer_group.propose(put(&key)).await == Ok(ShardResponse::Applied) {
                 acknowledged.push(key);
             }
         }
@@ -418,10 +420,7 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
     let new_leader_group = group_of(&nodes, 4);
     assert_eq!(new_leader_group.raft.current_leader().await, Some(4));
     assert_eq!(
-        new_leader_group
-            .proposer
-            .propose(put("after-transfer"))
-            .await,
+        new_leader_group.propose(put("after-transfer")).await,
         Ok(ShardResponse::Applied)
     );
 
@@ -441,10 +440,7 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
         Some(ReplicaRole::Learner)
     );
     assert_eq!(
-        new_leader_group
-            .proposer
-            .propose(put("with-a-learner"))
-            .await,
+        new_leader_group.propose(put("with-a-learner")).await,
         Ok(ShardResponse::Applied)
     );
     wait_for_key(
@@ -468,10 +464,7 @@ async fn a_node_joins_under_writes_takes_the_lead_and_a_voter_leaves() {
     // The old leader leaves the group; the other three keep serving.
     new_leader_group.remove_replica(first_leader).await.unwrap();
     assert_eq!(
-        new_leader_group
-            .proposer
-            .propose(put("after-removal"))
-            .await,
+        new_leader_group.propose(put("after-removal")).await,
         Ok(ShardResponse::Applied)
     );
     let shrunk = new_leader_group.descriptor.borrow().clone();
@@ -499,7 +492,7 @@ async fn a_large_entry_commits_over_links_slower_than_a_heartbeat() {
             value: vec![1; 512 * 1024],
         }],
     };
-    let proposed = leader.group.as_ref().unwrap().proposer.propose(large);
+    let proposed = leader.group.as_ref().unwrap().propose(large);
     let response = tokio::time::timeout(WAIT, proposed)
         .await
         .expect(

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use hanse_client::proto;
 use hanse_client::routes::RouteCache;
+use hanse_consensus::hibernation::{Deaths, HibernationOptions, Liveness};
+use hanse_consensus::liveness_watch::wake_groups_led_by;
 use hanse_consensus::{
     AppliedIndexes, Campaigner, GroupOptions, ProposeError, ProposerOptions, ReplicaNode,
     ShardGroup, TypeConfig, destroy_replica, retire_merged, store_placeholder,
@@ -182,12 +184,7 @@ impl Campaigner for SimNetwork {
             false => None,
         };
         let group = group.ok_or_else(|| "message lost".to_string())?;
-        group
-            .raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(|e| e.to_string())
+        group.campaign().await.map_err(|e| e.to_string())
     }
 }
 
@@ -231,7 +228,7 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(|group| async move { group.raft.append_entries(rpc).await })
+        self.call(|group| async move { group.append_entries(rpc).await })
             .await
     }
 
@@ -240,7 +237,7 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(|group| async move { group.raft.install_snapshot(rpc).await })
+        self.call(|group| async move { group.install_snapshot(rpc).await })
             .await
     }
 
@@ -386,6 +383,9 @@ struct SimNode {
     incarnation: u64,
     groups: BTreeMap<ShardId, ShardGroup>,
     options: GroupOptions,
+    /// What this incarnation heard of its peers, and which it found dead.
+    liveness: Arc<Liveness>,
+    deaths: Deaths,
 }
 
 impl SimNode {
@@ -450,6 +450,32 @@ impl SimNode {
 
     /// Kills the process: its groups stop and it writes nothing more. With `power_loss`
     /// the store also forgets every write that was not yet synced.
+    /// The node-level heartbeat, as the node's hibernation task runs it: each peer whose
+    /// links both ways are up is heard from (a live peer answers); idle groups sleep; the
+    /// sleeping groups of a peer found dead are woken to elect.
+    fn heartbeat(&mut self, net: &Net) {
+        if self.process.is_none() || !self.options.hibernation.enabled {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let peers: Vec<NodeId> = (1..=NODES).filter(|n| *n != self.id).collect();
+        {
+            let net = net.lock();
+            for &peer in &peers {
+                let up = !net.cut.contains(&(self.id, peer)) && !net.cut.contains(&(peer, self.id));
+                if up && net.live.contains_key(&peer) {
+                    self.liveness.heard(peer, now);
+                }
+            }
+        }
+        for group in self.groups.values() {
+            group.hibernate_if_idle(&self.liveness, now);
+        }
+        for dead in self.deaths.newly_dead(peers, &self.liveness, now) {
+            wake_groups_led_by(self.groups.values().cloned().collect(), dead);
+        }
+    }
+
     async fn crash(&mut self, net: &Net, power_loss: bool) {
         if let Some(process) = self.process.take() {
             process.close();
@@ -470,6 +496,8 @@ impl SimNode {
 
     async fn restart(&mut self, net: &Arc<Net>) -> Result<(), String> {
         self.incarnation += 1;
+        self.liveness = Arc::new(Liveness::new(self.options.hibernation.dead_after));
+        self.deaths = Deaths::default();
         let process = Arc::new(Process::new(self.store.clone()));
         self.process = Some(process.clone());
         {
@@ -581,7 +609,7 @@ async fn write_once(
             value: value.as_bytes().to_vec(),
         }],
     };
-    match group.proposer.propose(request).await {
+    match group.propose(request).await {
         Ok(ShardResponse::Applied) => {
             cache.set_leader(group.shard, Some(addr(node)));
             Outcome::Ok
@@ -666,6 +694,7 @@ struct Knobs {
     proposer: ProposerOptions,
     /// How long a coordinator's wait may take.
     step_timeout: Duration,
+    hibernation: HibernationOptions,
 }
 
 impl Knobs {
@@ -692,6 +721,12 @@ impl Knobs {
                 in_flight_max: pick(rng, usual.in_flight_max, 1..=4),
             },
             step_timeout: Duration::from_millis(pick(rng, 2000, 500..=5000)),
+            hibernation: HibernationOptions {
+                enabled: rng.random_bool(0.5),
+                idle: Duration::from_millis(pick(rng, 1000, 100..=3000)),
+                dead_after: Duration::from_millis(pick(rng, 800, 300..=2000)),
+                heartbeat: TICK,
+            },
         }
     }
 }
@@ -705,8 +740,14 @@ fn member(node: NodeId) -> ReplicaNode {
 
 impl Sim {
     async fn new(seed: u64) -> Sim {
+        Sim::new_with(seed, |_| ()).await
+    }
+
+    /// A cluster whose knobs `adjust` changes after they are drawn.
+    async fn new_with(seed: u64, adjust: impl FnOnce(&mut Knobs)) -> Sim {
         let mut rng = StdRng::seed_from_u64(seed);
-        let knobs = Knobs::draw(&mut rng);
+        let mut knobs = Knobs::draw(&mut rng);
+        adjust(&mut knobs);
         let dir = tempfile::tempdir().expect("temporary directory");
         let net = Arc::new(Net(Mutex::new(NetState {
             rng: StdRng::seed_from_u64(rng.random()),
@@ -744,6 +785,7 @@ impl Sim {
                 election_timeout_max: Duration::from_millis(timeout + 1),
                 proposer: knobs.proposer.clone(),
                 applied_indexes: AppliedIndexes::default(),
+                hibernation: knobs.hibernation,
             };
             let mut node = SimNode {
                 id,
@@ -751,6 +793,8 @@ impl Sim {
                 process: None,
                 incarnation: 0,
                 groups: BTreeMap::new(),
+                liveness: Arc::new(Liveness::new(knobs.hibernation.dead_after)),
+                deaths: Deaths::default(),
                 options,
             };
             node.restart(&net).await.expect("a fresh node starts");
@@ -801,6 +845,7 @@ impl Sim {
             tokio::time::sleep(TICK).await;
             for node in &mut self.nodes {
                 node.reconcile(&self.net).await?;
+                node.heartbeat(&self.net);
             }
             self.check()?;
         }
@@ -1108,7 +1153,7 @@ impl Sim {
             .collect();
         replicas.sort_by_key(|group| group.raft.metrics().borrow().last_log_index);
         if let Some(longest) = replicas.last() {
-            let _ = longest.raft.trigger().elect().await;
+            let _ = longest.campaign().await;
         }
     }
 
@@ -1347,15 +1392,18 @@ async fn simulate(seed: u64) -> SeedOutcome {
     })
 }
 
+/// Runs `future` to its end on one thread under tokio's paused clock.
+fn on_paused_clock<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
 fn run_seed(seed: u64) -> SeedOutcome {
-    let run = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime")
-            .block_on(simulate(seed))
-    };
+    let run = || on_paused_clock(simulate(seed));
     // A panic inside the simulated cluster (a group that cannot start) fails this seed.
     std::panic::catch_unwind(run).unwrap_or_else(|panic| {
         let message = panic
@@ -1492,87 +1540,220 @@ fn print_trace() {
 /// claims its lease, and a read barrier on it either fails or sees the new write.
 #[test]
 fn a_leader_cut_off_past_its_lease_serves_no_stale_read() {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let mut sim = Sim::new(3).await;
-            let key = key(0);
-            let put = |value: &str| ShardRequest::Write {
-                epoch: Epoch::default(),
-                mutations: vec![Mutation::Put {
-                    key: key.clone(),
-                    value: value.as_bytes().to_vec(),
-                }],
-            };
-            let with_epoch = |request: ShardRequest, group: &ShardGroup| match request {
-                ShardRequest::Write { mutations, .. } => ShardRequest::Write {
-                    epoch: group.descriptor.borrow().epoch,
-                    mutations,
-                },
-                other => other,
-            };
-            let mut leased = None;
-            for _ in 0..500 {
-                sim.advance(1).await.unwrap();
-                if let Some((node, group)) = sim.net.leader_of(1)
-                    && group.leased_read_index().is_some()
-                {
-                    leased = Some((node, group));
+    on_paused_clock(async {
+        let mut sim = Sim::new(3).await;
+        let key = key(0);
+        let put = |value: &str| ShardRequest::Write {
+            epoch: Epoch::default(),
+            mutations: vec![Mutation::Put {
+                key: key.clone(),
+                value: value.as_bytes().to_vec(),
+            }],
+        };
+        let with_epoch = |request: ShardRequest, group: &ShardGroup| match request {
+            ShardRequest::Write { mutations, .. } => ShardRequest::Write {
+                epoch: group.descriptor.borrow().epoch,
+                mutations,
+            },
+            other => other,
+        };
+        let mut leased = None;
+        for _ in 0..500 {
+            sim.advance(1).await.unwrap();
+            if let Some((node, group)) = sim.net.leader_of(1)
+                && group.leased_read_index().is_some()
+            {
+                leased = Some((node, group));
+                break;
+            }
+        }
+        let (old_node, old) = leased.expect("a leader holds its lease within 5 s");
+        let written = old.propose(with_epoch(put("before"), &old)).await;
+        assert!(matches!(written, Ok(ShardResponse::Applied)), "{written:?}");
+
+        // Cut off, as a paused process is, until another node leads and takes a write.
+        {
+            let mut net = sim.net.lock();
+            for other in (1..=NODES).filter(|o| *o != old_node) {
+                net.cut.insert((old_node, other));
+                net.cut.insert((other, old_node));
+            }
+        }
+        let old_vote = old.raft.metrics().borrow().vote;
+        let mut successor = None;
+        for _ in 0..1000 {
+            sim.advance(1).await.unwrap();
+            let leaders: Vec<ShardGroup> = (1..=NODES)
+                .filter(|n| *n != old_node)
+                .filter_map(|n| sim.net.group(n, 1))
+                .filter(|g| {
+                    let m = g.raft.metrics().borrow().clone();
+                    m.current_leader == Some(m.id) && m.vote > old_vote
+                })
+                .collect();
+            if let Some(group) = leaders.into_iter().next() {
+                let written = group.propose(with_epoch(put("after"), &group)).await;
+                if matches!(written, Ok(ShardResponse::Applied)) {
+                    successor = Some(group);
                     break;
                 }
             }
-            let (old_node, old) = leased.expect("a leader holds its lease within 5 s");
-            let written = old.proposer.propose(with_epoch(put("before"), &old)).await;
-            assert!(matches!(written, Ok(ShardResponse::Applied)), "{written:?}");
+        }
+        assert!(successor.is_some(), "no other node led and took the write");
 
-            // Cut off, as a paused process is, until another node leads and takes a write.
-            {
-                let mut net = sim.net.lock();
-                for other in (1..=NODES).filter(|o| *o != old_node) {
-                    net.cut.insert((old_node, other));
-                    net.cut.insert((other, old_node));
-                }
-            }
-            let old_vote = old.raft.metrics().borrow().vote;
-            let mut successor = None;
-            for _ in 0..1000 {
-                sim.advance(1).await.unwrap();
-                let leaders: Vec<ShardGroup> = (1..=NODES)
-                    .filter(|n| *n != old_node)
-                    .filter_map(|n| sim.net.group(n, 1))
-                    .filter(|g| {
-                        let m = g.raft.metrics().borrow().clone();
-                        m.current_leader == Some(m.id) && m.vote > old_vote
-                    })
-                    .collect();
-                if let Some(group) = leaders.into_iter().next() {
-                    let written = group
-                        .proposer
-                        .propose(with_epoch(put("after"), &group))
-                        .await;
-                    if matches!(written, Ok(ShardResponse::Applied)) {
-                        successor = Some(group);
-                        break;
-                    }
-                }
-            }
-            assert!(successor.is_some(), "no other node led and took the write");
+        // It wakes: no time has passed for it to hear of the new leader.
+        sim.net.lock().cut.clear();
+        assert_eq!(
+            old.leased_read_index(),
+            None,
+            "the old leader still claims its lease"
+        );
+        let barrier = tokio::time::timeout(Duration::from_secs(2), old.read_index()).await;
+        if let Ok(Ok(_)) = barrier {
+            let process = sim.nodes[(old_node - 1) as usize].process.clone().unwrap();
+            let value = process.get(Cf::Data, &key).unwrap();
+            assert_eq!(value.as_deref(), Some(&b"after"[..]), "a stale read");
+        }
+    });
+}
 
-            // It wakes: no time has passed for it to hear of the new leader.
-            sim.net.lock().cut.clear();
-            assert_eq!(
-                old.leased_read_index(),
-                None,
-                "the old leader still claims its lease"
-            );
-            let barrier = tokio::time::timeout(Duration::from_secs(2), old.read_index()).await;
-            if let Ok(Ok(_)) = barrier {
-                let process = sim.nodes[(old_node - 1) as usize].process.clone().unwrap();
-                let value = process.get(Cf::Data, &key).unwrap();
-                assert_eq!(value.as_deref(), Some(&b"after"[..]), "a stale read");
+#[test]
+fn a_node_dies_while_its_shards_sleep() {
+    on_paused_clock(async {
+        let mut sim = Sim::new_with(11, |knobs| {
+            knobs.hibernation = HibernationOptions {
+                enabled: true,
+                idle: Duration::from_millis(500),
+                dead_after: Duration::from_millis(800),
+                heartbeat: TICK,
+            };
+        })
+        .await;
+        // A few shards, each with a leader and a write.
+        for _ in 0..200 {
+            sim.advance(1).await.unwrap();
+            if sim.net.leader_of(1).is_some() {
+                break;
             }
-        });
+        }
+        for _ in 0..3 {
+            sim.split();
+            sim.advance(50).await.unwrap();
+        }
+        let mut written = BTreeMap::new();
+        for i in 0..KEYS {
+            let key = key(i);
+            let leader = sim.net.lock().groups.iter().find_map(|((node, _), g)| {
+                let m = g.raft.metrics().borrow().clone();
+                (g.descriptor.borrow().contains(&key) && m.current_leader == Some(*node))
+                    .then(|| g.clone())
+            });
+            let group = leader.expect("every key's shard has a leader");
+            let value = format!("v{i}");
+            let request = ShardRequest::Write {
+                epoch: group.descriptor.borrow().epoch,
+                mutations: vec![Mutation::Put {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                }],
+            };
+            let answer = group.propose(request).await;
+            assert!(matches!(answer, Ok(ShardResponse::Applied)), "{answer:?}");
+            written.insert(key, value);
+        }
+        let shards = sim.nodes[0].groups.len();
+        assert!(shards >= 2, "the splits made shards: {shards}");
+
+        // Idle: every replica falls asleep, and sleeping groups hold no elections.
+        // (Node 4 holds only the first shard's never-initialised group.)
+        let member = |g: &ShardGroup| {
+            let m = g.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&m.id).is_some()
+        };
+        let all_asleep = |sim: &Sim| {
+            (1..=NODES)
+                .flat_map(|n| sim.net.groups_on(n))
+                .filter(member)
+                .all(|g| g.asleep())
+        };
+        for _ in 0..300 {
+            sim.advance(1).await.unwrap();
+            if all_asleep(&sim) {
+                break;
+            }
+        }
+        let awake: Vec<String> = (1..=NODES)
+            .flat_map(|n| sim.net.groups_on(n))
+            .filter(|g| member(g) && !g.asleep())
+            .map(|g| {
+                let m = g.raft.metrics().borrow().clone();
+                format!(
+                    "s{} on n{}: {:?} leader {:?} last {:?} applied {:?} replication {:?}",
+                    g.shard,
+                    m.id,
+                    m.state,
+                    m.current_leader,
+                    m.last_log_index,
+                    m.last_applied,
+                    m.replication
+                )
+            })
+            .collect();
+        assert!(awake.is_empty(), "idle groups hibernate: {awake:#?}");
+        let votes = |sim: &Sim| -> Vec<_> {
+            (1..=NODES)
+                .flat_map(|n| sim.net.groups_on(n))
+                .map(|g| g.raft.metrics().borrow().vote)
+                .collect()
+        };
+        let before = votes(&sim);
+        sim.advance(300).await.unwrap();
+        assert_eq!(votes(&sim), before, "a sleeping group held an election");
+        assert!(all_asleep(&sim));
+
+        // The node leading the most shards dies while they sleep.
+        let leaders: Vec<NodeId> = (1..=NODES)
+            .flat_map(|n| sim.net.groups_on(n))
+            .filter_map(|g| {
+                let m = g.raft.metrics().borrow().clone();
+                (m.current_leader == Some(m.id)).then_some(m.id)
+            })
+            .collect();
+        let dead = (1..=NODES)
+            .max_by_key(|n| leaders.iter().filter(|l| *l == n).count())
+            .unwrap();
+        let orphaned = leaders.iter().filter(|l| **l == dead).count();
+        assert!(orphaned > 0);
+        let net = sim.net.clone();
+        sim.node(dead).crash(&net, false).await;
+
+        // Liveness notices, and every shard it led is led again by a survivor.
+        let led_everywhere = |sim: &Sim| {
+            (0..KEYS).all(|i| {
+                sim.net.lock().groups.iter().any(|((node, _), g)| {
+                    let m = g.raft.metrics().borrow().clone();
+                    g.descriptor.borrow().contains(&key(i))
+                        && m.current_leader == Some(*node)
+                        && *node != dead
+                })
+            })
+        };
+        let mut waited = Duration::ZERO;
+        while !led_everywhere(&sim) && waited < Duration::from_secs(10) {
+            sim.advance(1).await.unwrap();
+            waited += TICK;
+        }
+        assert!(led_everywhere(&sim), "every shard of node {dead} led again");
+        let detect = Duration::from_millis(800);
+        assert!(
+            waited < detect + Duration::from_secs(3),
+            "led again {waited:?} after the crash"
+        );
+
+        // Nothing acknowledged was lost.
+        for (key, value) in &written {
+            let read = sim.read(key).await.unwrap();
+            assert_eq!(read.as_deref(), Some(value.as_bytes()), "{value}");
+        }
+    });
 }

@@ -19,7 +19,17 @@ async fn empty_peer(ip_last: u8) -> (String, JoinHandle<Result<(), tonic::transp
     let registry = ShardRegistry::default();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(RaftService::new(2, registry, Default::default()).into_server())
+            .add_service(
+                RaftService::new(
+                    2,
+                    registry,
+                    Default::default(),
+                    std::sync::Arc::new(hanse_consensus::hibernation::Liveness::new(
+                        std::time::Duration::from_secs(2),
+                    )),
+                )
+                .into_server(),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (addr, server)

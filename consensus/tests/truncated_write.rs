@@ -115,8 +115,8 @@ async fn a_write_a_new_leader_replaced_is_unknown_not_refused() {
             value: b"v".to_vec(),
         }],
     };
-    let proposer = group.proposer.clone();
-    let answer = tokio::spawn(async move { proposer.propose(write).await });
+    let writer = group.clone();
+    let answer = tokio::spawn(async move { writer.propose(write).await });
     let metrics = group.raft.metrics();
     metrics
         .clone()
@@ -161,7 +161,6 @@ async fn a_write_a_new_leader_replaced_is_unknown_not_refused() {
     // keeps proposing (and refusing) after it did.
     for _ in 0..2 {
         let refused = group
-            .proposer
             .propose(ShardRequest::Write {
                 epoch: Epoch::default(),
                 mutations: Vec::new(),

@@ -333,7 +333,6 @@ async fn propose(route: &Route, request: ShardRequest) -> Result<ShardResponse> 
     let shard = route.descriptor.id;
     let response = route
         .group
-        .proposer
         .propose(request)
         .await
         .map_err(|e| Error::Raft {

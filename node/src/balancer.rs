@@ -211,7 +211,14 @@ impl Balancer {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(e) = self.balance_once().await {
+            let started = std::time::Instant::now();
+            let round = self.balance_once().await;
+            if self.routes.get(META_SHARD).is_some_and(|m| m.leads()) {
+                crate::metrics::METRICS
+                    .balancer_round
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            if let Err(e) = round {
                 tracing::info!("balancing stopped for a round: {}", e.message());
             }
         }

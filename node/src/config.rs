@@ -27,6 +27,9 @@
 //! [raft]                                # optional; derived from `latency` by default
 //! heartbeat_ms = 100
 //! election_timeout_ms = 200
+//! hibernate = true                      # idle shards stop ticking (default)
+//! hibernate_after_ms = 5000
+//! peer_dead_after_ms = 1600
 //!
 //! [ingest]                              # optional; on the nodes of `ingest_region`
 //! max_delay_ms = 2                      # (top-level key, default "eu-hamburg")
@@ -47,6 +50,7 @@ use crate::knobs::{
     RUNTIME_THREADS_MAX,
 };
 use hanse_consensus::GroupOptions;
+use hanse_consensus::hibernation::HibernationOptions;
 use hanse_consensus::latency::{LatencyError, LatencyMatrix};
 use hanse_planner::balance::{RegionRule, default_region_rules};
 use std::collections::BTreeSet;
@@ -198,6 +202,15 @@ pub struct RaftConfig {
     /// leader for twice this (openraft's leader lease) plus a random time between this
     /// and twice this (default: 200 ms, or two heartbeats when that is more).
     pub election_timeout_ms: Option<u64>,
+    /// Idle shard groups stop ticking and heartbeating (default true; see
+    /// `hanse_consensus::hibernation`).
+    pub hibernate: Option<bool>,
+    /// A shard's leader hibernates after this long without a request (default 5000).
+    pub hibernate_after_ms: Option<u64>,
+    /// A peer heard nothing from for this long is dead, and the sleeping shards it led
+    /// elect new leaders (default: two of the longest election timeouts plus the longest
+    /// injected round trip, at least 1600).
+    pub peer_dead_after_ms: Option<u64>,
 }
 
 /// The size heuristic the meta shard's leader runs (see `hanse_planner::balance`).
@@ -457,11 +470,25 @@ impl NodeConfig {
             .election_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(defaults.election_timeout_min.max(heartbeat * 2));
+        let usual = defaults.hibernation;
+        let hibernation = HibernationOptions {
+            enabled: self.raft.hibernate.unwrap_or(usual.enabled),
+            idle: self
+                .raft
+                .hibernate_after_ms
+                .map_or(usual.idle, Duration::from_millis),
+            dead_after: self.raft.peer_dead_after_ms.map_or_else(
+                || usual.dead_after.max(election * 4 + longest),
+                Duration::from_millis,
+            ),
+            heartbeat: heartbeat * 2,
+        };
         Ok(GroupOptions {
             node_id: self.node_id,
             heartbeat_interval: heartbeat,
             election_timeout_min: election,
             election_timeout_max: election * 2,
+            hibernation,
             ..defaults
         })
     }

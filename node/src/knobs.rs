@@ -78,6 +78,10 @@ pub const OTHER_REGIONS: &str = "(other)";
 /// How often a node reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Every shard record a node leads is sent again this often, changed or not: a report
+/// lost on its way (or a meta shard restored from a backup) costs at most this long.
+pub const REPORT_REFRESH: Duration = Duration::from_secs(30);
+
 /// A shard is measured again once the bytes written to or deleted from it reach an
 /// eighth of its size...
 pub const REMEASURE_FRACTION: u64 = 8;

@@ -45,6 +45,9 @@ pub(crate) struct Metrics {
     pub ingest_forwarded_batches: IntCounter,
     /// Planner and balancer actions carried out, by kind and by who decided.
     pub planner_decisions: IntCounterVec,
+    /// One round of the balancer on the meta shard's leader (reading the routing table,
+    /// deciding, starting its actions).
+    pub balancer_round: Histogram,
     /// The smoothed round trip to each peer node, as the Raft transport measures it.
     pub peer_round_trip: GaugeVec,
 }
@@ -132,6 +135,13 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
          remove_replica, move_replica, change_role, swap_roles) and by who decided (planner, or the \
          balancer's size_rule, region_rule, placement_rule, leader_rule).",
         &["kind", "decided_by"]
+    )
+    .expect("registered once"),
+    balancer_round: register_histogram!(
+        "hanse_balancer_round_seconds",
+        "One balancer round on the meta shard's leader: the routing table read, the \
+         decisions and the start of their actions.",
+        prometheus::exponential_buckets(100e-6, 2.0, 16).expect("valid buckets")
     )
     .expect("registered once"),
     peer_round_trip: register_gauge_vec!(

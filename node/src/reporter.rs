@@ -1,12 +1,16 @@
-//! The node's report to the meta shard, once a second: every shard it leads (descriptor,
-//! leader, size, load) and the node itself (region, address). The meta shard keeps the
-//! newest report of each shard, so a lost report costs nothing but a second.
+//! The node's report to the meta shard, once a second: the node itself (region, address)
+//! and every shard it leads whose record changed since it was last sent (descriptor,
+//! leader, size, load), all of them every [`REPORT_REFRESH`]. The meta shard keeps the
+//! newest report of each shard. An idle shard costs the meta shard nothing: over
+//! thousands of shards, resending unchanged records made the meta shard's replicas the
+//! cluster's largest idle cost.
 //!
 //! A shard's size comes from a pass over its range ([`Engine::range_size`]), repeated only
 //! when the shard changed (its epoch) or took enough new writes since the last pass.
 
 use crate::knobs::{
     BUSY_WAIT, REMEASURE_AFTER, REMEASURE_BYTES_MIN, REMEASURE_FRACTION, REPORT_INTERVAL,
+    REPORT_REFRESH,
 };
 use hanse_storage::Store;
 use std::collections::HashMap;
@@ -49,6 +53,47 @@ pub(crate) struct Reporter {
     measured: Mutex<HashMap<ShardId, Measured>>,
     last_report: Mutex<Instant>,
     learners: Mutex<LearnerLag>,
+    sent: Mutex<Sent>,
+}
+
+/// The shard records the meta shard last took from this node, and when all were last
+/// sent.
+struct Sent {
+    records: HashMap<ShardId, ShardRecord>,
+    refreshed: Instant,
+}
+
+impl Sent {
+    /// Of `records` (every shard this node leads), those to send: each that changed
+    /// since it was last sent, or all of them once a refresh is due.
+    fn due(&mut self, records: Vec<ShardRecord>, now: Instant) -> Vec<ShardRecord> {
+        let led: std::collections::HashSet<ShardId> =
+            records.iter().map(|r| r.descriptor.id).collect();
+        self.records.retain(|id, _| led.contains(id));
+        if now.duration_since(self.refreshed) >= REPORT_REFRESH {
+            self.records.clear();
+            self.refreshed = now;
+        }
+        records
+            .into_iter()
+            .filter(|r| {
+                self.records.get(&r.descriptor.id).is_none_or(|last| {
+                    let timeless = ShardRecord {
+                        reported_at_ms: last.reported_at_ms,
+                        ..r.clone()
+                    };
+                    timeless != *last
+                })
+            })
+            .collect()
+    }
+
+    /// Notes that the meta shard took `records`.
+    fn taken(&mut self, records: Vec<ShardRecord>) {
+        for record in records {
+            self.records.insert(record.descriptor.id, record);
+        }
+    }
 }
 
 /// How far behind the learners of the shards this node leads are, in time: when each
@@ -120,6 +165,10 @@ impl Reporter {
             measured: Mutex::new(HashMap::new()),
             last_report: Mutex::new(Instant::now()),
             learners: Mutex::new(LearnerLag::default()),
+            sent: Mutex::new(Sent {
+                records: HashMap::new(),
+                refreshed: Instant::now(),
+            }),
         }
     }
 
@@ -244,7 +293,11 @@ impl Reporter {
                 .set(trip.round_trip.as_secs_f64());
         }
         let measured = Some((self.round_trips.as_ref(), trips));
-        send_report(&self.routes, &self.peers, shards, vec![node], measured).await
+        let mut sent = self.sent.lock().await;
+        let due = sent.due(shards, now);
+        send_report(&self.routes, &self.peers, due.clone(), vec![node], measured).await?;
+        sent.taken(due);
+        Ok(())
     }
 }
 
@@ -345,4 +398,56 @@ pub(crate) async fn send_report(
     let addr = meta.member_addr(Some(leader));
     peers.admin(&addr)?.report(request).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanse_shard::ShardDescriptor;
+
+    fn record(id: ShardId, reads: u64, at_ms: u64) -> ShardRecord {
+        ShardRecord {
+            descriptor: ShardDescriptor::whole_keyspace(id, Vec::new()),
+            leader: Some(1),
+            stats: ShardStats {
+                reads_per_sec: reads,
+                ..ShardStats::default()
+            },
+            reported_at_ms: at_ms,
+        }
+    }
+
+    #[test]
+    fn only_changed_records_are_sent_until_a_refresh_sends_all() {
+        let start = Instant::now();
+        let mut sent = Sent {
+            records: HashMap::new(),
+            refreshed: start,
+        };
+        let ids = |records: &[ShardRecord]| -> Vec<ShardId> {
+            records.iter().map(|r| r.descriptor.id).collect()
+        };
+        let first = sent.due(vec![record(1, 0, 1), record(2, 5, 1)], start);
+        assert_eq!(ids(&first), [1, 2]);
+        sent.taken(first);
+        // Only the time moved for shard 1; shard 2's load changed.
+        let second = sent.due(vec![record(1, 0, 2), record(2, 6, 2)], start);
+        assert_eq!(ids(&second), [2]);
+        // A report the meta shard did not take is due again.
+        let third = sent.due(vec![record(1, 0, 3), record(2, 6, 3)], start);
+        assert_eq!(ids(&third), [2]);
+        sent.taken(third);
+        assert!(
+            sent.due(vec![record(1, 0, 4), record(2, 6, 4)], start)
+                .is_empty()
+        );
+        // A shard led again after a while away is sent anew.
+        assert!(sent.due(vec![record(2, 6, 5)], start).is_empty());
+        assert_eq!(ids(&sent.due(vec![record(1, 0, 6)], start)), [1]);
+        let later = start + REPORT_REFRESH;
+        assert_eq!(
+            ids(&sent.due(vec![record(1, 0, 7), record(2, 6, 7)], later)),
+            [1, 2]
+        );
+    }
 }

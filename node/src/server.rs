@@ -140,6 +140,7 @@ pub struct RunningNode {
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     reporting: tokio::task::JoinHandle<()>,
+    hibernating: tokio::task::JoinHandle<()>,
     balancing: Option<tokio::task::JoinHandle<()>>,
     refreshing_grants: tokio::task::JoinHandle<()>,
     certificates: Option<NodeTls>,
@@ -201,6 +202,7 @@ impl RunningNode {
     pub async fn stop(mut self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.reporting.abort();
+        self.hibernating.abort();
         self.refreshing_grants.abort();
         if let Some(watching) = &self.watching {
             watching.abort();
@@ -335,17 +337,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         ..ChannelOptions::default()
     }));
     let peers = Arc::new(Peers::new(channels.clone(), &config.region));
+    let group_options = config.group_options()?;
+    let hibernation = group_options.hibernation;
     let transport = Transport::new(
         config.node_id,
         TransportOptions {
             region: config.region.clone(),
             latency: latency.clone(),
+            peer_dead_after: group_options.hibernation.dead_after,
             ..TransportOptions::default()
         },
         channels,
     );
     let registry = ShardRegistry::default();
-    let group_options = config.group_options()?;
     let mut groups = Vec::new();
     for descriptor in engine.load_descriptors()? {
         let network = transport.shard_network(descriptor.id);
@@ -401,6 +405,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         peers.clone(),
     ));
     let reporting = tokio::spawn(reporter.run());
+    let liveness = transport.liveness();
+    let hibernating = tokio::spawn(hanse_consensus::liveness_watch::keep_watch(
+        transport.clone(),
+        registry.clone(),
+        hibernation,
+    ));
     let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
     let draining = Arc::new(AtomicBool::new(false));
     let balancing = config.balance.enabled.then(|| {
@@ -460,7 +470,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
     let incoming = hanse_security::incoming(listener, server_tls.clone(), Protocol::Grpc);
     let router = tonic::transport::Server::builder()
         .layer(GuardLayer::new(grants))
-        .add_service(RaftService::new(config.node_id, registry, draining).into_server())
+        .add_service(RaftService::new(config.node_id, registry, draining, liveness).into_server())
         .add_service(KvService::new(state.clone()).into_server())
         .add_service(AdminService::new(state.clone()).into_server());
     let server = tokio::spawn(async move {
@@ -501,6 +511,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         stop: Some(stop),
         server: Some(server),
         reporting,
+        hibernating,
         balancing,
         refreshing_grants,
         certificates,

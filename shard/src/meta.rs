@@ -131,6 +131,15 @@ pub fn record(
     incoming: &ShardRecord,
 ) -> Option<Vec<ShardId>> {
     let new = &incoming.descriptor;
+    // The common report: a shard's record again, same range and epoch. The table never
+    // holds overlapping records, so nothing else overlaps it.
+    if let Some(stored) = table.get(&new.id)
+        && stored.descriptor.epoch == new.epoch
+        && stored.descriptor.start == new.start
+        && stored.descriptor.end == new.end
+    {
+        return Some(Vec::new());
+    }
     if let Some(stored) = table.get(&new.id)
         && (newer(stored.descriptor.epoch, new.epoch)
             || new.epoch.conf_ver
@@ -301,5 +310,20 @@ mod tests {
         let (start, end) = route_range();
         assert!(route_key(5) >= start && route_key(5) < end);
         assert!(node_key(5) < start || node_key(5) >= end);
+    }
+
+    #[test]
+    fn the_same_record_again_replaces_nothing_and_a_stale_one_is_still_refused() {
+        let mut table = BTreeMap::new();
+        for r in [rec(1, "", "m", 2, 1), rec(7, "m", "", 2, 1)] {
+            table.insert(r.descriptor.id, r);
+        }
+        let again = ShardRecord {
+            reported_at_ms: 99,
+            ..rec(7, "m", "", 2, 1)
+        };
+        assert_eq!(record(&table, &again), Some(vec![]));
+        assert_eq!(record(&table, &rec(7, "m", "", 1, 1)), None);
+        assert_eq!(record(&table, &rec(7, "m", "", 3, 1)), Some(vec![]));
     }
 }

@@ -2,7 +2,7 @@
 //! request is still current. The node's request handlers, the embedded store and the
 //! simulation all route through these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::descriptor::{Epoch, ShardDescriptor, ShardId};
@@ -32,16 +32,19 @@ pub struct Overlap {
 
 /// The shards a node hosts, by the start key of their range. A shard keeps its start key
 /// for life (a split shrinks its end, a merge moves its end), so the entries stay sorted as
-/// descriptors change.
+/// descriptors change. Every operation is logarithmic in the shards hosted (a node may
+/// host thousands), with each shard's start key indexed by its id.
 #[derive(Debug)]
 pub struct RouteTable<T> {
     by_start: BTreeMap<Vec<u8>, T>,
+    start_of: HashMap<ShardId, Vec<u8>>,
 }
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         RouteTable {
             by_start: BTreeMap::new(),
+            start_of: HashMap::new(),
         }
     }
 }
@@ -70,19 +73,15 @@ impl<T: Routed> RouteTable<T> {
         if let Some(hosted) = before.or(within).and_then(other) {
             return Err(Overlap { shard, hosted });
         }
-        self.by_start
-            .retain(|_, entry| entry.with_descriptor(|d| d.id != shard));
+        self.remove(shard);
+        self.start_of.insert(shard, start.clone());
         self.by_start.insert(start, item);
         Ok(())
     }
 
     /// Stops hosting `shard`; returns what was hosted for it.
     pub fn remove(&mut self, shard: ShardId) -> Option<T> {
-        let start = self
-            .by_start
-            .iter()
-            .find(|(_, entry)| entry.with_descriptor(|d| d.id == shard))
-            .map(|(start, _)| start.clone())?;
+        let start = self.start_of.remove(&shard)?;
         self.by_start.remove(&start)
     }
 
@@ -97,15 +96,12 @@ impl<T: Routed> RouteTable<T> {
 
     /// What is hosted for `shard`.
     pub fn get(&self, shard: ShardId) -> Option<&T> {
-        self.iter()
-            .find(|entry| entry.with_descriptor(|d| d.id == shard))
+        self.by_start.get(self.start_of.get(&shard)?)
     }
 
     /// What is hosted for `shard`, to change (its descriptor must keep its start key).
     pub fn get_mut(&mut self, shard: ShardId) -> Option<&mut T> {
-        self.by_start
-            .values_mut()
-            .find(|entry| entry.with_descriptor(|d| d.id == shard))
+        self.by_start.get_mut(self.start_of.get(&shard)?)
     }
 
     /// Every hosted shard, in key order.
@@ -119,7 +115,21 @@ impl<T: Routed> RouteTable<T> {
         start: &'a [u8],
         end: &'a [u8],
     ) -> impl Iterator<Item = &'a T> {
-        self.iter()
+        // The shard holding `start` begins at or before it; the others between it and end.
+        let first = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back()
+            .map(|(key, _)| key.as_slice())
+            .unwrap_or(start);
+        let (first, upper) = match end.is_empty() {
+            true => (first, Bound::Unbounded),
+            // An empty or reversed range asks for nothing (and must not reverse the range).
+            false => (first.min(end), Bound::Excluded(end)),
+        };
+        self.by_start
+            .range::<[u8], _>((Bound::Included(first), upper))
+            .map(|(_, entry)| entry)
             .filter(move |entry| entry.with_descriptor(|d| d.overlaps(start, end)))
     }
 
@@ -199,6 +209,52 @@ mod tests {
         table.insert(shard(1, "a", "t")).unwrap();
         assert_eq!(table.lookup(b"p").map(|d| d.id), Some(1));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn shards_are_found_by_id_and_by_range_among_many() {
+        let mut table = RouteTable::default();
+        let at = |i: u32| format!("k{i:05}");
+        for i in 0..1000u32 {
+            let end = if i == 999 { String::new() } else { at(i + 1) };
+            table
+                .insert(shard(u64::from(i) + 10, &at(i), &end))
+                .unwrap();
+        }
+        assert_eq!(
+            table.get(510).map(|d| d.start.clone()),
+            Some(at(500).into_bytes())
+        );
+        assert!(table.get(5).is_none());
+        let ids: Vec<_> = table
+            .overlapping(at(500).as_bytes(), at(503).as_bytes())
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, [510, 511, 512]);
+        // From the middle of a shard to the end of the key space.
+        let tail: Vec<_> = table.overlapping(b"k00998x", b"").map(|d| d.id).collect();
+        assert_eq!(tail, [1008, 1009]);
+        // Any range, reversed ones included, finds what a pass over every shard finds.
+        for (start, end) in [(&b"k5"[..], &b"k1"[..]), (b"", b""), (b"k00010", b"k00010")] {
+            let expected: Vec<_> = table
+                .iter()
+                .filter(|d| d.overlaps(start, end))
+                .map(|d| d.id)
+                .collect();
+            let found: Vec<_> = table.overlapping(start, end).map(|d| d.id).collect();
+            assert_eq!(found, expected);
+        }
+        // A shard's update (its end moved by a merge) keeps it findable by id.
+        table.remove(511);
+        table.insert(shard(510, &at(500), &at(502))).unwrap();
+        assert_eq!(
+            table.get(510).map(|d| d.end.clone()),
+            Some(at(502).into_bytes())
+        );
+        assert_eq!(table.lookup(at(501).as_bytes()).map(|d| d.id), Some(510));
+        assert_eq!(table.len(), 999);
+        assert_eq!(table.remove(510).map(|d| d.id), Some(510));
+        assert!(table.get(510).is_none() && table.lookup(at(500).as_bytes()).is_none());
     }
 
     #[test]

@@ -73,6 +73,16 @@ enum Command {
     },
     /// Runs one workload and prints what it measured.
     Run(RunArgs),
+    /// What a fresh local 3-node cluster costs as its shards grow: per number of shards,
+    /// the time to create them, idle CPU and RSS per node, the routing table, a balancer
+    /// round, a uniform load's throughput and p99, and how long the shards of a
+    /// SIGKILLed node take to answer again. Writes scale.md and scale.json into --out.
+    Scale {
+        #[command(flatten)]
+        spec: hanse_bench::scale::ScaleSpec,
+        #[arg(long, value_name = "DIR", default_value = "bench-scale")]
+        out: PathBuf,
+    },
     /// The planner's A/B on a real cluster: each load against a fresh local 3-region
     /// cluster (250/300/150 ms round trips) once per planner mode and run, an open loop
     /// from every region at about 70 % of capacity; prints a table of means with 95 %
@@ -230,6 +240,26 @@ fn bench() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run_one(args),
+        Command::Scale { spec, out } => {
+            ensure!(
+                spec.shards
+                    .iter()
+                    .all(|&s| s >= 1 && s as u64 <= spec.key_count),
+                "each --shards must be between 1 and --key-count"
+            );
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let write = |points: &[hanse_bench::scale::ScalePoint]| -> Result<(), String> {
+                let json = serde_json::to_string_pretty(&hanse_bench::scale::json(points))
+                    .map_err(|e| e.to_string())?;
+                std::fs::write(out.join("scale.md"), hanse_bench::scale::table(points))
+                    .and_then(|()| std::fs::write(out.join("scale.json"), json))
+                    .map_err(|e| format!("writing into {}: {e}", out.display()))
+            };
+            let points = hanse_bench::scale::run(&spec, |line| eprintln!("{line}"), write)
+                .map_err(anyhow::Error::msg)?;
+            print!("{}", hanse_bench::scale::table(&points));
+            Ok(())
+        }
         Command::Planner { plan, out } => {
             ensure!(
                 plan.runs >= 1 && plan.key_count >= 100 && plan.in_flight >= 1,

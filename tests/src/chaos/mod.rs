@@ -296,6 +296,11 @@ async fn drive(
         &proxy_port,
         "--wait",
         "60",
+        // Shards of the workload's past key generations go idle: with a short idle time
+        // they hibernate within a fault, so kills, pauses and partitions also strike
+        // sleeping groups, which only node-level liveness wakes.
+        "--raft",
+        "hibernate_after_ms=1000",
     ];
     cluster.hanse(&up).await?;
 
