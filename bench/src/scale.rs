@@ -302,8 +302,11 @@ async fn spread_leaders(admin: &AdminClient<Channel>, nodes: u64) -> Result<(), 
     Ok(())
 }
 
-/// `call` until it succeeds, up to 10 tries a second apart (a shard busy with its own
-/// split or transfer refuses for a moment).
+/// How long a refused split or transfer waits before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// `call` until it succeeds, up to 10 tries [`RETRY_PAUSE`] apart (a shard busy with its
+/// own split or transfer refuses for a moment).
 async fn retry<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
@@ -316,7 +319,7 @@ where
             Err(e) if tries >= 9 => return Err(e),
             Err(_) => {
                 tries += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }

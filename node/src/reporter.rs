@@ -77,12 +77,16 @@ impl Sent {
         records
             .into_iter()
             .filter(|r| {
-                self.records.get(&r.descriptor.id).is_none_or(|last| {
-                    let timeless = ShardRecord {
-                        reported_at_ms: last.reported_at_ms,
-                        ..r.clone()
-                    };
-                    timeless != *last
+                // Everything but the time of the report (a field added to the record
+                // must be placed here).
+                let ShardRecord {
+                    descriptor,
+                    leader,
+                    stats,
+                    reported_at_ms: _,
+                } = r;
+                self.records.get(&descriptor.id).is_none_or(|last| {
+                    (&last.descriptor, last.leader, &last.stats) != (descriptor, *leader, stats)
                 })
             })
             .collect()
