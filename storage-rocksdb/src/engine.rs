@@ -417,7 +417,8 @@ fn take_lock(path: &Path) -> Result<File> {
 /// Opens the RocksDB of a directory without a marker file. A `db/` without a `CURRENT`
 /// file is an initialisation that crashed before RocksDB finished creating itself, so
 /// nothing was ever written there: it starts afresh. A `db/` that opens but holds no key
-/// at all is an initialisation that crashed before the marker was written: it is kept.
+/// at all is an initialisation that crashed before the marker was written (perhaps before
+/// every column family was made): it is kept and finished.
 /// Anything else holds data whose marker was lost: refused, and nothing is touched.
 fn open_unmarked(path: &Path) -> Result<DB> {
     let db_dir = path.join(ROCKSDB_DIR);
@@ -428,13 +429,17 @@ fn open_unmarked(path: &Path) -> Result<DB> {
     if !db_dir.exists() {
         return open_rocksdb(path, true);
     }
-    // Looked at read-only: a read-write open would already rewrite its files.
-    let names = Cf::ALL.iter().map(|cf| cf.name());
-    let db = DB::open_cf_for_read_only(&rocksdb_options(), &db_dir, names, false)
+    // Looked at read-only, with the column families it has: RocksDB creates them one by
+    // one after itself, so a crash may have left some out, and a read-write open would
+    // already rewrite its files.
+    let names = DB::list_cf(&rocksdb_options(), &db_dir).map_err(|e| open_error(path, false, e))?;
+    let db = DB::open_cf_for_read_only(&rocksdb_options(), &db_dir, &names, false)
         .map_err(|e| open_error(path, false, e))?;
-    for cf in Cf::ALL {
-        let mut keys = db.iterator_cf(cf_handle(&db, cf), IteratorMode::Start);
-        if keys.next().is_some() {
+    for name in &names {
+        let Some(cf) = db.cf_handle(name) else {
+            continue;
+        };
+        if db.iterator_cf(cf, IteratorMode::Start).next().is_some() {
             return Err(Error::MarkerMissing {
                 path: path.to_path_buf(),
                 format: FORMAT_VERSION,
@@ -442,7 +447,8 @@ fn open_unmarked(path: &Path) -> Result<DB> {
         }
     }
     drop(db);
-    open_rocksdb(path, false)
+    // Empty: the initialisation is finished, missing column families included.
+    open_rocksdb(path, true)
 }
 
 fn check_marker(path: &Path, marker: &Path) -> Result<()> {

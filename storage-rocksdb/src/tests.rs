@@ -344,6 +344,19 @@ fn keeps_an_empty_rocksdb_whose_marker_was_never_written() {
     put_data(&engine, &[("a", "1")]);
 }
 
+#[test]
+fn an_initialisation_killed_before_its_column_families_were_made_is_finished() {
+    // RocksDB exists (its CURRENT written) with the default column family only: a
+    // process killed while RocksDB was still making the others, before the marker.
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    drop(rocksdb::DB::open(&options, dir.path().join(ROCKSDB_DIR)).unwrap());
+    let engine = open(dir.path());
+    assert!(dir.path().join(MARKER_FILE).exists());
+    put_data(&engine, &[("a", "1")]);
+}
+
 /// Bytes of every file under `dir`.
 fn tree_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
