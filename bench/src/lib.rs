@@ -5,6 +5,7 @@
 //! [`ratio_report`] reads criterion's estimates back and states Hanse's throughput as a
 //! multiple of the baseline's, next to the target for it.
 
+pub mod bulk;
 pub mod compare;
 pub mod cpu;
 pub mod load;

@@ -15,6 +15,7 @@ use hanse_client::{Client, ClientOptions, proto};
 use prost::Message;
 use tokio::sync::Semaphore;
 
+use hanse_node::chart::{Series, line_chart};
 use hanse_node::units::parse_duration;
 
 use crate::compare::LocalCluster;
@@ -325,7 +326,9 @@ where
     }
 }
 
-async fn shard_table(admin: &AdminClient<Channel>) -> Result<proto::ShardsResponse, String> {
+pub(crate) async fn shard_table(
+    admin: &AdminClient<Channel>,
+) -> Result<proto::ShardsResponse, String> {
     admin
         .clone()
         .shards(proto::ShardsRequest::default())
@@ -357,11 +360,11 @@ async fn until_all_answer(client: &Arc<Client>, keys: Vec<Vec<u8>>, limit: Durat
     all.then_some(())
 }
 
-fn node_pids(dir: &Path) -> Vec<u32> {
+pub(crate) fn node_pids(dir: &Path) -> Vec<u32> {
     crate::compare::cluster_processes(dir).0
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()
@@ -420,19 +423,104 @@ pub fn json(points: &[ScalePoint]) -> serde_json::Value {
     )
 }
 
+/// The points of a run's JSON (see [`json`]), to draw its charts again.
+pub fn from_json(value: &serde_json::Value) -> Result<Vec<ScalePoint>, String> {
+    let points = value.as_array().ok_or("scale JSON: not a list of points")?;
+    points
+        .iter()
+        .map(|p| {
+            let number = |key: &str| {
+                p[key]
+                    .as_f64()
+                    .ok_or_else(|| format!("scale JSON: a point without {key}"))
+            };
+            let list = |key: &str| -> Vec<f64> {
+                p[key]
+                    .as_array()
+                    .map(|values| values.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default()
+            };
+            Ok(ScalePoint {
+                shards: number("shards")? as usize,
+                create_secs: number("create_secs")?,
+                idle_cpu_percent: list("idle_cpu_percent"),
+                rss_mib: list("rss_mib"),
+                hibernating: list("hibernating").iter().map(|&h| h as u64).collect(),
+                routing_bytes: number("routing_bytes")? as usize,
+                balancer_round_ms: p["balancer_round_ms"].as_f64(),
+                ops_per_sec: number("ops_per_sec")?,
+                p99_ms: number("p99_ms")?,
+                errors: number("errors")? as u64,
+                led_again_secs: p["led_again_secs"].as_f64(),
+                orphaned: number("orphaned")? as usize,
+            })
+        })
+        .collect()
+}
+
+/// The charts of `points` as (file name, PNG): idle CPU and resident memory per node,
+/// and the uniform load's throughput, each over the number of shards (log scale).
+pub fn charts(points: &[ScalePoint]) -> Vec<(&'static str, Vec<u8>)> {
+    let x = |p: &ScalePoint| (p.shards.max(1) as f64).log10();
+    let per_node = |values: fn(&ScalePoint) -> &[f64]| -> Vec<Series> {
+        let nodes = points.iter().map(|p| values(p).len()).max().unwrap_or(0);
+        (0..nodes)
+            .map(|node| Series {
+                name: format!("node {}", node + 1),
+                points: points
+                    .iter()
+                    .filter_map(|p| values(p).get(node).map(|&v| (x(p), v)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let throughput = [Series {
+        name: "YCSB A, 32 clients".into(),
+        points: points.iter().map(|p| (x(p), p.ops_per_sec)).collect(),
+    }];
+    let x_label = "shards (log10)";
+    vec![
+        (
+            "scale-idle-cpu.png",
+            line_chart(
+                "idle CPU per node as shards grow",
+                x_label,
+                "% of one core",
+                &per_node(|p| &p.idle_cpu_percent),
+            ),
+        ),
+        (
+            "scale-rss.png",
+            line_chart(
+                "resident memory per node as shards grow",
+                x_label,
+                "MiB",
+                &per_node(|p| &p.rss_mib),
+            ),
+        ),
+        (
+            "scale-throughput.png",
+            line_chart("throughput over all shards", x_label, "ops/s", &throughput),
+        ),
+    ]
+}
+
+/// One figure per node, as a table cell: `a / b / c`.
+pub(crate) fn per_node(values: &[f64], digits: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.digits$}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// The table of `points`, as Markdown.
 pub fn table(points: &[ScalePoint]) -> String {
     let mut out = String::from(
         "| shards | create (s) | idle CPU per node (% of a core) | RSS per node (MiB) | hibernating | routing table (KiB) | balancer round (ms) | ops/s | p99 (ms) | killed node's shards | led again (s) |\n\
          |---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    let list = |values: &[f64], digits: usize| {
-        values
-            .iter()
-            .map(|v| format!("{v:.digits$}"))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    let list = per_node;
     for p in points {
         out.push_str(&format!(
             "| {} | {:.1} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} |\n",
@@ -461,6 +549,37 @@ pub fn table(points: &[ScalePoint]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_read_back_from_its_json_draws_the_same_table_and_three_charts() {
+        let point = ScalePoint {
+            shards: 1000,
+            create_secs: 19.3,
+            idle_cpu_percent: vec![5.9, 4.2, 4.4],
+            rss_mib: vec![230.0, 134.0, 246.0],
+            hibernating: vec![1000, 1000, 999],
+            routing_bytes: 136_000,
+            balancer_round_ms: Some(20.3),
+            ops_per_sec: 1577.0,
+            p99_ms: 85.0,
+            errors: 0,
+            led_again_secs: None,
+            orphaned: 333,
+        };
+        let points = vec![
+            point.clone(),
+            ScalePoint {
+                shards: 100,
+                ..point
+            },
+        ];
+        let back = from_json(&json(&points)).unwrap();
+        assert_eq!(table(&back), table(&points));
+        let charts = charts(&back);
+        assert_eq!(charts.len(), 3);
+        assert!(charts.iter().all(|(_, png)| png.starts_with(b"\x89PNG")));
+        assert!(from_json(&serde_json::json!({"shards": 1})).is_err());
+    }
 
     #[test]
     fn a_metric_is_read_with_or_without_labels_and_not_by_prefix() {

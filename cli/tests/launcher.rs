@@ -683,11 +683,7 @@ fn splits_and_merges_under_writes_keep_every_acknowledged_key_and_cover_the_keys
 #[test]
 fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
     let cluster = launch(&["--split-size", "64KiB", "--balance-cool-down", "1"]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let client = std::sync::Arc::new(
         hanse_client::Client::new(&cluster.endpoints, common::client_options()).unwrap(),
     );
@@ -762,6 +758,89 @@ fn the_balancer_splits_a_growing_shard_and_merges_cold_neighbours_back() {
             .unwrap(),
         vec![(b"grow-after".to_vec(), b"1".to_vec())]
     );
+}
+
+#[test]
+fn a_bulk_ingest_is_split_by_size_reads_back_and_refuses_unsorted_keys() {
+    use hanse_client::proto;
+    let cluster = launch(&["--split-size", "64KiB", "--balance-cool-down", "1"]);
+    let runtime = common::runtime();
+    let client = hanse_client::Client::new(&cluster.endpoints, common::client_options()).unwrap();
+    let pair = |i: usize| {
+        (
+            format!("bulk-{i:05}").into_bytes(),
+            format!("{i}").repeat(100),
+        )
+    };
+
+    // Refused whole, by the client and by a node asked directly: nothing lands.
+    let unsorted: Vec<(Vec<u8>, Vec<u8>)> = [2, 1]
+        .iter()
+        .map(|&i| (pair(i).0, pair(i).1.into_bytes()))
+        .collect();
+    let refused = runtime.block_on(client.ingest(&unsorted)).unwrap_err();
+    assert!(
+        matches!(refused, hanse_client::ClientError::InvalidArgument(_)),
+        "{refused}"
+    );
+    let channel = {
+        let _inside = runtime.enter();
+        hanse_client::connect(&cluster.endpoints[0], Some(common::root_tls())).unwrap()
+    };
+    let mut kv = proto::kv_client::KvClient::new(channel);
+    let request = proto::IngestRequest {
+        route: None,
+        pairs: unsorted
+            .iter()
+            .map(|(key, value)| proto::KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    };
+    let answer = runtime.block_on(kv.ingest(request)).unwrap().into_inner();
+    let kind = answer.error.and_then(|e| e.kind);
+    assert!(
+        matches!(kind, Some(proto::request_error::Kind::InvalidArgument(ref e)) if e.message.contains("ascending")),
+        "{kind:?}"
+    );
+    assert_eq!(runtime.block_on(client.get(&unsorted[0].0)).unwrap(), None);
+
+    // About 1.2 MiB: twenty times the split size, in requests of about 120 KiB (a shard
+    // past its split size holds the next one until it was split).
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..4000)
+        .map(|i| (pair(i).0, pair(i).1.into_bytes()))
+        .collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    for chunk in pairs.chunks(400) {
+        while let Err(e) = runtime.block_on(client.ingest(chunk)) {
+            assert!(Instant::now() < deadline, "{e}");
+        }
+    }
+    runtime
+        .block_on(client.put(b"bulk-00007", b"later"))
+        .unwrap();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        let read = runtime.block_on(client.get(key)).unwrap();
+        let expected = if i == 7 { &b"later"[..] } else { value };
+        assert_eq!(read.as_deref(), Some(expected), "{i}");
+    }
+    // Size-based splits bring every shard under the split size.
+    let sizes = || -> Vec<u64> {
+        admin_json_shards("shards", &cluster.endpoints[0])
+            .iter()
+            .map(|s| s["load"]["size_bytes"].as_u64().unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    while sizes().len() < 12 || sizes().iter().any(|&size| size > 64 << 10) {
+        assert!(Instant::now() < deadline, "{:?}", sizes());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let scanned = runtime
+        .block_on(client.scan(b"bulk-", b"bulk.", 10_000, false))
+        .unwrap();
+    assert_eq!(scanned.len(), pairs.len());
 }
 
 #[test]

@@ -187,11 +187,7 @@ fn a_follower_read_never_misses_a_write_acknowledged_before_its_bound() {
     // Hamburg (node 1, leading), China, Sydney; every pair 100 ms apart.
     let matrix = "eu-hamburg:ap-china=100ms,eu-hamburg:au-sydney=100ms,ap-china:au-sydney=100ms";
     let cluster = launch_nodes(3, &["--latency", matrix]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let in_region = |region: &str, nearest: usize| {
         let mut endpoints = cluster.endpoints.clone();
         endpoints.swap(0, nearest);
@@ -271,11 +267,7 @@ impl Drop for DownOnDrop {
 fn a_backup_from_the_recovery_region_restores_every_key_and_a_damaged_one_is_refused() {
     let cluster = launch_nodes(3, &[]);
     let endpoints = cluster.endpoints.join(",");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let keys: Vec<String> = (0..300).map(|i| format!("saved-{i:04}")).collect();
     let client =
         std::sync::Arc::new(Client::new(&cluster.endpoints, common::client_options()).unwrap());
@@ -382,11 +374,7 @@ fn writes_entering_hamburg_for_a_leader_in_china_travel_there_in_batches() {
     let client = std::sync::Arc::new(
         Client::new(std::slice::from_ref(hamburg), common::client_options()).unwrap(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     const WRITERS: usize = 16;
     const STEPS: usize = 20;
     runtime.block_on(common::write_in_turn(client.clone(), WRITERS, STEPS, false));

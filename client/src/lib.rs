@@ -51,6 +51,9 @@ enum Locate<'a> {
 
 /// A scan visits at most this many shards.
 const SCAN_SHARDS_MAX: usize = 100_000;
+/// Keys and values in one ingest request: a log entry that reaches the followers in one
+/// message, well within the message size the nodes accept.
+const INGEST_REQUEST_BYTES: usize = 4 << 20;
 /// The longest wait between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts while a shard elects a leader: an election
@@ -286,7 +289,8 @@ refusable!(
     proto::DeleteResponse,
     proto::ScanResponse,
     proto::BatchResponse,
-    proto::CompareAndSwapResponse
+    proto::CompareAndSwapResponse,
+    proto::IngestResponse
 );
 
 type Call<R> = Pin<Box<dyn Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send>>;
@@ -622,6 +626,62 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Puts `pairs` through the bulk path (see `Kv.Ingest`): their keys must strictly
+    /// ascend. They are sent in requests of a few MiB, each taken by the shard holding its
+    /// first key as one ingested file; a shard that reached its split size holds the next
+    /// request until it was split. An ingest is applied whole or not at all, so after
+    /// [`ClientError::OutcomeUnknown`] sending the same pairs again is safe where no other
+    /// writer changes them meanwhile.
+    pub async fn ingest(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ClientError> {
+        if let Some(at) = pairs.windows(2).position(|two| two[0].0 >= two[1].0) {
+            return Err(ClientError::InvalidArgument(format!(
+                "ingested keys must strictly ascend; pair {} does not",
+                at + 1
+            )));
+        }
+        let mut from = 0;
+        while from < pairs.len() {
+            let mut bytes = 0;
+            let count = pairs[from..]
+                .iter()
+                .take_while(|(key, value)| {
+                    bytes += key.len() + value.len();
+                    bytes <= INGEST_REQUEST_BYTES
+                })
+                .count()
+                .max(1);
+            let request: Vec<proto::KeyValue> = pairs[from..from + count]
+                .iter()
+                .map(|(key, value)| proto::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+            let make = |route| proto::IngestRequest {
+                route,
+                pairs: request.clone(),
+            };
+            let first = &pairs[from].0;
+            let response = self
+                .call(Resend::WhileUnsent, Locate::Key(first), make, |mut c, r| {
+                    Box::pin(async move { c.ingest(r).await })
+                })
+                .await?;
+            if let Some(shard) = response.shard {
+                self.routes.lock().expect("routes lock").learn(shard);
+            }
+            match response.taken as usize {
+                0 => {
+                    return Err(ClientError::InvalidArgument(
+                        "the node took none of the pairs it was sent".into(),
+                    ));
+                }
+                taken => from += taken.min(count),
+            }
+        }
+        Ok(())
     }
 
     /// Removes `key`.

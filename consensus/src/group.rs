@@ -1,7 +1,8 @@
 //! Starting and restarting one shard's Raft group on this node.
 
 use crate::knobs::{
-    CATCH_UP_TIMEOUT, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_TIMEOUT,
+    CATCH_UP_TIMEOUT, INGESTED_LOG_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_TIMEOUT,
+    SNAPSHOT_TIMEOUT,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -193,6 +194,39 @@ fn may_have_followed(voted: bool, logged: &openraft::storage::LogState<TypeConfi
         || logged.last_purged_log_id.is_some()
 }
 
+/// Builds a snapshot and purges the log up to it each time the replica took
+/// [`INGESTED_LOG_BYTES_MAX`] of ingests since its last snapshot; ends with the state
+/// machine.
+async fn compact_after_ingests(raft: Raft, mut ingested: watch::Receiver<u64>) {
+    while ingested.changed().await.is_ok() {
+        if *ingested.borrow_and_update() < INGESTED_LOG_BYTES_MAX {
+            continue;
+        }
+        let Some(applied) = raft.metrics().borrow().last_applied.map(|id| id.index) else {
+            continue;
+        };
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        let built = raft
+            .wait(Some(SNAPSHOT_TIMEOUT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "a snapshot after ingests",
+            )
+            .await;
+        match built {
+            Ok(_) => {
+                if raft.trigger().purge_log(applied).await.is_err() {
+                    return;
+                }
+            }
+            Err(openraft::metrics::WaitError::ShuttingDown) => return,
+            Err(openraft::metrics::WaitError::Timeout(..)) => {}
+        }
+    }
+}
+
 impl ShardGroup {
     /// Starts the group of `shard` from what `store` holds for it (its descriptor must be
     /// stored). A group that has never been initialised waits for [`ShardGroup::initialize`].
@@ -265,6 +299,7 @@ impl ShardGroup {
             })?
             .with_applied_indexes(options.applied_indexes.clone());
         let descriptor = state_machine.watch_descriptor();
+        let ingested = state_machine.watch_ingested();
         let lease = Arc::new(LeaseClock::new(leader_lease));
         let raft = Raft::new(
             options.node_id,
@@ -278,6 +313,7 @@ impl ShardGroup {
             shard,
             source: Box::new(source),
         })?;
+        tokio::spawn(compact_after_ingests(raft.clone(), ingested));
         let retired = Arc::new(AtomicBool::new(false));
         let proposer = Proposer::start(shard, raft.clone(), &options.proposer, retired.clone());
         Ok(ShardGroup {

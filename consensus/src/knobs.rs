@@ -114,3 +114,8 @@ pub const ROUND_TRIP_SMOOTHING: f64 = 0.25;
 /// A peer not called for this long is left out of the round trips a node reports: the
 /// estimate may no longer hold (the peer is down, or moved).
 pub const ROUND_TRIP_STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// A replica that took this many bytes of ingests since its last snapshot builds one and
+/// purges its log up to it: an ingest's pairs are in the log as well as in the data, and
+/// entries that large would otherwise stay there for `snapshot_after_entries` entries.
+pub const INGESTED_LOG_BYTES_MAX: u64 = 64 * 1024 * 1024;

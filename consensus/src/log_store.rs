@@ -14,6 +14,7 @@ use hanse_storage::{Batch, Cf, OnDurable, ScanOrder, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageIOError, Vote};
 
+use crate::knobs::APPEND_BYTES_MAX;
 use crate::metrics::METRICS;
 use crate::{StorageError, TypeConfig};
 
@@ -114,6 +115,39 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.store
             .scan(Cf::RaftLog, &start, &end, usize::MAX, ScanOrder::Forward)
             .map_err(read_error)?
+            .into_iter()
+            .map(|(_, bytes)| codec::decode("raft log entry", &bytes).map_err(read_error))
+            .collect()
+    }
+
+    /// What replication sends next: the entries from `start` up to about
+    /// [`APPEND_BYTES_MAX`] stored bytes (at least one). The transport sends no more in one
+    /// message, and openraft asks for up to 300 entries each time: read and decoded whole,
+    /// a few large entries (ingests) would be read hundreds of times over.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (
+            codec::log_key(self.shard, start),
+            codec::log_key(self.shard, end),
+        );
+        let page = self
+            .store
+            .scan_page(
+                Cf::RaftLog,
+                &first,
+                &last,
+                usize::MAX,
+                APPEND_BYTES_MAX,
+                ScanOrder::Forward,
+            )
+            .map_err(read_error)?;
+        page.entries
             .into_iter()
             .map(|(_, bytes)| codec::decode("raft log entry", &bytes).map_err(read_error))
             .collect()

@@ -153,11 +153,16 @@ async fn run(
         weight_max: options.proposal_bytes_max,
         in_flight_max: options.in_flight_max,
     };
+    // An ingest weighs more than any batch may, so it is always an entry of its own: the
+    // state machine writes what precedes it before the file lands (see `StateMachine`).
     let weigh = |submission: &Submission| -> usize {
         submission
             .iter()
-            .map(|p| p.request.approximate_bytes())
-            .sum()
+            .map(|p| match p.request {
+                ShardRequest::Ingest { .. } => usize::MAX,
+                _ => p.request.approximate_bytes(),
+            })
+            .fold(0, usize::saturating_add)
     };
     drain_in_batches(requests, limits, weigh, |submissions: Vec<Submission>| {
         let (raft, retired) = (raft.clone(), retired.clone());

@@ -57,6 +57,8 @@ pub struct StateMachine {
     published: watch::Sender<ShardDescriptor>,
     /// The applied indexes of the node's replicas, this one's included.
     applied_indexes: AppliedIndexes,
+    /// Bytes ingested since the last snapshot was built (see [`ShardRequest::Ingest`]).
+    ingested: watch::Sender<u64>,
 }
 
 /// An invariant of the replicated state that an applied entry would break: the replica
@@ -107,6 +109,7 @@ impl StateMachine {
             membership,
             published,
             applied_indexes: AppliedIndexes::default(),
+            ingested: watch::Sender::new(0),
         };
         if let Some(pending) = pending {
             tracing::warn!(shard, snapshot = %pending.meta.snapshot_id, "finishing a snapshot installation a crash interrupted");
@@ -136,6 +139,12 @@ impl StateMachine {
     /// Follows the descriptor as commands are applied.
     pub fn watch_descriptor(&self) -> watch::Receiver<ShardDescriptor> {
         self.published.subscribe()
+    }
+
+    /// The bytes ingested since the last snapshot, as they grow; closed when the state
+    /// machine is dropped.
+    pub fn watch_ingested(&self) -> watch::Receiver<u64> {
+        self.ingested.subscribe()
     }
 
     /// Tells the watchers the descriptor, if it changed. Called only once the batch that
@@ -209,6 +218,21 @@ impl StateMachine {
         if with_descriptor {
             batch.put_descriptor(&self.descriptor);
         }
+    }
+
+    /// Writes `batch` with the pointers as they stand (the descriptor if it changed since
+    /// `descriptor_before`, which then moves on), leaving `batch` empty.
+    fn write_applied(
+        &self,
+        batch: &mut Batch,
+        descriptor_before: &mut ShardDescriptor,
+    ) -> Result<(), StorageError> {
+        self.put_pointers(batch, self.descriptor != *descriptor_before);
+        self.store
+            .write(std::mem::take(batch), false)
+            .map_err(sm_write_error)?;
+        *descriptor_before = self.descriptor.clone();
+        Ok(())
     }
 
     /// Creates the new shard of a split in `batch`: its descriptor, and a first log entry
@@ -385,6 +409,26 @@ impl StateMachine {
                     }
                     batch.delete(Cf::Data, key);
                 }
+            }
+        }
+        if !effect.ingested.is_empty() {
+            // The proposer puts an ingest in an entry of its own, so nothing is batched
+            // before it but this entry's own earlier requests, were there any.
+            self.store
+                .write(std::mem::take(batch), false)
+                .map_err(sm_write_error)?;
+            self.store
+                .ingest_sorted(&effect.ingested)
+                .map_err(sm_write_error)?;
+            let bytes: usize = effect
+                .ingested
+                .iter()
+                .map(|pair| pair.key.len() + pair.value.len())
+                .sum();
+            self.ingested.send_modify(|since| *since += bytes as u64);
+            // Everything written before is in the store now, the ingest after it.
+            if let Some(pending) = pending.as_mut() {
+                pending.clear();
             }
         }
         if let Some(right) = &effect.created {
@@ -599,6 +643,17 @@ fn read_state<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Whether `entry` carries an ingest (see [`ShardRequest::Ingest`]).
+fn ingests(entry: &Entry<TypeConfig>) -> bool {
+    match &entry.payload {
+        EntryPayload::Normal(proposal) => proposal
+            .requests
+            .iter()
+            .any(|r| matches!(r, ShardRequest::Ingest { .. })),
+        _ => false,
+    }
+}
+
 /// A snapshot taken when openraft asked for a builder; handed over by `build_snapshot`.
 pub struct SnapshotBuilder {
     built: Result<(Meta, PathBuf), StorageError>,
@@ -628,6 +683,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
+        let applied_before = self.applied;
         let entries: Vec<_> = entries.into_iter().collect();
         let count = entries.len() as u64;
         // Compare-and-swap must see the writes of earlier entries in this same call, which
@@ -642,9 +698,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut pending = has_cas.then(BTreeMap::new);
         let mut batch = Batch::default();
         let mut responses = Vec::with_capacity(entries.len());
-        let descriptor_before = self.descriptor.clone();
+        let mut descriptor_before = self.descriptor.clone();
         let mut table = None;
         for entry in entries {
+            if ingests(&entry) && self.applied != applied_before {
+                // An ingested file lands outside the batch: what came before it is
+                // written first, with the position it reached, so a crash after the
+                // ingest replays only the ingest (the same file again).
+                self.write_applied(&mut batch, &mut descriptor_before)?;
+            }
             self.check(
                 Some(entry.log_id) > self.applied,
                 entry.log_id.index,
@@ -682,8 +744,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             responses.push(response);
         }
-        self.put_pointers(&mut batch, self.descriptor != descriptor_before);
-        self.store.write(batch, false).map_err(sm_write_error)?;
+        self.write_applied(&mut batch, &mut descriptor_before)?;
         self.publish_descriptor();
         self.publish_applied();
         METRICS.entries_applied.inc_by(count);
@@ -694,6 +755,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.ingested.send_replace(0);
         // Exported here, between two applies, so the files match `applied` exactly.
         let meta = self.current_meta();
         let file_name = format!("{}.snap", snapshot_name(self.shard, meta.last_log_id));
@@ -813,6 +875,126 @@ mod tests {
         let mut batch = Batch::default();
         batch.put(Cf::Data, key, value);
         store.write(batch, true).unwrap();
+    }
+
+    /// A store that notes, at each ingest, the applied position already stored.
+    struct IngestWitness {
+        inner: Arc<dyn Store>,
+        applied_at_ingest: std::sync::Mutex<Vec<Option<LogId<u64>>>>,
+    }
+
+    impl Store for IngestWitness {
+        fn path(&self) -> &Path {
+            self.inner.path()
+        }
+        fn get(&self, cf: Cf, key: &[u8]) -> hanse_storage::Result<Option<Vec<u8>>> {
+            self.inner.get(cf, key)
+        }
+        fn scan_page(
+            &self,
+            cf: Cf,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+            bytes_max: usize,
+            order: ScanOrder,
+        ) -> hanse_storage::Result<hanse_storage::Page> {
+            self.inner
+                .scan_page(cf, start, end, limit, bytes_max, order)
+        }
+        fn write(&self, batch: Batch, sync: bool) -> hanse_storage::Result<()> {
+            self.inner.write(batch, sync)
+        }
+        fn append_log(
+            &self,
+            batch: Batch,
+            on_durable: Option<hanse_storage::OnDurable>,
+        ) -> hanse_storage::StoreFuture<'_> {
+            self.inner.append_log(batch, on_durable)
+        }
+        fn export_range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            dir: &Path,
+            file_bytes_max: u64,
+        ) -> hanse_storage::Result<hanse_storage::RangeExport> {
+            self.inner.export_range(start, end, dir, file_bytes_max)
+        }
+        fn ingest_range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            files: &[PathBuf],
+        ) -> hanse_storage::Result<()> {
+            self.inner.ingest_range(start, end, files)
+        }
+        fn ingest_sorted(&self, pairs: &[hanse_shard::KeyValue]) -> hanse_storage::Result<()> {
+            let applied = read_state(self.inner.as_ref(), SHARD, StateKey::Applied)
+                .unwrap()
+                .flatten();
+            self.applied_at_ingest.lock().unwrap().push(applied);
+            self.inner.ingest_sorted(pairs)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ingest_lands_after_everything_before_it_and_its_position_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let witness = Arc::new(IngestWitness {
+            inner: engine_with_shard(dir.path()),
+            applied_at_ingest: Default::default(),
+        });
+        let mut machine = StateMachine::open(SHARD, witness.clone()).unwrap();
+        let epoch = machine.descriptor.epoch;
+        let bytes = |s: &str| s.as_bytes().to_vec();
+        let cas = |expected: Option<&str>, new: &str| ShardRequest::CompareAndSwap {
+            epoch,
+            key: bytes("b"),
+            expected: expected.map(bytes),
+            new: Some(bytes(new)),
+        };
+        let ingest = ShardRequest::Ingest {
+            epoch,
+            pairs: ["a", "b"]
+                .iter()
+                .map(|key| hanse_shard::KeyValue {
+                    key: bytes(key),
+                    value: bytes("ingested"),
+                })
+                .collect(),
+        };
+        let requests = [cas(None, "first"), ingest, cas(Some("ingested"), "last")];
+        let entries: Vec<Entry<TypeConfig>> = requests
+            .into_iter()
+            .zip(1..)
+            .map(|(request, index)| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(hanse_shard::Proposal {
+                    requests: vec![request],
+                }),
+            })
+            .collect();
+        let first = entries[0].log_id;
+        let answers = machine.apply(entries).await.unwrap();
+        let swapped = |answer: &Vec<ShardResponse>| {
+            matches!(
+                answer[..],
+                [ShardResponse::CompareAndSwap { swapped: true, .. }]
+            )
+        };
+        assert!(swapped(&answers[0]), "{answers:?}");
+        assert_eq!(answers[1], vec![ShardResponse::Applied]);
+        // The CAS after the ingest saw the ingested value, not the earlier write.
+        assert!(swapped(&answers[2]), "{answers:?}");
+        assert_eq!(
+            witness.get(Cf::Data, b"a").unwrap(),
+            Some(bytes("ingested"))
+        );
+        assert_eq!(witness.get(Cf::Data, b"b").unwrap(), Some(bytes("last")));
+        // The entry before the ingest was stored with its position first: a crash after
+        // the file landed replays only the ingest.
+        assert_eq!(*witness.applied_at_ingest.lock().unwrap(), [Some(first)]);
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use hanse_shard::coordinate::{
 };
 use hanse_shard::range::single_key;
 use hanse_shard::{Epoch, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
-use hanse_shard::{Mutation, ShardRequest, ShardResponse, hosting_changes};
+use hanse_shard::{KeyValue, Mutation, ShardRequest, ShardResponse, hosting_changes};
 use hanse_shard::{RouteTable, StaleRoute, admit_route};
 use hanse_storage::codec::{self, StateKey};
 use hanse_storage::{Batch, Cf, FencedStore, MemStore, Store};
@@ -602,12 +602,23 @@ async fn write_once(
     if net.lock().paused.contains(&(node, group.shard)) {
         return Outcome::Failed;
     }
-    let request = ShardRequest::Write {
-        epoch,
-        mutations: vec![Mutation::Put {
-            key: key.to_vec(),
-            value: value.as_bytes().to_vec(),
-        }],
+    // One write in four takes the bulk path: the same put, as an ingested file, which
+    // lands outside the apply batch and must survive the same crashes.
+    let request = match rng.random_range(0..4) {
+        0 => ShardRequest::Ingest {
+            epoch,
+            pairs: vec![KeyValue {
+                key: key.to_vec(),
+                value: value.as_bytes().to_vec(),
+            }],
+        },
+        _ => ShardRequest::Write {
+            epoch,
+            mutations: vec![Mutation::Put {
+                key: key.to_vec(),
+                value: value.as_bytes().to_vec(),
+            }],
+        },
     };
     match group.propose(request).await {
         Ok(ShardResponse::Applied) => {

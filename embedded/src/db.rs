@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hanse_consensus::{ReplicaNode, ShardGroup, SingleVoterNetwork};
+use hanse_shard::apply;
 use hanse_shard::range::{half_open, intersect};
-use hanse_shard::{Mutation, RouteTable, Routed, ShardRequest, ShardResponse};
+use hanse_shard::{KeyValue, Mutation, RouteTable, Routed, ShardRequest, ShardResponse};
 use hanse_shard::{ReplicaDescriptor, ReplicaRole, ShardDescriptor, ShardId};
 use hanse_storage::{Batch, Cf, ScanOrder};
 use hanse_storage_rocksdb::{Engine, EngineOptions, LogWriterStats};
@@ -30,6 +31,8 @@ const EMBEDDED_NODE: u64 = 1;
 /// Rounds of "start the groups, let them apply, reload descriptors" at open. A round only
 /// repeats when re-applied splits created shards; each split adds at most one.
 const OPEN_ROUNDS_MAX: usize = 64;
+/// Keys and values in one ingest log entry.
+const INGEST_ENTRY_BYTES: usize = 4 << 20;
 
 /// The outcome of [`Db::compare_and_swap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +147,25 @@ impl Db {
             self.options.limits().check_mutation(op)?;
         }
         self.block_on(self.write(ops))
+    }
+
+    /// Puts `pairs`, whose keys must strictly ascend, through the bulk path: each shard's
+    /// share becomes files of sorted keys ingested through its log (no memtable, no
+    /// compactions). Each file is applied whole or not at all.
+    pub fn ingest(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let limits = self.options.limits();
+        for (key, value) in &pairs {
+            limits.check_key(key)?;
+            limits.check_value(value)?;
+        }
+        let pairs: Vec<KeyValue> = pairs
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect();
+        if let Some(at) = apply::first_unordered(&pairs) {
+            return Err(Error::IngestOrder { at });
+        }
+        self.block_on(self.ingest_sorted(pairs))
     }
 
     /// Sets `key` to `new` (`None` deletes it) only if its current value is `expected`
@@ -272,6 +294,35 @@ impl Db {
                 ShardResponse::Applied => {}
                 other => return Err(unexpected(route, &other)),
             }
+        }
+        Ok(())
+    }
+
+    async fn ingest_sorted(&self, pairs: Vec<KeyValue>) -> Result<()> {
+        let routes = self.routes.read().await;
+        let mut rest = pairs.as_slice();
+        while let Some(first) = rest.first() {
+            let route = route_of(&routes, &first.key)?;
+            // The keys ascend, so the shard's share comes first; a log entry holds at most
+            // about INGEST_ENTRY_BYTES of it.
+            let mut bytes = 0;
+            let count = rest
+                .iter()
+                .take_while(|pair| {
+                    bytes += pair.key.len() + pair.value.len();
+                    route.descriptor.contains(&pair.key) && bytes <= INGEST_ENTRY_BYTES
+                })
+                .count()
+                .max(1);
+            let request = ShardRequest::Ingest {
+                epoch: route.descriptor.epoch,
+                pairs: rest[..count].to_vec(),
+            };
+            match propose(route, request).await? {
+                ShardResponse::Applied => {}
+                other => return Err(unexpected(route, &other)),
+            }
+            rest = &rest[count..];
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ pub enum Error {
     #[error("value is {len} bytes, over the limit of {max} bytes (Options::max_value_bytes)")]
     ValueTooLarge { len: usize, max: usize },
 
+    #[error("ingested keys must strictly ascend; pair {at} is not above the one before")]
+    IngestOrder { at: usize },
+
     #[error("scan range is reversed: start \"{start}\" is after end \"{end}\"")]
     InvalidRange { start: String, end: String },
 

@@ -106,6 +106,35 @@ fn split_keeps_every_key_reachable_and_survives_restart() {
 }
 
 #[test]
+fn an_ingest_across_shards_lands_whole_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            (
+                format!("k{i:04}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    {
+        let db = open(dir.path());
+        db.put(b"k0500", b"old").unwrap();
+        db.split_shard(b"k0300").unwrap();
+        assert!(matches!(
+            db.ingest(vec![pairs[2].clone(), pairs[1].clone()]),
+            Err(Error::IngestOrder { at: 1 })
+        ));
+        assert_eq!(db.get(&pairs[1].0).unwrap(), None);
+        db.ingest(pairs.clone()).unwrap();
+        db.put(b"k0999", b"later").unwrap();
+    }
+    let db = open(dir.path());
+    let mut expected = pairs;
+    expected[999].1 = b"later".to_vec();
+    assert_eq!(all(&db), expected);
+}
+
+#[test]
 fn splitting_at_a_shard_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

@@ -82,15 +82,21 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// lost on its way (or a meta shard restored from a backup) costs at most this long.
 pub const REPORT_REFRESH: Duration = Duration::from_secs(30);
 
-/// A shard is measured again once the bytes written to or deleted from it reach an
-/// eighth of its size...
+/// A shard is measured again once the bytes deleted from it reach an eighth of its size
+/// (writes only add to its last measurement, until it may cross the split size)...
 pub const REMEASURE_FRACTION: u64 = 8;
 
 /// ...or this much, whichever is more (measuring a small shard is cheap)...
 pub const REMEASURE_BYTES_MIN: u64 = 16 << 10;
 
-/// ...or, after any write at all, once the measurement is this old.
+/// ...or, after any write at all, once the measurement is this old for every
+/// [`REMEASURE_AFTER_BYTES`] the shard holds (at least this old): a pass costs in
+/// proportion to the shard's size, and a trickle of writes into a few shards of tens of
+/// MiB each, measured every 10 s, kept a node's CPU busy decompressing blocks.
 pub const REMEASURE_AFTER: Duration = Duration::from_secs(10);
+
+/// See [`REMEASURE_AFTER`].
+pub const REMEASURE_AFTER_BYTES: u64 = 4 << 20;
 
 /// How long a merge waits for each replica of the right shard to apply its preparation,
 /// and for a leadership move it asks for: several elections' worth, on a loaded machine.

@@ -19,9 +19,12 @@ use std::time::Duration;
 use actix::dev::SendError;
 use hanse_proto::v1 as pb;
 use hanse_proto::v1::kv_server::{Kv, KvServer};
-use hanse_shard::Epoch;
+use hanse_shard::apply;
 use hanse_shard::range::{SYSTEM_KEYSPACE_START, intersect, is_system_key, single_key};
-use hanse_shard::{Mutation, Rejection, ShardRequest, ShardResponse, StaleRoute, admit_route};
+use hanse_shard::{Epoch, ShardDescriptor};
+use hanse_shard::{
+    KeyValue, Mutation, Rejection, ShardRequest, ShardResponse, StaleRoute, admit_route,
+};
 use hanse_storage::codec;
 use hanse_storage::{Cf, ScanOrder};
 use tokio::sync::oneshot;
@@ -177,7 +180,7 @@ impl KvService {
             Rejection::Frozen { .. } => busy("merging"),
             Rejection::Split(e) => invalid(e),
             Rejection::Merge(e) => invalid(e),
-            Rejection::NotMetaShard { .. } => invalid(rejection),
+            Rejection::NotMetaShard { .. } | Rejection::IngestOrder { .. } => invalid(rejection),
         }
     }
 
@@ -191,18 +194,28 @@ impl KvService {
         access: Access,
         keys: &[&[u8]],
     ) -> Result<(), Status> {
+        keys.iter().try_for_each(|key| {
+            let after = [key, &[0u8][..]].concat();
+            self.authorize_range(request, access, key, &after)
+        })
+    }
+
+    /// Whether the request's caller may `access` every key in `[start, end)`.
+    fn authorize_range<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<(), Status> {
         let caller = Caller::of(request);
         if caller.is_node() {
             return Ok(());
         }
         let grants = self.state.grants.get();
-        for key in keys {
-            let after = [key, &[0u8][..]].concat();
-            grants
-                .check_keys(&caller, access, key, &after)
-                .map_err(|denied| self.denied(denied))?;
-        }
-        Ok(())
+        grants
+            .check_keys(&caller, access, start, end)
+            .map_err(|denied| self.denied(denied))
     }
 
     /// A refusal as the caller hears it (without the key where keys are redacted).
@@ -327,6 +340,60 @@ impl KvService {
         tracing::debug!(shard, "committed and applied");
         count_write(&replica, &counted, origin);
         Ok(())
+    }
+
+    /// Proposes the pairs that lie in the shard of the first as one ingest, here at the
+    /// shard's leader, and answers how many that was and the shard. Not through the ingest
+    /// actor: an ingest is a log entry of its own anyway.
+    async fn ingest_pairs(
+        &self,
+        mut pairs: Vec<KeyValue>,
+        route: Option<pb::RouteContext>,
+        origin: &str,
+    ) -> Result<(u32, Option<ShardDescriptor>), Refusal> {
+        let limits = &self.state.limits;
+        for pair in &pairs {
+            limits.check_key(&pair.key).map_err(invalid)?;
+            limits.check_value(&pair.value).map_err(invalid)?;
+        }
+        if let Some(at) = apply::first_unordered(&pairs) {
+            return Err(invalid(Rejection::IngestOrder { at }));
+        }
+        let Some(first) = pairs.first() else {
+            return Ok((0, None));
+        };
+        let first_key = first.key.clone();
+        let (replica, epoch) = self.route(&first_key, route.as_ref())?;
+        let descriptor = replica.descriptor();
+        // The keys ascend from one inside the shard: those inside come first.
+        let inside = pairs.partition_point(|pair| descriptor.contains(&pair.key));
+        pairs.truncate(inside);
+        let taken = u32::try_from(inside).map_err(invalid)?;
+        let bytes: u64 = pairs
+            .iter()
+            .map(|pair| (pair.key.len() + pair.value.len()) as u64)
+            .sum();
+        let load = &replica.load;
+        let size = load.size_bytes.load(Ordering::Relaxed);
+        if size.saturating_add(load.bytes_written.load(Ordering::Relaxed))
+            > self.state.split_size_bytes
+        {
+            // Split by size within a few seconds; the client retries, then re-routes.
+            return Err(busy("shard_full"));
+        }
+        let count = pairs.len() as u64;
+        let request = ShardRequest::Ingest { epoch, pairs };
+        let answer = replica.propose(request).await;
+        match answer {
+            Ok(ShardResponse::Rejected(rejection)) => Err(self.rejected(rejection, &first_key)),
+            Ok(_) => {
+                load.touched(&first_key, origin);
+                load.writes.fetch_add(count, Ordering::Relaxed);
+                load.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                Ok((taken, Some(descriptor)))
+            }
+            Err(e) => Err(replica_refusal(&replica, e)),
+        }
     }
 
     /// The shard a scan of `[start, end)` is served by: the one holding `start`, or for a
@@ -583,6 +650,48 @@ impl Kv for KvService {
         };
         request_metrics.answered(error.as_ref());
         Ok(Response::new(pb::BatchResponse { error }))
+    }
+
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let request_metrics = RequestMetrics::start("ingest", request.metadata());
+        let pairs = &request.get_ref().pairs;
+        if let (Some(first), Some(last)) = (pairs.first(), pairs.last()) {
+            // The keys ascend (checked below), so the range from the first to the last
+            // holds them all; an unordered request is refused whatever it may touch.
+            let after_last = [&last.key[..], &[0u8][..]].concat();
+            if first.key < after_last {
+                self.authorize_range(&request, Access::Write, &first.key, &after_last)
+                    .inspect_err(|_| request_metrics.set("permission_denied"))?;
+            }
+        }
+        let origin = origin(&request);
+        let pb::IngestRequest { route, pairs } = request.into_inner();
+        let pairs = pairs
+            .into_iter()
+            .map(|pair| KeyValue {
+                key: pair.key,
+                value: pair.value,
+            })
+            .collect();
+        let answer = self
+            .ingest_pairs(pairs, route, &origin)
+            .instrument(request_metrics.span.clone())
+            .await;
+        request_metrics.answered(answer.as_ref().err());
+        Ok(Response::new(match answer {
+            Ok((taken, shard)) => pb::IngestResponse {
+                error: None,
+                taken,
+                shard: shard.as_ref().map(to_proto),
+            },
+            Err(error) => pb::IngestResponse {
+                error: Some(error),
+                ..Default::default()
+            },
+        }))
     }
 
     async fn compare_and_swap(

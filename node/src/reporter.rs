@@ -5,12 +5,12 @@
 //! thousands of shards, resending unchanged records made the meta shard's replicas the
 //! cluster's largest idle cost.
 //!
-//! A shard's size comes from a pass over its range ([`Engine::range_size`]), repeated only
-//! when the shard changed (its epoch) or took enough new writes since the last pass.
+//! A shard's size comes from a pass over its range ([`Engine::range_size`]) plus what was
+//! written since (see [`Measured::estimate`] for when it is measured again).
 
 use crate::knobs::{
-    BUSY_WAIT, REMEASURE_AFTER, REMEASURE_BYTES_MIN, REMEASURE_FRACTION, REPORT_INTERVAL,
-    REPORT_REFRESH,
+    BUSY_WAIT, REMEASURE_AFTER, REMEASURE_AFTER_BYTES, REMEASURE_BYTES_MIN, REMEASURE_FRACTION,
+    REPORT_INTERVAL, REPORT_REFRESH,
 };
 use hanse_storage::Store;
 use std::collections::HashMap;
@@ -33,14 +33,52 @@ use crate::round_trips::{self, ClusterRoundTrips};
 use hanse_consensus::round_trip::PeerRoundTrip;
 use hanse_proto::convert::{node_to_proto, report_to_proto};
 
+/// How long a measurement of a shard of `bytes` stands while it takes only a few writes.
+fn remeasure_after(bytes: u64) -> Duration {
+    let units = (bytes / REMEASURE_AFTER_BYTES).clamp(1, u32::MAX as u64) as u32;
+    REMEASURE_AFTER.saturating_mul(units)
+}
+
 /// A shard's last measurement.
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
     pub epoch: Epoch,
     pub size: RangeSize,
-    /// Bytes written to (or, estimated, deleted from) the shard since this measurement.
+    /// Bytes put into the shard since this measurement (keys and values; an overwrite
+    /// counts whole, so this is an upper bound of the growth).
     pub written_since: u64,
+    /// Bytes deleted from it since, estimated at one average entry per delete.
+    pub deleted_since: u64,
     pub at: Instant,
+}
+
+impl Measured {
+    /// The shard's size as this measurement and the writes since tell it, or `None` when
+    /// it should be measured again: its range changed (`epoch`), it may just have grown
+    /// past `split_size` (a split then wants a fresh middle key), deletes may have shrunk
+    /// it by an eighth (a merge wants to know), or any write came after a measurement
+    /// that is old for its size. A pass over the range costs in proportion to its size:
+    /// during a bulk load, measuring at every eighth of growth read each shard many times
+    /// over.
+    fn estimate(&self, epoch: Epoch, split_size: u64) -> Option<RangeSize> {
+        let measured = &self.size;
+        let grown = measured.bytes.saturating_add(self.written_since);
+        let threshold = (measured.bytes / REMEASURE_FRACTION).max(REMEASURE_BYTES_MIN);
+        let changed = self.written_since + self.deleted_since > 0;
+        let remeasure = self.epoch != epoch
+            || (grown > split_size && measured.bytes <= split_size)
+            || self.deleted_since >= threshold
+            || (changed && self.at.elapsed() > remeasure_after(measured.bytes));
+        if remeasure {
+            return None;
+        }
+        let entry_bytes = (measured.bytes / measured.keys.max(1)).max(1);
+        Some(RangeSize {
+            bytes: grown.saturating_sub(self.deleted_since),
+            keys: measured.keys + self.written_since / entry_bytes,
+            middle_key: measured.middle_key.clone(),
+        })
+    }
 }
 
 pub(crate) struct Reporter {
@@ -51,6 +89,8 @@ pub(crate) struct Reporter {
     routes: Arc<Routes>,
     peers: Arc<Peers>,
     measured: Mutex<HashMap<ShardId, Measured>>,
+    /// The cluster's split size: a shard's size is measured again when it may cross it.
+    split_size_bytes: u64,
     last_report: Mutex<Instant>,
     learners: Mutex<LearnerLag>,
     sent: Mutex<Sent>,
@@ -158,6 +198,7 @@ impl Reporter {
         engine: Arc<Engine>,
         routes: Arc<Routes>,
         peers: Arc<Peers>,
+        split_size_bytes: u64,
     ) -> Self {
         Reporter {
             node,
@@ -167,6 +208,7 @@ impl Reporter {
             routes,
             peers,
             measured: Mutex::new(HashMap::new()),
+            split_size_bytes,
             last_report: Mutex::new(Instant::now()),
             learners: Mutex::new(LearnerLag::default()),
             sent: Mutex::new(Sent {
@@ -194,16 +236,17 @@ impl Reporter {
     async fn size_of(&self, replica: &ReplicaHandle, written: u64, deletes: u64) -> RangeSize {
         let descriptor = replica.descriptor();
         let mut measured = self.measured.lock().await;
-        if let Some(m) = measured.get_mut(&replica.shard) {
+        // The meta shard is written by reports, not by counted requests, and is small.
+        if let Some(m) = measured.get_mut(&replica.shard)
+            && replica.shard != META_SHARD
+        {
             // A delete frees about one average entry.
             let entry_bytes = m.size.bytes / m.size.keys.max(1);
-            m.written_since += written + deletes * entry_bytes;
-            let threshold = (m.size.bytes / REMEASURE_FRACTION).max(REMEASURE_BYTES_MIN);
-            // The meta shard is written by reports, not by counted requests, and is small.
-            let unchanged = m.epoch == descriptor.epoch && replica.shard != META_SHARD;
-            let stale = m.written_since > 0 && m.at.elapsed() > REMEASURE_AFTER;
-            if unchanged && m.written_since < threshold && !stale {
-                return m.size.clone();
+            m.written_since += written;
+            m.deleted_since += deletes * entry_bytes;
+            if let Some(size) = m.estimate(descriptor.epoch, self.split_size_bytes) {
+                replica.load.size_bytes.store(size.bytes, Ordering::Relaxed);
+                return size;
             }
         }
         let engine = self.engine.clone();
@@ -213,12 +256,14 @@ impl Reporter {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
+        replica.load.size_bytes.store(size.bytes, Ordering::Relaxed);
         measured.insert(
             replica.shard,
             Measured {
                 epoch: descriptor.epoch,
                 size: size.clone(),
                 written_since: 0,
+                deleted_since: 0,
                 at: Instant::now(),
             },
         );
@@ -254,6 +299,9 @@ impl Reporter {
             let sampled_keys = load.sampled.lock().expect("sampler lock").take();
             let origins = std::mem::take(&mut *load.origins.lock().expect("origins lock"));
             if !replica.leads() {
+                // Measured afresh should it lead again: its writes meanwhile were not
+                // counted here.
+                self.measured.lock().await.remove(&replica.shard);
                 continue;
             }
             learners.observe(&replica, now);
@@ -419,6 +467,58 @@ mod tests {
             },
             reported_at_ms: at_ms,
         }
+    }
+
+    #[test]
+    fn writes_add_to_the_measurement_until_the_split_size_may_be_crossed() {
+        let epoch = Epoch::default();
+        let mib = 1 << 20;
+        let mut m = Measured {
+            epoch,
+            size: RangeSize {
+                keys: 1000,
+                bytes: 10 * mib,
+                middle_key: Some(b"m".to_vec()),
+            },
+            written_since: 0,
+            deleted_since: 0,
+            at: Instant::now(),
+        };
+        let split = 64 * mib;
+        assert_eq!(m.estimate(epoch, split), Some(m.size.clone()));
+        // Growth far past an eighth is added, not measured.
+        m.written_since = 40 * mib;
+        let grown = m.estimate(epoch, split).unwrap();
+        assert_eq!((grown.bytes, grown.keys), (50 * mib, 5000));
+        assert_eq!(grown.middle_key.as_deref(), Some(&b"m"[..]));
+        // Past the split size, or after a split or merge: measured again.
+        m.written_since = 60 * mib;
+        assert_eq!(m.estimate(epoch, split), None);
+        m.written_since = 0;
+        let next = Epoch {
+            version: epoch.version + 1,
+            ..epoch
+        };
+        assert_eq!(m.estimate(next, split), None);
+        // Deletes of an eighth: measured again (a merge may be due).
+        m.deleted_since = 2 * mib;
+        assert_eq!(m.estimate(epoch, split), None);
+        // Already past the split size (waiting for the split): growth is only added.
+        m.deleted_since = 0;
+        m.size.bytes = 70 * mib;
+        m.written_since = mib;
+        assert_eq!(m.estimate(epoch, split).map(|s| s.bytes), Some(71 * mib));
+    }
+
+    #[test]
+    fn a_larger_shard_keeps_its_measurement_longer_under_a_trickle_of_writes() {
+        assert_eq!(remeasure_after(0), REMEASURE_AFTER);
+        assert_eq!(remeasure_after(REMEASURE_AFTER_BYTES - 1), REMEASURE_AFTER);
+        assert_eq!(
+            remeasure_after(16 * REMEASURE_AFTER_BYTES),
+            16 * REMEASURE_AFTER
+        );
+        assert!(remeasure_after(u64::MAX) >= remeasure_after(u64::MAX / 2));
     }
 
     #[test]

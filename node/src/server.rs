@@ -403,6 +403,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
         engine.clone(),
         routes.clone(),
         peers.clone(),
+        config.balance.split_size_bytes,
     ));
     let reporting = tokio::spawn(reporter.run());
     let liveness = transport.liveness();
@@ -448,6 +449,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ServerError> {
             key_bytes_max: config.limits.max_key_bytes,
             value_bytes_max: config.limits.max_value_bytes,
         },
+        split_size_bytes: config.balance.split_size_bytes,
         routes,
         node,
         restarts,

@@ -24,6 +24,8 @@ pub(crate) struct NodeState {
     pub addr: String,
     pub engine: Arc<Engine>,
     pub limits: Limits,
+    /// A shard past this many bytes takes no ingest until it was split.
+    pub split_size_bytes: u64,
     /// The hosted replicas, kept by the node actor.
     pub routes: Arc<Routes>,
     pub node: Addr<NodeActor>,

@@ -30,9 +30,16 @@ pub struct BalanceOptions {
     /// shard is worth its own leader even when small.
     pub cold_ops_per_sec: u64,
     /// A shard whose range or replicas changed less than this long ago is left alone
-    /// (default 60 s).
+    /// (default 60 s), but for a split by size (see [`SIZE_SPLIT_SETTLE`]).
     pub cool_down: Duration,
 }
+
+/// How long after its last change a shard past the split size may split again. A size
+/// limit is no matter of taste that a cool-down protects from flapping (the halves are
+/// too large to merge back): a bulk load fills a shard within seconds, and waiting the
+/// whole cool-down would hold the load that long. Long enough for the halves' leaders to
+/// measure and report them (a report a second) rather than act on the parent's size.
+pub const SIZE_SPLIT_SETTLE: Duration = Duration::from_secs(5);
 
 impl Default for BalanceOptions {
     fn default() -> Self {
@@ -70,8 +77,10 @@ pub fn size_policy(shards: &[ShardView], options: &BalanceOptions) -> Vec<Action
     let settled = |s: &ShardView| !s.pinned && s.stable_for >= options.cool_down;
     let mut actions = Vec::new();
     let mut used = vec![false; shards.len()];
+    let splittable =
+        |s: &ShardView| !s.pinned && s.stable_for >= SIZE_SPLIT_SETTLE.min(options.cool_down);
     for (i, shard) in shards.iter().enumerate() {
-        if settled(shard)
+        if splittable(shard)
             && shard.size_bytes > options.split_size_bytes
             && let Some(at) = &shard.split_key
         {
@@ -662,6 +671,20 @@ mod tests {
                 at: b"key-1".to_vec()
             }]
         );
+    }
+
+    #[test]
+    fn a_shard_past_the_split_size_splits_again_before_the_cool_down_ends() {
+        let mut grown = shard(1, 100, 0);
+        grown.stable_for = SIZE_SPLIT_SETTLE;
+        let actions = size_policy(&[grown.clone()], &Default::default());
+        assert!(
+            matches!(actions[..], [Action::Split { shard: 1, .. }]),
+            "{actions:?}"
+        );
+        // Not before its halves were measured.
+        grown.stable_for = SIZE_SPLIT_SETTLE / 2;
+        assert!(size_policy(&[grown], &Default::default()).is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! alone. The state machine writes the effect; the proposer uses [`check_route`] to refuse
 //! a stale request before it reaches the log.
 
-use crate::command::{Mutation, Rejection, ShardRequest, ShardResponse};
+use crate::command::{KeyValue, Mutation, Rejection, ShardRequest, ShardResponse};
 use crate::descriptor::{Epoch, ShardDescriptor, ShardId};
 
 /// What one command does when applied.
@@ -10,6 +10,8 @@ use crate::descriptor::{Epoch, ShardDescriptor, ShardId};
 pub struct Effect {
     /// User-key changes, applied together with the log position.
     pub mutations: Vec<Mutation>,
+    /// Sorted puts to ingest as one file (the bulk path), after `mutations`.
+    pub ingested: Vec<KeyValue>,
     /// The shard's descriptor after the command (split, merge steps).
     pub descriptor: Option<ShardDescriptor>,
     /// A shard the command creates (the right half of a split).
@@ -24,6 +26,7 @@ impl Effect {
     fn respond(response: ShardResponse) -> Self {
         Effect {
             mutations: Vec::new(),
+            ingested: Vec::new(),
             descriptor: None,
             created: None,
             absorbed: None,
@@ -73,6 +76,15 @@ pub fn check_route<'k>(
     }
 }
 
+/// The first of `pairs` whose key is not above the one before, if any: ingested keys
+/// must strictly ascend, since every replica builds a file of sorted keys from them.
+pub fn first_unordered(pairs: &[KeyValue]) -> Option<usize> {
+    pairs
+        .windows(2)
+        .position(|two| two[0].key >= two[1].key)
+        .map(|before| before + 1)
+}
+
 /// What must hold on this node before a command may be applied here; the runtime waits
 /// for it (with a bound), so that applying stays a decision on local state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +131,19 @@ pub fn decide<E>(
                     ..Effect::respond(ShardResponse::Applied)
                 },
                 Err(rejection) => Effect::rejected(rejection),
+            }
+        }
+        ShardRequest::Ingest { epoch, pairs } => {
+            // The keys ascend, so the first and the last tell whether all are in range.
+            let ends = pairs.first().into_iter().chain(pairs.last());
+            let routed = check_route(shard, epoch, ends.map(|pair| pair.key.as_slice()));
+            match (routed, first_unordered(&pairs)) {
+                (Err(rejection), _) => Effect::rejected(rejection),
+                (Ok(()), Some(at)) => Effect::rejected(Rejection::IngestOrder { at }),
+                (Ok(()), None) => Effect {
+                    ingested: pairs,
+                    ..Effect::respond(ShardResponse::Applied)
+                },
             }
         }
         ShardRequest::CompareAndSwap {
@@ -264,6 +289,50 @@ mod tests {
             effect.response,
             ShardResponse::Rejected(Rejection::KeyNotInShard { ref key, .. }) if key == b"z"
         ));
+    }
+
+    fn ingest(s: &ShardDescriptor, keys: &[&str]) -> ShardRequest {
+        let pairs = keys
+            .iter()
+            .map(|key| KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+            })
+            .collect();
+        ShardRequest::Ingest {
+            epoch: s.epoch,
+            pairs,
+        }
+    }
+
+    #[test]
+    fn an_ingest_of_ascending_keys_in_range_is_taken_whole() {
+        let s = shard();
+        let effect = decide(&s, ingest(&s, &["b", "c", "l"]), 1, no_read).unwrap();
+        assert_eq!(effect.ingested.len(), 3);
+        assert!(effect.mutations.is_empty());
+        assert_eq!(effect.response, ShardResponse::Applied);
+    }
+
+    #[test]
+    fn an_ingest_out_of_order_or_out_of_range_changes_nothing() {
+        let s = shard();
+        for (keys, refused) in [
+            (&["c", "c"][..], Rejection::IngestOrder { at: 1 }),
+            (&["c", "e", "d"][..], Rejection::IngestOrder { at: 2 }),
+        ] {
+            let effect = decide(&s, ingest(&s, keys), 1, no_read).unwrap();
+            assert!(effect.ingested.is_empty(), "{keys:?}");
+            assert_eq!(effect.response, ShardResponse::Rejected(refused));
+        }
+        for keys in [&["a", "c"][..], &["c", "m"][..]] {
+            let effect = decide(&s, ingest(&s, keys), 1, no_read).unwrap();
+            assert!(effect.ingested.is_empty(), "{keys:?}");
+            assert!(matches!(
+                effect.response,
+                ShardResponse::Rejected(Rejection::KeyNotInShard { .. })
+            ));
+        }
     }
 
     #[test]

@@ -28,6 +28,15 @@ impl Mutation {
     }
 }
 
+/// One key and its value in an [`ShardRequest::Ingest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    #[serde(with = "crate::bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "crate::bytes")]
+    pub value: Vec<u8>,
+}
+
 /// One Raft entry: requests that arrived together, applied in order and each on its own
 /// (one refused request does not stop the others). Carrying many requests in one entry
 /// is what makes concurrent writers cheap: openraft's cost is per entry.
@@ -61,6 +70,10 @@ impl ShardRequest {
             ShardRequest::CompareAndSwap {
                 key, expected, new, ..
             } => key.len() + value(expected) + value(new),
+            ShardRequest::Ingest { pairs, .. } => pairs
+                .iter()
+                .map(|pair| pair.key.len() + pair.value.len() + 4)
+                .sum(),
             _ => 256,
         }
     }
@@ -75,6 +88,10 @@ pub enum ShardRequest {
         epoch: Epoch,
         mutations: Vec<Mutation>,
     },
+    /// Puts every pair, as one file of sorted keys that each replica builds and ingests
+    /// into its store: the bulk path. The keys are strictly ascending; a request that is
+    /// not changes nothing. Always an entry of its own (see the proposer).
+    Ingest { epoch: Epoch, pairs: Vec<KeyValue> },
     /// Sets `key` to `new` (`None` deletes it) only if its value is `expected` (`None`:
     /// absent).
     CompareAndSwap {
@@ -161,6 +178,8 @@ pub enum Rejection {
     Merge(MergeError),
     #[error("shard {} is frozen for a merge into shard {}", current.id, current.merging.map_or(0, |m| m.into))]
     Frozen { current: ShardDescriptor },
+    #[error("ingested keys must be strictly ascending; key {at} is not above the one before")]
+    IngestOrder { at: usize },
     #[error("only the meta shard keeps reports; shard {shard} is not it")]
     NotMetaShard { shard: ShardId },
 }

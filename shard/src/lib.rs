@@ -29,7 +29,7 @@ pub mod routing;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Mutation, Proposal, Rejection, ShardRequest, ShardResponse};
+pub use command::{KeyValue, Mutation, Proposal, Rejection, ShardRequest, ShardResponse};
 pub use descriptor::{
     Epoch, MergeError, MergeState, NodeId, ReplicaDescriptor, ReplicaRole, ShardDescriptor,
     ShardId, SplitError,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use crate::batch::{Batch, Cf, OnDurable, RangeExport, ScanOrder, WriteOp};
 use crate::store::{Page, Store, StoreFuture, exclusive_upper_bound};
 use crate::{Error, Result, codec};
+use hanse_shard::KeyValue;
 
 type Families = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
 
@@ -234,6 +235,15 @@ impl Store for MemStore {
             }
         }
         // Ingested files are durable in RocksDB once ingested.
+        self.apply(batch.into_ops(), true)
+    }
+
+    fn ingest_sorted(&self, pairs: &[KeyValue]) -> Result<()> {
+        self.check_health()?;
+        let mut batch = Batch::default();
+        for pair in pairs {
+            batch.put(Cf::Data, pair.key.clone(), pair.value.clone());
+        }
         self.apply(batch.into_ops(), true)
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use hanse_shard::{ShardDescriptor, ShardId};
+use hanse_shard::{KeyValue, ShardDescriptor, ShardId};
 
 use crate::batch::{Batch, Cf, OnDurable, RangeExport, ScanOrder};
 use crate::{Error, Result, codec};
@@ -96,6 +96,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the user data in `[start, end)` with the contents of `files` (as written
     /// by [`Store::export_range`] of the same kind of store).
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()>;
+
+    /// Puts `pairs` (keys strictly ascending) into the user data as one ingested file,
+    /// durably: the bulk path, which skips the write-ahead log and the memtable.
+    fn ingest_sorted(&self, pairs: &[KeyValue]) -> Result<()>;
 
     /// Why this store refuses every write, once a failed sync made it do so.
     fn poisoned(&self) -> Option<String> {
@@ -265,5 +269,10 @@ impl Store for FencedStore {
     fn ingest_range(&self, start: &[u8], end: &[u8], files: &[PathBuf]) -> Result<()> {
         let _open = self.admit()?;
         self.inner.ingest_range(start, end, files)
+    }
+
+    fn ingest_sorted(&self, pairs: &[KeyValue]) -> Result<()> {
+        let _open = self.admit()?;
+        self.inner.ingest_sorted(pairs)
     }
 }

@@ -82,6 +82,20 @@ enum Command {
         spec: hanse_bench::scale::ScaleSpec,
         #[arg(long, value_name = "DIR", default_value = "bench-scale")]
         out: PathBuf,
+        /// Runs nothing: draws the table and the charts of an earlier run's scale.json
+        /// into --out.
+        #[arg(long, value_name = "FILE")]
+        replot: Option<PathBuf>,
+    },
+    /// Many small keys into a fresh local 3-node cluster through the bulk path (sorted
+    /// pairs ingested as files through each shard's log), against single puts and batches
+    /// on the same cluster; then waits for size-based splits, checks a sample of the keys
+    /// and measures reads. Writes bulk.md and bulk.json into --out.
+    Bulk {
+        #[command(flatten)]
+        spec: hanse_bench::bulk::BulkSpec,
+        #[arg(long, value_name = "DIR", default_value = "bench-bulk")]
+        out: PathBuf,
     },
     /// The planner's A/B on a real cluster: each load against a fresh local 3-region
     /// cluster (250/300/150 ms round trips) once per planner mode and run, an open loop
@@ -240,24 +254,55 @@ fn bench() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run_one(args),
-        Command::Scale { spec, out } => {
+        Command::Scale { spec, out, replot } => {
+            let write = |points: &[hanse_bench::scale::ScalePoint]| -> Result<(), String> {
+                let json = serde_json::to_string_pretty(&hanse_bench::scale::json(points))
+                    .map_err(|e| e.to_string())?;
+                let charts = hanse_bench::scale::charts(points);
+                std::fs::write(out.join("scale.md"), hanse_bench::scale::table(points))
+                    .and_then(|()| std::fs::write(out.join("scale.json"), json))
+                    .and_then(|()| {
+                        charts
+                            .iter()
+                            .try_for_each(|(name, png)| std::fs::write(out.join(name), png))
+                    })
+                    .map_err(|e| format!("writing into {}: {e}", out.display()))
+            };
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            if let Some(json) = replot {
+                let text = std::fs::read_to_string(&json)
+                    .with_context(|| format!("reading {}", json.display()))?;
+                let points = hanse_bench::scale::from_json(&serde_json::from_str(&text)?)
+                    .map_err(anyhow::Error::msg)?;
+                write(&points).map_err(anyhow::Error::msg)?;
+                print!("{}", hanse_bench::scale::table(&points));
+                return Ok(());
+            }
             ensure!(
                 spec.shards
                     .iter()
                     .all(|&s| s >= 1 && s as u64 <= spec.key_count),
                 "each --shards must be between 1 and --key-count"
             );
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let write = |points: &[hanse_bench::scale::ScalePoint]| -> Result<(), String> {
-                let json = serde_json::to_string_pretty(&hanse_bench::scale::json(points))
-                    .map_err(|e| e.to_string())?;
-                std::fs::write(out.join("scale.md"), hanse_bench::scale::table(points))
-                    .and_then(|()| std::fs::write(out.join("scale.json"), json))
-                    .map_err(|e| format!("writing into {}: {e}", out.display()))
-            };
             let points = hanse_bench::scale::run(&spec, |line| eprintln!("{line}"), write)
                 .map_err(anyhow::Error::msg)?;
             print!("{}", hanse_bench::scale::table(&points));
+            Ok(())
+        }
+        Command::Bulk { spec, out } => {
+            ensure!(
+                spec.keys >= 1 && spec.clients >= 1 && spec.batch >= 1,
+                "--keys, --clients and --batch must be at least 1"
+            );
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let report = hanse_bench::bulk::run(&spec, |line| eprintln!("{line}"))
+                .map_err(anyhow::Error::msg)?;
+            let table = hanse_bench::bulk::table(&report);
+            let json = serde_json::to_string_pretty(&hanse_bench::bulk::json(&report))?;
+            std::fs::write(out.join("bulk.md"), &table)
+                .and_then(|()| std::fs::write(out.join("bulk.json"), json))
+                .with_context(|| format!("writing into {}", out.display()))?;
+            print!("{table}");
             Ok(())
         }
         Command::Planner { plan, out } => {

@@ -225,6 +225,15 @@ pub fn root_tls() -> Arc<ClientTls> {
     hanse_client::user_tls(certs(), "root").unwrap()
 }
 
+/// A runtime for a test's clients: two workers, like the machines the tests run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Client options for the tests' clusters.
 pub fn client_options() -> ClientOptions {
     ClientOptions {

@@ -52,6 +52,11 @@ pub struct ReplicaLoad {
     pub deletes: AtomicU64,
     /// A sample of the keys requests touched (for load splits).
     pub sampled: Mutex<KeySampler>,
+    /// The shard's size in bytes as this node last reported it (while it leads; see the
+    /// reporter): with the bytes written since, what the bulk path holds against the
+    /// split size. The same figure the balancer splits by, so an ingest refused for size
+    /// always has a split coming.
+    pub size_bytes: AtomicU64,
     /// Requests by the region their client named ("" for untagged ones; at most
     /// [`ORIGIN_REGIONS_MAX`] names, the rest counted as [`OTHER_REGIONS`]).
     pub origins: Mutex<HashMap<String, u64>>,

@@ -1,5 +1,6 @@
-//! The workload: clients that get, put unique values and compare-and-swap a small set of
-//! keys as fast as the cluster answers, recording every operation in the history.
+//! The workload: clients that get, put unique values (some through the bulk path) and
+//! compare-and-swap a small set of keys as fast as the cluster answers, recording every
+//! operation in the history.
 //!
 //! The set of keys changes every [`KEY_LIFETIME`] (a new generation of keys), as in
 //! Jepsen's independent-keys workloads: each key's history stays short enough for the
@@ -42,6 +43,12 @@ pub async fn perform(
     recorder.invoke(client_id, op, key, &call);
     let answer = match &call {
         Call::Get => client.get(key).await.map(Return::Read),
+        // Every fourth operation's put takes the bulk path: an ingest of one pair is the
+        // same put to the model, applied as an ingested file.
+        Call::Put(value) if op % 4 == 0 => client
+            .ingest(&[(key.to_vec(), value.clone())])
+            .await
+            .map(|()| Return::Written),
         Call::Put(value) => client.put(key, value).await.map(|()| Return::Written),
         Call::Cas { expected, new } => client
             .compare_and_swap(key, expected.as_deref(), new.as_deref())
