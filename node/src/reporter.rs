@@ -283,6 +283,7 @@ impl Reporter {
         let now = Instant::now();
         let mut learners = self.learners.lock().await;
         let mut led = Vec::new();
+        let mut unled = Vec::new();
         // Every node this one shares a shard with, for the round trips.
         let mut peers = std::collections::BTreeMap::new();
         for replica in self.routes.all() {
@@ -299,9 +300,7 @@ impl Reporter {
             let sampled_keys = load.sampled.lock().expect("sampler lock").take();
             let origins = std::mem::take(&mut *load.origins.lock().expect("origins lock"));
             if !replica.leads() {
-                // Measured afresh should it lead again: its writes meanwhile were not
-                // counted here.
-                self.measured.lock().await.remove(&replica.shard);
+                unled.push(replica.shard);
                 continue;
             }
             learners.observe(&replica, now);
@@ -329,6 +328,13 @@ impl Reporter {
                 reported_at_ms,
             });
         }
+        // Measured afresh should they lead again: their writes meanwhile were not counted
+        // here. One lock for all: over thousands of shards this runs every second.
+        let mut measured = self.measured.lock().await;
+        for shard in unled {
+            measured.remove(&shard);
+        }
+        drop(measured);
         let worst = learners.worst(&led, now);
         drop(learners);
         crate::metrics::METRICS.learner_lag.set(worst.as_secs_f64());
