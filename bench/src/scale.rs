@@ -41,6 +41,10 @@ pub struct ScaleSpec {
     /// The port the local cluster's nodes listen on.
     #[arg(long, default_value_t = 7660)]
     pub port: u16,
+    /// A `[raft]` setting of the nodes, as KEY=VALUE (repeatable), e.g. `--raft
+    /// heartbeat_ms=300`: what the cluster costs with other Raft timings.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub raft: Vec<String>,
 }
 
 /// What one number of shards cost.
@@ -65,6 +69,10 @@ pub struct ScalePoint {
     pub errors: u64,
     /// From the SIGKILL of a node to every shard it led answering a linearizable read.
     pub led_again_secs: Option<f64>,
+    /// From the SIGKILL to half of those shards answering.
+    pub half_led_again_secs: Option<f64>,
+    /// How many of those shards answered within the limit.
+    pub led_again: usize,
     /// Shards the killed node led.
     pub orphaned: usize,
 }
@@ -98,7 +106,15 @@ fn measure(
     let _inside = runtime.enter();
     // The balancer leaves every new shard alone for an hour: the run measures its round
     // over many shards, not it merging them back.
-    let cluster = LocalCluster::start_with(spec.port, ["--balance-cool-down", "3600"])?;
+    let raft = spec
+        .raft
+        .iter()
+        .flat_map(|setting| ["--raft", setting.as_str()]);
+    let up: Vec<&str> = ["--balance-cool-down", "3600"]
+        .into_iter()
+        .chain(raft)
+        .collect();
+    let cluster = LocalCluster::start_with(spec.port, up)?;
     let tls = cluster.root_tls()?;
     let admin = |addr: &str| -> Result<AdminClient<Channel>, String> {
         let channel = hanse_client::connect(addr, tls.clone()).map_err(|e| e.to_string())?;
@@ -194,9 +210,14 @@ fn measure(
     let orphaned = orphans.len();
     let killed = Instant::now();
     kill(pids[victim as usize - 1])?;
-    let led_again_secs = runtime
-        .block_on(until_all_answer(&client, orphans, Duration::from_secs(60)))
-        .map(|_| killed.elapsed().as_secs_f64());
+    let mut answered = runtime.block_on(answer_times(&client, orphans, FAILOVER_LIMIT, killed));
+    answered.sort_by(f64::total_cmp);
+    let led_again_secs = (answered.len() == orphaned)
+        .then(|| answered.last().copied())
+        .flatten();
+    let half_led_again_secs = answered
+        .get(orphaned.div_ceil(2).saturating_sub(1))
+        .copied();
     drop(_inside);
     drop(runtime);
     drop(cluster);
@@ -212,6 +233,8 @@ fn measure(
         p99_ms: report.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
         errors: report.errors,
         led_again_secs,
+        half_led_again_secs,
+        led_again: answered.len(),
         orphaned,
     })
 }
@@ -303,6 +326,9 @@ async fn spread_leaders(admin: &AdminClient<Channel>, nodes: u64) -> Result<(), 
     Ok(())
 }
 
+/// How long the failover measurement waits for the killed node's shards to answer.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
 /// How long a refused split or transfer waits before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -337,8 +363,14 @@ pub(crate) async fn shard_table(
         .map_err(|e| format!("the shard table: {e}"))
 }
 
-/// Waits until a linearizable read of each of `keys` answers; `None` past `limit`.
-async fn until_all_answer(client: &Arc<Client>, keys: Vec<Vec<u8>>, limit: Duration) -> Option<()> {
+/// Retries a linearizable read of each of `keys` until it answers or `limit` passed;
+/// answers the seconds from `since` to each answer (of those that answered).
+async fn answer_times(
+    client: &Arc<Client>,
+    keys: Vec<Vec<u8>>,
+    limit: Duration,
+    since: Instant,
+) -> Vec<f64> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut reads = tokio::task::JoinSet::new();
     for key in keys {
@@ -346,18 +378,18 @@ async fn until_all_answer(client: &Arc<Client>, keys: Vec<Vec<u8>>, limit: Durat
         reads.spawn(async move {
             while tokio::time::Instant::now() < deadline {
                 if client.get(&key).await.is_ok() {
-                    return true;
+                    return Some(since.elapsed().as_secs_f64());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            false
+            None
         });
     }
-    let mut all = true;
-    while let Some(answered) = reads.join_next().await {
-        all &= answered.unwrap_or(false);
+    let mut answered = Vec::new();
+    while let Some(read) = reads.join_next().await {
+        answered.extend(read.ok().flatten());
     }
-    all.then_some(())
+    answered
 }
 
 pub(crate) fn node_pids(dir: &Path) -> Vec<u32> {
@@ -416,6 +448,8 @@ pub fn json(points: &[ScalePoint]) -> serde_json::Value {
                     "p99_ms": p.p99_ms,
                     "errors": p.errors,
                     "led_again_secs": p.led_again_secs,
+                    "half_led_again_secs": p.half_led_again_secs,
+                    "led_again": p.led_again,
                     "orphaned": p.orphaned,
                 })
             })
@@ -452,6 +486,18 @@ pub fn from_json(value: &serde_json::Value) -> Result<Vec<ScalePoint>, String> {
                 p99_ms: number("p99_ms")?,
                 errors: number("errors")? as u64,
                 led_again_secs: p["led_again_secs"].as_f64(),
+                half_led_again_secs: p["half_led_again_secs"].as_f64(),
+                // Runs before this field was recorded answered all or said nothing.
+                led_again: p["led_again"].as_u64().map_or_else(
+                    || {
+                        if p["led_again_secs"].is_f64() {
+                            p["orphaned"].as_u64().unwrap_or(0) as usize
+                        } else {
+                            0
+                        }
+                    },
+                    |n| n as usize,
+                ),
                 orphaned: number("orphaned")? as usize,
             })
         })
@@ -517,13 +563,13 @@ pub(crate) fn per_node(values: &[f64], digits: usize) -> String {
 /// The table of `points`, as Markdown.
 pub fn table(points: &[ScalePoint]) -> String {
     let mut out = String::from(
-        "| shards | create (s) | idle CPU per node (% of a core) | RSS per node (MiB) | hibernating | routing table (KiB) | balancer round (ms) | ops/s | p99 (ms) | killed node's shards | led again (s) |\n\
-         |---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| shards | create (s) | idle CPU per node (% of a core) | RSS per node (MiB) | hibernating | routing table (KiB) | balancer round (ms) | ops/s | p99 (ms) | killed node's shards | half led again (s) | all led again (s) |\n\
+         |---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let list = per_node;
     for p in points {
         out.push_str(&format!(
-            "| {} | {:.1} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} |\n",
+            "| {} | {:.1} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} | {} |\n",
             p.shards,
             p.create_secs,
             list(&p.idle_cpu_percent, 1),
@@ -539,8 +585,15 @@ pub fn table(points: &[ScalePoint]) -> String {
             p.ops_per_sec,
             p.p99_ms,
             p.orphaned,
-            p.led_again_secs
-                .map_or("not within 60 s".to_string(), |s| format!("{s:.2}")),
+            p.half_led_again_secs
+                .map_or("-".to_string(), |s| format!("{s:.2}")),
+            p.led_again_secs.map_or_else(
+                || format!(
+                    "{} of {} within {FAILOVER_LIMIT:?}",
+                    p.led_again, p.orphaned
+                ),
+                |s| format!("{s:.2}")
+            ),
         ));
     }
     out
@@ -564,6 +617,8 @@ mod tests {
             p99_ms: 85.0,
             errors: 0,
             led_again_secs: None,
+            half_led_again_secs: Some(2.5),
+            led_again: 300,
             orphaned: 333,
         };
         let points = vec![

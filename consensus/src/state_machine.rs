@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hanse_shard::apply::{self, Precondition};
-use hanse_shard::meta::{self, NodeRecord, ShardRecord};
+use hanse_shard::meta::{self, NodeRecord, RoutingTable, ShardRecord};
 use hanse_shard::{Mutation, Rejection, ShardRequest, ShardResponse};
 use hanse_shard::{ShardDescriptor, ShardId};
 use hanse_storage::codec::{self, StateKey};
@@ -59,6 +59,9 @@ pub struct StateMachine {
     applied_indexes: AppliedIndexes,
     /// Bytes ingested since the last snapshot was built (see [`ShardRequest::Ingest`]).
     ingested: watch::Sender<u64>,
+    /// The meta shard's routing table as of `applied`, loaded at the first report and
+    /// kept, so that a report costs its own records and not a read of every shard's.
+    routes: Option<RoutingTable>,
 }
 
 /// An invariant of the replicated state that an applied entry would break: the replica
@@ -110,6 +113,7 @@ impl StateMachine {
             published,
             applied_indexes: AppliedIndexes::default(),
             ingested: watch::Sender::new(0),
+            routes: None,
         };
         if let Some(pending) = pending {
             tracing::warn!(shard, snapshot = %pending.meta.snapshot_id, "finishing a snapshot installation a crash interrupted");
@@ -322,14 +326,14 @@ impl StateMachine {
     }
 
     /// Records a report in the meta shard's routing table and node directory. `table` is
-    /// the routing table as of the earlier commands of this apply call (loaded on first
-    /// use), since their writes are not in RocksDB yet.
+    /// the routing table as of the earlier commands (loaded on first use), since the
+    /// writes of this apply call are not in RocksDB yet.
     fn apply_report(
         &self,
         shards: Vec<ShardRecord>,
         nodes: Vec<NodeRecord>,
         batch: &mut Batch,
-        table: &mut Option<BTreeMap<ShardId, ShardRecord>>,
+        table: &mut Option<RoutingTable>,
     ) -> Result<ShardResponse, StorageError> {
         // A report of nodes alone (an idle cluster's) needs no routing table.
         if !shards.is_empty() && table.is_none() {
@@ -341,7 +345,7 @@ impl StateMachine {
                 continue;
             };
             for id in replaced {
-                table.remove(&id);
+                table.remove(id);
                 batch.delete(Cf::Data, meta::route_key(id));
             }
             batch.put(
@@ -349,7 +353,7 @@ impl StateMachine {
                 meta::route_key(incoming.descriptor.id),
                 codec::encode(&incoming),
             );
-            table.insert(incoming.descriptor.id, incoming);
+            table.insert(incoming);
         }
         for node in nodes {
             batch.put(Cf::Data, meta::node_key(node.node), codec::encode(&node));
@@ -357,16 +361,14 @@ impl StateMachine {
         Ok(ShardResponse::Applied)
     }
 
-    fn load_routing_table(&self) -> Result<BTreeMap<ShardId, ShardRecord>, StorageError> {
+    fn load_routing_table(&self) -> Result<RoutingTable, StorageError> {
         let (start, end) = meta::route_range();
         self.store
             .scan(Cf::Data, &start, &end, usize::MAX, ScanOrder::Forward)
             .map_err(sm_read_error)?
             .into_iter()
             .map(|(_, bytes)| {
-                codec::decode::<ShardRecord>("routing record", &bytes)
-                    .map(|r| (r.descriptor.id, r))
-                    .map_err(sm_read_error)
+                codec::decode::<ShardRecord>("routing record", &bytes).map_err(sm_read_error)
             })
             .collect()
     }
@@ -377,7 +379,7 @@ impl StateMachine {
         index: u64,
         batch: &mut Batch,
         pending: &mut Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
-        table: &mut Option<BTreeMap<ShardId, ShardRecord>>,
+        table: &mut Option<RoutingTable>,
     ) -> Result<ShardResponse, StorageError> {
         if let ShardRequest::Report { shards, nodes } = request {
             if self.shard != meta::META_SHARD {
@@ -538,6 +540,7 @@ impl StateMachine {
 
         self.descriptor = descriptor;
         self.applied = meta.last_log_id;
+        self.routes = None;
         self.membership = meta.last_membership.clone();
         let mut batch = Batch::default();
         self.put_pointers(&mut batch, true);
@@ -699,7 +702,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = Batch::default();
         let mut responses = Vec::with_capacity(entries.len());
         let mut descriptor_before = self.descriptor.clone();
-        let mut table = None;
+        // Taken for the call and kept only once its writes are durable: a failed apply
+        // leaves no table ahead of the store.
+        let mut table = self.routes.take();
         for entry in entries {
             if ingests(&entry) && self.applied != applied_before {
                 // An ingested file lands outside the batch: what came before it is
@@ -745,6 +750,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responses.push(response);
         }
         self.write_applied(&mut batch, &mut descriptor_before)?;
+        self.routes = table;
         self.publish_descriptor();
         self.publish_applied();
         METRICS.entries_applied.inc_by(count);
@@ -863,12 +869,26 @@ mod tests {
 
     const SHARD: ShardId = 1;
 
-    fn engine_with_shard(dir: &std::path::Path) -> Arc<dyn Store> {
+    fn store_holding(dir: &std::path::Path, descriptor: &ShardDescriptor) -> Arc<dyn Store> {
         let store = Arc::new(MemStore::new(dir));
         let mut batch = Batch::default();
-        batch.put_descriptor(&ShardDescriptor::whole_keyspace(SHARD, vec![]));
+        batch.put_descriptor(descriptor);
         store.write(batch, true).unwrap();
         store
+    }
+
+    fn engine_with_shard(dir: &std::path::Path) -> Arc<dyn Store> {
+        store_holding(dir, &ShardDescriptor::whole_keyspace(SHARD, vec![]))
+    }
+
+    /// A snapshot of `machine` as it stands.
+    async fn snapshot_of(machine: &mut StateMachine) -> Snapshot<TypeConfig> {
+        machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
     }
 
     fn put(store: &dyn Store, key: &str, value: &str) {
@@ -1044,12 +1064,7 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         leader.apply(vec![blank]).await.unwrap();
-        let mut snapshot = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let mut snapshot = snapshot_of(&mut leader).await;
         // A sender chooses the id: here one that would climb out of the data directory.
         let outside = tempfile::tempdir().unwrap();
         snapshot.meta.snapshot_id = outside.path().join("escaped").display().to_string();
@@ -1070,6 +1085,69 @@ mod tests {
         assert_eq!(stored, ["s1-t3-n1-i7.snap"]);
     }
 
+    /// A meta shard replica with an empty routing table.
+    fn meta_store(dir: &std::path::Path) -> Arc<dyn Store> {
+        store_holding(dir, &meta::meta_descriptor(vec![]))
+    }
+
+    fn report_entry(index: u64, version: u64, end: &str) -> Entry<TypeConfig> {
+        let mut descriptor = ShardDescriptor::whole_keyspace(5, vec![]);
+        descriptor.end = end.as_bytes().to_vec();
+        descriptor.epoch.version = version;
+        let record = ShardRecord {
+            descriptor,
+            leader: Some(1),
+            stats: Default::default(),
+            reported_at_ms: 0,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(hanse_shard::Proposal {
+                requests: vec![ShardRequest::Report {
+                    shards: vec![record],
+                    nodes: vec![],
+                }],
+            }),
+        }
+    }
+
+    fn stored_route(store: &dyn Store) -> ShardDescriptor {
+        let bytes = store.get(Cf::Data, &meta::route_key(5)).unwrap().unwrap();
+        codec::decode::<ShardRecord>("route", &bytes)
+            .unwrap()
+            .descriptor
+    }
+
+    #[tokio::test]
+    async fn the_kept_routing_table_follows_an_installed_snapshot() {
+        // The source's table knows shard 5 at version 2, over [.., m).
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = meta_store(source_dir.path());
+        let mut leader = StateMachine::open(meta::META_SHARD, source.clone()).unwrap();
+        leader.apply(vec![report_entry(1, 2, "m")]).await.unwrap();
+        let snapshot = snapshot_of(&mut leader).await;
+
+        // The target kept a table from an older report (version 1, whole keyspace) ...
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = meta_store(target_dir.path());
+        let mut follower = StateMachine::open(meta::META_SHARD, target.clone()).unwrap();
+        follower.apply(vec![report_entry(1, 1, "")]).await.unwrap();
+        assert_eq!(stored_route(target.as_ref()).epoch.version, 1);
+        // ... then installs the snapshot: the same old report again is stale now, judged
+        // by the installed table, not the one kept from before.
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        follower.apply(vec![report_entry(2, 1, "")]).await.unwrap();
+        let route = stored_route(target.as_ref());
+        assert_eq!((route.epoch.version, route.end), (2, b"m".to_vec()));
+        // A newer report in a later apply is judged by the table kept since.
+        follower.apply(vec![report_entry(3, 3, "k")]).await.unwrap();
+        let route = stored_route(target.as_ref());
+        assert_eq!((route.epoch.version, route.end), (3, b"k".to_vec()));
+    }
+
     #[tokio::test]
     async fn an_interrupted_snapshot_install_is_finished_at_open() {
         let source_dir = tempfile::tempdir().unwrap();
@@ -1083,12 +1161,7 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         leader.apply(vec![blank]).await.unwrap();
-        let snapshot = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = snapshot_of(&mut leader).await;
         let file_name = format!("{}.snap", snapshot_name(SHARD, snapshot.meta.last_log_id));
 
         // The follower crashed after recording the install, before touching its data.

@@ -448,8 +448,6 @@ impl SimNode {
         Ok(())
     }
 
-    /// Kills the process: its groups stop and it writes nothing more. With `power_loss`
-    /// the store also forgets every write that was not yet synced.
     /// The node-level heartbeat, as the node's hibernation task runs it: each peer whose
     /// links both ways are up is heard from (a live peer answers); idle groups sleep; the
     /// sleeping groups of a peer found dead are woken to elect.
@@ -476,6 +474,8 @@ impl SimNode {
         }
     }
 
+    /// Kills the process: its groups stop and it writes nothing more. With `power_loss`
+    /// the store also forgets every write that was not yet synced.
     async fn crash(&mut self, net: &Net, power_loss: bool) {
         if let Some(process) = self.process.take() {
             process.close();

@@ -12,7 +12,7 @@ use crate::knobs::{
     ACTION_TIMEOUT, ACTIONS_PER_ROUND_MAX, BALANCE_INTERVAL, DRAIN_CHECK_TIMEOUT,
     LEADER_MOVES_PER_ROUND_MAX, MERGE_RESUME_AFTER, NODE_LIVE_MS,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -240,7 +240,8 @@ impl Balancer {
         };
         let now = Instant::now();
         let mut seen = self.seen.lock().await;
-        seen.retain(|id, _| table.iter().any(|r| r.descriptor.id == *id));
+        let listed: HashSet<ShardId> = table.iter().map(|r| r.descriptor.id).collect();
+        seen.retain(|id, _| listed.contains(id));
         let views: Vec<ShardView> = table
             .iter()
             .map(|record| {

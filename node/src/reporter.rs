@@ -13,7 +13,7 @@ use crate::knobs::{
     REPORT_INTERVAL, REPORT_REFRESH,
 };
 use hanse_storage::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -107,8 +107,7 @@ impl Sent {
     /// Of `records` (every shard this node leads), those to send: each that changed
     /// since it was last sent, or all of them once a refresh is due.
     fn due(&mut self, records: Vec<ShardRecord>, now: Instant) -> Vec<ShardRecord> {
-        let led: std::collections::HashSet<ShardId> =
-            records.iter().map(|r| r.descriptor.id).collect();
+        let led: HashSet<ShardId> = records.iter().map(|r| r.descriptor.id).collect();
         self.records.retain(|id, _| led.contains(id));
         if now.duration_since(self.refreshed) >= REPORT_REFRESH {
             self.records.clear();
@@ -153,18 +152,18 @@ impl LearnerLag {
     /// Notes where the learners of `replica`'s shard (led here) stand now.
     fn observe(&mut self, replica: &ReplicaHandle, now: Instant) {
         let shard = replica.shard;
-        let metrics = replica.group.raft.metrics().borrow().clone();
+        let metrics = replica.group.raft.metrics();
+        let metrics = metrics.borrow();
         let last = metrics.last_log_index.unwrap_or(0);
         let target = self.last_log.insert(shard, last).unwrap_or(last);
-        let replication = metrics.replication.unwrap_or_default();
         for learner in replica.descriptor().replicas.iter() {
             if learner.role != hanse_shard::ReplicaRole::Learner {
                 continue;
             }
-            let matched = replication
-                .get(&learner.node)
-                .copied()
-                .flatten()
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&learner.node).copied().flatten())
                 .map_or(0, |id| id.index);
             let since = self.caught_up.entry((shard, learner.node)).or_insert(now);
             if matched >= target {
@@ -174,7 +173,7 @@ impl LearnerLag {
     }
 
     /// Forgets shards not led here any more; the furthest behind learner's lag.
-    fn worst(&mut self, led: &[ShardId], now: Instant) -> Duration {
+    fn worst(&mut self, led: &HashSet<ShardId>, now: Instant) -> Duration {
         self.last_log.retain(|shard, _| led.contains(shard));
         self.caught_up.retain(|(shard, _), _| led.contains(shard));
         self.caught_up
@@ -282,7 +281,7 @@ impl Reporter {
         let per_sec = |count: u64| (count as f64 / elapsed).round() as u64;
         let now = Instant::now();
         let mut learners = self.learners.lock().await;
-        let mut led = Vec::new();
+        let mut led = HashSet::new();
         let mut unled = Vec::new();
         // Every node this one shares a shard with, for the round trips.
         let mut peers = std::collections::BTreeMap::new();
@@ -304,7 +303,7 @@ impl Reporter {
                 continue;
             }
             learners.observe(&replica, now);
-            led.push(replica.shard);
+            led.insert(replica.shard);
             let size = self.size_of(&replica, written, deletes).await;
             let mut origins: Vec<(String, u64)> = origins
                 .into_iter()
@@ -362,12 +361,13 @@ impl Reporter {
 /// Log entries the furthest-behind replica of a shard this node leads has yet to receive
 /// (a replica that has acknowledged nothing yet counts from the log's start).
 fn replica_lag(replica: &ReplicaHandle) -> u64 {
-    let metrics = replica.group.raft.metrics().borrow().clone();
+    let metrics = replica.group.raft.metrics();
+    let metrics = metrics.borrow();
     let last = metrics.last_log_index.unwrap_or(0);
     metrics
         .replication
-        .unwrap_or_default()
-        .values()
+        .iter()
+        .flat_map(|r| r.values())
         .map(|matched| last.saturating_sub(matched.map_or(0, |id| id.index)))
         .max()
         .unwrap_or(0)

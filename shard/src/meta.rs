@@ -121,26 +121,104 @@ fn newer(a: Epoch, b: Epoch) -> bool {
     (a.version, a.conf_ver) > (b.version, b.conf_ver)
 }
 
-/// What recording `incoming` in the routing `table` (records by shard id) changes: `None`
-/// when the table already knows something newer about its range (the report is stale)
-/// or the report's epoch is past any the table's could have reached (see
-/// [`REPORT_EPOCH_JUMP_MAX`]), else the ids of the records it replaces (older shards
-/// overlapping its range: a split's parent, a merge's absorbed neighbour).
-pub fn record(
-    table: &BTreeMap<ShardId, ShardRecord>,
-    incoming: &ShardRecord,
-) -> Option<Vec<ShardId>> {
+/// The routing table as the meta shard applies reports to it: records by shard id, and
+/// their ranges by start key, so that a report finds the records its range overlaps
+/// without a pass over every shard. The table never holds overlapping records
+/// ([`record`] replaces what a newer report overlaps), so the one record that can cover a
+/// range's start is the last to start at or before it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutingTable {
+    records: BTreeMap<ShardId, ShardRecord>,
+    starts: BTreeMap<Vec<u8>, ShardId>,
+}
+
+impl RoutingTable {
+    pub fn get(&self, shard: ShardId) -> Option<&ShardRecord> {
+        self.records.get(&shard)
+    }
+
+    /// Adds `record`, or replaces the one of the same shard.
+    pub fn insert(&mut self, record: ShardRecord) {
+        let d = &record.descriptor;
+        if let Some(old) = self.records.get(&d.id)
+            && old.descriptor.start != d.start
+            && self.starts.get(&old.descriptor.start) == Some(&d.id)
+        {
+            self.starts.remove(&old.descriptor.start);
+        }
+        self.starts.insert(d.start.clone(), d.id);
+        self.records.insert(d.id, record);
+    }
+
+    pub fn remove(&mut self, shard: ShardId) -> Option<ShardRecord> {
+        let removed = self.records.remove(&shard)?;
+        if self.starts.get(&removed.descriptor.start) == Some(&shard) {
+            self.starts.remove(&removed.descriptor.start);
+        }
+        Some(removed)
+    }
+
+    /// The records whose ranges overlap `[start, end)` (an empty `end` is the keyspace's).
+    pub fn overlapping<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = &'a ShardRecord> + 'a {
+        let covering = self.starts.range(..=start.to_vec()).next_back();
+        let inside = self
+            .starts
+            .range(start.to_vec()..)
+            .skip_while(move |(s, _)| s.as_slice() == start)
+            .take_while(move |(s, _)| end.is_empty() || s.as_slice() < end);
+        covering
+            .into_iter()
+            .chain(inside)
+            .filter_map(|(_, id)| self.records.get(id))
+            .filter(move |r| r.descriptor.overlaps(start, end))
+    }
+
+    /// Every record, in shard id order.
+    pub fn records(&self) -> impl Iterator<Item = &ShardRecord> {
+        self.records.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+impl FromIterator<ShardRecord> for RoutingTable {
+    fn from_iter<I: IntoIterator<Item = ShardRecord>>(records: I) -> Self {
+        let mut table = RoutingTable::default();
+        for record in records {
+            table.insert(record);
+        }
+        table
+    }
+}
+
+/// What recording `incoming` in the routing `table` changes: `None` when the table
+/// already knows something newer about its range (the report is stale) or the report's
+/// epoch is past any the table's could have reached (see [`REPORT_EPOCH_JUMP_MAX`]), else
+/// the ids of the records it replaces (older shards overlapping its range: a split's
+/// parent, a merge's absorbed neighbour).
+pub fn record(table: &RoutingTable, incoming: &ShardRecord) -> Option<Vec<ShardId>> {
     let new = &incoming.descriptor;
+    let stored = table.get(new.id);
     // The common report: a shard's record again, same range and epoch. The table never
     // holds overlapping records, so nothing else overlaps it.
-    if let Some(stored) = table.get(&new.id)
+    if let Some(stored) = stored
         && stored.descriptor.epoch == new.epoch
         && stored.descriptor.start == new.start
         && stored.descriptor.end == new.end
     {
         return Some(Vec::new());
     }
-    if let Some(stored) = table.get(&new.id)
+    if let Some(stored) = stored
         && (newer(stored.descriptor.epoch, new.epoch)
             || new.epoch.conf_ver
                 > stored
@@ -151,9 +229,10 @@ pub fn record(
     {
         return None;
     }
-    let known_version = table
-        .values()
-        .filter(|r| r.descriptor.id == new.id || r.descriptor.overlaps(&new.start, &new.end))
+    let overlapping: Vec<&ShardRecord> = table.overlapping(&new.start, &new.end).collect();
+    let known_version = stored
+        .into_iter()
+        .chain(overlapping.iter().copied())
         .map(|r| r.descriptor.epoch.version)
         .max();
     if known_version
@@ -162,16 +241,17 @@ pub fn record(
         return None;
     }
     let mut replaced = Vec::new();
-    for (&id, other) in table {
+    for other in overlapping {
         let old = &other.descriptor;
-        if id == new.id || !old.overlaps(&new.start, &new.end) {
+        if old.id == new.id {
             continue;
         }
         if old.epoch.version >= new.epoch.version {
             return None;
         }
-        replaced.push(id);
+        replaced.push(old.id);
     }
+    replaced.sort_unstable();
     Some(replaced)
 }
 
@@ -209,17 +289,17 @@ mod tests {
 
     /// Applies reports in order the way the meta shard does.
     fn table_after(reports: &[ShardRecord]) -> Vec<(ShardId, String, String)> {
-        let mut table = BTreeMap::new();
+        let mut table = RoutingTable::default();
         for report in reports {
             if let Some(replaced) = record(&table, report) {
                 for id in replaced {
-                    table.remove(&id);
+                    table.remove(id);
                 }
-                table.insert(report.descriptor.id, report.clone());
+                table.insert(report.clone());
             }
         }
         let mut rows: Vec<_> = table
-            .values()
+            .records()
             .map(|r| {
                 let d = &r.descriptor;
                 (
@@ -264,7 +344,7 @@ mod tests {
     #[test]
     fn a_report_far_past_the_known_epoch_is_ignored() {
         let genuine = rec(1, "", "", 5, 3);
-        let table: BTreeMap<_, _> = [(1, genuine.clone())].into();
+        let table: RoutingTable = [genuine.clone()].into_iter().collect();
         let jump = REPORT_EPOCH_JUMP_MAX;
         assert_eq!(record(&table, &rec(1, "", "", 5 + jump + 1, 3)), None);
         assert_eq!(record(&table, &rec(1, "", "", 5, 3 + jump + 1)), None);
@@ -277,7 +357,7 @@ mod tests {
         assert_eq!(record(&table, &rec(9, "a", "b", 6, 1)), Some(vec![1]));
         // Into an empty table any report goes: there is nothing to judge it by.
         assert_eq!(
-            record(&BTreeMap::new(), &rec(1, "", "", 1 << 40, 1)),
+            record(&RoutingTable::default(), &rec(1, "", "", 1 << 40, 1)),
             Some(vec![])
         );
     }
@@ -289,12 +369,12 @@ mod tests {
             leader: Some(3),
             ..rec(1, "", "", 1, 9)
         };
-        let table: BTreeMap<_, _> = [(1, after.clone())].into();
+        let table: RoutingTable = [after.clone()].into_iter().collect();
         assert_eq!(record(&table, &before), None);
-        let table: BTreeMap<_, _> = [(1, before)].into();
+        let table: RoutingTable = [before].into_iter().collect();
         assert_eq!(record(&table, &after), Some(vec![]));
         // The same epoch again: fresher stats and leader are taken.
-        let table: BTreeMap<_, _> = [(1, after.clone())].into();
+        let table: RoutingTable = [after.clone()].into_iter().collect();
         assert_eq!(record(&table, &after), Some(vec![]));
     }
 
@@ -314,10 +394,9 @@ mod tests {
 
     #[test]
     fn the_same_record_again_replaces_nothing_and_a_stale_one_is_still_refused() {
-        let mut table = BTreeMap::new();
-        for r in [rec(1, "", "m", 2, 1), rec(7, "m", "", 2, 1)] {
-            table.insert(r.descriptor.id, r);
-        }
+        let table: RoutingTable = [rec(1, "", "m", 2, 1), rec(7, "m", "", 2, 1)]
+            .into_iter()
+            .collect();
         let again = ShardRecord {
             reported_at_ms: 99,
             ..rec(7, "m", "", 2, 1)
@@ -325,5 +404,52 @@ mod tests {
         assert_eq!(record(&table, &again), Some(vec![]));
         assert_eq!(record(&table, &rec(7, "m", "", 1, 1)), None);
         assert_eq!(record(&table, &rec(7, "m", "", 3, 1)), Some(vec![]));
+    }
+
+    proptest::proptest! {
+        /// The start-key index finds exactly what a pass over every record finds, after
+        /// inserts, moves of a shard's start, and removals.
+        #[test]
+        fn the_index_finds_the_overlapping_records_a_full_pass_finds(
+            cuts in proptest::collection::btree_set(1u8..200, 0..20),
+            moved in 0usize..20,
+            removed in 0usize..20,
+            query in (0u8..210, 0u8..210),
+        ) {
+            let key = |b: u8| vec![b];
+            let bounds: Vec<Vec<u8>> = std::iter::once(Vec::new())
+                .chain(cuts.iter().map(|&c| key(c)))
+                .chain(std::iter::once(Vec::new()))
+                .collect();
+            let mut table = RoutingTable::default();
+            for (i, pair) in bounds.windows(2).enumerate() {
+                let mut r = rec(i as u64, "", "", 1, 1);
+                r.descriptor.start = pair[0].clone();
+                r.descriptor.end = pair[1].clone();
+                table.insert(r);
+            }
+            // A shard whose range shrank from the left (its neighbour took the keys).
+            if let Some(mut r) = table.get(moved as u64).cloned()
+                && !r.descriptor.end.is_empty()
+                && r.descriptor.start.len() == 1
+                && r.descriptor.start[0] + 1 < r.descriptor.end[0]
+            {
+                r.descriptor.start = key(r.descriptor.start[0] + 1);
+                table.insert(r);
+            }
+            table.remove(removed as u64);
+            let (a, b) = (query.0.min(query.1), query.0.max(query.1));
+            for (start, end) in [(key(a), key(b)), (key(a), Vec::new()), (Vec::new(), key(b))] {
+                let mut found: Vec<ShardId> =
+                    table.overlapping(&start, &end).map(|r| r.descriptor.id).collect();
+                found.sort_unstable();
+                let expected: Vec<ShardId> = table
+                    .records()
+                    .filter(|r| r.descriptor.overlaps(&start, &end))
+                    .map(|r| r.descriptor.id)
+                    .collect();
+                proptest::prop_assert_eq!(found, expected);
+            }
+        }
     }
 }
