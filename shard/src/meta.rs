@@ -164,11 +164,14 @@ impl RoutingTable {
         start: &'a [u8],
         end: &'a [u8],
     ) -> impl Iterator<Item = &'a ShardRecord> + 'a {
-        let covering = self.starts.range(..=start.to_vec()).next_back();
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let covering = self
+            .starts
+            .range::<[u8], _>((Unbounded, Included(start)))
+            .next_back();
         let inside = self
             .starts
-            .range(start.to_vec()..)
-            .skip_while(move |(s, _)| s.as_slice() == start)
+            .range::<[u8], _>((Excluded(start), Unbounded))
             .take_while(move |(s, _)| end.is_empty() || s.as_slice() < end);
         covering
             .into_iter()
